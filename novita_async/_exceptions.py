@@ -1,0 +1,247 @@
+"""The exceptions this package raises.
+
+Everything derives from :class:`NovitaError`, so ``except NovitaError`` catches all of it::
+
+    NovitaError
+    ├── ValidationError (also ValueError)        bad input, raised before anything is sent
+    ├── ConfigurationError                       missing API key, bad URL, bad option
+    ├── APIError                                 the service or the network failed a call
+    │   ├── APIStatusError                       non-2xx: status, code, reason, message, metadata
+    │   │   ├── BadRequestError                  400
+    │   │   ├── AuthenticationError              401
+    │   │   ├── PermissionDeniedError            403
+    │   │   ├── NotFoundError                    404
+    │   │   ├── RateLimitError                   429 (retry_after: the server's hint, s)
+    │   │   └── ServerError                      5xx
+    │   ├── ImageURLExpiredError                 an image URL answered 403 "Request has expired"
+    │   ├── APIConnectionError                   no answer: refused, reset, truncated body
+    │   │   ├── APITimeoutError                  no answer in time
+    │   │   └── SubmitOutcomeUnknownError        a submit whose answer was lost: a task may exist
+    │   └── InvalidResponseError                 a 2xx answer that is not the documented shape
+    └── TaskError                                a task, not a call, went wrong
+        ├── TaskFailedError                      the task ended TASK_STATUS_FAILED (task_id, reason)
+        └── TaskTimeoutError                     the task did not finish before the deadline
+
+No message, ``repr`` or attribute of these exceptions holds the API key: messages are built from the
+answer's body and a redacted URL (no query string), never from request headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ImageURLExpiredError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "NovitaError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "SubmitOutcomeUnknownError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "ValidationError",
+    "status_error",
+]
+
+
+class NovitaError(Exception):
+    """Base class of every error this package raises."""
+
+    @property
+    def reason(self) -> str:
+        """A short UPPER_SNAKE tag for the error, used in results and summaries."""
+        return type(self).__name__
+
+
+class ValidationError(NovitaError, ValueError):
+    """A value is outside what the API accepts; raised before any request is sent."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field}={shown} is not allowed: {allowed}")
+
+    @property
+    def reason(self) -> str:
+        return "VALIDATION_ERROR"
+
+
+class ConfigurationError(NovitaError):
+    """The client was set up wrongly (no API key, malformed URL, bad option)."""
+
+
+class APIError(NovitaError):
+    """A call to the service failed."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        # `url` is always redacted (no query string) by the caller.
+        self.method = method
+        self.url = url
+        super().__init__(message)
+
+
+class APIStatusError(APIError):
+    """The service answered with a non-2xx status."""
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        code: int | None = None,
+        reason: str = "",
+        message: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        body: str = "",
+        method: str = "",
+        url: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self._reason = reason
+        self.api_message = message
+        self.metadata = dict(metadata or {})
+        self.body = body
+        self.retry_after = retry_after
+        summary = f"{status} {reason}".strip()
+        detail = message or body[:200].strip()
+        where = f" ({method} {url})" if url else ""
+        super().__init__(
+            f"{summary}: {detail}{where}" if detail else summary + where, method=method, url=url
+        )
+
+    @property
+    def reason(self) -> str:
+        return self._reason or f"HTTP_{self.status}"
+
+
+class BadRequestError(APIStatusError):
+    """400: the service rejected the request."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or wrong API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not do this (INVALID_API_KEY, BILLING_AUTH_FAILED, ...)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such route or task."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; ``retry_after`` holds the server's hint in seconds, if any."""
+
+
+class ServerError(APIStatusError):
+    """5xx: the service or a gateway in front of it failed."""
+
+
+class ImageURLExpiredError(APIError):
+    """A result image URL is past its lifetime; fetch the task result again for a fresh one."""
+
+    @property
+    def reason(self) -> str:
+        return "IMAGE_URL_EXPIRED"
+
+
+class APIConnectionError(APIError):
+    """No (complete) answer: connection refused or reset, or a truncated body."""
+
+    @property
+    def reason(self) -> str:
+        return "CONNECTION_ERROR"
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer in time."""
+
+    @property
+    def reason(self) -> str:
+        return "TIMEOUT"
+
+
+class SubmitOutcomeUnknownError(APIConnectionError):
+    """A task submission was sent but its answer was lost.
+
+    The service may or may not have created (and will bill) the task, and the API has no way to ask.
+    The client does not resubmit on its own; see the README's "Retries" section.
+    """
+
+    @property
+    def reason(self) -> str:
+        return "SUBMIT_OUTCOME_UNKNOWN"
+
+
+class InvalidResponseError(APIError):
+    """A 2xx answer that does not have the documented shape."""
+
+    @property
+    def reason(self) -> str:
+        return "INVALID_RESPONSE"
+
+
+class TaskError(NovitaError):
+    """A generation task went wrong."""
+
+    def __init__(self, task_id: str, message: str) -> None:
+        self.task_id = task_id
+        super().__init__(message)
+
+
+class TaskFailedError(TaskError):
+    """The task ended with TASK_STATUS_FAILED."""
+
+    def __init__(self, task_id: str, task_reason: str) -> None:
+        self.task_reason = task_reason
+        super().__init__(task_id, f"task {task_id} failed: {task_reason or 'no reason given'}")
+
+    @property
+    def reason(self) -> str:
+        return "TASK_FAILED"
+
+
+class TaskTimeoutError(TaskError):
+    """The task had not finished when the caller's deadline passed."""
+
+    def __init__(self, task_id: str, waited: float, last_status: str = "") -> None:
+        self.waited = waited
+        self.last_status = last_status
+        detail = f" (last status {last_status})" if last_status else ""
+        super().__init__(task_id, f"task {task_id} not finished after {waited:.1f}s{detail}")
+
+    @property
+    def reason(self) -> str:
+        return "TASK_TIMEOUT"
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def status_error(status: int, **kwargs: Any) -> APIStatusError:
+    """The :class:`APIStatusError` subclass for ``status``."""
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIStatusError)
+    return cls(status, **kwargs)

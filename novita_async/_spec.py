@@ -1,0 +1,158 @@
+"""The documented contract of the InstantID API, transcribed once.
+
+Every range, enum and default below comes from the API's own documentation (``instant-id-api.txt``)
+or, where that is silent, from the official SDK. The client's models validate against this table and
+the emulator enforces the same table on the wire, so a change here is a change to both.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+RECOMMENDED_MODEL: Final = "sdxlUnstableDiffusers_v8HEAVENSWRATH_133813.safetensors"
+
+SAMPLERS: Final = (
+    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM++ SDE",
+    "DPM fast", "DPM adaptive", "LMS Karras", "DPM2 Karras", "DPM2 a Karras", "DPM++ 2S a Karras",
+    "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "PLMS", "UniPC",
+)  # fmt: skip
+
+IMAGE_TYPES: Final = ("png", "jpeg", "webp")
+
+CONTROLNET_PREPROCESSORS: Final = (
+    "none", "canny", "depth", "depth_leres", "depth_leres++", "hed", "hed_safe", "mediapipe_face",
+    "mlsd", "normal_map", "openpose", "openpose_hand", "openpose_face", "openpose_faceonly",
+    "openpose_full", "clip_vision", "color", "pidinet", "pidinet_safe", "pidinet_sketch",
+    "pidinet_scribble", "scribble_xdog", "scribble_hed", "segmentation", "threshold", "depth_zoe",
+    "normal_bae", "oneformer_coco", "oneformer_ade20k", "lineart", "lineart_coarse",
+    "lineart_anime", "lineart_standard", "shuffle", "tile_resample", "invert",
+    "lineart_anime_denoise", "reference_only", "reference_adain", "reference_adain+attn",
+)  # fmt: skip
+
+MODEL_TYPES: Final = ("checkpoint", "lora", "vae", "controlnet", "upscaler", "textualinversion")
+
+MAX_LORAS: Final = 5
+
+
+@attrs.frozen
+class Range:
+    """An inclusive numeric range; ``high`` None means unbounded above."""
+
+    low: float
+    high: float | None
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        return value >= self.low and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        def fmt(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else str(x)
+
+        if self.high is None:
+            return f">= {fmt(self.low)}"
+        return f"[{fmt(self.low)}, {fmt(self.high)}]"
+
+
+# Numeric fields of the request: (range, is_integer).
+NUMERIC_FIELDS: Final[dict[str, tuple[Range, bool]]] = {
+    "width": (Range(128, 2048), True),
+    "height": (Range(128, 2048), True),
+    "image_num": (Range(1, 4), True),
+    "steps": (Range(1, 100), True),
+    "guidance_scale": (Range(1, 30), False),
+    "seed": (Range(-1, None), True),
+    "id_strength": (Range(0, 1.5), False),
+    "adapter_strength": (Range(0, 1.5), False),
+    "clip_skip": (Range(1, 12), True),
+    "control_guidance_start": (Range(0, 1), False),
+    "control_guidance_end": (Range(0, 1), False),
+    # Novita's shared `extra` block: 0 (strict) .. 2 (lenient).
+    "nsfw_detection_level": (Range(0, 2), True),
+}
+
+PROMPT_LENGTH: Final = Range(1, 1024)
+
+REQUIRED_FIELDS: Final = (
+    "model_name", "face_image_assets_ids", "ref_image_assets_ids", "prompt", "width", "height",
+    "image_num", "steps", "guidance_scale", "sampler_name",
+)  # fmt: skip
+
+# The answer to "which SDXL checkpoints may model_name name": the seed's list, plus the model its
+# own example request uses.
+SDXL_CHECKPOINTS: Final = (
+    "albedobaseXL_v04_130099.safetensors",
+    "altxl_v60_146691.safetensors",
+    "animeArtDiffusionXL_alpha2_91872.safetensors",
+    "animeArtDiffusionXL_alpha3_93120.safetensors",
+    "animeIllustDiffusion_v04_117809.safetensors",
+    "breakdomainxl_V05g_124265.safetensors",
+    "brixlAMustInYour_v40Dagobah_145992.safetensors",
+    "cinemaxAlphaSDXLCinema_alpha1_107473.safetensors",
+    "cineroXLPhotomatic_v12aPHENO_137703.safetensors",
+    "clearhungAnimeXL_v10_117716.safetensors",
+    "copaxTimelessxlSDXL1_colorfulV2_100729.safetensors",
+    "counterfeitxl__98184.safetensors",
+    "counterfeitxl_v10_108721.safetensors",
+    "crystalClearXL_ccxl_97637.safetensors",
+    "dreamshaperXL09Alpha_alpha2Xl10_91562.safetensors",
+    "dynavisionXLAllInOneStylized_alpha036FP16Bakedvae_99980.safetensors",
+    "dynavisionXLAllInOneStylized_beta0411Bakedvae_109970.safetensors",
+    "dynavisionXLAllInOneStylized_release0534bakedvae_129001.safetensors",
+    "fenrisxl_145_134980.safetensors",
+    "foddaxlPhotorealism_v45_122788.safetensors",
+    "formulaxl_v10_104889.safetensors",
+    "juggernautXL_version2_113240.safetensors",
+    "juggernautXL_version5_126522.safetensors",
+    "kohakuXL_alpha7_111843.safetensors",
+    "LahMysteriousSDXL_v40_122478.safetensors",
+    "leosamsHelloworldSDXLModel_helloworldSDXL10_112178.safetensors",
+    "mbbxlUltimate_v10RC_94686.safetensors",
+    "moefusionSDXL_v10_114018.safetensors",
+    "nightvisionXLPhotorealisticPortrait_beta0681Bakedvae_108833.safetensors",
+    "nightvisionXLPhotorealisticPortrait_beta0702Bakedvae_113098.safetensors",
+    "nightvisionXLPhotorealisticPortrait_release0770Bakedvae_154525.safetensors",
+    "novaPrimeXL_v10_107899.safetensors",
+    "pixelwave_v10_117722.safetensors",
+    "protovisionXLHighFidelity3D_beta0520Bakedvae_106612.safetensors",
+    "protovisionXLHighFidelity3D_release0620Bakedvae_131308.safetensors",
+    "protovisionXLHighFidelity3D_release0630Bakedvae_154359.safetensors",
+    "realismEngineSDXL_v05b_131513.safetensors",
+    "realismEngineSDXL_v10_136287.safetensors",
+    "realisticStockPhoto_v10_115618.safetensors",
+    "RealitiesEdgeXL_4_122673.safetensors",
+    "realvisxlV20_v20Bakedvae_129156.safetensors",
+    "riotDiffusionXL_v20_139293.safetensors",
+    "roxl_v10_109354.safetensors",
+    "sd_xl_base_0.9.safetensors",
+    "sd_xl_base_1.0.safetensors",
+    "sdxlNijiSpecial_sdxlNijiSE_115638.safetensors",
+    "sdxlNijiV3_sdxlNijiV3_104571.safetensors",
+    "sdxlNijiV51_sdxlNijiV51_112807.safetensors",
+    "sd_xl_refiner_1.0.safetensors",
+    "sdxlUnstableDiffusers_v8HEAVENSWRATH_133813.safetensors",
+    "sdXL_v10Refiner_91495.safetensors",
+    "sdxlYamersAnimeUltra_yamersAnimeV3_121537.safetensors",
+    "shikianimexl_v10_93788.safetensors",
+    "stable-diffusion-xl-1.0-inpainting-0.1.safetensors",
+    "stable-diffusion-xl-base-1.0.safetensors",
+    "theTalosProject_v10_117893.safetensors",
+    "thinkdiffusionxl_v10_145931.safetensors",
+    "voidnoisecorexl_r1486_150780.safetensors",
+    "wlopArienwlopstylexl_v10_101973.safetensors",
+    "wlopSTYLEXL_v2_126171.safetensors",
+    "xl13AsmodeusSFWNSFW_v22BakedVAE_111954.safetensors",
+    "xxmix9realisticsdxl_v10_123235.safetensors",
+    "zavychromaxl_b2_103298.safetensors",
+    "zavychromaxl_v21_129006.safetensors",
+    "sdxlUnstableDiffusers_v11_216694.safetensors",
+)
+
+# Task statuses as the service spells them.
+STATUS_QUEUED: Final = "TASK_STATUS_QUEUED"
+STATUS_PROCESSING: Final = "TASK_STATUS_PROCESSING"
+STATUS_SUCCEED: Final = "TASK_STATUS_SUCCEED"
+STATUS_FAILED: Final = "TASK_STATUS_FAILED"
