@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ._client import InstantIDOutcome, NovitaClient
+from ._config import ClientConfig, Timeouts
+from ._events import ClientEvent, EventKind
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -38,6 +41,17 @@ from ._models import (
     Webhook,
     WebhookTestMode,
 )
+from ._polling import PollPolicy
+from ._retry import RetryPolicy
+from .batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchRunner,
+    BatchSummary,
+    Job,
+    JobError,
+    JobOutcome,
+)
 
 __version__ = "0.1.0"
 
@@ -48,21 +62,35 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchEvent",
+    "BatchEventKind",
+    "BatchRunner",
+    "BatchSummary",
+    "ClientConfig",
+    "ClientEvent",
     "ConfigurationError",
     "ControlNet",
     "ControlNetUnit",
+    "EventKind",
     "Extra",
     "ImageURLExpiredError",
+    "InstantIDOutcome",
     "InstantIDRequest",
     "InvalidResponseError",
+    "Job",
+    "JobError",
+    "JobOutcome",
     "LoRA",
     "Model",
     "ModelPage",
     "NotFoundError",
+    "NovitaClient",
     "NovitaError",
     "PermissionDeniedError",
+    "PollPolicy",
     "RateLimitError",
     "ResultImage",
+    "RetryPolicy",
     "ServerError",
     "SubmitOutcomeUnknownError",
     "Task",
@@ -71,6 +99,7 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
+    "Timeouts",
     "ValidationError",
     "Webhook",
     "WebhookTestMode",

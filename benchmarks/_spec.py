@@ -1,0 +1,106 @@
+"""What a contender is asked to do, and what it reports back.
+
+The harness writes a :class:`RunSpec` as JSON, starts the contender as its own process (so its CPU
+and memory are its own), and reads one JSON :class:`RunReport` line from its stdout. Connection
+settings come from the usual ``NOVITA_*`` environment variables, pointing at the emulator process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import cattrs
+
+_converter = cattrs.Converter()
+
+
+@attrs.frozen
+class RunSpec:
+    jobs: int
+    faces: list[str]
+    refs: list[str]
+    out_dir: str
+    concurrency: int
+    task_seconds_hint: float = 1.0
+    rate: float | None = None
+    width: int = 128
+    height: int = 128
+    steps: int = 20
+    image_type: str = "jpeg"
+
+    def job_inputs(self) -> Iterator[tuple[int, str, str]]:
+        """(index, face path, ref path) for each job, cycling over faces x refs; lazily."""
+        pairs = len(self.faces) * len(self.refs)
+        for i in range(self.jobs):
+            k = i % pairs
+            yield i, self.faces[k % len(self.faces)], self.refs[k // len(self.faces)]
+
+    def body(self, face_id: str, ref_id: str, index: int) -> dict[str, Any]:
+        """A minimal valid request body, as a bare client would write it by hand."""
+        return {
+            "model_name": "sdxlUnstableDiffusers_v8HEAVENSWRATH_133813.safetensors",
+            "face_image_assets_ids": [face_id],
+            "ref_image_assets_ids": [ref_id],
+            "prompt": f"benchmark job {index}",
+            "width": self.width,
+            "height": self.height,
+            "image_num": 1,
+            "steps": self.steps,
+            "guidance_scale": 7.5,
+            "sampler_name": "Euler",
+            "seed": index,
+            "extra": {"response_image_type": self.image_type},
+        }
+
+
+@attrs.define
+class RunReport:
+    succeeded: int = 0
+    failed: int = 0
+    completions: list[float] = attrs.Factory(list)  # wall-clock time.time() of each success
+    errors: dict[str, int] = attrs.Factory(dict)
+
+    def success(self) -> None:
+        self.succeeded += 1
+        self.completions.append(time.time())
+
+    def failure(self, exc: BaseException | str) -> None:
+        self.failed += 1
+        key = exc if isinstance(exc, str) else type(exc).__name__
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+def load_spec() -> RunSpec:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        return _converter.structure(json.load(f), RunSpec)
+
+
+def dump_spec(spec: RunSpec, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_converter.unstructure(spec), f)
+
+
+def emit(report: RunReport) -> None:
+    sys.stdout.write("REPORT " + json.dumps(_converter.unstructure(report)) + "\n")
+    sys.stdout.flush()
+
+
+def parse_report(stdout: str) -> RunReport | None:
+    for line in stdout.splitlines():
+        if line.startswith("REPORT "):
+            return _converter.structure(json.loads(line[7:]), RunReport)
+    return None
+
+
+def connection() -> tuple[str, str, str]:
+    return (
+        os.environ["NOVITA_BASE_URL"],
+        os.environ["NOVITA_ASSETS_URL"],
+        os.environ["NOVITA_API_KEY"],
+    )

@@ -1,0 +1,73 @@
+"""The floor: a bare aiohttp flow making only the necessary requests.
+
+Each distinct file uploaded once, then per job: submit, one poll timed by the known task time (then
+by ``eta`` if not done), download, ``os.replace``. No validation, journal, retries or progress: the
+CPU lower bound of this work on the machine at hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aiohttp
+
+from benchmarks._spec import RunReport, connection, emit, load_spec
+
+
+async def main() -> None:
+    spec = load_spec()
+    base, assets, key = connection()
+    auth = {"Authorization": f"Bearer {key}"}
+    report = RunReport()
+    os.makedirs(spec.out_dir, exist_ok=True)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def upload(path: str) -> str:
+            with open(path, "rb") as f:
+                data = f.read()
+            async with session.put(assets, data=data) as r:
+                return str((await r.json())["assets_id"])
+
+        files = sorted(set(spec.faces) | set(spec.refs))
+        ids = dict(zip(files, await asyncio.gather(*map(upload, files)), strict=True))
+        slots = asyncio.Semaphore(spec.concurrency)
+
+        async def one(index: int, face: str, ref: str) -> None:
+            async with slots:
+                try:
+                    body = spec.body(ids[face], ids[ref], index)
+                    async with session.post(
+                        base + "/v3/async/instant-id", json=body, headers=auth
+                    ) as r:
+                        task_id = (await r.json())["task_id"]
+                    await asyncio.sleep(spec.task_seconds_hint)
+                    while True:
+                        async with session.get(
+                            base + "/v3/async/task-result", params={"task_id": task_id},
+                            headers=auth,
+                        ) as r:
+                            result = await r.json()
+                        status = result["task"]["status"]
+                        if status == "TASK_STATUS_SUCCEED":
+                            break
+                        if status == "TASK_STATUS_FAILED":
+                            raise RuntimeError("task failed")
+                        await asyncio.sleep(max(float(result["task"].get("eta") or 0), 0.05))
+                    for n, image in enumerate(result["images"]):
+                        final = os.path.join(spec.out_dir, f"{index}-{n}.{image['image_type']}")
+                        async with session.get(image["image_url"]) as r:
+                            with open(final + ".part", "wb") as f:
+                                async for chunk in r.content.iter_chunked(65536):
+                                    f.write(chunk)
+                        os.replace(final + ".part", final)
+                    report.success()
+                except Exception as exc:
+                    report.failure(exc)
+
+        await asyncio.gather(*(one(*job) for job in spec.job_inputs()))
+    emit(report)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,285 @@
+"""The ``novita-async`` command line: subcommands, request flags and their validation.
+
+Request flags are named after the API's fields (``--width`` for ``width``, ``--image-type`` for
+``extra.response_image_type``) and hold no defaults of their own: a flag left out means "the line's
+value, else the model's default", and the help shows the model's default. Ranges are checked by the
+models themselves (:mod:`novita_async._spec`), then reported against the flag that set them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import attrs
+
+from .. import __version__, _spec
+from .._exceptions import ValidationError
+from .._models import InstantIDRequest
+from ._fields import build_request
+
+__all__ = ["REQUEST_FLAGS", "RequestFlag", "build_parser", "parse_args", "request_fields"]
+
+
+def _lora(text: str) -> dict[str, Any]:
+    name, sep, strength = text.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {text!r}")
+    try:
+        return {"model_name": name, "strength": float(strength)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+
+
+def _controlnet(text: str) -> dict[str, Any]:
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise argparse.ArgumentTypeError(f"expected MODEL:STRENGTH:PREPROCESSOR, got {text!r}")
+    name, strength, preprocessor = parts
+    try:
+        return {"model_name": name, "strength": float(strength), "preprocessor": preprocessor}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+
+
+@attrs.frozen
+class RequestFlag:
+    """One command-line flag that sets one request field (``path`` inside the JSON body)."""
+
+    flag: str
+    path: tuple[str, ...]
+    type: Callable[[str], Any] | None
+    help: str
+    metavar: str | None = None
+    repeatable: bool = False
+
+    @property
+    def dest(self) -> str:
+        return "req_" + self.flag.lstrip("-").replace("-", "_")
+
+
+def _default(name: str) -> str:
+    default = attrs.fields_dict(InstantIDRequest)[name].default
+    return f" (default: {default})" if default is not None else ""
+
+
+def _numeric(flag: str, path: str, what: str = "") -> RequestFlag:
+    name = path.rpartition(".")[2]
+    allowed, integer = _spec.NUMERIC_FIELDS[name]
+    default = _default(name) if name == path else ""
+    text = f"{what}{', ' if what else ''}in {allowed}{default}"
+    return RequestFlag(flag, tuple(path.split(".")), int if integer else float, text)
+
+
+def _choice(flag: str, path: str, choices: tuple[str, ...], default: str) -> RequestFlag:
+    return RequestFlag(flag, tuple(path.split(".")), str, f"one of: {', '.join(choices)}{default}")
+
+
+REQUEST_FLAGS: tuple[RequestFlag, ...] = (
+    RequestFlag("--prompt", ("prompt",), str, "what to generate, 1 to 1024 characters"),
+    RequestFlag("--negative-prompt", ("negative_prompt",), str, "what to keep out of the image"),
+    RequestFlag("--model", ("model_name",), str,
+                "an SDXL checkpoint's sd_name" + _default("model_name")),
+    _numeric("--width", "width", "pixels"),
+    _numeric("--height", "height", "pixels"),
+    _numeric("--image-num", "image_num", "images per task"),
+    _numeric("--steps", "steps", "denoising steps"),
+    _numeric("--guidance-scale", "guidance_scale"),
+    _choice("--sampler", "sampler_name", _spec.SAMPLERS, _default("sampler_name")),
+    _numeric("--seed", "seed", "random when -1 (the service's default)"),
+    _numeric("--id-strength", "id_strength", "identity fidelity"),
+    _numeric("--adapter-strength", "adapter_strength", "detail"),
+    _numeric("--clip-skip", "clip_skip"),
+    _numeric("--control-guidance-start", "control_guidance_start"),
+    _numeric("--control-guidance-end", "control_guidance_end"),
+    RequestFlag("--lora", ("loras",), _lora, f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
+                "NAME:STRENGTH", repeatable=True),
+    RequestFlag("--controlnet", ("controlnet", "units"), _controlnet,
+                "a ControlNet unit, repeatable", "MODEL:STRENGTH:PREPROCESSOR", repeatable=True),
+    _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES, " (default: png)"),
+    RequestFlag("--nsfw-detection", ("extra", "enable_nsfw_detection"), None,
+                "ask the service to check images for NSFW content"),
+    _numeric("--nsfw-detection-level", "extra.nsfw_detection_level", "0 is strictest"),
+    RequestFlag("--webhook", ("extra", "webhook", "url"), str,
+                "a URL the service calls when a task ends", "URL"),
+)  # fmt: skip
+
+
+_METAVARS: dict[object, str] = {int: "N", float: "X"}
+
+
+def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
+    group = parser.add_argument_group(
+        "request fields",
+        "named after the API's fields" + ("" if prompt_required else "; defaults for job lines"),
+    )
+    for spec in REQUEST_FLAGS:
+        if spec.type is None:
+            group.add_argument(spec.flag, dest=spec.dest, action=argparse.BooleanOptionalAction,
+                               default=None, help=spec.help)  # fmt: skip
+            continue
+        group.add_argument(
+            spec.flag,
+            dest=spec.dest,
+            type=spec.type,
+            default=None,
+            metavar=spec.metavar or _METAVARS.get(spec.type, "TEXT"),
+            action="append" if spec.repeatable else "store",
+            required=prompt_required and spec.flag == "--prompt",
+            help=spec.help,
+        )
+
+
+def request_fields(ns: argparse.Namespace) -> dict[str, Any]:
+    """The request fields the flags set, as a nested API-named dict (unset flags are absent)."""
+    fields: dict[str, Any] = {}
+    for spec in REQUEST_FLAGS:
+        value = getattr(ns, spec.dest, None)
+        if value is None:
+            continue
+        target = fields
+        for key in spec.path[:-1]:
+            target = target.setdefault(key, {})
+        target[spec.path[-1]] = value
+    return fields
+
+
+def _flag_for(field: str) -> str | None:
+    path = tuple(re.sub(r"\[\d+\]", "", field).split("."))
+    for spec in REQUEST_FLAGS:
+        if path[: len(spec.path)] == spec.path or spec.path[: len(path)] == path:
+            return spec.flag
+    return None
+
+
+def _check_request_flags(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    fields = request_fields(ns)
+    try:
+        build_request({"prompt": "placeholder", **fields})
+    except ValidationError as exc:
+        flag = _flag_for(exc.field) or exc.field
+        parser.error(f"argument {flag}: {exc.value!r} is not allowed: {exc.allowed}")
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: must be > 0")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not the whole usage block: the request flags alone fill a screen.
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    connection = _Parser(add_help=False)
+    group = connection.add_argument_group("connection")
+    group.add_argument(
+        "--api-key",
+        default=None,
+        help="API key; prefer the NOVITA_API_KEY variable (flags show up in process lists)",
+    )
+    group.add_argument("--base-url", default=None, help="API origin (env NOVITA_BASE_URL)")
+    group.add_argument(
+        "--assets-url", default=None, help="asset upload URL (env NOVITA_ASSETS_URL)"
+    )
+
+    parser = _Parser(
+        prog="novita-async",
+        description="Novita AI InstantID from the command line: one task, or thousands, resumable.",
+    )
+    # Its own dest: a subcommand's `--debug` default would otherwise overwrite this one.
+    parser.add_argument(
+        "--debug", dest="debug_anywhere", action="store_true", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, *parents: _Parser) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, description=help, parents=[common, *parents]
+        )
+        sub.set_defaults(subparser=sub)
+        return sub
+
+    run = command("run", "run every job of a JSONL job file; rerun to resume", connection)
+    run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
+    run.add_argument("--out", required=True, metavar="DIR", help="output folder (images, results)")
+    run.add_argument("--concurrency", type=_positive(int), default=None,
+                     help="tasks in flight at once (default: the batch runner's)")  # fmt: skip
+    run.add_argument("--rate", type=_positive(float), default=None,
+                     help="submissions per second (default: the batch runner's)")  # fmt: skip
+    run.add_argument("--journal", default=None, metavar="PATH",
+                     help="journal file (default: DIR/.novita-journal.jsonl)")  # fmt: skip
+    run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
+    run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    _add_request_flags(run, prompt_required=False)
+
+    generate = command("generate", "one task end to end: upload, submit, wait, download",
+                       connection)  # fmt: skip
+    generate.add_argument("--face", action="append", required=True, metavar="FILE",
+                          help="face image, repeatable")  # fmt: skip
+    generate.add_argument("--ref", action="append", required=True, metavar="FILE",
+                          help="reference image, repeatable")  # fmt: skip
+    generate.add_argument("--face-kps", action="append", default=None, metavar="FILE",
+                          help="face keypoints image, one per --face")  # fmt: skip
+    generate.add_argument("--out", default=".", metavar="DIR", help="where images go (default: .)")
+    generate.add_argument("--no-progress", action="store_true", help="no progress line")
+    _add_request_flags(generate, prompt_required=True)
+
+    upload = command("upload", "upload images; prints one asset id per file", connection)
+    upload.add_argument("files", nargs="+", metavar="FILE")
+
+    result = command("result", "show a task's result", connection)
+    result.add_argument("task_id", metavar="TASK_ID")
+    result.add_argument("--download", metavar="DIR", default=None, help="save its images here")
+    result.add_argument("--wait", action="store_true", help="wait until the task has ended")
+    result.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    models = command("models", "list models (sd_name per line)", connection)
+    models.add_argument("--sdxl", action="store_true", help="SDXL models only")
+    models.add_argument("--type", choices=_spec.MODEL_TYPES, default=None, dest="model_type")
+    models.add_argument("--query", default=None, metavar="Q", help="search text")
+    models.add_argument("--limit", type=_positive(int), default=None, help="at most this many")
+
+    emulator = command("emulator", "run the local emulator of the API until interrupted")
+    _add_emulator_arguments(emulator)
+
+    demo = command("demo", "generate a dozen pictures against the built-in emulator")
+    demo.add_argument("--out", default="novita-demo", metavar="DIR",
+                      help="output folder (default: ./novita-demo)")  # fmt: skip
+    demo.add_argument("--no-progress", action="store_true", help="plain log lines")
+    return parser
+
+
+def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from ..emulator import _cli as emulator_cli
+    except ImportError:  # the emulator needs the [emulator] extra (Pillow)
+        return
+    emulator_cli.add_arguments(parser)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; bad usage (including an out-of-range request flag) exits with status 2."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    ns.debug = ns.debug or ns.debug_anywhere
+    if ns.command in ("run", "generate"):
+        _check_request_flags(ns.subparser, ns)
+    return ns

@@ -1,0 +1,377 @@
+"""The client: one obvious entry point to the whole InstantID API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiofiles.os
+import aiohttp
+import anyio
+import attrs
+import yarl
+
+from . import _spec
+from ._concurrency import map_limited
+from ._config import ClientConfig, Timeouts
+from ._converter import structure, unstructure_request
+from ._events import EventHook
+from ._exceptions import (
+    ImageURLExpiredError,
+    InvalidResponseError,
+    ValidationError,
+)
+from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
+from ._polling import PollPolicy, ProgressHook, wait_until_done
+from ._retry import RetryPolicy
+from ._sources import UploadSource, read_source, sniff_content_type
+from ._transport import Transport
+
+__all__ = ["InstantIDOutcome", "NovitaClient"]
+
+logger = logging.getLogger("novita_async")
+
+_SUBMIT_PATH = "/v3/async/instant-id"
+_RESULT_PATH = "/v3/async/task-result"
+_MODELS_PATH = "/v3/model"
+_EXTENSION = re.compile(r"^[a-z0-9]{1,5}$")
+
+
+@attrs.frozen
+class InstantIDOutcome:
+    """What :meth:`NovitaClient.instant_id` produced."""
+
+    task_id: str
+    result: TaskResult
+    files: tuple[Path, ...]
+
+
+class NovitaClient:
+    """An asyncio client for Novita AI's InstantID API.
+
+    Use it as ``async with NovitaClient() as client:`` (or call :meth:`aclose`). One client holds
+    one connection pool and is safe to share among any number of concurrent tasks. Pass
+    ``session=`` to use your own :class:`aiohttp.ClientSession`; the client then never closes it.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        assets_url: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts | None = None,
+        max_connections: int = 100,
+        retry: RetryPolicy | None = None,
+        send_auth_to_assets: bool = False,
+        on_event: EventHook | None = None,
+    ) -> None:
+        self._config = ClientConfig.resolve(
+            api_key,
+            base_url=base_url,
+            assets_url=assets_url,
+            timeouts=timeouts,
+            max_connections=max_connections,
+            retry=retry,
+            send_auth_to_assets=send_auth_to_assets,
+        )
+        self._user_session = session
+        self._own_session: aiohttp.ClientSession | None = None
+        self._bare_session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._transport = Transport(self._config, self._session_for, on_event)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<NovitaClient base_url={str(self._config.base_url)!r} {state}>"
+
+    @property
+    def config(self) -> ClientConfig:
+        return self._config
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the sessions this client opened (never a session the caller passed in)."""
+        self._closed = True
+        owned = [s for s in (self._own_session, self._bare_session) if s is not None]
+        self._own_session = self._bare_session = None
+        # Shielded: closing must complete even when the caller is being cancelled.
+        with anyio.CancelScope(shield=True):
+            for session in owned:
+                await session.close()
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._config.max_connections),
+            # No cookies and no default headers: credentials are added per request, per origin.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    # Sessions are created on first use. There is no await between the check and the assignment,
+    # so concurrent first calls cannot create two sessions (asyncio switches tasks only at awaits).
+    def _session_for(self, credentials: bool) -> aiohttp.ClientSession:
+        """The session for a request that carries our key (``credentials``) or must carry none."""
+        user = self._user_session
+        if user is not None and (credentials or not _adds_credentials(user)):
+            return user
+        if self._closed:
+            raise RuntimeError("this NovitaClient is closed")
+        if user is None:
+            if self._own_session is None:
+                self._own_session = self._new_session()
+            return self._own_session
+        # The caller's session would add its own credentials to an asset or image request.
+        if self._bare_session is None:
+            self._bare_session = self._new_session()
+        return self._bare_session
+
+    # --- assets -----------------------------------------------------------------------------------
+
+    async def upload_asset(self, source: UploadSource, content_type: str | None = None) -> str:
+        """Upload one image (a path, bytes, or anything with ``async read()``); return its id."""
+        data, described = await read_source(source)
+        if not data:
+            raise ValidationError("source", described, "must not be empty")
+        content_type = content_type or sniff_content_type(data)
+        if content_type is None:
+            raise ValidationError(
+                "source", described, "must be a PNG, JPEG or WebP image (or pass content_type=)"
+            )
+        answer = await self._transport.call_json(
+            "PUT",
+            "upload",
+            self._config.assets_url,
+            auth=self._config.send_auth_to_assets,
+            data=data,
+            headers={"Content-Type": content_type},
+        )
+        asset_id = answer.get("assets_id") if isinstance(answer, dict) else None
+        if not isinstance(asset_id, str) or not asset_id:
+            raise InvalidResponseError("the upload answer has no assets_id")
+        return asset_id
+
+    async def upload_assets(
+        self, sources: Sequence[UploadSource], concurrency: int = 8
+    ) -> list[str]:
+        """Upload many images, ``concurrency`` at a time; ids in the order of ``sources``."""
+        return await map_limited(self.upload_asset, list(sources), concurrency)
+
+    # --- tasks ------------------------------------------------------------------------------------
+
+    async def submit_instant_id(self, request: InstantIDRequest) -> str:
+        """Submit a task and return its id.
+
+        If the answer is lost after the request was sent, this raises
+        :class:`SubmitOutcomeUnknownError` rather than resubmitting (which could bill twice),
+        unless the client's ``RetryPolicy(retry_unknown_submits=True)``.
+        """
+        request.check_submittable()
+        answer = await self._transport.call_json(
+            "POST",
+            "submit",
+            self._config.api_url(_SUBMIT_PATH),
+            auth=True,
+            json_body=unstructure_request(request),
+            creates_task=True,
+        )
+        task_id = answer.get("task_id") if isinstance(answer, dict) else None
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidResponseError("the submit answer has no task_id")
+        return task_id
+
+    async def get_task_result(self, task_id: str) -> TaskResult:
+        """The task's current state (and its images once it succeeded)."""
+        if not isinstance(task_id, str) or not task_id:
+            raise ValidationError("task_id", task_id, "must be a non-empty string")
+        answer = await self._transport.call_json(
+            "GET",
+            "result",
+            self._config.api_url(_RESULT_PATH),
+            auth=True,
+            params={"task_id": task_id},
+        )
+        result: TaskResult = structure(answer, TaskResult)
+        return result
+
+    async def wait_for_task(
+        self,
+        task_id: str,
+        timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> TaskResult:
+        """Poll until the task succeeds (returned), fails (:class:`TaskFailedError`) or
+        ``timeout`` seconds pass (:class:`TaskTimeoutError`).
+
+        Delays follow the answers' ``eta`` and ``progress_percent`` (see :class:`PollPolicy`).
+        Connection errors, 429 and 5xx answers that outlast a call's own retries do not end the
+        wait; they are raised (as the timeout's cause) only if the deadline passes.
+        ``on_progress`` is called (or awaited) with every answer.
+        """
+        return await wait_until_done(
+            self.get_task_result, task_id, timeout, poll or PollPolicy(), on_progress
+        )
+
+    # --- images -----------------------------------------------------------------------------------
+
+    async def download_image(
+        self, image: ResultImage | str, dest_path: str | os.PathLike[str]
+    ) -> Path:
+        """Stream one image to ``dest_path`` (created atomically); never sends the API key."""
+        url = image.image_url if isinstance(image, ResultImage) else image
+        if yarl.URL(url).scheme not in ("http", "https"):
+            raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
+        dest = Path(dest_path)
+        await aiofiles.os.makedirs(dest.parent, exist_ok=True)
+        await self._transport.download(url, dest)
+        return dest
+
+    async def download_images(
+        self, result: TaskResult, dest_dir: str | os.PathLike[str], stem: str = ""
+    ) -> list[Path]:
+        """Download every image of ``result`` to ``dest_dir/<stem><n>.<ext>`` (n from 0).
+
+        If a URL has expired, the task result is fetched again (once) for fresh URLs.
+        """
+        folder = Path(dest_dir)
+        images = result.images
+        renewed: list[TaskResult] = []
+        renew_lock = anyio.Lock()
+
+        async def fresh_image(index: int) -> ResultImage:
+            async with renew_lock:
+                if not renewed:
+                    renewed.append(await self.get_task_result(result.task_id))
+            if index >= len(renewed[0].images):
+                raise InvalidResponseError(
+                    f"the renewed result of {result.task_id} lacks image {index}"
+                )
+            return renewed[0].images[index]
+
+        async def one(index: int) -> Path:
+            path = folder / f"{stem}{index}.{_extension(images[index])}"
+            try:
+                return await self.download_image(images[index], path)
+            except ImageURLExpiredError:
+                logger.info(
+                    "image %d of task %s expired; fetching fresh URLs", index, result.task_id
+                )
+                return await self.download_image(await fresh_image(index), path)
+
+        return await map_limited(one, range(len(images)), len(images) or 1)
+
+    # --- models -----------------------------------------------------------------------------------
+
+    async def list_models(
+        self,
+        types: str | Sequence[str] | None = "checkpoint",
+        is_sdxl: bool | None = True,
+        query: str | None = None,
+        visibility: str | None = None,
+        source: str | None = None,
+        is_inpainting: bool | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Model]:
+        """Every model matching the filters, fetching pages of ``page_size`` as it goes.
+
+        ``types`` is one model type or several (a list, or comma-separated); ``None`` filters
+        nothing out, as do the other filters left as ``None``.
+        """
+        kinds = [types] if isinstance(types, str) else list(types or ())
+        kinds = [k.strip() for kind in kinds for k in kind.split(",") if k.strip()]
+        for kind in kinds:
+            if kind not in _spec.MODEL_TYPES:
+                allowed = ", ".join(_spec.MODEL_TYPES)
+                raise ValidationError("types", kind, f"must be one of {allowed}")
+        if visibility is not None and visibility not in ("public", "private"):
+            raise ValidationError("visibility", visibility, "must be public or private")
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not 1 <= page_size <= 100
+        ):
+            raise ValidationError("page_size", page_size, "must be an integer in [1, 100]")
+        params = {"pagination.limit": str(page_size)}
+        if kinds:
+            params["filter.types"] = ",".join(kinds)
+        for name, value in (("query", query), ("visibility", visibility),
+                            ("source", source), ("is_sdxl", is_sdxl),
+                            ("is_inpainting", is_inpainting)):  # fmt: skip
+            if value is not None:
+                params[f"filter.{name}"] = str(value).lower() if isinstance(value, bool) else value
+        seen: set[str] = set()
+        while True:
+            answer = await self._transport.call_json(
+                "GET", "models", self._config.api_url(_MODELS_PATH), auth=True, params=params
+            )
+            page: ModelPage = structure(answer, ModelPage)
+            for model in page.models:
+                yield model
+            cursor = page.next_cursor
+            if not cursor:
+                return
+            if cursor in seen:
+                raise InvalidResponseError(f"the model listing repeated cursor {cursor!r}")
+            seen.add(cursor)
+            params["pagination.cursor"] = cursor
+
+    # --- all in one -------------------------------------------------------------------------------
+
+    async def instant_id(
+        self,
+        *,
+        face_images: Sequence[UploadSource],
+        ref_images: Sequence[UploadSource],
+        prompt: str,
+        out_dir: str | os.PathLike[str],
+        timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+        **request_fields: Any,
+    ) -> InstantIDOutcome:
+        """Upload the images, submit, wait and download into ``out_dir`` (``0.png``, ...).
+
+        ``request_fields`` are any other :class:`InstantIDRequest` fields; they are validated
+        before anything is uploaded.
+        """
+        template = InstantIDRequest(prompt=prompt, **request_fields)
+        ids = await self.upload_assets([*face_images, *ref_images])
+        request = attrs.evolve(
+            template,
+            face_image_assets_ids=ids[: len(face_images)],
+            ref_image_assets_ids=ids[len(face_images) :],
+        )
+        task_id = await self.submit_instant_id(request)
+        result = await self.wait_for_task(task_id, timeout, poll, on_progress)
+        files = await self.download_images(result, out_dir)
+        return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
+
+
+def _extension(image: ResultImage) -> str:
+    kind = image.image_type.lower()
+    if _EXTENSION.match(kind):
+        return kind
+    suffix = Path(yarl.URL(image.image_url).path).suffix.lstrip(".").lower()
+    return suffix if _EXTENSION.match(suffix) else "png"
+
+
+def _adds_credentials(session: aiohttp.ClientSession) -> bool:
+    return session.auth is not None or "Authorization" in session.headers

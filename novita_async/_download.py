@@ -1,0 +1,120 @@
+"""Stream one image to disk: never whole in memory, never half-written, never with credentials.
+
+The body goes to a temporary name in the target folder (same file system), is flushed and
+fsynced, and only then renamed over the target with :func:`os.replace`. Any failure, cancellation
+included, removes the temporary file. A body shorter than its ``Content-Length`` is an
+:class:`APIConnectionError`; an expired signed URL is an :class:`ImageURLExpiredError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+import aiohttp
+import anyio
+import yarl
+
+from ._exceptions import APIConnectionError, APIError, ImageURLExpiredError, status_error
+
+__all__ = ["CHUNK_SIZE", "download_to_file", "is_expired_answer"]
+
+CHUNK_SIZE = 256 * 1024
+_MAX_REDIRECTS = 5
+_ERROR_PREFIX = 4096
+
+# What an S3-style object store answers for a presigned URL past its lifetime.
+_EXPIRED_MARKERS = (b"Request has expired", b"<Code>AccessDenied</Code>")
+
+
+def is_expired_answer(status: int, body: bytes) -> bool:
+    return status == 403 and any(marker in body for marker in _EXPIRED_MARKERS)
+
+
+def temp_path_for(dest: Path) -> Path:
+    """A fresh hidden name next to ``dest``, so the final rename stays on one file system."""
+    return dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
+
+
+async def download_to_file(
+    session: aiohttp.ClientSession,
+    url: str,
+    dest: Path,
+    *,
+    client_timeout: aiohttp.ClientTimeout,
+    on_status: Callable[[int], None],
+    shown_url: str,
+) -> int:
+    """GET ``url`` into ``dest``; return the number of bytes written.
+
+    Sends no ``Authorization`` (the session must carry no default credentials): a presigned URL
+    rejects a request that carries one, and the key must never reach the object store.
+    """
+    async with session.get(
+        # The URL is signed as it is: keep its encoding byte for byte (encoded=True).
+        yarl.URL(url, encoded=True),
+        timeout=client_timeout,
+        allow_redirects=True,
+        max_redirects=_MAX_REDIRECTS,
+    ) as response:
+        on_status(response.status)
+        if response.status != 200:
+            raise await _answer_error(response, shown_url)
+        return await _write_body(response, dest, shown_url)
+
+
+async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> APIError:
+    try:
+        body = await response.content.read(_ERROR_PREFIX)
+    except aiohttp.ClientError:
+        body = b""
+    if is_expired_answer(response.status, body):
+        return ImageURLExpiredError(
+            f"the image URL has expired; fetch the task result again (GET {shown_url})",
+            method="GET",
+            url=shown_url,
+        )
+    return status_error(
+        response.status,
+        body=body.decode("utf-8", "replace"),
+        method="GET",
+        url=shown_url,
+    )
+
+
+async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: str) -> int:
+    # Without a Content-Encoding, Content-Length is the exact number of bytes we must receive.
+    expected = None if response.headers.get("Content-Encoding") else response.content_length
+    tmp = temp_path_for(dest)
+    written = 0
+    # File operations run in worker threads that a cancellation cannot stop, so opening and
+    # closing are shielded: the handle is always closed and the temporary file always removed.
+    with anyio.CancelScope(shield=True):
+        out = await aiofiles.open(tmp, "wb")
+    try:
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                await out.write(chunk)
+                written += len(chunk)
+            if expected is not None and written != expected:
+                raise APIConnectionError(
+                    f"image body truncated: got {written} of {expected} bytes (GET {shown_url})",
+                    method="GET",
+                    url=shown_url,
+                )
+            await out.flush()
+            await anyio.to_thread.run_sync(os.fsync, out.fileno())
+        finally:
+            with anyio.CancelScope(shield=True):
+                await out.close()
+        await aiofiles.os.replace(tmp, dest)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
+            await aiofiles.os.remove(tmp)
+        raise
+    return written

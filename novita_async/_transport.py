@@ -1,0 +1,282 @@
+"""One logical HTTP call: attempts, retries, error mapping, events and log lines.
+
+Every call goes through :meth:`Transport.run`, which tries ``once`` up to ``RetryPolicy.attempts``
+times. An attempt reports how far it got by raising :class:`AttemptFailed` with a
+:class:`~._retry.FailureKind`; :func:`~._retry.should_retry` decides the rest. Log lines and events
+carry the method, the route name and the URL without its query string, never headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import anyio
+import attrs
+import yarl
+
+from . import _download
+from ._config import ClientConfig
+from ._events import ClientEvent, EventHook, EventKind, emit
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    InvalidResponseError,
+    SubmitOutcomeUnknownError,
+    status_error,
+)
+from ._redact import redact_url, scrub
+from ._retry import FailureKind, parse_retry_after, should_retry
+
+__all__ = ["AttemptFailed", "Transport"]
+
+logger = logging.getLogger("novita_async")
+
+T = TypeVar("T")
+
+_MAX_ERROR_BODY = 2000
+
+
+class AttemptFailed(Exception):
+    """Internal: one attempt failed with ``error``; ``kind`` says whether repeating it is safe."""
+
+    def __init__(self, error: APIError, kind: FailureKind) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.kind = kind
+
+
+@attrs.define
+class Attempt:
+    """What an attempt needs to report its answer's status."""
+
+    call: _Call
+    number: int
+
+    def responded(self, status: int) -> None:
+        self.call.event(EventKind.RESPONSE, self.number, status=status)
+
+
+@attrs.define
+class _Call:
+    hook: EventHook | None
+    method: str
+    route: str
+    url: str
+    started: float
+
+    def event(self, kind: EventKind, attempt: int, **fields: Any) -> None:
+        elapsed = anyio.current_time() - self.started
+        level = logging.INFO if kind is EventKind.RETRY else logging.DEBUG
+        if logger.isEnabledFor(level):
+            extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            logger.log(
+                level, "%s %s %s %s attempt=%d elapsed=%.3fs %s",
+                kind, self.route, self.method, self.url, attempt, elapsed, extra,
+            )  # fmt: skip
+        emit(
+            self.hook,
+            ClientEvent(kind, self.method, self.route, self.url, attempt, elapsed, **fields),
+        )
+
+
+def connection_failure(
+    exc: BaseException, *, method: str, url: str, secret: str
+) -> tuple[APIError, FailureKind]:
+    """Map an aiohttp / OS error to our error and how far the request got."""
+    detail = scrub(str(exc) or type(exc).__name__, secret)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        msg = f"timed out connecting ({method} {url})"
+        return APITimeoutError(msg, method=method, url=url), FailureKind.NOT_SENT
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        msg = f"cannot connect: {detail} ({method} {url})"
+        return APIConnectionError(msg, method=method, url=url), FailureKind.NOT_SENT
+    if isinstance(exc, TimeoutError):
+        msg = f"timed out waiting for the answer ({method} {url})"
+        return APITimeoutError(msg, method=method, url=url), FailureKind.ANSWER_LOST
+    msg = f"connection lost: {detail} ({method} {url})"
+    return APIConnectionError(msg, method=method, url=url), FailureKind.ANSWER_LOST
+
+
+# What an attempt can raise that means "the network failed", to be mapped by connection_failure.
+NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+def error_from_answer(
+    status: int,
+    body: bytes,
+    *,
+    method: str,
+    url: str,
+    secret: str,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """The status error for a non-2xx answer; a non-JSON body (an HTML 502) is kept as text."""
+    text = scrub(body[:_MAX_ERROR_BODY].decode("utf-8", "replace"), secret)
+    fields: dict[str, Any] = {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, Mapping):
+        code = data.get("code")
+        try:
+            fields["code"] = int(code) if code is not None else None
+        except (TypeError, ValueError):
+            fields["code"] = None
+        for name in ("reason", "message"):
+            value = data.get(name)
+            fields[name] = scrub(value, secret) if isinstance(value, str) else ""
+        metadata = data.get("metadata")
+        if isinstance(metadata, Mapping):
+            fields["metadata"] = {str(k): scrub(str(v), secret) for k, v in metadata.items()}
+    return status_error(
+        status, body=text, method=method, url=url, retry_after=retry_after, **fields
+    )
+
+
+class Transport:
+    """Sends calls for one client; holds no per-request state, so it is safe to share."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        session_for: Callable[[bool], aiohttp.ClientSession],
+        on_event: EventHook | None,
+    ) -> None:
+        # session_for(True): a session for requests that carry our key; session_for(False): one
+        # that adds no credentials of its own (for the asset host and image URLs).
+        self._config = config
+        self._session_for = session_for
+        self._on_event = on_event
+
+    async def run(
+        self,
+        method: str,
+        route: str,
+        url: yarl.URL | str,
+        once: Callable[[Attempt], Awaitable[T]],
+        *,
+        creates_task: bool = False,
+    ) -> T:
+        """Call ``once`` until it succeeds or the retry policy gives up."""
+        policy = self._config.retry
+        call = _Call(self._on_event, method, route, redact_url(url), anyio.current_time())
+        maybe_created = False
+        attempt = 1
+        while True:
+            call.event(EventKind.REQUEST, attempt)
+            try:
+                return await once(Attempt(call, attempt))
+            except AttemptFailed as failure:
+                error, kind = failure.error, failure.kind
+                maybe_created |= creates_task and kind is FailureKind.ANSWER_LOST
+                status = error.status if isinstance(error, APIStatusError) else None
+                if should_retry(
+                    policy, kind, attempt=attempt, status=status, creates_task=creates_task
+                ):
+                    retry_after = error.retry_after if isinstance(error, APIStatusError) else None
+                    delay = policy.delay(attempt, retry_after)
+                    call.event(
+                        EventKind.RETRY, attempt, status=status, error=error.reason, delay=delay
+                    )
+                    await anyio.sleep(delay)
+                    attempt += 1
+                    continue
+                if maybe_created:
+                    error = SubmitOutcomeUnknownError(
+                        f"a submission's answer was lost ({error}); a task may exist and be "
+                        "billed: look for it before submitting again",
+                        method=method,
+                        url=call.url,
+                    )
+                call.event(EventKind.ERROR, attempt, status=status, error=error.reason)
+                raise error from failure.__cause__
+            except APIError as error:
+                call.event(EventKind.ERROR, attempt, error=error.reason)
+                raise
+
+    async def call_json(
+        self,
+        method: str,
+        route: str,
+        url: yarl.URL,
+        *,
+        auth: bool,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        creates_task: bool = False,
+    ) -> Any:
+        """One API call answered with JSON, retried per policy; returns the decoded body."""
+        secret = self._config.api_key
+        shown = redact_url(url)
+        sent_headers = {"Accept": "application/json", **(headers or {})}
+        if auth:
+            sent_headers["Authorization"] = f"Bearer {secret}"
+
+        async def once(attempt: Attempt) -> Any:
+            session = self._session_for(auth)
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    json=json_body,
+                    data=data,
+                    headers=sent_headers,
+                    params=params,
+                    timeout=self._config.timeouts.for_api(),
+                    allow_redirects=False,
+                ) as response:
+                    attempt.responded(response.status)
+                    status = response.status
+                    body = await response.read()
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            except NETWORK_ERRORS as exc:
+                error, kind = connection_failure(exc, method=method, url=shown, secret=secret)
+                raise AttemptFailed(error, kind) from exc
+            if not 200 <= status < 300:
+                error = error_from_answer(
+                    status, body, method=method, url=shown, secret=secret, retry_after=retry_after
+                )
+                raise AttemptFailed(error, FailureKind.STATUS)
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                raise InvalidResponseError(
+                    f"{status} answer is not JSON ({method} {shown})", method=method, url=shown
+                ) from exc
+
+        return await self.run(method, route, url, once, creates_task=creates_task)
+
+    async def download(self, url: str, dest: Path) -> int:
+        """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth."""
+        shown = redact_url(url)
+        secret = self._config.api_key
+
+        async def once(attempt: Attempt) -> int:
+            try:
+                return await _download.download_to_file(
+                    self._session_for(False),
+                    url,
+                    dest,
+                    client_timeout=self._config.timeouts.for_download(),
+                    on_status=attempt.responded,
+                    shown_url=shown,
+                )
+            except APIStatusError as answered:
+                raise AttemptFailed(answered, FailureKind.STATUS) from answered
+            except APIConnectionError as truncated:
+                raise AttemptFailed(truncated, FailureKind.ANSWER_LOST) from truncated
+            except NETWORK_ERRORS as exc:
+                error, kind = connection_failure(exc, method="GET", url=shown, secret=secret)
+                raise AttemptFailed(error, kind) from exc
+
+        return await self.run("GET", "image", url, once)

@@ -1,0 +1,332 @@
+"""One job's way through a run: check, upload, submit, follow, download, record.
+
+Every step that ends the job goes through :meth:`JobFlow._end`, which writes the journal first
+(the source of truth), then the results file, then the progress event. Errors of one job become its
+failed outcome; only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import attrs
+
+from .._client import NovitaClient, _extension
+from .._exceptions import (
+    ImageURLExpiredError,
+    InvalidResponseError,
+    RateLimitError,
+    TaskFailedError,
+)
+from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
+from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
+from ._inputs import InputReader, PreparedJob
+from ._job import Job, JobError, JobInputError, JobOutcome, check_job_id
+from ._journal import JobState, Journal
+from ._limits import SubmitGate
+from ._poller import Poller
+from ._results import ResultsFile
+from ._summary import SummaryCounter
+from ._uploads import AssetUploader
+
+__all__ = ["JobFlow"]
+
+# Consecutive 429s one job rides out before it fails (each after the client's own retries).
+MAX_RATE_LIMITED_SUBMITS = 30
+# Fresh task results fetched for one job when its image URLs have expired.
+MAX_URL_REFRESHES = 3
+# Failures after which retrying the job means submitting it again; any other failure of a job
+# with a task id is retried by following that task again (it may well have finished).
+RESUBMIT_REASONS = frozenset({"TASK_FAILED"})
+
+
+class _Failure(Exception):
+    """Internal: a job failed after its task was created; carries the task id."""
+
+    def __init__(self, error: Exception, task_id: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.task_id = task_id
+
+
+class JobFlow:
+    def __init__(
+        self,
+        *,
+        client: NovitaClient,
+        out_dir: Path,
+        journal: Journal,
+        results: ResultsFile,
+        counter: SummaryCounter,
+        uploader: AssetUploader,
+        poller: Poller,
+        gate: SubmitGate,
+        in_flight: anyio.CapacityLimiter,
+        retry_failed: bool,
+        on_event: BatchEventHook | None,
+        on_request: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._out = out_dir
+        self._journal = journal
+        self._results = results
+        self._counter = counter
+        self._uploader = uploader
+        self._poller = poller
+        self._gate = gate
+        self._in_flight = in_flight
+        self._retry_failed = retry_failed
+        self._on_event = on_event
+        self._on_request = on_request
+        self._inputs = InputReader()
+        self._seen: set[str] = set()
+
+    def _emit(self, kind: BatchEventKind, job_id: str, **fields: object) -> None:
+        emit(self._on_event, BatchEvent(kind, job_id, **fields))  # type: ignore[arg-type]
+
+    # --- deciding what to do -------------------------------------------------------------------
+
+    async def process(self, job: Job) -> JobOutcome:
+        self._emit(BatchEventKind.QUEUED, job.id)
+        try:
+            check_job_id(job.id)
+        except JobInputError as exc:
+            return self._fail(job.id, exc, None, None)
+        if job.id in self._seen:
+            error = JobInputError(
+                "DUPLICATE_JOB_ID", f"job id {job.id!r} appears twice in the input"
+            )
+            return self._end(_failed(job.id, error, None), None, record=False)
+        self._seen.add(job.id)
+
+        prior = self._journal.jobs.get(job.id)
+        prepared: PreparedJob | None = None
+        input_error = job.input_error
+        if input_error is None:
+            try:
+                prepared = await self._inputs.prepare(job)
+            except JobInputError as exc:
+                input_error = exc
+
+        rerun = prior is not None and prior.phase == "failed" and self._retry_failed
+        if prior is not None and prepared is not None and _changed(prior, prepared):
+            if not rerun:
+                hint = " (pass retry_failed to run it again)" if prior.phase == "failed" else ""
+                error = JobInputError(
+                    "JOB_CHANGED",
+                    f"job {job.id!r} differs from the one this output folder's journal recorded "
+                    f"({prior.phase}); use a new job id or output folder{hint}",
+                )
+                return self._end(_failed(job.id, error, prior.task_id), None, record=False)
+            prior = None  # a different job now: its old task is not its task
+        if prior is not None and prior.ended and not rerun:
+            outcome = prior.outcome(job.id, replayed=True)
+            return self._end(outcome, prior.fingerprint, record=False)
+        if prior is not None and prior.task_id is not None and _resumable(prior):
+            # Submitted (or failed after submission) earlier: follow that task, never resubmit.
+            return await self._resume(job.id, prior.task_id, prior.fingerprint)
+        if prepared is None:
+            assert input_error is not None
+            return self._fail(job.id, input_error, None, None)
+        return await self._fresh(job, prepared)
+
+    async def _resume(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
+        async with self._in_flight:
+            self._counter.resumed += 1
+            self._emit(BatchEventKind.RESUMED, job_id, task_id=task_id)
+            try:
+                return await self._follow(job_id, task_id, fingerprint)
+            except _Failure as failure:
+                return self._fail(job_id, failure.error, failure.task_id, fingerprint)
+
+    async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
+        fingerprint = prepared.fingerprint
+        self._journal.record_validated(job.id, fingerprint)
+        try:
+            request = await self._request(job, prepared)
+        except Exception as exc:
+            return self._fail(job.id, exc, None, fingerprint)
+        async with self._in_flight:
+            try:
+                task_id = await self._submit(job.id, request)
+            except Exception as exc:
+                return self._fail(job.id, exc, None, fingerprint)
+            try:
+                return await self._follow(job.id, task_id, fingerprint)
+            except _Failure as failure:
+                return self._fail(job.id, failure.error, failure.task_id, fingerprint)
+
+    # --- steps -----------------------------------------------------------------------------------
+
+    async def _request(self, job: Job, prepared: PreparedJob) -> InstantIDRequest:
+        faces = [await self._uploader.asset_id(image) for image in prepared.faces]
+        refs = [await self._uploader.asset_id(image) for image in prepared.refs]
+        kps = (
+            None
+            if prepared.kps is None
+            else [await self._uploader.asset_id(image) for image in prepared.kps]
+        )
+        self._emit(BatchEventKind.UPLOADED, job.id)
+        request = attrs.evolve(
+            job.request,
+            face_image_assets_ids=faces,
+            ref_image_assets_ids=refs,
+            face_kps_assets_ids=kps,
+        )
+        request.check_submittable()
+        return request
+
+    async def _submit(self, job_id: str, request: InstantIDRequest) -> str:
+        rate_limited = 0
+        while True:
+            await self._gate.wait()
+            try:
+                # Shielded: a cancelled run still reads the answer of a POST it sent and records
+                # the task id, instead of abandoning a task it will be billed for.
+                with anyio.CancelScope(shield=True):
+                    self._on_request("submit")
+                    task_id = await self._client.submit_instant_id(request)
+                    # Nothing is awaited between the answer and this record (see _journal).
+                    self._journal.record_submitted(job_id, task_id)
+            except RateLimitError as exc:
+                rate_limited += 1
+                if rate_limited > MAX_RATE_LIMITED_SUBMITS:
+                    raise
+                pause = self._gate.rate_limited(exc.retry_after)
+                self._emit(
+                    BatchEventKind.RETRIED,
+                    job_id,
+                    reason=exc.reason,
+                    message=f"submissions paused for {pause:.1f}s",
+                )
+                continue
+            self._gate.succeeded()
+            self._counter.submitted += 1
+            self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
+            return task_id
+
+    async def _follow(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
+        def progress(task: Task) -> None:
+            self._emit(
+                BatchEventKind.RUNNING,
+                job_id,
+                task_id=task_id,
+                progress_percent=task.progress_percent,
+                eta=task.eta,
+            )
+
+        try:
+            result = await self._poller.wait(task_id, progress)
+            self._counter.tasks += 1
+            if result.status is TaskStatus.FAILED:
+                raise TaskFailedError(task_id, result.task.reason)
+            files, result = await self._download(job_id, task_id, result)
+        except Exception as exc:
+            raise _Failure(exc, task_id) from exc
+        outcome = JobOutcome(
+            job_id=job_id,
+            status="succeeded",
+            task_id=task_id,
+            seed=result.extra.seed,
+            files=files,
+        )
+        return self._end(outcome, fingerprint, record=True)
+
+    async def _download(
+        self, job_id: str, task_id: str, result: TaskResult
+    ) -> tuple[list[str], TaskResult]:
+        if not result.images:
+            raise InvalidResponseError(f"task {task_id} succeeded without images")
+        count = len(result.images)
+        await anyio.to_thread.run_sync(_sweep_partial_downloads, self._out / job_id)
+        files: list[str] = []
+        refreshes = 0
+        while len(files) < count:
+            index = len(files)
+            image = result.images[index]
+            name = f"{index}.{_extension(image)}"
+            try:
+                self._on_request("image")
+                await self._client.download_image(image, self._out / job_id / name)
+            except ImageURLExpiredError as exc:
+                if refreshes >= MAX_URL_REFRESHES:
+                    raise
+                refreshes += 1
+                self._emit(BatchEventKind.RETRIED, job_id, task_id=task_id, reason=exc.reason)
+                self._on_request("result")
+                result = await self._client.get_task_result(task_id)
+                if len(result.images) != count:
+                    raise InvalidResponseError(
+                        f"task {task_id} answered {len(result.images)} images, then {count}"
+                    ) from exc
+                continue
+            files.append(f"{job_id}/{name}")
+            self._counter.images += 1
+        return files, result
+
+    # --- ending ----------------------------------------------------------------------------------
+
+    def _fail(
+        self, job_id: str, error: BaseException, task_id: str | None, fingerprint: str | None
+    ) -> JobOutcome:
+        return self._end(_failed(job_id, error, task_id), fingerprint, record=True)
+
+    def _end(self, outcome: JobOutcome, fingerprint: str | None, *, record: bool) -> JobOutcome:
+        if record:
+            self._journal.record_outcome(outcome, fingerprint)
+            self._results.append(outcome)
+        self._counter.count_outcome(outcome)
+        if outcome.status == "succeeded":
+            self._emit(
+                BatchEventKind.SUCCEEDED,
+                outcome.job_id,
+                task_id=outcome.task_id,
+                files=outcome.files,
+                replayed=outcome.replayed,
+            )
+        else:
+            assert outcome.error is not None
+            self._emit(
+                BatchEventKind.FAILED,
+                outcome.job_id,
+                task_id=outcome.task_id,
+                reason=outcome.error.reason,
+                message=outcome.error.message,
+                replayed=outcome.replayed,
+            )
+        return outcome
+
+
+def _sweep_partial_downloads(folder: Path) -> None:
+    # A process killed mid-download (kill -9) leaves the client's ``.<name>.<hex>.part`` files;
+    # the folder is this job's alone and the journal lock keeps other runs out.
+    if folder.is_dir():
+        for partial in folder.glob(".*.part"):
+            partial.unlink(missing_ok=True)
+
+
+def _failed(job_id: str, error: BaseException, task_id: str | None) -> JobOutcome:
+    return JobOutcome(
+        job_id=job_id, status="failed", task_id=task_id, error=JobError.from_exception(error)
+    )
+
+
+def _changed(prior: JobState, prepared: PreparedJob) -> bool:
+    # A job only validated before may change freely: nothing was paid for it.
+    return (
+        prior.phase != "validated"
+        and prior.fingerprint is not None
+        and prior.fingerprint != prepared.fingerprint
+    )
+
+
+def _resumable(prior: JobState) -> bool:
+    if prior.phase == "submitted":
+        return True
+    return (
+        prior.phase == "failed"
+        and prior.error is not None
+        and prior.error.reason not in RESUBMIT_REASONS
+    )

@@ -1,0 +1,132 @@
+"""Reading a job's input images: content hash, image type, and the job's fingerprint.
+
+Files are read in chunks (aiofiles) and hashed, never held whole; a file seen before with the same
+size and modification time is not read again (a small LRU cache), so a face shared by a thousand
+jobs is hashed once. The fingerprint (a hash of the request template and of every input's content)
+lets a rerun tell "the same job" from "a different job under the same id".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+
+import aiofiles
+import aiofiles.os
+import attrs
+
+from .._converter import unstructure_request
+from .._sources import sniff_content_type
+from ._job import ImageSource, Job, JobInputError
+
+__all__ = ["InputReader", "PreparedImage", "PreparedJob"]
+
+_CHUNK = 1 << 20
+
+
+@attrs.frozen
+class PreparedImage:
+    source: ImageSource
+    sha256: str
+    content_type: str
+
+
+@attrs.frozen
+class PreparedJob:
+    faces: tuple[PreparedImage, ...]
+    refs: tuple[PreparedImage, ...]
+    kps: tuple[PreparedImage, ...] | None
+    fingerprint: str
+
+    def all_images(self) -> tuple[PreparedImage, ...]:
+        return self.faces + self.refs + (self.kps or ())
+
+
+def _describe(source: ImageSource) -> str:
+    return f"<{len(source)} bytes>" if isinstance(source, bytes) else repr(os.fspath(source))
+
+
+class InputReader:
+    def __init__(self, cache_size: int = 4096) -> None:
+        self._cache: OrderedDict[tuple[int, int, int, int], tuple[str, str]] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def prepare(self, job: Job) -> PreparedJob:
+        """Hash and type-check every input of ``job``; :class:`JobInputError` if one is bad."""
+        if not job.face_images:
+            raise JobInputError("INVALID_JOB", f"job {job.id!r} has no face images")
+        if not job.ref_images:
+            raise JobInputError("INVALID_JOB", f"job {job.id!r} has no reference images")
+        if job.face_kps_images is not None and len(job.face_kps_images) != len(job.face_images):
+            raise JobInputError(
+                "INVALID_JOB",
+                f"job {job.id!r} has {len(job.face_kps_images)} face keypoint images for "
+                f"{len(job.face_images)} face images; they must pair up",
+            )
+        faces = tuple([await self.image(s) for s in job.face_images])
+        refs = tuple([await self.image(s) for s in job.ref_images])
+        kps = (
+            None
+            if job.face_kps_images is None
+            else tuple([await self.image(s) for s in job.face_kps_images])
+        )
+        return PreparedJob(faces, refs, kps, fingerprint(job, faces, refs, kps))
+
+    async def image(self, source: ImageSource) -> PreparedImage:
+        if isinstance(source, bytes):
+            sha, content_type = hashlib.sha256(source).hexdigest(), sniff_content_type(source[:16])
+        else:
+            sha, content_type = await self._file(os.fspath(source))
+        if content_type is None:
+            raise JobInputError(
+                "INVALID_IMAGE", f"{_describe(source)} is not a PNG, JPEG or WebP image"
+            )
+        return PreparedImage(source, sha, content_type)
+
+    async def _file(self, path: str) -> tuple[str, str | None]:
+        try:
+            info = await aiofiles.os.stat(path)
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            if (hit := self._cache.get(key)) is not None:
+                self._cache.move_to_end(key)
+                return hit
+            digest = hashlib.sha256()
+            head = b""
+            async with aiofiles.open(path, "rb") as handle:
+                while chunk := await handle.read(_CHUNK):
+                    if not head:
+                        head = chunk[:16]
+                    digest.update(chunk)
+        except FileNotFoundError:
+            raise JobInputError("INPUT_NOT_FOUND", f"input file {path!r} does not exist") from None
+        except OSError as exc:
+            raise JobInputError(
+                "INPUT_UNREADABLE", f"input file {path!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+        content_type = sniff_content_type(head)
+        if content_type is not None:
+            self._cache[key] = (digest.hexdigest(), content_type)
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return digest.hexdigest(), content_type
+
+
+def fingerprint(
+    job: Job,
+    faces: tuple[PreparedImage, ...],
+    refs: tuple[PreparedImage, ...],
+    kps: tuple[PreparedImage, ...] | None,
+) -> str:
+    template = attrs.evolve(
+        job.request, face_image_assets_ids=(), ref_image_assets_ids=(), face_kps_assets_ids=None
+    )
+    described = {
+        "request": unstructure_request(template),
+        "face_images": [i.sha256 for i in faces],
+        "ref_images": [i.sha256 for i in refs],
+        "face_kps_images": None if kps is None else [i.sha256 for i in kps],
+    }
+    canonical = json.dumps(described, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]

@@ -1,0 +1,209 @@
+"""What the batch runner is given (:class:`Job`) and what it gives back (:class:`JobOutcome`).
+
+A job is deliberately loose at construction: its id and image sources are checked by the runner,
+so one bad job in a stream of thousands becomes one failed outcome instead of an exception in the
+caller's generator. Only types are checked here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+from .._exceptions import NovitaError
+from .._models import InstantIDRequest
+
+__all__ = [
+    "ImageSource",
+    "Job",
+    "JobError",
+    "JobInputError",
+    "JobOutcome",
+    "JobStatus",
+    "check_job_id",
+]
+
+ImageSource: TypeAlias = str | os.PathLike[str] | bytes
+"""A file path or the image's bytes."""
+
+JobStatus: TypeAlias = Literal["succeeded", "failed"]
+
+# Names the runner itself writes in OUT; a job directory may not take them.
+RESERVED_NAMES = frozenset({"results.jsonl"})
+MAX_JOB_ID_LENGTH = 200
+
+
+def _sources(value: Iterable[ImageSource] | ImageSource) -> tuple[ImageSource, ...]:
+    # A single path or bytes object is one image, not a sequence of characters.
+    if isinstance(value, str | bytes | os.PathLike):
+        return (value,)
+    return tuple(value)
+
+
+def _optional_sources(
+    value: Iterable[ImageSource] | ImageSource | None,
+) -> tuple[ImageSource, ...] | None:
+    return None if value is None else _sources(value)
+
+
+_PLACEHOLDER_REQUEST = InstantIDRequest(prompt="(no request: the job failed before it had one)")
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _check_sources(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    for item in value:  # type: ignore[attr-defined]
+        if not isinstance(item, str | bytes | os.PathLike):
+            raise TypeError(f"Job.{attribute.name} items must be paths or bytes, not {item!r}")
+
+
+def _short_repr(sources: tuple[ImageSource, ...] | None) -> str:
+    if sources is None:
+        return "None"
+    shown = [f"<{len(s)} bytes>" if isinstance(s, bytes) else repr(os.fspath(s)) for s in sources]
+    return "[" + ", ".join(shown) + "]"
+
+
+@attrs.frozen(repr=False)
+class Job:
+    """One generation: the faces and references to upload, and the request to send.
+
+    ``request`` is a template: the runner fills its ``face_image_assets_ids``,
+    ``ref_image_assets_ids`` and ``face_kps_assets_ids`` after uploading the images.
+    """
+
+    id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    face_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
+    ref_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
+    request: InstantIDRequest = attrs.field(
+        validator=attrs.validators.instance_of(InstantIDRequest)
+    )
+    face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
+        default=None, converter=_optional_sources, validator=_check_sources
+    )
+    input_error: Exception | None = attrs.field(default=None, kw_only=True)
+    """Set by :meth:`failed`: the job could not even be described; the runner records it failed."""
+
+    @classmethod
+    def failed(cls, job_id: str, error: Exception) -> Job:
+        """A job known to be unusable (e.g. a bad line in a job file), reported as failed.
+
+        The runner records it in the journal and ``results.jsonl`` like any failed job, so that
+        every input line has its result line.
+        """
+        return cls(
+            id=job_id,
+            face_images=(),
+            ref_images=(),
+            request=_PLACEHOLDER_REQUEST,
+            input_error=error,
+        )
+
+    def __repr__(self) -> str:
+        # Image bytes would flood a log line; show their size instead.
+        if self.input_error is not None:
+            return f"Job.failed({self.id!r}, {self.input_error!r})"
+        return (
+            f"Job(id={self.id!r}, face_images={_short_repr(self.face_images)}, "
+            f"ref_images={_short_repr(self.ref_images)}, "
+            f"face_kps_images={_short_repr(self.face_kps_images)}, request={self.request!r})"
+        )
+
+
+class JobInputError(NovitaError, ValueError):
+    """A job cannot be run as given (bad id, missing or unreadable file, not an image)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self._reason = reason
+        super().__init__(message)
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+
+def check_job_id(job_id: str) -> None:
+    """Raise :class:`JobInputError` unless ``job_id`` names one folder directly inside OUT."""
+    problem = ""
+    if not job_id:
+        problem = "is empty"
+    elif job_id.startswith("."):
+        problem = "starts with '.' (names like '..' escape OUT; hidden names are reserved)"
+    elif any(sep in job_id for sep in ("/", "\\")):
+        problem = "contains a path separator"
+    elif os.path.isabs(job_id) or (len(job_id) > 1 and job_id[1] == ":"):
+        problem = "is an absolute path"
+    elif any(ord(ch) < 32 or ch == "\x7f" for ch in job_id):
+        problem = "contains a control character"
+    elif job_id in RESERVED_NAMES:
+        problem = "is a file name the runner uses"
+    elif len(job_id) > MAX_JOB_ID_LENGTH:
+        problem = f"is longer than {MAX_JOB_ID_LENGTH} characters"
+    if problem:
+        raise JobInputError("INVALID_JOB_ID", f"job id {job_id!r} {problem}")
+
+
+@attrs.frozen
+class JobError:
+    """Why a job failed: the error's class name, its reason tag, and a readable message."""
+
+    type: str
+    reason: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> JobError:
+        reason = exc.reason if isinstance(exc, NovitaError) else type(exc).__name__.upper()
+        return cls(type=type(exc).__name__, reason=reason, message=str(exc))
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "reason": self.reason, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: Any) -> JobError:
+        if not isinstance(data, dict):
+            return cls(type="Unknown", reason="UNKNOWN", message=str(data))
+        return cls(
+            type=str(data.get("type", "")),
+            reason=str(data.get("reason", "")),
+            message=str(data.get("message", "")),
+        )
+
+
+@attrs.frozen
+class JobOutcome:
+    """How one job ended.
+
+    ``files`` are POSIX paths relative to the output folder. ``replayed`` is true when the job had
+    already ended in an earlier run with the same output folder and nothing was done this time.
+    """
+
+    job_id: str
+    status: JobStatus
+    task_id: str | None = None
+    seed: int | None = None
+    files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    error: JobError | None = None
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def to_result_line(self) -> dict[str, Any]:
+        """The ``results.jsonl`` record of this outcome."""
+        return {
+            "id": self.job_id,
+            "status": self.status,
+            "task_id": self.task_id,
+            "seed": self.seed,
+            "files": list(self.files),
+            "error": None if self.error is None else self.error.to_json(),
+        }

@@ -1,0 +1,198 @@
+"""The one polling loop over every task in flight.
+
+Tasks wait in a heap keyed by their next poll time. A single loop task pops whichever is due,
+starts its ``GET`` (at most ``max_concurrent`` at once, a semaphore), and puts it back with the
+delay :class:`~novita_async._polling.PollPolicy` picks from the answer's ``eta`` and
+``progress_percent``. With an honest ``eta`` that is two polls per task: one right away, one when
+the task should be done. Job tasks do not poll; they await :meth:`Poller.wait`.
+
+Errors a poll can ride out (connection errors, 5xx, 429 that outlasted the client's own retries)
+put the task back with a growing delay; after ``max_errors`` of them in a row, or any other error
+(404 TASK_NOT_FOUND, an answer that does not parse), the waiter gets the error.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from .._client import NovitaClient
+from .._exceptions import (
+    APIConnectionError,
+    RateLimitError,
+    ServerError,
+    TaskTimeoutError,
+)
+from .._models import Task, TaskResult
+from .._polling import PollPolicy
+
+__all__ = ["Poller"]
+
+_TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
+
+ProgressCallback = Callable[[Task], None]
+
+
+class _Entry:
+    __slots__ = (
+        "abandoned",
+        "deadline",
+        "done",
+        "error",
+        "errors",
+        "last_task",
+        "on_progress",
+        "polls",
+        "result",
+        "started",
+        "task_id",
+    )
+
+    def __init__(
+        self, task_id: str, on_progress: ProgressCallback, started: float, deadline: float | None
+    ) -> None:
+        self.task_id = task_id
+        self.on_progress = on_progress
+        self.started = started
+        self.deadline = deadline
+        self.done = anyio.Event()
+        self.result: TaskResult | None = None
+        self.error: BaseException | None = None
+        self.polls = 0
+        self.errors = 0
+        self.abandoned = False
+        self.last_task: Task | None = None
+
+
+class Poller:
+    def __init__(
+        self,
+        client: NovitaClient,
+        policy: PollPolicy,
+        *,
+        max_concurrent: int,
+        task_timeout: float | None,
+        on_request: Callable[[str], None],
+        max_errors: int = 8,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._gets = anyio.Semaphore(max_concurrent)
+        self._task_timeout = task_timeout
+        self._on_request = on_request
+        self._max_errors = max_errors
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._order = itertools.count()
+        self._wakeup = anyio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._heap)
+
+    async def wait(self, task_id: str, on_progress: ProgressCallback) -> TaskResult:
+        """The task's final result (succeeded or failed); polls start right away."""
+        now = anyio.current_time()
+        deadline = None if self._task_timeout is None else now + self._task_timeout
+        entry = _Entry(task_id, on_progress, now, deadline)
+        self._schedule(entry, now)
+        try:
+            await entry.done.wait()
+        finally:
+            entry.abandoned = True  # a cancelled waiter: the loop drops the entry
+        if entry.error is not None:
+            raise entry.error
+        assert entry.result is not None
+        return entry.result
+
+    def _schedule(self, entry: _Entry, when: float) -> None:
+        if entry.deadline is not None:
+            when = min(when, entry.deadline)
+        heapq.heappush(self._heap, (when, next(self._order), entry))
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Poll forever; cancel the enclosing scope to stop."""
+        async with anyio.create_task_group() as polls:
+            while True:
+                if not self._heap:
+                    await self._sleep_until(None)
+                    continue
+                due = self._heap[0][0]
+                if due > anyio.current_time():
+                    await self._sleep_until(due)
+                    continue
+                _, _, entry = heapq.heappop(self._heap)
+                if entry.abandoned:
+                    continue
+                await self._gets.acquire()
+                polls.start_soon(self._poll, entry)
+
+    async def _sleep_until(self, due: float | None) -> None:
+        # Woken early when a task is scheduled, which may be due sooner than ``due``.
+        self._wakeup = anyio.Event()
+        if due is None:
+            await self._wakeup.wait()
+        else:
+            with anyio.move_on_after(due - anyio.current_time()):
+                await self._wakeup.wait()
+
+    async def _poll(self, entry: _Entry) -> None:
+        try:
+            entry.polls += 1
+            self._on_request("result")
+            try:
+                result = await self._client.get_task_result(entry.task_id)
+            except _TRANSIENT as exc:
+                entry.errors += 1
+                if entry.errors >= self._max_errors:
+                    self._finish(entry, error=exc)
+                elif not self._timed_out(entry, exc):
+                    delay = self._policy.next_delay(
+                        None, polls=entry.errors, elapsed=self._elapsed(entry)
+                    )
+                    self._schedule(entry, anyio.current_time() + delay)
+                return
+            except Exception as exc:
+                self._finish(entry, error=exc)
+                return
+            entry.errors = 0
+            entry.last_task = result.task
+            if result.status.is_final:
+                self._finish(entry, result=result)
+                return
+            entry.on_progress(result.task)
+            if self._timed_out(entry, None):
+                return
+            delay = self._policy.next_delay(
+                result.task, polls=entry.polls, elapsed=self._elapsed(entry)
+            )
+            self._schedule(entry, anyio.current_time() + delay)
+        finally:
+            self._gets.release()
+
+    def _elapsed(self, entry: _Entry) -> float:
+        return anyio.current_time() - entry.started
+
+    def _timed_out(self, entry: _Entry, cause: BaseException | None) -> bool:
+        # The last poll is scheduled at the deadline itself, so a task is asked once more first.
+        if entry.deadline is None or anyio.current_time() < entry.deadline:
+            return False
+        last = entry.last_task.status.value if entry.last_task is not None else ""
+        error = TaskTimeoutError(entry.task_id, self._elapsed(entry), last)
+        error.__cause__ = cause
+        self._finish(entry, error=error)
+        return True
+
+    def _finish(
+        self,
+        entry: _Entry,
+        *,
+        result: TaskResult | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        entry.result, entry.error = result, error
+        entry.done.set()

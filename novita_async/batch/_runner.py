@@ -1,0 +1,260 @@
+"""BatchRunner: many jobs through one client, bounded, resumable, in completion order.
+
+Shape of a run (every task has an owner that awaits it)::
+
+    run()                       asynccontextmanager: opens journal + results, owns the task group
+    └── _drive                  closes the outcome stream when done
+        ├── Poller.run          the one polling loop
+        └── job tasks           one per job read, at most concurrency + upload_concurrency at once
+            └── JobFlow.process check -> upload -> submit -> follow -> download -> record
+
+Bounds: ``concurrency`` tasks in flight (held from submission until the job ends);
+``upload_concurrency`` uploads at once and as many jobs read ahead of those in flight; ``rate``
+submissions per second and a shared pause after a 429 (:class:`SubmitGate`); ``poll_concurrency``
+polls at once. Memory grows with the jobs in flight, not with the size of the input, plus one small
+journal entry per job id.
+
+Leaving the ``async with runner.run(jobs)`` block before the stream is exhausted, or cancelling
+the enclosing scope, stops the run: no new submissions, submissions in flight are answered and
+recorded, the results file is rebuilt, and a rerun with the same output folder resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from pathlib import Path
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._client import NovitaClient
+from .._exceptions import ConfigurationError
+from .._polling import PollPolicy
+from ._events import BatchEventHook
+from ._flow import JobFlow
+from ._job import Job, JobOutcome
+from ._journal import JOURNAL_NAME, Journal
+from ._limits import SubmitGate
+from ._poller import Poller
+from ._results import RESULTS_NAME, ResultsFile
+from ._summary import BatchSummary, SummaryCounter
+from ._uploads import AssetUploader
+
+__all__ = ["BatchRunner"]
+
+
+def _count(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}")
+    return value
+
+
+class BatchRunner:
+    """Run many InstantID jobs with one :class:`NovitaClient`.
+
+    ``out_dir`` receives ``<job id>/<n>.<ext>`` images, ``results.jsonl`` and (unless
+    ``journal_path`` says otherwise) the journal ``.novita-journal.jsonl``. Rerunning with the same
+    output folder resumes: ended jobs are replayed from the journal, submitted tasks are followed
+    again (never resubmitted), and only jobs never submitted are submitted. ``retry_failed`` runs
+    failed jobs again; ``fail_fast`` stops the run at the first failure.
+    """
+
+    def __init__(
+        self,
+        client: NovitaClient,
+        out_dir: str | os.PathLike[str],
+        *,
+        concurrency: int = 50,
+        rate: float | None = None,
+        journal_path: str | os.PathLike[str] | None = None,
+        retry_failed: bool = False,
+        fail_fast: bool = False,
+        on_event: BatchEventHook | None = None,
+        poll: PollPolicy | None = None,
+        upload_concurrency: int = 8,
+        poll_concurrency: int = 16,
+        task_timeout: float | None = None,
+        journal_fsync: bool = False,
+    ) -> None:
+        self.client = client
+        self.out_dir = Path(out_dir)
+        self.concurrency = _count("concurrency", concurrency)
+        self.upload_concurrency = _count("upload_concurrency", upload_concurrency)
+        self.poll_concurrency = _count("poll_concurrency", poll_concurrency)
+        self.journal_path = (
+            Path(journal_path) if journal_path is not None else self.out_dir / JOURNAL_NAME
+        )
+        if task_timeout is not None and not task_timeout > 0:
+            raise ConfigurationError("task_timeout must be a number of seconds > 0")
+        self.task_timeout = task_timeout
+        self.retry_failed = retry_failed
+        self.fail_fast = fail_fast
+        self.on_event = on_event
+        self.poll = poll or PollPolicy()
+        self.journal_fsync = journal_fsync
+        self._gate = SubmitGate(rate)  # validates rate now rather than at run time
+        self._counter = SummaryCounter()
+        self._running = False
+
+    def __repr__(self) -> str:
+        return f"<BatchRunner out_dir={str(self.out_dir)!r} concurrency={self.concurrency}>"
+
+    @property
+    def summary(self) -> BatchSummary:
+        """Counts of the current (or last) run; live while it runs."""
+        return self._counter.snapshot()
+
+    async def run_all(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> BatchSummary:
+        """Run every job to its end and return the summary."""
+        async with self.run(jobs) as outcomes:
+            async for _ in outcomes:
+                pass
+        return self.summary
+
+    @contextlib.asynccontextmanager
+    async def run(
+        self, jobs: Iterable[Job] | AsyncIterable[Job]
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobOutcome]]:
+        """Start the run; yield a stream of outcomes in the order jobs end.
+
+        The run lives as long as the ``async with`` block: leaving it early stops the run
+        cleanly (a rerun resumes).
+        """
+        if self._running:
+            raise RuntimeError("this BatchRunner is already running")
+        self._running = True
+        self._counter = counter = SummaryCounter()
+        await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        journal = await anyio.to_thread.run_sync(
+            lambda: Journal(self.journal_path, fsync=self.journal_fsync)
+        )
+        results = ResultsFile(self.out_dir / RESULTS_NAME)
+        completed = False
+        send, receive = anyio.create_memory_object_stream[JobOutcome](self.concurrency)
+        try:
+            await anyio.to_thread.run_sync(results.rebuild, list(journal.ended_outcomes()))
+            flow, poller = self._build(journal, results, counter)
+            async with anyio.create_task_group() as tg:
+
+                async def drive() -> None:
+                    nonlocal completed
+                    completed = await self._drive(jobs, flow, poller, send)
+
+                tg.start_soon(drive)
+                try:
+                    yield receive
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            receive.close()
+            send.close()
+            counter.interrupted = not completed
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._finish, journal, results)
+            counter.stop()
+            self._running = False
+
+    def _finish(self, journal: Journal, results: ResultsFile) -> None:
+        try:
+            results.rebuild(list(journal.ended_outcomes()))
+        finally:
+            results.close()
+            journal.close()
+
+    def _build(
+        self, journal: Journal, results: ResultsFile, counter: SummaryCounter
+    ) -> tuple[JobFlow, Poller]:
+        def on_request(route: str) -> None:
+            counter.requests[route] += 1
+
+        poller = Poller(
+            self.client,
+            self.poll,
+            max_concurrent=self.poll_concurrency,
+            task_timeout=self.task_timeout,
+            on_request=on_request,
+        )
+        uploader = AssetUploader(
+            self.client, journal, concurrency=self.upload_concurrency, on_request=on_request
+        )
+        flow = JobFlow(
+            client=self.client,
+            out_dir=self.out_dir,
+            journal=journal,
+            results=results,
+            counter=counter,
+            uploader=uploader,
+            poller=poller,
+            gate=self._gate,
+            in_flight=anyio.CapacityLimiter(self.concurrency),
+            retry_failed=self.retry_failed,
+            on_event=self.on_event,
+            on_request=on_request,
+        )
+        return flow, poller
+
+    async def _drive(
+        self,
+        jobs: Iterable[Job] | AsyncIterable[Job],
+        flow: JobFlow,
+        poller: Poller,
+        send: MemoryObjectSendStream[JobOutcome],
+    ) -> bool:
+        """Run every job; return False if stopped early (fail_fast)."""
+        stopped = False
+        async with send, anyio.create_task_group() as everything:
+            everything.start_soon(poller.run)
+            read_ahead = anyio.Semaphore(self.concurrency + self.upload_concurrency)
+
+            async def job_task(job: Job) -> None:
+                nonlocal stopped
+                try:
+                    outcome = await flow.process(job)
+                    await send.send(outcome)
+                    if self.fail_fast and outcome.status == "failed" and not outcome.replayed:
+                        stopped = True
+                        everything.cancel_scope.cancel()
+                finally:
+                    read_ahead.release()
+
+            async with _closing(jobs) as source, anyio.create_task_group() as job_tasks:
+                while True:
+                    await read_ahead.acquire()
+                    try:
+                        job = await anext(source)
+                    except StopAsyncIteration:
+                        read_ahead.release()
+                        break
+                    if not isinstance(job, Job):
+                        raise TypeError(f"BatchRunner.run takes Job objects, got {job!r}")
+                    job_tasks.start_soon(job_task, job)
+            everything.cancel_scope.cancel()  # every job ended: stop the poller
+        return not stopped
+
+
+@contextlib.asynccontextmanager
+async def _closing(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[AsyncIterator[Job]]:
+    """The jobs as an async iterator; an async generator given is closed when the run stops."""
+    if isinstance(jobs, AsyncIterable):
+        iterator = aiter(jobs)
+        try:
+            yield iterator
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+    else:
+
+        async def each() -> AsyncGenerator[Job, None]:
+            for job in jobs:
+                yield job
+
+        generator = each()
+        try:
+            yield generator
+        finally:
+            with anyio.CancelScope(shield=True):
+                await generator.aclose()

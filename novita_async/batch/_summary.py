@@ -1,0 +1,102 @@
+"""The numbers a batch run ends with."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+
+import attrs
+
+from ._job import JobOutcome
+
+__all__ = ["BatchSummary", "SummaryCounter"]
+
+
+@attrs.frozen
+class BatchSummary:
+    """Counts of one run (``run`` or ``run_all``).
+
+    ``succeeded`` and ``failed`` count every job of the input, including those ``replayed`` from an
+    earlier run's journal. ``submitted`` counts tasks created by this run, ``resumed`` tasks of an
+    earlier run followed again, ``tasks`` the tasks this run saw end. ``http_requests`` counts the
+    client calls the runner made, by route (``upload``, ``submit``, ``result``, ``image``); the
+    client's own retries are not included (count those with the client's ``on_event``).
+    ``requests_per_task`` divides the non-upload calls by ``tasks``. ``interrupted`` is true when
+    the run was cancelled or stopped by ``fail_fast`` before every job ended.
+    """
+
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    replayed: int = 0
+    submitted: int = 0
+    resumed: int = 0
+    tasks: int = 0
+    images: int = 0
+    failures_by_reason: Mapping[str, int] = attrs.field(factory=dict)
+    http_requests: Mapping[str, int] = attrs.field(factory=dict)
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def images_per_minute(self) -> float:
+        return 60.0 * self.images / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def requests_per_task(self) -> float:
+        per_task = sum(n for route, n in self.http_requests.items() if route != "upload")
+        return per_task / self.tasks if self.tasks else 0.0
+
+    @property
+    def polls_per_task(self) -> float:
+        return self.http_requests.get("result", 0) / self.tasks if self.tasks else 0.0
+
+
+class SummaryCounter:
+    """Mutable tallies behind :class:`BatchSummary`."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.jobs = 0
+        self.succeeded = 0
+        self.failed = 0
+        self.replayed = 0
+        self.submitted = 0
+        self.resumed = 0
+        self.tasks = 0
+        self.images = 0
+        self.failures: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.interrupted = False
+
+    def stop(self) -> None:
+        self.finished = time.monotonic()
+
+    def count_outcome(self, outcome: JobOutcome) -> None:
+        self.jobs += 1
+        if outcome.replayed:
+            self.replayed += 1
+        if outcome.status == "succeeded":
+            self.succeeded += 1
+        else:
+            self.failed += 1
+            self.failures[outcome.error.reason if outcome.error else "UNKNOWN"] += 1
+
+    def snapshot(self) -> BatchSummary:
+        end = self.finished if self.finished is not None else time.monotonic()
+        return BatchSummary(
+            jobs=self.jobs,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            replayed=self.replayed,
+            submitted=self.submitted,
+            resumed=self.resumed,
+            tasks=self.tasks,
+            images=self.images,
+            failures_by_reason=dict(self.failures),
+            http_requests=dict(self.requests),
+            wall_seconds=end - self.started,
+            interrupted=self.interrupted,
+        )

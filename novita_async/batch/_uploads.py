@@ -1,0 +1,75 @@
+"""Upload each distinct input content once: per run, and across runs through the journal.
+
+Assets are keyed by the SHA-256 of their bytes. The first job to need a content uploads it; jobs
+that need the same content meanwhile wait for that one upload instead of starting their own. A
+failed upload is not remembered: the jobs waiting on it fail with its error, and a later job tries
+again. Uploads run under their own limit (``upload_concurrency``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from .._client import NovitaClient
+from ._inputs import PreparedImage
+from ._journal import Journal
+
+__all__ = ["AssetUploader"]
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.asset_id: str | None = None
+        self.error: BaseException | None = None
+
+
+class AssetUploader:
+    def __init__(
+        self,
+        client: NovitaClient,
+        journal: Journal,
+        *,
+        concurrency: int,
+        on_request: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._journal = journal
+        self._limit = anyio.CapacityLimiter(concurrency)
+        self._pending: dict[str, _Pending] = {}
+        self._on_request = on_request
+        self.uploaded = 0
+        """Uploads this run actually sent (not those answered from the journal or shared)."""
+
+    async def asset_id(self, image: PreparedImage) -> str:
+        while True:
+            if (known := self._journal.assets.get(image.sha256)) is not None:
+                return known
+            pending = self._pending.get(image.sha256)
+            if pending is None:
+                return await self._upload(image)
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            # Otherwise the uploader was cancelled, or it succeeded: loop to read the journal.
+
+    async def _upload(self, image: PreparedImage) -> str:
+        pending = self._pending[image.sha256] = _Pending()
+        try:
+            async with self._limit:
+                self._on_request("upload")
+                asset_id = await self._client.upload_asset(
+                    image.source, content_type=image.content_type
+                )
+            self.uploaded += 1
+            self._journal.record_asset(image.sha256, asset_id)
+            pending.asset_id = asset_id
+            return asset_id
+        except Exception as exc:
+            pending.error = exc
+            raise
+        finally:
+            del self._pending[image.sha256]
+            pending.done.set()

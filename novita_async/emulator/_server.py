@@ -1,0 +1,197 @@
+"""Emulator: three aiohttp origins (API, assets, images) and the task workers, as one context."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from types import TracebackType
+
+import anyio
+from aiohttp import web
+
+from ._config import DEFAULT_API_KEY, EmulatorConfig
+from ._faults import ROUTES, Faults
+from ._middleware import emulated_route
+from ._routes_api import add_api_routes, not_found
+from ._routes_control import add_control_routes
+from ._routes_storage import add_asset_routes, add_image_routes
+from ._state import STATE, EmulatorState
+from ._stats import EmulatorStats
+
+__all__ = ["Emulator"]
+
+_BACKLOG = 4096  # thousands of clients may connect at once; the kernel caps it at somaxconn
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_origins(host: str, port: int) -> list[socket.socket]:
+    """The API on ``port``; assets and images on the next two ports if free, else any free."""
+    sockets = [_bind(host, port)]
+    try:
+        for offset in (1, 2):
+            try:
+                sockets.append(_bind(host, port + offset if port else 0))
+            except OSError:
+                sockets.append(_bind(host, 0))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _origin(host: str, sock: socket.socket) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{sock.getsockname()[1]}"
+
+
+class Emulator:
+    """A local emulator of the Novita InstantID API, for tests, demos and benchmarks.
+
+    ::
+
+        async with Emulator(EmulatorConfig(task_base_seconds=0)) as emu:
+            emu.base_url, emu.assets_url, emu.api_key
+            emu.faults.script("submit", ["503", "ok"])
+            emu.stats().submissions
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self._state = EmulatorState.build(self.config)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._origins: list[str] = []
+
+    def __repr__(self) -> str:
+        where = self._origins[0] if self._origins else "not running"
+        return f"<Emulator {where}>"
+
+    # --- addresses ----------------------------------------------------------------------------
+
+    def _origin_at(self, index: int) -> str:
+        if not self._origins:
+            raise RuntimeError("the emulator is not running; use `async with Emulator() as emu`")
+        return self._origins[index]
+
+    @property
+    def base_url(self) -> str:
+        """The API origin, e.g. ``http://127.0.0.1:8000``."""
+        return self._origin_at(0)
+
+    @property
+    def assets_url(self) -> str:
+        """The asset upload URL (``PUT``), e.g. ``http://127.0.0.1:8001/image``."""
+        return self._origin_at(1) + "/image"
+
+    @property
+    def images_origin(self) -> str:
+        """The origin the signed image URLs point at."""
+        return self._origin_at(2)
+
+    @property
+    def api_key(self) -> str:
+        """A key the emulator accepts."""
+        keys = self.config.api_keys
+        return min(keys) if keys else DEFAULT_API_KEY
+
+    # --- introspection and control --------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self._state.faults
+
+    def stats(self) -> EmulatorStats:
+        return self._state.stats.snapshot(self._state.tasks.counts())
+
+    def reset_stats(self) -> None:
+        self._state.stats.reset()
+
+    async def wait_task(self, task_id: str, status: str | None = None) -> str:
+        """Wait until the task reaches ``status`` (default: a final status); returns its status.
+
+        Returns early with the final status if the task finished without passing ``status``.
+        """
+        if self._state.tasks.get(task_id) is None:
+            raise LookupError(f"no task {task_id}")
+        return await self._state.tasks.wait(task_id, status)
+
+    def task_status(self, task_id: str) -> str:
+        record = self._state.tasks.get(task_id)
+        if record is None:
+            raise LookupError(f"no task {task_id}")
+        return record.status
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def _apps(self) -> list[web.Application]:
+        limit = self.config.max_asset_bytes + 1024
+        api = web.Application(middlewares=[emulated_route])
+        add_api_routes(api)
+        add_control_routes(api)
+        api.router.add_route("*", "/{tail:.*}", not_found)
+        assets = web.Application(middlewares=[emulated_route], client_max_size=limit)
+        add_asset_routes(assets)
+        images = web.Application(middlewares=[emulated_route])
+        add_image_routes(images)
+        for app in (api, assets, images):
+            app[STATE] = self._state
+        return [api, assets, images]
+
+    async def __aenter__(self) -> Emulator:
+        if self._stack is not None:
+            raise RuntimeError("this Emulator is already running")
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            workers = await stack.enter_async_context(anyio.create_task_group())
+            workers.start_soon(self._state.tasks.run)
+            stack.callback(workers.cancel_scope.cancel)
+            stack.push_async_callback(self._state.tasks.aclose)
+            sockets = _bind_origins(config.host, config.port)
+            for sock in sockets:
+                stack.callback(sock.close)
+            origins = [_origin(config.host, sock) for sock in sockets]
+            self._state.images_origin = origins[2]
+            for app, sock in zip(self._apps(), sockets, strict=True):
+                runner = web.AppRunner(
+                    app,
+                    access_log=None,  # access logs would carry signed query strings
+                    handle_signals=False,
+                    shutdown_timeout=config.shutdown_timeout,
+                )
+                await runner.setup()
+                stack.push_async_callback(runner.cleanup)
+                await web.SockSite(runner, sock, backlog=_BACKLOG).start()
+            # Held requests must not stall the shutdown.
+            stack.callback(self._release_all)
+            self._origins = origins
+            self._stack = stack.pop_all()
+        return self
+
+    def _release_all(self) -> None:
+        for route in ROUTES:
+            self.faults.release(route)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        self._origins = []
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)

@@ -1,0 +1,102 @@
+"""Server-side counters, and the frozen snapshot tests and benchmarks assert on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from typing import Any
+
+import attrs
+
+__all__ = ["EmulatorStats", "StatsRecorder"]
+
+
+@attrs.frozen
+class EmulatorStats:
+    """A snapshot of the emulator's counters, taken by ``Emulator.stats()``.
+
+    ``requests`` maps a route (``upload``, ``submit``, ``result``, ``models``, ``image``) to
+    counts per outcome: the HTTP status as a string (``"200"``, ``"429"``), or ``"reset"`` /
+    ``"truncated"`` for answers that never completed.
+    """
+
+    requests: dict[str, dict[str, int]]
+    submissions: int
+    """Tasks created (a submit whose answer was then lost still counts: the task exists)."""
+    duplicate_submissions: int
+    """Tasks created from a JSON body identical to an earlier submission's."""
+    uploads: int
+    image_downloads: int
+    """Image answers started with status 200 (including truncated ones)."""
+    image_bytes: int
+    """Image body bytes written."""
+    unexpected_auth: int
+    """Requests carrying ``Authorization`` where it must not go (asset uploads, image URLs)."""
+    rate_limited: int
+    """Submissions refused by the per-key rate limit (injected 429s are in ``faults``)."""
+    faults: dict[str, int]
+    """Injected outcomes by name (``error_5xx``, ``reset_after``, ...)."""
+    tasks: dict[str, int]
+    """Tasks by current status."""
+    in_flight: dict[str, int]
+    """Requests being handled right now, per route."""
+
+    def count(self, route: str, status: int | str | None = None) -> int:
+        """Requests to ``route`` (with ``status``, if given)."""
+        by_status = self.requests.get(route, {})
+        if status is None:
+            return sum(by_status.values())
+        return by_status.get(str(status), 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+class StatsRecorder:
+    """The live, mutable counters behind :class:`EmulatorStats`."""
+
+    def __init__(self) -> None:
+        # A gauge, not a counter: reset() leaves it alone so requests in flight still balance.
+        self.in_flight: Counter[str] = Counter()
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.submissions = 0
+        self.duplicate_submissions = 0
+        self.uploads = 0
+        self.image_downloads = 0
+        self.image_bytes = 0
+        self.unexpected_auth = 0
+        self.rate_limited = 0
+        self.faults: Counter[str] = Counter()
+        self._bodies: set[bytes] = set()
+
+    def record_request(self, route: str, outcome: int | str) -> None:
+        self.requests[route][str(outcome)] += 1
+
+    def record_submission(self, body: Any) -> None:
+        """Count a created task; canonical JSON makes key order and spacing irrelevant."""
+        self.submissions += 1
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.sha256(canonical).digest()
+        if digest in self._bodies:
+            self.duplicate_submissions += 1
+        else:
+            self._bodies.add(digest)
+
+    def snapshot(self, tasks: dict[str, int]) -> EmulatorStats:
+        return EmulatorStats(
+            requests={route: dict(counts) for route, counts in self.requests.items()},
+            submissions=self.submissions,
+            duplicate_submissions=self.duplicate_submissions,
+            uploads=self.uploads,
+            image_downloads=self.image_downloads,
+            image_bytes=self.image_bytes,
+            unexpected_auth=self.unexpected_auth,
+            rate_limited=self.rate_limited,
+            faults=dict(self.faults),
+            tasks=tasks,
+            in_flight={route: n for route, n in self.in_flight.items() if n},
+        )

@@ -1,0 +1,141 @@
+"""A real crash: the runner in a subprocess, killed with SIGKILL mid-run, then rerun.
+
+The emulator runs in another subprocess, so the kill cannot take it down and its counters see
+both runs. Synchronisation is by the child's output (it prints a line per submission, written
+right after the journal's ``submitted`` record) and by reading the journal, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from .conftest import png_bytes
+from .test_resume import stray_files
+from .test_runner import assert_images_decode, read_results
+
+JOBS = 24
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import anyio
+
+    from novita_async import InstantIDRequest, NovitaClient, PollPolicy
+    from novita_async.batch import BatchEventKind, BatchRunner, Job
+
+    out, face, ref, count = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+    def on_event(event):
+        if event.kind is BatchEventKind.SUBMITTED:
+            print("SUBMITTED", event.job_id, flush=True)
+
+    def jobs():
+        for n in range(count):
+            request = InstantIDRequest(prompt=f"portrait {n}", width=128, height=128)
+            yield Job(id=f"job{n}", face_images=[face], ref_images=[ref], request=request)
+
+    async def main():
+        poll = PollPolicy(min_delay=0.02, margin=0.02, initial_delay=0.05)
+        async with NovitaClient() as client:
+            runner = BatchRunner(client, out, concurrency=4, on_event=on_event, poll=poll)
+            summary = await runner.run_all(jobs())
+        print("DONE", summary.succeeded, summary.failed, summary.resumed, flush=True)
+
+    anyio.run(main)
+    """
+)
+
+
+async def read_line(stream: BufferedByteReceiveStream) -> str:
+    return (await stream.receive_until(b"\n", 65536)).decode()
+
+
+@pytest.fixture
+async def emulator_process() -> AsyncIterator[dict[str, str]]:
+    command = [sys.executable, "-m", "novita_async.emulator", "--port", "0", "--seed", "3",
+               "--task-seconds", "0.15", "--image-mode", "tiny"]  # fmt: skip
+    async with await anyio.open_process(command) as process:
+        assert process.stdout is not None
+        stdout = BufferedByteReceiveStream(process.stdout)
+        env: dict[str, str] = {}
+        with anyio.fail_after(30):
+            while "NOVITA_EMULATOR_STATS_URL" not in env:
+                name, _, value = (await read_line(stdout)).partition("=")
+                env[name] = value
+        try:
+            yield env
+        finally:
+            process.terminate()
+            await process.wait()
+
+
+def fetch_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        stats: dict[str, Any] = json.load(answer)
+    return stats
+
+
+async def test_a_killed_run_resumes_without_submitting_twice(
+    emulator_process: dict[str, str], tmp_path: Path
+) -> None:
+    out, script = tmp_path / "out", tmp_path / "child.py"
+    script.write_text(CHILD)
+    face, ref = tmp_path / "face.png", tmp_path / "ref.png"
+    face.write_bytes(png_bytes(1))
+    ref.write_bytes(png_bytes(2))
+    env = {**os.environ, **emulator_process}
+    command = [sys.executable, str(script), str(out), str(face), str(ref), str(JOBS)]
+    journal = out / ".novita-journal.jsonl"
+
+    with anyio.fail_after(60):
+        async with await anyio.open_process(command, env=env) as child:
+            assert child.stdout is not None
+            lines = BufferedByteReceiveStream(child.stdout)
+            announced = 0
+            while announced < 6:
+                line = await read_line(lines)
+                assert line.startswith("SUBMITTED"), line
+                announced += 1
+            recorded = [r for r in _records(journal) if r["type"] == "submitted"]
+            assert len(recorded) >= 6  # the journal had each before its line was printed
+            child.send_signal(signal.SIGKILL)
+            assert await child.wait() == -signal.SIGKILL
+        killed_at = _records(journal)
+        ended_before = {r["id"] for r in killed_at if r["type"] == "succeeded"}
+        assert len(ended_before) < JOBS  # the kill really fell mid-run
+
+        rerun = await anyio.run_process(command, env=env, check=True)
+    done = rerun.stdout.decode().splitlines()[-1].split()
+    assert done[:3] == ["DONE", str(JOBS), "0"]
+    assert int(done[3]) >= 1  # some tasks in flight at the kill were followed, not resubmitted
+
+    stats = await anyio.to_thread.run_sync(fetch_stats, emulator_process["NOVITA_EMULATOR_STATS_URL"])
+    assert stats["duplicate_submissions"] == 0
+    assert stats["submissions"] == JOBS
+    rows = read_results(out)
+    assert sorted(r["id"] for r in rows) == sorted(f"job{n}" for n in range(JOBS))
+    assert_images_decode(out, rows)
+    assert stray_files(out) == []
+
+
+def _records(journal: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in journal.read_bytes().splitlines(keepends=True):
+        if line.endswith(b"\n"):
+            records.append(json.loads(line))
+    return records

@@ -1,0 +1,114 @@
+"""Faults the runner rides out or records: expired URLs, 429s, lost submit answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from novita_async import NovitaClient, RetryPolicy
+from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner
+from novita_async.emulator import Emulator
+
+from .conftest import make_job
+from .test_runner import assert_images_decode, read_results
+
+
+@pytest.fixture
+async def single_try_client(emu: Emulator) -> AsyncIterator[NovitaClient]:
+    """A client that does not retry, so each fault reaches the runner."""
+    async with NovitaClient(
+        emu.api_key,
+        base_url=emu.base_url,
+        assets_url=emu.assets_url,
+        retry=RetryPolicy(attempts=1),
+    ) as client:
+        yield client
+
+
+async def test_an_expired_image_url_is_fetched_again(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    emu.faults.script("image", ["expire", "ok", "expire"])
+    events: list[BatchEvent] = []
+    jobs = [make_job(f"j{n}", images(1), images(2), image_num=2) for n in range(2)]
+    summary = await BatchRunner(client, out, concurrency=1, on_event=events.append).run_all(jobs)
+
+    assert (summary.succeeded, summary.failed, summary.images) == (2, 0, 4)
+    retried = [e for e in events if e.kind is BatchEventKind.RETRIED]
+    assert [e.reason for e in retried] == ["IMAGE_URL_EXPIRED", "IMAGE_URL_EXPIRED"]
+    assert emu.stats().count("image", 403) == 2
+    assert emu.stats().submissions == 2  # fresh URLs came from the task, not a new task
+    rows = read_results(out)
+    assert_images_decode(out, rows)
+    assert all(len(r["files"]) == 2 for r in rows)  # type: ignore[arg-type]
+
+
+async def test_urls_that_keep_expiring_fail_the_job_and_retry_failed_follows_the_same_task(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    emu.faults.script("image", ["expire"] * 4)  # more than the runner refreshes
+    out = tmp_path / "out"
+    jobs = [make_job("a", images(1), images(2))]
+    summary = await BatchRunner(client, out).run_all(jobs)
+    assert summary.failures_by_reason == {"IMAGE_URL_EXPIRED": 1}
+    (row,) = read_results(out)
+    assert row["task_id"] is not None
+
+    # The task succeeded; retrying the job downloads its images again, without a new task.
+    again = await BatchRunner(client, out, retry_failed=True).run_all(jobs)
+    assert (again.succeeded, again.resumed, again.submitted) == (1, 1, 0)
+    assert emu.stats().submissions == 1
+    (row,) = read_results(out)
+    assert row["status"] == "succeeded"
+    assert_images_decode(out, [row])
+
+
+async def test_429_on_submit_pauses_every_submitter_and_fails_nothing(
+    emu: Emulator,
+    single_try_client: NovitaClient,
+    images: Callable[[int], Path],
+    tmp_path: Path,
+) -> None:
+    emu.faults.script("submit", ["429:0.2", "429:0.2", "429:0.2"])
+    events: list[BatchEvent] = []
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(6)]
+    runner = BatchRunner(single_try_client, tmp_path / "out", on_event=events.append)
+    summary = await runner.run_all(jobs)
+
+    assert (summary.succeeded, summary.failed) == (6, 0)
+    retried = [e for e in events if e.kind is BatchEventKind.RETRIED]
+    assert len(retried) == 3
+    assert {e.reason for e in retried} == {"RATE_LIMIT_EXCEEDED"}
+    stats = emu.stats()
+    assert stats.count("submit", 429) == 3
+    assert stats.submissions == 6 and stats.duplicate_submissions == 0
+
+
+async def test_a_lost_submit_answer_is_recorded_not_resubmitted(
+    emu: Emulator,
+    single_try_client: NovitaClient,
+    images: Callable[[int], Path],
+    tmp_path: Path,
+) -> None:
+    emu.faults.script("submit", ["reset_after"])
+    out = tmp_path / "out"
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
+    summary = await BatchRunner(single_try_client, out, concurrency=1).run_all(jobs)
+
+    assert summary.failures_by_reason == {"SUBMIT_OUTCOME_UNKNOWN": 1}
+    assert summary.succeeded == 2
+    assert emu.stats().submissions == 3  # the lost answer's task exists: never sent again
+    assert emu.stats().duplicate_submissions == 0
+    row = next(r for r in read_results(out) if r["status"] == "failed")
+    assert row["task_id"] is None
+    assert row["error"]["reason"] == "SUBMIT_OUTCOME_UNKNOWN"  # type: ignore[index]
+
+    # An ordinary rerun leaves it failed; retry_failed submits it again, knowingly.
+    again = await BatchRunner(single_try_client, out).run_all(jobs)
+    assert (again.replayed, again.failed, emu.stats().submissions) == (3, 1, 3)
+    retried = await BatchRunner(single_try_client, out, retry_failed=True).run_all(jobs)
+    assert (retried.succeeded, retried.submitted, emu.stats().submissions) == (3, 1, 4)
+    assert len(read_results(out)) == 3

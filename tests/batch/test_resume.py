@@ -1,0 +1,206 @@
+"""Stopping and resuming: cancellation, fail_fast, reruns, changed jobs, lazy input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+
+from novita_async import NovitaClient
+from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job, JobOutcome
+from novita_async.emulator import Emulator
+
+from .conftest import make_job
+from .test_runner import assert_images_decode, read_results
+
+
+def stray_files(out: Path) -> list[Path]:
+    """Temporary files left behind: partial downloads, half-written results."""
+    return [
+        p
+        for p in out.rglob("*")
+        if p.is_file() and (p.suffix in (".part", ".tmp") or p.name.startswith(".results-"))
+    ]
+
+
+async def submitted_then_cancel(
+    runner: BatchRunner, jobs: object, wanted: int, submitted: list[str]
+) -> list[JobOutcome]:
+    """Run until ``wanted`` SUBMITTED events, then cancel the scope the run lives in."""
+    enough = anyio.Event()
+    seen: list[JobOutcome] = []
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def canceller() -> None:
+                await enough.wait()
+                scope.cancel()
+
+            tg.start_soon(canceller)
+            previous = runner.on_event
+
+            def watch(event: BatchEvent) -> None:
+                if previous is not None:
+                    previous(event)
+                if event.kind is BatchEventKind.SUBMITTED:
+                    submitted.append(event.job_id)
+                    if len(submitted) >= wanted:
+                        enough.set()
+
+            runner.on_event = watch
+            async with runner.run(jobs) as outcomes:  # type: ignore[arg-type]
+                async for outcome in outcomes:
+                    seen.append(outcome)
+    assert scope.cancelled_caught
+    return seen
+
+
+async def test_a_cancelled_run_resumes_without_submitting_twice(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    jobs = [make_job(f"j{n}", images(n % 3), images(7)) for n in range(12)]
+    emu.faults.hold("result")  # no task can end: the cancel finds them all in flight
+    submitted: list[str] = []
+    first = BatchRunner(client, out, concurrency=4)
+    seen = await submitted_then_cancel(first, jobs, 4, submitted)
+    emu.faults.release("result")
+    assert seen == [] and first.summary.interrupted
+    assert emu.stats().submissions == 4
+    assert stray_files(out) == []
+
+    second = BatchRunner(client, out, concurrency=4)
+    summary = await second.run_all(jobs)
+    assert (summary.succeeded, summary.resumed, summary.submitted) == (12, 4, 8)
+    stats = emu.stats()
+    assert stats.submissions == 12 and stats.duplicate_submissions == 0
+    assert stats.uploads == 4  # three faces and one reference, across both runs
+    rows = read_results(out)
+    assert sorted(r["id"] for r in rows) == sorted(j.id for j in jobs)
+    assert_images_decode(out, rows)
+    assert stray_files(out) == []
+
+    # A third run has nothing to do: every job is replayed, no request is made.
+    before = emu.stats()
+    third = await BatchRunner(client, out).run_all(jobs)
+    assert (third.replayed, third.succeeded, third.http_requests) == (12, 12, {})
+    assert emu.stats().requests == before.requests
+    assert read_results(out) == rows
+
+
+async def test_input_is_read_lazily(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    face, ref = images(1), images(2)
+    consumed = 0
+
+    def endless() -> Iterator[Job]:
+        nonlocal consumed
+        for n in range(100_000):
+            consumed += 1
+            yield make_job(f"j{n}", face, ref)
+
+    emu.faults.hold("result")
+    runner = BatchRunner(client, tmp_path / "out", concurrency=4, upload_concurrency=2)
+    submitted: list[str] = []
+    enough = anyio.Event()
+
+    def watch(event: BatchEvent) -> None:
+        if event.kind is BatchEventKind.SUBMITTED:
+            submitted.append(event.job_id)
+            if len(submitted) == 4:
+                enough.set()
+
+    runner.on_event = watch
+    async with runner.run(endless()):
+        await enough.wait()
+        await anyio.wait_all_tasks_blocked()  # let the reader go as far as it can
+        in_flight_consumed = consumed
+    # Leaving the block stopped the run; the reader went no further either.
+    emu.faults.release("result")
+    assert consumed == in_flight_consumed
+    # concurrency tasks in flight + upload_concurrency jobs read ahead, and no more.
+    assert in_flight_consumed == 4 + 2
+    assert len(submitted) == 4
+
+
+async def test_fail_fast_stops_at_the_first_failure_and_a_rerun_finishes(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
+    jobs.append(make_job("broken", tmp_path / "missing.png", images(2)))
+    jobs += [make_job(f"k{n}", images(1), images(2)) for n in range(8)]
+    emu.faults.hold("result")  # the good jobs are still in flight when "broken" fails
+    runner = BatchRunner(client, out, concurrency=3, upload_concurrency=1, fail_fast=True)
+    async with runner.run(jobs) as outcomes:
+        seen = [outcome async for outcome in outcomes]
+    emu.faults.release("result")
+    assert [(o.job_id, o.error.reason if o.error else None) for o in seen] == [
+        ("broken", "INPUT_NOT_FOUND")
+    ]
+    assert runner.summary.interrupted
+    first_submissions = emu.stats().submissions
+    assert first_submissions <= 3
+    assert stray_files(out) == []
+
+    summary = await BatchRunner(client, out).run_all(jobs)
+    assert summary.succeeded == 11 and summary.failed == 1 and summary.replayed == 1
+    assert summary.resumed == first_submissions
+    stats = emu.stats()
+    assert stats.submissions == 11 and stats.duplicate_submissions == 0
+    rows = read_results(out)
+    assert len(rows) == 12 and len({r["id"] for r in rows}) == 12
+
+
+async def test_a_changed_job_under_the_same_id_is_reported_not_resubmitted(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    await BatchRunner(client, out).run_all([make_job("a", images(1), images(2))])
+    changed = make_job("a", images(1), images(2), "with a hat")
+    events: list[BatchEvent] = []
+    summary = await BatchRunner(client, out, on_event=events.append).run_all([changed])
+    assert summary.failures_by_reason == {"JOB_CHANGED": 1}
+    assert emu.stats().submissions == 1
+    (row,) = read_results(out)
+    assert row["status"] == "succeeded"  # the journal still describes what was made
+    assert any(e.kind is BatchEventKind.FAILED and e.reason == "JOB_CHANGED" for e in events)
+
+
+async def test_retry_failed_resubmits_a_failed_task(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
+    emu.faults.fail_next_tasks(1)
+    first = await BatchRunner(client, out, concurrency=1).run_all(jobs)
+    assert first.failures_by_reason == {"TASK_FAILED": 1}
+    summary = await BatchRunner(client, out, retry_failed=True).run_all(jobs)
+    assert (summary.succeeded, summary.replayed, summary.submitted) == (3, 2, 1)
+    assert emu.stats().submissions == 4
+    rows = read_results(out)
+    assert [r["status"] for r in rows] == ["succeeded"] * 3
+    assert len({r["id"] for r in rows}) == 3
+
+
+async def test_summary_reports_requests_per_task(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    jobs = [make_job(f"j{n}", images(n), images(9), image_num=2) for n in range(5)]
+    summary = await BatchRunner(client, tmp_path / "out").run_all(jobs)
+    stats = emu.stats()
+    assert summary.tasks == 5 and summary.images == 10
+    # The runner's tally matches the server's (no faults, so no client retries).
+    assert summary.http_requests == {
+        route: stats.count(route) for route in ("upload", "submit", "result", "image")
+    }
+    assert summary.polls_per_task <= 2  # an honest eta: about one poll per task
+    assert summary.requests_per_task == (5 + stats.count("result") + 10) / 5
+    assert summary.images_per_minute > 0
+    journal = (tmp_path / "out" / ".novita-journal.jsonl").read_text()
+    assert emu.api_key not in journal
+    assert emu.api_key not in (tmp_path / "out" / "results.jsonl").read_text()
+    assert json.loads(journal.splitlines()[0])["type"] in ("validated", "asset")

@@ -1,0 +1,146 @@
+"""Job files: each line a job or an error naming its line and field; URLs fetched without auth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from novita_async import LoRA
+from novita_async._cli._jobfile import (
+    InputFetcher,
+    JobLine,
+    LineError,
+    count_lines,
+    read_job_file,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "a.png").write_bytes(PNG)
+    (tmp_path / "ref.png").write_bytes(PNG)
+    return tmp_path
+
+
+def write_lines(folder: Path, lines: list[Any]) -> Path:
+    path = folder / "jobs.jsonl"
+    path.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def read_all(path: Path, defaults: dict[str, Any] | None = None) -> list[Any]:
+    return [item async for item in read_job_file(path, defaults)]
+
+
+JOB = {"face_images": ["faces/a.png"], "ref_images": ["ref.png"], "prompt": "p"}
+
+
+async def test_valid_lines_become_jobs_with_defaults_under_line_fields(folder: Path) -> None:
+    path = write_lines(folder, [
+        {**JOB, "id": "first", "steps": 30},
+        "",
+        {**JOB, "ref_images": "ref.png", "extra": {"enable_nsfw_detection": True}},
+        {**JOB, "id": 7, "loras": [{"model_name": "l", "strength": 0.5}]},
+    ])  # fmt: skip
+    defaults = {"steps": 10, "width": 512, "extra": {"response_image_type": "jpeg"}}
+    first, third, fourth = await read_all(path, defaults)
+    assert isinstance(first, JobLine) and first.id == "first" and first.line == 1
+    assert first.request.steps == 30 and first.request.width == 512
+    assert first.face_images == (folder / "faces" / "a.png",)
+    assert third.id == "3"  # the line number (blank line 2 counts)
+    assert third.ref_images == (folder / "ref.png",)
+    assert third.request.extra is not None
+    assert third.request.extra.response_image_type == "jpeg"  # merged key by key
+    assert third.request.extra.enable_nsfw_detection is True
+    assert fourth.id == "7" and fourth.request.loras == (LoRA("l", 0.5),)
+    assert count_lines(path) == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "words"),
+    [
+        ('{"face_images": ["faces/a.png"], broken', None, "not valid JSON"),
+        ("[1, 2]", None, "JSON object"),
+        ({**JOB, "widht": 512}, "widht", "unknown field"),
+        ({**JOB, "width": 4096}, "width", "[128, 2048]"),
+        ({**JOB, "width": "512"}, "width", "integer"),
+        ({**JOB, "sampler_name": "Fast"}, "sampler_name", "must be one of"),
+        ({**JOB, "loras": [{"model_name": "a", "strength": 1}, {"model_name": "b"}]},
+         "loras[1].strength", "required"),
+        ({**JOB, "extra": {"response_image_type": "gif"}}, "extra.response_image_type", "png"),
+        ({**JOB, "extra": {"colour": 1}}, "extra.colour", "unknown field"),
+        ({**JOB, "face_images": ["faces/missing.png"]}, "face_images[0]", "no such file"),
+        ({**JOB, "ref_images": []}, "ref_images", "non-empty"),
+        ({k: v for k, v in JOB.items() if k != "face_images"}, "face_images", "required"),
+        ({k: v for k, v in JOB.items() if k != "prompt"}, "prompt", "required"),
+        ({**JOB, "face_image_assets_ids": ["x"]}, "face_image_assets_ids", "not asset ids"),
+        ({**JOB, "id": ["x"]}, "id", "non-empty string"),
+        ({**JOB, "face_kps_images": ["ref.png", "ref.png"]}, "face_kps_images", "one file per"),
+    ],
+)  # fmt: skip
+async def test_bad_line_names_line_and_field_and_the_rest_go_on(
+    folder: Path, line: Any, field: str | None, words: str
+) -> None:
+    path = write_lines(folder, [{**JOB, "id": "before"}, line, {**JOB, "id": "after"}])
+    before, error, after = await read_all(path)
+    assert isinstance(error, LineError)
+    assert (error.line, error.field) == (2, field)
+    assert words in error.message
+    assert str(error).startswith("line 2")
+    assert isinstance(before, JobLine) and isinstance(after, JobLine)
+    assert after.id == "after"
+
+
+async def test_error_keeps_the_line_id(folder: Path) -> None:
+    path = write_lines(folder, [{**JOB, "id": "named", "steps": 0}])
+    (error,) = await read_all(path)
+    assert isinstance(error, LineError) and error.id == "named" and error.field == "steps"
+
+
+async def test_url_inputs_are_fetched_once_without_credentials(folder: Path) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def image(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        if request.path.endswith("missing.png"):
+            return web.Response(status=404)
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{name}", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        url = f"http://127.0.0.1:{port}/face.png?sig=secret"
+        path = write_lines(folder, [
+            {**JOB, "face_images": [url]},
+            {**JOB, "face_images": [url]},
+            {**JOB, "ref_images": [f"http://127.0.0.1:{port}/missing.png"]},
+        ])  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            fetcher = InputFetcher(session, folder / "out" / ".inputs")
+            first, second, third = [x async for x in read_job_file(path, None, fetcher)]
+    finally:
+        await runner.cleanup()
+    assert isinstance(first, JobLine) and isinstance(second, JobLine)
+    assert first.face_images == second.face_images
+    assert first.face_images[0].read_bytes() == PNG
+    assert isinstance(third, LineError) and third.field == "ref_images[0]"
+    assert "404" in third.message and "secret" not in third.message
+    assert len(seen) == 2  # the second job found the cached copy
+    assert not any("Authorization" in headers for headers in seen)
+    assert not list((folder / "out" / ".inputs").glob(".part-*"))

@@ -1,0 +1,147 @@
+"""Command-line parsing: request flags, their ranges (from _spec), and usage errors (exit 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from novita_async import _spec
+from novita_async._cli import main
+from novita_async._cli._parser import REQUEST_FLAGS, parse_args, request_fields
+
+BASE = ["generate", "--face", "f.png", "--ref", "r.png", "--prompt", "a portrait"]
+
+NUMERIC_FLAGS = [
+    (flag.flag, flag.path[-1])
+    for flag in REQUEST_FLAGS
+    if flag.path[-1] in _spec.NUMERIC_FIELDS and flag.flag != "--lora"
+]
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_every_numeric_field_has_a_flag() -> None:
+    assert {name for _, name in NUMERIC_FLAGS} == set(_spec.NUMERIC_FIELDS)
+
+
+def outside(name: str) -> st.SearchStrategy[str]:
+    allowed, integer = _spec.NUMERIC_FIELDS[name]
+    low, high = allowed.low, allowed.high
+    if integer:
+        below = st.integers(max_value=int(low) - 1)
+        above = st.integers(min_value=int(high) + 1) if high is not None else st.nothing()
+    else:
+        below = st.floats(max_value=low, exclude_max=True, allow_nan=False, allow_infinity=False)
+        above = (
+            st.floats(min_value=high, exclude_min=True, allow_nan=False, allow_infinity=False)
+            if high is not None
+            else st.nothing()
+        )
+    return st.one_of(below, above).map(repr)
+
+
+@given(data=st.data())
+def test_out_of_range_flag_exits_2_naming_flag_and_range(data: st.DataObject) -> None:
+    flag, name = data.draw(st.sampled_from(NUMERIC_FLAGS))
+    value = data.draw(outside(name))
+    status, out, err = run_main([*BASE, f"{flag}={value}"])
+    allowed, _ = _spec.NUMERIC_FIELDS[name]
+    assert status == 2
+    assert f"argument {flag}:" in err
+    assert str(allowed) in err
+    assert "Traceback" not in err and out == ""
+
+
+@given(data=st.data())
+def test_in_range_flags_are_accepted(data: st.DataObject) -> None:
+    flag, name = data.draw(st.sampled_from(NUMERIC_FLAGS))
+    allowed, integer = _spec.NUMERIC_FIELDS[name]
+    high = allowed.high if allowed.high is not None else 10**6
+    if integer:
+        value: float = data.draw(st.integers(int(allowed.low), int(high)))
+    else:
+        value = data.draw(st.floats(allowed.low, high, allow_nan=False))
+    ns = parse_args([*BASE, f"{flag}={value!r}"])
+    fields = request_fields(ns)
+    target = fields.get("extra", fields) if name == "nsfw_detection_level" else fields
+    assert math.isclose(target[name], value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag", "allowed"),
+    [
+        (["--sampler", "Nope"], "--sampler", "Euler a"),
+        (["--image-type", "gif"], "--image-type", "png, jpeg, webp"),
+        (["--prompt", ""], "--prompt", "[1, 1024]"),
+        (["--prompt", "x" * 1025], "--prompt", "[1, 1024]"),
+        (["--lora", "a:inf"], "--lora", "finite"),
+        ([f"--lora=l{i}:0.5" for i in range(6)], "--lora", "at most 5"),
+        (["--lora", "no-strength"], "--lora", "NAME:STRENGTH"),
+        (["--controlnet", "cn:0.4:nope"], "--controlnet", "openpose"),
+        (["--width", "abc"], "--width", "invalid int"),
+        (["--steps", "2.5"], "--steps", "invalid int"),
+    ],
+)
+def test_bad_request_flags(extra: list[str], flag: str, allowed: str) -> None:
+    status, _, err = run_main([*BASE, *extra])
+    assert status == 2
+    assert f"argument {flag}" in err and allowed in err
+    assert err.count("\n") == 1  # one line, no usage block
+
+
+def test_run_options_are_checked() -> None:
+    for option in ("--concurrency=0", "--rate=-1", "--concurrency=x"):
+        status, _, err = run_main(["run", "jobs.jsonl", "--out", "o", option])
+        assert status == 2
+        assert option.split("=")[0] in err
+
+
+def test_defaults_come_from_the_model() -> None:
+    ns = parse_args(["run", "jobs.jsonl", "--out", "o"])
+    assert request_fields(ns) == {}  # unset flags leave a line's fields (or the model's) alone
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        parse_args(["generate", "--help"])
+    text = " ".join(help_text.getvalue().split())
+    assert _spec.RECOMMENDED_MODEL[:20] in text.replace(" ", "")
+    assert "(default: 1024)" in text and "(default: 25)" in text and "(default: Euler)" in text
+
+
+def test_flags_build_nested_fields() -> None:
+    ns = parse_args(
+        [*BASE, "--lora", "style:v1.safetensors:0.7", "--image-type", "jpeg",
+         "--no-nsfw-detection", "--controlnet", "cn-openpose:0.4:openpose", "--seed=-1"]
+    )  # fmt: skip
+    assert request_fields(ns) == {
+        "prompt": "a portrait",
+        "seed": -1,
+        "loras": [{"model_name": "style:v1.safetensors", "strength": 0.7}],
+        "controlnet": {
+            "units": [{"model_name": "cn-openpose", "strength": 0.4, "preprocessor": "openpose"}]
+        },
+        "extra": {"response_image_type": "jpeg", "enable_nsfw_detection": False},
+    }
+
+
+def test_debug_flag_before_or_after_the_command() -> None:
+    assert parse_args(["--debug", "models"]).debug
+    assert parse_args(["models", "--debug"]).debug
+    assert not parse_args(["models"]).debug
+
+
+def test_missing_command_and_help() -> None:
+    assert run_main([])[0] == 2
+    status, out, _ = run_main(["--help"])
+    assert status == 0
+    for command in ("run", "generate", "upload", "result", "models", "emulator", "demo"):
+        assert command in out

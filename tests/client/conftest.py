@@ -1,0 +1,73 @@
+"""Fixtures for client tests: a real emulator on loopback, and a client with fast retries."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from novita_async import ClientEvent, NovitaClient, PollPolicy, RetryPolicy
+from novita_async.emulator import Emulator, EmulatorConfig
+
+# Retries as the defaults, but with waits short enough for tests.
+FAST_RETRY = RetryPolicy(attempts=3, backoff_base=0.001, backoff_max=0.01, retry_after_cap=0.2)
+FAST_POLL = PollPolicy(min_delay=0.01, max_delay=0.2, margin=0.01, initial_delay=0.01)
+
+
+def image_bytes(kind: str = "PNG", size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 80)).save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def face_png(tmp_path: Path) -> Path:
+    path = tmp_path / "face.png"
+    path.write_bytes(image_bytes("PNG"))
+    return path
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(seed=7, task_base_seconds=0.02, image_mode="tiny")
+
+
+@pytest.fixture
+async def emu(emulator_config: EmulatorConfig) -> AsyncIterator[Emulator]:
+    async with Emulator(emulator_config) as emulator:
+        yield emulator
+
+
+class EventLog(list[ClientEvent]):
+    def of(self, kind: str, route: str | None = None) -> list[ClientEvent]:
+        return [e for e in self if e.kind == kind and (route is None or e.route == route)]
+
+
+@pytest.fixture
+def events() -> EventLog:
+    return EventLog()
+
+
+@pytest.fixture
+def make_client(emu: Emulator, events: EventLog) -> Callable[..., NovitaClient]:
+    def make(**overrides: Any) -> NovitaClient:
+        options: dict[str, Any] = {
+            "base_url": emu.base_url,
+            "assets_url": emu.assets_url,
+            "retry": FAST_RETRY,
+            "on_event": events.append,
+        }
+        options.update(overrides)
+        return NovitaClient(options.pop("api_key", emu.api_key), **options)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., NovitaClient]) -> AsyncIterator[NovitaClient]:
+    async with make_client() as novita:
+        yield novita
