@@ -6,37 +6,48 @@ from pathlib import Path
 from typing import Any
 
 
-def _requests_per_job(run: dict[str, Any], jobs: int) -> float | None:
-    routes = run["server"].get("requests_by_route")
-    if not isinstance(routes, dict):
-        return None
-    counted = sum(v for k, v in routes.items() if k in ("upload", "submit", "result", "image"))
+def requests_by_route(run: dict[str, Any]) -> dict[str, int]:
+    """Requests the emulator counted per route, whatever their status."""
+    by_status = run["server"].get("requests", {})
+    return {route: sum(counts.values()) for route, counts in by_status.items()}
+
+
+def _requests_per_job(run: dict[str, Any], jobs: int) -> float:
+    routes = requests_by_route(run)
+    counted = sum(routes.get(k, 0) for k in ("upload", "submit", "result", "image"))
     return round(counted / jobs, 2)
 
 
 def _polls_per_task(run: dict[str, Any]) -> float | None:
-    routes = run["server"].get("requests_by_route")
     submits = run["server"].get("submissions")
-    if not isinstance(routes, dict) or not submits:
+    if not submits:
         return None
-    return round(routes.get("result", 0) / submits, 2)
+    return round(requests_by_route(run).get("result", 0) / submits, 2)
 
 
 def write_markdown(results: list[dict[str, Any]], path: Path) -> None:
     lines = ["# Benchmarks", ""]
     if results:
         first = results[0]
-        lines += [f"Machine: {first['machine']}. Date: {first['date']}.",
-                  f"Command: `{first['command']}`", ""]  # fmt: skip
+        lines += [
+            f"Machine: {first['machine']}. Date: {first['date']}.",
+            f"Command: `{first['command']}`",
+            "",
+        ]
     for result in results:
         floor = next((r for r in result["runs"] if r["contender"] == "floor"), None)
-        lines += [f"## {result['scenario']}", "", result["description"] +
-                  f" (N={result['jobs']}, ideal wall {result['ideal_wall_s']} s).", "",
-                  "| contender | wall s | x ideal | ok | lost | requests/job | polls/task |"
-                  " CPU s | CPU ms/job | x floor CPU | peak RSS MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"## {result['scenario']}",
+            "",
+            result["description"]
+            + f" (N={result['jobs']}, ideal wall {result['ideal_wall_s']} s).",
+            "",
+            "| contender | wall s | x ideal | ok | lost | requests/job | polls/task |"
+            " CPU s | CPU ms/job | x floor CPU | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for run in result["runs"]:
-            ratio = (f"{run['cpu_s'] / floor['cpu_s']:.2f}" if floor and floor["cpu_s"] else "")
+            ratio = f"{run['cpu_s'] / floor['cpu_s']:.2f}" if floor and floor["cpu_s"] else ""
             lines.append(
                 f"| {run['contender']} | {run['wall_s']} | "
                 f"{run['wall_s'] / result['ideal_wall_s']:.2f} | {run['succeeded']} | "

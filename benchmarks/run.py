@@ -50,24 +50,35 @@ def run_contender(
     faces, refs = inputs
     out_dir = work / f"out-{contender}"
     spec = RunSpec(
-        jobs=scenario.jobs, faces=faces, refs=refs, out_dir=str(out_dir),
-        concurrency=scenario.concurrency, task_seconds_hint=scenario.task_seconds,
+        jobs=scenario.jobs,
+        faces=faces,
+        refs=refs,
+        out_dir=str(out_dir),
+        concurrency=scenario.concurrency,
+        task_seconds_hint=scenario.task_seconds,
         rate=scenario.rate,
-    )  # fmt: skip
+    )
     spec_path = work / f"{contender}.json"
     dump_spec(spec, str(spec_path))
     emulator_args = [
-        "--image-mode", "tiny", "--workers", str(max(scenario.concurrency, 16) * 2),
-        "--task-seconds", str(scenario.task_seconds), *scenario.emulator_args,
-    ]  # fmt: skip
+        "--image-mode",
+        "tiny",
+        "--workers",
+        str(max(scenario.concurrency, 16) * 2),
+        "--task-seconds",
+        str(scenario.task_seconds),
+        *scenario.emulator_args,
+    ]
     with EmulatorProcess(*emulator_args) as emulator:
         stdout_path = work / f"{contender}.stdout"
         with open(stdout_path, "w") as stdout:
             started = time.time()
             proc = subprocess.Popen(
                 [sys.executable, "-m", MODULES[contender], str(spec_path)],
-                env=contender_env(emulator), stdout=stdout, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                env=contender_env(emulator),
+                stdout=stdout,
+                stderr=subprocess.DEVNULL,
+            )
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.time() - started
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -137,13 +148,21 @@ def main(argv: list[str] | None = None) -> int:
             scenario = SCENARIOS[name].scaled(args.quick)
             print(f"{scenario.name}: {scenario.description} (N={scenario.jobs})", flush=True)
             result = run_scenario(scenario, contenders, Path(tmp) / name)
-            result.update(command=command.strip(), machine=machine,
-                          date=datetime.date.today().isoformat(), quick=args.quick)  # fmt: skip
+            result.update(
+                command=command.strip(),
+                machine=machine,
+                date=datetime.date.today().isoformat(),
+                quick=args.quick,
+            )
             (args.results / f"{name}.json").write_text(json.dumps(result, indent=1))
             write_plot(result, args.results / f"{name}.png")
             all_results.append(result)
-    write_markdown(all_results, args.results / "BENCHMARKS.md" if args.quick else
-                   Path(__file__).parent.parent / "BENCHMARKS.md")  # fmt: skip
+    write_markdown(
+        all_results,
+        args.results / "BENCHMARKS.md"
+        if args.quick
+        else Path(__file__).parent.parent / "BENCHMARKS.md",
+    )
     return 0
 
 

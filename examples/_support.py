@@ -16,18 +16,18 @@ from novita_async import NovitaClient
 
 @contextlib.asynccontextmanager
 async def client() -> AsyncIterator[NovitaClient]:
-    """A client for the real service when NOVITA_BASE_URL is set, else for an in-process emulator."""
+    """The real service when NOVITA_BASE_URL is set, else an emulator started in-process."""
     if os.environ.get("NOVITA_BASE_URL"):
         async with NovitaClient() as real:  # NOVITA_API_KEY, NOVITA_BASE_URL, NOVITA_ASSETS_URL
             yield real
         return
     from novita_async.emulator import Emulator, EmulatorConfig
 
-    async with Emulator(EmulatorConfig(task_base_seconds=0.5, seed=1)) as emu:
-        async with NovitaClient(
-            emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url
-        ) as local:
-            yield local
+    async with (
+        Emulator(EmulatorConfig(task_base_seconds=0.5, seed=1)) as emu,
+        NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as local,
+    ):
+        yield local
 
 
 def sample_pictures(folder: Path) -> tuple[list[Path], list[Path]]:

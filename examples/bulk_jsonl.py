@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from _support import client, sample_pictures
+
 from novita_async import BatchRunner, InstantIDRequest, Job
 
 

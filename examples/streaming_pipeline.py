@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio.to_thread
+from _support import client, sample_pictures
 from PIL import Image, ImageOps
 
-from _support import client, sample_pictures
 from novita_async import BatchRunner, InstantIDRequest, Job
 
 PROMPTS = ["astronaut", "knight in armour", "jazz singer", "chef", "mountaineer", "painter"]

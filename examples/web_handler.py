@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+from _support import client, sample_pictures
 from aiohttp import web
 
-from _support import client, sample_pictures
 from novita_async import NovitaClient, NovitaError
 
 CLIENT = web.AppKey("client", NovitaClient)

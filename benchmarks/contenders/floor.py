@@ -44,7 +44,8 @@ async def main() -> None:
                     await asyncio.sleep(spec.task_seconds_hint)
                     while True:
                         async with session.get(
-                            base + "/v3/async/task-result", params={"task_id": task_id},
+                            base + "/v3/async/task-result",
+                            params={"task_id": task_id},
                             headers=auth,
                         ) as r:
                             result = await r.json()

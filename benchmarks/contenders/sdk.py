@@ -36,11 +36,19 @@ def main() -> None:
     def one(index: int, face: str, ref: str) -> None:
         try:
             result = client.instant_id(
-                face_images=[face], ref_images=[ref],
+                face_images=[face],
+                ref_images=[ref],
                 model_name="sdxlUnstableDiffusers_v8HEAVENSWRATH_133813.safetensors",
-                prompt=f"benchmark job {index}", width=spec.width, height=spec.height,
-                steps=spec.steps, seed=index, guidance_scale=7.5, sampler_name="Euler",
-                response_image_type=spec.image_type, controlnets=[], loras=[],
+                prompt=f"benchmark job {index}",
+                width=spec.width,
+                height=spec.height,
+                steps=spec.steps,
+                seed=index,
+                guidance_scale=7.5,
+                sampler_name="Euler",
+                response_image_type=spec.image_type,
+                controlnets=[],
+                loras=[],
             )
             if result.task.status.name != "TASK_STATUS_SUCCEED":
                 raise RuntimeError("task failed")

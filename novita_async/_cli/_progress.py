@@ -68,7 +68,7 @@ class Tally:
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("-- jobs/min" if speed is None else f"{speed * 60:.1f} jobs/min", "cyan")
+        return Text("--/min" if speed is None else f"{speed * 60:,.0f}/min", "cyan")
 
 
 class BatchProgress:
@@ -90,7 +90,7 @@ class BatchProgress:
     def __enter__(self) -> Self:
         if not self.plain:
             self._progress = Progress(
-                BarColumn(bar_width=24),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[tally]}"),
                 _RateColumn(),

@@ -58,12 +58,12 @@ async def emulated_route(request: web.Request, handler: Handler) -> web.StreamRe
     if route not in ROUTES:
         return await handler(request)
     state = request.app[STATE]
-    state.stats.in_flight[route] += 1
+    state.stats.enter(route)
     try:
         await state.faults.wait_gate(route)
         return await _answer(state, route, request, handler)
     finally:
-        state.stats.in_flight[route] -= 1
+        state.stats.leave(route)
 
 
 async def _answer(
@@ -102,9 +102,14 @@ async def _answer(
     if source is None:
         stats.record_request(route, answer.status)
         return answer
-    response, written = await write_body(
-        request, answer, source, truncate=truncate, bandwidth=decision.bandwidth
-    )
+    try:
+        response, written = await write_body(
+            request, answer, source, truncate=truncate, bandwidth=decision.bandwidth
+        )
+    except ConnectionError:
+        # The client went away mid-body (a cancelled download): not an emulator error.
+        stats.record_request(route, "client_closed")
+        return _dropped()
     stats.record_request(route, "truncated" if truncate else answer.status)
     if route == "image" and answer.status == 200:
         stats.image_bytes += written

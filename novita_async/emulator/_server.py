@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 from types import TracebackType
 
 import anyio
 from aiohttp import web
 
 from ._config import DEFAULT_API_KEY, EmulatorConfig
-from ._faults import ROUTES, Faults
+from ._faults import ROUTES, Faults, check_route
 from ._middleware import emulated_route
 from ._routes_api import add_api_routes, not_found
 from ._routes_control import add_control_routes
@@ -129,6 +130,17 @@ class Emulator:
             raise LookupError(f"no task {task_id}")
         return await self._state.tasks.wait(task_id, status)
 
+    async def wait_in_flight(self, route: str, count: int = 1) -> None:
+        """Wait until at least ``count`` requests to ``route`` are being handled (or held)."""
+        in_flight = self._state.stats.in_flight
+        check_route(route)
+        await self._state.stats.wait_for(lambda: in_flight[route] >= count)
+
+    async def wait_stats(self, predicate: Callable[[EmulatorStats], bool]) -> EmulatorStats:
+        """Wait until ``predicate(stats)`` holds (checked as requests start and end)."""
+        await self._state.stats.wait_for(lambda: predicate(self.stats()))
+        return self.stats()
+
     def task_status(self, task_id: str) -> str:
         record = self._state.tasks.get(task_id)
         if record is None:
@@ -156,13 +168,14 @@ class Emulator:
             raise RuntimeError("this Emulator is already running")
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
+            # Bind first, so a port in use raises a plain OSError (not one wrapped by the group).
+            sockets = _bind_origins(config.host, config.port)
+            for sock in sockets:
+                stack.callback(sock.close)
             workers = await stack.enter_async_context(anyio.create_task_group())
             workers.start_soon(self._state.tasks.run)
             stack.callback(workers.cancel_scope.cancel)
             stack.push_async_callback(self._state.tasks.aclose)
-            sockets = _bind_origins(config.host, config.port)
-            for sock in sockets:
-                stack.callback(sock.close)
             origins = [_origin(config.host, sock) for sock in sockets]
             self._state.images_origin = origins[2]
             for app, sock in zip(self._apps(), sockets, strict=True):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import attrs
 
 __all__ = ["EmulatorStats", "StatsRecorder"]
@@ -18,7 +20,8 @@ class EmulatorStats:
 
     ``requests`` maps a route (``upload``, ``submit``, ``result``, ``models``, ``image``) to
     counts per outcome: the HTTP status as a string (``"200"``, ``"429"``), or ``"reset"`` /
-    ``"truncated"`` for answers that never completed.
+    ``"truncated"`` for answers that never completed, ``"client_closed"`` when the client left
+    mid-body.
     """
 
     requests: dict[str, dict[str, int]]
@@ -59,6 +62,7 @@ class StatsRecorder:
     def __init__(self) -> None:
         # A gauge, not a counter: reset() leaves it alone so requests in flight still balance.
         self.in_flight: Counter[str] = Counter()
+        self._in_flight_changed = anyio.Event()
         self.reset()
 
     def reset(self) -> None:
@@ -72,6 +76,23 @@ class StatsRecorder:
         self.rate_limited = 0
         self.faults: Counter[str] = Counter()
         self._bodies: set[bytes] = set()
+
+    def enter(self, route: str) -> None:
+        self.in_flight[route] += 1
+        self._notify()
+
+    def leave(self, route: str) -> None:
+        self.in_flight[route] -= 1
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._in_flight_changed = self._in_flight_changed, anyio.Event()
+        changed.set()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds; it is checked whenever a request starts or ends."""
+        while not predicate():
+            await self._in_flight_changed.wait()
 
     def record_request(self, route: str, outcome: int | str) -> None:
         self.requests[route][str(outcome)] += 1

@@ -26,7 +26,8 @@ from .conftest import png_bytes
 from .test_resume import stray_files
 from .test_runner import assert_images_decode, read_results
 
-JOBS = 24
+JOBS = 16
+FINISHED = 4
 
 CHILD = textwrap.dedent(
     """
@@ -68,7 +69,7 @@ async def read_line(stream: BufferedByteReceiveStream) -> str:
 @pytest.fixture
 async def emulator_process() -> AsyncIterator[dict[str, str]]:
     command = [sys.executable, "-m", "novita_async.emulator", "--port", "0", "--seed", "3",
-               "--task-seconds", "0.15", "--image-mode", "tiny"]  # fmt: skip
+               "--task-seconds", "0", "--image-mode", "tiny"]  # fmt: skip
     async with await anyio.open_process(command) as process:
         assert process.stdout is not None
         stdout = BufferedByteReceiveStream(process.stdout)
@@ -90,6 +91,14 @@ def fetch_stats(url: str) -> dict[str, Any]:
     return stats
 
 
+def post_json(url: str, body: object) -> None:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
+
+
 async def test_a_killed_run_resumes_without_submitting_twice(
     emulator_process: dict[str, str], tmp_path: Path
 ) -> None:
@@ -99,32 +108,37 @@ async def test_a_killed_run_resumes_without_submitting_twice(
     face.write_bytes(png_bytes(1))
     ref.write_bytes(png_bytes(2))
     env = {**os.environ, **emulator_process}
-    command = [sys.executable, str(script), str(out), str(face), str(ref), str(JOBS)]
     journal = out / ".novita-journal.jsonl"
 
+    def command(jobs: int) -> list[str]:
+        return [sys.executable, str(script), str(out), str(face), str(ref), str(jobs)]
+
     with anyio.fail_after(60):
-        async with await anyio.open_process(command, env=env) as child:
+        # Run 1 ends normally with the first FINISHED jobs done.
+        await anyio.run_process(command(FINISHED), env=env, check=True)
+        # Run 2: every poll is held by the emulator, so the run fills its 4 slots and stops
+        # submitting; once the 4 submissions are journaled no POST can be in flight.
+        stats_url = emulator_process["NOVITA_EMULATOR_STATS_URL"]
+        faults_url = stats_url.replace("/stats", "/faults/result")
+        await anyio.to_thread.run_sync(post_json, faults_url, {"script": ["delay:60"] * 4})
+        async with await anyio.open_process(command(JOBS), env=env) as child:
             assert child.stdout is not None
             lines = BufferedByteReceiveStream(child.stdout)
-            announced = 0
-            while announced < 6:
+            for _ in range(4):
                 line = await read_line(lines)
                 assert line.startswith("SUBMITTED"), line
-                announced += 1
-            recorded = [r for r in _records(journal) if r["type"] == "submitted"]
-            assert len(recorded) >= 6  # the journal had each before its line was printed
+            records = _records(journal)
+            in_flight = {r["id"] for r in records if r["type"] == "submitted"}
+            in_flight -= {r["id"] for r in records if r["type"] == "succeeded"}
+            assert len(in_flight) == 4  # the journal had each before its line was printed
             child.send_signal(signal.SIGKILL)
             assert await child.wait() == -signal.SIGKILL
-        killed_at = _records(journal)
-        ended_before = {r["id"] for r in killed_at if r["type"] == "succeeded"}
-        assert len(ended_before) < JOBS  # the kill really fell mid-run
-
-        rerun = await anyio.run_process(command, env=env, check=True)
+        # Run 3 finishes: the 4 killed tasks are followed again, the rest submitted once.
+        rerun = await anyio.run_process(command(JOBS), env=env, check=True)
     done = rerun.stdout.decode().splitlines()[-1].split()
-    assert done[:3] == ["DONE", str(JOBS), "0"]
-    assert int(done[3]) >= 1  # some tasks in flight at the kill were followed, not resubmitted
+    assert done == ["DONE", str(JOBS), "0", "4"]
 
-    stats = await anyio.to_thread.run_sync(fetch_stats, emulator_process["NOVITA_EMULATOR_STATS_URL"])
+    stats = await anyio.to_thread.run_sync(fetch_stats, stats_url)
     assert stats["duplicate_submissions"] == 0
     assert stats["submissions"] == JOBS
     rows = read_results(out)

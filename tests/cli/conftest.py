@@ -93,7 +93,9 @@ def pictures(tmp_path: Path) -> Path:
     return folder
 
 
-def cli(*args: str, env: dict[str, str] | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """``python -m novita_async ARGS`` in a subprocess (stdout is a pipe: no terminal)."""
     return subprocess.run(
         [sys.executable, "-m", "novita_async", *args],

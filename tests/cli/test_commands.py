@@ -42,7 +42,9 @@ def test_generate_then_result_and_download(
     body, _, paths = saved.stdout.rpartition("}\n")
     assert json.loads(body + "}")["task"]["task_id"] == task_id
     assert len(paths.splitlines()) == 2
-    assert all(Path(p).read_bytes() == f.read_bytes() for p, f in zip(paths.split(), files))
+    assert all(
+        Path(p).read_bytes() == f.read_bytes() for p, f in zip(paths.split(), files, strict=True)
+    )
     for run in (done, shown, saved):
         assert SECRET not in run.stdout + run.stderr
 

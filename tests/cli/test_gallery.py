@@ -27,7 +27,7 @@ RECORDS: list[dict[str, Any]] = [
     {"id": "<b>id</b>", "status": "succeeded", "task_id": "t-3", "seed": 7,
      "files": ["<b>id</b>/0.png"], "error": None},
 ]  # fmt: skip
-PROMPTS = {"bad": "a <marquee>prompt</marquee>", "ok one": "sunset \"portrait\"", "<b>id</b>": "x"}
+PROMPTS = {"bad": "a <marquee>prompt</marquee>", "ok one": 'sunset "portrait"', "<b>id</b>": "x"}
 
 
 class Page(HTMLParser):

@@ -67,7 +67,7 @@ def test_bar_on_a_terminal_unless_disabled(monkeypatch: pytest.MonkeyPatch) -> N
         for event in events():
             progress.on_event(event)
     drawn = stream.getvalue()
-    assert "3/3" in drawn and "done 2" in drawn and "failed 1" in drawn and "jobs/min" in drawn
+    assert "3/3" in drawn and "done 2" in drawn and "failed 1" in drawn and "/min" in drawn
     plain = Terminal()
     with BatchProgress(3, plain=True, stream=plain) as progress:
         progress.on_event(events()[5])

@@ -56,9 +56,7 @@ async def post_task(
         return resp.status, await resp.json(content_type=None)
 
 
-async def submit(
-    session: aiohttp.ClientSession, emu: Emulator, request: dict[str, Any]
-) -> str:
+async def submit(session: aiohttp.ClientSession, emu: Emulator, request: dict[str, Any]) -> str:
     status, answer = await post_task(session, emu, request)
     assert status == 200, answer
     return str(answer["task_id"])

@@ -51,7 +51,8 @@ async def test_upload_refuses_empty_and_non_image_bodies(
 
 async def test_upload_refuses_a_body_over_the_size_limit(session: aiohttp.ClientSession) -> None:
     async with Emulator(EmulatorConfig(max_asset_bytes=100)) as emu:
-        async with session.put(emu.assets_url, data=picture() + bytes(200)) as resp:
+        data = picture() + bytes(200)
+        async with session.put(emu.assets_url, data=data) as resp:
             assert resp.status == 400
             assert (await resp.json())["reason"] == "IMAGE_FILE_EXCEEDS_MAX_SIZE"
 

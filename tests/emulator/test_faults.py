@@ -193,8 +193,7 @@ async def test_hold_parks_requests_until_release(
     async with anyio.create_task_group() as tg:
         tg.start_soon(call)
         with anyio.fail_after(5):
-            while emu.stats().in_flight.get("models") != 1:
-                await anyio.sleep(0.01)
+            await emu.wait_in_flight("models", 1)
         assert answers == []
         emu.faults.release("models")
     assert answers == [200]
@@ -249,3 +248,20 @@ def test_fault_options_on_the_command_line() -> None:
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["--fault", "nowhere:error_5xx=1"])
+
+
+async def test_a_client_leaving_mid_body_is_counted_not_an_error(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = EmulatorConfig(task_base_seconds=0, image_mode="tiny", image_size_bytes=4_000_000)
+    async with Emulator(config) as emu:
+        face = await upload(session, emu)
+        answer = await finished_task(session, emu, body(face, face))
+        emu.faults.set("image", FaultSpec(bandwidth=2_000_000))
+        async with session.get(answer["images"][0]["image_url"]) as resp:
+            await resp.content.readexactly(1000)
+            resp.close()  # drop the connection with most of the body unsent
+        with anyio.fail_after(10):
+            stats = await emu.wait_stats(lambda s: s.count("image", "client_closed") == 1)
+        assert stats.in_flight == {}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

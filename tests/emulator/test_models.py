@@ -12,9 +12,7 @@ from novita_async import _spec
 from novita_async.emulator import Emulator
 
 
-async def _models(
-    session: aiohttp.ClientSession, emu: Emulator, **params: str
-) -> tuple[int, Any]:
+async def _models(session: aiohttp.ClientSession, emu: Emulator, **params: str) -> tuple[int, Any]:
     query = {key.replace("__", "."): value for key, value in params.items()}
     async with session.get(emu.base_url + "/v3/model", params=query, headers=auth(emu)) as resp:
         return resp.status, await resp.json()
@@ -54,9 +52,7 @@ async def test_pages_respect_the_limit(emu: Emulator, session: aiohttp.ClientSes
     status, nxt = await _models(
         session, emu, pagination__limit="3", pagination__cursor=answer["pagination"]["next_cursor"]
     )
-    assert {m["sd_name"] for m in nxt["models"]}.isdisjoint(
-        m["sd_name"] for m in answer["models"]
-    )
+    assert {m["sd_name"] for m in nxt["models"]}.isdisjoint(m["sd_name"] for m in answer["models"])
 
 
 @pytest.mark.parametrize(("params", "expected"), [

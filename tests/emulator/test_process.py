@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 
 import aiohttp
@@ -64,3 +65,16 @@ async def test_process_exits_cleanly_on_sigterm() -> None:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_port_in_use_exits_with_status_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "-m", "novita_async.emulator", "--port", port]
+        with anyio.fail_after(20):
+            result = await anyio.run_process(command, check=False)
+    assert result.returncode == 2
+    assert b"cannot listen" in result.stderr
+    assert b"Traceback" not in result.stderr

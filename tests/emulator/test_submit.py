@@ -151,9 +151,7 @@ async def test_face_kps_must_match_the_face_count(
     emu: Emulator, session: aiohttp.ClientSession, assets: tuple[str, str]
 ) -> None:
     face, ref = assets
-    status, answer = await post_task(
-        session, emu, body(face, ref, face_kps_assets_ids=[face, ref])
-    )
+    status, answer = await post_task(session, emu, body(face, ref, face_kps_assets_ids=[face, ref]))
     assert status == 400
     assert answer["metadata"] == {"field": "face_kps_assets_ids"}
     status, _ = await post_task(session, emu, body(face, ref, face_kps_assets_ids=[ref]))
@@ -175,7 +173,7 @@ async def test_five_loras_are_accepted(
 
 
 def _outside(allowed: _spec.Range, integer: bool) -> st.SearchStrategy[float]:
-    below = st.integers(max_value=int(math.ceil(allowed.low)) - 1)
+    below = st.integers(max_value=math.ceil(allowed.low) - 1)
     parts: list[st.SearchStrategy[Any]] = [below]
     if allowed.high is not None:
         parts.append(st.integers(min_value=int(allowed.high) + 1, max_value=10**9))
@@ -196,7 +194,9 @@ def _inside(allowed: _spec.Range, integer: bool) -> st.SearchStrategy[float]:
 NUMERIC = [name for name in _spec.NUMERIC_FIELDS if name != "nsfw_detection_level"]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), name=st.sampled_from(NUMERIC))
 async def test_numbers_outside_their_range_are_400(
     emu: Emulator,
@@ -212,7 +212,9 @@ async def test_numbers_outside_their_range_are_400(
     assert answer["metadata"] == {"field": name}
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data(), name=st.sampled_from(NUMERIC))
 async def test_numbers_inside_their_range_are_accepted(
     emu: Emulator,

@@ -29,7 +29,7 @@ async def test_tasks_queue_then_process_with_rising_progress_and_falling_eta(
         first = await submit(session, emu, body(face, face, prompt="long one [[seconds:2.2]]"))
         second = await submit(session, emu, body(face, face))
         await emu.wait_task(first, _spec.STATUS_PROCESSING)
-        status, answer = await get_result(session, emu, second)
+        _, answer = await get_result(session, emu, second)
         assert answer["task"]["status"] == _spec.STATUS_QUEUED
         assert answer["task"]["progress_percent"] == 0
         assert answer["images"] == []
@@ -37,7 +37,7 @@ async def test_tasks_queue_then_process_with_rising_progress_and_falling_eta(
         seen: list[tuple[int, int]] = []
         with anyio.fail_after(10):
             while True:
-                status, answer = await get_result(session, emu, first)
+                _, answer = await get_result(session, emu, first)
                 task = answer["task"]
                 if task["status"] != _spec.STATUS_PROCESSING:
                     break

@@ -1,0 +1,150 @@
+"""The README's commands and code, run against an emulator process.
+
+Fenced blocks are run by their info string:
+- ``sh``: each block runs with bash (``set -e``) in one scratch folder, in order, with the
+  ``NOVITA_*`` variables pointing at an emulator and the job file of the ``jsonl`` block on disk;
+- ``sh long-running``: started, expected to print ``NOVITA_BASE_URL=``, stopped with SIGINT;
+- ``sh benchmark``: the benchmark entry point must exist and answer ``--help`` (its ``--quick`` run
+  is the benchmarks' own test);
+- ``sh setup``: the two set-up commands, which CI runs itself; checked against ``.ci/run``;
+- ``python``: each block runs as a script in the scratch folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cli.conftest import EmulatorProcess, emulator_process
+
+from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BLOCK = re.compile(r"^```([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+BLOCKS = [(info.strip(), body) for info, body in BLOCK.findall(README)]
+
+
+def blocks(info: str) -> list[str]:
+    return [body for kind, body in BLOCKS if kind == info]
+
+
+def test_setup_commands_are_the_two_of_the_issue_and_the_test_one_is_what_ci_runs() -> None:
+    (setup,) = blocks("sh setup")
+    demo, tests = setup.strip().splitlines()
+    assert demo == (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[emulator]' "
+        "&& .venv/bin/novita-async demo"
+    )
+    assert tests == (
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' "
+        "&& .venv/bin/python -m pytest -q"
+    )
+    ci_lines = [
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if "pytest" in line and not line.lstrip().startswith("#")
+    ]  # fmt: skip
+    assert len(ci_lines) == 1
+    # CI names its interpreter $PY (python3 unless overridden) and keeps pip quiet in logs.
+    ci = ci_lines[0].replace("$PY ", "python3 ").replace("pip install -q ", "pip install ")
+    assert ci == tests
+
+
+def test_every_fenced_block_has_a_known_kind() -> None:
+    known = {"sh", "sh setup", "sh long-running", "sh benchmark", "python", "jsonl", "json", ""}
+    assert {kind for kind, _ in BLOCKS} <= known
+    assert blocks("sh") and blocks("python") and len(blocks("jsonl")) == 1
+
+
+@pytest.fixture(scope="module")
+def readme_emulator() -> Iterator[EmulatorProcess]:
+    with emulator_process("--task-seconds", "0.05", "--image-mode", "tiny") as running:
+        yield running
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, readme_emulator: EmulatorProcess) -> tuple[Path, dict[str, str]]:
+    """A folder with the pictures and job file the README names, and the environment to use."""
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "refs").mkdir()
+    for face in SAMPLE_FACES[:2]:
+        (tmp_path / "faces" / f"{face.name}.png").write_bytes(draw_face(face, 96))
+    for scene in (SAMPLE_SCENES[0], SAMPLE_SCENES[2]):
+        (tmp_path / "refs" / f"{scene.name}.png").write_bytes(draw_scene(scene, 96))
+    (tmp_path / "face.png").write_bytes(draw_face(SAMPLE_FACES[0], 96))
+    (tmp_path / "ref.png").write_bytes(draw_scene(SAMPLE_SCENES[1], 96))
+    (tmp_path / "jobs.jsonl").write_text(blocks("jsonl")[0], encoding="utf-8")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        **readme_emulator.env,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),  # `python examples/...` and `python -m benchmarks...` from ROOT
+    }
+    return tmp_path, env
+
+
+def test_shell_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
+    folder, env = scratch
+    for body in blocks("sh"):
+        script = body.replace("python examples/", f"python {ROOT}/examples/")
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", script], cwd=folder, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        assert "Traceback" not in done.stderr
+    results = (folder / "results" / "results.jsonl").read_text().splitlines()
+    assert len(results) == len(blocks("jsonl")[0].strip().splitlines())
+    assert (folder / "results" / "index.html").is_file()
+
+
+def test_python_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
+    folder, env = scratch
+    for body in blocks("python"):
+        done = subprocess.run(
+            [sys.executable, "-c", body], cwd=folder, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{body}\n--- stderr\n{done.stderr}"
+
+
+def test_long_running_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
+    folder, env = scratch
+    for body in blocks("sh long-running"):
+        process = subprocess.Popen(
+            ["bash", "-c", "exec " + body.strip()], cwd=folder, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            assert first.startswith("NOVITA_BASE_URL=http://127.0.0.1:"), first
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def test_benchmark_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
+    _, env = scratch
+    if not (ROOT / "benchmarks" / "run.py").exists():
+        pytest.skip("benchmarks/run.py is not written yet")
+    for body in blocks("sh benchmark"):
+        command = body.strip().split()
+        assert command[:3] == ["python", "-m", "benchmarks.run"]
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.run", "--help"], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0 and "--quick" in done.stdout
