@@ -90,18 +90,21 @@ class JobFlow:
 
     async def process(self, job: Job) -> JobOutcome:
         self._emit(BatchEventKind.QUEUED, job.id)
-        try:
-            check_job_id(job.id)
-        except JobInputError as exc:
-            return self._fail(job.id, exc, None, None)
         if job.id in self._seen:
             error = JobInputError(
                 "DUPLICATE_JOB_ID", f"job id {job.id!r} appears twice in the input"
             )
             return self._end(_failed(job.id, error, None), None, record=False)
         self._seen.add(job.id)
-
         prior = self._journal.jobs.get(job.id)
+        rerun = prior is not None and prior.phase == "failed" and self._retry_failed
+        try:
+            check_job_id(job.id)
+        except JobInputError as exc:
+            if prior is not None and prior.ended and not rerun:
+                return self._end(prior.outcome(job.id, replayed=True), None, record=False)
+            return self._fail(job.id, exc, None, None)
+
         prepared: PreparedJob | None = None
         input_error = job.input_error
         if input_error is None:
@@ -110,7 +113,6 @@ class JobFlow:
             except JobInputError as exc:
                 input_error = exc
 
-        rerun = prior is not None and prior.phase == "failed" and self._retry_failed
         if prior is not None and prepared is not None and _changed(prior, prepared):
             if not rerun:
                 hint = " (pass retry_failed to run it again)" if prior.phase == "failed" else ""

@@ -1,9 +1,9 @@
 """Reading a job's input images: content hash, image type, and the job's fingerprint.
 
-Files are read in chunks (aiofiles) and hashed, never held whole; a file seen before with the same
-size and modification time is not read again (a small LRU cache), so a face shared by a thousand
-jobs is hashed once. The fingerprint (a hash of the request template and of every input's content)
-lets a rerun tell "the same job" from "a different job under the same id".
+Files are read in chunks in a worker thread and hashed, never held whole; a file seen before with
+the same size and modification time is not read again (a small LRU cache), so a face shared by a
+thousand jobs is hashed once. The fingerprint (a hash of the request template and of every input's
+content) lets a rerun tell "the same job" from "a different job under the same id".
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import json
 import os
 from collections import OrderedDict
 
-import aiofiles
-import aiofiles.os
+import anyio
 import attrs
 
 from .._converter import unstructure_request
 from .._sources import sniff_content_type
 from ._job import ImageSource, Job, JobInputError
 
-__all__ = ["InputReader", "PreparedImage", "PreparedJob"]
+__all__ = ["InputReader", "PreparedImage", "PreparedJob", "hash_file", "read_file"]
 
 _CHUNK = 1 << 20
 
@@ -87,18 +86,12 @@ class InputReader:
 
     async def _file(self, path: str) -> tuple[str, str | None]:
         try:
-            info = await aiofiles.os.stat(path)
+            info = await anyio.to_thread.run_sync(os.stat, path)
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             if (hit := self._cache.get(key)) is not None:
                 self._cache.move_to_end(key)
                 return hit
-            digest = hashlib.sha256()
-            head = b""
-            async with aiofiles.open(path, "rb") as handle:
-                while chunk := await handle.read(_CHUNK):
-                    if not head:
-                        head = chunk[:16]
-                    digest.update(chunk)
+            sha, head = await anyio.to_thread.run_sync(hash_file, path)
         except FileNotFoundError:
             raise JobInputError("INPUT_NOT_FOUND", f"input file {path!r} does not exist") from None
         except OSError as exc:
@@ -107,10 +100,30 @@ class InputReader:
             ) from None
         content_type = sniff_content_type(head)
         if content_type is not None:
-            self._cache[key] = (digest.hexdigest(), content_type)
+            self._cache[key] = (sha, content_type)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return digest.hexdigest(), content_type
+        return sha, content_type
+
+
+# The file work runs in one worker thread per call, opened and closed there: a cancelled caller
+# waits for the thread (anyio's default), so no file handle is ever left open, which an
+# ``await``-ed ``aiofiles.open`` cannot promise when cancelled mid-open.
+def hash_file(path: str) -> tuple[str, bytes]:
+    """The SHA-256 of the file's content and its first bytes, read in chunks."""
+    digest = hashlib.sha256()
+    head = b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            if not head:
+                head = chunk[:16]
+            digest.update(chunk)
+    return digest.hexdigest(), head
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def fingerprint(

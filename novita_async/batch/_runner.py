@@ -54,11 +54,25 @@ def _count(name: str, value: object, minimum: int = 1) -> int:
 class BatchRunner:
     """Run many InstantID jobs with one :class:`NovitaClient`.
 
-    ``out_dir`` receives ``<job id>/<n>.<ext>`` images, ``results.jsonl`` and (unless
-    ``journal_path`` says otherwise) the journal ``.novita-journal.jsonl``. Rerunning with the same
-    output folder resumes: ended jobs are replayed from the journal, submitted tasks are followed
-    again (never resubmitted), and only jobs never submitted are submitted. ``retry_failed`` runs
-    failed jobs again; ``fail_fast`` stops the run at the first failure.
+    ``out_dir`` receives ``<job id>/<n>.<ext>`` images (``n`` the image's index in the task's
+    answer, ``ext`` its ``image_type`` as the service names it: ``png``, ``jpeg`` or ``webp``, as
+    :meth:`NovitaClient.download_images` names them), ``results.jsonl`` and, unless
+    ``journal_path`` says otherwise, the journal ``.novita-journal.jsonl``.
+
+    Rerunning with the same output folder resumes: ended jobs are replayed from the journal (their
+    outcomes are yielded again with ``replayed=True``), submitted tasks are followed again (never
+    resubmitted), and only jobs never submitted are submitted. ``retry_failed`` runs failed jobs
+    again: a job whose task failed is submitted again; one that failed after its task was created
+    for another reason (timeout, download error) follows that task again; one whose submission's
+    answer was lost (``SUBMIT_OUTCOME_UNKNOWN``) is submitted again, knowingly.
+
+    ``concurrency``: tasks in flight. ``rate``: submissions per second (None: unlimited).
+    ``fail_fast``: stop at the first failure (of this run, not a replayed one).
+    ``on_event``: called with every :class:`BatchEvent`. ``poll``: the polling delays.
+    ``upload_concurrency``: uploads at once, and jobs read ahead of those in flight.
+    ``poll_concurrency``: polls at once. ``task_timeout``: seconds a task may take, counted from
+    when this run began following it (None: no limit). ``journal_fsync``: fsync each journal
+    record (survives power loss, not just a killed process; slower).
     """
 
     def __init__(
@@ -125,17 +139,41 @@ class BatchRunner:
         if self._running:
             raise RuntimeError("this BatchRunner is already running")
         self._running = True
-        self._counter = counter = SummaryCounter()
-        await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-        journal = await anyio.to_thread.run_sync(
-            lambda: Journal(self.journal_path, fsync=self.journal_fsync)
-        )
+        try:
+            async with (
+                self._open() as (journal, results),
+                self._stream(jobs, journal, results) as outcomes,
+            ):
+                yield outcomes
+        finally:
+            self._running = False
+
+    @contextlib.asynccontextmanager
+    async def _open(self) -> AsyncIterator[tuple[Journal, ResultsFile]]:
+        """The journal (locked) and the results file, rebuilt on the way in and on the way out."""
         results = ResultsFile(self.out_dir / RESULTS_NAME)
-        completed = False
-        send, receive = anyio.create_memory_object_stream[JobOutcome](self.concurrency)
+        # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            journal = await anyio.to_thread.run_sync(
+                lambda: Journal(self.journal_path, fsync=self.journal_fsync)
+            )
         try:
             await anyio.to_thread.run_sync(results.rebuild, list(journal.ended_outcomes()))
-            flow, poller = self._build(journal, results, counter)
+            yield journal, results
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._finish, journal, results)
+
+    @contextlib.asynccontextmanager
+    async def _stream(
+        self, jobs: Iterable[Job] | AsyncIterable[Job], journal: Journal, results: ResultsFile
+    ) -> AsyncIterator[MemoryObjectReceiveStream[JobOutcome]]:
+        self._counter = counter = SummaryCounter()
+        completed = False
+        flow, poller = self._build(journal, results, counter)
+        send, receive = anyio.create_memory_object_stream[JobOutcome](self.concurrency)
+        try:
             async with anyio.create_task_group() as tg:
 
                 async def drive() -> None:
@@ -151,10 +189,7 @@ class BatchRunner:
             receive.close()
             send.close()
             counter.interrupted = not completed
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._finish, journal, results)
             counter.stop()
-            self._running = False
 
     def _finish(self, journal: Journal, results: ResultsFile) -> None:
         try:

@@ -3,17 +3,21 @@
 Assets are keyed by the SHA-256 of their bytes. The first job to need a content uploads it; jobs
 that need the same content meanwhile wait for that one upload instead of starting their own. A
 failed upload is not remembered: the jobs waiting on it fail with its error, and a later job tries
-again. Uploads run under their own limit (``upload_concurrency``).
+again. Uploads run under their own limit (``upload_concurrency``); each reads its file whole (in
+a worker thread), checks it still has the hash it was named by, and sends the bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 
 import anyio
 
 from .._client import NovitaClient
-from ._inputs import PreparedImage
+from ._inputs import PreparedImage, read_file
+from ._job import JobInputError
 from ._journal import Journal
 
 __all__ = ["AssetUploader"]
@@ -55,14 +59,28 @@ class AssetUploader:
                 raise pending.error
             # Otherwise the uploader was cancelled, or it succeeded: loop to read the journal.
 
+    async def _bytes(self, image: PreparedImage) -> bytes:
+        if isinstance(image.source, bytes):
+            return image.source
+        path = os.fspath(image.source)
+        try:
+            data = await anyio.to_thread.run_sync(read_file, path)
+        except OSError as exc:
+            raise JobInputError(
+                "INPUT_UNREADABLE", f"input file {path!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+        # The bytes sent must be the bytes the journal will name by their hash.
+        if hashlib.sha256(data).hexdigest() != image.sha256:
+            raise JobInputError("INPUT_CHANGED", f"input file {path!r} changed while in use")
+        return data
+
     async def _upload(self, image: PreparedImage) -> str:
         pending = self._pending[image.sha256] = _Pending()
         try:
             async with self._limit:
+                data = await self._bytes(image)
                 self._on_request("upload")
-                asset_id = await self._client.upload_asset(
-                    image.source, content_type=image.content_type
-                )
+                asset_id = await self._client.upload_asset(data, content_type=image.content_type)
             self.uploaded += 1
             self._journal.record_asset(image.sha256, asset_id)
             pending.asset_id = asset_id

@@ -52,7 +52,11 @@ def images(tmp_path: Path) -> Callable[[int], Path]:
     return make
 
 
-def make_job(job_id: str, face: Path | bytes, ref: Path | bytes, prompt: str = "", **fields: object) -> Job:
+def make_job(
+    job_id: str, face: Path | bytes, ref: Path | bytes, prompt: str = "", **fields: object
+) -> Job:
     # Each job's prompt differs, so the emulator's duplicate count means "the same job twice".
-    request = InstantIDRequest(prompt=f"portrait of {job_id} {prompt}".strip(), width=128, height=128, **fields)  # type: ignore[arg-type]
+    request = InstantIDRequest(
+        prompt=f"portrait of {job_id} {prompt}".strip(), width=128, height=128, **fields
+    )  # type: ignore[arg-type]
     return Job(id=job_id, face_images=[face], ref_images=[ref], request=request)

@@ -55,5 +55,9 @@ def test_wrong_types_fail_at_construction() -> None:
 
 def test_job_error_from_exception_uses_the_reason_tag() -> None:
     error = JobError.from_exception(JobInputError("INPUT_NOT_FOUND", "missing"))
-    assert (error.type, error.reason, error.message) == ("JobInputError", "INPUT_NOT_FOUND", "missing")
+    assert (error.type, error.reason, error.message) == (
+        "JobInputError",
+        "INPUT_NOT_FOUND",
+        "missing",
+    )
     assert JobError.from_exception(KeyError("k")).reason == "KEYERROR"

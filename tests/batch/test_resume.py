@@ -204,3 +204,17 @@ async def test_summary_reports_requests_per_task(
     assert emu.api_key not in journal
     assert emu.api_key not in (tmp_path / "out" / "results.jsonl").read_text()
     assert json.loads(journal.splitlines()[0])["type"] in ("validated", "asset")
+
+
+async def test_a_rerun_replays_refused_jobs_without_recording_them_again(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    jobs = [make_job("../up", images(1), images(2)), make_job("ok", images(1), images(2))]
+    await BatchRunner(client, out).run_all(jobs)
+    journal = out / ".novita-journal.jsonl"
+    recorded = journal.read_bytes()
+    again = await BatchRunner(client, out).run_all(jobs)
+    assert (again.replayed, again.failed, again.succeeded) == (2, 1, 1)
+    assert journal.read_bytes() == recorded
+    assert len(read_results(out)) == 2

@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
 from PIL import Image
 
 from novita_async import NovitaClient
@@ -65,7 +64,9 @@ async def test_outcomes_arrive_in_completion_order_while_the_run_goes_on(
     assert sorted(o.job_id for o in seen) == [f"fast{n}" for n in range(5)]
     assert all(o.ok for o in seen)
     assert runner.summary.interrupted
-    journal = [json.loads(line) for line in (out / ".novita-journal.jsonl").read_text().splitlines()]
+    journal = [
+        json.loads(line) for line in (out / ".novita-journal.jsonl").read_text().splitlines()
+    ]
     slow = [r["type"] for r in journal if r.get("id") == "slow"]
     assert slow == ["validated", "submitted"]
     assert len(read_results(out)) == 5  # the rebuild lists only ended jobs

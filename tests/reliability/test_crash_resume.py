@@ -1,0 +1,74 @@
+"""Crash and resume at CI scale: ``novita-async run`` killed (SIGKILL) or interrupted (SIGINT) at
+seeded moments and rerun until it ends; nothing is submitted twice, nothing is lost."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .checks import API_KEY, leaks_in_folder, read_results, results_problems, tree_problems
+from .crashes import CrashRun, EmulatorProcess, kill_points, write_job_file
+
+JOBS = 30
+CONCURRENCY = 10
+# A task lasts 0.3 s and the CLI polls at eta + margin: a run takes a few seconds.
+EMULATOR_OPTIONS = ("--seed", "11", "--task-seconds", "0.3", "--image-mode", "tiny")
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorProcess]:
+    process = EmulatorProcess(*EMULATOR_OPTIONS)
+    try:
+        yield process
+    finally:
+        assert process.close() == 0  # it shuts down cleanly, parked requests and all
+
+
+@pytest.fixture
+def crash_run(emulator: EmulatorProcess, tmp_path: Path) -> CrashRun:
+    jobs_file = write_job_file(tmp_path / "jobs", JOBS)
+    return CrashRun(emulator, jobs_file, tmp_path / "out", tmp_path / "logs", JOBS, CONCURRENCY)
+
+
+def assert_complete(run: CrashRun) -> None:
+    """The run ended with every job submitted once, every image whole, nothing leaked."""
+    stats = run.emulator.stats()
+    assert stats["duplicate_submissions"] == 0
+    assert stats["submissions"] == JOBS  # each job submitted exactly once over all the runs
+    assert stats["unexpected_auth"] == 0
+    ids = [f"job{n:04d}" for n in range(JOBS)]
+    assert results_problems(run.out, ids) == []
+    rows = read_results(run.out)
+    assert {row["status"] for row in rows} == {"succeeded"}
+    assert tree_problems(run.out, rows) == []  # no .part file, no temp file, every image decodes
+    assert (run.out / "index.html").is_file()
+    # The key is in no output file (journal, results, gallery) and in no log line, DEBUG included.
+    assert leaks_in_folder(run.out, API_KEY) == []
+    assert leaks_in_folder(run.logs, API_KEY) == []
+
+
+def test_sigkill_at_seeded_moments_then_rerun_submits_each_job_once(crash_run: CrashRun) -> None:
+    kills = 3
+    span = 3 * JOBS // (kills + 1)  # about three journal records per job
+    for more, route in kill_points(seed=2024, count=kills, span=span):
+        assert crash_run.kill_at(more, route), "the run ended before the kill point"
+    assert crash_run.run_to_end() == 0
+
+    assert crash_run.exit_codes[:kills] == [-9] * kills
+    for kill in crash_run.kills:
+        # At each kill, every task the emulator had created was already in the journal.
+        assert kill["tasks_created"] == kill["tasks_in_journal"], kill
+    assert {k["parked_on"] for k in crash_run.kills} <= {"result", "image"}
+    assert_complete(crash_run)
+
+
+def test_sigint_exits_130_and_a_rerun_resumes_cleanly(crash_run: CrashRun) -> None:
+    rng = random.Random(7)
+    for _ in range(2):
+        assert crash_run.interrupt_at(rng.randint(5, 2 * JOBS)) == 130
+    assert crash_run.run_to_end() == 0
+    assert crash_run.exit_codes == [130, 130, 0]
+    assert_complete(crash_run)
