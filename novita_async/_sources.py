@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol, runtime_checkable
 
-import aiofiles
+import anyio
 
 from ._exceptions import ValidationError
 
@@ -47,8 +47,9 @@ async def read_source(source: UploadSource) -> tuple[bytes, str]:
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         try:
-            async with aiofiles.open(path, "rb") as file:
-                return await file.read(), os.path.basename(path)
+            # Opened, read and closed in one worker-thread call: a cancellation cannot strand an
+            # open file between an awaited open() and its close, as it can with aiofiles.open.
+            return await anyio.Path(path).read_bytes(), os.path.basename(path)
         except OSError as exc:
             raise ValidationError(
                 "source", path, f"must be a readable file ({exc.strerror})"

@@ -269,10 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     try:
-        from ..emulator import _cli as emulator_cli
+        from ..emulator._cli import add_arguments
     except ImportError:  # the emulator needs the [emulator] extra (Pillow)
         return
-    emulator_cli.add_arguments(parser)
+    add_arguments(parser)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

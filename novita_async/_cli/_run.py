@@ -18,8 +18,7 @@ import anyio.to_thread
 
 from .._client import NovitaClient
 from .._exceptions import ValidationError
-from .._models import InstantIDRequest
-from ..batch import BatchRunner, BatchSummary, Job
+from ..batch import BatchRunner, BatchSummary, Job, JobInputError
 from ._commands import make_client
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, LineError, count_lines, read_job_file
@@ -84,14 +83,9 @@ async def execute_batch(
 
 
 def _unrunnable(error: LineError) -> Job:
-    # The runner has no way to take a job that already failed, so a line that cannot become a job
-    # is handed over as a job without images: the runner fails it (INVALID_JOB) without any
-    # request, and results.jsonl still holds one line per line of the job file. The line number
-    # and field are reported on the terminal.
-    return Job(id=error.id, face_images=(), ref_images=(), request=_PLACEHOLDER)
-
-
-_PLACEHOLDER = InstantIDRequest(prompt="invalid job line")
+    # A line that cannot become a job still gets its failed line in results.jsonl, with the line
+    # number and field in the message, so the file holds one line per line of the job file.
+    return Job.failed(error.id, JobInputError("INVALID_JOB_LINE", str(error)))
 
 
 async def _as_jobs(

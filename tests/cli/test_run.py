@@ -125,6 +125,10 @@ def test_bad_lines_are_reported_with_line_and_field_and_the_rest_complete(
     assert records["fails"]["error"]["reason"] == "TASK_FAILED"
     for name in ("2", "typo", "wide", "missing"):
         assert records[name]["status"] == "failed" and records[name]["task_id"] is None
+        assert records[name]["error"]["reason"] == "INVALID_JOB_LINE"
+    assert records["wide"]["error"]["message"] == (
+        "line 4, field width: 9000 is not allowed: must be in [128, 2048]"
+    )
     assert sorted(gallery(out).cards).count("card failed") == 5
 
 
