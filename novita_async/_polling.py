@@ -62,12 +62,16 @@ class PollPolicy:
 
     def _estimate(self, task: Task | None, polls: int, elapsed: float) -> float:
         if task is not None:
+            estimates = []
             if task.eta is not None and task.eta > 0:
-                return task.eta + self.margin
+                estimates.append(task.eta + self.margin)
             progress = task.progress_percent
             if progress is not None and 0 < progress < 100 and elapsed > 0:
-                # Extrapolate the rate seen so far over the part still to do.
-                return elapsed * (100 - progress) / progress + self.margin
+                # Extrapolate the rate seen so far over the part still to do: finer than an eta
+                # in whole seconds. Take the sooner of the two.
+                estimates.append(elapsed * (100 - progress) / progress + self.margin)
+            if estimates:
+                return min(estimates)
         return self.initial_delay * self.growth ** max(polls - 1, 0)
 
 

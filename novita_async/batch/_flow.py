@@ -21,6 +21,7 @@ from .._exceptions import (
     TaskFailedError,
 )
 from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
+from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._inputs import InputReader, PreparedJob
 from ._job import Job, JobError, JobInputError, JobOutcome, check_job_id
@@ -156,7 +157,7 @@ class JobFlow:
             except Exception as exc:
                 return self._fail(job.id, exc, None, fingerprint)
             try:
-                return await self._follow(job.id, task_id, fingerprint)
+                return await self._follow(job.id, task_id, fingerprint, request_cost(request))
             except _Failure as failure:
                 return self._fail(job.id, failure.error, failure.task_id, fingerprint)
 
@@ -209,7 +210,9 @@ class JobFlow:
             self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
             return task_id
 
-    async def _follow(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
+    async def _follow(
+        self, job_id: str, task_id: str, fingerprint: str | None, cost: float | None = None
+    ) -> JobOutcome:
         def progress(task: Task) -> None:
             self._emit(
                 BatchEventKind.RUNNING,
@@ -220,7 +223,7 @@ class JobFlow:
             )
 
         try:
-            result = await self._poller.wait(task_id, progress)
+            result = await self._poller.wait(task_id, progress, cost)
             self._counter.tasks += 1
             if result.status is TaskStatus.FAILED:
                 raise TaskFailedError(task_id, result.task.reason)

@@ -3,8 +3,10 @@
 Tasks wait in a heap keyed by their next poll time. A single loop task pops whichever is due,
 starts its ``GET`` (at most ``max_concurrent`` at once, a semaphore), and puts it back with the
 delay :class:`~novita_async._polling.PollPolicy` picks from the answer's ``eta`` and
-``progress_percent``. With an honest ``eta`` that is two polls per task: one right away, one when
-the task should be done. Job tasks do not poll; they await :meth:`Poller.wait`.
+``progress_percent``. The first poll is timed by :class:`~._durations.DurationModel` from the
+tasks that already finished, so that most tasks need a single poll; before it knows a task's kind,
+the first poll is immediate and the answer's ``eta`` times the second. Job tasks do not poll; they
+await :meth:`Poller.wait`.
 
 Errors a poll can ride out (connection errors, 5xx, 429 that outlasted the client's own retries)
 put the task back with a growing delay; after ``max_errors`` of them in a row, or any other error
@@ -27,8 +29,9 @@ from .._exceptions import (
     ServerError,
     TaskTimeoutError,
 )
-from .._models import Task, TaskResult
+from .._models import Task, TaskResult, TaskStatus
 from .._polling import PollPolicy
+from ._durations import DurationModel, server_seconds
 
 __all__ = ["Poller"]
 
@@ -40,10 +43,12 @@ ProgressCallback = Callable[[Task], None]
 class _Entry:
     __slots__ = (
         "abandoned",
+        "cost",
         "deadline",
         "done",
         "error",
         "errors",
+        "expected_end",
         "last_task",
         "on_progress",
         "polls",
@@ -53,9 +58,16 @@ class _Entry:
     )
 
     def __init__(
-        self, task_id: str, on_progress: ProgressCallback, started: float, deadline: float | None
+        self,
+        task_id: str,
+        on_progress: ProgressCallback,
+        started: float,
+        deadline: float | None,
+        cost: float | None,
     ) -> None:
         self.task_id = task_id
+        self.cost = cost
+        self.expected_end: float | None = None  # seconds after start, from a running task's eta
         self.on_progress = on_progress
         self.started = started
         self.deadline = deadline
@@ -88,17 +100,25 @@ class Poller:
         self._heap: list[tuple[float, int, _Entry]] = []
         self._order = itertools.count()
         self._wakeup = anyio.Event()
+        self._durations = DurationModel()
 
     @property
     def in_flight(self) -> int:
         return len(self._heap)
 
-    async def wait(self, task_id: str, on_progress: ProgressCallback) -> TaskResult:
-        """The task's final result (succeeded or failed); polls start right away."""
+    async def wait(
+        self, task_id: str, on_progress: ProgressCallback, cost: float | None = None
+    ) -> TaskResult:
+        """The task's final result (succeeded or failed).
+
+        ``cost`` (see :func:`~._durations.request_cost`) lets the first poll wait for the task's
+        predicted end; without it, or before any task of that kind finished, it is immediate.
+        """
         now = anyio.current_time()
         deadline = None if self._task_timeout is None else now + self._task_timeout
-        entry = _Entry(task_id, on_progress, now, deadline)
-        self._schedule(entry, now)
+        entry = _Entry(task_id, on_progress, now, deadline, cost)
+        predicted = None if cost is None else self._durations.predict(cost)
+        self._schedule(entry, now + (predicted or 0.0))
         try:
             await entry.done.wait()
         finally:
@@ -162,8 +182,11 @@ class Poller:
             entry.errors = 0
             entry.last_task = result.task
             if result.status.is_final:
+                self._learn(entry, result)
                 self._finish(entry, result=result)
                 return
+            if result.task.eta is not None and result.task.eta > 0:
+                entry.expected_end = self._elapsed(entry) + result.task.eta
             entry.on_progress(result.task)
             if self._timed_out(entry, None):
                 return
@@ -173,6 +196,18 @@ class Poller:
             self._schedule(entry, anyio.current_time() + delay)
         finally:
             self._gets.release()
+
+    def _learn(self, entry: _Entry, result: TaskResult) -> None:
+        if entry.cost is None or result.status is not TaskStatus.SUCCEED:
+            return
+        seconds = server_seconds(result)
+        if seconds is None:
+            # No timing from the service: the poll that saw it done bounds it from above, and a
+            # running task's eta says when it meant to end.
+            seconds = self._elapsed(entry)
+            if entry.expected_end is not None:
+                seconds = min(seconds, entry.expected_end)
+        self._durations.observe(entry.cost, seconds)
 
     def _elapsed(self, entry: _Entry) -> float:
         return anyio.current_time() - entry.started

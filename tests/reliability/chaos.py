@@ -62,9 +62,14 @@ INJECTED_TASK_FAILURE = "injected task failure"
 SUBMIT_UNKNOWN = "submit outcome unknown"
 RETRIES_EXHAUSTED = "retries exhausted"
 _EXHAUSTED_TYPES = frozenset(
-    {"ServerError", "RateLimitError", "APIConnectionError", "APITimeoutError",
-     "ImageURLExpiredError"}
-)  # fmt: skip
+    {
+        "ServerError",
+        "RateLimitError",
+        "APIConnectionError",
+        "APITimeoutError",
+        "ImageURLExpiredError",
+    }
+)
 
 
 def chaos_faults(*, retry_after: float = 0.0, jitter: float = 0.01) -> dict[str, FaultSpec]:
@@ -84,7 +89,9 @@ def chaos_faults(*, retry_after: float = 0.0, jitter: float = 0.01) -> dict[str,
     }
 
 
-def chaos_config(seed: int, *, retry_after: float = 0.0, image_mode: str = "tiny") -> EmulatorConfig:
+def chaos_config(
+    seed: int, *, retry_after: float = 0.0, image_mode: str = "tiny"
+) -> EmulatorConfig:
     return EmulatorConfig(
         seed=seed,
         api_keys={API_KEY},
@@ -272,8 +279,8 @@ def verify(run: ChaosRun) -> list[str]:
     if not problems:
         rows = read_results(run.out)
         for row in rows:
-            outcome = by_id.get(row["id"])
-            if outcome is None or outcome.status != row["status"]:
+            ended = by_id.get(row["id"])
+            if ended is None or ended.status != row["status"]:
                 problems.append(f"results.jsonl disagrees with the outcome of {row['id']}")
         problems += tree_problems(run.out, rows, {i: expected_type(i) for i in run.job_ids})
         for row in rows:

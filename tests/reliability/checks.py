@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,7 @@ class LeakWatch(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records += 1
-        text = self.format(record)
-        if record.exc_info and not record.exc_text:
-            text += self.formatException(record.exc_info)
+        text = self.format(record)  # the formatter appends the traceback, if any
         for secret in self.secrets:
             if secret in text:
                 self.leaks.append(f"log record carries {secret[:12]}...: {text[:300]}")
@@ -111,11 +110,11 @@ def results_problems(out: Path, job_ids: Iterable[str]) -> list[str]:
     except (OSError, ValueError) as exc:
         return [f"results.jsonl unreadable: {exc}"]
     problems = []
-    ids = [row.get("id") for row in rows]
-    if sorted(map(str, ids)) != wanted:
-        missing = sorted(set(wanted) - set(map(str, ids)))[:5]
-        extra = sorted(set(map(str, ids)) - set(wanted))[:5]
-        twice = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(ids) < 20000 else []
+    ids = [str(row.get("id")) for row in rows]
+    if sorted(ids) != wanted:
+        missing = sorted(set(wanted) - set(ids))[:5]
+        extra = sorted(set(ids) - set(wanted))[:5]
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)[:5]
         problems.append(
             f"results.jsonl: {len(rows)} lines for {len(wanted)} jobs "
             f"(missing {missing}, unexpected {extra}, twice {twice})"

@@ -40,8 +40,16 @@ class EmulatorProcess:
     """``python -m novita_async.emulator`` in a subprocess, steered over its HTTP controls."""
 
     def __init__(self, *options: str) -> None:
-        command = [sys.executable, "-m", "novita_async.emulator", "--port", "0",
-                   "--api-key", API_KEY, *options]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "novita_async.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+            *options,
+        ]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
         )
@@ -67,7 +75,8 @@ class EmulatorProcess:
         return stats
 
     def hold(self, route: str, count: int) -> None:
-        self._call("POST", f"/__emulator/faults/{route}", {"script": [f"delay:{HOLD_SECONDS}"] * count})
+        script = {"script": [f"delay:{HOLD_SECONDS}"] * count}
+        self._call("POST", f"/__emulator/faults/{route}", script)
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/__emulator/faults")
@@ -93,9 +102,14 @@ def write_job_file(folder: Path, jobs: int) -> Path:
     path = folder / "jobs.jsonl"
     with path.open("w") as lines:
         for n in range(jobs):
-            job = {"id": f"job{n:04d}", "face_images": [f"face{n % 3}.png"],
-                   "ref_images": [f"scene{n % 3}.png"], "prompt": f"crash job {n}",
-                   "width": 128, "height": 128}  # fmt: skip
+            job = {
+                "id": f"job{n:04d}",
+                "face_images": [f"face{n % 3}.png"],
+                "ref_images": [f"scene{n % 3}.png"],
+                "prompt": f"crash job {n}",
+                "width": 128,
+                "height": 128,
+            }
             lines.write(json.dumps(job) + "\n")
     return path
 
@@ -158,13 +172,24 @@ class CrashRun:
     def start(self) -> subprocess.Popen[bytes]:
         self.runs += 1
         self.logs.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "novita_async", "run", str(self.jobs_file),
-                   "--out", str(self.out), "--no-progress", "--debug",
-                   "--concurrency", str(self.concurrency)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "novita_async",
+            "run",
+            str(self.jobs_file),
+            "--out",
+            str(self.out),
+            "--no-progress",
+            "--debug",
+            "--concurrency",
+            str(self.concurrency),
+        ]
         env = {**os.environ, **self.emulator.env}
-        with (self.logs / f"run{self.runs}.out").open("wb") as stdout, (
-            self.logs / f"run{self.runs}.err"
-        ).open("wb") as stderr:
+        with (
+            (self.logs / f"run{self.runs}.out").open("wb") as stdout,
+            (self.logs / f"run{self.runs}.err").open("wb") as stderr,
+        ):
             return subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr)
 
     def finish(self, process: subprocess.Popen[bytes], timeout: float = 120) -> int:
@@ -184,30 +209,45 @@ class CrashRun:
 
         return frozen
 
-    def kill_at(self, more: int, route: str) -> bool:
+    def kill_at(self, more: int, route: str | None) -> bool:
         """Start a run; after ``more`` journal records freeze it on ``route`` and SIGKILL it.
+
+        ``route=None`` kills at once, unfrozen: the kill may then land in the documented window,
+        and the tasks unknown to the journal are counted (``unjournaled_tasks``, cumulative).
         Returns False if the run ended first."""
         base = len(journal_records(self.out))
         process = self.start()
         try:
             if not watch(process, self._grown(base, more), 120):
                 return False
-            baseline = self.emulator.stats()["in_flight"].get(route, 0)
-            self.emulator.hold(route, self.concurrency)
-            if not watch(process, self._frozen(route, baseline), 120):
-                return False
+            if route is not None:
+                baseline = self.emulator.stats()["in_flight"].get(route, 0)
+                self.emulator.hold(route, self.concurrency)
+                if not watch(process, self._frozen(route, baseline), 120):
+                    return False
             process.send_signal(signal.SIGKILL)
         finally:
             self.finish(process)
             self.emulator.clear_faults()
+        # A POST the dead process sent may still be in the emulator's hands: let it land.
+        stats = self.emulator.stats()
+        while stats["in_flight"].get("submit", 0):
+            time.sleep(WATCH_INTERVAL)
+            stats = self.emulator.stats()
         records = journal_records(self.out)
         flying, submitted, tasks = in_flight(records)
-        stats = self.emulator.stats()
-        self.kills.append({
-            "signal": "SIGKILL", "after_records": len(records) - base, "parked_on": route,
-            "jobs_in_flight": len(flying), "jobs_submitted": len(submitted),
-            "tasks_created": stats["submissions"], "tasks_in_journal": len(tasks),
-        })  # fmt: skip
+        self.kills.append(
+            {
+                "signal": "SIGKILL",
+                "after_records": len(records) - base,
+                "parked_on": route or "(not frozen)",
+                "jobs_in_flight": len(flying),
+                "jobs_submitted": len(submitted),
+                "tasks_created": stats["submissions"],
+                "tasks_in_journal": len(tasks),
+                "unjournaled_tasks": stats["submissions"] - len(tasks),
+            }
+        )
         return True
 
     def interrupt_at(self, more: int) -> int | None:
@@ -221,7 +261,8 @@ class CrashRun:
             process.send_signal(signal.SIGINT)
         finally:
             code = self.finish(process)
-        self.kills.append({"signal": "SIGINT", "after_records": len(journal_records(self.out)) - base, "exit": code})
+        grown = len(journal_records(self.out)) - base
+        self.kills.append({"signal": "SIGINT", "after_records": grown, "exit": code})
         return code
 
     def run_to_end(self) -> int:

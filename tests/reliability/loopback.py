@@ -100,14 +100,17 @@ class Misbehaving:
         answers: dict[str, Any] = {
             "result_missing_task": {},
             "result_list": [],
-            "result_unknown_status": {"task": {"task_id": task_id,
-                                               "status": "TASK_STATUS_TELEPORTED"}},
+            "result_unknown_status": {
+                "task": {"task_id": task_id, "status": "TASK_STATUS_TELEPORTED"}
+            },
             "result_succeeded_without_images": {
-                "task": {"task_id": task_id, "status": "TASK_STATUS_SUCCEED"}, "images": []},
+                "task": {"task_id": task_id, "status": "TASK_STATUS_SUCCEED"},
+                "images": [],
+            },
             "image_file_scheme": self._success(task_id, "file:///etc/passwd"),
             "image_ftp_scheme": self._success(task_id, f"ftp://127.0.0.1/{task_id}.png"),
             "image_type_escape": self._success(task_id, image, "../../evil"),
-        }  # fmt: skip
+        }
         if task_id == "result_redirect_elsewhere":
             raise web.HTTPTemporaryRedirect(f"{self.elsewhere.url}/steal")
         if task_id == "result_html":

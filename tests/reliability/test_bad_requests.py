@@ -39,7 +39,9 @@ def _png() -> bytes:
 class Service:
     """An emulator and a client living on a portal thread's event loop."""
 
-    def __init__(self, portal: anyio.from_thread.BlockingPortal, emu: Emulator, client: NovitaClient):
+    def __init__(
+        self, portal: anyio.from_thread.BlockingPortal, emu: Emulator, client: NovitaClient
+    ) -> None:
         self.portal, self.emu, self.client = portal, emu, client
         self.png = _png()
 
@@ -54,9 +56,13 @@ class Service:
         async def call() -> BaseException | None:
             try:
                 await self.client.instant_id(
-                    face_images=[self.png], ref_images=[self.png], prompt=prompt, out_dir=out,
-                    timeout=5, **fields,
-                )  # fmt: skip
+                    face_images=[self.png],
+                    ref_images=[self.png],
+                    prompt=prompt,
+                    out_dir=out,
+                    timeout=5,
+                    **fields,
+                )
             except Exception as exc:
                 return exc
             return None
@@ -88,15 +94,21 @@ def _outside(name: str) -> st.SearchStrategy[Any]:
         ints = [st.integers(max_value=low - 1)]
         if high is not None:
             ints.append(st.integers(min_value=high + 1))
-        return st.one_of(*ints, numbers.map(lambda x: x if math.isinf(x) else float(x)),
-                         st.floats(allow_nan=True))  # fmt: skip
+        return st.one_of(
+            *ints,
+            numbers.map(lambda x: x if math.isinf(x) else float(x)),
+            st.floats(allow_nan=True),
+        )
     return st.one_of(numbers, st.just(math.nan), st.just(math.inf), st.just(-math.inf))
 
 
 _WRONG_TYPES = st.one_of(
-    st.text(max_size=5), st.booleans(), st.lists(st.integers(), max_size=2),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.binary(max_size=4),
-)  # fmt: skip
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.binary(max_size=4),
+)
 
 
 @st.composite
@@ -146,8 +158,11 @@ def test_a_good_request_does_reach_the_emulator(service: Service, tmp_path: Path
 @pytest.mark.parametrize(
     ("name", "value"),
     [(name, None) for name in REQUIRED]
-    + [("extra", {"response_image_type": "gif"}), ("loras", [{"model_name": "x"}]),
-       ("controlnet", {"units": 5})],  # fmt: skip
+    + [
+        ("extra", {"response_image_type": "gif"}),
+        ("loras", [{"model_name": "x"}]),
+        ("controlnet", {"units": 5}),
+    ],
 )
 def test_missing_required_fields_and_untyped_nested_fields_are_refused_up_front(
     service: Service, tmp_path: Path, name: str, value: Any

@@ -41,8 +41,15 @@ async def test_a_chaos_run_loses_nothing_pays_nothing_twice_and_leaks_nothing(
     assert logs.records > JOBS  # DEBUG really was captured: one line per request at least
     # The faults really happened, and the run still got through.
     faults = run.stats.faults
-    for name in ("error_5xx", "html_5xx", "rate_429", "reset_before", "reset_after",
-                 "truncate", "expire"):  # fmt: skip
+    for name in (
+        "error_5xx",
+        "html_5xx",
+        "rate_429",
+        "reset_before",
+        "reset_after",
+        "truncate",
+        "expire",
+    ):
         assert faults.get(name, 0) > 0, (name, faults)
     assert run.categories[INJECTED_TASK_FAILURE] > 0
     assert run.categories[SUBMIT_UNKNOWN] > 0

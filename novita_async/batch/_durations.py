@@ -1,0 +1,76 @@
+"""How long tasks take, learned from the ones that finished, to time each task's first poll.
+
+Polling right after submitting tells little (the task has barely started), and polling at ``eta``
+afterwards costs a second request per task. Tasks of one batch are alike, so the runner learns
+their duration as it goes: a least-squares line ``seconds = a + b * cost`` over the most recent
+finished tasks, where ``cost`` is steps x pixels x images (what the service's time grows with).
+A task's first poll is then timed for just after its predicted end, so most tasks need one poll.
+Until the model has seen a task, the first poll happens at once and the answer's ``eta`` times the
+next one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .._models import InstantIDRequest, TaskResult
+
+__all__ = ["DurationModel", "request_cost", "server_seconds"]
+
+# Aim slightly late: a poll that lands early costs a request, one that lands late costs a sliver
+# of wall time.
+_LATE_RATIO = 1.02
+_LATE_SECONDS = 0.02
+
+
+def request_cost(request: InstantIDRequest) -> float:
+    """What a task's duration grows with, in step-megapixel-images."""
+    return request.steps * request.width * request.height * request.image_num / 1e6
+
+
+def server_seconds(result: TaskResult) -> float | None:
+    """The task's duration from submission to completion by the service's own clock, if given."""
+    info = result.extra.debug_info
+    if info is None or info.submit_time_ms is None or info.complete_time_ms is None:
+        return None
+    seconds = (info.complete_time_ms - info.submit_time_ms) / 1000
+    return seconds if seconds >= 0 else None
+
+
+class DurationModel:
+    """A running least-squares fit of task seconds against cost over the last ``window`` tasks."""
+
+    def __init__(self, window: int = 256) -> None:
+        self._points: deque[tuple[float, float]] = deque()
+        self._window = window
+        self._n = 0
+        self._sx = self._sy = self._sxx = self._sxy = 0.0
+
+    def observe(self, cost: float, seconds: float) -> None:
+        self._add(cost, seconds, +1)
+        self._points.append((cost, seconds))
+        if len(self._points) > self._window:
+            self._add(*self._points.popleft(), -1)
+
+    def _add(self, x: float, y: float, sign: int) -> None:
+        self._n += sign
+        self._sx += sign * x
+        self._sy += sign * y
+        self._sxx += sign * x * x
+        self._sxy += sign * x * y
+
+    def predict(self, cost: float) -> float | None:
+        """Seconds a task of ``cost`` should take, aimed slightly late; None before any data."""
+        if self._n == 0:
+            return None
+        mean_x, mean_y = self._sx / self._n, self._sy / self._n
+        spread = self._sxx / self._n - mean_x * mean_x
+        if spread <= 1e-12 * max(mean_x * mean_x, 1.0):
+            # Every task so far had one cost: their mean is the best guess for that cost only.
+            if abs(cost - mean_x) > 1e-9 * max(abs(mean_x), 1.0):
+                return None
+            estimate = mean_y
+        else:
+            slope = max((self._sxy / self._n - mean_x * mean_y) / spread, 0.0)
+            estimate = max(mean_y + slope * (cost - mean_x), 0.0)
+        return estimate * _LATE_RATIO + _LATE_SECONDS
