@@ -9,9 +9,9 @@ included, removes the temporary file. A body shorter than its ``Content-Length``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiofiles
@@ -20,11 +20,19 @@ import aiohttp
 import anyio
 import yarl
 
-from ._exceptions import APIConnectionError, APIError, ImageURLExpiredError, status_error
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    ImageURLExpiredError,
+    InvalidResponseError,
+    status_error,
+)
+from ._sources import sniff_content_type
 
-__all__ = ["CHUNK_SIZE", "download_to_file", "is_expired_answer"]
+__all__ = ["BUFFER_LIMIT", "CHUNK_SIZE", "download_to_file", "is_expired_answer"]
 
 CHUNK_SIZE = 256 * 1024
+BUFFER_LIMIT = 1024 * 1024
 _MAX_REDIRECTS = 5
 _ERROR_PREFIX = 4096
 
@@ -36,9 +44,12 @@ def is_expired_answer(status: int, body: bytes) -> bool:
     return status == 403 and any(marker in body for marker in _EXPIRED_MARKERS)
 
 
+_temp_names = itertools.count()
+
+
 def temp_path_for(dest: Path) -> Path:
     """A fresh hidden name next to ``dest``, so the final rename stays on one file system."""
-    return dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
+    return dest.with_name(f".{dest.name}.{os.getpid()}-{next(_temp_names)}.part")
 
 
 async def download_to_file(
@@ -90,6 +101,64 @@ async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> API
 async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: str) -> int:
     # Without a Content-Encoding, Content-Length is the exact number of bytes we must receive.
     expected = None if response.headers.get("Content-Encoding") else response.content_length
+    # Most images fit in the first BUFFER_LIMIT bytes: those are written, synced and renamed in
+    # one worker-thread call. A larger body streams through the file chunk by chunk, so memory
+    # stays bounded by BUFFER_LIMIT + CHUNK_SIZE whatever the image's size.
+    head = bytearray()
+    chunks = response.content.iter_chunked(CHUNK_SIZE)
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= BUFFER_LIMIT:
+            _check_image(head, shown_url)
+            return await _stream_to_file(head, chunks, expected, dest, shown_url)
+    _check_length(len(head), expected, shown_url)
+    _check_image(head, shown_url)
+    tmp = temp_path_for(dest)
+    # A thread call runs to the end even if its caller is cancelled: nothing is left half-done.
+    await anyio.to_thread.run_sync(_write_whole, tmp, dest, head)
+    return len(head)
+
+
+def _check_length(written: int, expected: int | None, shown_url: str) -> None:
+    if expected is not None and written != expected:
+        raise APIConnectionError(
+            f"image body truncated: got {written} of {expected} bytes (GET {shown_url})",
+            method="GET",
+            url=shown_url,
+        )
+
+
+def _check_image(head: bytes | bytearray, shown_url: str) -> None:
+    # A gateway or captive portal can answer 200 with an HTML page: never save that as an image.
+    if sniff_content_type(bytes(head[:16])) is None:
+        raise InvalidResponseError(
+            f"the image URL answered with something that is not a PNG, JPEG or WebP image "
+            f"(GET {shown_url})",
+            method="GET",
+            url=shown_url,
+        )
+
+
+def _write_whole(tmp: Path, dest: Path, data: bytes | bytearray) -> None:
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+async def _stream_to_file(
+    head: bytearray,
+    chunks: AsyncIterator[bytes],
+    expected: int | None,
+    dest: Path,
+    shown_url: str,
+) -> int:
     tmp = temp_path_for(dest)
     written = 0
     # File operations run in worker threads that a cancellation cannot stop, so opening and
@@ -98,15 +167,13 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
         out = await aiofiles.open(tmp, "wb")
     try:
         try:
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+            await out.write(head)
+            written = len(head)
+            del head[:]
+            async for chunk in chunks:
                 await out.write(chunk)
                 written += len(chunk)
-            if expected is not None and written != expected:
-                raise APIConnectionError(
-                    f"image body truncated: got {written} of {expected} bytes (GET {shown_url})",
-                    method="GET",
-                    url=shown_url,
-                )
+            _check_length(written, expected, shown_url)
             await out.flush()
             await anyio.to_thread.run_sync(os.fsync, out.fileno())
         finally:

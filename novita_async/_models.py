@@ -9,13 +9,12 @@ strings, unknown statuses, missing lists).
 from __future__ import annotations
 
 import enum
-import math
-from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 from . import _spec
+from . import _validators as v
 from ._exceptions import ValidationError
 
 __all__ = [
@@ -41,119 +40,75 @@ __all__ = [
 ]
 
 
-# --- validators -------------------------------------------------------------------------------
-
-
-def _check_number(name: str, value: object) -> None:
-    allowed, integer = _spec.NUMERIC_FIELDS[name]
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise ValidationError(name, value, f"must be {kind} in {allowed}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(name, value, f"must be a finite number in {allowed}")
-    if value not in allowed:
-        raise ValidationError(name, value, f"must be in {allowed}")
-
-
-def _in_range(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """Check a numeric field against the documented range for a field of the same name."""
-    if value is not None:
-        _check_number(attribute.name, value)
-
-
-def _text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "must be a string")
-    if len(value) not in _spec.PROMPT_LENGTH:
-        raise ValidationError(
-            attribute.name, value, f"length must be in {_spec.PROMPT_LENGTH} characters"
-        )
-
-
-def _name(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(attribute.name, value, "must be a non-empty string")
-
-
-def _one_of(choices: tuple[str, ...]) -> Any:
-    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is not None and value not in choices:
-            raise ValidationError(attribute.name, value, "must be one of " + ", ".join(choices))
-
-    return check
-
-
-def _asset_ids(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    for item in value:  # type: ignore[attr-defined]
-        if not isinstance(item, str) or not item:
-            raise ValidationError(attribute.name, value, "must be a list of non-empty asset ids")
-
-
-def _finite(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(attribute.name, value, "must be a finite number")
-
-
-def _bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise ValidationError(attribute.name, value, "must be true or false")
-
-
-def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str | bytes):
-        # A bare string would otherwise become a tuple of characters.
-        raise ValidationError("asset ids", value, "must be a list of asset ids, not a string")
-    return tuple(value)
-
-
-def _tuple(value: Iterable[Any] | None) -> tuple[Any, ...] | None:
-    return None if value is None else tuple(value)
-
-
 # --- request ----------------------------------------------------------------------------------
+
+# Nested parts of a request may be given as their model or as a mapping of their fields (as a
+# job file has them); either way they are checked here, naming the path of a bad field.
+
+
+def _units(value: object) -> tuple[ControlNetUnit, ...]:
+    return v.nested_list(value, "units", ControlNetUnit) or ()
+
+
+def _test_mode(value: object) -> WebhookTestMode | None:
+    return v.nested(value, "test_mode", WebhookTestMode)
+
+
+def _webhook(value: object) -> Webhook | None:
+    return v.nested(value, "webhook", Webhook)
+
+
+def _enterprise(value: object) -> EnterprisePlan | None:
+    return v.nested(value, "enterprise_plan", EnterprisePlan)
+
+
+def _loras(value: object) -> tuple[LoRA, ...] | None:
+    return v.nested_list(value, "loras", LoRA)
+
+
+def _controlnet(value: object) -> ControlNet | None:
+    return v.nested(value, "controlnet", ControlNet)
+
+
+def _extra(value: object) -> Extra | None:
+    return v.nested(value, "extra", Extra)
 
 
 @attrs.frozen
 class LoRA:
     """One LoRA applied on top of the checkpoint."""
 
-    model_name: str = attrs.field(validator=_name)
-    strength: float = attrs.field(validator=_finite)
+    model_name: str = attrs.field(validator=v.name)
+    strength: float = attrs.field(validator=v.finite)
 
 
 @attrs.frozen
 class ControlNetUnit:
-    model_name: str = attrs.field(validator=_name)
-    strength: float = attrs.field(validator=_finite)
-    preprocessor: str = attrs.field(validator=_one_of(_spec.CONTROLNET_PREPROCESSORS))
+    model_name: str = attrs.field(validator=v.name)
+    strength: float = attrs.field(validator=v.finite)
+    preprocessor: str = attrs.field(validator=v.one_of(_spec.CONTROLNET_PREPROCESSORS))
 
 
 @attrs.frozen
 class ControlNet:
-    units: tuple[ControlNetUnit, ...] = attrs.field(converter=tuple)
+    units: tuple[ControlNetUnit, ...] = attrs.field(converter=_units)
 
 
 @attrs.frozen
 class WebhookTestMode:
-    enabled: bool = attrs.field(validator=_bool)
+    enabled: bool = attrs.field(validator=v.boolean)
     return_task_status: str | None = None
 
 
 @attrs.frozen
 class Webhook:
-    url: str = attrs.field(validator=_name)
-    test_mode: WebhookTestMode | None = None
+    url: str = attrs.field(validator=v.name)
+    test_mode: WebhookTestMode | None = attrs.field(default=None, converter=_test_mode)
 
 
 @attrs.frozen
 class EnterprisePlan:
-    enabled: bool = attrs.field(validator=_bool)
+    enabled: bool = attrs.field(validator=v.boolean)
 
 
 @attrs.frozen
@@ -161,16 +116,16 @@ class Extra:
     """The ``extra`` block shared by Novita's v3 async endpoints."""
 
     response_image_type: str | None = attrs.field(
-        default=None, validator=_one_of(_spec.IMAGE_TYPES)
+        default=None, validator=v.one_of(_spec.IMAGE_TYPES)
     )
-    enable_nsfw_detection: bool | None = attrs.field(default=None, validator=_bool)
-    nsfw_detection_level: int | None = attrs.field(default=None, validator=_in_range)
-    webhook: Webhook | None = None
+    enable_nsfw_detection: bool | None = attrs.field(default=None, validator=v.boolean)
+    nsfw_detection_level: int | None = attrs.field(default=None, validator=v.in_range)
+    webhook: Webhook | None = attrs.field(default=None, converter=_webhook)
     custom_storage: dict[str, Any] | None = None
-    enterprise_plan: EnterprisePlan | None = None
+    enterprise_plan: EnterprisePlan | None = attrs.field(default=None, converter=_enterprise)
 
 
-def _loras(_: object, attribute: attrs.Attribute[Any], value: tuple[LoRA, ...] | None) -> None:
+def _max_loras(_: object, attribute: attrs.Attribute[Any], value: tuple[LoRA, ...] | None) -> None:
     if value is not None and len(value) > _spec.MAX_LORAS:
         raise ValidationError(
             attribute.name, f"{len(value)} LoRAs", f"at most {_spec.MAX_LORAS} LoRAs"
@@ -189,33 +144,37 @@ class InstantIDRequest:
     insists on them.
     """
 
-    prompt: str = attrs.field(validator=_text)
+    prompt: str = attrs.field(validator=v.text)
     face_image_assets_ids: tuple[str, ...] = attrs.field(
-        default=(), converter=_str_tuple, validator=_asset_ids
+        default=(), converter=v.str_tuple, validator=v.asset_ids
     )
     ref_image_assets_ids: tuple[str, ...] = attrs.field(
-        default=(), converter=_str_tuple, validator=_asset_ids
+        default=(), converter=v.str_tuple, validator=v.asset_ids
     )
-    model_name: str = attrs.field(default=_spec.RECOMMENDED_MODEL, validator=_name)
-    width: int = attrs.field(default=1024, validator=_in_range)
-    height: int = attrs.field(default=1024, validator=_in_range)
-    image_num: int = attrs.field(default=1, validator=_in_range)
-    steps: int = attrs.field(default=25, validator=_in_range)
-    guidance_scale: float = attrs.field(default=7.5, validator=_in_range)
-    sampler_name: str = attrs.field(default="Euler", validator=_one_of(_spec.SAMPLERS))
-    negative_prompt: str | None = attrs.field(default=None, validator=_text)
-    seed: int | None = attrs.field(default=None, validator=_in_range)
-    id_strength: float | None = attrs.field(default=None, validator=_in_range)
-    adapter_strength: float | None = attrs.field(default=None, validator=_in_range)
-    clip_skip: int | None = attrs.field(default=None, validator=_in_range)
+    model_name: str = attrs.field(default=_spec.RECOMMENDED_MODEL, validator=v.name)
+    width: int = attrs.field(default=1024, validator=v.required_in_range)
+    height: int = attrs.field(default=1024, validator=v.required_in_range)
+    image_num: int = attrs.field(default=1, validator=v.required_in_range)
+    steps: int = attrs.field(default=25, validator=v.required_in_range)
+    guidance_scale: float = attrs.field(default=7.5, validator=v.required_in_range)
+    sampler_name: str = attrs.field(
+        default="Euler", validator=v.one_of(_spec.SAMPLERS, required=True)
+    )
+    negative_prompt: str | None = attrs.field(default=None, validator=v.text)
+    seed: int | None = attrs.field(default=None, validator=v.in_range)
+    id_strength: float | None = attrs.field(default=None, validator=v.in_range)
+    adapter_strength: float | None = attrs.field(default=None, validator=v.in_range)
+    clip_skip: int | None = attrs.field(default=None, validator=v.in_range)
     face_kps_assets_ids: tuple[str, ...] | None = attrs.field(
-        default=None, converter=_str_tuple, validator=_asset_ids
+        default=None, converter=v.str_tuple, validator=v.asset_ids
     )
-    control_guidance_start: float | None = attrs.field(default=None, validator=_in_range)
-    control_guidance_end: float | None = attrs.field(default=None, validator=_in_range)
-    loras: tuple[LoRA, ...] | None = attrs.field(default=None, converter=_tuple, validator=_loras)
-    controlnet: ControlNet | None = None
-    extra: Extra | None = None
+    control_guidance_start: float | None = attrs.field(default=None, validator=v.in_range)
+    control_guidance_end: float | None = attrs.field(default=None, validator=v.in_range)
+    loras: tuple[LoRA, ...] | None = attrs.field(
+        default=None, converter=_loras, validator=_max_loras
+    )
+    controlnet: ControlNet | None = attrs.field(default=None, converter=_controlnet)
+    extra: Extra | None = attrs.field(default=None, converter=_extra)
 
     def __attrs_post_init__(self) -> None:
         if self.face_image_assets_ids:

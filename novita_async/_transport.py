@@ -72,9 +72,12 @@ class _Call:
     started: float
 
     def event(self, kind: EventKind, attempt: int, **fields: Any) -> None:
-        elapsed = anyio.current_time() - self.started
         level = logging.INFO if kind is EventKind.RETRY else logging.DEBUG
-        if logger.isEnabledFor(level):
+        logged = logger.isEnabledFor(level)
+        if self.hook is None and not logged:
+            return  # the hot path of a quiet client: nobody is listening
+        elapsed = anyio.current_time() - self.started
+        if logged:
             extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
             logger.log(
                 level, "%s %s %s %s attempt=%d elapsed=%.3fs %s",

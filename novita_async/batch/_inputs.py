@@ -64,29 +64,37 @@ class InputReader:
                 f"job {job.id!r} has {len(job.face_kps_images)} face keypoint images for "
                 f"{len(job.face_images)} face images; they must pair up",
             )
-        faces = tuple([await self.image(s) for s in job.face_images])
-        refs = tuple([await self.image(s) for s in job.ref_images])
-        kps = (
-            None
-            if job.face_kps_images is None
-            else tuple([await self.image(s) for s in job.face_kps_images])
-        )
+        sources = (*job.face_images, *job.ref_images, *(job.face_kps_images or ()))
+        images = await self.images(sources)
+        n_faces, n_refs = len(job.face_images), len(job.ref_images)
+        faces, refs = images[:n_faces], images[n_faces : n_faces + n_refs]
+        kps = None if job.face_kps_images is None else images[n_faces + n_refs :]
         return PreparedJob(faces, refs, kps, fingerprint(job, faces, refs, kps))
 
-    async def image(self, source: ImageSource) -> PreparedImage:
-        if isinstance(source, bytes):
-            sha, content_type = hashlib.sha256(source).hexdigest(), sniff_content_type(source[:16])
-        else:
-            sha, content_type = await self._file(os.fspath(source))
-        if content_type is None:
-            raise JobInputError(
-                "INVALID_IMAGE", f"{_describe(source)} is not a PNG, JPEG or WebP image"
-            )
-        return PreparedImage(source, sha, content_type)
+    async def images(self, sources: tuple[ImageSource, ...]) -> tuple[PreparedImage, ...]:
+        """Identify each source by content hash and image type, in order."""
+        paths = [os.fspath(s) for s in sources if not isinstance(s, bytes)]
+        # One worker-thread call stats every file of the job: a thread hop costs far more than
+        # the stat itself, and a batch repeats the same files job after job.
+        stats = iter(await anyio.to_thread.run_sync(_stat_all, paths) if paths else ())
+        prepared = []
+        for source in sources:
+            if isinstance(source, bytes):
+                sha = hashlib.sha256(source).hexdigest()
+                content_type = sniff_content_type(source[:16])
+            else:
+                sha, content_type = await self._file(os.fspath(source), next(stats))
+            if content_type is None:
+                raise JobInputError(
+                    "INVALID_IMAGE", f"{_describe(source)} is not a PNG, JPEG or WebP image"
+                )
+            prepared.append(PreparedImage(source, sha, content_type))
+        return tuple(prepared)
 
-    async def _file(self, path: str) -> tuple[str, str | None]:
+    async def _file(self, path: str, info: os.stat_result | OSError) -> tuple[str, str | None]:
         try:
-            info = await anyio.to_thread.run_sync(os.stat, path)
+            if isinstance(info, OSError):
+                raise info
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             if (hit := self._cache.get(key)) is not None:
                 self._cache.move_to_end(key)
@@ -104,6 +112,16 @@ class InputReader:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return sha, content_type
+
+
+def _stat_all(paths: list[str]) -> list[os.stat_result | OSError]:
+    results: list[os.stat_result | OSError] = []
+    for path in paths:
+        try:
+            results.append(os.stat(path))
+        except OSError as exc:
+            results.append(exc)
+    return results
 
 
 # The file work runs in one worker thread per call, opened and closed there: a cancelled caller

@@ -7,6 +7,8 @@ import tracemalloc
 from pathlib import Path
 
 import aiofiles
+import anyio
+import anyio.lowlevel
 import pytest
 from PIL import Image
 
@@ -194,3 +196,34 @@ async def test_list_models_rejects_unknown_type(client: NovitaClient) -> None:
     with pytest.raises(ValidationError, match="types"):
         async for _ in client.list_models(types="sampler"):
             pass
+
+
+async def test_a_cancelled_large_download_leaves_no_partial_file(
+    face_png: Path, tmp_path: Path
+) -> None:
+    # Larger than the in-memory buffer, so the body streams through a temporary file.
+    size = 3 * 1024 * 1024
+    config = EmulatorConfig(seed=7, task_base_seconds=0.0, image_mode="tiny", image_size_bytes=size)
+    async with (
+        Emulator(config) as emu,
+        NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as client,
+    ):
+        asset = await client.upload_asset(face_png)
+        task_id = await client.submit_instant_id(
+            InstantIDRequest(
+                prompt="p", face_image_assets_ids=[asset], ref_image_assets_ids=[asset]
+            )
+        )
+        result = await client.wait_for_task(task_id, poll=FAST_POLL)
+        emu.faults.set("image", bandwidth=2 * 1024 * 1024)  # about 1.5 s for the whole body
+        out = tmp_path / "out"
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(client.download_image, result.images[0], out / "0.png")
+                # Cancel once the body is being written to its temporary file.
+                while not list(out.glob(".0.png.*.part")):
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+                scope.cancel()
+        assert scope.cancelled_caught
+    assert list(out.iterdir()) == []

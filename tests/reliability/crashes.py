@@ -32,6 +32,10 @@ from PIL import Image
 
 from .checks import API_KEY, JOURNAL_NAME
 
+# The batch runner's default ``poll_concurrency`` (the CLI has no flag for it): with more jobs in
+# flight than this, some wait for a poll slot instead of being parked, and a run cannot be frozen
+# on the result route.
+POLL_SLOTS = 16
 HOLD_SECONDS = 600  # parked requests outlive any run; the emulator's shutdown ends them
 WATCH_INTERVAL = 0.002  # how often the journal and the counters are looked at
 
@@ -168,6 +172,8 @@ class CrashRun:
     runs: int = 0
     kills: list[dict[str, Any]] = attrs.field(factory=list)
     exit_codes: list[int] = attrs.field(factory=list)
+    unjournaled: int = 0
+    """Tasks the emulator created that the journal does not know (kills in the window)."""
 
     def start(self) -> subprocess.Popen[bytes]:
         self.runs += 1
@@ -215,6 +221,8 @@ class CrashRun:
         ``route=None`` kills at once, unfrozen: the kill may then land in the documented window,
         and the tasks unknown to the journal are counted (``unjournaled_tasks``, cumulative).
         Returns False if the run ended first."""
+        if route == "result" and self.concurrency > POLL_SLOTS:
+            raise ValueError(f"parking on result needs concurrency <= {POLL_SLOTS}")
         base = len(journal_records(self.out))
         process = self.start()
         try:
@@ -236,16 +244,18 @@ class CrashRun:
             stats = self.emulator.stats()
         records = journal_records(self.out)
         flying, submitted, tasks = in_flight(records)
+        previous, self.unjournaled = self.unjournaled, stats["submissions"] - len(tasks)
         self.kills.append(
             {
                 "signal": "SIGKILL",
                 "after_records": len(records) - base,
-                "parked_on": route or "(not frozen)",
+                "parked_on": route or "(none)",
                 "jobs_in_flight": len(flying),
                 "jobs_submitted": len(submitted),
                 "tasks_created": stats["submissions"],
                 "tasks_in_journal": len(tasks),
-                "unjournaled_tasks": stats["submissions"] - len(tasks),
+                "unjournaled_tasks": self.unjournaled,
+                "new_unjournaled_tasks": self.unjournaled - previous,
             }
         )
         return True

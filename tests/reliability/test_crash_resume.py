@@ -61,6 +61,7 @@ def test_sigkill_at_seeded_moments_then_rerun_submits_each_job_once(crash_run: C
     for kill in crash_run.kills:
         # At each kill, every task the emulator had created was already in the journal.
         assert kill["tasks_created"] == kill["tasks_in_journal"], kill
+        assert kill["new_unjournaled_tasks"] == 0
     assert {k["parked_on"] for k in crash_run.kills} <= {"result", "image"}
     assert_complete(crash_run)
 
