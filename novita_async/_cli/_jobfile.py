@@ -30,6 +30,9 @@ import yarl
 from .._exceptions import ValidationError
 from .._models import InstantIDRequest
 from .._redact import redact_url
+from .._sources import sniff_content_type
+from ..batch import JobInputError
+from ..batch._job import check_job_id
 from ._fields import build_request, merge_fields
 
 __all__ = ["InputFetcher", "JobLine", "LineError", "count_lines", "read_job_file"]
@@ -144,24 +147,82 @@ def _request(raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> InstantIDRe
         raise _LineProblem(exc.field, f"{exc.value!r} is not allowed: {exc.allowed}") from None
 
 
+_BLOCK = 64 * 1024
+
+
+class _LocalFiles:
+    """What is wrong with each local input file, if anything, asked once per path.
+
+    A batch names the same few faces and references on thousands of lines: each path is checked
+    (a regular file, starting like a PNG, JPEG or WebP image) in one worker-thread call, once.
+    """
+
+    def __init__(self) -> None:
+        self._verdicts: dict[Path, str | None] = {}
+
+    async def problems(self, paths: list[Path]) -> list[str | None]:
+        unknown = [p for p in dict.fromkeys(paths) if p not in self._verdicts]
+        if unknown:
+            verdicts = await anyio.to_thread.run_sync(_probe_all, unknown)
+            self._verdicts.update(zip(unknown, verdicts, strict=True))
+        return [self._verdicts[p] for p in paths]
+
+
+def _probe_all(paths: list[Path]) -> list[str | None]:
+    return [_probe(path) for path in paths]
+
+
+def _probe(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(16)
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except IsADirectoryError:
+        return f"is a folder, not an image file: {path}"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}): {path}"
+    if sniff_content_type(head) is None:
+        return f"is not a PNG, JPEG or WebP image: {path}"
+    return None
+
+
 async def _resolve(
-    items: list[tuple[str, str]], base_dir: Path, fetcher: InputFetcher | None
+    items: list[tuple[str, str]],
+    base_dir: Path,
+    fetcher: InputFetcher | None,
+    local: _LocalFiles,
 ) -> tuple[Path, ...]:
-    paths = []
+    paths: list[Path] = []
+    fields: list[str] = []
     for field, item in items:
         if item.startswith(("http://", "https://")):
             if fetcher is None:
                 raise _LineProblem(field, "URLs are not supported here")
             try:
-                paths.append(await fetcher.fetch(item))
+                fetched = await fetcher.fetch(item)
             except (OSError, aiohttp.ClientError, ValueError) as exc:
                 raise _LineProblem(field, f"download failed: {exc}") from None
-            continue
-        path = base_dir / item
-        if not await anyio.Path(path).is_file():
-            raise _LineProblem(field, f"no such file: {path}")
-        paths.append(path)
+            paths.append(fetched)
+        else:
+            paths.append(base_dir / item)
+        fields.append(field)
+    for field, problem in zip(fields, await local.problems(paths), strict=True):
+        if problem is not None:
+            raise _LineProblem(field, problem)
     return tuple(paths)
+
+
+async def _lines(path: Path) -> AsyncIterator[str]:
+    """The lines of ``path``, read in blocks (one worker-thread call per block, not per line)."""
+    async with await anyio.open_file(path, "rb") as source:
+        rest = b""
+        while block := await source.read(_BLOCK):
+            *complete, rest = (rest + block).split(b"\n")
+            for raw in complete:
+                yield raw.decode("utf-8", "replace")
+        if rest:
+            yield rest.decode("utf-8", "replace")
 
 
 async def read_job_file(
@@ -171,36 +232,40 @@ async def read_job_file(
 ) -> AsyncIterator[JobLine | LineError]:
     """Each non-blank line of ``path`` in order, as a :class:`JobLine` or a :class:`LineError`.
 
-    ``defaults`` holds request fields (API names) for keys a line leaves out. Lines are read one at
-    a time, so a job file of any size costs memory only for the jobs the consumer holds.
+    ``defaults`` holds request fields (API names) for keys a line leaves out. Lines are read a
+    block at a time, so a job file of any size costs memory only for the jobs the consumer holds.
     """
     defaults = defaults or {}
     base_dir = path.parent
-    async with aiofiles.open(path, encoding="utf-8", errors="replace") as source:
-        line = 0
-        async for text in source:
-            line += 1
-            if not text.strip():
-                continue
-            job_id = str(line)
+    local = _LocalFiles()
+    line = 0
+    async for text in _lines(path):
+        line += 1
+        if not text.strip():
+            continue
+        job_id = str(line)
+        try:
+            job_id, raw = _load(text, line)
             try:
-                job_id, raw = _load(text, line)
-                images = {
-                    name: _image_list(raw, name, name != "face_kps_images") for name in _IMAGE_LISTS
-                }
-                request = _request(raw, defaults)
-                faces = await _resolve(images["face_images"] or [], base_dir, fetcher)
-                refs = await _resolve(images["ref_images"] or [], base_dir, fetcher)
-                kps_items = images["face_kps_images"]
-                kps = None if kps_items is None else await _resolve(kps_items, base_dir, fetcher)
-                if kps is not None and len(kps) != len(faces):
-                    raise _LineProblem(
-                        "face_kps_images", f"must list one file per face image ({len(faces)})"
-                    )
-            except _LineProblem as problem:
-                yield LineError(line, job_id, problem.field, problem.message)
-                continue
-            yield JobLine(line, job_id, faces, refs, request, kps)
+                check_job_id(job_id)
+            except JobInputError as exc:
+                raise _LineProblem("id", str(exc)) from None
+            images = {
+                name: _image_list(raw, name, name != "face_kps_images") for name in _IMAGE_LISTS
+            }
+            request = _request(raw, defaults)
+            faces = await _resolve(images["face_images"] or [], base_dir, fetcher, local)
+            refs = await _resolve(images["ref_images"] or [], base_dir, fetcher, local)
+            kps_items = images["face_kps_images"]
+            kps = None if kps_items is None else await _resolve(kps_items, base_dir, fetcher, local)
+            if kps is not None and len(kps) != len(faces):
+                raise _LineProblem(
+                    "face_kps_images", f"must list one file per face image ({len(faces)})"
+                )
+        except _LineProblem as problem:
+            yield LineError(line, job_id, problem.field, problem.message)
+            continue
+        yield JobLine(line, job_id, faces, refs, request, kps)
 
 
 def count_lines(path: Path) -> int:

@@ -104,7 +104,8 @@ class JobFlow:
         except JobInputError as exc:
             if prior is not None and prior.ended and not rerun:
                 return self._end(prior.outcome(job.id, replayed=True), None, record=False)
-            return self._fail(job.id, exc, None, None)
+            # A job that came already failed (a bad job-file line) keeps its own, fuller reason.
+            return self._fail(job.id, job.input_error or exc, None, None)
 
         prepared: PreparedJob | None = None
         input_error = job.input_error

@@ -81,11 +81,6 @@ async def test_each_malformed_answer_fails_its_own_job_with_a_typed_error(
     assert leaks_in_folder(out, API_KEY, SIGNATURE_MARK) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in novita_async/_download.py: a 200 answer that is not an image (an HTML error "
-    "page) is saved as OUT/<id>/0.png; see the reliability report",
-)
 async def test_an_html_page_served_as_an_image_is_not_saved_as_one(tmp_path: Path) -> None:
     out = tmp_path / "out"
     async with misbehaving_service() as service:

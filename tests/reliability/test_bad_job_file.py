@@ -142,13 +142,6 @@ def test_bad_lines_fail_alone_and_the_rest_of_the_batch_completes(bad_batch: Bat
     assert API_KEY not in bad_batch.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: errors the batch runner finds in a job file's line (a non-image input file: "
-    "INVALID_IMAGE; an id escaping OUT: INVALID_JOB_ID) carry no line number, in results.jsonl "
-    "or on the terminal (novita_async/_cli/_run.py _job_lines passes no line to the runner); "
-    "see the reliability report",
-)
 def test_each_bad_line_is_reported_with_its_line_number_and_cause(bad_batch: BatchRun) -> None:
     for number, (_, job_id, words) in enumerate(LINES, start=1):
         if words is None:
