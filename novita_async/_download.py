@@ -9,7 +9,6 @@ included, removes the temporary file. A body shorter than its ``Content-Length``
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ import aiohttp
 import anyio
 import yarl
 
+from ._atomic import temp_path_for, write_atomically
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -42,14 +42,6 @@ _EXPIRED_MARKERS = (b"Request has expired", b"<Code>AccessDenied</Code>")
 
 def is_expired_answer(status: int, body: bytes) -> bool:
     return status == 403 and any(marker in body for marker in _EXPIRED_MARKERS)
-
-
-_temp_names = itertools.count()
-
-
-def temp_path_for(dest: Path) -> Path:
-    """A fresh hidden name next to ``dest``, so the final rename stays on one file system."""
-    return dest.with_name(f".{dest.name}.{os.getpid()}-{next(_temp_names)}.part")
 
 
 async def download_to_file(
@@ -113,9 +105,8 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
             return await _stream_to_file(head, chunks, expected, dest, shown_url)
     _check_length(len(head), expected, shown_url)
     _check_image(head, shown_url)
-    tmp = temp_path_for(dest)
     # A thread call runs to the end even if its caller is cancelled: nothing is left half-done.
-    await anyio.to_thread.run_sync(_write_whole, tmp, dest, head)
+    await anyio.to_thread.run_sync(write_atomically, dest, (head,))
     return len(head)
 
 
@@ -137,19 +128,6 @@ def _check_image(head: bytes | bytearray, shown_url: str) -> None:
             method="GET",
             url=shown_url,
         )
-
-
-def _write_whole(tmp: Path, dest: Path, data: bytes | bytearray) -> None:
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 async def _stream_to_file(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from .._atomic import write_atomically
 
 __all__ = ["GALLERY_NAME", "read_results", "render_gallery", "write_gallery"]
 
@@ -124,12 +124,5 @@ def write_gallery(
         read_results(out_dir / "results.jsonl"), prompts, title=title or f"{out_dir.name} results"
     )
     target = out_dir / GALLERY_NAME
-    fd, temp = tempfile.mkstemp(prefix=".index-", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as sink:
-            sink.write(page)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, [page.encode("utf-8")], fsync=False)
     return target

@@ -7,12 +7,12 @@ went into each result.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import attrs
 from PIL import Image, ImageDraw
+
+from .._atomic import write_atomically
 
 __all__ = ["SAMPLE_FACES", "SAMPLE_SCENES", "Face", "Scene", "write_samples"]
 
@@ -90,14 +90,7 @@ def _png(picture: Image.Image) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=".sample-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as sink:
-            sink.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, [data], fsync=False)
 
 
 def write_samples(folder: Path) -> tuple[dict[str, Path], dict[str, Path]]:

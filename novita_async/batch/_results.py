@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._atomic import write_atomically
 from ._job import JobOutcome
 
 __all__ = ["RESULTS_NAME", "ResultsFile", "result_line"]
@@ -39,17 +39,7 @@ class ResultsFile:
         """Replace the file with exactly ``outcomes``, atomically; then reopen it for appending."""
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for outcome in outcomes:
-                    handle.write(result_line(outcome))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, map(result_line, outcomes))
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, outcome: JobOutcome) -> None:
