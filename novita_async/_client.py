@@ -10,7 +10,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import aiofiles.os
 import aiohttp
 import anyio
 import attrs
@@ -240,8 +239,7 @@ class NovitaClient:
         if yarl.URL(url).scheme not in ("http", "https"):
             raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
         dest = Path(dest_path)
-        await aiofiles.os.makedirs(dest.parent, exist_ok=True)
-        await self._transport.download(url, dest)
+        await self._transport.download(url, dest)  # creates dest's folder as it writes
         return dest
 
     async def download_images(

@@ -19,7 +19,18 @@ from ._exceptions import ValidationError
 T = TypeVar("T")
 
 
+# (low, high or +inf, accepted exact types) per numeric field: the common case is one dict lookup,
+# one type test and two comparisons, since every request of a batch passes through here.
+_FAST: dict[str, tuple[float, float, tuple[type, ...]]] = {
+    name: (r.low, math.inf if r.high is None else r.high, (int,) if integer else (int, float))
+    for name, (r, integer) in _spec.NUMERIC_FIELDS.items()
+}
+
+
 def check_number(name: str, value: object) -> None:
+    low, high, types = _FAST[name]
+    if type(value) in types and low <= value <= high:  # type: ignore[operator]
+        return  # NaN fails the comparisons, so it takes the slow path and is refused there
     allowed, integer = _spec.NUMERIC_FIELDS[name]
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, int if integer else int | float):

@@ -141,6 +141,8 @@ class JobFlow:
             self._counter.resumed += 1
             self._emit(BatchEventKind.RESUMED, job_id, task_id=task_id)
             try:
+                # Only a run that died mid-download leaves partial files, and its jobs resume.
+                await anyio.to_thread.run_sync(_sweep_partial_downloads, self._out / job_id)
                 return await self._follow(job_id, task_id, fingerprint)
             except _Failure as failure:
                 return self._fail(job_id, failure.error, failure.task_id, fingerprint)
@@ -246,7 +248,6 @@ class JobFlow:
         if not result.images:
             raise InvalidResponseError(f"task {task_id} succeeded without images")
         count = len(result.images)
-        await anyio.to_thread.run_sync(_sweep_partial_downloads, self._out / job_id)
         files: list[str] = []
         refreshes = 0
         while len(files) < count:

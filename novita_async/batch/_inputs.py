@@ -74,9 +74,10 @@ class InputReader:
     async def images(self, sources: tuple[ImageSource, ...]) -> tuple[PreparedImage, ...]:
         """Identify each source by content hash and image type, in order."""
         paths = [os.fspath(s) for s in sources if not isinstance(s, bytes)]
-        # One worker-thread call stats every file of the job: a thread hop costs far more than
-        # the stat itself, and a batch repeats the same files job after job.
-        stats = iter(await anyio.to_thread.run_sync(_stat_all, paths) if paths else ())
+        # A stat of a local file takes microseconds; a worker-thread hop to make it costs more
+        # than that in the event loop itself, once per job of a batch that names the same files
+        # over and over. Reading and hashing (cached by the stat) do go to a thread.
+        stats = iter(_stat_all(paths))
         prepared = []
         for source in sources:
             if isinstance(source, bytes):
