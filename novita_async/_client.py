@@ -85,6 +85,8 @@ class NovitaClient:
         self._bare_session: aiohttp.ClientSession | None = None
         self._closed = False
         self._transport = Transport(self._config, self._session_for, on_event)
+        self._submit_url = self._config.api_url(_SUBMIT_PATH)
+        self._result_url = self._config.api_url(_RESULT_PATH)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -186,7 +188,7 @@ class NovitaClient:
         answer = await self._transport.call_json(
             "POST",
             "submit",
-            self._config.api_url(_SUBMIT_PATH),
+            self._submit_url,
             auth=True,
             json_body=unstructure_request(request),
             creates_task=True,
@@ -203,7 +205,7 @@ class NovitaClient:
         answer = await self._transport.call_json(
             "GET",
             "result",
-            self._config.api_url(_RESULT_PATH),
+            self._result_url,
             auth=True,
             params={"task_id": task_id},
         )

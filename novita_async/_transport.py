@@ -158,6 +158,8 @@ class Transport:
         self._config = config
         self._session_for = session_for
         self._on_event = on_event
+        self._api_timeout = config.timeouts.for_api()
+        self._download_timeout = config.timeouts.for_download()
 
     async def run(
         self,
@@ -235,7 +237,7 @@ class Transport:
                     data=data,
                     headers=sent_headers,
                     params=params,
-                    timeout=self._config.timeouts.for_api(),
+                    timeout=self._api_timeout,
                     allow_redirects=False,
                 ) as response:
                     attempt.responded(response.status)
@@ -270,7 +272,7 @@ class Transport:
                     self._session_for(False),
                     url,
                     dest,
-                    client_timeout=self._config.timeouts.for_download(),
+                    client_timeout=self._download_timeout,
                     on_status=attempt.responded,
                     shown_url=shown,
                 )

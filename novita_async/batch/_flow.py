@@ -85,7 +85,8 @@ class JobFlow:
         self._seen: set[str] = set()
 
     def _emit(self, kind: BatchEventKind, job_id: str, **fields: object) -> None:
-        emit(self._on_event, BatchEvent(kind, job_id, **fields))  # type: ignore[arg-type]
+        if self._on_event is not None:  # no observer, no event to build
+            emit(self._on_event, BatchEvent(kind, job_id, **fields))  # type: ignore[arg-type]
 
     # --- deciding what to do -------------------------------------------------------------------
 

@@ -145,17 +145,20 @@ def read_file(path: str) -> bytes:
         return handle.read()
 
 
+ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
+
+
 def fingerprint(
     job: Job,
     faces: tuple[PreparedImage, ...],
     refs: tuple[PreparedImage, ...],
     kps: tuple[PreparedImage, ...] | None,
 ) -> str:
-    template = attrs.evolve(
-        job.request, face_image_assets_ids=(), ref_image_assets_ids=(), face_kps_assets_ids=None
-    )
+    request = unstructure_request(job.request)
+    for filled_by_the_runner in ASSET_FIELDS:
+        request.pop(filled_by_the_runner, None)
     described = {
-        "request": unstructure_request(template),
+        "request": request,
         "face_images": [i.sha256 for i in faces],
         "ref_images": [i.sha256 for i in refs],
         "face_kps_images": None if kps is None else [i.sha256 for i in kps],
