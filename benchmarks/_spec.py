@@ -18,6 +18,7 @@ import attrs
 import cattrs
 
 _converter = cattrs.Converter()
+_GOLDEN = (5**0.5 - 1) / 2
 
 
 @attrs.frozen
@@ -32,7 +33,17 @@ class RunSpec:
     width: int = 128
     height: int = 128
     steps: int = 20
+    steps_range: tuple[int, int] | None = None
+    """Inclusive bounds of a per-job ``steps``, spread over the jobs (None: ``steps`` for all)."""
     image_type: str = "jpeg"
+
+    def steps_for(self, index: int) -> int:
+        """The ``steps`` of job ``index``: spread evenly over ``steps_range`` for any number of
+        jobs, long and short interleaved (golden-ratio sequence), the same for every contender."""
+        if self.steps_range is None:
+            return self.steps
+        low, high = self.steps_range
+        return low + int((index * _GOLDEN) % 1.0 * (high - low + 1))
 
     def job_inputs(self) -> Iterator[tuple[int, str, str]]:
         """(index, face path, ref path) for each job, cycling over faces x refs; lazily."""
@@ -51,7 +62,7 @@ class RunSpec:
             "width": self.width,
             "height": self.height,
             "image_num": 1,
-            "steps": self.steps,
+            "steps": self.steps_for(index),
             "guidance_scale": 7.5,
             "sampler_name": "Euler",
             "seed": index,
@@ -65,6 +76,7 @@ class RunReport:
     failed: int = 0
     completions: list[float] = attrs.Factory(list)  # wall-clock time.time() of each success
     errors: dict[str, int] = attrs.Factory(dict)
+    figures: dict[str, float] = attrs.Factory(dict)  # a contender's own measurements, by name
 
     def success(self) -> None:
         self.succeeded += 1

@@ -64,6 +64,7 @@ class JobFlow:
         uploader: AssetUploader,
         poller: Poller,
         gate: SubmitGate,
+        posting: anyio.Semaphore,
         in_flight: anyio.CapacityLimiter,
         retry_failed: bool,
         on_event: BatchEventHook | None,
@@ -77,6 +78,7 @@ class JobFlow:
         self._uploader = uploader
         self._poller = poller
         self._gate = gate
+        self._posting = posting
         self._in_flight = in_flight
         self._retry_failed = retry_failed
         self._on_event = on_event
@@ -190,13 +192,15 @@ class JobFlow:
         while True:
             await self._gate.wait()
             try:
-                # Shielded: a cancelled run still reads the answer of a POST it sent and records
-                # the task id, instead of abandoning a task it will be billed for.
-                with anyio.CancelScope(shield=True):
-                    self._on_request("submit")
-                    task_id = await self._client.submit_instant_id(request)
-                    # Nothing is awaited between the answer and this record (see _journal).
-                    self._journal.record_submitted(job_id, task_id)
+                # Few POSTs in flight at once: each is a task a hard kill could leave unrecorded.
+                async with self._posting:
+                    # Shielded: a cancelled run still reads the answer of a POST it sent and
+                    # records the task id, instead of abandoning a task it will be billed for.
+                    with anyio.CancelScope(shield=True):
+                        self._on_request("submit")
+                        task_id = await self._client.submit_instant_id(request)
+                        # Nothing is awaited between the answer and this record (see _journal).
+                        self._journal.record_submitted(job_id, task_id)
             except RateLimitError as exc:
                 rate_limited += 1
                 if rate_limited > MAX_RATE_LIMITED_SUBMITS:

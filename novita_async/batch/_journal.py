@@ -19,8 +19,10 @@ receives the task id, with no ``await`` in between, so no cancellation can fall 
 That leaves one window where a crash can cause a second submission of the same job: after the POST
 has been sent and before its answer has been read and recorded (the time of one HTTP round trip).
 A process killed in that window left a task the journal does not know about; the rerun submits the
-job again. Cancellation (Ctrl-C, ``fail_fast``) does not open the window: the runner shields a
-submission in flight until its answer is recorded.
+job again. At most ``submit_concurrency`` POSTs (8 by default) are in flight at any moment, so one
+hard kill costs at most that many duplicate tasks, whatever the run's concurrency. Cancellation
+(Ctrl-C, ``fail_fast``) does not open the window: the runner shields a submission in flight until
+its answer is recorded.
 
 The journal is locked (``flock``) while a run holds it, so two runs cannot share an output folder.
 """

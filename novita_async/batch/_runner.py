@@ -77,7 +77,9 @@ class BatchRunner:
     ``upload_concurrency``: uploads at once, and jobs read ahead of those in flight.
     ``poll_concurrency``: polls at once. ``task_timeout``: seconds a task may take, counted from
     when this run began following it (None: no limit). ``journal_fsync``: fsync each journal
-    record (survives power loss, not just a killed process; slower).
+    record (survives power loss, not just a killed process; slower). ``submit_concurrency``:
+    submissions sent at once, which bounds what one hard kill can cost (see the journal's note on
+    the double-submission window).
     """
 
     def __init__(
@@ -96,12 +98,14 @@ class BatchRunner:
         poll_concurrency: int = 16,
         task_timeout: float | None = None,
         journal_fsync: bool = False,
+        submit_concurrency: int = 8,
     ) -> None:
         self.client = client
         self.out_dir = Path(out_dir)
         self.concurrency = _count("concurrency", concurrency)
         self.upload_concurrency = _count("upload_concurrency", upload_concurrency)
         self.poll_concurrency = _count("poll_concurrency", poll_concurrency)
+        self.submit_concurrency = _count("submit_concurrency", submit_concurrency)
         self.journal_path = (
             Path(journal_path) if journal_path is not None else self.out_dir / JOURNAL_NAME
         )
@@ -228,6 +232,7 @@ class BatchRunner:
             uploader=uploader,
             poller=poller,
             gate=self._gate,
+            posting=anyio.Semaphore(self.submit_concurrency),
             in_flight=anyio.CapacityLimiter(self.concurrency),
             retry_failed=self.retry_failed,
             on_event=self.on_event,

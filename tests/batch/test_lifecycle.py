@@ -93,6 +93,24 @@ async def test_cancelling_during_a_submission_still_records_its_task(
     assert emu.stats().submissions == 1
 
 
+async def test_at_most_submit_concurrency_posts_are_in_flight(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    # What one hard kill can cost in duplicate tasks is bounded by the POSTs in flight.
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(12)]
+    emu.faults.hold("submit")
+    runner = BatchRunner(client, tmp_path / "out", concurrency=12, submit_concurrency=3)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run_all, jobs)
+            await emu.wait_in_flight("submit", 3)
+            await anyio.wait_all_tasks_blocked()
+            held = emu.stats().in_flight["submit"]
+            emu.faults.release("submit")
+    assert held == 3
+    assert runner.summary.succeeded == 12 and emu.stats().submissions == 12
+
+
 async def test_jobs_that_failed_before_running_get_their_result_line(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
