@@ -10,10 +10,14 @@ from PIL import Image
 def make_inputs(folder: Path, faces: int, refs: int) -> tuple[list[str], list[str]]:
     folder.mkdir(parents=True, exist_ok=True)
 
-    def picture(name: str, k: int) -> str:
+    def picture(name: str, k: int, blue: int) -> str:
         path = folder / f"{name}-{k}.png"
         if not path.exists():
-            Image.new("RGB", (64, 64), ((k * 37) % 256, (k * 91) % 256, 200)).save(path)
+            Image.new("RGB", (64, 64), ((k * 37) % 256, (k * 91) % 256, blue)).save(path)
         return str(path)
 
-    return [picture("face", k) for k in range(faces)], [picture("ref", k) for k in range(refs)]
+    # Faces and references differ in blue, so every file is distinct by content as well as path.
+    return (
+        [picture("face", k, 200) for k in range(faces)],
+        [picture("ref", k, 50) for k in range(refs)],
+    )

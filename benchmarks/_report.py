@@ -2,30 +2,67 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks._targets import (
+    cpu_vs_floor,
+    cross_checks,
+    polls_per_task,
+    requests_per_job,
+    scenario_checks,
+    scenario_notes,
+)
 
-def requests_by_route(run: dict[str, Any]) -> dict[str, int]:
-    """Requests the emulator counted per route, whatever their status."""
-    by_status = run["server"].get("requests", {})
-    return {route: sum(counts.values()) for route, counts in by_status.items()}
-
-
-def _requests_per_job(run: dict[str, Any], jobs: int) -> float:
-    routes = requests_by_route(run)
-    counted = sum(routes.get(k, 0) for k in ("upload", "submit", "result", "image"))
-    return round(counted / jobs, 2)
-
-
-def _polls_per_task(run: dict[str, Any]) -> float | None:
-    submits = run["server"].get("submissions")
-    if not submits:
-        return None
-    return round(requests_by_route(run).get("result", 0) / submits, 2)
+Result = dict[str, Any]
 
 
-def write_markdown(results: list[dict[str, Any]], path: Path) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a temp name in its folder, then ``os.replace``."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def load_results(folder: Path, names: list[str], *, quick: bool) -> list[Result]:
+    """The results in ``folder`` of these scenarios (in this order) run at this scale."""
+    results = []
+    for name in names:
+        path = folder / f"{name}.json"
+        if path.exists():
+            result = json.loads(path.read_text(encoding="utf-8"))
+            if result.get("quick") == quick:
+                results.append(result)
+    return results
+
+
+def _table(result: Result) -> list[str]:
+    ideal = result["ideal_wall_s"]
+    lines = [
+        "| contender | wall s | x ideal | ok | lost | requests/job | polls/task |"
+        " CPU s | CPU ms/job | x floor CPU/job | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        ratio = cpu_vs_floor(result, run)
+        x_ideal = f"{run['wall_s'] / ideal:.2f}" if ideal else ""
+        x_floor = f"{ratio:.2f}" if ratio is not None else ""
+        lines.append(
+            f"| {run['contender']} | {run['wall_s']} | {x_ideal} | {run['succeeded']} | "
+            f"{run['lost']} | {requests_per_job(run, result['jobs'])} | "
+            f"{polls_per_task(run)} | {run['cpu_s']} | {run['cpu_ms_per_job']} | "
+            f"{x_floor} | {run['peak_rss_mb']} |"
+        )
+    return lines
+
+
+def write_markdown(results: list[Result], path: Path) -> None:
     lines = ["# Benchmarks", ""]
     if results:
         first = results[0]
@@ -34,32 +71,27 @@ def write_markdown(results: list[dict[str, Any]], path: Path) -> None:
             f"Command: `{first['command']}`",
             "",
         ]
+        if first.get("quick"):
+            lines += ["Quick run: small scale, the figures only show the harness works.", ""]
     for result in results:
-        floor = next((r for r in result["runs"] if r["contender"] == "floor"), None)
-        lines += [
-            f"## {result['scenario']}",
-            "",
-            result["description"]
-            + f" (N={result['jobs']}, ideal wall {result['ideal_wall_s']} s).",
-            "",
-            "| contender | wall s | x ideal | ok | lost | requests/job | polls/task |"
-            " CPU s | CPU ms/job | x floor CPU | peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for run in result["runs"]:
-            ratio = f"{run['cpu_s'] / floor['cpu_s']:.2f}" if floor and floor["cpu_s"] else ""
-            lines.append(
-                f"| {run['contender']} | {run['wall_s']} | "
-                f"{run['wall_s'] / result['ideal_wall_s']:.2f} | {run['succeeded']} | "
-                f"{run['lost']} | {_requests_per_job(run, result['jobs'])} | "
-                f"{_polls_per_task(run)} | {run['cpu_s']} | {run['cpu_ms_per_job']} | {ratio} | "
-                f"{run['peak_rss_mb']} |"
-            )
+        lines += [f"## {result['scenario']}", ""]
+        if result["command"] != results[0]["command"]:
+            lines += [f"Run on {result['date']} by `{result['command']}`.", ""]
+        ideal = f", ideal wall {result['ideal_wall_s']} s" if result["ideal_wall_s"] else ""
+        lines += [f"{result['description']} (N={result['jobs']}{ideal}).", "", *_table(result)]
+        if checks := scenario_checks(result):
+            label = " (not meaningful at quick scale)" if result.get("quick") else ""
+            lines += ["", f"This package's targets{label}:", "", *(c.line() for c in checks)]
+        if notes := scenario_notes(result):
+            lines += ["", *notes]
         lines.append("")
-    path.write_text("\n".join(lines))
+    if checks := cross_checks(results):
+        lines += ["## scale: memory from 10k to 100k jobs", "", *(c.line() for c in checks), ""]
+    write_text_atomic(path, "\n".join(lines))
 
 
-def write_plot(result: dict[str, Any], path: Path) -> None:
+def write_plot(result: Result, path: Path) -> None:
+    """Completed jobs over time per contender, with the ideal line (skipped without matplotlib)."""
     try:
         import matplotlib
 
@@ -70,7 +102,7 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in result["runs"]:
         times = run["completions_s"]
-        ax.step(times, range(1, len(times) + 1), where="post", label=run["contender"])
+        ax.step([0, *times], range(len(times) + 1), where="post", label=run["contender"])
     ideal = result["ideal_wall_s"]
     ax.plot([result["task_seconds"], ideal], [0, result["jobs"]], "k--", label="ideal")
     ax.set_xlabel("seconds since start")
@@ -78,5 +110,10 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{result['scenario']} (N={result['jobs']})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(temp, dpi=90, format="png")
+        os.replace(temp, path)
+    finally:
+        plt.close(fig)
+        temp.unlink(missing_ok=True)

@@ -1,10 +1,24 @@
-"""The benchmark scenarios, at full and at ``--quick`` scale, and the figures each must show."""
+"""The benchmark scenarios, at full and at ``--quick`` scale, and how the emulator is set up for
+each (its own process, tiny images unless image size is the point)."""
 
 from __future__ import annotations
 
 import attrs
 
 ALL_CONTENDERS = ("novita-async", "official-sdk", "naive-asyncio", "floor")
+THIS_PACKAGE = ("novita-async",)
+MIB = 1024 * 1024
+
+# Quick runs shrink spreads of task times by this factor (2..20 s to 0.05..0.5 s), base task times
+# to at most QUICK_TASK_SECONDS, and jobs to ``quick_jobs``: seconds, not minutes.
+QUICK_TIME_SCALE = 0.025
+QUICK_TASK_SECONDS = 0.05
+
+
+def _faults(spec: str) -> tuple[str, ...]:
+    """The same fault spec on every route a batch uses."""
+    routes = ("upload", "submit", "result", "image")
+    return tuple(arg for route in routes for arg in ("--fault", f"{route}:{spec}"))
 
 
 @attrs.frozen
@@ -15,23 +29,89 @@ class Scenario:
     quick_jobs: int
     concurrency: int
     task_seconds: float
+    """Base duration of every task (the emulator's ``--task-seconds``)."""
     emulator_args: tuple[str, ...] = ()
     contenders: tuple[str, ...] = ALL_CONTENDERS
     rate: float | None = None
+    """Submissions per second the emulator allows; this package is told the same."""
     faces: int = 20
     refs: int = 10
-    # Spread of task durations: steps vary per job and the emulator charges per step.
     steps_range: tuple[int, int] | None = None
+    """Each job gets its own ``steps`` in this range (see ``RunSpec.steps_for``)..."""
+    spread_seconds: tuple[float, float] | None = None
+    """...which the emulator's ``--step-seconds`` maps onto task times in this range."""
+    image_size_bytes: int | None = None
+    module: str | None = None
+    """A dedicated contender script run instead of the usual one (e.g. the big-image download)."""
+    width: int = 128
+    height: int = 128
+
+    def __attrs_post_init__(self) -> None:
+        if self._raw_base() < -1e-9:
+            raise ValueError(
+                f"{self.name}: steps {self.steps_range} cannot spread tasks over"
+                f" {self.spread_seconds} s (most/fewest steps must be >= slowest/fastest)"
+            )
 
     def scaled(self, quick: bool) -> Scenario:
         if not quick:
             return self
+        spread = self.spread_seconds
         return attrs.evolve(
             self,
             jobs=self.quick_jobs,
-            concurrency=min(self.concurrency, max(10, self.quick_jobs // 4)),
-            task_seconds=min(self.task_seconds, 0.2),
+            # One wave: a quick run shows the harness works, not how waves queue.
+            concurrency=min(self.concurrency, self.quick_jobs),
+            task_seconds=min(self.task_seconds, QUICK_TASK_SECONDS),
+            spread_seconds=spread and (spread[0] * QUICK_TIME_SCALE, spread[1] * QUICK_TIME_SCALE),
         )
+
+    def step_seconds(self) -> float:
+        """Seconds per step per megapixel that spread ``steps_range`` onto ``spread_seconds``:
+        ``task_seconds + step_seconds * steps * megapixels`` is the emulator's task time."""
+        if self.spread_seconds is None or self.steps_range is None:
+            return 0.0
+        (fastest, slowest), (fewest, most) = self.spread_seconds, self.steps_range
+        per_step = (slowest - fastest) / (most - fewest)
+        return per_step / (self.width * self.height / 1_000_000)
+
+    def base_seconds(self) -> float:
+        """The emulator's ``--task-seconds``: the plain base, or what the spread leaves of it."""
+        return max(0.0, self._raw_base())
+
+    def _raw_base(self) -> float:
+        if self.spread_seconds is None or self.steps_range is None:
+            return self.task_seconds
+        (fastest, slowest), (fewest, most) = self.spread_seconds, self.steps_range
+        return fastest - (slowest - fastest) / (most - fewest) * fewest
+
+    def fastest_task(self) -> float:
+        return self.spread_seconds[0] if self.spread_seconds else self.task_seconds
+
+    def ideal_wall(self) -> float:
+        """N*T/C + T for equal tasks; the slowest task when a spread fits in one wave; never
+        under N/R when submissions are rate-limited."""
+        if self.spread_seconds:
+            fastest, slowest = self.spread_seconds
+            waves = self.jobs / self.concurrency
+            ideal = slowest if waves <= 1 else waves * (fastest + slowest) / 2 + slowest
+        else:
+            ideal = self.jobs * self.task_seconds / self.concurrency + self.task_seconds
+        if self.rate:
+            ideal = max(ideal, self.jobs / self.rate)
+        return ideal
+
+    def emulator_command(self) -> list[str]:
+        """Arguments of ``python -m novita_async.emulator`` after ``--port``."""
+        args = ["--image-mode", "tiny", "--workers", str(max(self.concurrency, 16) * 2)]
+        args += ["--task-seconds", f"{self.base_seconds():g}"]
+        if step_seconds := self.step_seconds():
+            args += ["--step-seconds", f"{step_seconds:.6g}"]
+        if self.rate:
+            args += ["--rate-limit", f"{self.rate:g}"]
+        if self.image_size_bytes:
+            args += ["--image-size-bytes", str(self.image_size_bytes)]
+        return [*args, *self.emulator_args]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -41,64 +121,67 @@ SCENARIOS: dict[str, Scenario] = {
             name="throughput",
             description="2,000 single-image jobs, 20 faces x 10 refs, 1 s tasks, 200 in flight",
             jobs=2000,
-            quick_jobs=60,
+            quick_jobs=30,
             concurrency=200,
             task_seconds=1.0,
         ),
         Scenario(
             name="rate-limited",
-            description="400 jobs against a limit of 20 submissions/s",
+            description="400 jobs against a limit of 20 submissions/s (this package told rate=20)",
             jobs=400,
-            quick_jobs=40,
+            quick_jobs=25,
             concurrency=100,
             task_seconds=0.5,
             rate=20.0,
-            emulator_args=("--rate-limit", "20"),
         ),
         Scenario(
             name="polling",
-            description="task times spread from 2 to 20 s with honest eta hints",
+            description="task times spread from 2 to 20 s (steps 10..100) with honest eta hints",
             jobs=200,
-            quick_jobs=20,
+            quick_jobs=12,
             concurrency=200,
-            task_seconds=2.0,
+            task_seconds=0.0,
             steps_range=(10, 100),
+            spread_seconds=(2.0, 20.0),
         ),
         Scenario(
             name="scale-10k",
             description="10,000 jobs with near-zero task time, from a generator",
             jobs=10_000,
-            quick_jobs=300,
+            quick_jobs=100,
             concurrency=200,
             task_seconds=0.0,
-            contenders=("novita-async",),
+            contenders=THIS_PACKAGE,
         ),
         Scenario(
             name="scale-100k",
             description="100,000 jobs with near-zero task time, from a generator",
             jobs=100_000,
-            quick_jobs=600,
+            quick_jobs=200,
             concurrency=200,
             task_seconds=0.0,
-            contenders=("novita-async",),
+            contenders=THIS_PACKAGE,
+        ),
+        Scenario(
+            name="big-image",
+            description="one 64 MiB image downloaded with NovitaClient.download_image",
+            jobs=1,
+            quick_jobs=1,
+            concurrency=1,
+            task_seconds=0.0,
+            image_size_bytes=64 * MIB,
+            contenders=THIS_PACKAGE,
+            module="benchmarks.contenders.big_image",
         ),
         Scenario(
             name="faults",
-            description="throughput with 5% 5xx, 5% 429 and 2% connection resets",
+            description="throughput with 5% 5xx, 5% 429 (Retry-After: 0) and 2% connection resets"
+            " on every route",
             jobs=2000,
-            quick_jobs=60,
+            quick_jobs=30,
             concurrency=200,
             task_seconds=1.0,
-            emulator_args=(
-                "--fault",
-                "submit:error_5xx=0.05,rate_429=0.05,reset_before=0.02",
-                "--fault",
-                "result:error_5xx=0.05,rate_429=0.05,reset_before=0.02",
-                "--fault",
-                "upload:error_5xx=0.05,rate_429=0.05,reset_before=0.02",
-                "--fault",
-                "image:error_5xx=0.05,rate_429=0.05,reset_before=0.02",
-            ),
+            emulator_args=_faults("error_5xx=0.05,rate_429=0.05,reset_before=0.02,retry_after=0"),
         ),
     )
 }

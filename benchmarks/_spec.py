@@ -45,10 +45,11 @@ class RunSpec:
         low, high = self.steps_range
         return low + int((index * _GOLDEN) % 1.0 * (high - low + 1))
 
-    def job_inputs(self) -> Iterator[tuple[int, str, str]]:
-        """(index, face path, ref path) for each job, cycling over faces x refs; lazily."""
+    def job_inputs(self, jobs: int | None = None) -> Iterator[tuple[int, str, str]]:
+        """(index, face path, ref path) for each job (or the first ``jobs``), cycling over
+        faces x refs; lazily."""
         pairs = len(self.faces) * len(self.refs)
-        for i in range(self.jobs):
+        for i in range(self.jobs if jobs is None else jobs):
             k = i % pairs
             yield i, self.faces[k % len(self.faces)], self.refs[k // len(self.faces)]
 
@@ -77,6 +78,9 @@ class RunReport:
     completions: list[float] = attrs.Factory(list)  # wall-clock time.time() of each success
     errors: dict[str, int] = attrs.Factory(dict)
     figures: dict[str, float] = attrs.Factory(dict)  # a contender's own measurements, by name
+    peak_rss_kib: int = 0
+    """This process's peak resident set (``VmHWM``), filled in by :func:`emit`. Not the
+    harness's ``ru_maxrss``: that one keeps the harness's own size from before ``exec``."""
 
     def success(self) -> None:
         self.succeeded += 1
@@ -98,7 +102,20 @@ def dump_spec(spec: RunSpec, path: str) -> None:
         json.dump(_converter.unstructure(spec), f)
 
 
+def status_kib(field: str) -> int:
+    """A ``VmRSS`` / ``VmHWM`` figure of this process in KiB, from /proc (0 where missing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def emit(report: RunReport) -> None:
+    report.peak_rss_kib = max(report.peak_rss_kib, status_kib("VmHWM"))
     sys.stdout.write("REPORT " + json.dumps(_converter.unstructure(report)) + "\n")
     sys.stdout.flush()
 

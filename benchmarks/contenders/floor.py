@@ -29,8 +29,16 @@ async def main() -> None:
             async with session.put(assets, data=data) as r:
                 return str((await r.json())["assets_id"])
 
-        files = sorted(set(spec.faces) | set(spec.refs))
-        ids = dict(zip(files, await asyncio.gather(*map(upload, files)), strict=True))
+        # Only the files some job uses, each once: a bare flow knows its inputs up front.
+        pairs = min(spec.jobs, len(spec.faces) * len(spec.refs))
+        files = sorted({path for _, *paths in spec.job_inputs(pairs) for path in paths})
+        try:
+            ids = dict(zip(files, await asyncio.gather(*map(upload, files)), strict=True))
+        except Exception as exc:  # no retries: a failed upload loses every job
+            for _ in range(spec.jobs):
+                report.failure(exc)
+            emit(report)
+            return
         slots = asyncio.Semaphore(spec.concurrency)
 
         async def one(index: int, face: str, ref: str) -> None:
@@ -41,7 +49,9 @@ async def main() -> None:
                         base + "/v3/async/instant-id", json=body, headers=auth
                     ) as r:
                         task_id = (await r.json())["task_id"]
-                    await asyncio.sleep(spec.task_seconds_hint)
+                    # Just past the known task time: polling on the dot races the task's end,
+                    # and a lost race costs a second poll a whole second later (eta is whole s).
+                    await asyncio.sleep(spec.task_seconds_hint * 1.02 + 0.02)
                     while True:
                         async with session.get(
                             base + "/v3/async/task-result",

@@ -21,7 +21,7 @@ def jobs(spec: RunSpec) -> Iterator[Job]:
                 prompt=f"benchmark job {index}",
                 width=spec.width,
                 height=spec.height,
-                steps=spec.steps,
+                steps=spec.steps_for(index),
                 seed=index,
                 extra=extra,
             ),
