@@ -103,7 +103,9 @@ class Scenario:
 
     def emulator_command(self) -> list[str]:
         """Arguments of ``python -m novita_async.emulator`` after ``--port``."""
-        args = ["--image-mode", "tiny", "--workers", str(max(self.concurrency, 16) * 2)]
+        # The service runs as many tasks at once as the scenario's concurrency: a contender that
+        # sends more at once (the naive loop) finds them queued, as it would on the real service.
+        args = ["--image-mode", "tiny", "--workers", str(self.concurrency)]
         args += ["--task-seconds", f"{self.base_seconds():g}"]
         if step_seconds := self.step_seconds():
             args += ["--step-seconds", f"{step_seconds:.6g}"]

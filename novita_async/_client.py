@@ -177,12 +177,15 @@ class NovitaClient:
 
     # --- tasks ------------------------------------------------------------------------------------
 
-    async def submit_instant_id(self, request: InstantIDRequest) -> str:
+    async def submit_instant_id(
+        self, request: InstantIDRequest, *, retry: RetryPolicy | None = None
+    ) -> str:
         """Submit a task and return its id.
 
         If the answer is lost after the request was sent, this raises
         :class:`SubmitOutcomeUnknownError` rather than resubmitting (which could bill twice),
-        unless the client's ``RetryPolicy(retry_unknown_submits=True)``.
+        unless the client's ``RetryPolicy(retry_unknown_submits=True)``. ``retry`` overrides the
+        client's retry policy for this call.
         """
         request.check_submittable()
         answer = await self._transport.call_json(
@@ -192,6 +195,7 @@ class NovitaClient:
             auth=True,
             json_body=unstructure_request(request),
             creates_task=True,
+            retry=retry,
         )
         task_id = answer.get("task_id") if isinstance(answer, dict) else None
         if not isinstance(task_id, str) or not task_id:

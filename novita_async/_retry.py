@@ -72,6 +72,9 @@ class RetryPolicy:
     backoff_max: float = attrs.field(default=8.0, validator=_non_negative)
     retry_after_cap: float = attrs.field(default=60.0, validator=_non_negative)
     retry_unknown_submits: bool = False
+    retry_rate_limited: bool = True
+    """Retry 429 answers after their ``Retry-After``; the batch runner turns this off for its
+    submissions, because it pauses every submitter at once instead."""
 
     def backoff(self, attempt: int, *, rand: random.Random | None = None) -> float:
         """Full-jitter delay after failed attempt number ``attempt`` (1-based)."""
@@ -109,6 +112,8 @@ def should_retry(
         return True
     if kind is FailureKind.ANSWER_LOST:
         return not creates_task or policy.retry_unknown_submits
+    if status == 429 and not policy.retry_rate_limited:
+        return False
     return status is not None and is_retryable_status(status)
 
 

@@ -32,7 +32,7 @@ from ._exceptions import (
     status_error,
 )
 from ._redact import redact_url, scrub
-from ._retry import FailureKind, parse_retry_after, should_retry
+from ._retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
 
 __all__ = ["AttemptFailed", "Transport"]
 
@@ -169,9 +169,11 @@ class Transport:
         once: Callable[[Attempt], Awaitable[T]],
         *,
         creates_task: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> T:
-        """Call ``once`` until it succeeds or the retry policy gives up."""
-        policy = self._config.retry
+        """Call ``once`` until it succeeds or the retry policy (``retry`` or the client's) gives
+        up."""
+        policy = retry or self._config.retry
         call = _Call(self._on_event, method, route, redact_url(url), anyio.current_time())
         maybe_created = False
         attempt = 1
@@ -219,6 +221,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         creates_task: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         """One API call answered with JSON, retried per policy; returns the decoded body."""
         secret = self._config.api_key
@@ -259,7 +262,7 @@ class Transport:
                     f"{status} answer is not JSON ({method} {shown})", method=method, url=shown
                 ) from exc
 
-        return await self.run(method, route, url, once, creates_task=creates_task)
+        return await self.run(method, route, url, once, creates_task=creates_task, retry=retry)
 
     async def download(self, url: str, dest: Path) -> int:
         """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth."""

@@ -84,6 +84,9 @@ class JobFlow:
         self._on_event = on_event
         self._on_request = on_request
         self._inputs = InputReader()
+        # A 429 on a submission comes straight back here, where it pauses every submitter,
+        # instead of being waited out by this one submitter while the others keep sending.
+        self._submit_retry = attrs.evolve(client.config.retry, retry_rate_limited=False)
         self._seen: set[str] = set()
 
     def _emit(self, kind: BatchEventKind, job_id: str, **fields: object) -> None:
@@ -198,7 +201,9 @@ class JobFlow:
                     # records the task id, instead of abandoning a task it will be billed for.
                     with anyio.CancelScope(shield=True):
                         self._on_request("submit")
-                        task_id = await self._client.submit_instant_id(request)
+                        task_id = await self._client.submit_instant_id(
+                            request, retry=self._submit_retry
+                        )
                         # Nothing is awaited between the answer and this record (see _journal).
                         self._journal.record_submitted(job_id, task_id)
             except RateLimitError as exc:

@@ -22,6 +22,9 @@ _BACKOFF_BASE = 1.0
 _BACKOFF_MAX = 60.0
 
 
+_SPACING_MARGIN = 1.02
+
+
 class SubmitGate:
     """Admit one submission at a time under ``rate`` per second and any 429 pause in force."""
 
@@ -32,10 +35,12 @@ class SubmitGate:
             raise ConfigurationError("rate must be a number of submissions per second > 0")
         if rate is not None and not math.isfinite(rate):
             rate = None
-        # AsyncLimiter(max_rate, time_period): a burst of at most one second's worth.
-        self._limiter = (
-            None if rate is None else AsyncLimiter(max(1.0, rate), max(1.0, rate) / rate)
-        )
+        # One submission per 1/rate seconds, with no burst, and aimed 2% under the rate: a
+        # service that counts submissions over a sliding window (as the emulator does, and rate
+        # limits commonly do) then never sees one too many in any window, even when network
+        # jitter bunches a few arrivals together. A burst of a second's worth, the leaky bucket's
+        # default, would exceed such a window at once.
+        self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
         self._paused_until = 0.0
         self._consecutive_429 = 0
         self._rand = rand or random.Random()

@@ -87,6 +87,21 @@ async def test_429_on_submit_pauses_every_submitter_and_fails_nothing(
     assert stats.submissions == 6 and stats.duplicate_submissions == 0
 
 
+async def test_a_retrying_client_still_hands_submit_429s_to_the_shared_pause(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    # The client (3 attempts) would wait out a 429 for its one submission while the others kept
+    # sending; the runner asks it not to, and pauses every submitter instead.
+    emu.faults.script("submit", ["429:0.2", "429:0.2"])
+    events: list[BatchEvent] = []
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(4)]
+    summary = await BatchRunner(client, tmp_path / "out", on_event=events.append).run_all(jobs)
+    assert (summary.succeeded, summary.failed) == (4, 0)
+    retried = [e for e in events if e.kind is BatchEventKind.RETRIED]
+    assert [e.reason for e in retried] == ["RATE_LIMIT_EXCEEDED"] * 2
+    assert emu.stats().submissions == 4
+
+
 async def test_a_lost_submit_answer_is_recorded_not_resubmitted(
     emu: Emulator,
     single_try_client: NovitaClient,

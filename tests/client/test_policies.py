@@ -49,6 +49,16 @@ def test_retry_decision_table(
     assert got is expected
 
 
+@pytest.mark.parametrize(
+    ("status", "expected"), [(429, False), (500, True), (503, True), (408, True), (400, False)]
+)
+def test_a_policy_can_leave_429_to_its_caller(status: int, expected: bool) -> None:
+    # The batch runner pauses every submitter on a 429 itself: the client must hand it back.
+    policy = RetryPolicy(retry_rate_limited=False)
+    got = should_retry(policy, STATUS, attempt=1, status=status, creates_task=True)
+    assert got is expected
+
+
 @pytest.mark.parametrize("attempts", [1, 2, 3, 5])
 def test_retries_stop_after_the_configured_attempts(attempts: int) -> None:
     policy = RetryPolicy(attempts=attempts)
