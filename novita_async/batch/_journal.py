@@ -112,8 +112,10 @@ def _str_or_none(value: object) -> str | None:
 class Journal:
     """The journal of one output folder, loaded into memory and open for appending.
 
-    Memory: one small :class:`JobState` per job id ever recorded and one entry per distinct
-    uploaded content; never the jobs themselves or their images.
+    Memory: one small :class:`JobState` per job id the journal held when it was opened (what a
+    resume needs to decide), kept up to date during the run, and one entry per distinct uploaded
+    content. Jobs new to this run are written to the file but not kept in memory: each job id is
+    looked up once, when the job starts, so a fresh run of any size costs no memory per job here.
     """
 
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
@@ -122,7 +124,9 @@ class Journal:
         self.assets: dict[str, str] = {}
         self.jobs: dict[str, JobState] = {}
         self._fd: int | None = None
+        self._loading = True
         self._load()
+        self._loading = False
         self._open()
 
     # --- loading ------------------------------------------------------------------------------
@@ -142,6 +146,8 @@ class Journal:
         if not isinstance(job_id, str):
             return
         previous = self.jobs.get(job_id)
+        if previous is None and not self._loading:
+            return  # a job new to this run: its records are on disk, not needed in memory
         if kind == "validated":
             self.jobs[job_id] = JobState("validated", _str_or_none(record.get("fingerprint")))
         elif kind == "submitted":

@@ -202,7 +202,7 @@ class BatchRunner:
 
     def _finish(self, journal: Journal, results: ResultsFile) -> None:
         try:
-            results.rebuild(list(journal.ended_outcomes()))
+            results.merge(journal.ended_outcomes(), journal.jobs)
         finally:
             results.close()
             journal.close()

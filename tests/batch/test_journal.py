@@ -91,8 +91,25 @@ def test_a_retried_job_moves_to_the_end_with_its_last_state(tmp_path: Path) -> N
         journal.record_outcome(_failed("a"), "fp")
         journal.record_outcome(_ok("b"), "fp")
         journal.record_outcome(_ok("a", "t2"), "fp")
+    with Journal(path) as journal:
         ended = list(journal.ended_outcomes())
     assert [(o.job_id, o.status) for o in ended] == [("b", "succeeded"), ("a", "succeeded")]
+
+
+def test_a_run_keeps_in_memory_only_the_jobs_the_journal_held_when_opened(tmp_path: Path) -> None:
+    # Memory must not grow with the number of jobs a run adds: their records go to disk only.
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.record_outcome(_failed("old"), "fp")
+    with Journal(path) as journal:
+        for n in range(50):
+            journal.record_validated(f"new-{n}", "fp")
+            journal.record_submitted(f"new-{n}", f"task-{n}")
+            journal.record_outcome(_ok(f"new-{n}", f"task-{n}"), "fp")
+        journal.record_outcome(_ok("old", "t2"), "fp")  # a known job is kept up to date
+        assert list(journal.jobs) == ["old"] and journal.jobs["old"].phase == "succeeded"
+    with Journal(path) as journal:
+        assert len(journal.jobs) == 51  # all of it is on disk for the next run
 
 
 def test_results_rebuild_replaces_appended_duplicates(tmp_path: Path) -> None:
