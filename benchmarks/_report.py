@@ -19,6 +19,9 @@ from benchmarks._targets import (
 Result = dict[str, Any]
 
 
+ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all: a temp name in its folder, then ``os.replace``."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -87,6 +90,9 @@ def write_markdown(results: list[Result], path: Path) -> None:
         lines.append("")
     if checks := cross_checks(results):
         lines += ["## scale: memory from 10k to 100k jobs", "", *(c.line() for c in checks), ""]
+    if not (results and results[0].get("quick")) and ANALYSIS.is_file():
+        # The hand-written profile of the targets this package misses, kept beside the figures.
+        lines += ["", ANALYSIS.read_text().strip(), ""]
     write_text_atomic(path, "\n".join(lines))
 
 

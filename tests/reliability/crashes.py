@@ -209,9 +209,12 @@ class CrashRun:
     def _frozen(self, route: str, baseline: int) -> Callable[[], bool]:
         def frozen() -> bool:
             flying, submitted, _ = in_flight(journal_records(self.out))
-            held = self.emulator.stats()["in_flight"].get(route, 0) - baseline
+            stats = self.emulator.stats()["in_flight"]
+            held = stats.get(route, 0) - baseline
             full = len(flying) == self.concurrency or len(submitted) == self.jobs
-            return bool(flying) and held == len(flying) and full
+            # No POST may be on its way either: a kill then would land in the documented window.
+            posting = stats.get("submit", 0)
+            return bool(flying) and held == len(flying) and full and posting == 0
 
         return frozen
 
