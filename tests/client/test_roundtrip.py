@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiofiles
@@ -16,6 +18,7 @@ from novita_async import (
     Extra,
     InstantIDRequest,
     NovitaClient,
+    TaskResult,
     TaskStatus,
     ValidationError,
 )
@@ -122,8 +125,11 @@ async def test_upload_assets_keeps_order(client: NovitaClient, emu: Emulator) ->
     assert emu.stats().uploads == 6
 
 
-async def test_download_streams_without_holding_the_image(face_png: Path, tmp_path: Path) -> None:
-    size = 16 * 1024 * 1024
+@contextlib.asynccontextmanager
+async def big_image_task(
+    face_png: Path, size: int
+) -> AsyncIterator[tuple[Emulator, NovitaClient, TaskResult]]:
+    """An emulator serving images of ``size`` bytes, a client, and one finished task."""
     config = EmulatorConfig(seed=7, task_base_seconds=0.0, image_mode="tiny", image_size_bytes=size)
     async with (
         Emulator(config) as emu,
@@ -135,7 +141,12 @@ async def test_download_streams_without_holding_the_image(face_png: Path, tmp_pa
                 prompt="p", face_image_assets_ids=[asset], ref_image_assets_ids=[asset]
             )
         )
-        result = await client.wait_for_task(task_id, poll=FAST_POLL)
+        yield emu, client, await client.wait_for_task(task_id, poll=FAST_POLL)
+
+
+async def test_download_streams_without_holding_the_image(face_png: Path, tmp_path: Path) -> None:
+    size = 16 * 1024 * 1024
+    async with big_image_task(face_png, size) as (_, client, result):
         dest = tmp_path / "big.png"
         tracemalloc.start()
         try:
@@ -202,19 +213,7 @@ async def test_a_cancelled_large_download_leaves_no_partial_file(
     face_png: Path, tmp_path: Path
 ) -> None:
     # Larger than the in-memory buffer, so the body streams through a temporary file.
-    size = 3 * 1024 * 1024
-    config = EmulatorConfig(seed=7, task_base_seconds=0.0, image_mode="tiny", image_size_bytes=size)
-    async with (
-        Emulator(config) as emu,
-        NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as client,
-    ):
-        asset = await client.upload_asset(face_png)
-        task_id = await client.submit_instant_id(
-            InstantIDRequest(
-                prompt="p", face_image_assets_ids=[asset], ref_image_assets_ids=[asset]
-            )
-        )
-        result = await client.wait_for_task(task_id, poll=FAST_POLL)
+    async with big_image_task(face_png, 3 * 1024 * 1024) as (emu, client, result):
         emu.faults.set("image", bandwidth=2 * 1024 * 1024)  # about 1.5 s for the whole body
         out = tmp_path / "out"
         with anyio.CancelScope() as scope:
