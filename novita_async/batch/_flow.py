@@ -29,6 +29,7 @@ from ._journal import JobState, Journal
 from ._limits import SubmitGate
 from ._poller import Poller
 from ._results import ResultsFile
+from ._seen import SeenIds
 from ._summary import SummaryCounter
 from ._uploads import AssetUploader
 
@@ -87,7 +88,7 @@ class JobFlow:
         # A 429 on a submission comes straight back here, where it pauses every submitter,
         # instead of being waited out by this one submitter while the others keep sending.
         self._submit_retry = attrs.evolve(client.config.retry, retry_rate_limited=False)
-        self._seen: set[str] = set()
+        self._seen = SeenIds()
 
     def _emit(self, kind: BatchEventKind, job_id: str, **fields: object) -> None:
         if self._on_event is not None:  # no observer, no event to build
@@ -97,12 +98,11 @@ class JobFlow:
 
     async def process(self, job: Job) -> JobOutcome:
         self._emit(BatchEventKind.QUEUED, job.id)
-        if job.id in self._seen:
+        if not self._seen.add(job.id):
             error = JobInputError(
                 "DUPLICATE_JOB_ID", f"job id {job.id!r} appears twice in the input"
             )
             return self._end(_failed(job.id, error, None), None, record=False)
-        self._seen.add(job.id)
         prior = self._journal.jobs.get(job.id)
         rerun = prior is not None and prior.phase == "failed" and self._retry_failed
         try:
