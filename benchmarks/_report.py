@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from benchmarks._targets import (
     scenario_checks,
     scenario_notes,
 )
+from novita_async._atomic import write_atomically
 
 Result = dict[str, Any]
 
@@ -23,14 +24,8 @@ ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a temp name in its folder, then ``os.replace``."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    """Write ``path`` whole or not at all (the package's own temp-name-then-rename writer)."""
+    write_atomically(path, [text.encode("utf-8")], fsync=False)
 
 
 def load_results(folder: Path, names: list[str], *, quick: bool) -> list[Result]:
@@ -116,10 +111,9 @@ def write_plot(result: Result, path: Path) -> None:
     ax.set_title(f"{result['scenario']} (N={result['jobs']})")
     ax.legend()
     fig.tight_layout()
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    picture = io.BytesIO()
     try:
-        fig.savefig(temp, dpi=90, format="png")
-        os.replace(temp, path)
+        fig.savefig(picture, dpi=90, format="png")
     finally:
         plt.close(fig)
-        temp.unlink(missing_ok=True)
+    write_atomically(path, [picture.getvalue()], fsync=False)
