@@ -6,20 +6,41 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
-__all__ = ["temp_path_for", "write_atomically"]
+__all__ = ["remove_stale_temp_files", "temp_path_for", "write_atomically"]
 
 _temp_names = itertools.count()
 
 
-def temp_path_for(dest: Path) -> Path:
+def temp_path_for(dest: str | os.PathLike[str]) -> str:
     """A fresh hidden name next to ``dest``, so the final rename stays on one file system."""
-    return dest.with_name(f".{dest.name}.{os.getpid()}-{next(_temp_names)}.part")
+    # String work rather than pathlib: this runs for every image a batch writes.
+    folder, name = os.path.split(os.fspath(dest))
+    return os.path.join(folder, f".{name}.{os.getpid()}-{next(_temp_names)}.part")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
+    """Remove the temporary files (see :func:`temp_path_for`) a killed process left in ``folder``.
+
+    Only for a folder no other process is writing to (the batch runner holds its journal's lock).
+    Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return 0
+    with entries:
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".part") and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                    removed += 1
+    return removed
 
 
 def write_atomically(
-    dest: Path, chunks: Iterable[bytes | bytearray], *, fsync: bool = True
+    dest: str | os.PathLike[str], chunks: Iterable[bytes | bytearray], *, fsync: bool = True
 ) -> None:
     """Write ``chunks`` to ``dest`` via a temporary file and :func:`os.replace`.
 

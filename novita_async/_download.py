@@ -11,6 +11,7 @@ shorter than its ``Content-Length`` is an :class:`APIConnectionError`; an expire
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -139,8 +140,9 @@ def _check_image(head: bytes | bytearray, shown_url: str) -> None:
 
 def _write_small(dest: Path, data: bytearray) -> None:
     # The folder and the file together: one call, whether inline or in a worker thread.
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(dest, (data,), fsync=False)
+    path = os.fspath(dest)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_atomically(path, (data,), fsync=False)
 
 
 async def _stream_to_file(

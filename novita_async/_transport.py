@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +36,10 @@ from ._redact import redact_url, scrub
 from ._retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
 
 __all__ = ["AttemptFailed", "Transport"]
+
+# The event loop's clock (asyncio's is time.monotonic), read directly: anyio.current_time() looks
+# up the running async library on every call, and this runs several times per request.
+_now = time.monotonic
 
 logger = logging.getLogger("novita_async")
 
@@ -68,15 +73,23 @@ class _Call:
     hook: EventHook | None
     method: str
     route: str
-    url: str
+    raw_url: yarl.URL | str
     started: float
+    _shown_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL as logs and errors show it, redacted only when first needed."""
+        if self._shown_url is None:
+            self._shown_url = redact_url(self.raw_url)
+        return self._shown_url
 
     def event(self, kind: EventKind, attempt: int, **fields: Any) -> None:
         level = logging.INFO if kind is EventKind.RETRY else logging.DEBUG
         logged = logger.isEnabledFor(level)
         if self.hook is None and not logged:
             return  # the hot path of a quiet client: nobody is listening
-        elapsed = anyio.current_time() - self.started
+        elapsed = _now() - self.started
         if logged:
             extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
             logger.log(
@@ -174,7 +187,7 @@ class Transport:
         """Call ``once`` until it succeeds or the retry policy (``retry`` or the client's) gives
         up."""
         policy = retry or self._config.retry
-        call = _Call(self._on_event, method, route, redact_url(url), anyio.current_time())
+        call = _Call(self._on_event, method, route, url, _now())
         maybe_created = False
         attempt = 1
         while True:
@@ -225,7 +238,6 @@ class Transport:
     ) -> Any:
         """One API call answered with JSON, retried per policy; returns the decoded body."""
         secret = self._config.api_key
-        shown = redact_url(url)
         sent_headers = {"Accept": "application/json", **(headers or {})}
         if auth:
             sent_headers["Authorization"] = f"Bearer {secret}"
@@ -248,16 +260,23 @@ class Transport:
                     body = await response.read()
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
             except NETWORK_ERRORS as exc:
+                shown = redact_url(url)
                 error, kind = connection_failure(exc, method=method, url=shown, secret=secret)
                 raise AttemptFailed(error, kind) from exc
             if not 200 <= status < 300:
                 error = error_from_answer(
-                    status, body, method=method, url=shown, secret=secret, retry_after=retry_after
+                    status,
+                    body,
+                    method=method,
+                    url=redact_url(url),
+                    secret=secret,
+                    retry_after=retry_after,
                 )
                 raise AttemptFailed(error, FailureKind.STATUS)
             try:
                 return json.loads(body)
             except ValueError as exc:
+                shown = redact_url(url)
                 raise InvalidResponseError(
                     f"{status} answer is not JSON ({method} {shown})", method=method, url=shown
                 ) from exc

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from novita_async._atomic import write_atomically
+from novita_async._atomic import remove_stale_temp_files, write_atomically
 
 
 def test_a_written_file_has_the_permissions_of_any_new_file(tmp_path: Path) -> None:
@@ -34,3 +34,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path: Path)
         write_atomically(target, chunks())
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+
+
+def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / ".a_0.png.123-4.part").write_bytes(b"half an image")
+    (tmp_path / ".results.jsonl.123-5.part").write_bytes(b"half a line")
+    keep = ["a_0.png", "results.jsonl", ".novita-journal.jsonl", "notes.part"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".inputs.part").mkdir()  # a folder, even one named like a temporary file, stays
+
+    assert remove_stale_temp_files(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, ".inputs.part"])
+    assert remove_stale_temp_files(tmp_path / "missing") == 0

@@ -91,6 +91,6 @@ async def demo(ns: argparse.Namespace) -> int:
         return INTERRUPTED
     where = await anyio.Path(out).resolve()
     print(format_summary(summary))
-    print(f"images:  {where}/<job id>/0.png")
+    print(f"images:  {where}/<job id>_0.png")
     print(f"gallery: {where / gallery.name}  (open it in a browser)")
     return 0 if summary.failed == 0 else 1

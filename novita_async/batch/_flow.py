@@ -7,8 +7,11 @@ failed outcome; only cancellation propagates.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
@@ -18,9 +21,10 @@ from .._exceptions import (
     ImageURLExpiredError,
     InvalidResponseError,
     RateLimitError,
+    SubmitOutcomeUnknownError,
     TaskFailedError,
 )
-from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
+from .._models import Task, TaskResult, TaskStatus
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._inputs import InputReader, PreparedJob
@@ -42,6 +46,8 @@ MAX_URL_REFRESHES = 3
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
 RESUBMIT_REASONS = frozenset({"TASK_FAILED"})
+# Seconds a stopping run still waits for the answers of the POSTs it has in flight.
+STOP_GRACE = 10.0
 
 
 class _Failure(Exception):
@@ -66,13 +72,13 @@ class JobFlow:
         poller: Poller,
         gate: SubmitGate,
         posting: anyio.Semaphore,
-        in_flight: anyio.CapacityLimiter,
+        in_flight: anyio.Semaphore,
         retry_failed: bool,
         on_event: BatchEventHook | None,
         on_request: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._out = out_dir
+        self._out_s = os.fspath(out_dir)  # joined as a string per image: pathlib costs more
         self._journal = journal
         self._results = results
         self._counter = counter
@@ -89,6 +95,14 @@ class JobFlow:
         # instead of being waited out by this one submitter while the others keep sending.
         self._submit_retry = attrs.evolve(client.config.retry, retry_rate_limited=False)
         self._seen = SeenIds()
+        self._posts: set[anyio.CancelScope] = set()
+        self._stop_deadline = math.inf
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """The run is stopping: the POSTs in flight get ``grace`` more seconds to be answered."""
+        self._stop_deadline = min(self._stop_deadline, anyio.current_time() + grace)
+        for post in self._posts:
+            post.deadline = min(post.deadline, self._stop_deadline)
 
     def _emit(self, kind: BatchEventKind, job_id: str, **fields: object) -> None:
         if self._on_event is not None:  # no observer, no event to build
@@ -147,32 +161,30 @@ class JobFlow:
             self._counter.resumed += 1
             self._emit(BatchEventKind.RESUMED, job_id, task_id=task_id)
             try:
-                # Only a run that died mid-download leaves partial files, and its jobs resume.
-                await anyio.to_thread.run_sync(_sweep_partial_downloads, self._out / job_id)
                 return await self._follow(job_id, task_id, fingerprint)
             except _Failure as failure:
                 return self._fail(job_id, failure.error, failure.task_id, fingerprint)
 
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
-        self._journal.record_validated(job.id, fingerprint)
         try:
-            request = await self._request(job, prepared)
+            body = await self._request(job, prepared)
         except Exception as exc:
             return self._fail(job.id, exc, None, fingerprint)
         async with self._in_flight:
             try:
-                task_id = await self._submit(job.id, request)
+                task_id = await self._submit(job.id, body, fingerprint)
             except Exception as exc:
                 return self._fail(job.id, exc, None, fingerprint)
             try:
-                return await self._follow(job.id, task_id, fingerprint, request_cost(request))
+                return await self._follow(job.id, task_id, fingerprint, request_cost(job.request))
             except _Failure as failure:
                 return self._fail(job.id, failure.error, failure.task_id, fingerprint)
 
     # --- steps -----------------------------------------------------------------------------------
 
-    async def _request(self, job: Job, prepared: PreparedJob) -> InstantIDRequest:
+    async def _request(self, job: Job, prepared: PreparedJob) -> dict[str, Any]:
+        """The body to submit: the job's request with the uploaded inputs' asset ids."""
         faces = [await self._uploader.asset_id(image) for image in prepared.faces]
         refs = [await self._uploader.asset_id(image) for image in prepared.refs]
         kps = (
@@ -181,16 +193,14 @@ class JobFlow:
             else [await self._uploader.asset_id(image) for image in prepared.kps]
         )
         self._emit(BatchEventKind.UPLOADED, job.id)
-        request = attrs.evolve(
-            job.request,
-            face_image_assets_ids=faces,
-            ref_image_assets_ids=refs,
-            face_kps_assets_ids=kps,
-        )
-        request.check_submittable()
-        return request
+        # The request was validated when it was built and the inputs pair up (InputReader): only
+        # the ids are new, so they go straight into the body, not through a validated copy.
+        body = {**prepared.body, "face_image_assets_ids": faces, "ref_image_assets_ids": refs}
+        if kps is not None:
+            body["face_kps_assets_ids"] = kps
+        return body
 
-    async def _submit(self, job_id: str, request: InstantIDRequest) -> str:
+    async def _submit(self, job_id: str, body: dict[str, Any], fingerprint: str) -> str:
         rate_limited = 0
         while True:
             await self._gate.wait()
@@ -198,14 +208,26 @@ class JobFlow:
                 # Few POSTs in flight at once: each is a task a hard kill could leave unrecorded.
                 async with self._posting:
                     # Shielded: a cancelled run still reads the answer of a POST it sent and
-                    # records the task id, instead of abandoning a task it will be billed for.
-                    with anyio.CancelScope(shield=True):
-                        self._on_request("submit")
-                        task_id = await self._client.submit_instant_id(
-                            request, retry=self._submit_retry
+                    # records the task id, instead of abandoning a task it will be billed for;
+                    # but only for a grace period once the run stops (see stop()): an answer
+                    # that never comes must not hold the stop for ever.
+                    with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
+                        self._posts.add(post)
+                        try:
+                            self._on_request("submit")
+                            task_id = await self._client._submit_body(
+                                body, retry=self._submit_retry
+                            )
+                            # Nothing is awaited between the answer and this record (_journal).
+                            self._journal.record_submitted(job_id, task_id, fingerprint)
+                        finally:
+                            self._posts.discard(post)
+                    if post.cancelled_caught:
+                        raise SubmitOutcomeUnknownError(
+                            "the run stopped before the submission was answered; a task may "
+                            "exist and be billed: look for it before submitting again",
+                            method="POST",
                         )
-                        # Nothing is awaited between the answer and this record (see _journal).
-                        self._journal.record_submitted(job_id, task_id)
             except RateLimitError as exc:
                 rate_limited += 1
                 if rate_limited > MAX_RATE_LIMITED_SUBMITS:
@@ -263,10 +285,11 @@ class JobFlow:
         while len(files) < count:
             index = len(files)
             image = result.images[index]
-            name = f"{index}.{_extension(image)}"
+            # One folder for every image (no folder per job): the job id names the file.
+            name = f"{job_id}_{index}.{_extension(image)}"
             try:
                 self._on_request("image")
-                await self._client.download_image(image, self._out / job_id / name)
+                await self._client.download_image(image, os.path.join(self._out_s, name))
             except ImageURLExpiredError as exc:
                 if refreshes >= MAX_URL_REFRESHES:
                     raise
@@ -279,7 +302,7 @@ class JobFlow:
                         f"task {task_id} answered {len(result.images)} images, then {count}"
                     ) from exc
                 continue
-            files.append(f"{job_id}/{name}")
+            files.append(name)
             self._counter.images += 1
         return files, result
 
@@ -314,14 +337,6 @@ class JobFlow:
                 replayed=outcome.replayed,
             )
         return outcome
-
-
-def _sweep_partial_downloads(folder: Path) -> None:
-    # A process killed mid-download (kill -9) leaves the client's ``.<name>.<hex>.part`` files;
-    # the folder is this job's alone and the journal lock keeps other runs out.
-    if folder.is_dir():
-        for partial in folder.glob(".*.part"):
-            partial.unlink(missing_ok=True)
 
 
 def _failed(job_id: str, error: BaseException, task_id: str | None) -> JobOutcome:

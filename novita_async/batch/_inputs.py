@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
+from typing import Any
 
 import anyio
 import attrs
@@ -38,6 +39,8 @@ class PreparedJob:
     refs: tuple[PreparedImage, ...]
     kps: tuple[PreparedImage, ...] | None
     fingerprint: str
+    body: dict[str, Any] = attrs.field(eq=False, repr=False)
+    """The request's JSON body without the asset ids, which the runner fills in after upload."""
 
     def all_images(self) -> tuple[PreparedImage, ...]:
         return self.faces + self.refs + (self.kps or ())
@@ -69,7 +72,10 @@ class InputReader:
         n_faces, n_refs = len(job.face_images), len(job.ref_images)
         faces, refs = images[:n_faces], images[n_faces : n_faces + n_refs]
         kps = None if job.face_kps_images is None else images[n_faces + n_refs :]
-        return PreparedJob(faces, refs, kps, fingerprint(job, faces, refs, kps))
+        body = unstructure_request(job.request)
+        for filled_by_the_runner in ASSET_FIELDS:
+            body.pop(filled_by_the_runner, None)
+        return PreparedJob(faces, refs, kps, fingerprint(body, faces, refs, kps), body)
 
     async def images(self, sources: tuple[ImageSource, ...]) -> tuple[PreparedImage, ...]:
         """Identify each source by content hash and image type, in order."""
@@ -149,16 +155,14 @@ ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_asset
 
 
 def fingerprint(
-    job: Job,
+    body: dict[str, Any],
     faces: tuple[PreparedImage, ...],
     refs: tuple[PreparedImage, ...],
     kps: tuple[PreparedImage, ...] | None,
 ) -> str:
-    request = unstructure_request(job.request)
-    for filled_by_the_runner in ASSET_FIELDS:
-        request.pop(filled_by_the_runner, None)
+    """A hash of the request body (asset ids left out) and of every input's content."""
     described = {
-        "request": request,
+        "request": body,
         "face_images": [i.sha256 for i in faces],
         "ref_images": [i.sha256 for i in refs],
         "face_kps_images": None if kps is None else [i.sha256 for i in kps],

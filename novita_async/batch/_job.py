@@ -130,7 +130,7 @@ class JobInputError(NovitaError, ValueError):
 
 
 def check_job_id(job_id: str) -> None:
-    """Raise :class:`JobInputError` unless ``job_id`` names one folder directly inside OUT."""
+    """Raise :class:`JobInputError` unless ``job_id`` can name files directly inside OUT."""
     problem = ""
     if not job_id:
         problem = "is empty"

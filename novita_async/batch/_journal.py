@@ -3,8 +3,7 @@
 Records (``"t"`` is a Unix timestamp on each)::
 
     {"type": "asset", "sha256", "asset_id"}                 an input content was uploaded
-    {"type": "validated", "id", "fingerprint"}              a job's inputs were read and checked
-    {"type": "submitted", "id", "task_id"}                  the POST answered with a task id
+    {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
     {"type": "succeeded", "id", "task_id", "seed", "files"} every image is on disk
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}}
 
@@ -25,6 +24,8 @@ hard kill costs at most that many duplicate tasks, whatever the run's concurrenc
 its answer is recorded.
 
 The journal is locked (``flock``) while a run holds it, so two runs cannot share an output folder.
+Journals written before ``submitted`` carried the fingerprint have a ``validated`` record (id and
+fingerprint) before it; they load as they are.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["JOURNAL_NAME", "JobState", "Journal", "open_journal", "read_records"]
 
 JOURNAL_NAME = ".novita-journal.jsonl"
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per line
 
 JobPhase: TypeAlias = Literal["validated", "submitted", "succeeded", "failed"]
 
@@ -153,7 +156,8 @@ class Journal:
         elif kind == "submitted":
             self.jobs[job_id] = JobState(
                 "submitted",
-                previous.fingerprint if previous else None,
+                _str_or_none(record.get("fingerprint"))
+                or (previous.fingerprint if previous else None),
                 task_id=_str_or_none(record.get("task_id")),
             )
         elif kind in ("succeeded", "failed"):
@@ -225,7 +229,7 @@ class Journal:
         if self._fd is None:
             raise RuntimeError("the journal is closed")
         record["t"] = round(time.time(), 3)
-        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        data = (_ENCODER.encode(record) + "\n").encode()
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
@@ -238,11 +242,9 @@ class Journal:
         if self.assets.get(sha256) != asset_id:
             self._append({"type": "asset", "sha256": sha256, "asset_id": asset_id})
 
-    def record_validated(self, job_id: str, fingerprint: str) -> None:
-        self._append({"type": "validated", "id": job_id, "fingerprint": fingerprint})
-
-    def record_submitted(self, job_id: str, task_id: str) -> None:
-        self._append({"type": "submitted", "id": job_id, "task_id": task_id})
+    def record_submitted(self, job_id: str, task_id: str, fingerprint: str | None) -> None:
+        record = {"type": "submitted", "id": job_id, "task_id": task_id, "fingerprint": fingerprint}
+        self._append(record)
 
     def record_outcome(self, outcome: JobOutcome, fingerprint: str | None) -> None:
         record: dict[str, Any] = {

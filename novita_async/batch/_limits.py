@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 from .._exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
+
 __all__ = ["SubmitGate"]
+
+
+def _limiter(period: float) -> AsyncLimiter:
+    # Imported when a rate is set: aiolimiter reads its own package metadata on import, which
+    # costs a run without a rate limit more start-up time than anything else it imports.
+    from aiolimiter import AsyncLimiter
+
+    return AsyncLimiter(1, period)
+
 
 _BACKOFF_BASE = 1.0
 _BACKOFF_MAX = 60.0
@@ -40,7 +52,7 @@ class SubmitGate:
         # limits commonly do) then never sees one too many in any window, even when network
         # jitter bunches a few arrivals together. A burst of a second's worth, the leaky bucket's
         # default, would exceed such a window at once.
-        self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
+        self._limiter = None if rate is None else _limiter(_SPACING_MARGIN / rate)
         self._paused_until = 0.0
         self._consecutive_429 = 0
         self._rand = rand or random.Random()
@@ -53,12 +65,14 @@ class SubmitGate:
     async def wait(self) -> None:
         """Return when one submission may be sent now."""
         while True:
-            pause = self.paused_for
+            # _paused_until stays 0 until the first 429: no clock to read on the common path.
+            pause = self.paused_for if self._paused_until else 0.0
             if pause > 0:
                 await anyio.sleep(pause)
                 continue  # the pause may have been extended meanwhile
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            if self._limiter is None:
+                return
+            await self._limiter.acquire()
             # A 429 may have closed the gate while this submitter waited for the rate limiter.
             if self.paused_for == 0.0:
                 return

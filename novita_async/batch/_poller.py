@@ -1,12 +1,14 @@
 """The one polling loop over every task in flight.
 
 Tasks wait in a heap keyed by their next poll time. A single loop task pops whichever is due,
-starts its ``GET`` (at most ``max_concurrent`` at once, a semaphore), and puts it back with the
-delay :class:`~novita_async._polling.PollPolicy` picks from the answer's ``eta`` and
-``progress_percent``. The first poll is timed by :class:`~._durations.DurationModel` from the
-tasks that already finished, so that most tasks need a single poll; before it knows a task's kind,
-the first poll is immediate and the answer's ``eta`` times the second. Job tasks do not poll; they
-await :meth:`Poller.wait`.
+takes one of ``max_concurrent`` poll slots (a semaphore) for it and hands it its turn: the job task
+waiting in :meth:`Poller.wait` then sends the ``GET`` itself, gives the slot back, and either has
+its answer or is put back in the heap with the delay :class:`~novita_async._polling.PollPolicy`
+picks from the answer's ``eta`` and ``progress_percent``. The poll runs in the job's own task, so
+cancelling the job cancels its poll, and no task is spawned per poll. The first poll is timed by
+:class:`~._durations.DurationModel` from the tasks that already finished, so that most tasks need a
+single poll; before it knows a task's kind, the first poll is immediate and the answer's ``eta``
+times the second.
 
 Errors a poll can ride out (connection errors, 5xx, 429 that outlasted the client's own retries)
 put the task back with a growing delay; after ``max_errors`` of them in a row, or any other error
@@ -17,10 +19,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 
 import anyio
-import anyio.abc
 
 from .._client import NovitaClient
 from .._exceptions import (
@@ -35,6 +37,10 @@ from ._durations import DurationModel, server_seconds
 
 __all__ = ["Poller"]
 
+# The event loop's clock (asyncio's is time.monotonic), read directly: anyio.current_time() looks
+# up the running async library on every call, and this runs several times per request.
+_now = time.monotonic
+
 _TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
 
 ProgressCallback = Callable[[Task], None]
@@ -45,16 +51,15 @@ class _Entry:
         "abandoned",
         "cost",
         "deadline",
-        "done",
-        "error",
         "errors",
         "expected_end",
+        "granted",
         "last_task",
         "on_progress",
         "polls",
-        "result",
         "started",
         "task_id",
+        "turn",
     )
 
     def __init__(
@@ -71,9 +76,8 @@ class _Entry:
         self.on_progress = on_progress
         self.started = started
         self.deadline = deadline
-        self.done = anyio.Event()
-        self.result: TaskResult | None = None
-        self.error: BaseException | None = None
+        self.turn = anyio.Event()  # set by the loop when this task may poll
+        self.granted = False  # the loop took a poll slot for this task, not yet given back
         self.polls = 0
         self.errors = 0
         self.abandoned = False
@@ -93,7 +97,7 @@ class Poller:
     ) -> None:
         self._client = client
         self._policy = policy
-        self._gets = anyio.Semaphore(max_concurrent)
+        self._gets = anyio.Semaphore(max_concurrent, fast_acquire=True)
         self._task_timeout = task_timeout
         self._on_request = on_request
         self._max_errors = max_errors
@@ -114,42 +118,53 @@ class Poller:
         ``cost`` (see :func:`~._durations.request_cost`) lets the first poll wait for the task's
         predicted end; without it, or before any task of that kind finished, it is immediate.
         """
-        now = anyio.current_time()
+        now = _now()
         deadline = None if self._task_timeout is None else now + self._task_timeout
         entry = _Entry(task_id, on_progress, now, deadline, cost)
         predicted = None if cost is None else self._durations.predict(cost)
         self._schedule(entry, now + (predicted or 0.0))
         try:
-            await entry.done.wait()
+            while True:
+                await entry.turn.wait()
+                try:
+                    result = await self._poll(entry)
+                finally:
+                    entry.granted = False
+                    self._gets.release()
+                if result is not None:
+                    return result
         finally:
             entry.abandoned = True  # a cancelled waiter: the loop drops the entry
-        if entry.error is not None:
-            raise entry.error
-        assert entry.result is not None
-        return entry.result
+            if entry.granted:  # cancelled between being given its turn and taking it
+                entry.granted = False
+                self._gets.release()
 
     def _schedule(self, entry: _Entry, when: float) -> None:
         if entry.deadline is not None:
             when = min(when, entry.deadline)
+        entry.turn = anyio.Event()
         heapq.heappush(self._heap, (when, next(self._order), entry))
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Poll forever; cancel the enclosing scope to stop."""
-        async with anyio.create_task_group() as polls:
-            while True:
-                if not self._heap:
-                    await self._sleep_until(None)
-                    continue
-                due = self._heap[0][0]
-                if due > anyio.current_time():
-                    await self._sleep_until(due)
-                    continue
-                _, _, entry = heapq.heappop(self._heap)
-                if entry.abandoned:
-                    continue
-                await self._gets.acquire()
-                polls.start_soon(self._poll, entry)
+        """Hand out turns to poll, forever; cancel the enclosing scope to stop."""
+        while True:
+            if not self._heap:
+                await self._sleep_until(None)
+                continue
+            due = self._heap[0][0]
+            if due > _now():
+                await self._sleep_until(due)
+                continue
+            _, _, entry = heapq.heappop(self._heap)
+            if entry.abandoned:
+                continue
+            await self._gets.acquire()
+            if entry.abandoned:  # its waiter left while the loop waited for a slot
+                self._gets.release()
+                continue
+            entry.granted = True
+            entry.turn.set()
 
     async def _sleep_until(self, due: float | None) -> None:
         # Woken early when a task is scheduled, which may be due sooner than ``due``.
@@ -157,45 +172,37 @@ class Poller:
         if due is None:
             await self._wakeup.wait()
         else:
-            with anyio.move_on_after(due - anyio.current_time()):
+            with anyio.move_on_after(due - _now()):
                 await self._wakeup.wait()
 
-    async def _poll(self, entry: _Entry) -> None:
+    async def _poll(self, entry: _Entry) -> TaskResult | None:
+        """One poll: the final result, an error raised, or None with the task rescheduled."""
+        entry.polls += 1
+        self._on_request("result")
         try:
-            entry.polls += 1
-            self._on_request("result")
-            try:
-                result = await self._client.get_task_result(entry.task_id)
-            except _TRANSIENT as exc:
-                entry.errors += 1
-                if entry.errors >= self._max_errors:
-                    self._finish(entry, error=exc)
-                elif not self._timed_out(entry, exc):
-                    delay = self._policy.next_delay(
-                        None, polls=entry.errors, elapsed=self._elapsed(entry)
-                    )
-                    self._schedule(entry, anyio.current_time() + delay)
-                return
-            except Exception as exc:
-                self._finish(entry, error=exc)
-                return
-            entry.errors = 0
-            entry.last_task = result.task
-            if result.status.is_final:
-                self._learn(entry, result)
-                self._finish(entry, result=result)
-                return
-            if result.task.eta is not None and result.task.eta > 0:
-                entry.expected_end = self._elapsed(entry) + result.task.eta
-            entry.on_progress(result.task)
-            if self._timed_out(entry, None):
-                return
-            delay = self._policy.next_delay(
-                result.task, polls=entry.polls, elapsed=self._elapsed(entry)
-            )
-            self._schedule(entry, anyio.current_time() + delay)
-        finally:
-            self._gets.release()
+            result = await self._client.get_task_result(entry.task_id)
+        except _TRANSIENT as exc:
+            entry.errors += 1
+            if entry.errors >= self._max_errors:
+                raise
+            self._check_deadline(entry, exc)
+            delay = self._policy.next_delay(None, polls=entry.errors, elapsed=self._elapsed(entry))
+            self._schedule(entry, _now() + delay)
+            return None
+        entry.errors = 0
+        entry.last_task = result.task
+        if result.status.is_final:
+            self._learn(entry, result)
+            return result
+        if result.task.eta is not None and result.task.eta > 0:
+            entry.expected_end = self._elapsed(entry) + result.task.eta
+        entry.on_progress(result.task)
+        self._check_deadline(entry, None)
+        delay = self._policy.next_delay(
+            result.task, polls=entry.polls, elapsed=self._elapsed(entry)
+        )
+        self._schedule(entry, _now() + delay)
+        return None
 
     def _learn(self, entry: _Entry, result: TaskResult) -> None:
         if entry.cost is None or result.status is not TaskStatus.SUCCEED:
@@ -210,24 +217,11 @@ class Poller:
         self._durations.observe(entry.cost, seconds)
 
     def _elapsed(self, entry: _Entry) -> float:
-        return anyio.current_time() - entry.started
+        return _now() - entry.started
 
-    def _timed_out(self, entry: _Entry, cause: BaseException | None) -> bool:
+    def _check_deadline(self, entry: _Entry, cause: BaseException | None) -> None:
         # The last poll is scheduled at the deadline itself, so a task is asked once more first.
-        if entry.deadline is None or anyio.current_time() < entry.deadline:
-            return False
+        if entry.deadline is None or _now() < entry.deadline:
+            return
         last = entry.last_task.status.value if entry.last_task is not None else ""
-        error = TaskTimeoutError(entry.task_id, self._elapsed(entry), last)
-        error.__cause__ = cause
-        self._finish(entry, error=error)
-        return True
-
-    def _finish(
-        self,
-        entry: _Entry,
-        *,
-        result: TaskResult | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        entry.result, entry.error = result, error
-        entry.done.set()
+        raise TaskTimeoutError(entry.task_id, self._elapsed(entry), last) from cause

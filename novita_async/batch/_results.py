@@ -13,11 +13,9 @@ ended.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import os
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
 from .._atomic import write_atomically
@@ -28,8 +26,11 @@ __all__ = ["RESULTS_NAME", "ResultsFile", "result_line"]
 RESULTS_NAME = "results.jsonl"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps builds one per call
+
+
 def result_line(outcome: JobOutcome) -> bytes:
-    return (json.dumps(outcome.to_result_line(), ensure_ascii=False) + "\n").encode()
+    return (_ENCODER.encode(outcome.to_result_line()) + "\n").encode()
 
 
 class ResultsFile:
@@ -47,22 +48,53 @@ class ResultsFile:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def merge(self, outcomes: Iterable[JobOutcome], known: Container[str]) -> None:
-        """Replace the lines of the ``known`` jobs with ``outcomes``, keep every other line.
+        """Bring the lines of the ``known`` jobs up to date with ``outcomes``, in place.
 
         At the end of a run the journal holds only the jobs it knew before the run (see
-        :class:`~._journal.Journal`); the lines this run appended for new jobs are kept as they
-        are, streamed from the file, so memory does not grow with the size of the run.
+        :class:`~._journal.Journal`), whose ended ``outcomes`` it gives here; the lines this run
+        appended for new jobs are kept as they are, streamed from the file, so memory does not
+        grow with the size of the run. A known job keeps the place of its last line, which is
+        where the journal orders it too (by when it last ended): a later run that only replays
+        the journal writes the very same file.
         """
+        if not known:
+            # A run that began with no jobs known: its lines are exactly the ones it appended.
+            return
+        final = {outcome.job_id: outcome for outcome in outcomes}
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            try:
-                existing: Iterable[bytes] = stack.enter_context(self.path.open("rb"))
-            except FileNotFoundError:
-                existing = ()
-            others = (line for line in existing if _new_job_line(line, known))
-            write_atomically(self.path, itertools.chain(map(result_line, outcomes), others))
+        lines_left = dict.fromkeys(final, 0)
+        for job_id, _ in self._lines():
+            if job_id in lines_left:
+                lines_left[job_id] += 1
+
+        missing = [job_id for job_id, count in lines_left.items() if count == 0]
+
+        def merged() -> Iterator[bytes]:
+            for job_id, line in self._lines():
+                if job_id is None or (job_id in known and job_id not in final):
+                    continue  # torn or unreadable, or a job that has not ended after all
+                if job_id not in final:
+                    yield line
+                    continue
+                lines_left[job_id] -= 1
+                if lines_left[job_id] == 0:  # its last line: the journal's word, in its place
+                    yield result_line(final[job_id])
+            for job_id in missing:  # no line at all (the file was lost): at the end
+                yield result_line(final[job_id])
+
+        write_atomically(self.path, merged())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _lines(self) -> Iterator[tuple[str | None, bytes]]:
+        """Each line of the file with its job id (None for a torn or unreadable line)."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            for line in handle:
+                yield _job_id(line), line
 
     def append(self, outcome: JobOutcome) -> None:
         if self._fd is None:
@@ -77,11 +109,11 @@ class ResultsFile:
             os.close(fd)
 
 
-def _new_job_line(line: bytes, known: Container[str]) -> bool:
+def _job_id(line: bytes) -> str | None:
     if not line.endswith(b"\n"):
-        return False  # torn by a crash: the job's state is in the journal
+        return None  # torn by a crash: the job's state is in the journal
     try:
         job_id = json.loads(line).get("id")
     except (ValueError, AttributeError):
-        return False
-    return isinstance(job_id, str) and job_id not in known
+        return None
+    return job_id if isinstance(job_id, str) else None

@@ -5,7 +5,8 @@ Shape of a run (every task has an owner that awaits it)::
     run()                       asynccontextmanager: opens journal + results, owns the task group
     └── _drive                  closes the outcome stream when done
         ├── Poller.run          the one polling loop
-        └── job tasks           one per job read, at most concurrency + upload_concurrency at once
+        └── workers             concurrency + upload_concurrency tasks, each taking one job at
+            │                   a time from the input (read lazily, under a lock)
             └── JobFlow.process check -> upload -> submit -> follow -> download -> record
 
 Bounds: ``concurrency`` tasks in flight (held from submission until the job ends);
@@ -29,11 +30,12 @@ from pathlib import Path
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._atomic import remove_stale_temp_files
 from .._client import NovitaClient
 from .._exceptions import ConfigurationError
 from .._polling import PollPolicy
 from ._events import BatchEventHook
-from ._flow import JobFlow
+from ._flow import STOP_GRACE, JobFlow
 from ._job import Job, JobOutcome
 from ._journal import JOURNAL_NAME, Journal
 from ._limits import SubmitGate
@@ -59,10 +61,10 @@ def _count(name: str, value: object, minimum: int = 1) -> int:
 class BatchRunner:
     """Run many InstantID jobs with one :class:`NovitaClient`.
 
-    ``out_dir`` receives ``<job id>/<n>.<ext>`` images (``n`` the image's index in the task's
+    ``out_dir`` receives ``<job id>_<n>.<ext>`` images (``n`` the image's index in the task's
     answer, ``ext`` its ``image_type`` as the service names it: ``png``, ``jpeg`` or ``webp``, as
-    :meth:`NovitaClient.download_images` names them), ``results.jsonl`` and, unless
-    ``journal_path`` says otherwise, the journal ``.novita-journal.jsonl``.
+    :meth:`NovitaClient.download_images` names them), all in the one folder, ``results.jsonl``
+    and, unless ``journal_path`` says otherwise, the journal ``.novita-journal.jsonl``.
 
     Rerunning with the same output folder resumes: ended jobs are replayed from the journal (their
     outcomes are yielded again with ``replayed=True``), submitted tasks are followed again (never
@@ -79,7 +81,10 @@ class BatchRunner:
     when this run began following it (None: no limit). ``journal_fsync``: fsync each journal
     record (survives power loss, not just a killed process; slower). ``submit_concurrency``:
     submissions sent at once, which bounds what one hard kill can cost (see the journal's note on
-    the double-submission window).
+    the double-submission window). ``stop_grace``: seconds a stopping run (cancelled, or its
+    ``async with`` left) still waits for the answers of submissions in flight; one still
+    unanswered then fails as ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), which a rerun does not
+    submit again unless ``retry_failed``.
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class BatchRunner:
         task_timeout: float | None = None,
         journal_fsync: bool = False,
         submit_concurrency: int = 8,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.client = client
         self.out_dir = Path(out_dir)
@@ -117,6 +123,10 @@ class BatchRunner:
         self.on_event = on_event
         self.poll = poll or BATCH_POLL_POLICY
         self.journal_fsync = journal_fsync
+        grace_ok = isinstance(stop_grace, int | float) and not isinstance(stop_grace, bool)
+        if not grace_ok or stop_grace < 0:
+            raise ConfigurationError("stop_grace must be a number of seconds >= 0")
+        self.stop_grace = float(stop_grace)
         self._gate = SubmitGate(rate)  # validates rate now rather than at run time
         self._counter = SummaryCounter()
         self._running = False
@@ -168,7 +178,14 @@ class BatchRunner:
                 lambda: Journal(self.journal_path, fsync=self.journal_fsync)
             )
         try:
-            await anyio.to_thread.run_sync(results.rebuild, list(journal.ended_outcomes()))
+
+            def prepare() -> None:
+                # A run killed mid-download (kill -9) left partial files; the lock keeps other
+                # runs out of this folder, so every temporary file in it is stale.
+                remove_stale_temp_files(self.out_dir)
+                results.rebuild(list(journal.ended_outcomes()))
+
+            await anyio.to_thread.run_sync(prepare)
             yield journal, results
         finally:
             with anyio.CancelScope(shield=True):
@@ -232,8 +249,8 @@ class BatchRunner:
             uploader=uploader,
             poller=poller,
             gate=self._gate,
-            posting=anyio.Semaphore(self.submit_concurrency),
-            in_flight=anyio.CapacityLimiter(self.concurrency),
+            posting=anyio.Semaphore(self.submit_concurrency, fast_acquire=True),
+            in_flight=anyio.Semaphore(self.concurrency, fast_acquire=True),
             retry_failed=self.retry_failed,
             on_event=self.on_event,
             on_request=on_request,
@@ -249,32 +266,47 @@ class BatchRunner:
     ) -> bool:
         """Run every job; return False if stopped early (fail_fast)."""
         stopped = False
+        exhausted = False
+        # One lock around the source: an async generator cannot be advanced by two tasks at once.
+        reading = anyio.Lock(fast_acquire=True)
         async with send, anyio.create_task_group() as everything:
             everything.start_soon(poller.run)
-            read_ahead = anyio.Semaphore(self.concurrency + self.upload_concurrency)
 
-            async def job_task(job: Job) -> None:
-                nonlocal stopped
+            async def bound_the_stop() -> None:
+                # Cancelled when the run stops (or ends): from then on, the submissions in
+                # flight (shielded) get a bounded grace.
                 try:
+                    await anyio.sleep_forever()
+                finally:
+                    flow.stop(self.stop_grace)
+
+            everything.start_soon(bound_the_stop)
+
+            async def worker(source: AsyncIterator[Job]) -> None:
+                nonlocal stopped, exhausted
+                while True:
+                    async with reading:
+                        if exhausted:
+                            return
+                        try:
+                            job = await anext(source)
+                        except StopAsyncIteration:
+                            exhausted = True
+                            return
+                    if not isinstance(job, Job):
+                        raise TypeError(f"BatchRunner.run takes Job objects, got {job!r}")
                     outcome = await flow.process(job)
                     await send.send(outcome)
                     if self.fail_fast and outcome.status == "failed" and not outcome.replayed:
                         stopped = True
                         everything.cancel_scope.cancel()
-                finally:
-                    read_ahead.release()
 
-            async with _closing(jobs) as source, anyio.create_task_group() as job_tasks:
-                while True:
-                    await read_ahead.acquire()
-                    try:
-                        job = await anext(source)
-                    except StopAsyncIteration:
-                        read_ahead.release()
-                        break
-                    if not isinstance(job, Job):
-                        raise TypeError(f"BatchRunner.run takes Job objects, got {job!r}")
-                    job_tasks.start_soon(job_task, job)
+            # A fixed set of workers, each holding one job from its reading to its outcome's
+            # delivery: the jobs read ahead are bounded by their number, and a batch of any size
+            # costs that many task spawns rather than one per job.
+            async with _closing(jobs) as source, anyio.create_task_group() as workers:
+                for _ in range(self.concurrency + self.upload_concurrency):
+                    workers.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller
         return not stopped
 

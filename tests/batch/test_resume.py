@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import pytest
 
-from novita_async import NovitaClient
+from novita_async import ConfigurationError, NovitaClient
 from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job, JobOutcome
 from novita_async.emulator import Emulator
 
@@ -55,6 +56,25 @@ async def submitted_then_cancel(
                     seen.append(outcome)
     assert scope.cancelled_caught
     return seen
+
+
+async def test_a_rerun_removes_the_partial_files_a_killed_run_left(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    # What kill -9 mid-download and mid-rewrite leaves: the client's temporary names.
+    stale = [out / ".j0_0.png.4242-7.part", out / ".results.jsonl.4242-8.part"]
+    for path in stale:
+        path.write_bytes(b"half")
+    summary = await BatchRunner(client, out).run_all([make_job("j0", images(1), images(2))])
+    assert summary.succeeded == 1
+    assert stray_files(out) == []
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".novita-journal.jsonl",
+        "j0_0.png",
+        "results.jsonl",
+    ]
 
 
 async def test_a_cancelled_run_resumes_without_submitting_twice(
@@ -203,7 +223,7 @@ async def test_summary_reports_requests_per_task(
     journal = (tmp_path / "out" / ".novita-journal.jsonl").read_text()
     assert emu.api_key not in journal
     assert emu.api_key not in (tmp_path / "out" / "results.jsonl").read_text()
-    assert json.loads(journal.splitlines()[0])["type"] in ("validated", "asset")
+    assert json.loads(journal.splitlines()[0])["type"] in ("submitted", "asset")
 
 
 async def test_a_rerun_replays_refused_jobs_without_recording_them_again(
@@ -218,3 +238,41 @@ async def test_a_rerun_replays_refused_jobs_without_recording_them_again(
     assert (again.replayed, again.failed, again.succeeded) == (2, 1, 1)
     assert journal.read_bytes() == recorded
     assert len(read_results(out)) == 2
+
+
+async def test_a_stopping_run_waits_for_unanswered_submissions_only_its_grace(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
+    emu.faults.hold("submit")  # parked before the emulator creates a task: no answer comes
+    runner = BatchRunner(client, out, concurrency=3, stop_grace=0)
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_once_all_are_parked() -> None:
+                await emu.wait_in_flight("submit", 3)
+                scope.cancel()
+
+            tg.start_soon(stop_once_all_are_parked)
+            await runner.run_all(jobs)
+    assert scope.cancelled_caught
+    emu.faults.release("submit")
+    records = [
+        json.loads(line) for line in (out / ".novita-journal.jsonl").read_text().splitlines()
+    ]
+    failed = [r for r in records if r["type"] == "failed"]
+    assert sorted(r["id"] for r in failed) == ["j0", "j1", "j2"]
+    assert {r["error"]["reason"] for r in failed} == {"SUBMIT_OUTCOME_UNKNOWN"}
+    assert all(r["task_id"] is None for r in failed)
+
+    # Not resubmitted unless asked: a task may exist for each.
+    again = await BatchRunner(client, out).run_all(jobs)
+    assert (again.replayed, again.failed, again.submitted) == (3, 3, 0)
+    retried = await BatchRunner(client, out, retry_failed=True).run_all(jobs)
+    assert (retried.succeeded, retried.submitted) == (3, 3)
+
+
+async def test_stop_grace_must_be_a_number_of_seconds(client: NovitaClient, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="stop_grace"):
+        BatchRunner(client, tmp_path, stop_grace=-1)

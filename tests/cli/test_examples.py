@@ -32,4 +32,4 @@ def test_example_runs_against_the_emulator(name: str, expected: str, tmp_path: P
     assert expected in done.stdout
     assert "Traceback" not in done.stderr
     if args:  # each image was post-processed as it landed
-        assert len(list(out.glob("p*/0-thumb.png"))) == 6
+        assert len(list(out.glob("p*_0-thumb.png"))) == 6

@@ -75,8 +75,8 @@ def test_run_succeeds_writes_images_gallery_and_resumes_without_resubmitting(
     records = results(out)
     assert set(records) == {"one", "two", "3", "4"}
     assert all(r["status"] == "succeeded" and r["task_id"] for r in records.values())
-    assert records["two"]["files"] == ["two/0.png", "two/1.png"]
-    assert records["4"]["files"] == ["4/0.jpeg"]
+    assert records["two"]["files"] == ["two_0.png", "two_1.png"]
+    assert records["4"]["files"] == ["4_0.jpeg"]
     for record in records.values():
         for name in record["files"]:
             with Image.open(out / name) as image:

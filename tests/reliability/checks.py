@@ -135,8 +135,9 @@ def results_problems(out: Path, job_ids: Iterable[str]) -> list[str]:
 def tree_problems(
     out: Path, rows: list[dict[str, Any]], expected_types: Mapping[str, str] | None = None
 ) -> list[str]:
-    """Every file in OUT is the runner's own, or a complete image some result line lists (or,
-    for a job that failed mid-way, a complete image in its own folder); nothing temporary."""
+    """Every file in OUT is the runner's own, or a complete image ``<job id>_<n>.<ext>`` some
+    result line lists (or, for a job that failed mid-way, a complete image of it); nothing
+    temporary."""
     listed = {name for row in rows for name in row.get("files") or ()}
     ids = {str(row["id"]) for row in rows}
     problems = []
@@ -150,18 +151,17 @@ def tree_problems(
         if path.is_symlink() or not path.is_file():
             problems.append(f"{relative}: not a regular file")
             continue
-        if len(parts) != 2 or parts[0] not in ids or parts[1].startswith("."):
+        job_id, _, image = relative.rpartition("_")
+        if len(parts) != 1 or job_id not in ids or relative.startswith("."):
             problems.append(f"{relative}: a file that is neither an image nor the runner's own")
             continue
-        if relative not in listed:
+        if relative not in listed and not image.split(".")[0].isdigit():
             # A job that failed after some of its images landed: they must still be whole.
-            stem = parts[1].split(".")[0]
-            if not stem.isdigit():
-                problems.append(f"{relative}: unexpected name")
-                continue
-        expected = (expected_types or {}).get(parts[0])
+            problems.append(f"{relative}: unexpected name")
+            continue
+        expected = (expected_types or {}).get(job_id)
         if (problem := decode_problem(path, expected)) is not None:
-            problems.append(f"{parts[0]}/{problem}")
+            problems.append(problem)
     for name in sorted(listed):
         if not (out / name).is_file():
             problems.append(f"{name}: listed in results.jsonl but missing")

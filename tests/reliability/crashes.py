@@ -4,13 +4,16 @@ The emulator runs in its own process, so kills cannot touch it and its counters 
 Moments are chosen by watching the journal grow (after ``d`` more records, ``d`` drawn from a
 seeded generator), never by sleeping.
 
-A SIGKILL is *frozen* first: the emulator is told (over its HTTP controls) to hold the next
-requests to one route (``result`` or ``image``, drawn too) and the kill waits until every job in
-flight is parked there. Then no submission can be in flight (every slot is taken by a parked job,
-or every job is submitted), so the kill never lands in the one documented window where a crash
-can submit a job twice (after the POST, before its answer is journaled), and "each job submitted
-exactly once" is a fair assertion. After every kill the test checks that each task the emulator
-created is in the journal. SIGINT needs no freezing: a graceful stop shields submissions in flight.
+A SIGKILL is *frozen* first, so that it never lands in the one documented window where a crash can
+submit a job twice (after a POST is sent, before its answer is journaled) and "each job submitted
+exactly once" is a fair assertion. The emulator is told (over its HTTP controls) to park the next
+requests to ``submit`` and to one other route (``result`` or ``image``, drawn too): a parked request
+is never answered, so a parked POST creates no task. The kill waits until every job that can send a
+request is parked (:meth:`CrashRun._frozen` says why that is enough). Parked requests are counted by
+the scripted outcomes they used up, not by the emulator's in-flight gauge: that gauge also holds
+requests of earlier runs and ones being answered, and it cannot see a request the emulator has not
+read yet. After every kill the test checks that each task the emulator created is in the journal.
+SIGINT needs no freezing: a graceful stop shields submissions in flight.
 """
 
 from __future__ import annotations
@@ -32,11 +35,19 @@ from PIL import Image
 
 from .checks import API_KEY, JOURNAL_NAME
 
-# The batch runner's default ``poll_concurrency`` (the CLI has no flag for it): with more jobs in
-# flight than this, some wait for a poll slot instead of being parked, and a run cannot be frozen
-# on the result route.
+# The batch runner's defaults for ``poll_concurrency`` and ``submit_concurrency`` (the CLI has no
+# flag for them). With more jobs in flight than POLL_SLOTS, some wait for a poll slot instead of
+# being parked, and a run cannot be frozen on the result route. SUBMIT_SLOTS POSTs parked hold
+# every permit to send one.
 POLL_SLOTS = 16
-HOLD_SECONDS = 600  # parked requests outlive any run; the emulator's shutdown ends them
+SUBMIT_SLOTS = 8
+# A parked request sleeps this long before the emulator runs it: longer than any run, so a parked
+# POST never creates a task; the emulator's shutdown cancels them all.
+HOLD_SECONDS = 86_400
+# The client abandons a request after 60 s of silence (``Timeouts.sock_read``) while the emulator
+# keeps it parked: past that, parked requests no longer stand for parked jobs. A freeze takes well
+# under a second; this bound turns a freeze that cannot happen into an error, not a late kill.
+FREEZE_LIMIT = 30.0
 WATCH_INTERVAL = 0.002  # how often the journal and the counters are looked at
 
 
@@ -78,9 +89,16 @@ class EmulatorProcess:
         stats: dict[str, Any] = self._call("GET", "/__emulator/stats")
         return stats
 
-    def hold(self, route: str, count: int) -> None:
+    def hold(self, route: str, count: int) -> int:
+        """Park the next ``count`` requests to ``route``; how many outcomes are queued now."""
         script = {"script": [f"delay:{HOLD_SECONDS}"] * count}
-        self._call("POST", f"/__emulator/faults/{route}", script)
+        queued: int = self._call("POST", f"/__emulator/faults/{route}", script)["pending"]
+        return queued
+
+    def queued(self, route: str) -> int:
+        """Scripted outcomes still queued for ``route`` (an empty script adds none)."""
+        queued: int = self._call("POST", f"/__emulator/faults/{route}", {"script": []})["pending"]
+        return queued
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/__emulator/faults")
@@ -134,29 +152,75 @@ def journal_records(out: Path) -> list[dict[str, Any]]:
     return records
 
 
+def ended_jobs(records: list[dict[str, Any]]) -> set[str]:
+    """Job ids whose last record ends them (``succeeded`` or ``failed``)."""
+    ended: set[str] = set()
+    for record in records:
+        if record.get("type") in ("succeeded", "failed"):
+            ended.add(record["id"])
+        elif record.get("type") in ("validated", "submitted"):
+            ended.discard(record["id"])
+    return ended
+
+
 def in_flight(records: list[dict[str, Any]]) -> tuple[set[str], set[str], set[str]]:
     """(job ids in flight, job ids ever submitted, task ids ever submitted) per the journal."""
     submitted = {r["id"] for r in records if r.get("type") == "submitted"}
     tasks = {r["task_id"] for r in records if r.get("type") == "submitted"}
-    ended = set()
-    for record in records:
-        if record.get("type") in ("succeeded", "failed"):
-            ended.add(record["id"])
-        elif record.get("type") == "submitted":
-            ended.discard(record["id"])
-    return submitted - ended, submitted, tasks
+    return submitted - ended_jobs(records), submitted, tasks
 
 
-def watch(process: subprocess.Popen[bytes], condition: Callable[[], bool], limit: float) -> bool:
+def unread_bytes(port: int) -> int:
+    """Bytes (and, on the listening socket, connections) the kernel holds for local TCP ``port``
+    that the server has not taken yet, per Linux's ``/proc/net/tcp`` (0 where it does not exist)."""
+    unread = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                unread += int(fields[4].split(":")[1], 16)
+    return unread
+
+
+def watch(
+    process: subprocess.Popen[bytes],
+    condition: Callable[[], bool],
+    limit: float,
+    what: str = "the kill point",
+) -> bool:
     """Poll ``condition`` until it holds (True) or the process exits (False)."""
     deadline = time.monotonic() + limit
     while not condition():
         if process.poll() is not None:
             return False
         if time.monotonic() > deadline:
-            raise TimeoutError("the run neither reached the kill point nor ended")
+            raise TimeoutError(f"the run neither reached {what} nor ended in {limit:.0f}s")
         time.sleep(WATCH_INTERVAL)  # a file has no change notification in the stdlib: look again
     return True
+
+
+@attrs.define
+class Freeze:
+    """Requests to ``routes`` parked since :meth:`start`."""
+
+    emulator: EmulatorProcess
+    routes: tuple[str, ...]
+    queued: dict[str, int] = attrs.field(factory=dict)
+
+    def start(self, slots: int) -> None:
+        # Enough: a parked request keeps its job's slot, so at most ``slots`` park.
+        for route in self.routes:
+            self.queued[route] = self.emulator.hold(route, slots)
+
+    def parked(self) -> dict[str, int]:
+        """Requests parked per route: each one used up one scripted outcome."""
+        return {
+            route: queued - self.emulator.queued(route) for route, queued in self.queued.items()
+        }
 
 
 @attrs.define
@@ -174,8 +238,10 @@ class CrashRun:
     exit_codes: list[int] = attrs.field(factory=list)
     unjournaled: int = 0
     """Tasks the emulator created that the journal does not know (kills in the window)."""
+    parked_posts: int = 0
+    """POSTs of killed runs parked in the emulator for good (they never create a task)."""
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *options: str) -> subprocess.Popen[bytes]:
         self.runs += 1
         self.logs.mkdir(parents=True, exist_ok=True)
         command = [
@@ -190,6 +256,7 @@ class CrashRun:
             "--debug",
             "--concurrency",
             str(self.concurrency),
+            *options,
         ]
         env = {**os.environ, **self.emulator.env}
         with (
@@ -206,17 +273,39 @@ class CrashRun:
     def _grown(self, base: int, more: int) -> Callable[[], bool]:
         return lambda: len(journal_records(self.out)) >= base + more
 
-    def _frozen(self, route: str, baseline: int) -> Callable[[], bool]:
+    def _frozen(self, freeze: Freeze) -> Callable[[], bool]:
+        """True once no POST can be on its way: a kill then cannot leave a task unjournaled.
+
+        A job sends a request only while it holds a slot (``--concurrency``), one request at a
+        time, and a job whose request is parked stays parked, holding its slot. Parked requests
+        are read first and the journal second: the parked stay parked, ended jobs stay ended. So
+        when the parked requests number ``min(concurrency, jobs not ended)``, either every slot is
+        held by a parked job, or every job not ended is parked: no job is left to send a POST,
+        none is being sent or read, none sits unread in the emulator's socket. Or: SUBMIT_SLOTS
+        POSTs are parked and hold every permit to send one. Either way a POST the run sent is
+        answered and journaled, or parked for good. A job waiting for a slot, an upload, a job
+        that ended but has not let go of its slot: none of them sends a POST.
+        """
+
         def frozen() -> bool:
-            flying, submitted, _ = in_flight(journal_records(self.out))
-            stats = self.emulator.stats()["in_flight"]
-            held = stats.get(route, 0) - baseline
-            full = len(flying) == self.concurrency or len(submitted) == self.jobs
-            # No POST may be on its way either: a kill then would land in the documented window.
-            posting = stats.get("submit", 0)
-            return bool(flying) and held == len(flying) and full and posting == 0
+            parked = freeze.parked()
+            live = self.jobs - len(ended_jobs(journal_records(self.out)))
+            slots = min(self.concurrency, live)
+            return parked["submit"] == SUBMIT_SLOTS or 0 < slots == sum(parked.values())
 
         return frozen
+
+    def _settle(self) -> dict[str, Any]:
+        """Once a killed run's last requests are read and answered, the emulator's counters."""
+        port = int(self.emulator.base_url.rsplit(":", 1)[1])
+        # A request the dead process sent may still sit in the emulator's socket: let it land.
+        while unread_bytes(port):
+            time.sleep(WATCH_INTERVAL)
+        stats = self.emulator.stats()
+        while stats["in_flight"].get("submit", 0) > self.parked_posts:
+            time.sleep(WATCH_INTERVAL)
+            stats = self.emulator.stats()
+        return stats
 
     def kill_at(self, more: int, route: str | None) -> bool:
         """Start a run; after ``more`` journal records freeze it on ``route`` and SIGKILL it.
@@ -227,24 +316,24 @@ class CrashRun:
         if route == "result" and self.concurrency > POLL_SLOTS:
             raise ValueError(f"parking on result needs concurrency <= {POLL_SLOTS}")
         base = len(journal_records(self.out))
+        freeze = None if route is None else Freeze(self.emulator, ("submit", route))
+        parked: dict[str, int] = {}
         process = self.start()
         try:
             if not watch(process, self._grown(base, more), 120):
                 return False
-            if route is not None:
-                baseline = self.emulator.stats()["in_flight"].get(route, 0)
-                self.emulator.hold(route, self.concurrency)
-                if not watch(process, self._frozen(route, baseline), 120):
+            if freeze is not None:
+                freeze.start(self.concurrency)
+                if not watch(process, self._frozen(freeze), FREEZE_LIMIT, "a freeze"):
                     return False
             process.send_signal(signal.SIGKILL)
         finally:
             self.finish(process)
+            if freeze is not None and freeze.queued:
+                parked = freeze.parked()
+                self.parked_posts += parked["submit"]
             self.emulator.clear_faults()
-        # A POST the dead process sent may still be in the emulator's hands: let it land.
-        stats = self.emulator.stats()
-        while stats["in_flight"].get("submit", 0):
-            time.sleep(WATCH_INTERVAL)
-            stats = self.emulator.stats()
+        stats = self._settle()
         records = journal_records(self.out)
         flying, submitted, tasks = in_flight(records)
         previous, self.unjournaled = self.unjournaled, stats["submissions"] - len(tasks)
@@ -253,6 +342,7 @@ class CrashRun:
                 "signal": "SIGKILL",
                 "after_records": len(records) - base,
                 "parked_on": route or "(none)",
+                "parked": parked,
                 "jobs_in_flight": len(flying),
                 "jobs_submitted": len(submitted),
                 "tasks_created": stats["submissions"],
@@ -278,8 +368,8 @@ class CrashRun:
         self.kills.append({"signal": "SIGINT", "after_records": grown, "exit": code})
         return code
 
-    def run_to_end(self) -> int:
-        return self.finish(self.start())
+    def run_to_end(self, *options: str) -> int:
+        return self.finish(self.start(*options))
 
 
 def kill_points(seed: int, count: int, span: int) -> Iterator[tuple[int, str]]:

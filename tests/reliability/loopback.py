@@ -36,7 +36,7 @@ BEHAVIOURS: dict[str, set[str] | None] = {
     "image_file_scheme": {"ValidationError"},  # image_url file:///etc/passwd
     "image_ftp_scheme": {"ValidationError"},  # image_url ftp://...
     "image_redirect_to_file": {"APIConnectionError"},  # a 302 to file:///etc/passwd
-    "image_type_escape": None,  # image_type "../../evil": the file is still OUT/<id>/0.png
+    "image_type_escape": None,  # image_type "../../evil": the file is still OUT/<id>_0.png
     "image_redirect_elsewhere": None,  # a 302 to another origin: followed, without credentials
 }
 
