@@ -57,6 +57,14 @@ def _table(result: Result) -> list[str]:
             f"{polls_per_task(run)} | {run['cpu_s']} | {run['cpu_ms_per_job']} | "
             f"{x_floor} | {run['peak_rss_mb']} |"
         )
+    repeated = [run for run in result["runs"] if run.get("repeats")]
+    if repeated:
+        lines += ["", "Runs repeated, interleaved, each against a fresh emulator; the table shows"
+                  " the run with the median CPU:", ""]  # fmt: skip
+        for run in repeated:
+            cpu = ", ".join(f"{r['cpu_s']}" for r in run["repeats"])
+            wall = ", ".join(f"{r['wall_s']}" for r in run["repeats"])
+            lines.append(f"- {run['contender']}: CPU s {cpu}; wall s {wall}")
     return lines
 
 

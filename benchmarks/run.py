@@ -50,6 +50,7 @@ def run_contender(
     emulator: EmulatorProcess,
 ) -> dict[str, Any]:
     faces, refs = inputs
+    work.mkdir(parents=True, exist_ok=True)
     spec = RunSpec(
         jobs=scenario.jobs,
         faces=faces,
@@ -109,15 +110,28 @@ def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> dict[
             print(f"  {contender}: skipped ({why})", flush=True)
             continue
         chosen.append(contender)
-    runs = []
-    logs = [work / f"{contender}.emulator.log" for contender in chosen]
-    # A fresh emulator for each contender, so none inherits another's tasks or counters.
+    # Every contender once, then the repeated ones again, interleaved: A B C D, A D, A D...
+    schedule = [
+        (contender, round_)
+        for round_ in range(scenario.repeats)
+        for contender in chosen
+        if round_ == 0 or contender in scenario.repeated
+    ]
+    logs = [work / f"{contender}-{round_}.emulator.log" for contender, round_ in schedule]
+    done: dict[str, list[dict[str, Any]]] = {contender: [] for contender in chosen}
+    # A fresh emulator for each run, so none inherits another's tasks or counters.
     with emulators(scenario.emulator_command(), logs) as fresh:
-        for contender, emulator in zip(chosen, fresh, strict=True):
-            print(f"  {contender} ...", end="", flush=True)
-            result = run_contender(scenario, contender, inputs, work, emulator)
-            print(f" {result['wall_s']}s, {result['succeeded']}/{scenario.jobs} ok", flush=True)
-            runs.append(result)
+        for (contender, round_), emulator in zip(schedule, fresh, strict=True):
+            label = f"{contender} #{round_ + 1}" if scenario.repeats > 1 else contender
+            print(f"  {label} ...", end="", flush=True)
+            result = run_contender(scenario, contender, inputs, work / f"run-{round_}", emulator)
+            print(
+                f" {result['wall_s']}s, {result['succeeded']}/{scenario.jobs} ok,"
+                f" {result['cpu_s']} CPU s",
+                flush=True,
+            )
+            done[contender].append(result)
+    runs = [_median_run(done[contender]) for contender in chosen]
     return {
         "scenario": scenario.name,
         "description": scenario.description,
@@ -129,6 +143,15 @@ def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> dict[
         "emulator": scenario.emulator_command(),
         "runs": runs,
     }
+
+
+def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median CPU, listing every run's CPU and wall time (in run order)."""
+    if len(results) == 1:
+        return results[0]
+    chosen = sorted(results, key=lambda r: r["cpu_s"])[(len(results) - 1) // 2]
+    repeats = [{k: r[k] for k in ("cpu_s", "wall_s", "succeeded")} for r in results]
+    return {**chosen, "repeats": repeats}
 
 
 def main(argv: list[str] | None = None) -> int:

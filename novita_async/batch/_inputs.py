@@ -54,6 +54,9 @@ class InputReader:
     def __init__(self, cache_size: int = 4096) -> None:
         self._cache: OrderedDict[tuple[int, int, int, int], tuple[str, str]] = OrderedDict()
         self._cache_size = cache_size
+        # Files being hashed now: the many jobs that start together with the same face wait for
+        # one read instead of each reading it.
+        self._hashing: dict[tuple[int, int, int, int], anyio.Event] = {}
 
     async def prepare(self, job: Job) -> PreparedJob:
         """Hash and type-check every input of ``job``; :class:`JobInputError` if one is bad."""
@@ -106,7 +109,16 @@ class InputReader:
             if (hit := self._cache.get(key)) is not None:
                 self._cache.move_to_end(key)
                 return hit
-            sha, head = await anyio.to_thread.run_sync(hash_file, path)
+            while (hashing := self._hashing.get(key)) is not None:
+                await hashing.wait()
+                if (hit := self._cache.get(key)) is not None:
+                    return hit
+            self._hashing[key] = hashing = anyio.Event()
+            try:
+                sha, head = await anyio.to_thread.run_sync(hash_file, path)
+            finally:
+                del self._hashing[key]
+                hashing.set()
         except FileNotFoundError:
             raise JobInputError("INPUT_NOT_FOUND", f"input file {path!r} does not exist") from None
         except OSError as exc:
@@ -151,6 +163,9 @@ def read_file(path: str) -> bytes:
         return handle.read()
 
 
+# Built once (json.dumps builds an encoder per call); sorted keys make the text canonical.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=list)
+
 ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
 
 
@@ -167,5 +182,5 @@ def fingerprint(
         "ref_images": [i.sha256 for i in refs],
         "face_kps_images": None if kps is None else [i.sha256 for i in kps],
     }
-    canonical = json.dumps(described, sort_keys=True, separators=(",", ":"), default=list)
+    canonical = _CANONICAL.encode(described)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]

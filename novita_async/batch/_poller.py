@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 
@@ -76,7 +77,7 @@ class _Entry:
         self.on_progress = on_progress
         self.started = started
         self.deadline = deadline
-        self.turn = anyio.Event()  # set by the loop when this task may poll
+        self.turn: anyio.Event | None = None  # set by the loop when this task may poll
         self.granted = False  # the loop took a poll slot for this task, not yet given back
         self.polls = 0
         self.errors = 0
@@ -104,6 +105,7 @@ class Poller:
         self._heap: list[tuple[float, int, _Entry]] = []
         self._order = itertools.count()
         self._wakeup = anyio.Event()
+        self._wake_at = math.inf  # when the loop's current sleep ends on its own
         self._durations = DurationModel()
 
     @property
@@ -125,6 +127,7 @@ class Poller:
         self._schedule(entry, now + (predicted or 0.0))
         try:
             while True:
+                assert entry.turn is not None  # made by _schedule, before every turn
                 await entry.turn.wait()
                 try:
                     result = await self._poll(entry)
@@ -144,7 +147,8 @@ class Poller:
             when = min(when, entry.deadline)
         entry.turn = anyio.Event()
         heapq.heappush(self._heap, (when, next(self._order), entry))
-        self._wakeup.set()
+        if when < self._wake_at:  # due before the loop would look again: wake it now
+            self._wakeup.set()
 
     async def run(self) -> None:
         """Hand out turns to poll, forever; cancel the enclosing scope to stop."""
@@ -164,11 +168,13 @@ class Poller:
                 self._gets.release()
                 continue
             entry.granted = True
+            assert entry.turn is not None
             entry.turn.set()
 
     async def _sleep_until(self, due: float | None) -> None:
         # Woken early when a task is scheduled, which may be due sooner than ``due``.
         self._wakeup = anyio.Event()
+        self._wake_at = math.inf if due is None else due
         if due is None:
             await self._wakeup.wait()
         else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
 from pathlib import Path
 
 import anyio
@@ -266,9 +266,6 @@ class BatchRunner:
     ) -> bool:
         """Run every job; return False if stopped early (fail_fast)."""
         stopped = False
-        exhausted = False
-        # One lock around the source: an async generator cannot be advanced by two tasks at once.
-        reading = anyio.Lock(fast_acquire=True)
         async with send, anyio.create_task_group() as everything:
             everything.start_soon(poller.run)
 
@@ -282,21 +279,16 @@ class BatchRunner:
 
             everything.start_soon(bound_the_stop)
 
-            async def worker(source: AsyncIterator[Job]) -> None:
-                nonlocal stopped, exhausted
-                while True:
-                    async with reading:
-                        if exhausted:
-                            return
-                        try:
-                            job = await anext(source)
-                        except StopAsyncIteration:
-                            exhausted = True
-                            return
-                    if not isinstance(job, Job):
-                        raise TypeError(f"BatchRunner.run takes Job objects, got {job!r}")
+            async def worker(source: _JobSource) -> None:
+                nonlocal stopped
+                while (job := await source.next()) is not None:
                     outcome = await flow.process(job)
-                    await send.send(outcome)
+                    try:
+                        # Without a checkpoint while the buffer has room: the job's requests
+                        # already gave other tasks their turns.
+                        send.send_nowait(outcome)
+                    except anyio.WouldBlock:
+                        await send.send(outcome)
                     if self.fail_fast and outcome.status == "failed" and not outcome.replayed:
                         stopped = True
                         everything.cancel_scope.cancel()
@@ -304,34 +296,61 @@ class BatchRunner:
             # A fixed set of workers, each holding one job from its reading to its outcome's
             # delivery: the jobs read ahead are bounded by their number, and a batch of any size
             # costs that many task spawns rather than one per job.
-            async with _closing(jobs) as source, anyio.create_task_group() as workers:
+            async with _JobSource(jobs) as source, anyio.create_task_group() as workers:
                 for _ in range(self.concurrency + self.upload_concurrency):
                     workers.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller
         return not stopped
 
 
-@contextlib.asynccontextmanager
-async def _closing(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[AsyncIterator[Job]]:
-    """The jobs as an async iterator; an async generator given is closed when the run stops."""
-    if isinstance(jobs, AsyncIterable):
-        iterator = aiter(jobs)
-        try:
-            yield iterator
-        finally:
-            aclose = getattr(iterator, "aclose", None)
+_END = object()
+
+
+class _JobSource:
+    """The run's input, read one job at a time by many workers; closed when the run stops."""
+
+    def __init__(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> None:
+        self._jobs: Iterator[Job] | None = None
+        self._async_jobs: AsyncIterator[Job] | None = None
+        if isinstance(jobs, AsyncIterable):
+            self._async_jobs = aiter(jobs)
+        else:
+            self._jobs = iter(jobs)
+        # An async iterator cannot be advanced by two tasks at once; a plain one is advanced
+        # without a pause, so no other task can come between.
+        self._reading = anyio.Lock(fast_acquire=True)
+        self._exhausted = False
+
+    async def next(self) -> Job | None:
+        """The next job, or None once the input is exhausted."""
+        job: object
+        if self._jobs is not None:
+            job = next(self._jobs, _END)
+            if job is _END:
+                return None
+        else:
+            assert self._async_jobs is not None
+            async with self._reading:
+                if self._exhausted:
+                    return None
+                try:
+                    job = await anext(self._async_jobs)
+                except StopAsyncIteration:
+                    self._exhausted = True
+                    return None
+        if not isinstance(job, Job):
+            raise TypeError(f"BatchRunner.run takes Job objects, got {job!r}")
+        return job
+
+    async def __aenter__(self) -> _JobSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # A generator given is closed now, not whenever it is collected (its finally blocks run).
+        if self._async_jobs is not None:
+            aclose = getattr(self._async_jobs, "aclose", None)
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
-    else:
-
-        async def each() -> AsyncGenerator[Job, None]:
-            for job in jobs:
-                yield job
-
-        generator = each()
-        try:
-            yield generator
-        finally:
-            with anyio.CancelScope(shield=True):
-                await generator.aclose()
+        elif isinstance(self._jobs, Generator):
+            self._jobs.close()
