@@ -141,8 +141,11 @@ def _check_image(head: bytes | bytearray, shown_url: str) -> None:
 def _write_small(dest: Path, data: bytearray) -> None:
     # The folder and the file together: one call, whether inline or in a worker thread.
     path = os.fspath(dest)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    write_atomically(path, (data,), fsync=False)
+    try:
+        write_atomically(path, (data,), fsync=False)
+    except FileNotFoundError:  # the folder is missing: made only then, not checked every time
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        write_atomically(path, (data,), fsync=False)
 
 
 async def _stream_to_file(

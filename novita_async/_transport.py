@@ -1,9 +1,12 @@
 """One logical HTTP call: attempts, retries, error mapping, events and log lines.
 
-Every call goes through :meth:`Transport.run`, which tries ``once`` up to ``RetryPolicy.attempts``
-times. An attempt reports how far it got by raising :class:`AttemptFailed` with a
-:class:`~._retry.FailureKind`; :func:`~._retry.should_retry` decides the rest. Log lines and events
-carry the method, the route name and the URL without its query string, never headers.
+Each call (:meth:`Transport.call_json`, :meth:`Transport.download`) makes up to
+``RetryPolicy.attempts`` attempts in one loop. An attempt reports how far it got by raising
+:class:`AttemptFailed` with a :class:`~._retry.FailureKind`; :meth:`_Call.after` decides, with
+:func:`~._retry.should_retry`, whether to wait and try again or to raise. The loop is written out in
+each call rather than shared through a callback: every answer resumes the whole chain of awaiting
+frames, so each frame less is CPU saved on every request of a batch. Log lines and events carry the
+method, the route name and the URL without its query string, never headers.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import anyio
@@ -43,8 +46,6 @@ _now = time.monotonic
 
 logger = logging.getLogger("novita_async")
 
-T = TypeVar("T")
-
 _MAX_ERROR_BODY = 2000
 
 
@@ -58,24 +59,50 @@ class AttemptFailed(Exception):
 
 
 @attrs.define
-class Attempt:
-    """What an attempt needs to report its answer's status."""
-
-    call: _Call
-    number: int
-
-    def responded(self, status: int) -> None:
-        self.call.event(EventKind.RESPONSE, self.number, status=status)
-
-
-@attrs.define
 class _Call:
+    """One logical call's state across its attempts."""
+
     hook: EventHook | None
     method: str
     route: str
     raw_url: yarl.URL | str
-    started: float
+    policy: RetryPolicy
+    creates_task: bool = False
+    started: float = attrs.field(factory=_now)
+    attempt: int = 1
+    maybe_created: bool = False
     _shown_url: str | None = None
+
+    def responded(self, status: int) -> None:
+        self.event(EventKind.RESPONSE, self.attempt, status=status)
+
+    def after(self, failure: AttemptFailed) -> float:
+        """The delay before the next attempt; raises the call's error if there is none."""
+        error, kind = failure.error, failure.kind
+        self.maybe_created |= self.creates_task and kind is FailureKind.ANSWER_LOST
+        status = error.status if isinstance(error, APIStatusError) else None
+        attempt = self.attempt
+        if should_retry(
+            self.policy, kind, attempt=attempt, status=status, creates_task=self.creates_task
+        ):
+            retry_after = error.retry_after if isinstance(error, APIStatusError) else None
+            delay = self.policy.delay(attempt, retry_after)
+            self.event(EventKind.RETRY, attempt, status=status, error=error.reason, delay=delay)
+            self.attempt += 1
+            return delay
+        if self.maybe_created:
+            error = SubmitOutcomeUnknownError(
+                f"a submission's answer was lost ({error}); a task may exist and be "
+                "billed: look for it before submitting again",
+                method=self.method,
+                url=self.url,
+            )
+        self.event(EventKind.ERROR, attempt, status=status, error=error.reason)
+        raise error from failure.__cause__
+
+    def failed(self, error: APIError) -> None:
+        """An error no attempt can mend (raised by the caller after this)."""
+        self.event(EventKind.ERROR, self.attempt, error=error.reason)
 
     @property
     def url(self) -> str:
@@ -174,54 +201,6 @@ class Transport:
         self._api_timeout = config.timeouts.for_api()
         self._download_timeout = config.timeouts.for_download()
 
-    async def run(
-        self,
-        method: str,
-        route: str,
-        url: yarl.URL | str,
-        once: Callable[[Attempt], Awaitable[T]],
-        *,
-        creates_task: bool = False,
-        retry: RetryPolicy | None = None,
-    ) -> T:
-        """Call ``once`` until it succeeds or the retry policy (``retry`` or the client's) gives
-        up."""
-        policy = retry or self._config.retry
-        call = _Call(self._on_event, method, route, url, _now())
-        maybe_created = False
-        attempt = 1
-        while True:
-            call.event(EventKind.REQUEST, attempt)
-            try:
-                return await once(Attempt(call, attempt))
-            except AttemptFailed as failure:
-                error, kind = failure.error, failure.kind
-                maybe_created |= creates_task and kind is FailureKind.ANSWER_LOST
-                status = error.status if isinstance(error, APIStatusError) else None
-                if should_retry(
-                    policy, kind, attempt=attempt, status=status, creates_task=creates_task
-                ):
-                    retry_after = error.retry_after if isinstance(error, APIStatusError) else None
-                    delay = policy.delay(attempt, retry_after)
-                    call.event(
-                        EventKind.RETRY, attempt, status=status, error=error.reason, delay=delay
-                    )
-                    await anyio.sleep(delay)
-                    attempt += 1
-                    continue
-                if maybe_created:
-                    error = SubmitOutcomeUnknownError(
-                        f"a submission's answer was lost ({error}); a task may exist and be "
-                        "billed: look for it before submitting again",
-                        method=method,
-                        url=call.url,
-                    )
-                call.event(EventKind.ERROR, attempt, status=status, error=error.reason)
-                raise error from failure.__cause__
-            except APIError as error:
-                call.event(EventKind.ERROR, attempt, error=error.reason)
-                raise
-
     async def call_json(
         self,
         method: str,
@@ -241,69 +220,79 @@ class Transport:
         sent_headers = {"Accept": "application/json", **(headers or {})}
         if auth:
             sent_headers["Authorization"] = f"Bearer {secret}"
-
-        async def once(attempt: Attempt) -> Any:
-            session = self._session_for(auth)
+        call = _Call(self._on_event, method, route, url, retry or self._config.retry, creates_task)
+        while True:
+            call.event(EventKind.REQUEST, call.attempt)
             try:
-                async with session.request(
-                    method,
-                    url,
-                    json=json_body,
-                    data=data,
-                    headers=sent_headers,
-                    params=params,
-                    timeout=self._api_timeout,
-                    allow_redirects=False,
-                ) as response:
-                    attempt.responded(response.status)
-                    status = response.status
-                    body = await response.read()
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            except NETWORK_ERRORS as exc:
-                shown = redact_url(url)
-                error, kind = connection_failure(exc, method=method, url=shown, secret=secret)
-                raise AttemptFailed(error, kind) from exc
-            if not 200 <= status < 300:
-                error = error_from_answer(
-                    status,
-                    body,
-                    method=method,
-                    url=redact_url(url),
-                    secret=secret,
-                    retry_after=retry_after,
-                )
-                raise AttemptFailed(error, FailureKind.STATUS)
-            try:
-                return json.loads(body)
-            except ValueError as exc:
-                shown = redact_url(url)
-                raise InvalidResponseError(
-                    f"{status} answer is not JSON ({method} {shown})", method=method, url=shown
-                ) from exc
-
-        return await self.run(method, route, url, once, creates_task=creates_task, retry=retry)
+                try:
+                    async with self._session_for(auth).request(
+                        method,
+                        url,
+                        json=json_body,
+                        data=data,
+                        headers=sent_headers,
+                        params=params,
+                        timeout=self._api_timeout,
+                        allow_redirects=False,
+                    ) as response:
+                        status = response.status
+                        call.responded(status)
+                        body = await response.read()
+                        retry_after = response.headers.get("Retry-After")
+                except NETWORK_ERRORS as exc:
+                    error, kind = connection_failure(
+                        exc, method=method, url=call.url, secret=secret
+                    )
+                    raise AttemptFailed(error, kind) from exc
+                if not 200 <= status < 300:
+                    error = error_from_answer(
+                        status,
+                        body,
+                        method=method,
+                        url=call.url,
+                        secret=secret,
+                        retry_after=parse_retry_after(retry_after),
+                    )
+                    raise AttemptFailed(error, FailureKind.STATUS)
+                try:
+                    return json.loads(body)
+                except ValueError as exc:
+                    raise InvalidResponseError(
+                        f"{status} answer is not JSON ({method} {call.url})",
+                        method=method,
+                        url=call.url,
+                    ) from exc
+            except AttemptFailed as failure:
+                await anyio.sleep(call.after(failure))
+            except APIError as error:
+                call.failed(error)
+                raise
 
     async def download(self, url: str, dest: Path) -> int:
         """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth."""
-        shown = redact_url(url)
         secret = self._config.api_key
-
-        async def once(attempt: Attempt) -> int:
+        call = _Call(self._on_event, "GET", "image", url, self._config.retry)
+        while True:
+            call.event(EventKind.REQUEST, call.attempt)
             try:
-                return await _download.download_to_file(
-                    self._session_for(False),
-                    url,
-                    dest,
-                    client_timeout=self._download_timeout,
-                    on_status=attempt.responded,
-                    shown_url=shown,
-                )
-            except APIStatusError as answered:
-                raise AttemptFailed(answered, FailureKind.STATUS) from answered
-            except APIConnectionError as truncated:
-                raise AttemptFailed(truncated, FailureKind.ANSWER_LOST) from truncated
-            except NETWORK_ERRORS as exc:
-                error, kind = connection_failure(exc, method="GET", url=shown, secret=secret)
-                raise AttemptFailed(error, kind) from exc
-
-        return await self.run("GET", "image", url, once)
+                try:
+                    return await _download.download_to_file(
+                        self._session_for(False),
+                        url,
+                        dest,
+                        client_timeout=self._download_timeout,
+                        on_status=call.responded,
+                        shown_url=call.url,
+                    )
+                except APIStatusError as answered:
+                    raise AttemptFailed(answered, FailureKind.STATUS) from answered
+                except APIConnectionError as truncated:
+                    raise AttemptFailed(truncated, FailureKind.ANSWER_LOST) from truncated
+                except NETWORK_ERRORS as exc:
+                    error, kind = connection_failure(exc, method="GET", url=call.url, secret=secret)
+                    raise AttemptFailed(error, kind) from exc
+            except AttemptFailed as failure:
+                await anyio.sleep(call.after(failure))
+            except APIError as error:
+                call.failed(error)
+                raise

@@ -198,7 +198,11 @@ class BatchRunner:
         self._counter = counter = SummaryCounter()
         completed = False
         flow, poller = self._build(journal, results, counter)
-        send, receive = anyio.create_memory_object_stream[JobOutcome](self.concurrency)
+        # Room for one outcome per worker: when a wave of tasks ends together, no worker waits
+        # for the reader to take the ones before; a reader that stops reading still stops them.
+        send, receive = anyio.create_memory_object_stream[JobOutcome](
+            self.concurrency + self.upload_concurrency
+        )
         try:
             async with anyio.create_task_group() as tg:
 

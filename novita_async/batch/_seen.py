@@ -2,15 +2,18 @@
 
 A run must refuse a job id it has already seen (a second job under the same id would pay for a
 second task and overwrite the first one's images), so it remembers every id, and a set of strings
-would make memory grow by ~120 bytes per job of the input. This keeps a 64-bit BLAKE2b digest per
-id in an open-addressing table backed by an :class:`array.array`. Two different ids share a digest
-with probability about n^2 / 2^65 (3e-10 for 100,000 jobs); the second would then be refused as a
-duplicate, which is reported, never silent.
+would make memory grow by ~120 bytes per job of the input. This keeps a 64-bit digest per id in an
+open-addressing table backed by an :class:`array.array`. The digest is Python's own string hash
+(SipHash, keyed at random per process, computed once per string and cached in it): the table lives
+for one run, so it needs no digest that is stable across processes. Two different ids share a
+digest with probability about n^2 / 2^65 (3e-10 for 100,000 jobs); the second would then be
+refused as a duplicate, which is reported, never silent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from array import array
 
 __all__ = ["SeenIds"]
@@ -18,11 +21,19 @@ __all__ = ["SeenIds"]
 _EMPTY = 0
 
 
-def _digest(job_id: str) -> int:
-    value = int.from_bytes(
-        hashlib.blake2b(job_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
-    )
-    return value or 1  # 0 marks an empty slot
+_MASK = (1 << 64) - 1
+
+
+if sys.hash_info.width >= 64:
+
+    def _digest(job_id: str) -> int:
+        return (hash(job_id) & _MASK) or 1  # 0 marks an empty slot
+
+else:  # pragma: no cover - a 32-bit build, whose string hash is too short
+
+    def _digest(job_id: str) -> int:
+        data = job_id.encode("utf-8", "surrogatepass")
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
 
 
 class SeenIds:
