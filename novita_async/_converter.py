@@ -34,7 +34,13 @@ __all__ = ["converter", "structure", "unstructure_request"]
 converter = cattrs.Converter()
 
 
+# Every answer a batch polls passes through these hooks: each tests the type the service sends
+# first (``type(x) is int`` excludes bool, which is an int too) before the lenient conversions.
+
+
 def _lenient_int(value: Any, _: Any = None) -> int:
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -47,6 +53,8 @@ def _lenient_int(value: Any, _: Any = None) -> int:
 
 
 def _lenient_float(value: Any, _: Any = None) -> float:
+    if type(value) is float:
+        return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -54,8 +62,10 @@ def _lenient_float(value: Any, _: Any = None) -> float:
     raise ValueError(f"not a number: {value!r}")
 
 
-def _optional(parse: Any) -> Any:
+def _optional(parse: Any, usual: type) -> Any:
     def hook(value: Any, _: Any) -> Any:
+        if type(value) is usual:
+            return value
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         try:
@@ -67,6 +77,8 @@ def _optional(parse: Any) -> Any:
 
 
 def _lenient_str(value: Any, _: Any) -> str:
+    if type(value) is str:
+        return value
     return "" if value is None else value if isinstance(value, str) else str(value)
 
 
@@ -76,7 +88,12 @@ def _lenient_bool(value: Any, _: Any) -> bool:
     return bool(value)
 
 
+_STATUSES = {status.value: status for status in TaskStatus}
+
+
 def _status(value: Any, _: Any) -> TaskStatus:
+    if type(value) is str:
+        return _STATUSES.get(value, TaskStatus.UNKNOWN)
     try:
         return TaskStatus(value)
     except ValueError:
@@ -87,8 +104,8 @@ converter.register_structure_hook(int, _lenient_int)
 converter.register_structure_hook(float, _lenient_float)
 converter.register_structure_hook(str, _lenient_str)
 converter.register_structure_hook(bool, _lenient_bool)
-converter.register_structure_hook(int | None, _optional(_lenient_int))
-converter.register_structure_hook(float | None, _optional(_lenient_float))
+converter.register_structure_hook(int | None, _optional(_lenient_int, int))
+converter.register_structure_hook(float | None, _optional(_lenient_float, float))
 converter.register_structure_hook(bool | None, lambda v, _: None if v is None else bool(v))
 converter.register_structure_hook(TaskStatus, _status)
 
@@ -109,6 +126,7 @@ def _is_homogeneous_tuple(cl: Any) -> bool:
 
 def _tuple_hook(cl: Any) -> Any:
     element = typing.get_args(cl)[0]
+    structure_element = converter.get_structure_hook(element)
 
     # A missing list (`"videos": null`, or absent `tags`) is an empty one.
     def hook(value: Any, _: Any) -> tuple[Any, ...]:
@@ -116,7 +134,7 @@ def _tuple_hook(cl: Any) -> Any:
             return ()
         if isinstance(value, str | bytes | dict):
             raise ValueError(f"expected a list, got {type(value).__name__}")
-        return tuple(converter.structure(item, element) for item in value)
+        return tuple([structure_element(item, element) for item in value])
 
     return hook
 
