@@ -18,9 +18,12 @@ import attrs
 
 from .._client import NovitaClient, _extension
 from .._exceptions import (
+    APIConnectionError,
+    APIStatusError,
     ImageURLExpiredError,
     InvalidResponseError,
     RateLimitError,
+    ServerError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
@@ -43,6 +46,10 @@ __all__ = ["JobFlow"]
 MAX_RATE_LIMITED_SUBMITS = 30
 # Fresh task results fetched for one job when its image URLs have expired.
 MAX_URL_REFRESHES = 3
+# Rounds of the client's own retries one image download may take: an unattended run rides out a
+# 429 or 5xx spell that outlasts one round (the task is paid for; its image must not be lost).
+MAX_DOWNLOAD_ROUNDS = 4
+_TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
 RESUBMIT_REASONS = frozenset({"TASK_FAILED"})
@@ -281,7 +288,7 @@ class JobFlow:
             raise InvalidResponseError(f"task {task_id} succeeded without images")
         count = len(result.images)
         files: list[str] = []
-        refreshes = 0
+        refreshes = rounds = 0
         while len(files) < count:
             index = len(files)
             image = result.images[index]
@@ -302,7 +309,23 @@ class JobFlow:
                         f"task {task_id} answered {len(result.images)} images, then {count}"
                     ) from exc
                 continue
+            except _TRANSIENT as exc:
+                rounds += 1
+                if rounds >= MAX_DOWNLOAD_ROUNDS:
+                    raise
+                retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+                delay = self._client.config.retry.delay(rounds, retry_after)
+                self._emit(
+                    BatchEventKind.RETRIED,
+                    job_id,
+                    task_id=task_id,
+                    reason=exc.reason,
+                    message=f"image download retried in {delay:.1f}s",
+                )
+                await anyio.sleep(delay)
+                continue
             files.append(name)
+            rounds = 0  # each image gets its own rounds
             self._counter.images += 1
         return files, result
 

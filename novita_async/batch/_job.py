@@ -8,6 +8,7 @@ caller's generator. Only types are checked here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import Any, Literal, TypeAlias
 
@@ -34,6 +35,7 @@ JobStatus: TypeAlias = Literal["succeeded", "failed"]
 # Names the runner itself writes in OUT; a job directory may not take them.
 RESERVED_NAMES = frozenset({"results.jsonl"})
 MAX_JOB_ID_LENGTH = 200
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 def _sources(value: Iterable[ImageSource] | ImageSource) -> tuple[ImageSource, ...]:
@@ -136,11 +138,11 @@ def check_job_id(job_id: str) -> None:
         problem = "is empty"
     elif job_id.startswith("."):
         problem = "starts with '.' (names like '..' escape OUT; hidden names are reserved)"
-    elif any(sep in job_id for sep in ("/", "\\")):
+    elif "/" in job_id or "\\" in job_id:
         problem = "contains a path separator"
     elif os.path.isabs(job_id) or (len(job_id) > 1 and job_id[1] == ":"):
         problem = "is an absolute path"
-    elif any(ord(ch) < 32 or ch == "\x7f" for ch in job_id):
+    elif _CONTROL_CHARACTER.search(job_id):
         problem = "contains a control character"
     elif job_id in RESERVED_NAMES:
         problem = "is a file name the runner uses"

@@ -172,8 +172,10 @@ class Poller:
             entry.turn.set()
 
     async def _sleep_until(self, due: float | None) -> None:
-        # Woken early when a task is scheduled, which may be due sooner than ``due``.
-        self._wakeup = anyio.Event()
+        # Woken early when a task is scheduled, which may be due sooner than ``due``. An event
+        # not set yet is kept: any task scheduled before this sleep is in the heap already.
+        if self._wakeup.is_set():
+            self._wakeup = anyio.Event()
         self._wake_at = math.inf if due is None else due
         if due is None:
             await self._wakeup.wait()

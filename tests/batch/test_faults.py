@@ -66,6 +66,36 @@ async def test_urls_that_keep_expiring_fail_the_job_and_retry_failed_follows_the
     assert_images_decode(out, [row])
 
 
+async def test_a_download_refused_for_longer_than_one_round_of_retries_is_ridden_out(
+    emu: Emulator, single_try_client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    # The client makes one attempt per call here: two refusals outlast two rounds.
+    emu.faults.script("image", ["429:0", "503", "ok"])
+    events: list[BatchEvent] = []
+    out = tmp_path / "out"
+    job = make_job("a", images(1), images(2))
+    runner = BatchRunner(single_try_client, out, on_event=events.append)
+    summary = await runner.run_all([job])
+    assert (summary.succeeded, summary.failed) == (1, 0)
+    retried = [e.reason for e in events if e.kind is BatchEventKind.RETRIED]
+    assert retried == ["HTTP_429", "HTTP_503"]
+    assert [emu.stats().count("image", status) for status in (429, 503, 200)] == [1, 1, 1]
+    assert emu.stats().submissions == 1
+    assert_images_decode(out, read_results(out))
+
+
+async def test_a_download_refused_for_ever_fails_the_job_without_a_second_task(
+    emu: Emulator, single_try_client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    emu.faults.script("image", ["429:0"] * 10)
+    out = tmp_path / "out"
+    job = make_job("a", images(1), images(2))
+    summary = await BatchRunner(single_try_client, out).run_all([job])
+    assert summary.failures_by_reason == {"HTTP_429": 1}
+    assert emu.stats().count("image", 429) == 4  # its rounds, then the job fails
+    assert emu.stats().submissions == 1
+
+
 async def test_429_on_submit_pauses_every_submitter_and_fails_nothing(
     emu: Emulator,
     single_try_client: NovitaClient,
