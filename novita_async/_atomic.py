@@ -21,7 +21,12 @@ def _forked() -> None:
     _pid = os.getpid()
 
 
-os.register_at_fork(after_in_child=_forked)
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere a process does not fork
+    os.register_at_fork(after_in_child=_forked)
+# O_CLOEXEC: not inherited by child processes; O_BINARY: no newline translation on Windows.
+_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def temp_path_for(dest: str | os.PathLike[str]) -> str:
@@ -63,7 +68,7 @@ def write_atomically(
     tmp = temp_path_for(dest)
     # A bare descriptor, not a Python file object: opening one costs three more system calls
     # (fstat, ioctl, lseek), once per image of a batch.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = os.open(tmp, _FLAGS, 0o666)
     try:
         try:
             pending = bytearray()
