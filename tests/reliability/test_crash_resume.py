@@ -4,7 +4,6 @@ seeded moments and rerun until it ends; nothing is submitted twice, nothing is l
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ JOBS = 30
 CONCURRENCY = 10
 # A task lasts 0.3 s and the CLI polls at eta + margin: a run takes a few seconds.
 EMULATOR_OPTIONS = ("--seed", "11", "--task-seconds", "0.3", "--image-mode", "tiny")
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess(*EMULATOR_OPTIONS)
-    try:
-        yield process
-    finally:
-        assert process.close() == 0  # it shuts down cleanly, parked requests and all
 
 
 @pytest.fixture

@@ -9,10 +9,7 @@ rerun does not submit it again unless told to (``--retry-failed``).
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .crashes import (
     SUBMIT_SLOTS,
@@ -23,20 +20,11 @@ from .crashes import (
     watch,
     write_job_file,
 )
-from .test_crash_resume import EMULATOR_OPTIONS, JOBS, assert_complete
+from .test_crash_resume import JOBS, assert_complete
 
 # Words of the error the stop records for a POST it abandoned (the proposed patch's wording);
 # the client's read timeout says "timed out waiting for the answer" instead.
 ABANDONED = "the run stopped before"
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess(*EMULATOR_OPTIONS)
-    try:
-        yield process
-    finally:
-        assert process.close() == 0
 
 
 def test_sigint_with_posts_parked_stops_after_a_bounded_grace(
