@@ -4,9 +4,10 @@ Shape of a run (every task has an owner that awaits it)::
 
     run()                       asynccontextmanager: opens journal + results, owns the task group
     └── _drive                  closes the outcome stream when done
-        ├── Poller.run          the one polling loop
+        ├── Poller.run          the one polling loop: hands each due task its turn to poll
+        ├── bound_the_stop      on stop, gives submissions in flight ``stop_grace`` seconds
         └── workers             concurrency + upload_concurrency tasks, each taking one job at
-            │                   a time from the input (read lazily, under a lock)
+            │                   a time from the input (read lazily; an async one under a lock)
             └── JobFlow.process check -> upload -> submit -> follow -> download -> record
 
 Bounds: ``concurrency`` tasks in flight (held from submission until the job ends);
@@ -17,7 +18,8 @@ journal entry per job id.
 
 Leaving the ``async with runner.run(jobs)`` block before the stream is exhausted, or cancelling
 the enclosing scope, stops the run: no new submissions, submissions in flight are answered and
-recorded, the results file is rebuilt, and a rerun with the same output folder resumes.
+recorded (or, unanswered after ``stop_grace`` seconds, recorded as of unknown outcome), the
+results file is rebuilt, and a rerun with the same output folder resumes.
 """
 
 from __future__ import annotations
