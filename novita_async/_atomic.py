@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 from collections.abc import Iterable
 
 __all__ = ["remove_stale_temp_files", "temp_path_for", "write_atomically"]
@@ -37,10 +38,11 @@ def temp_path_for(dest: str | os.PathLike[str]) -> str:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
-    """Remove the temporary files (see :func:`temp_path_for`) a killed process left in ``folder``.
+    """Remove the temporary files (see :func:`temp_path_for`) that processes which no longer
+    exist left in ``folder`` (a ``kill -9`` mid-download); returns how many were removed.
 
-    Only for a folder no other process is writing to (the batch runner holds its journal's lock).
-    Returns how many were removed.
+    A file whose writer is alive (this process included) is left alone, even if it shares the
+    folder with another run.
     """
     removed = 0
     try:
@@ -49,11 +51,30 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
         return 0
     with entries:
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(".part") and entry.is_file():
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(entry.path)
-                    removed += 1
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match is None or _alive(int(match[1])) or not entry.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+                removed += 1
     return removed
+
+
+_TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.part")
+
+
+def _alive(pid: int) -> bool:
+    if pid == _pid:
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) would end the process there, not probe it
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
 
 
 def write_atomically(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,14 +38,24 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
 
 
+def exited_pid() -> int:
+    """The pid of a process that has exited (so no process has it, barring reuse)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                           capture_output=True, text=True)  # fmt: skip
+    return int(child.stdout)
+
+
 def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
-    (tmp_path / ".a_0.png.123-4.part").write_bytes(b"half an image")
-    (tmp_path / ".results.jsonl.123-5.part").write_bytes(b"half a line")
+    dead = exited_pid()
+    (tmp_path / f".a_0.png.{dead}-4.part").write_bytes(b"half an image")
+    (tmp_path / f".results.jsonl.{dead}-5.part").write_bytes(b"half a line")
     keep = ["a_0.png", "results.jsonl", ".novita-journal.jsonl", "notes.part"]
+    # A writer still alive (here: this process) is not interrupted.
+    keep.append(f".b_0.png.{os.getpid()}-6.part")
     for name in keep:
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / ".inputs.part").mkdir()  # a folder, even one named like a temporary file, stays
+    (tmp_path / f".inputs.{dead}-1.part").mkdir()  # a folder named like a temporary file stays
 
     assert remove_stale_temp_files(tmp_path) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, ".inputs.part"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, f".inputs.{dead}-1.part"])
     assert remove_stale_temp_files(tmp_path / "missing") == 0

@@ -13,7 +13,7 @@ from novita_async import ConfigurationError, NovitaClient
 from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job, JobOutcome
 from novita_async.emulator import Emulator
 
-from .conftest import make_job
+from .conftest import exited_pid, make_job
 from .test_runner import assert_images_decode, read_results
 
 
@@ -64,7 +64,8 @@ async def test_a_rerun_removes_the_partial_files_a_killed_run_left(
     out = tmp_path / "out"
     out.mkdir()
     # What kill -9 mid-download and mid-rewrite leaves: the client's temporary names.
-    stale = [out / ".j0_0.png.4242-7.part", out / ".results.jsonl.4242-8.part"]
+    dead = exited_pid()
+    stale = [out / f".j0_0.png.{dead}-7.part", out / f".results.jsonl.{dead}-8.part"]
     for path in stale:
         path.write_bytes(b"half")
     summary = await BatchRunner(client, out).run_all([make_job("j0", images(1), images(2))])
