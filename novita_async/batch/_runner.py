@@ -155,7 +155,8 @@ class BatchRunner:
         """Start the run; yield a stream of outcomes in the order jobs end.
 
         The run lives as long as the ``async with`` block: leaving it early stops the run
-        cleanly (a rerun resumes).
+        cleanly (a rerun resumes). ``jobs`` is read lazily, as workers free up; a generator
+        (plain or async) given is closed when the run ends, so its ``finally`` blocks run then.
         """
         if self._running:
             raise RuntimeError("this BatchRunner is already running")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -117,11 +117,16 @@ async def test_input_is_read_lazily(
     face, ref = images(1), images(2)
     consumed = 0
 
+    closed = False
+
     def endless() -> Iterator[Job]:
-        nonlocal consumed
-        for n in range(100_000):
-            consumed += 1
-            yield make_job(f"j{n}", face, ref)
+        nonlocal consumed, closed
+        try:
+            for n in range(100_000):
+                consumed += 1
+                yield make_job(f"j{n}", face, ref)
+        finally:
+            closed = True
 
     emu.faults.hold("result")
     runner = BatchRunner(client, tmp_path / "out", concurrency=4, upload_concurrency=2)
@@ -142,6 +147,7 @@ async def test_input_is_read_lazily(
     # Leaving the block stopped the run; the reader went no further either.
     emu.faults.release("result")
     assert consumed == in_flight_consumed
+    assert closed  # the generator was closed when the run stopped, its finally block ran
     # concurrency tasks in flight + upload_concurrency jobs read ahead, and no more.
     assert in_flight_consumed == 4 + 2
     assert len(submitted) == 4
@@ -277,3 +283,26 @@ async def test_a_stopping_run_waits_for_unanswered_submissions_only_its_grace(
 async def test_stop_grace_must_be_a_number_of_seconds(client: NovitaClient, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="stop_grace"):
         BatchRunner(client, tmp_path, stop_grace=-1)
+
+
+async def test_an_async_generator_input_is_closed_when_the_run_stops(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    face, ref = images(1), images(2)
+    closed = False
+
+    async def jobs() -> AsyncIterator[Job]:
+        nonlocal closed
+        try:
+            for n in range(1000):
+                yield make_job(f"j{n}", face, ref)
+        finally:
+            closed = True
+
+    emu.faults.hold("result")
+    runner = BatchRunner(client, tmp_path / "out", concurrency=2)
+    async with runner.run(jobs()):
+        await emu.wait_in_flight("result", 2)  # both slots taken: the run is well under way
+        assert not closed
+    emu.faults.release("result")
+    assert closed and runner.summary.interrupted
