@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Iterable
 
-__all__ = ["remove_stale_temp_files", "temp_path_for", "write_atomically"]
+__all__ = ["remove_stale_temp_files", "temp_path_for", "write_all", "write_atomically"]
 
 _temp_names = itertools.count()
 # Written in blocks of this size: a results file of many short lines is a few writes, not one each.
@@ -95,13 +95,13 @@ def write_atomically(
             pending = bytearray()
             for chunk in chunks:
                 if not pending and len(chunk) >= _BLOCK:
-                    _write_all(fd, chunk)
+                    write_all(fd, chunk)
                     continue
                 pending += chunk
                 if len(pending) >= _BLOCK:
-                    _write_all(fd, pending)
+                    write_all(fd, pending)
                     pending.clear()
-            _write_all(fd, pending)
+            write_all(fd, pending)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -113,7 +113,8 @@ def write_atomically(
         raise
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    """Write all of ``data`` to the descriptor ``fd`` (``os.write`` may take only part)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,15 +36,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
 
 
-def exited_pid() -> int:
-    """The pid of a process that has exited (so no process has it, barring reuse)."""
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
-                           capture_output=True, text=True)  # fmt: skip
-    return int(child.stdout)
-
-
-def test_stale_temporary_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
-    dead = exited_pid()
+def test_stale_temporary_files_are_removed_and_nothing_else(
+    tmp_path: Path, exited_pid: int
+) -> None:
+    dead = exited_pid
     (tmp_path / f".a_0.png.{dead}-4.part").write_bytes(b"half an image")
     (tmp_path / f".results.jsonl.{dead}-5.part").write_bytes(b"half a line")
     keep = ["a_0.png", "results.jsonl", ".novita-journal.jsonl", "notes.part"]

@@ -18,12 +18,10 @@ import attrs
 
 from .._client import NovitaClient, _extension
 from .._exceptions import (
-    APIConnectionError,
     APIStatusError,
     ImageURLExpiredError,
     InvalidResponseError,
     RateLimitError,
-    ServerError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
@@ -34,7 +32,7 @@ from ._inputs import InputReader, PreparedJob
 from ._job import Job, JobError, JobInputError, JobOutcome, check_job_id
 from ._journal import JobState, Journal
 from ._limits import SubmitGate
-from ._poller import Poller
+from ._poller import TRANSIENT_ERRORS, Poller
 from ._results import ResultsFile
 from ._seen import SeenIds
 from ._summary import SummaryCounter
@@ -49,7 +47,6 @@ MAX_URL_REFRESHES = 3
 # Rounds of the client's own retries one image download may take: an unattended run rides out a
 # 429 or 5xx spell that outlasts one round (the task is paid for; its image must not be lost).
 MAX_DOWNLOAD_ROUNDS = 4
-_TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
 RESUBMIT_REASONS = frozenset({"TASK_FAILED"})
@@ -309,7 +306,7 @@ class JobFlow:
                         f"task {task_id} answered {len(result.images)} images, then {count}"
                     ) from exc
                 continue
-            except _TRANSIENT as exc:
+            except TRANSIENT_ERRORS as exc:
                 rounds += 1
                 if rounds >= MAX_DOWNLOAD_ROUNDS:
                     raise

@@ -32,7 +32,7 @@ ImageSource: TypeAlias = str | os.PathLike[str] | bytes
 
 JobStatus: TypeAlias = Literal["succeeded", "failed"]
 
-# Names the runner itself writes in OUT; a job directory may not take them.
+# Names the runner itself writes in OUT; a job id may not be one of them.
 RESERVED_NAMES = frozenset({"results.jsonl"})
 MAX_JOB_ID_LENGTH = 200
 _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")

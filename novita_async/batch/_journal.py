@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
+from .._atomic import write_all
 from .._exceptions import ConfigurationError
 from ._job import JobError, JobOutcome
 
@@ -229,11 +230,7 @@ class Journal:
         if self._fd is None:
             raise RuntimeError("the journal is closed")
         record["t"] = round(time.time(), 3)
-        data = (_ENCODER.encode(record) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        write_all(self._fd, (_ENCODER.encode(record) + "\n").encode())
         if self._fsync:
             os.fsync(self._fd)
         self._apply(record)

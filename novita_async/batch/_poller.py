@@ -36,13 +36,14 @@ from .._models import Task, TaskResult, TaskStatus
 from .._polling import PollPolicy
 from ._durations import DurationModel, server_seconds
 
-__all__ = ["Poller"]
+__all__ = ["TRANSIENT_ERRORS", "Poller"]
 
 # The event loop's clock (asyncio's is time.monotonic), read directly: anyio.current_time() looks
 # up the running async library on every call, and this runs several times per request.
 _now = time.monotonic
 
-_TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
+# What a batch rides out for a while (a poll, a download) when the client's own retries did not.
+TRANSIENT_ERRORS = (APIConnectionError, ServerError, RateLimitError)
 
 ProgressCallback = Callable[[Task], None]
 
@@ -189,7 +190,7 @@ class Poller:
         self._on_request("result")
         try:
             result = await self._client.get_task_result(entry.task_id)
-        except _TRANSIENT as exc:
+        except TRANSIENT_ERRORS as exc:
             entry.errors += 1
             if entry.errors >= self._max_errors:
                 raise

@@ -1,14 +1,14 @@
 """``OUT/results.jsonl``: one line per job, written as each job ends and rebuilt from the journal.
 
 During a run each ended job appends its line (one ``os.write`` on an ``O_APPEND`` descriptor), so
-the file can be followed live. The journal is the source of truth: at the start and at the end of
-every run (also a cancelled one) the file is rebuilt from it, through a temporary file in the same
-folder and ``os.replace`` (at the end, the lines of jobs new to this run are carried over from the
-file itself, since the journal keeps no state in memory for them). A crash can leave a torn last
-line or a job listed twice (a failed job retried with ``retry_failed``); the next run's rebuild
-removes both. After a run that ends, the
-file lists each job the journal knows exactly once, with its last state, in the order the jobs
-ended.
+the file can be followed live. The journal is the source of truth: at the start of every run the
+file is rebuilt from it, through a temporary file in the same folder and ``os.replace``; at the end
+(also of a cancelled run) the lines of the jobs the journal knew before the run are brought up to
+date in place (:meth:`ResultsFile.merge`), while the lines of jobs new to this run are carried over
+from the file itself, since the journal keeps no state in memory for them. A crash can leave a
+torn last line or a job listed twice (a failed job retried with ``retry_failed``); the next run's
+rebuild removes both. After a run that ends, the file lists each job the journal knows exactly
+once, with its last state, in the order the jobs ended.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
-from .._atomic import write_atomically
+from .._atomic import write_all, write_atomically
 from ._job import JobOutcome
 
 __all__ = ["RESULTS_NAME", "ResultsFile", "result_line"]
@@ -99,9 +99,7 @@ class ResultsFile:
     def append(self, outcome: JobOutcome) -> None:
         if self._fd is None:
             raise RuntimeError("results file is not open")
-        data = memoryview(result_line(outcome))
-        while data:
-            data = data[os.write(self._fd, data) :]
+        write_all(self._fd, result_line(outcome))
 
     def close(self) -> None:
         if self._fd is not None:

@@ -137,6 +137,11 @@ class BatchRunner:
         return f"<BatchRunner out_dir={str(self.out_dir)!r} concurrency={self.concurrency}>"
 
     @property
+    def _workers(self) -> int:
+        """Tasks that each carry one job at a time: those in flight and those read ahead."""
+        return self.concurrency + self.upload_concurrency
+
+    @property
     def summary(self) -> BatchSummary:
         """Counts of the current (or last) run; live while it runs."""
         return self._counter.snapshot()
@@ -183,8 +188,8 @@ class BatchRunner:
         try:
 
             def prepare() -> None:
-                # A run killed mid-download (kill -9) left partial files; the lock keeps other
-                # runs out of this folder, so every temporary file in it is stale.
+                # A run killed mid-download (kill -9) left partial files: those whose writer
+                # process no longer exists are removed.
                 remove_stale_temp_files(self.out_dir)
                 results.rebuild(list(journal.ended_outcomes()))
 
@@ -203,9 +208,7 @@ class BatchRunner:
         flow, poller = self._build(journal, results, counter)
         # Room for one outcome per worker: when a wave of tasks ends together, no worker waits
         # for the reader to take the ones before; a reader that stops reading still stops them.
-        send, receive = anyio.create_memory_object_stream[JobOutcome](
-            self.concurrency + self.upload_concurrency
-        )
+        send, receive = anyio.create_memory_object_stream[JobOutcome](self._workers)
         try:
             async with anyio.create_task_group() as tg:
 
@@ -304,7 +307,7 @@ class BatchRunner:
             # delivery: the jobs read ahead are bounded by their number, and a batch of any size
             # costs that many task spawns rather than one per job.
             async with _JobSource(jobs) as source, anyio.create_task_group() as workers:
-                for _ in range(self.concurrency + self.upload_concurrency):
+                for _ in range(self._workers):
                     workers.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller
         return not stopped

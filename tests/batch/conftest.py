@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -62,10 +60,3 @@ def make_job(
         prompt=f"portrait of {job_id} {prompt}".strip(), width=128, height=128, **fields
     )  # type: ignore[arg-type]
     return Job(id=job_id, face_images=[face], ref_images=[ref], request=request)
-
-
-def exited_pid() -> int:
-    """The pid of a process that has exited: what a run killed mid-download leaves in names."""
-    code = "import os; print(os.getpid())"
-    child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    return int(child.stdout)

@@ -13,7 +13,7 @@ from novita_async import ConfigurationError, NovitaClient
 from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job, JobOutcome
 from novita_async.emulator import Emulator
 
-from .conftest import exited_pid, make_job
+from .conftest import make_job
 from .test_runner import assert_images_decode, read_results
 
 
@@ -59,12 +59,16 @@ async def submitted_then_cancel(
 
 
 async def test_a_rerun_removes_the_partial_files_a_killed_run_left(
-    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+    emu: Emulator,
+    client: NovitaClient,
+    images: Callable[[int], Path],
+    tmp_path: Path,
+    exited_pid: int,
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     # What kill -9 mid-download and mid-rewrite leaves: the client's temporary names.
-    dead = exited_pid()
+    dead = exited_pid
     stale = [out / f".j0_0.png.{dead}-7.part", out / f".results.jsonl.{dead}-8.part"]
     for path in stale:
         path.write_bytes(b"half")
