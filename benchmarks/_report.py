@@ -1,127 +1,138 @@
-"""BENCHMARKS.md tables and per-scenario plots from the results."""
+"""BENCHMARKS.md from the result files: a table per scenario of each contender's medians, the
+targets met or missed, and the notes a scenario exists to show."""
 
 from __future__ import annotations
 
-import io
-import json
+import textwrap
 from pathlib import Path
-from typing import Any
 
-from benchmarks._targets import (
-    cpu_vs_floor,
-    cross_checks,
-    polls_per_task,
-    requests_per_job,
-    scenario_checks,
-    scenario_notes,
-)
-from novita_async._atomic import write_atomically
-
-Result = dict[str, Any]
-
+from benchmarks._summary import Medians, ScenarioResult, medians, write_whole
+from benchmarks._targets import cpu_vs_floor, cross_checks, scenario_checks, x_ideal
 
 ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
+LEGEND = (
+    "Every figure is the median over a contender's runs (the `runs` column: repeated contenders"
+    " run interleaved, each run against a fresh emulator), each taken from its own values: the"
+    " median wall time of the wall times, the median CPU of the CPU times. `CPU ms/job` and"
+    " `requests/job` divide by the N jobs given, which the CPU and the requests were spent on,"
+    " done or lost; `polls/task` divides the result requests by the tasks the emulator created."
+    " `x ideal` and `x floor CPU/job` are shown only where every run (and the floor's) did every"
+    " job, so that both sides of the ratio count the same jobs."
+)
+_COUNTS = {
+    "faults_injected": "injected faults",
+    "duplicate_submissions": "duplicate submissions",
+    "refused_429": "submissions refused with 429",
+}
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (the package's own temp-name-then-rename writer)."""
-    write_atomically(path, [text.encode("utf-8")], fsync=False)
+    write_whole(path, text.encode("utf-8"))
 
 
-def load_results(folder: Path, names: list[str], *, quick: bool) -> list[Result]:
-    """The results in ``folder`` of these scenarios (in this order) run at this scale."""
-    results = []
-    for name in names:
-        path = folder / f"{name}.json"
-        if path.exists():
-            result = json.loads(path.read_text(encoding="utf-8"))
-            if result.get("quick") == quick:
-                results.append(result)
-    return results
+def num(value: float | None, digits: int) -> str:
+    """A median as the table shows it ("" when not measured)."""
+    return "" if value is None else f"{value:,.{digits}f}".replace(",", "")
 
 
-def _table(result: Result) -> list[str]:
-    ideal = result["ideal_wall_s"]
+def _table(result: ScenarioResult) -> list[str]:
     lines = [
-        "| contender | wall s | x ideal | ok | lost | requests/job | polls/task |"
+        "| contender | runs | wall s | x ideal | ok | lost | requests/job | polls/task |"
         " CPU s | CPU ms/job | x floor CPU/job | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for run in result["runs"]:
-        ratio = cpu_vs_floor(result, run)
-        x_ideal = f"{run['wall_s'] / ideal:.2f}" if ideal else ""
-        x_floor = f"{ratio:.2f}" if ratio is not None else ""
-        lines.append(
-            f"| {run['contender']} | {run['wall_s']} | {x_ideal} | {run['succeeded']} | "
-            f"{run['lost']} | {requests_per_job(run, result['jobs'])} | "
-            f"{polls_per_task(run)} | {run['cpu_s']} | {run['cpu_ms_per_job']} | "
-            f"{x_floor} | {run['peak_rss_mb']} |"
-        )
-    repeated = [run for run in result["runs"] if run.get("repeats")]
+    for contender in result.contenders:
+        m = medians(contender, result.jobs)
+        cells = [
+            contender.contender,
+            str(m.runs),
+            num(m["wall_s"], 3),
+            num(x_ideal(result, m), 2),
+            num(m["succeeded"], 0 if m.runs % 2 else 1),
+            num(m["lost"], 0 if m.runs % 2 else 1),
+            num(m["requests_per_job"], 2),
+            num(m["polls_per_task"], 2),
+            num(m["cpu_s"], 3),
+            num(m["cpu_ms_per_job"], 3),
+            num(cpu_vs_floor(result, m), 2),
+            num(m["peak_rss_mb"], 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    repeated = [c for c in result.contenders if len(c.runs) > 1]
     if repeated:
-        lines += ["", "Runs repeated, interleaved, each against a fresh emulator; the table shows"
-                  " the run with the median CPU:", ""]  # fmt: skip
-        for run in repeated:
-            cpu = ", ".join(f"{r['cpu_s']}" for r in run["repeats"])
-            wall = ", ".join(f"{r['wall_s']}" for r in run["repeats"])
-            lines.append(f"- {run['contender']}: CPU s {cpu}; wall s {wall}")
+        lines += ["", "Each run, in run order:", ""]
+        for contender in repeated:
+            wall = ", ".join(f"{run.wall_s:.3f}" for run in contender.runs)
+            cpu = ", ".join(f"{run.cpu_s:.3f}" for run in contender.runs)
+            lines.append(f"- {contender.contender}: wall s {wall}; CPU s {cpu}")
     return lines
 
 
-def write_markdown(results: list[Result], path: Path) -> None:
+def scenario_notes(result: ScenarioResult) -> list[str]:
+    """Per-contender medians a scenario exists to show, beyond the table's columns."""
+    name, jobs = result.scenario, result.jobs
+    notes = []
+    for contender in result.contenders:
+        m, who = medians(contender, jobs), contender.contender
+        if name == "faults":
+            notes.append(
+                f"- {who}: completion {(m['succeeded'] or 0) / jobs:.3f}"
+                + _counts(m, "faults_injected", "duplicate_submissions")
+            )
+        if name == "rate-limited":
+            lost = f"- {who}: lost {num(m['lost'], 0)} of {jobs} jobs"
+            notes.append(lost + _counts(m, "refused_429"))
+        if m.own:
+            notes.append(f"- {who}: " + ", ".join(f"{k} {v:g}" for k, v in m.own.items()))
+        if m.errors:
+            shown = ", ".join(f"{k} x{v:g}" for k, v in sorted(m.errors.items()))
+            notes.append(f"- {who} failures: {shown}")
+        if m.detailed < m.runs:
+            notes.append(
+                f"- {who}: peak RSS, requests/job and polls/task are of the {m.detailed} of"
+                f" {m.runs} runs that recorded them (results converted from before every run"
+                " was summarised)"
+            )
+    return notes
+
+
+def _counts(m: Medians, *names: str) -> str:
+    return "".join(f", {num(m[name], 0)} {_COUNTS[name]}" for name in names if m[name] is not None)
+
+
+def render_markdown(results: list[ScenarioResult]) -> str:
     lines = ["# Benchmarks", ""]
+    runs = list(dict.fromkeys((result.run, result.command) for result in results))
     if results:
         first = results[0]
-        lines += [
-            f"Machine: {first['machine']}. Date: {first['date']}.",
-            f"Command: `{first['command']}`",
-            "",
-        ]
-        if first.get("quick"):
+        lines += [f"Machine: {first.machine}. Date: {first.date}.", ""]
+        if len(runs) == 1:
+            lines += [f"Command: `{first.command}`", ""]
+        else:
+            lines += [
+                f"These results come from {len(runs)} runs of the harness, not one full run:"
+                " each section names its own.",
+                "",
+            ]
+        if first.quick:
             lines += ["Quick run: small scale, the figures only show the harness works.", ""]
+        lines += [textwrap.fill(LEGEND, width=100), ""]
     for result in results:
-        lines += [f"## {result['scenario']}", ""]
-        if result["command"] != results[0]["command"]:
-            lines += [f"Run on {result['date']} by `{result['command']}`.", ""]
-        ideal = f", ideal wall {result['ideal_wall_s']} s" if result["ideal_wall_s"] else ""
-        lines += [f"{result['description']} (N={result['jobs']}{ideal}).", "", *_table(result)]
+        lines += [f"## {result.scenario}", ""]
+        if len(runs) > 1:
+            lines += [f"Run {result.run}, by `{result.command}`.", ""]
+        ideal = f", ideal wall {result.ideal_wall_s:g} s" if result.ideal_wall_s else ""
+        what = result.description[:1].upper() + result.description[1:]
+        lines += [f"{what} (N={result.jobs}{ideal}).", "", *_table(result)]
         if checks := scenario_checks(result):
-            label = " (not meaningful at quick scale)" if result.get("quick") else ""
+            label = " (not meaningful at quick scale)" if result.quick else ""
             lines += ["", f"This package's targets{label}:", "", *(c.line() for c in checks)]
         if notes := scenario_notes(result):
             lines += ["", *notes]
         lines.append("")
     if checks := cross_checks(results):
         lines += ["## scale: memory from 10k to 100k jobs", "", *(c.line() for c in checks), ""]
-    if not (results and results[0].get("quick")) and ANALYSIS.is_file():
-        # The hand-written profile of the targets this package misses, kept beside the figures.
-        lines += ["", ANALYSIS.read_text().strip(), ""]
-    write_text_atomic(path, "\n".join(lines))
-
-
-def write_plot(result: Result, path: Path) -> None:
-    """Completed jobs over time per contender, with the ideal line (skipped without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for run in result["runs"]:
-        times = run["completions_s"]
-        ax.step([0, *times], range(len(times) + 1), where="post", label=run["contender"])
-    ideal = result["ideal_wall_s"]
-    ax.plot([result["task_seconds"], ideal], [0, result["jobs"]], "k--", label="ideal")
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("completed jobs")
-    ax.set_title(f"{result['scenario']} (N={result['jobs']})")
-    ax.legend()
-    fig.tight_layout()
-    picture = io.BytesIO()
-    try:
-        fig.savefig(picture, dpi=90, format="png")
-    finally:
-        plt.close(fig)
-    write_atomically(path, [picture.getvalue()], fsync=False)
+    if not (results and results[0].quick) and ANALYSIS.is_file():
+        # How the figures are made and what they mean, written by hand, with no figures of its own.
+        lines += [ANALYSIS.read_text(encoding="utf-8").strip(), ""]
+    return "\n".join(lines)

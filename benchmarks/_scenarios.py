@@ -47,9 +47,9 @@ class Scenario:
     height: int = 128
     repeats: int = 1
     """Runs of each contender in ``repeated``, interleaved (A, B, A, B...), each against a fresh
-    emulator; the run with the median CPU is reported. Shared machines drift from one minute to
-    the next (file-system work costs several times more at times), so a ratio of two single runs
-    minutes apart measures the drift as much as the code."""
+    emulator; each figure is reported as its median over the runs. Shared machines drift from
+    one minute to the next (file-system work costs several times more at times), so a ratio of
+    two single runs minutes apart measures the drift as much as the code."""
     repeated: tuple[str, ...] = ("novita-async", "floor")
 
     def __attrs_post_init__(self) -> None:

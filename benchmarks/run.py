@@ -1,21 +1,25 @@
 """Run the benchmarks: ``python -m benchmarks.run [--quick] [--scenario NAME] [--contender NAME]``.
 
-For each scenario, a fresh emulator process serves each contender in turn (a scenario's emulators
-all start before its first contender runs, and idle until their turn); each contender runs in its
-own process, so the figures below are that process's alone: wall time (spawn to exit), client CPU
-(user + system, start-up included), peak RSS, jobs done and lost, and the HTTP requests the
-emulator counted by route. Results go to ``benchmarks/results/<scenario>.json``, a plot per scenario
-to ``benchmarks/results/<scenario>.png`` and a table, with this package's targets met or missed, to
-``BENCHMARKS.md``. ``--quick`` runs every scenario at small scale (seconds; the figures only show
-the harness works) and writes everything, its own BENCHMARKS.md included, to
-``benchmarks/results/quick/`` or the ``--results`` folder: never over the full run's files.
+For each scenario, a fresh emulator process serves each run of each contender (a scenario's
+emulators all start before its first run, and idle until their turn); each contender runs in its
+own process, so the figures are that process's alone: wall time (spawn to exit), client CPU (user
++ system, start-up included), peak RSS, jobs done and lost, and the HTTP requests the emulator
+counted by route. A scenario's repeated contenders run several times, interleaved.
+
+Each scenario's runs are summarised (no per-job data) in ``benchmarks/results/<scenario>.json``,
+drawn in ``benchmarks/results/<scenario>.png``; then ``BENCHMARKS.md`` (every figure the median
+over a contender's runs, each target met or missed) and the README's figures, between its
+``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers, are written from the result files.
+``--report`` runs nothing and writes those (and the plots) again from the result files.
+``--quick`` runs every scenario at small scale (seconds; the figures only show the harness
+works) and writes everything, its own BENCHMARKS.md included, to ``benchmarks/results/quick/``
+or the ``--results`` folder: never over the full run's files, and never into the README.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -23,17 +27,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from benchmarks._emulator_proc import EmulatorProcess, contender_env, emulators
 from benchmarks._inputs import make_inputs
-from benchmarks._report import load_results, write_markdown, write_plot, write_text_atomic
+from benchmarks._plot import write_plot
+from benchmarks._readme import with_readme_figures
+from benchmarks._report import render_markdown, write_text_atomic
 from benchmarks._scenarios import SCENARIOS, Scenario
 from benchmarks._spec import RunReport, RunSpec, dump_spec, parse_report
+from benchmarks._summary import (
+    ContenderResult,
+    RunSummary,
+    ScenarioResult,
+    load_results,
+    progress,
+    write_result,
+)
 from benchmarks.contenders.sdk import usable as sdk_unusable
 
 RESULTS = Path(__file__).parent / "results"
 BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
+README = Path(__file__).parent.parent / "README.md"
 MODULES = {
     "novita-async": "benchmarks.contenders.ours",
     "official-sdk": "benchmarks.contenders.sdk",
@@ -48,7 +62,7 @@ def run_contender(
     inputs: tuple[list[str], list[str]],
     work: Path,
     emulator: EmulatorProcess,
-) -> dict[str, Any]:
+) -> RunSummary:
     faces, refs = inputs
     work.mkdir(parents=True, exist_ok=True)
     spec = RunSpec(
@@ -77,30 +91,28 @@ def run_contender(
         )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.time() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
     stats = emulator.stats()
     report = parse_report(stdout_path.read_text())
     if report is None:
         last = stderr_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         report = RunReport(failed=scenario.jobs, errors={f"no report: {last[0][:200]}": 1})
-    return {
-        "contender": contender,
-        "exit_code": proc.returncode,
-        "wall_s": round(wall, 3),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-        "cpu_ms_per_job": round(1000 * (usage.ru_utime + usage.ru_stime) / scenario.jobs, 3),
-        "peak_rss_mb": round((report.peak_rss_kib or usage.ru_maxrss) / 1024, 1),
-        "succeeded": report.succeeded,
-        "failed": report.failed,
-        "lost": scenario.jobs - report.succeeded,
-        "errors": report.errors,
-        "figures": report.figures,
-        "completions_s": sorted(round(t - started, 3) for t in report.completions),
-        "server": stats,
-    }
+    # The per-job completion times stay here: the summary keeps a hundred points of progress.
+    return RunSummary(
+        wall_s=round(wall, 3),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        succeeded=report.succeeded,
+        failed=report.failed,
+        exit_code=os.waitstatus_to_exitcode(status),
+        peak_rss_mb=round((report.peak_rss_kib or usage.ru_maxrss) / 1024, 1),
+        errors=report.errors,
+        figures=report.figures,
+        server=stats,
+        progress=progress((t - started for t in report.completions), scenario.jobs),
+    )
 
 
-def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> dict[str, Any]:
+def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> list[ContenderResult]:
+    """Every contender's runs of ``scenario``, in the order the contenders were given."""
     inputs = make_inputs(work / "inputs", scenario.faces, scenario.refs)
     chosen = []
     for contender in contenders:
@@ -118,40 +130,19 @@ def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> dict[
         if round_ == 0 or contender in scenario.repeated
     ]
     logs = [work / f"{contender}-{round_}.emulator.log" for contender, round_ in schedule]
-    done: dict[str, list[dict[str, Any]]] = {contender: [] for contender in chosen}
+    done: dict[str, list[RunSummary]] = {contender: [] for contender in chosen}
     # A fresh emulator for each run, so none inherits another's tasks or counters.
     with emulators(scenario.emulator_command(), logs) as fresh:
         for (contender, round_), emulator in zip(schedule, fresh, strict=True):
             label = f"{contender} #{round_ + 1}" if scenario.repeats > 1 else contender
             print(f"  {label} ...", end="", flush=True)
-            result = run_contender(scenario, contender, inputs, work / f"run-{round_}", emulator)
+            run = run_contender(scenario, contender, inputs, work / f"run-{round_}", emulator)
             print(
-                f" {result['wall_s']}s, {result['succeeded']}/{scenario.jobs} ok,"
-                f" {result['cpu_s']} CPU s",
+                f" {run.wall_s}s, {run.succeeded}/{scenario.jobs} ok, {run.cpu_s} CPU s",
                 flush=True,
             )
-            done[contender].append(result)
-    runs = [_median_run(done[contender]) for contender in chosen]
-    return {
-        "scenario": scenario.name,
-        "description": scenario.description,
-        "jobs": scenario.jobs,
-        "concurrency": scenario.concurrency,
-        "task_seconds": scenario.fastest_task(),
-        "rate": scenario.rate,
-        "ideal_wall_s": round(scenario.ideal_wall(), 3),
-        "emulator": scenario.emulator_command(),
-        "runs": runs,
-    }
-
-
-def _median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median CPU, listing every run's CPU and wall time (in run order)."""
-    if len(results) == 1:
-        return results[0]
-    chosen = sorted(results, key=lambda r: r["cpu_s"])[(len(results) - 1) // 2]
-    repeats = [{k: r[k] for k in ("cpu_s", "wall_s", "succeeded")} for r in results]
-    return {**chosen, "repeats": repeats}
+            done[contender].append(run)
+    return [ContenderResult(contender, runs) for contender, runs in done.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,37 +153,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results",
         type=Path,
-        help=f"folder for the JSON, plots (and, with --quick, BENCHMARKS.md); default {RESULTS}"
-        f" or, with --quick, {RESULTS / 'quick'}",
+        help=f"folder for the JSON and plots (and BENCHMARKS.md, unless it is {RESULTS}); default"
+        f" {RESULTS} or, with --quick, {RESULTS / 'quick'}",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing: write the table, plots and README figures from the results folder",
     )
     args = parser.parse_args(argv)
-    names = args.scenario or list(SCENARIOS)
-    contenders = args.contender or list(MODULES)
     results_dir: Path = args.results or (RESULTS / "quick" if args.quick else RESULTS)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    if args.quick and args.results is None:
-        write_text_atomic(results_dir / ".gitignore", "*\n")  # quick figures are never kept
+    if not args.report:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        run_all(args, results_dir, argv)
+    report(results_dir, quick=args.quick, redraw=args.report)
+    return 0
+
+
+def run_all(args: argparse.Namespace, results_dir: Path, argv: list[str] | None) -> None:
+    """Run the chosen scenarios, writing each one's result file and plot as it ends."""
     command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    now = datetime.datetime.now()
     with tempfile.TemporaryDirectory(prefix="novita-bench-") as tmp:
-        for name in names:
+        for name in args.scenario or list(SCENARIOS):
             scenario = SCENARIOS[name].scaled(args.quick)
             print(f"{scenario.name}: {scenario.description} (N={scenario.jobs})", flush=True)
-            result = run_scenario(scenario, contenders, Path(tmp) / name)
-            result.update(
+            started = time.monotonic()
+            contenders = run_scenario(scenario, args.contender or list(MODULES), Path(tmp) / name)
+            result = ScenarioResult(
+                scenario=scenario.name,
+                description=scenario.description,
+                jobs=scenario.jobs,
+                concurrency=scenario.concurrency,
+                task_seconds=scenario.fastest_task(),
+                rate=scenario.rate,
+                ideal_wall_s=round(scenario.ideal_wall(), 3),
+                emulator=scenario.emulator_command(),
+                contenders=contenders,
                 command=command.strip(),
                 machine=machine,
-                date=datetime.date.today().isoformat(),
+                date=now.date().isoformat(),
+                run=now.isoformat(" ", "seconds"),
                 quick=args.quick,
+                elapsed_s=round(time.monotonic() - started, 1),
             )
-            write_text_atomic(results_dir / f"{name}.json", json.dumps(result, indent=1))
-            write_plot(result, results_dir / f"{name}.png")
-    # The table covers every scenario with results in the folder: those of this run and,
-    # when only some were run, the others' latest (each section names its own command).
-    markdown = results_dir / "BENCHMARKS.md" if args.quick else BENCHMARKS_MD
-    write_markdown(load_results(results_dir, list(SCENARIOS), quick=args.quick), markdown)
-    print(f"results in {results_dir}; table in {markdown}", flush=True)
-    return 0
+            write_result(result, results_dir / f"{name}.json")
+            if not write_plot(result, results_dir / f"{name}.png"):
+                # No picture is better than one of another run's figures.
+                (results_dir / f"{name}.png").unlink(missing_ok=True)
+
+
+def report(results_dir: Path, *, quick: bool, redraw: bool) -> None:
+    """The table covers every scenario with results in the folder: those of this run and, when
+    only some were run, the others' latest (each section then names its own run). Only the
+    repository's full-scale results make its BENCHMARKS.md and the README's figures."""
+    results = load_results(results_dir, list(SCENARIOS), quick=quick)
+    if redraw:
+        for result in results:
+            write_plot(result, results_dir / f"{result.scenario}.png")
+    into_repo = not quick and results_dir.resolve() == RESULTS.resolve()
+    markdown = BENCHMARKS_MD if into_repo else results_dir / "BENCHMARKS.md"
+    write_text_atomic(markdown, render_markdown(results))
+    where = f"table in {markdown}"
+    if into_repo:
+        readme = with_readme_figures(README.read_text(encoding="utf-8"), results)
+        write_text_atomic(README, readme)
+        where += f", figures in {README}"
+    print(f"results in {results_dir}; {where}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from . import batch
 from ._client import InstantIDOutcome, NovitaClient
 from ._config import ClientConfig, Timeouts
 from ._events import ClientEvent, EventKind
@@ -15,6 +22,7 @@ from ._exceptions import (
     ConfigurationError,
     ImageURLExpiredError,
     InvalidResponseError,
+    LocalIOError,
     NotFoundError,
     NovitaError,
     PermissionDeniedError,
@@ -46,6 +54,7 @@ from ._retry import RetryPolicy
 from .batch import (
     BatchEvent,
     BatchEventKind,
+    BatchOptions,
     BatchRunner,
     BatchSummary,
     Job,
@@ -64,6 +73,7 @@ __all__ = [
     "BadRequestError",
     "BatchEvent",
     "BatchEventKind",
+    "BatchOptions",
     "BatchRunner",
     "BatchSummary",
     "ClientConfig",
@@ -81,6 +91,7 @@ __all__ = [
     "JobError",
     "JobOutcome",
     "LoRA",
+    "LocalIOError",
     "Model",
     "ModelPage",
     "NotFoundError",
@@ -105,3 +116,23 @@ __all__ = [
     "WebhookTestMode",
     "__version__",
 ]
+
+
+def _belong_to(module: str, names: Iterable[str], namespace: Mapping[str, Any]) -> None:
+    """Label the classes and functions of ``names`` as defined in ``module``: a traceback reads
+    ``novita_async.RateLimitError``, not the private module that defines it (as httpx does), and
+    pickle finds them there. An attrs class's annotations are strings, looked up in the module
+    ``__module__`` names, so they are resolved first, while that is still the defining module.
+    """
+    for name in names:
+        public = namespace[name]
+        if attrs.has(public):
+            attrs.resolve_types(public)
+        if isinstance(public, type) or inspect.isfunction(public):
+            public.__module__ = module
+
+
+# The batch names re-exported here are labelled novita_async, the others novita_async.batch.
+_belong_to(batch.__name__, batch.__all__, vars(batch))
+_belong_to(__name__, __all__, globals())
+del _belong_to

@@ -1,4 +1,20 @@
-"""Files that appear whole or not at all: written under a temporary name, then renamed."""
+"""Files that appear whole or not at all: written under a temporary name, then renamed.
+
+How this package does file I/O, in one place:
+
+- Async code that writes a file piece by piece as the data arrives (an image download) uses one
+  library, ``aiofiles``, as the design names it (:mod:`novita_async._download`).
+- A whole-file job that is one function (write a file atomically, hash or read an input) is plain
+  synchronous code, ``open`` and :func:`os.replace`, run in a worker thread by its async caller
+  (``anyio.to_thread.run_sync``): a cancelled caller waits for the thread, so no handle is left
+  open half-way. :func:`write_atomically` is that code for writing.
+- The journal and ``results.jsonl`` append each record synchronously with :func:`write_all`, on
+  purpose: a record is written in the same step as the answer it records, with no ``await``
+  between (see :mod:`novita_async.batch._journal`).
+
+A temporary name carries the writer's process id, so that :func:`remove_stale_temp_files` can
+tell the leftovers of a killed process from the files of a run still writing.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +27,13 @@ from collections.abc import Iterable
 __all__ = ["remove_stale_temp_files", "temp_path_for", "write_all", "write_atomically"]
 
 _temp_names = itertools.count()
-# Written in blocks of this size: a results file of many short lines is a few writes, not one each.
-_BLOCK = 1 << 20
-# os.getpid() is a system call each time; the pid only changes in a forked child.
-_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; elsewhere a process does not fork
-    os.register_at_fork(after_in_child=_forked)
-# O_CLOEXEC: not inherited by child processes; O_BINARY: no newline translation on Windows.
-_FLAGS = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-)
+_TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.part")
 
 
 def temp_path_for(dest: str | os.PathLike[str]) -> str:
     """A fresh hidden name next to ``dest``, so the final rename stays on one file system."""
-    # String work rather than pathlib: this runs for every image a batch writes.
     folder, name = os.path.split(os.fspath(dest))
-    return os.path.join(folder, f".{name}.{_pid}-{next(_temp_names)}.part")
+    return os.path.join(folder, f".{name}.{os.getpid()}-{next(_temp_names)}.part")
 
 
 def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
@@ -60,11 +59,8 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
     return removed
 
 
-_TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.part")
-
-
 def _alive(pid: int) -> bool:
-    if pid == _pid:
+    if pid == os.getpid():
         return True
     if os.name != "posix":  # os.kill(pid, 0) would end the process there, not probe it
         return False
@@ -84,28 +80,15 @@ def write_atomically(
 
     The file gets the permissions any new file would (0666 less the umask), not the 0600 of
     :func:`tempfile.mkstemp`. On any failure the temporary file is removed and ``dest`` is left
-    as it was.
+    as it was. Blocking: call it from a worker thread in async code.
     """
     tmp = temp_path_for(dest)
-    # A bare descriptor, not a Python file object: opening one costs three more system calls
-    # (fstat, ioctl, lseek), once per image of a batch.
-    fd = os.open(tmp, _FLAGS, 0o666)
     try:
-        try:
-            pending = bytearray()
-            for chunk in chunks:
-                if not pending and len(chunk) >= _BLOCK:
-                    write_all(fd, chunk)
-                    continue
-                pending += chunk
-                if len(pending) >= _BLOCK:
-                    write_all(fd, pending)
-                    pending.clear()
-            write_all(fd, pending)
+        with open(tmp, "xb") as out:
+            out.writelines(chunks)
             if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

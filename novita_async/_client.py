@@ -185,19 +185,16 @@ class NovitaClient:
         If the answer is lost after the request was sent, this raises
         :class:`SubmitOutcomeUnknownError` rather than resubmitting (which could bill twice),
         unless the client's ``RetryPolicy(retry_unknown_submits=True)``. ``retry`` overrides the
-        client's retry policy for this call.
+        client's retry policy for this call (the batch runner passes one that hands 429 answers
+        back at once, so that it can pause every submitter together).
         """
         request.check_submittable()
-        return await self._submit_body(unstructure_request(request), retry=retry)
-
-    async def _submit_body(self, body: dict[str, Any], *, retry: RetryPolicy | None) -> str:
-        # The batch runner's way in: it builds bodies from requests validated when they were made.
         answer = await self._transport.call_json(
             "POST",
             "submit",
             self._submit_url,
             auth=True,
-            json_body=body,
+            json_body=unstructure_request(request),
             creates_task=True,
             retry=retry,
         )
@@ -206,8 +203,18 @@ class NovitaClient:
             raise InvalidResponseError("the submit answer has no task_id")
         return task_id
 
-    async def get_task_result(self, task_id: str) -> TaskResult:
-        """The task's current state (and its images once it succeeded)."""
+    async def get_task_result(
+        self,
+        task_id: str,
+        *,
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
+    ) -> TaskResult:
+        """The task's current state (and its images once it succeeded).
+
+        ``retry`` and ``on_event`` apply to this call only (``on_event`` is called besides the
+        client's own hook).
+        """
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id", task_id, "must be a non-empty string")
         answer = await self._transport.call_json(
@@ -216,6 +223,8 @@ class NovitaClient:
             self._result_url,
             auth=True,
             params={"task_id": task_id},
+            retry=retry,
+            on_event=on_event,
         )
         result: TaskResult = structure(answer, TaskResult)
         return result
@@ -242,49 +251,58 @@ class NovitaClient:
     # --- images -----------------------------------------------------------------------------------
 
     async def download_image(
-        self, image: ResultImage | str, dest_path: str | os.PathLike[str]
+        self,
+        image: ResultImage | str,
+        dest_path: str | os.PathLike[str],
+        *,
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
     ) -> Path:
-        """Stream one image to ``dest_path`` (created atomically); never sends the API key."""
+        """Stream one image to ``dest_path`` (created atomically); never sends the API key.
+
+        An expired signed URL raises :class:`ImageURLExpiredError` (see :meth:`download_images`,
+        which fetches fresh URLs). ``retry`` and ``on_event`` apply to this call only.
+        """
         url = image.image_url if isinstance(image, ResultImage) else image
         if not url[:8].lower().startswith(("http://", "https://")):
             raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
         dest = Path(dest_path)
-        await self._transport.download(url, dest)  # creates dest's folder as it writes
+        # Creates dest's folder as it writes.
+        await self._transport.download(url, dest, retry=retry, on_event=on_event)
         return dest
 
     async def download_images(
-        self, result: TaskResult, dest_dir: str | os.PathLike[str], stem: str = ""
+        self,
+        result: TaskResult,
+        dest_dir: str | os.PathLike[str],
+        stem: str = "",
+        *,
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
     ) -> list[Path]:
         """Download every image of ``result`` to ``dest_dir/<stem><n>.<ext>`` (n from 0).
 
-        If a URL has expired, the task result is fetched again (once) for fresh URLs.
+        ``ext`` is the image's ``image_type`` (``png``, ``jpeg``, ``webp``). If URLs have expired,
+        the task result is fetched again for fresh ones, at most
+        ``RetryPolicy.expired_url_refreshes`` times for the whole call; each GET is retried per
+        the policy, so one image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs
+        (9 with the default policy). ``retry`` overrides the client's policy for this call, and
+        ``on_event`` observes every request it makes, refreshes included.
         """
+        policy = retry or self._config.retry
         folder = Path(dest_dir)
-        images = result.images
-        renewed: list[TaskResult] = []
-        renew_lock = anyio.Lock()
-
-        async def fresh_image(index: int) -> ResultImage:
-            async with renew_lock:
-                if not renewed:
-                    renewed.append(await self.get_task_result(result.task_id))
-            if index >= len(renewed[0].images):
-                raise InvalidResponseError(
-                    f"the renewed result of {result.task_id} lacks image {index}"
-                )
-            return renewed[0].images[index]
+        renewal = _Renewal(self, result, policy, on_event)
 
         async def one(index: int) -> Path:
-            path = folder / f"{stem}{index}.{_extension(images[index])}"
-            try:
-                return await self.download_image(images[index], path)
-            except ImageURLExpiredError:
-                logger.info(
-                    "image %d of task %s expired; fetching fresh URLs", index, result.task_id
-                )
-                return await self.download_image(await fresh_image(index), path)
+            image = result.images[index]
+            path = folder / f"{stem}{index}.{_extension(image)}"
+            while True:
+                try:
+                    return await self.download_image(image, path, retry=retry, on_event=on_event)
+                except ImageURLExpiredError as expired:
+                    image = await renewal.fresh_image(index, image, expired)
 
-        return await map_limited(one, range(len(images)), len(images) or 1)
+        return await map_limited(one, range(len(result.images)), len(result.images) or 1)
 
     # --- models -----------------------------------------------------------------------------------
 
@@ -371,6 +389,49 @@ class NovitaClient:
         result = await self.wait_for_task(task_id, timeout, poll, on_progress)
         files = await self.download_images(result, out_dir)
         return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
+
+
+class _Renewal:
+    """Fresh task results for one :meth:`NovitaClient.download_images` call, within its budget."""
+
+    def __init__(
+        self,
+        client: NovitaClient,
+        result: TaskResult,
+        policy: RetryPolicy,
+        on_event: EventHook | None,
+    ) -> None:
+        self._client = client
+        self._latest = result
+        self._left = policy.expired_url_refreshes
+        self._policy = policy
+        self._on_event = on_event
+        self._lock = anyio.Lock()
+
+    async def fresh_image(
+        self, index: int, expired_image: ResultImage, expired: ImageURLExpiredError
+    ) -> ResultImage:
+        """A newer URL for image ``index`` than ``expired_image``'s, or ``expired`` re-raised."""
+        task_id = self._latest.task_id
+        async with self._lock:
+            if self._latest.images[index].image_url == expired_image.image_url:
+                if self._left <= 0:
+                    raise expired
+                self._left -= 1
+                logger.info("image %d of task %s expired; fetching fresh URLs", index, task_id)
+                self._client._transport.announce_retry(
+                    "GET", "image", expired.url or "", expired.reason, self._on_event
+                )
+                renewed = await self._client.get_task_result(
+                    task_id, retry=self._policy, on_event=self._on_event
+                )
+                if len(renewed.images) != len(self._latest.images):
+                    raise InvalidResponseError(
+                        f"task {task_id} answered {len(self._latest.images)} images, "
+                        f"then {len(renewed.images)}"
+                    ) from expired
+                self._latest = renewed
+            return self._latest.images[index]
 
 
 def _extension(image: ResultImage) -> str:

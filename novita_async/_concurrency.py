@@ -21,6 +21,8 @@ async def map_limited(fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
+    if len(items) == 1:  # nothing to run beside it: no task group needed
+        return [await fn(items[0])]
     results: list[R | None] = [None] * len(items)
     errors: list[Exception] = []
     limiter = anyio.CapacityLimiter(limit)

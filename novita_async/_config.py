@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 import aiohttp
 import attrs
 import yarl
+from attrs.validators import ge, gt, optional
 
 from ._exceptions import ConfigurationError
 from ._redact import mask_secret
 from ._retry import RetryPolicy
+from ._validators import INTEGER, NUMBER, Validator, setting
 
 __all__ = [
     "DEFAULT_ASSETS_URL",
@@ -35,11 +36,7 @@ DEFAULT_BASE_URL = "https://api.novita.ai"
 DEFAULT_ASSETS_URL = "https://assets.novitai.com/image"
 
 
-def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(f"Timeouts.{attribute.name} must be a positive number or None")
+_positive_or_none: Validator = optional(setting("a positive number or None", *NUMBER, gt(0)))
 
 
 @attrs.frozen
@@ -89,7 +86,9 @@ class ClientConfig:
     base_url: yarl.URL = attrs.field(default=yarl.URL(DEFAULT_BASE_URL))
     assets_url: yarl.URL = attrs.field(default=yarl.URL(DEFAULT_ASSETS_URL))
     timeouts: Timeouts = attrs.field(factory=Timeouts)
-    max_connections: int = 100
+    max_connections: int = attrs.field(
+        default=100, validator=setting("an integer >= 1", *INTEGER, ge(1))
+    )
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     send_auth_to_assets: bool = False
 
@@ -116,10 +115,6 @@ class ClientConfig:
             )
         if any(ch.isspace() for ch in key):
             raise ConfigurationError("the API key must not contain whitespace")
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise ConfigurationError("max_connections must be an integer")
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be at least 1")
         base = base_url or env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
         assets = assets_url or env.get(ENV_ASSETS_URL) or DEFAULT_ASSETS_URL
         return cls(

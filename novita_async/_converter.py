@@ -1,20 +1,30 @@
-"""The one cattrs converter for the wire format.
+"""The one cattrs converter: every wire and file format to models and back.
 
-Unstructuring (requests) omits fields left as ``None``. Structuring (answers) is lenient where the
-real service drifts: numbers that arrive as strings (``"seed": "1099016411"``, ``"image_url_ttl":
-"3600"``), empty strings where a number belongs, ``null`` where a string belongs, unknown task
-statuses, unknown keys and missing lists.
+- **Requests** unstructure to the API's JSON, omitting fields left as ``None``.
+- **Answers** structure leniently where the real service drifts: numbers that arrive as strings
+  (``"seed": "1099016411"``, ``"image_url_ttl": "3600"``), empty strings where a number belongs,
+  ``null`` where a string belongs, unknown task statuses, unknown keys and missing lists.
+- **Request fields from a job file or flags** structure strictly (:func:`structure_request`): an
+  unknown key is refused with its path (``loras[1].strength``, ``extra.webhook.urll``), and JSON
+  values reach the models as they are, so ``"512"`` is not a width; every range, enum and type is
+  then the models' attrs validators' to check. ``null`` is an absent field.
+- **Journal records and ``results.jsonl`` lines** (attrs classes in :mod:`.batch`) go through the
+  default attrs hooks; the records are a union told apart by their ``type`` field, a ``Literal``.
 """
 
 from __future__ import annotations
 
+import enum
 import typing
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn
+from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._exceptions import InvalidResponseError
+from ._exceptions import InvalidResponseError, ValidationError
 from ._models import (
     ControlNet,
     ControlNetUnit,
@@ -29,7 +39,7 @@ from ._models import (
     WebhookTestMode,
 )
 
-__all__ = ["converter", "structure", "unstructure_request"]
+__all__ = ["converter", "structure", "structure_request", "unstructure_request"]
 
 converter = cattrs.Converter()
 
@@ -107,6 +117,9 @@ converter.register_structure_hook(bool, _lenient_bool)
 converter.register_structure_hook(int | None, _optional(_lenient_int, int))
 converter.register_structure_hook(float | None, _optional(_lenient_float, float))
 converter.register_structure_hook(bool | None, lambda v, _: None if v is None else bool(v))
+# Any other str-valued enum (a job's status) must be one of its values: without this hook the
+# lenient str hook above would take it, as a subclass of str, and let any string through.
+converter.register_structure_hook(enum.StrEnum, lambda value, cls: cls(value))
 converter.register_structure_hook(TaskStatus, _status)
 
 
@@ -158,6 +171,105 @@ def _omit_none_hook(cl: Any) -> Any:
 
 
 converter.register_unstructure_hook_factory(lambda cl: cl in _REQUEST_CLASSES, _omit_none_hook)
+
+
+# Requests structured from job files and flags: strict, each problem a ValidationError naming its
+# path. Each level names the problem relative to itself; its parent puts its own key in front.
+
+
+def _holds_request_class(cl: Any) -> bool:
+    return cl in _REQUEST_CLASSES or any(_holds_request_class(a) for a in typing.get_args(cl))
+
+
+def _as_given(value: Any, _: Any) -> Any:
+    return value
+
+
+def _within(key: str, exc: ValidationError) -> ValidationError:
+    """``exc`` with ``key`` (an attribute name or ``[index]``) in front of its field's path."""
+    if not exc.field:
+        path = key
+    elif exc.field.startswith("["):
+        path = key + exc.field
+    else:
+        path = f"{key}.{exc.field}"
+    return ValidationError(path, exc.value, exc.allowed)
+
+
+def _first_problem(group: cattrs.ClassValidationError, value: Mapping[str, Any]) -> Exception:
+    """The one problem to report out of cattrs' tree: an unknown key first, then in field order."""
+    for exc in group.exceptions:
+        if isinstance(exc, ForbiddenExtraKeysError):
+            key = next(k for k in value if k in exc.extra_fields)
+            return ValidationError(key, value[key], "unknown field")
+    for exc in group.exceptions:
+        notes = getattr(exc, "__notes__", ())
+        name = next((n.name for n in notes if isinstance(n, AttributeValidationNote)), None)
+        if isinstance(exc, ValidationError):
+            # Raised by a validator of this class (no note), or by a nested part (under its key).
+            return exc if name is None else _within(name, exc)
+        if isinstance(exc, KeyError) and name is not None:
+            return ValidationError(name, None, "is required")
+    return group
+
+
+def _strict_request_hook(cl: Any) -> Any:
+    attrs.resolve_types(cl)
+    # Only nested request parts go through the converter; every other value is passed as it is.
+    as_given: dict[str, Any] = {
+        field.name: override(struct_hook=_as_given)
+        for field in attrs.fields(cl)
+        if not _holds_request_class(field.type)
+    }
+    base = make_dict_structure_fn(cl, converter, _cattrs_forbid_extra_keys=True, **as_given)
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValidationError("", value, "must be an object")
+        try:
+            return base({k: v for k, v in value.items() if v is not None}, cl)
+        except cattrs.ClassValidationError as group:
+            raise _first_problem(group, value) from None
+
+    return hook
+
+
+def _strict_request_list_hook(cl: Any) -> Any:
+    element = typing.get_args(cl)[0]
+
+    def hook(value: Any, _: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise ValidationError("", value, "must be a list")
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(converter.structure(item, element))
+            except ValidationError as exc:
+                raise _within(f"[{index}]", exc) from None
+        return tuple(items)
+
+    return hook
+
+
+converter.register_structure_hook_factory(lambda cl: cl in _REQUEST_CLASSES, _strict_request_hook)
+converter.register_structure_hook_factory(
+    lambda cl: _is_homogeneous_tuple(cl) and typing.get_args(cl)[0] in _REQUEST_CLASSES,
+    _strict_request_list_hook,
+)
+
+
+def structure_request(fields: Mapping[str, Any]) -> InstantIDRequest:
+    """An :class:`InstantIDRequest` from API-named fields, or :class:`ValidationError` naming one.
+
+    Nested fields are named by path (``loras[1].strength``, ``extra.response_image_type``).
+    """
+    try:
+        request: InstantIDRequest = converter.structure(fields, InstantIDRequest)
+    except ValidationError as exc:
+        if not exc.field:
+            raise ValidationError(InstantIDRequest.__name__, exc.value, exc.allowed) from None
+        raise
+    return request
 
 
 def unstructure_request(request: InstantIDRequest) -> dict[str, Any]:

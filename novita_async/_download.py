@@ -1,11 +1,13 @@
 """Stream one image to disk: never whole in memory, never half-written, never with credentials.
 
-The body goes to a temporary name in the target folder (same file system) and only then is
-renamed over the target with :func:`os.replace`, so a file is whole or absent after any crash of
-the process. (Like the batch journal by default, files are not fsynced: surviving power loss is
-left to the file system.) Any failure, cancellation included, removes the temporary file. A body
-shorter than its ``Content-Length`` is an :class:`APIConnectionError`; an expired signed URL is an
-:class:`ImageURLExpiredError`.
+The body streams, chunk by chunk as it arrives, through ``aiofiles`` (the package's one async
+file-I/O library, see :mod:`._atomic`) to a temporary name in the target folder (same file
+system); only then is it renamed over the target with :func:`os.replace`, so a file is whole or
+absent after any crash of the process. (Like the batch journal by default, files are not fsynced:
+surviving power loss is left to the file system.) Any failure, cancellation included, removes the
+temporary file. A body shorter than its ``Content-Length`` is an :class:`APIConnectionError`; an
+expired signed URL is an :class:`ImageURLExpiredError`; a body that is not an image is an
+:class:`InvalidResponseError`, and no file is made for it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import aiofiles.os
 import aiohttp
 import anyio
 import yarl
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from ._atomic import temp_path_for, write_atomically
+from ._atomic import temp_path_for
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -31,11 +34,10 @@ from ._exceptions import (
 )
 from ._sources import sniff_content_type
 
-__all__ = ["BUFFER_LIMIT", "CHUNK_SIZE", "download_to_file", "is_expired_answer"]
+__all__ = ["CHUNK_SIZE", "download_to_file", "is_expired_answer"]
 
 CHUNK_SIZE = 256 * 1024
-BUFFER_LIMIT = 1024 * 1024
-INLINE_WRITE_LIMIT = 256 * 1024
+_SNIFF_BYTES = 16
 _MAX_REDIRECTS = 5
 _ERROR_PREFIX = 4096
 
@@ -96,26 +98,17 @@ async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> API
 async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: str) -> int:
     # Without a Content-Encoding, Content-Length is the exact number of bytes we must receive.
     expected = None if response.headers.get("Content-Encoding") else response.content_length
-    # Most images fit in the first BUFFER_LIMIT bytes: those are written and renamed in one go.
-    # A larger body streams through the file chunk by chunk, so memory stays bounded by
-    # BUFFER_LIMIT + CHUNK_SIZE whatever the image's size.
-    head = bytearray()
     chunks = response.content.iter_chunked(CHUNK_SIZE)
+    # Enough of the body to tell an image from an error page before any file is made.
+    head = bytearray()
     async for chunk in chunks:
         head += chunk
-        if len(head) >= BUFFER_LIMIT:
-            _check_image(head, shown_url)
-            return await _stream_to_file(head, chunks, expected, dest, shown_url)
-    _check_length(len(head), expected, shown_url)
+        if len(head) >= _SNIFF_BYTES:
+            break
+    else:  # that was the whole body
+        _check_length(len(head), expected, shown_url)
     _check_image(head, shown_url)
-    if len(head) <= INLINE_WRITE_LIMIT:
-        # Writing a small file to the page cache takes microseconds; a worker-thread hop costs
-        # more than that in the event loop (a wake-up, GIL hand-offs) for every image of a batch.
-        _write_small(dest, head)
-    else:
-        # A thread call runs to the end even if its caller is cancelled: nothing is left half-done.
-        await anyio.to_thread.run_sync(_write_small, dest, head)
-    return len(head)
+    return await _stream_to_file(head, chunks, expected, dest, shown_url)
 
 
 def _check_length(written: int, expected: int | None, shown_url: str) -> None:
@@ -129,23 +122,13 @@ def _check_length(written: int, expected: int | None, shown_url: str) -> None:
 
 def _check_image(head: bytes | bytearray, shown_url: str) -> None:
     # A gateway or captive portal can answer 200 with an HTML page: never save that as an image.
-    if sniff_content_type(bytes(head[:16])) is None:
+    if sniff_content_type(bytes(head[:_SNIFF_BYTES])) is None:
         raise InvalidResponseError(
             f"the image URL answered with something that is not a PNG, JPEG or WebP image "
             f"(GET {shown_url})",
             method="GET",
             url=shown_url,
         )
-
-
-def _write_small(dest: Path, data: bytearray) -> None:
-    # The folder and the file together: one call, whether inline or in a worker thread.
-    path = os.fspath(dest)
-    try:
-        write_atomically(path, (data,), fsync=False)
-    except FileNotFoundError:  # the folder is missing: made only then, not checked every time
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        write_atomically(path, (data,), fsync=False)
 
 
 async def _stream_to_file(
@@ -156,22 +139,19 @@ async def _stream_to_file(
     shown_url: str,
 ) -> int:
     tmp = temp_path_for(dest)
-    written = 0
-    await anyio.Path(dest.parent).mkdir(parents=True, exist_ok=True)
-    # File operations run in worker threads that a cancellation cannot stop, so opening and
-    # closing are shielded: the handle is always closed and the temporary file always removed.
+    # aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
+    # opening and closing are shielded: the handle is always closed and the temporary file always
+    # removed.
     with anyio.CancelScope(shield=True):
-        out = await aiofiles.open(tmp, "wb")
+        out = await _create(tmp)
     try:
         try:
             await out.write(head)
             written = len(head)
-            del head[:]
             async for chunk in chunks:
                 await out.write(chunk)
                 written += len(chunk)
             _check_length(written, expected, shown_url)
-            await out.flush()
         finally:
             with anyio.CancelScope(shield=True):
                 await out.close()
@@ -181,3 +161,11 @@ async def _stream_to_file(
             await aiofiles.os.remove(tmp)
         raise
     return written
+
+
+async def _create(path: str) -> AsyncBufferedIOBase:
+    try:
+        return await aiofiles.open(path, "xb")
+    except FileNotFoundError:  # the folder does not exist yet
+        await aiofiles.os.makedirs(os.path.dirname(path), exist_ok=True)
+        return await aiofiles.open(path, "xb")

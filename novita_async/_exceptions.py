@@ -5,6 +5,7 @@ Everything derives from :class:`NovitaError`, so ``except NovitaError`` catches 
     NovitaError
     ├── ValidationError (also ValueError)        bad input, raised before anything is sent
     ├── ConfigurationError                       missing API key, bad URL, bad option
+    ├── LocalIOError                             this machine's file system refused a write or read
     ├── APIError                                 the service or the network failed a call
     │   ├── APIStatusError                       non-2xx: status, code, reason, message, metadata
     │   │   ├── BadRequestError                  400
@@ -28,6 +29,7 @@ answer's body and a redacted URL (no query string), never from request headers.
 
 from __future__ import annotations
 
+import errno as _errno
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "ImageURLExpiredError",
     "InvalidResponseError",
+    "LocalIOError",
     "NotFoundError",
     "NovitaError",
     "PermissionDeniedError",
@@ -83,6 +86,41 @@ class ValidationError(NovitaError, ValueError):
 
 class ConfigurationError(NovitaError):
     """The client was set up wrongly (no API key, malformed URL, bad option)."""
+
+
+class LocalIOError(NovitaError):
+    """A file on this machine could not be written or read: the disk is full, the file system is
+    read-only, permission is denied, a name is too long. Never a network error.
+
+    ``reason`` names the problem (``DISK_FULL``, ``READ_ONLY_FILE_SYSTEM``, ``PERMISSION_DENIED``,
+    ``NAME_TOO_LONG``, ``LOCAL_IO_ERROR``); ``errno`` and ``path`` are the operating system's.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str = "") -> None:
+        self.errno = errno
+        self.path = path
+        super().__init__(message)
+
+    @classmethod
+    def from_os_error(cls, error: OSError, doing: str, path: str | None = None) -> LocalIOError:
+        """Describe ``error``, raised while ``doing`` (e.g. "writing an image") at ``path``."""
+        where = path if path is not None else (error.filename or "")
+        what = error.strerror or str(error)
+        return cls(f"{doing} failed: {what} ({where})", errno=error.errno, path=str(where))
+
+    @property
+    def reason(self) -> str:
+        return _LOCAL_REASONS.get(self.errno or 0, "LOCAL_IO_ERROR")
+
+
+_LOCAL_REASONS = {
+    _errno.ENOSPC: "DISK_FULL",
+    _errno.EDQUOT: "DISK_FULL",
+    _errno.EROFS: "READ_ONLY_FILE_SYSTEM",
+    _errno.EACCES: "PERMISSION_DENIED",
+    _errno.EPERM: "PERMISSION_DENIED",
+    _errno.ENAMETOOLONG: "NAME_TOO_LONG",
+}
 
 
 class APIError(NovitaError):

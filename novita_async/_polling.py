@@ -1,9 +1,15 @@
-"""How long to wait before asking for a task's result again.
+"""When to ask for a task's result again: the one polling decision of the package.
 
 The service tells us how far a task is: ``eta`` (seconds left) and ``progress_percent``. An
 honest ``eta`` lets a waiter poll about twice per task: once right after submitting, once at
 ``eta + margin``. Without one, the remaining time is extrapolated from the progress made so far;
 without either, the delay grows geometrically. Every delay is clamped to ``[min_delay, max_delay]``.
+
+:class:`PollTracker` holds one task's polling state and makes every decision about it: the time of
+the next poll after an answer or after a failed poll, which errors are ridden out
+(:data:`TRANSIENT_ERRORS`), and when the task's deadline has passed. Both ways of waiting use it:
+:func:`wait_until_done` (one task, :meth:`NovitaClient.wait_for_task`) and the batch runner's poll
+loop (many tasks in one heap, ``batch/_poller.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import attrs
+from attrs.validators import gt
 
 from ._exceptions import (
     APIConnectionError,
@@ -24,20 +31,19 @@ from ._exceptions import (
     TaskTimeoutError,
 )
 from ._models import Task, TaskResult, TaskStatus
+from ._validators import NUMBER, setting
 
-__all__ = ["PollPolicy", "ProgressHook", "wait_until_done"]
+__all__ = ["TRANSIENT_ERRORS", "PollPolicy", "PollTracker", "ProgressHook", "wait_until_done"]
 
 logger = logging.getLogger("novita_async")
 
 ProgressHook = Callable[[TaskResult], object]
 
-# Errors a long wait rides out until its deadline: the service may be back on the next poll.
-_TRANSIENT = (APIConnectionError, ServerError, RateLimitError)
+# Errors a wait rides out (after the call's own retries): the service may be back on the next poll.
+TRANSIENT_ERRORS = (APIConnectionError, ServerError, RateLimitError)
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(f"PollPolicy.{attribute.name} must be a positive number")
+_positive = setting("a positive number", *NUMBER, gt(0))
 
 
 @attrs.frozen
@@ -75,6 +81,96 @@ class PollPolicy:
         return self.initial_delay * self.growth ** max(polls - 1, 0)
 
 
+class PollTracker:
+    """One task's polling state, and the decision of when to poll it next.
+
+    Times are on anyio's clock. ``timeout`` (seconds from ``started``; None: no limit) makes the
+    last poll land on the deadline itself, so a task is asked once more before it times out.
+    ``max_errors`` transient failures in a row (None: no limit but the deadline) end the wait
+    with the last of them.
+    """
+
+    __slots__ = (
+        "deadline",
+        "errors",
+        "expected_end",
+        "last_task",
+        "max_errors",
+        "policy",
+        "polls",
+        "started",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        policy: PollPolicy,
+        *,
+        started: float,
+        timeout: float | None,
+        max_errors: int | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.policy = policy
+        self.started = started
+        self.deadline = None if timeout is None else started + timeout
+        self.max_errors = max_errors
+        self.polls = 0
+        self.errors = 0
+        self.last_task: Task | None = None
+        self.expected_end: float | None = None
+        """Seconds after ``started`` when the task said (by its last ``eta``) it would end."""
+
+    def first_poll(self, predicted: float | None) -> float:
+        """When to poll first: at the task's predicted end (seconds from start), or at once."""
+        return self._bounded(self.started + (predicted or 0.0))
+
+    def answered(self, result: TaskResult, now: float) -> float | None:
+        """After an answer: None if the task ended, else when to poll next.
+
+        Raises :class:`TaskTimeoutError` if the deadline has passed and the task is still running.
+        """
+        self.polls += 1
+        self.errors = 0
+        task = result.task
+        self.last_task = task
+        if result.status.is_final:
+            return None
+        elapsed = now - self.started
+        if task.eta is not None and task.eta > 0:
+            self.expected_end = elapsed + task.eta
+        self._check_deadline(now, None)
+        return self._bounded(now + self.policy.next_delay(task, polls=self.polls, elapsed=elapsed))
+
+    def failed(self, error: Exception, now: float) -> float:
+        """After a failed poll: when to poll next, or the error raised if it cannot be ridden out
+        (not transient, too many in a row, or the deadline passed: :class:`TaskTimeoutError`)."""
+        self.polls += 1
+        if not isinstance(error, TRANSIENT_ERRORS):
+            raise error
+        self.errors += 1
+        if self.max_errors is not None and self.errors >= self.max_errors:
+            raise error
+        logger.info("polling task %s failed (%s); polling on", self.task_id, error.reason)
+        self._check_deadline(now, error)
+        elapsed = now - self.started
+        return self._bounded(now + self.policy.next_delay(None, polls=self.errors, elapsed=elapsed))
+
+    def timed_out(self, now: float, cause: BaseException | None = None) -> TaskTimeoutError:
+        last = self.last_task.status.value if self.last_task is not None else ""
+        error = TaskTimeoutError(self.task_id, now - self.started, last)
+        error.__cause__ = cause
+        return error
+
+    def _bounded(self, when: float) -> float:
+        return when if self.deadline is None else min(when, self.deadline)
+
+    def _check_deadline(self, now: float, cause: BaseException | None) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            raise self.timed_out(now, cause)
+
+
 async def wait_until_done(
     fetch: Callable[[str], Awaitable[TaskResult]],
     task_id: str,
@@ -83,30 +179,28 @@ async def wait_until_done(
     on_progress: ProgressHook | None,
 ) -> TaskResult:
     """Poll ``fetch(task_id)`` until the task ends or ``deadline`` seconds pass."""
-    started = anyio.current_time()
-    last: TaskResult | None = None
+    tracker = PollTracker(task_id, policy, started=anyio.current_time(), timeout=deadline)
     last_error: Exception | None = None
-    polls = 0
+    # The tracker times the polls; this scope also bounds a poll still in flight at the deadline.
     with anyio.move_on_after(deadline):
         while True:
             try:
-                last = await fetch(task_id)
-            except _TRANSIENT as exc:
+                result = await fetch(task_id)
+            except Exception as exc:
                 last_error = exc
-                logger.info("polling task %s failed (%s); polling on", task_id, exc.reason)
+                next_poll = tracker.failed(exc, anyio.current_time())
             else:
                 last_error = None
                 if on_progress is not None:
-                    outcome = on_progress(last)
+                    outcome = on_progress(result)
                     if inspect.isawaitable(outcome):
                         await outcome
-                if last.status is TaskStatus.SUCCEED:
-                    return last
-                if last.status is TaskStatus.FAILED:
-                    raise TaskFailedError(task_id, last.task.reason)
-            polls += 1
-            elapsed = anyio.current_time() - started
-            task = last.task if last is not None else None
-            await anyio.sleep(policy.next_delay(task, polls=polls, elapsed=elapsed))
-    status = last.status.value if last is not None else ""
-    raise TaskTimeoutError(task_id, anyio.current_time() - started, status) from last_error
+                if result.status is TaskStatus.SUCCEED:
+                    return result
+                if result.status is TaskStatus.FAILED:
+                    raise TaskFailedError(task_id, result.task.reason)
+                answered = tracker.answered(result, anyio.current_time())
+                assert answered is not None  # the task has not ended
+                next_poll = answered
+            await anyio.sleep_until(next_poll)
+    raise tracker.timed_out(anyio.current_time(), last_error)

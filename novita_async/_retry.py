@@ -27,8 +27,9 @@ import random
 from datetime import UTC, datetime
 
 import attrs
+from attrs.validators import ge
 
-from ._exceptions import ConfigurationError
+from ._validators import INTEGER, NUMBER, setting
 
 __all__ = ["FailureKind", "RetryPolicy", "parse_retry_after", "should_retry"]
 
@@ -48,14 +49,9 @@ class FailureKind(enum.Enum):
     """The server answered with an error status."""
 
 
-def _non_negative(_: object, attribute: attrs.Attribute[float], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be a number >= 0")
-
-
-def _at_least_one(_: object, attribute: attrs.Attribute[int], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be an integer >= 1")
+_non_negative = setting("a number >= 0", *NUMBER, ge(0))
+_at_least_one = setting("an integer >= 1", *INTEGER, ge(1))
+_count_from_zero = setting("an integer >= 0", *INTEGER, ge(0))
 
 
 @attrs.frozen
@@ -75,6 +71,9 @@ class RetryPolicy:
     retry_rate_limited: bool = True
     """Retry 429 answers after their ``Retry-After``; the batch runner turns this off for its
     submissions, because it pauses every submitter at once instead."""
+    expired_url_refreshes: int = attrs.field(default=2, validator=_count_from_zero)
+    """Fresh task results :meth:`NovitaClient.download_images` may fetch when image URLs expire.
+    One image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs."""
 
     def backoff(self, attempt: int, *, rand: random.Random | None = None) -> float:
         """Full-jitter delay after failed attempt number ``attempt`` (1-based)."""

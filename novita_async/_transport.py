@@ -1,22 +1,21 @@
 """One logical HTTP call: attempts, retries, error mapping, events and log lines.
 
 Each call (:meth:`Transport.call_json`, :meth:`Transport.download`) makes up to
-``RetryPolicy.attempts`` attempts in one loop. An attempt reports how far it got by raising
-:class:`AttemptFailed` with a :class:`~._retry.FailureKind`; :meth:`_Call.after` decides, with
-:func:`~._retry.should_retry`, whether to wait and try again or to raise. The loop is written out in
-each call rather than shared through a callback: every answer resumes the whole chain of awaiting
-frames, so each frame less is CPU saved on every request of a batch. Log lines and events carry the
-method, the route name and the URL without its query string, never headers.
+``RetryPolicy.attempts`` attempts in the one loop of :meth:`Transport._attempts`. An attempt reports
+how far it got by raising :class:`AttemptFailed` with a :class:`~._retry.FailureKind`;
+:meth:`_Call.after` decides, with :func:`~._retry.should_retry`, whether to wait and try again or
+to raise. This is the package's only retry loop: callers that need a different budget pass their
+own :class:`~._retry.RetryPolicy` for the call. Log lines and events carry the method, the route
+name and the URL without its query string, never headers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
@@ -40,9 +39,7 @@ from ._retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
 
 __all__ = ["AttemptFailed", "Transport"]
 
-# The event loop's clock (asyncio's is time.monotonic), read directly: anyio.current_time() looks
-# up the running async library on every call, and this runs several times per request.
-_now = time.monotonic
+T = TypeVar("T")
 
 logger = logging.getLogger("novita_async")
 
@@ -68,7 +65,7 @@ class _Call:
     raw_url: yarl.URL | str
     policy: RetryPolicy
     creates_task: bool = False
-    started: float = attrs.field(factory=_now)
+    started: float = attrs.field(factory=anyio.current_time)
     attempt: int = 1
     maybe_created: bool = False
     _shown_url: str | None = None
@@ -116,7 +113,7 @@ class _Call:
         logged = logger.isEnabledFor(level)
         if self.hook is None and not logged:
             return  # the hot path of a quiet client: nobody is listening
-        elapsed = _now() - self.started
+        elapsed = anyio.current_time() - self.started
         if logged:
             extra = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
             logger.log(
@@ -214,85 +211,129 @@ class Transport:
         params: Mapping[str, str] | None = None,
         creates_task: bool = False,
         retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
     ) -> Any:
         """One API call answered with JSON, retried per policy; returns the decoded body."""
         secret = self._config.api_key
         sent_headers = {"Accept": "application/json", **(headers or {})}
         if auth:
             sent_headers["Authorization"] = f"Bearer {secret}"
-        call = _Call(self._on_event, method, route, url, retry or self._config.retry, creates_task)
+        call = self._call(method, route, url, retry, on_event, creates_task=creates_task)
+
+        async def attempt() -> Any:
+            try:
+                async with self._session_for(auth).request(
+                    method,
+                    url,
+                    json=json_body,
+                    data=data,
+                    headers=sent_headers,
+                    params=params,
+                    timeout=self._api_timeout,
+                    allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    call.responded(status)
+                    body = await response.read()
+                    retry_after = response.headers.get("Retry-After")
+            except NETWORK_ERRORS as exc:
+                error, kind = connection_failure(exc, method=method, url=call.url, secret=secret)
+                raise AttemptFailed(error, kind) from exc
+            if not 200 <= status < 300:
+                error = error_from_answer(
+                    status,
+                    body,
+                    method=method,
+                    url=call.url,
+                    secret=secret,
+                    retry_after=parse_retry_after(retry_after),
+                )
+                raise AttemptFailed(error, FailureKind.STATUS)
+            try:
+                return json.loads(body)
+            except ValueError as exc:
+                raise InvalidResponseError(
+                    f"{status} answer is not JSON ({method} {call.url})",
+                    method=method,
+                    url=call.url,
+                ) from exc
+
+        return await self._attempts(call, attempt)
+
+    async def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
+    ) -> int:
+        """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth."""
+        call = self._call("GET", "image", url, retry, on_event)
+
+        async def attempt() -> int:
+            try:
+                return await _download.download_to_file(
+                    self._session_for(False),
+                    url,
+                    dest,
+                    client_timeout=self._download_timeout,
+                    on_status=call.responded,
+                    shown_url=call.url,
+                )
+            except APIStatusError as answered:
+                raise AttemptFailed(answered, FailureKind.STATUS) from answered
+            except APIConnectionError as truncated:
+                raise AttemptFailed(truncated, FailureKind.ANSWER_LOST) from truncated
+            except NETWORK_ERRORS as exc:
+                error, kind = connection_failure(
+                    exc, method="GET", url=call.url, secret=self._config.api_key
+                )
+                raise AttemptFailed(error, kind) from exc
+
+        result: int = await self._attempts(call, attempt)
+        return result
+
+    def announce_retry(
+        self, method: str, route: str, url: str, reason: str, on_event: EventHook | None
+    ) -> None:
+        """A RETRY event for a call repeated above this layer (an expired image URL renewed)."""
+        self._call(method, route, url, None, on_event).event(
+            EventKind.RETRY, 1, error=reason, delay=0.0
+        )
+
+    def _call(
+        self,
+        method: str,
+        route: str,
+        url: yarl.URL | str,
+        retry: RetryPolicy | None,
+        on_event: EventHook | None,
+        *,
+        creates_task: bool = False,
+    ) -> _Call:
+        hook = self._on_event
+        if on_event is not None:
+            hook = on_event if hook is None else _both(hook, on_event)
+        return _Call(hook, method, route, url, retry or self._config.retry, creates_task)
+
+    @staticmethod
+    async def _attempts(call: _Call, attempt: Callable[[], Awaitable[T]]) -> T:
+        """The retry loop: ``attempt()`` until it succeeds or the call's policy says stop."""
         while True:
             call.event(EventKind.REQUEST, call.attempt)
             try:
-                try:
-                    async with self._session_for(auth).request(
-                        method,
-                        url,
-                        json=json_body,
-                        data=data,
-                        headers=sent_headers,
-                        params=params,
-                        timeout=self._api_timeout,
-                        allow_redirects=False,
-                    ) as response:
-                        status = response.status
-                        call.responded(status)
-                        body = await response.read()
-                        retry_after = response.headers.get("Retry-After")
-                except NETWORK_ERRORS as exc:
-                    error, kind = connection_failure(
-                        exc, method=method, url=call.url, secret=secret
-                    )
-                    raise AttemptFailed(error, kind) from exc
-                if not 200 <= status < 300:
-                    error = error_from_answer(
-                        status,
-                        body,
-                        method=method,
-                        url=call.url,
-                        secret=secret,
-                        retry_after=parse_retry_after(retry_after),
-                    )
-                    raise AttemptFailed(error, FailureKind.STATUS)
-                try:
-                    return json.loads(body)
-                except ValueError as exc:
-                    raise InvalidResponseError(
-                        f"{status} answer is not JSON ({method} {call.url})",
-                        method=method,
-                        url=call.url,
-                    ) from exc
+                return await attempt()
             except AttemptFailed as failure:
                 await anyio.sleep(call.after(failure))
             except APIError as error:
                 call.failed(error)
                 raise
 
-    async def download(self, url: str, dest: Path) -> int:
-        """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth."""
-        secret = self._config.api_key
-        call = _Call(self._on_event, "GET", "image", url, self._config.retry)
-        while True:
-            call.event(EventKind.REQUEST, call.attempt)
-            try:
-                try:
-                    return await _download.download_to_file(
-                        self._session_for(False),
-                        url,
-                        dest,
-                        client_timeout=self._download_timeout,
-                        on_status=call.responded,
-                        shown_url=call.url,
-                    )
-                except APIStatusError as answered:
-                    raise AttemptFailed(answered, FailureKind.STATUS) from answered
-                except APIConnectionError as truncated:
-                    raise AttemptFailed(truncated, FailureKind.ANSWER_LOST) from truncated
-                except NETWORK_ERRORS as exc:
-                    error, kind = connection_failure(exc, method="GET", url=call.url, secret=secret)
-                    raise AttemptFailed(error, kind) from exc
-            except AttemptFailed as failure:
-                await anyio.sleep(call.after(failure))
-            except APIError as error:
-                call.failed(error)
-                raise
+
+def _both(first: EventHook, second: EventHook) -> EventHook:
+    def hook(event: ClientEvent) -> None:
+        emit(first, event)
+        emit(second, event)
+
+    return hook

@@ -8,97 +8,143 @@ process.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
+from attrs import validators as av
 
 from . import _spec
-from ._exceptions import ValidationError
+from ._exceptions import ConfigurationError, ValidationError
 
 T = TypeVar("T")
 
-
-# (low, high or +inf, accepted exact types) per numeric field: the common case is one dict lookup,
-# one type test and two comparisons, since every request of a batch passes through here.
-_FAST: dict[str, tuple[float, float, tuple[type, ...]]] = {
-    name: (r.low, math.inf if r.high is None else r.high, (int,) if integer else (int, float))
-    for name, (r, integer) in _spec.NUMERIC_FIELDS.items()
-}
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], Any]
+"""What ``attrs.field(validator=...)`` takes; every validator here is one."""
 
 
-def check_number(name: str, value: object) -> None:
-    low, high, types = _FAST[name]
-    if type(value) in types and low <= value <= high:  # type: ignore[operator]
-        return  # NaN fails the comparisons, so it takes the slow path and is refused there
-    allowed, integer = _spec.NUMERIC_FIELDS[name]
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise ValidationError(name, value, f"must be {kind} in {allowed}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValidationError(name, value, f"must be a finite number in {allowed}")
-    if value not in allowed:
-        raise ValidationError(name, value, f"must be in {allowed}")
+def raising(
+    error: Callable[[Any, attrs.Attribute[Any], Any], Exception], *checks: Validator
+) -> Validator:
+    """The ``attrs.validators`` ``checks`` in turn, a failure raised as ``error(instance,
+    attribute, value)``: the package's own error naming the field, not attrs' bare ``TypeError``
+    or ``ValueError``."""
+    check = av.and_(*checks)
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            check(instance, attribute, value)
+        except (TypeError, ValueError):
+            raise error(instance, attribute, value) from None
+
+    return validate
 
 
-def in_range(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """Check an optional numeric field against the documented range of its name."""
-    if value is not None:
-        check_number(attribute.name, value)
+def refusing(allowed: str, *checks: Validator) -> Validator:
+    """``checks`` for a request field: a failure is a :class:`ValidationError`, ``allowed`` its
+    last words."""
+    return raising(
+        lambda _, attribute, value: ValidationError(attribute.name, value, allowed), *checks
+    )
 
 
-def required_in_range(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """Check a numeric field the API requires: None would drop it from the JSON."""
-    if value is None:
-        allowed, _integer = _spec.NUMERIC_FIELDS[attribute.name]
-        raise ValidationError(attribute.name, value, f"required: a value in {allowed}")
-    check_number(attribute.name, value)
+def setting(requirement: str, *checks: Validator) -> Validator:
+    """``checks`` for an option: a failure is a :class:`ConfigurationError` such as
+    ``RetryPolicy.attempts must be an integer >= 1``."""
 
-
-def text(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "must be a string")
-    if len(value) not in _spec.PROMPT_LENGTH:
-        raise ValidationError(
-            attribute.name, value, f"length must be in {_spec.PROMPT_LENGTH} characters"
+    def error(instance: Any, attribute: attrs.Attribute[Any], _: Any) -> Exception:
+        return ConfigurationError(
+            f"{type(instance).__name__}.{attribute.name} must be {requirement}"
         )
 
-
-def name(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(attribute.name, value, "must be a non-empty string")
+    return raising(error, *checks)
 
 
-def one_of(choices: tuple[str, ...], *, required: bool = False) -> Any:
+def _not_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # A bool is an int to Python, never a number to the API. (``not_(instance_of(bool))`` says
+    # the same, but raises and catches an exception for every value that is fine.)
+    if isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must not be a bool")
+
+
+NUMBER = (_not_bool, av.instance_of((int, float)))
+INTEGER = (_not_bool, av.instance_of(int))
+# Every comparison with NaN is false, so these bounds refuse it as well as the infinities.
+FINITE = (av.gt(-math.inf), av.lt(math.inf))
+
+
+def _required(allowed: str) -> Validator:
     def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None and required:
-            raise ValidationError(
-                attribute.name, value, "is required: one of " + ", ".join(choices)
-            )
-        if value is not None and value not in choices:
-            raise ValidationError(attribute.name, value, "must be one of " + ", ".join(choices))
+        if value is None:
+            raise ValidationError(attribute.name, value, allowed)
 
     return check
 
 
-def asset_ids(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is None:
-        return
-    for item in value:  # type: ignore[attr-defined]
-        if not isinstance(item, str) or not item:
-            raise ValidationError(attribute.name, value, "must be a list of non-empty asset ids")
+def _numeric(name: str) -> Validator:
+    allowed, integer = _spec.NUMERIC_FIELDS[name]
+    bounds = [av.ge(allowed.low)] + ([] if allowed.high is None else [av.le(allowed.high)])
+    return av.and_(
+        refusing(
+            f"must be {'an integer' if integer else 'a number'} in {allowed}",
+            *(INTEGER if integer else NUMBER),
+        ),
+        refusing(f"must be in {allowed}", *bounds),
+    )
 
 
-def finite(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(attribute.name, value, "must be a finite number")
+_OPTIONAL = {name: av.optional(_numeric(name)) for name in _spec.NUMERIC_FIELDS}
+_REQUIRED = {
+    name: av.and_(_required(f"required: a value in {allowed}"), _numeric(name))
+    for name, (allowed, _) in _spec.NUMERIC_FIELDS.items()
+}
 
 
-def boolean(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise ValidationError(attribute.name, value, "must be true or false")
+def in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Check an optional numeric field against the documented range of its name."""
+    _OPTIONAL[attribute.name](instance, attribute, value)
+
+
+def required_in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Check a numeric field the API requires: None would drop it from the JSON."""
+    _REQUIRED[attribute.name](instance, attribute, value)
+
+
+text: Validator = av.optional(
+    av.and_(
+        refusing("must be a string", av.instance_of(str)),
+        refusing(
+            f"length must be in {_spec.PROMPT_LENGTH} characters",
+            av.min_len(int(_spec.PROMPT_LENGTH.low)),
+            av.max_len(int(_spec.PROMPT_LENGTH.high or 0)),
+        ),
+    )
+)
+
+# Something besides whitespace.
+name: Validator = refusing(
+    "must be a non-empty string", av.instance_of(str), av.matches_re(r"(?s).*\S.*")
+)
+
+
+def one_of(choices: tuple[str, ...], *, required: bool = False) -> Validator:
+    listed = ", ".join(choices)
+    check = refusing("must be one of " + listed, av.in_(choices))
+    if required:
+        return av.and_(_required("is required: one of " + listed), check)
+    return av.optional(check)
+
+
+asset_ids: Validator = av.optional(
+    refusing(
+        "must be a list of non-empty asset ids",
+        av.deep_iterable(av.and_(av.instance_of(str), av.min_len(1))),
+    )
+)
+
+finite: Validator = refusing("must be a finite number", *NUMBER, *FINITE)
+
+boolean: Validator = av.optional(refusing("must be true or false", av.instance_of(bool)))
 
 
 def str_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:

@@ -1,4 +1,5 @@
-"""The benchmark harness, end to end at ``--quick`` scale, so it cannot rot.
+"""The benchmark harness, end to end at ``--quick`` scale, so it cannot rot; and the report:
+medians, ratios that count the same jobs, and BENCHMARKS.md as the committed results make it.
 
 One quick run (every scenario, every contender available here) is shared by the checks below.
 Nothing here asserts a timing: the machines are shared and noisy, timings live in BENCHMARKS.md.
@@ -20,9 +21,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the harness lives beside the package; plain `pytest` too
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._report import render_markdown  # noqa: E402
 from benchmarks._scenarios import SCENARIOS, Scenario  # noqa: E402
 from benchmarks._spec import RunSpec  # noqa: E402
+from benchmarks._summary import (  # noqa: E402
+    PROGRESS_POINTS,
+    ContenderResult,
+    RunSummary,
+    ScenarioResult,
+    load_result,
+    load_results,
+    median_progress,
+    medians,
+    progress,
+)
+from benchmarks._targets import cpu_vs_floor, scenario_checks, x_ideal  # noqa: E402
 from benchmarks.contenders.sdk import usable as sdk_unusable  # noqa: E402
+from benchmarks.run import BENCHMARKS_MD, RESULTS  # noqa: E402
 
 # Scenarios without injected faults, and which contenders must finish every job in each (the
 # floor has no retries, so a rate limit costs it jobs by design).
@@ -37,8 +52,8 @@ MUST_COMPLETE = {
 
 
 def _repo_files() -> dict[Path, bytes]:
-    """What a quick run must leave alone: the repo's table and the full run's results."""
-    paths = [ROOT / "BENCHMARKS.md", *(ROOT / "benchmarks" / "results").glob("*.*")]
+    """What a quick run must leave alone: the repo's table, README and the full run's results."""
+    paths = [ROOT / "BENCHMARKS.md", ROOT / "README.md", *RESULTS.glob("*.*")]
     return {path: path.read_bytes() for path in paths if path.is_file()}
 
 
@@ -64,7 +79,10 @@ def _result(folder: Path, name: str) -> dict[str, Any]:
 
 
 def _runs(folder: Path, name: str) -> dict[str, dict[str, Any]]:
-    return {run["contender"]: run for run in _result(folder, name)["runs"]}
+    """Each contender's run (a quick run runs each contender once)."""
+    contenders = _result(folder, name)["contenders"]
+    assert all(len(c["runs"]) == 1 for c in contenders)
+    return {c["contender"]: c["runs"][0] for c in contenders}
 
 
 def test_every_scenario_ran_every_available_contender(quick: Path) -> None:
@@ -83,9 +101,9 @@ def test_fault_free_scenarios_complete_every_job(quick: Path) -> None:
         jobs, runs = _result(quick, name)["jobs"], _runs(quick, name)
         for contender in contenders:
             run = runs[contender]
-            assert (run["succeeded"], run["failed"], run["lost"]) == (jobs, 0, 0), (name, run)
+            assert (run["succeeded"], run["failed"]) == (jobs, 0), (name, run)
             assert run["exit_code"] == 0
-            assert len(run["completions_s"]) == jobs
+            assert run["progress"][-1][0] == jobs
 
 
 def test_every_run_has_sane_figures(quick: Path) -> None:
@@ -95,8 +113,11 @@ def test_every_run_has_sane_figures(quick: Path) -> None:
             assert not any(key.startswith("no report") for key in run["errors"]), run["errors"]
             assert run["succeeded"] + run["failed"] == jobs, (name, contender)
             assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_rss_mb"] > 0
-            assert run["completions_s"] == sorted(run["completions_s"])
-            assert len(run["completions_s"]) == run["succeeded"]
+            done = [n for n, _ in run["progress"]]
+            assert done == sorted(set(done))
+            assert [t for _, t in run["progress"]] == sorted(t for _, t in run["progress"])
+            step = -(-jobs // PROGRESS_POINTS)  # the jobs between two points of progress
+            assert (done[-1] if done else 0) <= run["succeeded"] < (done[-1] if done else 0) + step
 
 
 def test_server_counted_the_requests(quick: Path) -> None:
@@ -128,7 +149,8 @@ def test_faults_were_injected_and_rate_limit_enforced(quick: Path) -> None:
     # The others submit everything at once, without retries: the limit bites and costs jobs.
     assert sum(run["server"]["rate_limited"] for run in runs.values()) > 0
     for contender in ("naive-asyncio", "floor"):
-        assert runs[contender]["lost"] == runs[contender]["server"]["rate_limited"]
+        lost = _result(quick, "rate-limited")["jobs"] - runs[contender]["succeeded"]
+        assert lost == runs[contender]["server"]["rate_limited"]
 
 
 def test_polling_spreads_task_times(quick: Path) -> None:
@@ -252,16 +274,100 @@ def test_sdk_contender_runs_only_where_the_sdk_can_parse_answers(
     assert why is None if reason is None else why is not None and reason in why
 
 
-def test_a_repeated_contender_is_reported_by_its_median_cpu_run() -> None:
-    from benchmarks.run import _median_run
+def _run(
+    cpu: float, wall: float, succeeded: int = 5, rss: float = 40.0, polls: int = 5
+) -> RunSummary:
+    server = {
+        "requests": {"submit": {"200": succeeded}, "result": {"200": polls}},
+        "submissions": 5,
+    }
+    return RunSummary(
+        wall_s=wall, cpu_s=cpu, succeeded=succeeded, failed=5 - succeeded, peak_rss_mb=rss,
+        server=server, progress=progress([wall] * succeeded, 5),
+    )  # fmt: skip
 
+
+def _scenario(*contenders: tuple[str, list[RunSummary]]) -> ScenarioResult:
+    return ScenarioResult(
+        scenario="throughput", description="", jobs=5, concurrency=5, task_seconds=1.0, rate=None,
+        ideal_wall_s=10.0, emulator=[], command="", machine="", date="", run="",
+        contenders=[ContenderResult(name, runs) for name, runs in contenders],
+    )  # fmt: skip
+
+
+def test_each_figure_is_the_median_of_its_own_values() -> None:
     runs = [
-        {"contender": "floor", "cpu_s": cpu, "wall_s": 10.0 + n, "succeeded": 5}
-        for n, cpu in enumerate([3.9, 3.1, 4.6, 3.3, 3.5])
-    ]
-    chosen = _median_run(runs)
-    assert chosen["cpu_s"] == 3.5 and chosen["wall_s"] == 14.0
-    assert [r["cpu_s"] for r in chosen["repeats"]] == [3.9, 3.1, 4.6, 3.3, 3.5]  # in run order
-    assert _median_run(runs[:1]) is runs[0]  # a single run stays as it is
+        _run(cpu, wall, rss=rss, polls=polls)
+        for cpu, wall, rss, polls in [
+            (3.9, 10.0, 44.0, 9), (3.1, 11.0, 40.0, 5), (4.6, 12.0, 41.0, 6), (3.3, 13.0, 43.0, 8),
+            (3.5, 14.0, 42.0, 7),
+        ]
+    ]  # fmt: skip
+    figures = medians(ContenderResult("floor", runs), jobs=5)
+    # The run with the median CPU (3.5) took 14 s, used 42 MB and polled 7 times: none of that
+    # is the median of its own figure.
+    assert figures["cpu_s"] == 3.5 and figures["cpu_ms_per_job"] == pytest.approx(700)
+    assert figures["wall_s"] == 12.0
+    assert figures["peak_rss_mb"] == 42.0
+    assert figures["polls_per_task"] == pytest.approx(7 / 5)
+    assert (figures.runs, figures.detailed, figures.complete) == (5, 5, True)
     assert SCENARIOS["throughput"].repeats > 1  # the CPU ratio is the one measured this way
     assert SCENARIOS["throughput"].scaled(True).repeats == 1  # quick runs stay quick
+
+
+def test_a_ratio_counts_the_same_jobs_on_both_sides() -> None:
+    ours = [_run(2.0, 11.0), _run(2.2, 11.5), _run(2.4, 12.0)]
+    floor = [_run(1.6, 11.0), _run(1.8, 11.0), _run(2.0, 11.0)]
+    result = _scenario(("novita-async", ours), ("floor", floor))
+    ours_m = medians(result.contenders[0], 5)
+    assert cpu_vs_floor(result, ours_m) == pytest.approx(2.2 / 1.8)
+    assert x_ideal(result, ours_m) == pytest.approx(1.15)
+    # One floor run lost a job: its CPU went on four jobs, ours on five, so no CPU ratio is made
+    # (the floor's median run did every job, but the medians would still mix counts).
+    lossy = _scenario(("novita-async", ours), ("floor", [*floor[:2], _run(0.5, 3.0, succeeded=4)]))
+    assert cpu_vs_floor(lossy, medians(lossy.contenders[0], 5)) is None
+    # A run of ours that lost a job: neither its wall time against the ideal nor its CPU.
+    short = _scenario(("novita-async", [*ours[:2], _run(2.4, 5.0, succeeded=4)]), ("floor", floor))
+    short_m = medians(short.contenders[0], 5)
+    assert x_ideal(short, short_m) is None and cpu_vs_floor(short, short_m) is None
+    # CPU per job counts the jobs the CPU was spent on: all those given, done or lost.
+    assert short_m["cpu_ms_per_job"] == pytest.approx(1000 * 2.2 / 5)
+    assert short_m["lost"] == 0 and short_m["succeeded"] == 5
+
+
+@pytest.mark.parametrize(("ours_cpu", "met"), [(2.9, True), (3.0, True), (3.1, False)])
+def test_cpu_target_is_one_and_a_half_times_the_floor(ours_cpu: float, met: bool) -> None:
+    result = _scenario(("novita-async", [_run(ours_cpu, 11.0)]), ("floor", [_run(2.0, 11.0)]))
+    (check,) = [c for c in scenario_checks(result) if c.what == "CPU per job / the floor's"]
+    assert (check.limit, check.met) == (1.5, met)
+
+
+def test_progress_is_a_hundred_points_at_most_and_medians_are_per_level() -> None:
+    points = progress([0.001 * k for k in range(100_000, 0, -1)], 100_000)
+    assert len(points) == PROGRESS_POINTS
+    assert points[0] == (1000, 1.0) and points[-1] == (100_000, 100.0)
+    assert progress([0.5, 0.2], 3) == [(1, 0.2), (2, 0.5)]  # 3 jobs, 2 done
+    runs = [
+        RunSummary(1, 1, 2, 1, progress=[(1, 0.1), (2, 0.4)]),
+        RunSummary(1, 1, 3, 0, progress=[(1, 0.3), (2, 0.5), (3, 0.9)]),
+        RunSummary(1, 1, 3, 0, progress=[(1, 0.2), (2, 0.6), (3, 0.7)]),
+        RunSummary(1, 1, 3, 0, progress=None),  # not recorded: left out
+    ]
+    # Level 3: reached at 0.7 and 0.9, never in the first run: the median is 0.9.
+    assert median_progress(runs) == [(1, 0.2), (2, 0.5), (3, 0.9)]
+    assert median_progress(runs[:1] + runs[3:]) == [(1, 0.1), (2, 0.4)]
+
+
+def test_committed_results_are_summaries_and_the_table_is_written_from_them() -> None:
+    names = sorted(path.stem for path in RESULTS.glob("*.json"))
+    assert names == sorted(SCENARIOS)
+    for name in names:
+        result = load_result(RESULTS / f"{name}.json")  # refuses keys of another format
+        assert result.quick is False and result.scenario == name
+        for contender in result.contenders:
+            for run in contender.runs:
+                assert run.progress is None or len(run.progress) <= PROGRESS_POINTS
+    table = render_markdown(load_results(RESULTS, list(SCENARIOS), quick=False))
+    assert BENCHMARKS_MD.read_text(encoding="utf-8") == table, (
+        "BENCHMARKS.md is not what the results make: python -m benchmarks.run --report"
+    )

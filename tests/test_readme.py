@@ -5,7 +5,8 @@ Fenced blocks are run by their info string:
   ``NOVITA_*`` variables pointing at an emulator and the job file of the ``jsonl`` block on disk;
 - ``sh long-running``: started, expected to print ``NOVITA_BASE_URL=``, stopped with SIGINT;
 - ``sh benchmark``: the benchmark entry point must exist and answer ``--help`` (its ``--quick`` run
-  is the benchmarks' own test);
+  is the benchmarks' own test); the figures between ``<!-- bench:start -->`` and
+  ``<!-- bench:end -->`` must be those the benchmark report writes from the committed results;
 - ``sh setup``: the two set-up commands, which CI runs itself; checked against ``.ci/run``;
 - ``python``: each block runs as a script in the scratch folder.
 """
@@ -23,6 +24,10 @@ from pathlib import Path
 import pytest
 from cli.conftest import EmulatorProcess, emulator_process
 
+from benchmarks._readme import readme_block, readme_figures
+from benchmarks._scenarios import SCENARIOS
+from benchmarks._summary import load_results
+from benchmarks.run import RESULTS
 from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +137,13 @@ def test_long_running_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
                 process.wait()
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def test_benchmark_figures_are_written_from_the_committed_results() -> None:
+    results = load_results(RESULTS, list(SCENARIOS), quick=False)
+    assert readme_block(README) == readme_figures(results), (
+        "the README's figures are not what the results make: python -m benchmarks.run --report"
+    )
 
 
 def test_benchmark_snippets(scratch: tuple[Path, dict[str, str]]) -> None:

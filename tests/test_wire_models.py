@@ -21,7 +21,7 @@ from novita_async import (
     Webhook,
     WebhookTestMode,
 )
-from novita_async._converter import converter, structure, unstructure_request
+from novita_async._converter import converter, structure, structure_request, unstructure_request
 from novita_async._exceptions import InvalidResponseError
 from novita_async._models import ModelPage
 from novita_async._spec import NUMERIC_FIELDS, REQUIRED_FIELDS
@@ -268,6 +268,38 @@ def test_answer_parsing_is_lenient_where_the_service_drifts() -> None:
     assert result.extra.debug_info is not None
     assert result.extra.debug_info.submit_time_ms is None
     assert result.extra.debug_info.execute_time_ms == 12
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "allowed"),
+    [
+        ({"seed": "7"}, "seed", "integer"),
+        ({"guidance_scale": True}, "guidance_scale", "number"),
+        ({"negative_prompt": 5}, "negative_prompt", "string"),
+        ({"seeds": 7}, "seeds", "unknown field"),
+        ({"extra": {"webhook": {"url": "https://x", "test_mode": {"enabled": 1}}}},
+         "extra.webhook.test_mode.enabled", "true or false"),
+        ({"extra": {"webhook": {"url": "https://x", "test_mode": {"enabled": True, "on": 1}}}},
+         "extra.webhook.test_mode.on", "unknown field"),
+        ({"extra": {"webhook": {}}}, "extra.webhook.url", "required"),
+        ({"controlnet": {"units": "canny"}}, "controlnet.units", "must be a list"),
+        ({"loras": [{"model_name": "a", "strength": 1}, 5]}, "loras[1]", "must be an object"),
+    ],
+)  # fmt: skip
+def test_request_fields_structure_strictly_naming_the_path(
+    fields: dict[str, Any], field: str, allowed: str
+) -> None:
+    # The same converter that reads answers leniently (the test above) refuses these.
+    with pytest.raises(ValidationError) as caught:
+        structure_request({"prompt": "p", **fields})
+    assert caught.value.field == field
+    assert allowed in caught.value.allowed
+
+
+def test_a_request_that_is_not_an_object_is_named_by_its_class() -> None:
+    with pytest.raises(ValidationError) as caught:
+        structure_request([1])  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.allowed) == ("InstantIDRequest", "must be an object")
 
 
 def test_null_videos_and_missing_extra_parse() -> None:

@@ -20,6 +20,7 @@ import anyio
 from .._config import ENV_API_KEY
 from .._exceptions import ConfigurationError, NovitaError, ValidationError
 from .._redact import scrub
+from . import _commands, _demo, _run
 from ._parser import parse_args
 
 __all__ = ["main"]
@@ -30,8 +31,6 @@ _INTERRUPTED = 130
 
 
 async def _dispatch(ns: argparse.Namespace) -> int:
-    from . import _commands, _demo, _run
-
     commands = {
         "run": _run.run,
         "generate": _commands.generate,
@@ -73,6 +72,8 @@ def _report(exc: BaseException, ns: argparse.Namespace) -> int:
 
 
 def _emulator(argv: list[str]) -> int:
+    # Imported here, not at the top: the emulator needs Pillow, an optional dependency (the
+    # [emulator] extra) that the rest of the command does not.
     from ..emulator import _cli as emulator_cli
 
     # The emulator parses its own options; --debug is ours (and changes nothing there).

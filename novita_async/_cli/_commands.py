@@ -17,10 +17,8 @@ from typing import Any, cast
 import anyio
 import attrs
 
-from .._client import NovitaClient
+from .. import Model, NovitaClient, TaskResult, TaskStatus, ValidationError
 from .._converter import converter
-from .._exceptions import ValidationError
-from .._models import Model, TaskResult, TaskStatus
 from ._fields import build_request
 from ._parser import request_fields
 

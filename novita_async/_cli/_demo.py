@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
-from .._client import NovitaClient
-from .._models import InstantIDRequest
-from ..batch import Job
+from .. import InstantIDRequest, NovitaClient
+from ..batch import BatchOptions, Job
 from ._gallery import write_gallery
-from ._jobfile import LineError
 from ._progress import BatchProgress
 from ._run import INTERRUPTED, execute_batch, format_summary, until_signalled
 
@@ -52,11 +49,6 @@ def _demo_jobs(
     return jobs
 
 
-async def _each(jobs: list[Job]) -> AsyncIterator[Job | LineError]:
-    for job in jobs:
-        yield job
-
-
 async def demo(ns: argparse.Namespace) -> int:
     try:
         from ..emulator import Emulator, EmulatorConfig
@@ -73,7 +65,7 @@ async def demo(ns: argparse.Namespace) -> int:
     # Each demo starts afresh: a journal from an earlier demo names assets and tasks of an
     # emulator that is gone.
     with tempfile.TemporaryDirectory(prefix="novita-demo-") as scratch:
-        options = argparse.Namespace(journal=Path(scratch) / "journal.jsonl")
+        options = BatchOptions(journal_path=Path(scratch) / "journal.jsonl")
         async with Emulator(config) as emulator:
             client = NovitaClient(
                 emulator.api_key, base_url=emulator.base_url, assets_url=emulator.assets_url
@@ -81,7 +73,7 @@ async def demo(ns: argparse.Namespace) -> int:
             async with client:
                 with BatchProgress(len(jobs), plain=ns.no_progress) as progress:
                     summary, interrupted = await until_signalled(
-                        lambda: execute_batch(client, _each(jobs), out, options, progress)
+                        lambda: execute_batch(client, jobs, out, options, progress)
                     )
     gallery = await anyio.to_thread.run_sync(
         lambda: write_gallery(out, prompts, title="novita-async demo")

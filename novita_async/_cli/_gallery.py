@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._atomic import write_atomically
+from ..batch import JobStatus
 
 __all__ = ["GALLERY_NAME", "read_results", "render_gallery", "write_gallery"]
 
@@ -101,7 +102,7 @@ def render_gallery(
     prompts = prompts or {}
     by_id = {str(r.get("id")): r for r in records}
     order = [i for i in prompts if i in by_id] + [i for i in by_id if i not in prompts]
-    ok = sum(1 for r in by_id.values() if r.get("status") == "succeeded")
+    ok = sum(1 for r in by_id.values() if r.get("status") == JobStatus.SUCCEEDED)
     images = sum(len(r.get("files") or ()) for r in by_id.values())
     cards = "\n".join(_card(by_id[i], prompts.get(i)) for i in order)
     summary = f"{len(by_id)} jobs: {ok} succeeded, {len(by_id) - ok} failed; {images} images"

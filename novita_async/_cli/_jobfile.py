@@ -31,8 +31,7 @@ from .._exceptions import ValidationError
 from .._models import InstantIDRequest
 from .._redact import redact_url
 from .._sources import sniff_content_type
-from ..batch import JobInputError
-from ..batch._job import check_job_id
+from ..batch import JobInputError, check_job_id
 from ._fields import build_request, merge_fields
 
 __all__ = ["InputFetcher", "JobLine", "LineError", "count_lines", "read_job_file"]

@@ -4,6 +4,9 @@ Request flags are named after the API's fields (``--width`` for ``width``, ``--i
 ``extra.response_image_type``) and hold no defaults of their own: a flag left out means "the line's
 value, else the model's default", and the help shows the model's default. Ranges are checked by the
 models themselves (:mod:`novita_async._spec`), then reported against the flag that set them.
+
+The run command's batch flags are :class:`BatchOptions`' fields in the same way: one flag per
+field, its help, default and validation the field's; :func:`options_from_args` builds the options.
 """
 
 from __future__ import annotations
@@ -11,16 +14,25 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
 
-from .. import __version__, _spec
-from .._exceptions import ValidationError
-from .._models import InstantIDRequest
+from .. import ConfigurationError, InstantIDRequest, ValidationError, __version__, _spec
+from ..batch import BatchOptions
 from ._fields import build_request
 
-__all__ = ["REQUEST_FLAGS", "RequestFlag", "build_parser", "parse_args", "request_fields"]
+__all__ = [
+    "BATCH_FLAGS",
+    "REQUEST_FLAGS",
+    "BatchFlag",
+    "RequestFlag",
+    "build_parser",
+    "options_from_args",
+    "parse_args",
+    "request_fields",
+]
 
 
 def _lora(text: str) -> dict[str, Any]:
@@ -107,7 +119,35 @@ REQUEST_FLAGS: tuple[RequestFlag, ...] = (
 )  # fmt: skip
 
 
-_METAVARS: dict[object, str] = {int: "N", float: "X"}
+@attrs.frozen
+class BatchFlag:
+    """One ``run`` flag that sets one :class:`BatchOptions` field (a switch if ``type`` is None)."""
+
+    flag: str
+    field: str
+    type: type[Any] | None
+
+    @property
+    def option(self) -> attrs.Attribute[Any]:
+        return attrs.fields_dict(BatchOptions)[self.field]
+
+
+# Every field but ``poll``, a policy of five delays. ``--journal`` keeps its documented name.
+BATCH_FLAGS: tuple[BatchFlag, ...] = (
+    BatchFlag("--concurrency", "concurrency", int),
+    BatchFlag("--rate", "rate", float),
+    BatchFlag("--journal", "journal_path", Path),
+    BatchFlag("--retry-failed", "retry_failed", None),
+    BatchFlag("--fail-fast", "fail_fast", None),
+    BatchFlag("--upload-concurrency", "upload_concurrency", int),
+    BatchFlag("--poll-concurrency", "poll_concurrency", int),
+    BatchFlag("--task-timeout", "task_timeout", float),
+    BatchFlag("--journal-fsync", "journal_fsync", None),
+    BatchFlag("--submit-concurrency", "submit_concurrency", int),
+    BatchFlag("--stop-grace", "stop_grace", float),
+)
+
+_METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH"}
 
 
 def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
@@ -161,6 +201,51 @@ def _check_request_flags(parser: argparse.ArgumentParser, ns: argparse.Namespace
     except ValidationError as exc:
         flag = _flag_for(exc.field) or exc.field
         parser.error(f"argument {flag}: {exc.value!r} is not allowed: {exc.allowed}")
+
+
+def _option_value(spec: BatchFlag) -> Callable[[str], Any]:
+    """Parse a batch flag's text and check it with its field's own validators."""
+    assert spec.type is not None
+    kind = spec.type
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        try:
+            BatchOptions(**{spec.field: value})
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: {exc}") from None
+        return value
+
+    return parse
+
+
+def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("batch options", "the batch runner's options (BatchOptions)")
+    for spec in BATCH_FLAGS:
+        option = spec.option
+        if spec.type is None:
+            group.add_argument(spec.flag, dest=spec.field, action="store_true", default=None,
+                               help=option.metadata["help"])  # fmt: skip
+            continue
+        default = "" if option.default is None else f" (default: {option.default:g})"
+        group.add_argument(
+            spec.flag,
+            dest=spec.field,
+            type=_option_value(spec),
+            default=None,
+            metavar=_METAVARS[spec.type],
+            help=option.metadata["help"] + default,
+        )
+
+
+def options_from_args(ns: argparse.Namespace) -> BatchOptions:
+    """The batch options the ``run`` flags set; a flag left out keeps the field's default."""
+    values = vars(ns)
+    given = {spec.field: values[spec.field] for spec in BATCH_FLAGS}
+    return BatchOptions(**{name: value for name, value in given.items() if value is not None})
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
@@ -219,15 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "run every job of a JSONL job file; rerun to resume", connection)
     run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
     run.add_argument("--out", required=True, metavar="DIR", help="output folder (images, results)")
-    run.add_argument("--concurrency", type=_positive(int), default=None,
-                     help="tasks in flight at once (default: the batch runner's)")  # fmt: skip
-    run.add_argument("--rate", type=_positive(float), default=None,
-                     help="submissions per second (default: the batch runner's)")  # fmt: skip
-    run.add_argument("--journal", default=None, metavar="PATH",
-                     help="journal file (default: DIR/.novita-journal.jsonl)")  # fmt: skip
-    run.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
-    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed job")
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    _add_batch_flags(run)
     _add_request_flags(run, prompt_required=False)
 
     generate = command("generate", "one task end to end: upload, submit, wait, download",

@@ -1,5 +1,8 @@
 """``novita-async run``: a job file through the batch runner, with progress, summary and gallery.
 
+The arguments are read once into a :class:`RunSettings` (the batch flags into its
+:class:`BatchOptions`); everything below takes those typed values.
+
 SIGINT and SIGTERM cancel the run; the batch runner then records what is in flight and closes, and
 the command exits with 130. Rerunning the same command resumes from the journal.
 """
@@ -8,24 +11,38 @@ from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 import anyio
 import anyio.to_thread
+import attrs
 
-from .._client import NovitaClient
-from .._exceptions import ValidationError
-from ..batch import BatchRunner, BatchSummary, Job, JobInputError
+from .. import NovitaClient, ValidationError
+from ..batch import (
+    BatchOptions,
+    BatchRunner,
+    BatchSummary,
+    InvalidJob,
+    Job,
+    JobInputError,
+)
 from ._commands import make_client
 from ._gallery import write_gallery
-from ._jobfile import InputFetcher, JobLine, LineError, count_lines, read_job_file
-from ._parser import request_fields
+from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
+from ._parser import options_from_args, request_fields
 from ._progress import BatchProgress
 
-__all__ = ["INTERRUPTED", "execute_batch", "format_summary", "run", "until_signalled"]
+__all__ = [
+    "INTERRUPTED",
+    "RunSettings",
+    "execute_batch",
+    "format_summary",
+    "run",
+    "until_signalled",
+]
 
 INTERRUPTED = 130
 _T = TypeVar("_T")
@@ -51,58 +68,53 @@ async def until_signalled(body: Callable[[], Awaitable[_T]]) -> tuple[_T | None,
     return (outcome[0] if outcome else None), interrupted
 
 
-def _runner_kwargs(options: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "retry_failed": bool(getattr(options, "retry_failed", False)),
-        "fail_fast": bool(getattr(options, "fail_fast", False)),
-    }
-    for flag, name in (
-        ("concurrency", "concurrency"),
-        ("rate", "rate"),
-        ("journal", "journal_path"),
-    ):
-        value = getattr(options, flag, None)
-        if value is not None:
-            kwargs[name] = Path(value) if name == "journal_path" else value
-    return kwargs
+@attrs.frozen
+class RunSettings:
+    """What ``novita-async run`` was asked to do, read from its arguments once."""
+
+    jobs: Path
+    """The job file."""
+    out: Path
+    """The output folder: images, ``results.jsonl``, the journal and the gallery."""
+    request_defaults: Mapping[str, Any]
+    """The request fields the flags set, as API-named fields: defaults for every line."""
+    options: BatchOptions
+    plain: bool
+    """Plain log lines instead of a progress bar."""
+
+    @classmethod
+    def from_args(cls, ns: argparse.Namespace) -> RunSettings:
+        return cls(
+            jobs=Path(ns.jobs),
+            out=Path(ns.out),
+            request_defaults=request_fields(ns),
+            options=options_from_args(ns),
+            plain=ns.no_progress,
+        )
 
 
 async def execute_batch(
     client: NovitaClient,
-    jobs: AsyncIterator[Job | LineError],
+    jobs: Iterable[Job] | AsyncIterable[Job | InvalidJob],
     out_dir: Path,
-    options: argparse.Namespace,
+    options: BatchOptions,
     progress: BatchProgress,
 ) -> BatchSummary:
-    """Run ``jobs`` (line errors included, as failed jobs) and return the runner's summary."""
-    runner = BatchRunner(client, out_dir, on_event=progress.on_event, **_runner_kwargs(options))
-    async with runner.run(_as_jobs(jobs, progress)) as outcomes:
+    """Run ``jobs`` and return the runner's summary."""
+    runner = BatchRunner(client, out_dir, options, on_event=progress.on_event)
+    async with runner.run(jobs) as outcomes:
         async for _ in outcomes:
             pass
     return runner.summary
 
 
-def _unrunnable(error: LineError) -> Job:
-    # A line that cannot become a job still gets its failed line in results.jsonl, with the line
-    # number and field in the message, so the file holds one line per line of the job file.
-    return Job.failed(error.id, JobInputError("INVALID_JOB_LINE", str(error)))
-
-
-async def _as_jobs(
-    items: AsyncIterator[Job | LineError], progress: BatchProgress
-) -> AsyncIterator[Job]:
-    async for item in items:
-        if isinstance(item, LineError):
-            progress.note(f"invalid job: {item}")
-            yield _unrunnable(item)
-        else:
-            yield item
-
-
 async def _job_lines(
-    path: Path, defaults: Mapping[str, Any], fetcher: InputFetcher, prompts: dict[str, str]
-) -> AsyncIterator[Job | LineError]:
-    async for item in read_job_file(path, defaults, fetcher):
+    settings: RunSettings,
+    fetcher: InputFetcher,
+    prompts: dict[str, str],
+    progress: BatchProgress,
+) -> AsyncIterator[Job | InvalidJob]:
+    async for item in read_job_file(settings.jobs, settings.request_defaults, fetcher):
         if isinstance(item, JobLine):
             prompts[item.id] = item.request.prompt
             yield Job(
@@ -113,8 +125,11 @@ async def _job_lines(
                 face_kps_images=item.face_kps_images,
             )
         else:
+            # A line that cannot become a job still gets its failed line in results.jsonl, with
+            # the line number and field in the message: one result line per job-file line.
             prompts.setdefault(item.id, "")
-            yield item
+            progress.note(f"invalid job: {item}")
+            yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
 
 
 def format_summary(summary: BatchSummary) -> str:
@@ -129,22 +144,21 @@ def format_summary(summary: BatchSummary) -> str:
 
 
 async def run(ns: argparse.Namespace) -> int:
-    jobs_path = Path(ns.jobs)
-    if not await anyio.Path(jobs_path).is_file():
-        raise ValidationError("JOBS.jsonl", str(jobs_path), "must name an existing job file")
-    out = Path(ns.out)
-    defaults = request_fields(ns)
-    total = await anyio.to_thread.run_sync(count_lines, jobs_path)
+    settings = RunSettings.from_args(ns)
+    if not await anyio.Path(settings.jobs).is_file():
+        raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
+    out = settings.out
+    total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
     prompts: dict[str, str] = {}
     async with (
         make_client(ns) as client,
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session,
     ):
         fetcher = InputFetcher(plain_session, out / ".novita-inputs")
-        with BatchProgress(total, plain=ns.no_progress) as progress:
-            lines = _job_lines(jobs_path, defaults, fetcher, prompts)
+        with BatchProgress(total, plain=settings.plain) as progress:
+            lines = _job_lines(settings, fetcher, prompts, progress)
             summary, interrupted = await until_signalled(
-                lambda: execute_batch(client, lines, out, ns, progress)
+                lambda: execute_batch(client, lines, out, settings.options, progress)
             )
     gallery = await anyio.to_thread.run_sync(lambda: write_gallery(out, prompts))
     if interrupted or summary is None:

@@ -7,7 +7,17 @@ window where a crash can submit a job twice.
 from __future__ import annotations
 
 from ._events import BatchEvent, BatchEventHook, BatchEventKind
-from ._job import ImageSource, Job, JobError, JobInputError, JobOutcome, JobStatus
+from ._job import (
+    ImageSource,
+    InvalidJob,
+    Job,
+    JobError,
+    JobInputError,
+    JobOutcome,
+    JobStatus,
+    check_job_id,
+)
+from ._options import BatchOptions
 from ._runner import BatchRunner
 from ._summary import BatchSummary
 
@@ -15,12 +25,15 @@ __all__ = [
     "BatchEvent",
     "BatchEventHook",
     "BatchEventKind",
+    "BatchOptions",
     "BatchRunner",
     "BatchSummary",
     "ImageSource",
+    "InvalidJob",
     "Job",
     "JobError",
     "JobInputError",
     "JobOutcome",
     "JobStatus",
+    "check_job_id",
 ]

@@ -8,33 +8,29 @@ failed outcome; only cancellation propagates.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import attrs
 
-from .._client import NovitaClient, _extension
+from .._client import NovitaClient
+from .._events import ClientEvent, EventKind
 from .._exceptions import (
-    APIStatusError,
-    ImageURLExpiredError,
     InvalidResponseError,
     RateLimitError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
-from .._models import Task, TaskResult, TaskStatus
+from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._inputs import InputReader, PreparedJob
-from ._job import Job, JobError, JobInputError, JobOutcome, check_job_id
-from ._journal import JobState, Journal
-from ._limits import SubmitGate
-from ._poller import TRANSIENT_ERRORS, Poller
+from ._job import InvalidJob, Job, JobError, JobInputError, JobOutcome, JobStatus, check_job_id
+from ._journal import JobPhase, JobState, Journal
+from ._limits import RunGate
+from ._poller import Poller
 from ._results import ResultsFile
-from ._seen import SeenIds
 from ._summary import SummaryCounter
 from ._uploads import AssetUploader
 
@@ -42,11 +38,9 @@ __all__ = ["JobFlow"]
 
 # Consecutive 429s one job rides out before it fails (each after the client's own retries).
 MAX_RATE_LIMITED_SUBMITS = 30
-# Fresh task results fetched for one job when its image URLs have expired.
-MAX_URL_REFRESHES = 3
-# Rounds of the client's own retries one image download may take: an unattended run rides out a
-# 429 or 5xx spell that outlasts one round (the task is paid for; its image must not be lost).
-MAX_DOWNLOAD_ROUNDS = 4
+# Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
+# longer than an interactive caller would (the task is paid for; its image must not be lost).
+MIN_DOWNLOAD_ATTEMPTS = 4
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
 RESUBMIT_REASONS = frozenset({"TASK_FAILED"})
@@ -74,7 +68,7 @@ class JobFlow:
         counter: SummaryCounter,
         uploader: AssetUploader,
         poller: Poller,
-        gate: SubmitGate,
+        gate: RunGate,
         posting: anyio.Semaphore,
         in_flight: anyio.Semaphore,
         retry_failed: bool,
@@ -82,7 +76,7 @@ class JobFlow:
         on_request: Callable[[str], None],
     ) -> None:
         self._client = client
-        self._out_s = os.fspath(out_dir)  # joined as a string per image: pathlib costs more
+        self._out_dir = out_dir
         self._journal = journal
         self._results = results
         self._counter = counter
@@ -97,8 +91,12 @@ class JobFlow:
         self._inputs = InputReader()
         # A 429 on a submission comes straight back here, where it pauses every submitter,
         # instead of being waited out by this one submitter while the others keep sending.
-        self._submit_retry = attrs.evolve(client.config.retry, retry_rate_limited=False)
-        self._seen = SeenIds()
+        retry = client.config.retry
+        self._submit_retry = attrs.evolve(retry, retry_rate_limited=False)
+        self._download_retry = attrs.evolve(
+            retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS)
+        )
+        self._seen: set[str] = set()  # every job id of the run, to refuse a second use of one
         self._posts: set[anyio.CancelScope] = set()
         self._stop_deadline = math.inf
 
@@ -114,26 +112,27 @@ class JobFlow:
 
     # --- deciding what to do -------------------------------------------------------------------
 
-    async def process(self, job: Job) -> JobOutcome:
+    async def process(self, job: Job | InvalidJob) -> JobOutcome:
         self._emit(BatchEventKind.QUEUED, job.id)
-        if not self._seen.add(job.id):
+        if job.id in self._seen:
             error = JobInputError(
                 "DUPLICATE_JOB_ID", f"job id {job.id!r} appears twice in the input"
             )
             return self._end(_failed(job.id, error, None), None, record=False)
+        self._seen.add(job.id)
         prior = self._journal.jobs.get(job.id)
-        rerun = prior is not None and prior.phase == "failed" and self._retry_failed
+        rerun = prior is not None and prior.phase is JobPhase.FAILED and self._retry_failed
+        # An input that never became a job (a bad job-file line) keeps its own, fuller reason.
+        input_error: Exception | None = job.error if isinstance(job, InvalidJob) else None
         try:
             check_job_id(job.id)
         except JobInputError as exc:
             if prior is not None and prior.ended and not rerun:
                 return self._end(prior.outcome(job.id, replayed=True), None, record=False)
-            # A job that came already failed (a bad job-file line) keeps its own, fuller reason.
-            return self._fail(job.id, job.input_error or exc, None, None)
+            return self._fail(job.id, input_error or exc, None, None)
 
         prepared: PreparedJob | None = None
-        input_error = job.input_error
-        if input_error is None:
+        if isinstance(job, Job):
             try:
                 prepared = await self._inputs.prepare(job)
             except JobInputError as exc:
@@ -141,7 +140,8 @@ class JobFlow:
 
         if prior is not None and prepared is not None and _changed(prior, prepared):
             if not rerun:
-                hint = " (pass retry_failed to run it again)" if prior.phase == "failed" else ""
+                failed = prior.phase is JobPhase.FAILED
+                hint = " (pass retry_failed to run it again)" if failed else ""
                 error = JobInputError(
                     "JOB_CHANGED",
                     f"job {job.id!r} differs from the one this output folder's journal recorded "
@@ -155,10 +155,10 @@ class JobFlow:
         if prior is not None and prior.task_id is not None and _resumable(prior):
             # Submitted (or failed after submission) earlier: follow that task, never resubmit.
             return await self._resume(job.id, prior.task_id, prior.fingerprint)
-        if prepared is None:
-            assert input_error is not None
-            return self._fail(job.id, input_error, None, None)
-        return await self._fresh(job, prepared)
+        if isinstance(job, Job) and prepared is not None:
+            return await self._fresh(job, prepared)
+        assert input_error is not None  # what kept the inputs from being prepared
+        return self._fail(job.id, input_error, None, None)
 
     async def _resume(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
         async with self._in_flight:
@@ -172,12 +172,12 @@ class JobFlow:
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
         try:
-            body = await self._request(job, prepared)
+            request = await self._request(job, prepared)
         except Exception as exc:
             return self._fail(job.id, exc, None, fingerprint)
         async with self._in_flight:
             try:
-                task_id = await self._submit(job.id, body, fingerprint)
+                task_id = await self._submit(job.id, request, fingerprint)
             except Exception as exc:
                 return self._fail(job.id, exc, None, fingerprint)
             try:
@@ -187,8 +187,8 @@ class JobFlow:
 
     # --- steps -----------------------------------------------------------------------------------
 
-    async def _request(self, job: Job, prepared: PreparedJob) -> dict[str, Any]:
-        """The body to submit: the job's request with the uploaded inputs' asset ids."""
+    async def _request(self, job: Job, prepared: PreparedJob) -> InstantIDRequest:
+        """The request to submit: the job's template with the uploaded inputs' asset ids."""
         faces = [await self._uploader.asset_id(image) for image in prepared.faces]
         refs = [await self._uploader.asset_id(image) for image in prepared.refs]
         kps = (
@@ -197,14 +197,14 @@ class JobFlow:
             else [await self._uploader.asset_id(image) for image in prepared.kps]
         )
         self._emit(BatchEventKind.UPLOADED, job.id)
-        # The request was validated when it was built and the inputs pair up (InputReader): only
-        # the ids are new, so they go straight into the body, not through a validated copy.
-        body = {**prepared.body, "face_image_assets_ids": faces, "ref_image_assets_ids": refs}
-        if kps is not None:
-            body["face_kps_assets_ids"] = kps
-        return body
+        return attrs.evolve(
+            job.request,
+            face_image_assets_ids=faces,
+            ref_image_assets_ids=refs,
+            face_kps_assets_ids=kps,
+        )
 
-    async def _submit(self, job_id: str, body: dict[str, Any], fingerprint: str) -> str:
+    async def _submit(self, job_id: str, request: InstantIDRequest, fingerprint: str) -> str:
         rate_limited = 0
         while True:
             await self._gate.wait()
@@ -219,8 +219,8 @@ class JobFlow:
                         self._posts.add(post)
                         try:
                             self._on_request("submit")
-                            task_id = await self._client._submit_body(
-                                body, retry=self._submit_retry
+                            task_id = await self._client.submit_instant_id(
+                                request, retry=self._submit_retry
                             )
                             # Nothing is awaited between the answer and this record (_journal).
                             self._journal.record_submitted(job_id, task_id, fingerprint)
@@ -244,7 +244,7 @@ class JobFlow:
                     message=f"submissions paused for {pause:.1f}s",
                 )
                 continue
-            self._gate.succeeded()
+            self._gate.answered()
             self._counter.submitted += 1
             self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
             return task_id
@@ -271,7 +271,7 @@ class JobFlow:
             raise _Failure(exc, task_id) from exc
         outcome = JobOutcome(
             job_id=job_id,
-            status="succeeded",
+            status=JobStatus.SUCCEEDED,
             task_id=task_id,
             seed=result.extra.seed,
             files=files,
@@ -283,48 +283,28 @@ class JobFlow:
     ) -> tuple[list[str], TaskResult]:
         if not result.images:
             raise InvalidResponseError(f"task {task_id} succeeded without images")
-        count = len(result.images)
-        files: list[str] = []
-        refreshes = rounds = 0
-        while len(files) < count:
-            index = len(files)
-            image = result.images[index]
-            # One folder for every image (no folder per job): the job id names the file.
-            name = f"{job_id}_{index}.{_extension(image)}"
-            try:
-                self._on_request("image")
-                await self._client.download_image(image, os.path.join(self._out_s, name))
-            except ImageURLExpiredError as exc:
-                if refreshes >= MAX_URL_REFRESHES:
-                    raise
-                refreshes += 1
-                self._emit(BatchEventKind.RETRIED, job_id, task_id=task_id, reason=exc.reason)
-                self._on_request("result")
-                result = await self._client.get_task_result(task_id)
-                if len(result.images) != count:
-                    raise InvalidResponseError(
-                        f"task {task_id} answered {len(result.images)} images, then {count}"
-                    ) from exc
-                continue
-            except TRANSIENT_ERRORS as exc:
-                rounds += 1
-                if rounds >= MAX_DOWNLOAD_ROUNDS:
-                    raise
-                retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
-                delay = self._client.config.retry.delay(rounds, retry_after)
+
+        def observe(event: ClientEvent) -> None:
+            if event.kind is EventKind.REQUEST:
+                self._on_request(event.route)
+            elif event.kind is EventKind.RETRY:
+                message = "image URL expired: fetching fresh ones"
+                if event.error != "IMAGE_URL_EXPIRED":
+                    message = f"image download retried in {event.delay or 0.0:.1f}s"
                 self._emit(
                     BatchEventKind.RETRIED,
                     job_id,
                     task_id=task_id,
-                    reason=exc.reason,
-                    message=f"image download retried in {delay:.1f}s",
+                    reason=event.error,
+                    message=message,
                 )
-                await anyio.sleep(delay)
-                continue
-            files.append(name)
-            rounds = 0  # each image gets its own rounds
-            self._counter.images += 1
-        return files, result
+
+        # One folder for every image (no folder per job): the job id names the file.
+        paths = await self._client.download_images(
+            result, self._out_dir, stem=f"{job_id}_", retry=self._download_retry, on_event=observe
+        )
+        self._counter.images += len(paths)
+        return [path.name for path in paths], result
 
     # --- ending ----------------------------------------------------------------------------------
 
@@ -338,7 +318,7 @@ class JobFlow:
             self._journal.record_outcome(outcome, fingerprint)
             self._results.append(outcome)
         self._counter.count_outcome(outcome)
-        if outcome.status == "succeeded":
+        if outcome.ok:
             self._emit(
                 BatchEventKind.SUCCEEDED,
                 outcome.job_id,
@@ -361,24 +341,22 @@ class JobFlow:
 
 def _failed(job_id: str, error: BaseException, task_id: str | None) -> JobOutcome:
     return JobOutcome(
-        job_id=job_id, status="failed", task_id=task_id, error=JobError.from_exception(error)
+        job_id=job_id,
+        status=JobStatus.FAILED,
+        task_id=task_id,
+        error=JobError.from_exception(error),
     )
 
 
 def _changed(prior: JobState, prepared: PreparedJob) -> bool:
-    # A job only validated before may change freely: nothing was paid for it.
-    return (
-        prior.phase != "validated"
-        and prior.fingerprint is not None
-        and prior.fingerprint != prepared.fingerprint
-    )
+    return prior.fingerprint is not None and prior.fingerprint != prepared.fingerprint
 
 
 def _resumable(prior: JobState) -> bool:
-    if prior.phase == "submitted":
+    if prior.phase is JobPhase.SUBMITTED:
         return True
     return (
-        prior.phase == "failed"
+        prior.phase is JobPhase.FAILED
         and prior.error is not None
         and prior.error.reason not in RESUBMIT_REASONS
     )

@@ -1,9 +1,10 @@
 """Reading a job's input images: content hash, image type, and the job's fingerprint.
 
 Files are read in chunks in a worker thread and hashed, never held whole; a file seen before with
-the same size and modification time is not read again (a small LRU cache), so a face shared by a
-thousand jobs is hashed once. The fingerprint (a hash of the request template and of every input's
-content) lets a rerun tell "the same job" from "a different job under the same id".
+the same size and modification time is not read again (a small LRU cache, shared by the jobs that
+ask at the same moment: :mod:`novita_async._singleflight`), so a face shared by a thousand jobs is
+hashed once. The fingerprint (a hash of the request template and of every input's content) lets a
+rerun tell "the same job" from "a different job under the same id".
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import OrderedDict
 from typing import Any
 
 import anyio
 import attrs
 
 from .._converter import unstructure_request
+from .._singleflight import SingleFlight
 from .._sources import sniff_content_type
 from ._job import ImageSource, Job, JobInputError
 
@@ -50,13 +51,14 @@ def _describe(source: ImageSource) -> str:
     return f"<{len(source)} bytes>" if isinstance(source, bytes) else repr(os.fspath(source))
 
 
+_StatKey = tuple[int, int, int, int]
+
+
 class InputReader:
     def __init__(self, cache_size: int = 4096) -> None:
-        self._cache: OrderedDict[tuple[int, int, int, int], tuple[str, str]] = OrderedDict()
-        self._cache_size = cache_size
-        # Files being hashed now: the many jobs that start together with the same face wait for
-        # one read instead of each reading it.
-        self._hashing: dict[tuple[int, int, int, int], anyio.Event] = {}
+        # Keyed by what a stat says of the file: the many jobs that start together with the same
+        # face wait for one read instead of each reading it, and later jobs read nothing.
+        self._files: SingleFlight[_StatKey, tuple[str, str | None]] = SingleFlight(cache_size)
 
     async def prepare(self, job: Job) -> PreparedJob:
         """Hash and type-check every input of ``job``; :class:`JobInputError` if one is bad."""
@@ -82,18 +84,13 @@ class InputReader:
 
     async def images(self, sources: tuple[ImageSource, ...]) -> tuple[PreparedImage, ...]:
         """Identify each source by content hash and image type, in order."""
-        paths = [os.fspath(s) for s in sources if not isinstance(s, bytes)]
-        # A stat of a local file takes microseconds; a worker-thread hop to make it costs more
-        # than that in the event loop itself, once per job of a batch that names the same files
-        # over and over. Reading and hashing (cached by the stat) do go to a thread.
-        stats = iter(_stat_all(paths))
         prepared = []
         for source in sources:
             if isinstance(source, bytes):
                 sha = hashlib.sha256(source).hexdigest()
                 content_type = sniff_content_type(source[:16])
             else:
-                sha, content_type = await self._file(os.fspath(source), next(stats))
+                sha, content_type = await self._file(os.fspath(source))
             if content_type is None:
                 raise JobInputError(
                     "INVALID_IMAGE", f"{_describe(source)} is not a PNG, JPEG or WebP image"
@@ -101,51 +98,28 @@ class InputReader:
             prepared.append(PreparedImage(source, sha, content_type))
         return tuple(prepared)
 
-    async def _file(self, path: str, info: os.stat_result | OSError) -> tuple[str, str | None]:
+    async def _file(self, path: str) -> tuple[str, str | None]:
         try:
-            if isinstance(info, OSError):
-                raise info
+            # The stat stays in the event loop: it is what tells whether the file must be read
+            # at all, and it is quick; reading and hashing, which are not, go to a thread.
+            info = os.stat(path)
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            if (hit := self._cache.get(key)) is not None:
-                self._cache.move_to_end(key)
-                return hit
-            while (hashing := self._hashing.get(key)) is not None:
-                await hashing.wait()
-                if (hit := self._cache.get(key)) is not None:
-                    return hit
-            self._hashing[key] = hashing = anyio.Event()
-            try:
-                sha, head = await anyio.to_thread.run_sync(hash_file, path)
-            finally:
-                del self._hashing[key]
-                hashing.set()
+            return await self._files.get(key, lambda: anyio.to_thread.run_sync(_identify, path))
         except FileNotFoundError:
             raise JobInputError("INPUT_NOT_FOUND", f"input file {path!r} does not exist") from None
         except OSError as exc:
             raise JobInputError(
                 "INPUT_UNREADABLE", f"input file {path!r} cannot be read: {exc.strerror or exc}"
             ) from None
-        content_type = sniff_content_type(head)
-        if content_type is not None:
-            self._cache[key] = (sha, content_type)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return sha, content_type
 
 
-def _stat_all(paths: list[str]) -> list[os.stat_result | OSError]:
-    results: list[os.stat_result | OSError] = []
-    for path in paths:
-        try:
-            results.append(os.stat(path))
-        except OSError as exc:
-            results.append(exc)
-    return results
+def _identify(path: str) -> tuple[str, str | None]:
+    sha, head = hash_file(path)
+    return sha, sniff_content_type(head)
 
 
-# The file work runs in one worker thread per call, opened and closed there: a cancelled caller
-# waits for the thread (anyio's default), so no file handle is ever left open, which an
-# ``await``-ed ``aiofiles.open`` cannot promise when cancelled mid-open.
+# Whole-file work, run in one worker thread per call (see :mod:`novita_async._atomic`): a
+# cancelled caller waits for the thread, so no file handle is ever left open.
 def hash_file(path: str) -> tuple[str, bytes]:
     """The SHA-256 of the file's content and its first bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -1,16 +1,20 @@
-"""What the batch runner is given (:class:`Job`) and what it gives back (:class:`JobOutcome`).
+"""What the batch runner is given (:class:`Job`, :class:`InvalidJob`) and gives back.
 
 A job is deliberately loose at construction: its id and image sources are checked by the runner,
 so one bad job in a stream of thousands becomes one failed outcome instead of an exception in the
-caller's generator. Only types are checked here.
+caller's generator. Only types are checked here. An input that could not even be described as a
+job (a job-file line that does not parse) is an :class:`InvalidJob`: the runner records it as
+failed with its own reason, so that every input has its result line. Each input ends as a
+:class:`JobOutcome`.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Iterable
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -19,6 +23,7 @@ from .._models import InstantIDRequest
 
 __all__ = [
     "ImageSource",
+    "InvalidJob",
     "Job",
     "JobError",
     "JobInputError",
@@ -30,7 +35,13 @@ __all__ = [
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes
 """A file path or the image's bytes."""
 
-JobStatus: TypeAlias = Literal["succeeded", "failed"]
+
+class JobStatus(enum.StrEnum):
+    """How a job ended; its value is what ``results.jsonl`` says."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
 
 # Names the runner itself writes in OUT; a job id may not be one of them.
 RESERVED_NAMES = frozenset({"results.jsonl"})
@@ -49,9 +60,6 @@ def _optional_sources(
     value: Iterable[ImageSource] | ImageSource | None,
 ) -> tuple[ImageSource, ...] | None:
     return None if value is None else _sources(value)
-
-
-_PLACEHOLDER_REQUEST = InstantIDRequest(prompt="(no request: the job failed before it had one)")
 
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
@@ -90,33 +98,30 @@ class Job:
     face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
         default=None, converter=_optional_sources, validator=_check_sources
     )
-    input_error: Exception | None = attrs.field(default=None, kw_only=True)
-    """Set by :meth:`failed`: the job could not even be described; the runner records it failed."""
-
-    @classmethod
-    def failed(cls, job_id: str, error: Exception) -> Job:
-        """A job known to be unusable (e.g. a bad line in a job file), reported as failed.
-
-        The runner records it in the journal and ``results.jsonl`` like any failed job, so that
-        every input line has its result line.
-        """
-        return cls(
-            id=job_id,
-            face_images=(),
-            ref_images=(),
-            request=_PLACEHOLDER_REQUEST,
-            input_error=error,
-        )
 
     def __repr__(self) -> str:
         # Image bytes would flood a log line; show their size instead.
-        if self.input_error is not None:
-            return f"Job.failed({self.id!r}, {self.input_error!r})"
         return (
             f"Job(id={self.id!r}, face_images={_short_repr(self.face_images)}, "
             f"ref_images={_short_repr(self.ref_images)}, "
             f"face_kps_images={_short_repr(self.face_kps_images)}, request={self.request!r})"
         )
+
+
+@attrs.frozen
+class InvalidJob:
+    """An input that cannot become a :class:`Job` (e.g. a job-file line that does not parse).
+
+    :meth:`BatchRunner.run` takes it alongside jobs and ends it as a failed outcome with
+    ``error``'s reason, recorded in the journal and ``results.jsonl`` like any failed job.
+    """
+
+    id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    error: NovitaError = attrs.field(validator=attrs.validators.instance_of(NovitaError))
+
+
+JobInput: TypeAlias = "Job | InvalidJob"
+"""What :meth:`BatchRunner.run` reads from its input."""
 
 
 class JobInputError(NovitaError, ValueError):
@@ -165,19 +170,6 @@ class JobError:
         reason = exc.reason if isinstance(exc, NovitaError) else type(exc).__name__.upper()
         return cls(type=type(exc).__name__, reason=reason, message=str(exc))
 
-    def to_json(self) -> dict[str, str]:
-        return {"type": self.type, "reason": self.reason, "message": self.message}
-
-    @classmethod
-    def from_json(cls, data: Any) -> JobError:
-        if not isinstance(data, dict):
-            return cls(type="Unknown", reason="UNKNOWN", message=str(data))
-        return cls(
-            type=str(data.get("type", "")),
-            reason=str(data.get("reason", "")),
-            message=str(data.get("message", "")),
-        )
-
 
 @attrs.frozen
 class JobOutcome:
@@ -188,7 +180,7 @@ class JobOutcome:
     """
 
     job_id: str
-    status: JobStatus
+    status: JobStatus = attrs.field(converter=JobStatus)
     task_id: str | None = None
     seed: int | None = None
     files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
@@ -197,15 +189,4 @@ class JobOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
-
-    def to_result_line(self) -> dict[str, Any]:
-        """The ``results.jsonl`` record of this outcome."""
-        return {
-            "id": self.job_id,
-            "status": self.status,
-            "task_id": self.task_id,
-            "seed": self.seed,
-            "files": list(self.files),
-            "error": None if self.error is None else self.error.to_json(),
-        }
+        return self.status is JobStatus.SUCCEEDED

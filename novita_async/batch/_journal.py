@@ -1,16 +1,16 @@
 """The durable journal: one JSON line per state change, the run's memory across crashes.
 
-Records (``"t"`` is a Unix timestamp on each)::
+Records (``"t"`` is a Unix timestamp on each), attrs classes told apart by ``type``::
 
     {"type": "asset", "sha256", "asset_id"}                 an input content was uploaded
     {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
-    {"type": "succeeded", "id", "task_id", "seed", "files"} every image is on disk
+    {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files"}   every image is on disk
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}}
 
 Durability: each record is one ``os.write`` of one line to a file descriptor opened with
 ``O_APPEND``. The line is in the kernel's page cache when ``write`` returns, so ``kill -9`` at any
 moment loses nothing already written and can tear at most the line being written; the loader
-ignores a line that does not parse and cuts a torn tail off before appending. Surviving a power
+skips a line it cannot read and cuts a torn tail off before appending. Surviving a power
 loss as well needs ``fsync=True`` (one ``fsync`` per record, which blocks the event loop briefly).
 
 Writes are synchronous on purpose: the ``submitted`` record is written in the same step that
@@ -24,38 +24,112 @@ hard kill costs at most that many duplicate tasks, whatever the run's concurrenc
 its answer is recorded.
 
 The journal is locked (``flock``) while a run holds it, so two runs cannot share an output folder.
-Journals written before ``submitted`` carried the fingerprint have a ``validated`` record (id and
-fingerprint) before it; they load as they are.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 import attrs
+import cattrs
 
 from .._atomic import write_all
+from .._converter import converter
 from .._exceptions import ConfigurationError
-from ._job import JobError, JobOutcome
+from ._job import JobError, JobOutcome, JobStatus
 
 try:  # pragma: no cover - always present on POSIX
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["JOURNAL_NAME", "JobState", "Journal", "open_journal", "read_records"]
+__all__ = [
+    "JOURNAL_NAME",
+    "AssetRecord",
+    "FailedRecord",
+    "JobPhase",
+    "JobState",
+    "Journal",
+    "JournalRecord",
+    "SubmittedRecord",
+    "SucceededRecord",
+    "read_records",
+]
 
 JOURNAL_NAME = ".novita-journal.jsonl"
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per line
 
-JobPhase: TypeAlias = Literal["validated", "submitted", "succeeded", "failed"]
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+@attrs.frozen(kw_only=True)
+class AssetRecord:
+    """An input content (by its SHA-256) was uploaded as ``asset_id``."""
+
+    type: Literal["asset"] = "asset"
+    sha256: str
+    asset_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class SubmittedRecord:
+    """Job ``id`` was submitted: the POST answered with ``task_id``."""
+
+    type: Literal["submitted"] = "submitted"
+    id: str
+    task_id: str | None = None
+    fingerprint: str | None = None
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class SucceededRecord:
+    """Job ``id`` succeeded: its ``files`` are on disk."""
+
+    type: Literal["succeeded"] = "succeeded"
+    id: str
+    task_id: str | None = None
+    fingerprint: str | None = None
+    seed: int | None = None
+    files: tuple[str, ...] = ()
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class FailedRecord:
+    """Job ``id`` failed with ``error``."""
+
+    type: Literal["failed"] = "failed"
+    id: str
+    task_id: str | None = None
+    fingerprint: str | None = None
+    error: JobError | None = None
+    t: float = attrs.field(factory=_now)
+
+
+JournalRecord: TypeAlias = AssetRecord | SubmittedRecord | SucceededRecord | FailedRecord
+"""One line of the journal; the converter tells the kinds apart by their ``type``."""
+
+
+class JobPhase(enum.StrEnum):
+    """The last thing that happened to a job, as far as the journal knows."""
+
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+_STATUS_OF_PHASE = {JobPhase.SUCCEEDED: JobStatus.SUCCEEDED, JobPhase.FAILED: JobStatus.FAILED}
 
 
 @attrs.define
@@ -71,14 +145,15 @@ class JobState:
 
     @property
     def ended(self) -> bool:
-        return self.phase in ("succeeded", "failed")
+        return self.phase in _STATUS_OF_PHASE
 
     def outcome(self, job_id: str, *, replayed: bool) -> JobOutcome:
-        if self.phase not in ("succeeded", "failed"):
+        status = _STATUS_OF_PHASE.get(self.phase)
+        if status is None:
             raise ValueError(f"job {job_id!r} has not ended")
         return JobOutcome(
             job_id=job_id,
-            status="succeeded" if self.phase == "succeeded" else "failed",
+            status=status,
             task_id=self.task_id,
             seed=self.seed,
             files=self.files,
@@ -87,8 +162,13 @@ class JobState:
         )
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The journal's records in order, skipping lines that do not parse (a torn last line)."""
+_structure_record = converter.get_structure_hook(JournalRecord)
+# What reading a line can raise: not JSON, or JSON that is not a record the converter knows.
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError)
+
+
+def read_records(path: Path) -> Iterator[JournalRecord]:
+    """The journal's records in order, skipping lines that cannot be read (a torn last line)."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
@@ -98,19 +178,10 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             if not raw.endswith(b"\n"):
                 return  # torn by a crash mid-write
             try:
-                record = json.loads(raw)
-            except ValueError:
+                record: JournalRecord = _structure_record(json.loads(raw), JournalRecord)
+            except _UNREADABLE:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("type"), str):
-                yield record
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+            yield record
 
 
 class Journal:
@@ -139,44 +210,27 @@ class Journal:
         for record in read_records(self.path):
             self._apply(record)
 
-    def _apply(self, record: dict[str, Any]) -> None:
-        kind = record["type"]
-        if kind == "asset":
-            sha, asset_id = record.get("sha256"), record.get("asset_id")
-            if isinstance(sha, str) and isinstance(asset_id, str) and asset_id:
-                self.assets[sha] = asset_id
+    def _apply(self, record: JournalRecord) -> None:
+        if isinstance(record, AssetRecord):
+            self.assets[record.sha256] = record.asset_id
             return
-        job_id = record.get("id")
-        if not isinstance(job_id, str):
-            return
-        previous = self.jobs.get(job_id)
+        previous = self.jobs.get(record.id)
         if previous is None and not self._loading:
             return  # a job new to this run: its records are on disk, not needed in memory
-        if kind == "validated":
-            self.jobs[job_id] = JobState("validated", _str_or_none(record.get("fingerprint")))
-        elif kind == "submitted":
-            self.jobs[job_id] = JobState(
-                "submitted",
-                _str_or_none(record.get("fingerprint"))
-                or (previous.fingerprint if previous else None),
-                task_id=_str_or_none(record.get("task_id")),
-            )
-        elif kind in ("succeeded", "failed"):
-            files = record.get("files")
+        # A record without a fingerprint keeps the one known before.
+        fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
+        if isinstance(record, SubmittedRecord):
+            self.jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id)
+            return
+        if isinstance(record, SucceededRecord):
             state = JobState(
-                "succeeded" if kind == "succeeded" else "failed",
-                _str_or_none(record.get("fingerprint"))
-                or (previous.fingerprint if previous else None),
-                task_id=_str_or_none(record.get("task_id")),
-                seed=_int_or_none(record.get("seed")),
-                files=tuple(f for f in files if isinstance(f, str))
-                if isinstance(files, list)
-                else (),
-                error=None if kind == "succeeded" else JobError.from_json(record.get("error")),
+                JobPhase.SUCCEEDED, fingerprint, record.task_id, record.seed, record.files
             )
-            # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
-            self.jobs.pop(job_id, None)
-            self.jobs[job_id] = state
+        else:
+            state = JobState(JobPhase.FAILED, fingerprint, record.task_id, error=record.error)
+        # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
+        self.jobs.pop(record.id, None)
+        self.jobs[record.id] = state
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,34 +280,36 @@ class Journal:
 
     # --- appending ----------------------------------------------------------------------------
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: JournalRecord) -> None:
         if self._fd is None:
             raise RuntimeError("the journal is closed")
-        record["t"] = round(time.time(), 3)
-        write_all(self._fd, (_ENCODER.encode(record) + "\n").encode())
+        write_all(self._fd, (_ENCODER.encode(converter.unstructure(record)) + "\n").encode())
         if self._fsync:
             os.fsync(self._fd)
         self._apply(record)
 
     def record_asset(self, sha256: str, asset_id: str) -> None:
         if self.assets.get(sha256) != asset_id:
-            self._append({"type": "asset", "sha256": sha256, "asset_id": asset_id})
+            self._append(AssetRecord(sha256=sha256, asset_id=asset_id))
 
     def record_submitted(self, job_id: str, task_id: str, fingerprint: str | None) -> None:
-        record = {"type": "submitted", "id": job_id, "task_id": task_id, "fingerprint": fingerprint}
-        self._append(record)
+        self._append(SubmittedRecord(id=job_id, task_id=task_id, fingerprint=fingerprint))
 
     def record_outcome(self, outcome: JobOutcome, fingerprint: str | None) -> None:
-        record: dict[str, Any] = {
-            "type": outcome.status,
-            "id": outcome.job_id,
-            "task_id": outcome.task_id,
-            "fingerprint": fingerprint,
-        }
-        if outcome.status == "succeeded":
-            record.update(seed=outcome.seed, files=list(outcome.files))
+        job_id, task_id = outcome.job_id, outcome.task_id
+        record: JournalRecord
+        if outcome.ok:
+            record = SucceededRecord(
+                id=job_id,
+                task_id=task_id,
+                fingerprint=fingerprint,
+                seed=outcome.seed,
+                files=outcome.files,
+            )
         else:
-            record["error"] = outcome.error.to_json() if outcome.error else None
+            record = FailedRecord(
+                id=job_id, task_id=task_id, fingerprint=fingerprint, error=outcome.error
+            )
         self._append(record)
 
     def ended_outcomes(self) -> Iterator[JobOutcome]:
@@ -261,12 +317,3 @@ class Journal:
         for job_id, state in self.jobs.items():
             if state.ended:
                 yield state.outcome(job_id, replayed=True)
-
-
-@contextlib.contextmanager
-def open_journal(path: Path, *, fsync: bool = False) -> Iterator[Journal]:
-    journal = Journal(path, fsync=fsync)
-    try:
-        yield journal
-    finally:
-        journal.close()

@@ -1,92 +1,195 @@
-"""The submission gate every submitter passes: a rate limit and a shared 429 pause.
+"""The gate every request of a run passes: a rate limit, shared pauses, and the run's stop.
 
 A 429 seen by one submitter means the account is over its limit, not that one job is: the gate
-closes for *all* submitters until the server's ``Retry-After`` has passed (or, without one, an
-exponential backoff that grows with consecutive 429s and resets on the next success). The steady
-rate (submissions per second) is an :class:`aiolimiter.AsyncLimiter`.
+closes for *all* submitters until the server's ``Retry-After`` has passed, capped at
+``retry_after_cap`` (or, without one, an exponential backoff that grows with consecutive 429s).
+An outage (connections refused or reset, timeouts, 5xx) pauses every step of every job together,
+with one backoff that doubles up to ``_OUTAGE_BACKOFF_MAX`` and ends at the service's next answer;
+an outage longer than ``max_outage`` stops the run. Each pause is announced with how long it lasts.
+The steady rate (submissions per second) is an :class:`aiolimiter.AsyncLimiter`.
+
+A run-level failure (the key, the account, the endpoint, this machine: see ``_failures``) stops the
+run through :meth:`RunGate.stop`: every later :meth:`RunGate.wait` raises :class:`RunStopped`, so
+nothing more is submitted while the tasks already paid for are followed to their end.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import anyio
+from aiolimiter import AsyncLimiter
 
-from .._exceptions import ConfigurationError
+from .._exceptions import NovitaError
 
-if TYPE_CHECKING:
-    from aiolimiter import AsyncLimiter
+__all__ = ["OutageError", "RunGate", "RunStopped"]
 
-__all__ = ["SubmitGate"]
-
-
-def _limiter(period: float) -> AsyncLimiter:
-    # Imported when a rate is set: aiolimiter reads its own package metadata on import, which
-    # costs a run without a rate limit more start-up time than anything else it imports.
-    from aiolimiter import AsyncLimiter
-
-    return AsyncLimiter(1, period)
-
+logger = logging.getLogger("novita_async.batch")
 
 _BACKOFF_BASE = 1.0
 _BACKOFF_MAX = 60.0
-
-
+_OUTAGE_BACKOFF_MAX = 30.0
 _SPACING_MARGIN = 1.02
 
+PauseHook = Callable[[str], None]
 
-class SubmitGate:
-    """Admit one submission at a time under ``rate`` per second and any 429 pause in force."""
 
-    def __init__(self, rate: float | None = None, *, rand: random.Random | None = None) -> None:
-        if rate is not None and (
-            isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0
-        ):
-            raise ConfigurationError("rate must be a number of submissions per second > 0")
-        if rate is not None and not math.isfinite(rate):
+class RunStopped(Exception):
+    """Internal: the run has stopped (see :attr:`RunGate.stopped`); the job ends unrecorded."""
+
+
+class OutageError(NovitaError):
+    """The service stayed unreachable for longer than the run's ``max_outage``."""
+
+    def __init__(self, seconds: float, last: BaseException) -> None:
+        self.seconds = seconds
+        self.last = last
+        super().__init__(
+            f"the API has been unreachable for {seconds:.0f}s (last error: {last})"
+        )
+
+    @property
+    def reason(self) -> str:
+        return "OUTAGE"
+
+
+class RunGate:
+    """Admit requests under ``rate`` submissions per second and any pause in force.
+
+    ``rate`` is None or > 0 (as :class:`BatchOptions` checks); an infinite rate is no limit.
+    ``on_pause`` is told, in words, when the run pauses and when it goes on.
+    """
+
+    def __init__(
+        self,
+        rate: float | None = None,
+        *,
+        retry_after_cap: float = 60.0,
+        max_outage: float = math.inf,
+        on_pause: PauseHook | None = None,
+        rand: random.Random | None = None,
+    ) -> None:
+        if rate is not None and math.isinf(rate):
             rate = None
         # One submission per 1/rate seconds, with no burst, and aimed 2% under the rate: a
         # service that counts submissions over a sliding window (as the emulator does, and rate
         # limits commonly do) then never sees one too many in any window, even when network
         # jitter bunches a few arrivals together. A burst of a second's worth, the leaky bucket's
         # default, would exceed such a window at once.
-        self._limiter = None if rate is None else _limiter(_SPACING_MARGIN / rate)
-        self._paused_until = 0.0
-        self._consecutive_429 = 0
+        self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
+        self._retry_after_cap = retry_after_cap
+        self._max_outage = max_outage
+        self._on_pause = on_pause
         self._rand = rand or random.Random()
+        self._rate_paused_until = 0.0  # submissions only
+        self._outage_paused_until = 0.0  # every request
+        self._consecutive_429 = 0
+        self._outage_since: float | None = None
+        self._outage_rounds = 0
+        self.stopped: BaseException | None = None
+        """The run-level error that stopped the run, once one has."""
+        self._stop_event = anyio.Event()
+
+    # --- waiting --------------------------------------------------------------------------------
 
     @property
     def paused_for(self) -> float:
-        """Seconds left in the current 429 pause (0 when open)."""
-        return max(0.0, self._paused_until - anyio.current_time())
+        """Seconds left before a submission may go (0 when open)."""
+        return self._left(submission=True)
 
-    async def wait(self) -> None:
-        """Return when one submission may be sent now."""
+    def _left(self, *, submission: bool) -> float:
+        until = self._outage_paused_until
+        if submission:
+            until = max(until, self._rate_paused_until)
+        return max(0.0, until - anyio.current_time())
+
+    async def wait(self, *, submission: bool = True) -> None:
+        """Return when one request may be sent now; :class:`RunStopped` once the run stopped.
+
+        Submissions (``submission=True``) also take their turn under the rate.
+        """
         while True:
-            # _paused_until stays 0 until the first 429: no clock to read on the common path.
-            pause = self.paused_for if self._paused_until else 0.0
+            if self.stopped is not None:
+                raise RunStopped
+            pause = self._left(submission=submission)
             if pause > 0:
-                await anyio.sleep(pause)
+                with anyio.move_on_after(pause):
+                    await self._stop_event.wait()
                 continue  # the pause may have been extended meanwhile
-            if self._limiter is None:
+            if self._limiter is None or not submission:
                 return
             await self._limiter.acquire()
-            # A 429 may have closed the gate while this submitter waited for the rate limiter.
-            if self.paused_for == 0.0:
+            # A pause may have begun (or the run stopped) while this submitter waited its turn.
+            if self._left(submission=True) == 0.0 and self.stopped is None:
                 return
 
+    # --- what happened --------------------------------------------------------------------------
+
+    def answered(self) -> None:
+        """The service answered a request (whatever the answer): any outage is over."""
+        self._consecutive_429 = 0
+        if self._outage_since is not None:
+            down = anyio.current_time() - self._outage_since
+            self._outage_since = None
+            self._outage_rounds = 0
+            self._outage_paused_until = 0.0
+            self._announce(f"the API answers again after {down:.0f}s; going on")
+
+    def unreachable(self, error: BaseException) -> None:
+        """A request found the service unreachable or failing: pause every step of the run.
+
+        Failures of requests sent before the current pause began do not lengthen it. An outage
+        longer than ``max_outage`` stops the run with :class:`OutageError`.
+        """
+        now = anyio.current_time()
+        if self._outage_since is None:
+            self._outage_since = now
+        down = now - self._outage_since
+        if down > self._max_outage:
+            self.stop(OutageError(down, error))
+            return
+        if now < self._outage_paused_until:
+            return
+        self._outage_rounds += 1
+        ceiling = min(_OUTAGE_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (self._outage_rounds - 1))
+        pause = min(self._rand.uniform(ceiling / 2, ceiling), self._max_outage - down + 0.001)
+        self._outage_paused_until = now + pause
+        self._announce(
+            f"paused: the API has been unreachable for {down:.0f}s ({_reason(error)}); "
+            f"next try in {pause:.1f}s"
+        )
+
     def rate_limited(self, retry_after: float | None) -> float:
-        """Close the gate after a 429; returns the pause chosen (seconds from now)."""
+        """Close the gate to submissions after a 429; returns the pause chosen (s from now)."""
         self._consecutive_429 += 1
         if retry_after is not None and retry_after >= 0 and math.isfinite(retry_after):
-            pause = float(retry_after)
+            pause = min(float(retry_after), self._retry_after_cap)
+            hint = f"Retry-After {retry_after:g}s" + (
+                f", capped at {self._retry_after_cap:g}s" if retry_after > pause else ""
+            )
         else:
             ceiling = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (self._consecutive_429 - 1))
             pause = self._rand.uniform(ceiling / 2, ceiling)
-        self._paused_until = max(self._paused_until, anyio.current_time() + pause)
+            hint = "no Retry-After"
+        self._rate_paused_until = max(self._rate_paused_until, anyio.current_time() + pause)
+        self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
         return pause
 
-    def succeeded(self) -> None:
-        self._consecutive_429 = 0
+    def stop(self, error: BaseException) -> None:
+        """Stop the run for ``error`` (the first one stands); wakes every waiter."""
+        if self.stopped is None:
+            self.stopped = error
+            self._stop_event.set()
+
+    def _announce(self, message: str) -> None:
+        logger.warning("%s", message)
+        if self._on_pause is not None:
+            self._on_pause(message)
+
+
+def _reason(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) else type(error).__name__

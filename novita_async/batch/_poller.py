@@ -3,16 +3,13 @@
 Tasks wait in a heap keyed by their next poll time. A single loop task pops whichever is due,
 takes one of ``max_concurrent`` poll slots (a semaphore) for it and hands it its turn: the job task
 waiting in :meth:`Poller.wait` then sends the ``GET`` itself, gives the slot back, and either has
-its answer or is put back in the heap with the delay :class:`~novita_async._polling.PollPolicy`
-picks from the answer's ``eta`` and ``progress_percent``. The poll runs in the job's own task, so
-cancelling the job cancels its poll, and no task is spawned per poll. The first poll is timed by
+its answer or is put back in the heap. When to poll next, which errors are ridden out and when a
+task has timed out are decided by :class:`~novita_async._polling.PollTracker`, the same decision
+:meth:`NovitaClient.wait_for_task` uses. The poll runs in the job's own task, so cancelling the job
+cancels its poll, and no task is spawned per poll. The first poll is timed by
 :class:`~._durations.DurationModel` from the tasks that already finished, so that most tasks need a
 single poll; before it knows a task's kind, the first poll is immediate and the answer's ``eta``
 times the second.
-
-Errors a poll can ride out (connection errors, 5xx, 429 that outlasted the client's own retries)
-put the task back with a growing delay; after ``max_errors`` of them in a row, or any other error
-(404 TASK_NOT_FOUND, an answer that does not parse), the waiter gets the error.
 """
 
 from __future__ import annotations
@@ -20,70 +17,34 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import time
 from collections.abc import Callable
 
 import anyio
 
 from .._client import NovitaClient
-from .._exceptions import (
-    APIConnectionError,
-    RateLimitError,
-    ServerError,
-    TaskTimeoutError,
-)
 from .._models import Task, TaskResult, TaskStatus
-from .._polling import PollPolicy
+from .._polling import PollPolicy, PollTracker
 from ._durations import DurationModel, server_seconds
 
-__all__ = ["TRANSIENT_ERRORS", "Poller"]
-
-# The event loop's clock (asyncio's is time.monotonic), read directly: anyio.current_time() looks
-# up the running async library on every call, and this runs several times per request.
-_now = time.monotonic
-
-# What a batch rides out for a while (a poll, a download) when the client's own retries did not.
-TRANSIENT_ERRORS = (APIConnectionError, ServerError, RateLimitError)
+__all__ = ["Poller"]
 
 ProgressCallback = Callable[[Task], None]
 
 
 class _Entry:
-    __slots__ = (
-        "abandoned",
-        "cost",
-        "deadline",
-        "errors",
-        "expected_end",
-        "granted",
-        "last_task",
-        "on_progress",
-        "polls",
-        "started",
-        "task_id",
-        "turn",
-    )
+    """A task in the heap: its tracker, and its waiter's turn to poll."""
+
+    __slots__ = ("abandoned", "cost", "granted", "on_progress", "tracker", "turn")
 
     def __init__(
-        self,
-        task_id: str,
-        on_progress: ProgressCallback,
-        started: float,
-        deadline: float | None,
-        cost: float | None,
+        self, tracker: PollTracker, on_progress: ProgressCallback, cost: float | None
     ) -> None:
-        self.task_id = task_id
-        self.cost = cost
-        self.expected_end: float | None = None  # seconds after start, from a running task's eta
+        self.tracker = tracker
         self.on_progress = on_progress
-        self.started = started
-        self.deadline = deadline
+        self.cost = cost
         self.turn: anyio.Event | None = None  # set by the loop when this task may poll
         self.granted = False  # the loop took a poll slot for this task, not yet given back
-        self.polls = 0
-        self.errors = 0
         self.abandoned = False
-        self.last_task: Task | None = None
 
 
 class Poller:
@@ -121,11 +82,16 @@ class Poller:
         ``cost`` (see :func:`~._durations.request_cost`) lets the first poll wait for the task's
         predicted end; without it, or before any task of that kind finished, it is immediate.
         """
-        now = _now()
-        deadline = None if self._task_timeout is None else now + self._task_timeout
-        entry = _Entry(task_id, on_progress, now, deadline, cost)
+        tracker = PollTracker(
+            task_id,
+            self._policy,
+            started=anyio.current_time(),
+            timeout=self._task_timeout,
+            max_errors=self._max_errors,
+        )
+        entry = _Entry(tracker, on_progress, cost)
         predicted = None if cost is None else self._durations.predict(cost)
-        self._schedule(entry, now + (predicted or 0.0))
+        self._schedule(entry, tracker.first_poll(predicted))
         try:
             while True:
                 assert entry.turn is not None  # made by _schedule, before every turn
@@ -144,8 +110,6 @@ class Poller:
                 self._gets.release()
 
     def _schedule(self, entry: _Entry, when: float) -> None:
-        if entry.deadline is not None:
-            when = min(when, entry.deadline)
         entry.turn = anyio.Event()
         heapq.heappush(self._heap, (when, next(self._order), entry))
         if when < self._wake_at:  # due before the loop would look again: wake it now
@@ -158,7 +122,7 @@ class Poller:
                 await self._sleep_until(None)
                 continue
             due = self._heap[0][0]
-            if due > _now():
+            if due > anyio.current_time():
                 await self._sleep_until(due)
                 continue
             _, _, entry = heapq.heappop(self._heap)
@@ -181,56 +145,35 @@ class Poller:
         if due is None:
             await self._wakeup.wait()
         else:
-            with anyio.move_on_after(due - _now()):
+            with anyio.move_on_after(due - anyio.current_time()):
                 await self._wakeup.wait()
 
     async def _poll(self, entry: _Entry) -> TaskResult | None:
         """One poll: the final result, an error raised, or None with the task rescheduled."""
-        entry.polls += 1
+        tracker = entry.tracker
         self._on_request("result")
         try:
-            result = await self._client.get_task_result(entry.task_id)
-        except TRANSIENT_ERRORS as exc:
-            entry.errors += 1
-            if entry.errors >= self._max_errors:
-                raise
-            self._check_deadline(entry, exc)
-            delay = self._policy.next_delay(None, polls=entry.errors, elapsed=self._elapsed(entry))
-            self._schedule(entry, _now() + delay)
+            result = await self._client.get_task_result(tracker.task_id)
+        except Exception as exc:
+            self._schedule(entry, tracker.failed(exc, anyio.current_time()))
             return None
-        entry.errors = 0
-        entry.last_task = result.task
-        if result.status.is_final:
+        next_poll = tracker.answered(result, anyio.current_time())
+        if next_poll is None:
             self._learn(entry, result)
             return result
-        if result.task.eta is not None and result.task.eta > 0:
-            entry.expected_end = self._elapsed(entry) + result.task.eta
         entry.on_progress(result.task)
-        self._check_deadline(entry, None)
-        delay = self._policy.next_delay(
-            result.task, polls=entry.polls, elapsed=self._elapsed(entry)
-        )
-        self._schedule(entry, _now() + delay)
+        self._schedule(entry, next_poll)
         return None
 
     def _learn(self, entry: _Entry, result: TaskResult) -> None:
         if entry.cost is None or result.status is not TaskStatus.SUCCEED:
             return
+        tracker = entry.tracker
         seconds = server_seconds(result)
         if seconds is None:
             # No timing from the service: the poll that saw it done bounds it from above, and a
             # running task's eta says when it meant to end.
-            seconds = self._elapsed(entry)
-            if entry.expected_end is not None:
-                seconds = min(seconds, entry.expected_end)
+            seconds = anyio.current_time() - tracker.started
+            if tracker.expected_end is not None:
+                seconds = min(seconds, tracker.expected_end)
         self._durations.observe(entry.cost, seconds)
-
-    def _elapsed(self, entry: _Entry) -> float:
-        return _now() - entry.started
-
-    def _check_deadline(self, entry: _Entry, cause: BaseException | None) -> None:
-        # The last poll is scheduled at the deadline itself, so a task is asked once more first.
-        if entry.deadline is None or _now() < entry.deadline:
-            return
-        last = entry.last_task.status.value if entry.last_task is not None else ""
-        raise TaskTimeoutError(entry.task_id, self._elapsed(entry), last) from cause

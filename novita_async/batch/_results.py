@@ -9,6 +9,9 @@ from the file itself, since the journal keeps no state in memory for them. A cra
 torn last line or a job listed twice (a failed job retried with ``retry_failed``); the next run's
 rebuild removes both. After a run that ends, the file lists each job the journal knows exactly
 once, with its last state, in the order the jobs ended.
+
+Each line is a :class:`ResultLine`: ``id``, ``status`` (``"succeeded"`` or ``"failed"``),
+``task_id``, ``seed``, ``files`` and ``error`` (``{type, reason, message}`` or ``null``).
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ import os
 from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
 
-from .._atomic import write_all, write_atomically
-from ._job import JobOutcome
+import attrs
+import cattrs
 
-__all__ = ["RESULTS_NAME", "ResultsFile", "result_line"]
+from .._atomic import write_all, write_atomically
+from .._converter import converter
+from ._job import JobError, JobOutcome, JobStatus
+
+__all__ = ["RESULTS_NAME", "ResultLine", "ResultsFile"]
 
 RESULTS_NAME = "results.jsonl"
 
@@ -29,8 +36,45 @@ RESULTS_NAME = "results.jsonl"
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps builds one per call
 
 
-def result_line(outcome: JobOutcome) -> bytes:
-    return (_ENCODER.encode(outcome.to_result_line()) + "\n").encode()
+@attrs.frozen
+class ResultLine:
+    """One line of ``results.jsonl``: a job's outcome under the file's names."""
+
+    id: str
+    status: JobStatus
+    task_id: str | None = None
+    seed: int | None = None
+    files: tuple[str, ...] = ()
+    error: JobError | None = None
+
+    @classmethod
+    def of(cls, outcome: JobOutcome) -> ResultLine:
+        return cls(
+            id=outcome.job_id,
+            status=outcome.status,
+            task_id=outcome.task_id,
+            seed=outcome.seed,
+            files=outcome.files,
+            error=outcome.error,
+        )
+
+    def encode(self) -> bytes:
+        return (_ENCODER.encode(converter.unstructure(self)) + "\n").encode()
+
+    @classmethod
+    def decode(cls, line: bytes) -> ResultLine:
+        """The line's record; ``ValueError`` if it is torn or not one."""
+        if not line.endswith(b"\n"):
+            raise ValueError("a torn line")  # by a crash: the job's state is in the journal
+        try:
+            parsed: ResultLine = converter.structure(json.loads(line), cls)
+        except (TypeError, KeyError, AttributeError, cattrs.BaseValidationError) as exc:
+            raise ValueError(f"not a results line: {exc}") from None
+        return parsed
+
+
+def _encoded(outcome: JobOutcome) -> bytes:
+    return ResultLine.of(outcome).encode()
 
 
 class ResultsFile:
@@ -44,7 +88,7 @@ class ResultsFile:
         """Replace the file with exactly ``outcomes``, atomically; then reopen it for appending."""
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, map(result_line, outcomes))
+        write_atomically(self.path, map(_encoded, outcomes))
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def merge(self, outcomes: Iterable[JobOutcome], known: Container[str]) -> None:
@@ -79,9 +123,9 @@ class ResultsFile:
                     continue
                 lines_left[job_id] -= 1
                 if lines_left[job_id] == 0:  # its last line: the journal's word, in its place
-                    yield result_line(final[job_id])
+                    yield _encoded(final[job_id])
             for job_id in missing:  # no line at all (the file was lost): at the end
-                yield result_line(final[job_id])
+                yield _encoded(final[job_id])
 
         write_atomically(self.path, merged())
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -99,7 +143,7 @@ class ResultsFile:
     def append(self, outcome: JobOutcome) -> None:
         if self._fd is None:
             raise RuntimeError("results file is not open")
-        write_all(self._fd, result_line(outcome))
+        write_all(self._fd, _encoded(outcome))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -108,10 +152,7 @@ class ResultsFile:
 
 
 def _job_id(line: bytes) -> str | None:
-    if not line.endswith(b"\n"):
-        return None  # torn by a crash: the job's state is in the journal
     try:
-        job_id = json.loads(line).get("id")
-    except (ValueError, AttributeError):
+        return ResultLine.decode(line).id
+    except ValueError:
         return None
-    return job_id if isinstance(job_id, str) else None

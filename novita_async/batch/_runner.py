@@ -12,7 +12,7 @@ Shape of a run (every task has an owner that awaits it)::
 
 Bounds: ``concurrency`` tasks in flight (held from submission until the job ends);
 ``upload_concurrency`` uploads at once and as many jobs read ahead of those in flight; ``rate``
-submissions per second and a shared pause after a 429 (:class:`SubmitGate`); ``poll_concurrency``
+submissions per second and a shared pause after a 429 (:class:`RunGate`); ``poll_concurrency``
 polls at once. Memory grows with the jobs in flight, not with the size of the input, plus one small
 journal entry per job id.
 
@@ -28,36 +28,26 @@ import contextlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
+import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._atomic import remove_stale_temp_files
 from .._client import NovitaClient
-from .._exceptions import ConfigurationError
-from .._polling import PollPolicy
 from ._events import BatchEventHook
-from ._flow import STOP_GRACE, JobFlow
-from ._job import Job, JobOutcome
+from ._flow import JobFlow
+from ._job import InvalidJob, Job, JobInput, JobOutcome
 from ._journal import JOURNAL_NAME, Journal
-from ._limits import SubmitGate
+from ._limits import RunGate
+from ._options import BatchOptions
 from ._poller import Poller
 from ._results import RESULTS_NAME, ResultsFile
 from ._summary import BatchSummary, SummaryCounter
 from ._uploads import AssetUploader
 
-__all__ = ["BATCH_POLL_POLICY", "BatchRunner"]
-
-# The runner times first polls from the tasks it has seen finish (see _durations), so later polls
-# are the exception: when one is needed it follows the answer closely rather than adding a
-# single task's comfortable half-second margin to every job of the batch.
-BATCH_POLL_POLICY = PollPolicy(min_delay=0.1, margin=0.1, initial_delay=1.0)
-
-
-def _count(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}")
-    return value
+__all__ = ["BatchRunner"]
 
 
 class BatchRunner:
@@ -75,78 +65,47 @@ class BatchRunner:
     for another reason (timeout, download error) follows that task again; one whose submission's
     answer was lost (``SUBMIT_OUTCOME_UNKNOWN``) is submitted again, knowingly.
 
-    ``concurrency``: tasks in flight. ``rate``: submissions per second (None: unlimited).
-    ``fail_fast``: stop at the first failure (of this run, not a replayed one).
-    ``on_event``: called with every :class:`BatchEvent`. ``poll``: the polling delays.
-    ``upload_concurrency``: uploads at once, and jobs read ahead of those in flight.
-    ``poll_concurrency``: polls at once. ``task_timeout``: seconds a task may take, counted from
-    when this run began following it (None: no limit). ``journal_fsync``: fsync each journal
-    record (survives power loss, not just a killed process; slower). ``submit_concurrency``:
-    submissions sent at once, which bounds what one hard kill can cost (see the journal's note on
-    the double-submission window). ``stop_grace``: seconds a stopping run (cancelled, or its
-    ``async with`` left) still waits for the answers of submissions in flight; one still
-    unanswered then fails as ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), which a rerun does not
-    submit again unless ``retry_failed``.
+    ``options`` (a :class:`BatchOptions`) bound and pace the run; keyword ``overrides`` replace
+    some of them (``BatchRunner(client, out, concurrency=10)``), and a value refused raises
+    :class:`ConfigurationError` naming the option. ``runner.options`` holds the result.
+    ``on_event`` is called with every :class:`BatchEvent`; it is an attribute, not an option, so
+    it can be swapped while a run goes on.
     """
 
     def __init__(
         self,
         client: NovitaClient,
         out_dir: str | os.PathLike[str],
+        options: BatchOptions | None = None,
         *,
-        concurrency: int = 50,
-        rate: float | None = None,
-        journal_path: str | os.PathLike[str] | None = None,
-        retry_failed: bool = False,
-        fail_fast: bool = False,
         on_event: BatchEventHook | None = None,
-        poll: PollPolicy | None = None,
-        upload_concurrency: int = 8,
-        poll_concurrency: int = 16,
-        task_timeout: float | None = None,
-        journal_fsync: bool = False,
-        submit_concurrency: int = 8,
-        stop_grace: float = STOP_GRACE,
+        **overrides: Any,
     ) -> None:
+        if options is not None and not isinstance(options, BatchOptions):
+            raise TypeError(f"options must be a BatchOptions, got {options!r}")
         self.client = client
         self.out_dir = Path(out_dir)
-        self.concurrency = _count("concurrency", concurrency)
-        self.upload_concurrency = _count("upload_concurrency", upload_concurrency)
-        self.poll_concurrency = _count("poll_concurrency", poll_concurrency)
-        self.submit_concurrency = _count("submit_concurrency", submit_concurrency)
-        self.journal_path = (
-            Path(journal_path) if journal_path is not None else self.out_dir / JOURNAL_NAME
-        )
-        if task_timeout is not None and not task_timeout > 0:
-            raise ConfigurationError("task_timeout must be a number of seconds > 0")
-        self.task_timeout = task_timeout
-        self.retry_failed = retry_failed
-        self.fail_fast = fail_fast
+        self.options = attrs.evolve(options or BatchOptions(), **overrides)
         self.on_event = on_event
-        self.poll = poll or BATCH_POLL_POLICY
-        self.journal_fsync = journal_fsync
-        grace_ok = isinstance(stop_grace, int | float) and not isinstance(stop_grace, bool)
-        if not grace_ok or stop_grace < 0:
-            raise ConfigurationError("stop_grace must be a number of seconds >= 0")
-        self.stop_grace = float(stop_grace)
-        self._gate = SubmitGate(rate)  # validates rate now rather than at run time
+        self._journal_path = self.options.journal_path or self.out_dir / JOURNAL_NAME
         self._counter = SummaryCounter()
         self._running = False
 
     def __repr__(self) -> str:
-        return f"<BatchRunner out_dir={str(self.out_dir)!r} concurrency={self.concurrency}>"
+        concurrency = self.options.concurrency
+        return f"<BatchRunner out_dir={str(self.out_dir)!r} concurrency={concurrency}>"
 
     @property
     def _workers(self) -> int:
         """Tasks that each carry one job at a time: those in flight and those read ahead."""
-        return self.concurrency + self.upload_concurrency
+        return self.options.concurrency + self.options.upload_concurrency
 
     @property
     def summary(self) -> BatchSummary:
         """Counts of the current (or last) run; live while it runs."""
         return self._counter.snapshot()
 
-    async def run_all(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> BatchSummary:
+    async def run_all(self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]) -> BatchSummary:
         """Run every job to its end and return the summary."""
         async with self.run(jobs) as outcomes:
             async for _ in outcomes:
@@ -155,7 +114,7 @@ class BatchRunner:
 
     @contextlib.asynccontextmanager
     async def run(
-        self, jobs: Iterable[Job] | AsyncIterable[Job]
+        self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]
     ) -> AsyncIterator[MemoryObjectReceiveStream[JobOutcome]]:
         """Start the run; yield a stream of outcomes in the order jobs end.
 
@@ -183,7 +142,7 @@ class BatchRunner:
         with anyio.CancelScope(shield=True):
             await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
             journal = await anyio.to_thread.run_sync(
-                lambda: Journal(self.journal_path, fsync=self.journal_fsync)
+                lambda: Journal(self._journal_path, fsync=self.options.journal_fsync)
             )
         try:
 
@@ -201,9 +160,13 @@ class BatchRunner:
 
     @contextlib.asynccontextmanager
     async def _stream(
-        self, jobs: Iterable[Job] | AsyncIterable[Job], journal: Journal, results: ResultsFile
+        self,
+        jobs: Iterable[JobInput] | AsyncIterable[JobInput],
+        journal: Journal,
+        results: ResultsFile,
     ) -> AsyncIterator[MemoryObjectReceiveStream[JobOutcome]]:
         self._counter = counter = SummaryCounter()
+        counter.start()
         completed = False
         flow, poller = self._build(journal, results, counter)
         # Room for one outcome per worker: when a wave of tasks ends together, no worker waits
@@ -240,15 +203,16 @@ class BatchRunner:
         def on_request(route: str) -> None:
             counter.requests[route] += 1
 
+        options = self.options
         poller = Poller(
             self.client,
-            self.poll,
-            max_concurrent=self.poll_concurrency,
-            task_timeout=self.task_timeout,
+            options.poll,
+            max_concurrent=options.poll_concurrency,
+            task_timeout=options.task_timeout,
             on_request=on_request,
         )
         uploader = AssetUploader(
-            self.client, journal, concurrency=self.upload_concurrency, on_request=on_request
+            self.client, journal, concurrency=options.upload_concurrency, on_request=on_request
         )
         flow = JobFlow(
             client=self.client,
@@ -258,10 +222,10 @@ class BatchRunner:
             counter=counter,
             uploader=uploader,
             poller=poller,
-            gate=self._gate,
-            posting=anyio.Semaphore(self.submit_concurrency, fast_acquire=True),
-            in_flight=anyio.Semaphore(self.concurrency, fast_acquire=True),
-            retry_failed=self.retry_failed,
+            gate=RunGate(options.rate),
+            posting=anyio.Semaphore(options.submit_concurrency, fast_acquire=True),
+            in_flight=anyio.Semaphore(options.concurrency, fast_acquire=True),
+            retry_failed=options.retry_failed,
             on_event=self.on_event,
             on_request=on_request,
         )
@@ -269,7 +233,7 @@ class BatchRunner:
 
     async def _drive(
         self,
-        jobs: Iterable[Job] | AsyncIterable[Job],
+        jobs: Iterable[JobInput] | AsyncIterable[JobInput],
         flow: JobFlow,
         poller: Poller,
         send: MemoryObjectSendStream[JobOutcome],
@@ -285,7 +249,7 @@ class BatchRunner:
                 try:
                     await anyio.sleep_forever()
                 finally:
-                    flow.stop(self.stop_grace)
+                    flow.stop(self.options.stop_grace)
 
             everything.start_soon(bound_the_stop)
 
@@ -299,7 +263,7 @@ class BatchRunner:
                         send.send_nowait(outcome)
                     except anyio.WouldBlock:
                         await send.send(outcome)
-                    if self.fail_fast and outcome.status == "failed" and not outcome.replayed:
+                    if self.options.fail_fast and not outcome.ok and not outcome.replayed:
                         stopped = True
                         everything.cancel_scope.cancel()
 
@@ -319,9 +283,9 @@ _END = object()
 class _JobSource:
     """The run's input, read one job at a time by many workers; closed when the run stops."""
 
-    def __init__(self, jobs: Iterable[Job] | AsyncIterable[Job]) -> None:
-        self._jobs: Iterator[Job] | None = None
-        self._async_jobs: AsyncIterator[Job] | None = None
+    def __init__(self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]) -> None:
+        self._jobs: Iterator[JobInput] | None = None
+        self._async_jobs: AsyncIterator[JobInput] | None = None
         if isinstance(jobs, AsyncIterable):
             self._async_jobs = aiter(jobs)
         else:
@@ -331,7 +295,7 @@ class _JobSource:
         self._reading = anyio.Lock(fast_acquire=True)
         self._exhausted = False
 
-    async def next(self) -> Job | None:
+    async def next(self) -> JobInput | None:
         """The next job, or None once the input is exhausted."""
         job: object
         if self._jobs is not None:
@@ -348,8 +312,8 @@ class _JobSource:
                 except StopAsyncIteration:
                     self._exhausted = True
                     return None
-        if not isinstance(job, Job):
-            raise TypeError(f"BatchRunner.run takes Job objects, got {job!r}")
+        if not isinstance(job, Job | InvalidJob):
+            raise TypeError(f"BatchRunner.run takes Job or InvalidJob objects, got {job!r}")
         return job
 
     async def __aenter__(self) -> _JobSource:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Mapping
 
+import anyio
 import attrs
 
 from ._job import JobOutcome
@@ -57,7 +57,7 @@ class SummaryCounter:
     """Mutable tallies behind :class:`BatchSummary`."""
 
     def __init__(self) -> None:
-        self.started = time.monotonic()
+        self.started: float | None = None  # on anyio's clock, once the run starts
         self.finished: float | None = None
         self.jobs = 0
         self.succeeded = 0
@@ -71,21 +71,27 @@ class SummaryCounter:
         self.requests: Counter[str] = Counter()
         self.interrupted = False
 
+    def start(self) -> None:
+        self.started = anyio.current_time()
+
     def stop(self) -> None:
-        self.finished = time.monotonic()
+        self.finished = anyio.current_time()
 
     def count_outcome(self, outcome: JobOutcome) -> None:
         self.jobs += 1
         if outcome.replayed:
             self.replayed += 1
-        if outcome.status == "succeeded":
+        if outcome.ok:
             self.succeeded += 1
         else:
             self.failed += 1
             self.failures[outcome.error.reason if outcome.error else "UNKNOWN"] += 1
 
     def snapshot(self) -> BatchSummary:
-        end = self.finished if self.finished is not None else time.monotonic()
+        wall = 0.0
+        if self.started is not None:
+            end = self.finished if self.finished is not None else anyio.current_time()
+            wall = end - self.started
         return BatchSummary(
             jobs=self.jobs,
             succeeded=self.succeeded,
@@ -97,6 +103,6 @@ class SummaryCounter:
             images=self.images,
             failures_by_reason=dict(self.failures),
             http_requests=dict(self.requests),
-            wall_seconds=end - self.started,
+            wall_seconds=wall,
             interrupted=self.interrupted,
         )

@@ -1,10 +1,11 @@
 """Upload each distinct input content once: per run, and across runs through the journal.
 
 Assets are keyed by the SHA-256 of their bytes. The first job to need a content uploads it; jobs
-that need the same content meanwhile wait for that one upload instead of starting their own. A
-failed upload is not remembered: the jobs waiting on it fail with its error, and a later job tries
-again. Uploads run under their own limit (``upload_concurrency``); each reads its file whole (in
-a worker thread), checks it still has the hash it was named by, and sends the bytes.
+that need the same content meanwhile wait for that one upload instead of starting their own
+(:mod:`novita_async._singleflight`). A failed upload is not remembered: the jobs waiting on it fail
+with its error, and a later job tries again. Uploads run under their own limit
+(``upload_concurrency``); each reads its file whole (in a worker thread), checks it still has the
+hash it was named by, and sends the bytes.
 """
 
 from __future__ import annotations
@@ -16,18 +17,12 @@ from collections.abc import Callable
 import anyio
 
 from .._client import NovitaClient
+from .._singleflight import SingleFlight
 from ._inputs import PreparedImage, read_file
 from ._job import JobInputError
 from ._journal import Journal
 
 __all__ = ["AssetUploader"]
-
-
-class _Pending:
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.asset_id: str | None = None
-        self.error: BaseException | None = None
 
 
 class AssetUploader:
@@ -42,22 +37,16 @@ class AssetUploader:
         self._client = client
         self._journal = journal
         self._limit = anyio.CapacityLimiter(concurrency)
-        self._pending: dict[str, _Pending] = {}
+        # Nothing is remembered here: the journal remembers every asset uploaded.
+        self._uploads: SingleFlight[str, str] = SingleFlight()
         self._on_request = on_request
         self.uploaded = 0
         """Uploads this run actually sent (not those answered from the journal or shared)."""
 
     async def asset_id(self, image: PreparedImage) -> str:
-        while True:
-            if (known := self._journal.assets.get(image.sha256)) is not None:
-                return known
-            pending = self._pending.get(image.sha256)
-            if pending is None:
-                return await self._upload(image)
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            # Otherwise the uploader was cancelled, or it succeeded: loop to read the journal.
+        if (known := self._journal.assets.get(image.sha256)) is not None:
+            return known
+        return await self._uploads.get(image.sha256, lambda: self._upload(image))
 
     async def _bytes(self, image: PreparedImage) -> bytes:
         if isinstance(image.source, bytes):
@@ -75,19 +64,10 @@ class AssetUploader:
         return data
 
     async def _upload(self, image: PreparedImage) -> str:
-        pending = self._pending[image.sha256] = _Pending()
-        try:
-            async with self._limit:
-                data = await self._bytes(image)
-                self._on_request("upload")
-                asset_id = await self._client.upload_asset(data, content_type=image.content_type)
-            self.uploaded += 1
-            self._journal.record_asset(image.sha256, asset_id)
-            pending.asset_id = asset_id
-            return asset_id
-        except Exception as exc:
-            pending.error = exc
-            raise
-        finally:
-            del self._pending[image.sha256]
-            pending.done.set()
+        async with self._limit:
+            data = await self._bytes(image)
+            self._on_request("upload")
+            asset_id = await self._client.upload_asset(data, content_type=image.content_type)
+        self.uploaded += 1
+        self._journal.record_asset(image.sha256, asset_id)
+        return asset_id

@@ -11,23 +11,49 @@ and the image host the signed result URLs point at (``images_origin``)::
         ...  # point a client at emu.base_url / emu.assets_url with emu.api_key
         assert emu.stats().duplicate_submissions == 0
 
-Run it as a process with ``python -m novita_async.emulator`` (see ``--help``).
+Faults (``emu.faults``; over HTTP under ``/__emulator/``; on the command line as options):
+
+- per route, drawn (seeded) or scripted: 5xx in JSON or a gateway's HTML, 429 with
+  ``Retry-After`` (seconds or an HTTP date), resets before or after the route ran, truncated
+  bodies, expired URLs, latency, a bandwidth cap (``bandwidth=0.5``: one byte every two seconds);
+  a spec with ``for_seconds`` lapses, e.g. ``set("submit", rate_429=1, retry_after=86400,
+  for_seconds=10)``; ``hold``/``release`` park a route's requests;
+- tasks: ``fail_next_tasks(n)``, and the ``[[fail]]`` / ``[[seconds:N]]`` prompt markers;
+- the account: ``account_error(after=20)`` answers 400 ``BILLING_BALANCE_NOT_ENOUGH`` to every
+  submission once 20 more tasks are created (any status and reason, on any API route:
+  ``account_error(status=403, reason="INVALID_API_KEY", routes=API_ROUTES)``);
+- the network: ``outage(seconds=15, after=20)`` closes the API origin's listening socket and its
+  connections (a client sees "connection refused") on the first request once 20 more tasks are
+  created (or at once, without ``after``), and listens again on the same port 15 s later;
+- memory: ``forget_tasks(ids)`` (their results answer 404 ``TASK_NOT_FOUND``) and
+  ``forget_assets(ids)`` (a submission naming one answers 400 naming it); ``emu.task_ids()`` and
+  ``emu.asset_ids()`` list them all.
+
+``faults.clear()`` undoes every fault. Run the emulator as a process with ``python -m
+novita_async.emulator`` (see ``--help``), or from Python with :class:`EmulatorProcess`.
 """
 
 from __future__ import annotations
 
 from ._config import EmulatorConfig, ImageMode
-from ._faults import ROUTES, Faults, FaultSpec, Outcome
+from ._fault_specs import API_ROUTES, ROUTES, AccountError, FaultSpec, Outage, Outcome
+from ._faults import Faults
+from ._process import EmulatorProcess, start_emulator_process
 from ._server import Emulator
 from ._stats import EmulatorStats
 
 __all__ = [
+    "API_ROUTES",
     "ROUTES",
+    "AccountError",
     "Emulator",
     "EmulatorConfig",
+    "EmulatorProcess",
     "EmulatorStats",
     "FaultSpec",
     "Faults",
     "ImageMode",
+    "Outage",
     "Outcome",
+    "start_emulator_process",
 ]

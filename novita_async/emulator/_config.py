@@ -1,42 +1,64 @@
-"""EmulatorConfig: every knob of the emulator, validated when it is built."""
+"""EmulatorConfig: every knob of the emulator, validated when it is built.
+
+Each field also says how the command line sets it (its :class:`Flag`): ``python -m
+novita_async.emulator`` derives its options, their types and their defaults from these fields.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
+from attrs import validators as v
 
-from ._faults import FaultSpec, check_route, parse_script_token
+from ._fault_specs import ROUTES, AccountError, FaultSpec, Outage, check_route, parse_script_token
 
-__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "ImageMode"]
+__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "Flag", "ImageMode"]
 
 ImageMode = Literal["full", "tiny"]
 
 DEFAULT_API_KEY = "emulator-key"
 
 
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+@attrs.frozen
+class Flag:
+    """The command-line flag of a configuration field (``--task-seconds`` for
+    ``task_base_seconds``); without ``name`` it is the field's name with dashes."""
+
+    help: str
+    name: str | None = None
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None
+    """Text to value, when the field's type does not say (a mapping's flag gives key and value)."""
 
 
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+def _flag(
+    help: str,
+    name: str | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> dict[str, Flag]:
+    return {"flag": Flag(help, name, metavar, parse)}
 
 
-def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be in [0, 1], got {value!r}")
+def _route_and(parse: Callable[[str], Any]) -> Callable[[str], tuple[str, Any]]:
+    def parse_route_value(text: str) -> tuple[str, Any]:
+        route, sep, value = text.partition(":")
+        if not sep or route not in ROUTES:
+            raise ValueError(
+                f"expected ROUTE:..., with ROUTE one of {', '.join(ROUTES)}; got {text!r}"
+            )
+        return route, parse(value)
+
+    return parse_route_value
 
 
-def _port(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if not 0 <= value <= 65533:
-        raise ValueError(f"{attribute.name} must be in [0, 65533], got {value!r}")
+def _outcomes(text: str) -> tuple[str, ...]:
+    return tuple(token for token in text.split(",") if token.strip())
 
 
-def _keys(value: Any) -> frozenset[str] | None:
+def _keys(value: Iterable[str] | None) -> frozenset[str] | None:
     return None if value is None else frozenset(value)
 
 
@@ -56,6 +78,10 @@ def _scripts(value: Mapping[str, Iterable[str]] | None) -> Mapping[str, tuple[st
     return scripts
 
 
+_FAULT_NAMES = ", ".join(field.name for field in attrs.fields(FaultSpec))
+_fraction = v.and_(v.ge(0.0), v.le(1.0))
+
+
 @attrs.frozen(kw_only=True)
 class EmulatorConfig:
     """How the emulator behaves. Every field has a default that suits tests and demos.
@@ -68,49 +94,146 @@ class EmulatorConfig:
     so ``task_base_seconds=0`` (with the default ``step_seconds=0``) finishes tasks at once.
     """
 
-    host: str = "127.0.0.1"
-    port: int = attrs.field(default=0, validator=_port)
+    host: str = attrs.field(
+        default="127.0.0.1", metadata=_flag("interface to listen on", metavar="HOST")
+    )
+    port: int = attrs.field(
+        default=0,
+        validator=[v.ge(0), v.le(65533)],
+        metadata=_flag("the API's port (0: a free one); assets and images take the next two"),
+    )
     """The API origin's port (0: a free one). The asset and image origins take the next two ports
     when ``port`` is set and they are free, else free ports."""
 
-    seed: int | None = None
+    seed: int | None = attrs.field(
+        default=None, metadata=_flag("seed every random choice, for reproducible runs")
+    )
     """Seeds every random choice (faults, task failures, durations, drawn image seeds)."""
 
-    api_keys: frozenset[str] | None = attrs.field(default=None, converter=_keys)
+    api_keys: frozenset[str] | None = attrs.field(
+        default=None,
+        converter=_keys,
+        metadata=_flag("accept only this key (repeatable; default: any)", "--api-key", "KEY"),
+    )
     """None: any bearer key is accepted. A set: other keys answer 403 INVALID_API_KEY."""
 
-    allow_auth_on_assets: bool = False
+    allow_auth_on_assets: bool = attrs.field(
+        default=False, metadata=_flag("accept asset uploads that carry Authorization")
+    )
     """False: an asset upload that carries ``Authorization`` is refused (400) and counted."""
 
-    workers: int = attrs.field(default=64, validator=_positive)
-    task_base_seconds: float = attrs.field(default=1.0, validator=_non_negative)
-    step_seconds: float = attrs.field(default=0.0, validator=_non_negative)
-    speed_factor: float = attrs.field(default=1.0, validator=_positive)
-    task_jitter: float = attrs.field(default=0.0, validator=_fraction)
-    task_failure_rate: float = attrs.field(default=0.0, validator=_fraction)
+    workers: int = attrs.field(
+        default=64, validator=v.gt(0), metadata=_flag("tasks processed at once")
+    )
+    task_base_seconds: float = attrs.field(
+        default=1.0,
+        validator=v.ge(0.0),
+        metadata=_flag("base duration of a task in seconds", "--task-seconds"),
+    )
+    step_seconds: float = attrs.field(
+        default=0.0,
+        validator=v.ge(0.0),
+        metadata=_flag("extra seconds per step per megapixel per image"),
+    )
+    speed_factor: float = attrs.field(
+        default=1.0, validator=v.gt(0.0), metadata=_flag("divide every task duration by this")
+    )
+    task_jitter: float = attrs.field(
+        default=0.0, validator=_fraction, metadata=_flag("relative jitter of durations, 0..1")
+    )
+    task_failure_rate: float = attrs.field(
+        default=0.0,
+        validator=_fraction,
+        metadata=_flag("fraction of tasks that fail, 0..1", "--failure-rate"),
+    )
     """Fraction of tasks that end TASK_STATUS_FAILED (see also the ``[[fail]]`` prompt marker)."""
 
-    eta_honest: bool = True
+    eta_honest: bool = attrs.field(
+        default=True,
+        metadata=_flag("report random etas instead of true ones", "--dishonest-eta"),
+    )
     """True: ``eta`` is the true remaining time. False: a seeded random lie in [0, 3x truth]."""
 
-    image_url_ttl: int = attrs.field(default=3600, validator=_non_negative)
-    image_mode: ImageMode = attrs.field(
-        default="full", validator=attrs.validators.in_(("full", "tiny"))
+    image_url_ttl: int = attrs.field(
+        default=3600, validator=v.ge(0), metadata=_flag("lifetime of image URLs in seconds")
     )
-    image_size_bytes: int | None = attrs.field(default=None, validator=_positive)
+    image_mode: ImageMode = attrs.field(
+        default="full",
+        validator=v.in_(("full", "tiny")),
+        metadata=_flag("full: pictures showing face, ref and prompt; tiny: flat, cached"),
+    )
+    image_size_bytes: int | None = attrs.field(
+        default=None,
+        validator=v.optional(v.gt(0)),
+        metadata=_flag("pad every image to this many bytes, streamed"),
+    )
     """Pad every served image to this many bytes (streamed, never held in memory): benchmarks."""
 
-    max_asset_bytes: int = attrs.field(default=30 * 1024 * 1024, validator=_positive)
+    max_asset_bytes: int = attrs.field(
+        default=30 * 1024 * 1024, validator=v.gt(0), metadata=_flag("largest asset upload")
+    )
 
-    rate_limit_per_second: float | None = attrs.field(default=None, validator=_positive)
+    rate_limit_per_second: float | None = attrs.field(
+        default=None,
+        validator=v.optional(v.gt(0.0)),
+        metadata=_flag("submissions per second per key before 429", "--rate-limit", "PER_SECOND"),
+    )
     """Submissions per second per key (sliding one-second window)."""
-    rate_limit_images_per_minute: int | None = attrs.field(default=None, validator=_positive)
+    rate_limit_images_per_minute: int | None = attrs.field(
+        default=None,
+        validator=v.optional(v.gt(0)),
+        metadata=_flag("images per minute per key before 429", "--images-per-minute"),
+    )
     """Images (``image_num`` summed) per minute per key (sliding 60-second window)."""
 
-    faults: Mapping[str, FaultSpec] = attrs.field(factory=dict, converter=_faults)
+    faults: Mapping[str, FaultSpec] = attrs.field(
+        factory=dict,
+        converter=_faults,
+        metadata=_flag(
+            "fault spec of a route, e.g. submit:error_5xx=0.05,reset_before=0.02 (routes: "
+            f"{', '.join(ROUTES)}; names: {_FAULT_NAMES})",
+            "--fault",
+            "ROUTE:NAME=VALUE,...",
+            _route_and(FaultSpec.parse),
+        ),
+    )
     """Initial fault specs per route; change them at run time with ``Emulator.faults``."""
-    fault_scripts: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, converter=_scripts)
+    fault_scripts: Mapping[str, tuple[str, ...]] = attrs.field(
+        factory=dict,
+        converter=_scripts,
+        metadata=_flag(
+            "outcomes of the next requests to a route, e.g. submit:500,429,reset_after,ok",
+            "--script",
+            "ROUTE:OUTCOME,...",
+            _route_and(_outcomes),
+        ),
+    )
     """Initial scripted outcomes per route (see ``Faults.script``)."""
 
-    shutdown_timeout: float = attrs.field(default=0.5, validator=_non_negative)
+    account_error: AccountError | None = attrs.field(
+        default=None,
+        metadata=_flag(
+            "refuse the account after N tasks, e.g. after=20 (400 BILLING_BALANCE_NOT_ENOUGH) or "
+            "after=0,status=403,reason=INVALID_API_KEY,routes=submit+result+models",
+            metavar="NAME=VALUE,...",
+            parse=AccountError.parse,
+        ),
+    )
+    """An account error from the start (see ``Faults.account_error``)."""
+    outage: Outage | None = attrs.field(
+        default=None,
+        metadata=_flag(
+            "refuse connections to the API for SECONDS, at once or on the first request after "
+            "N tasks: seconds=15,after=20",
+            metavar="NAME=VALUE,...",
+            parse=Outage.parse,
+        ),
+    )
+    """An outage of the API origin (see ``Faults.outage``)."""
+
+    shutdown_timeout: float = attrs.field(
+        default=0.5,
+        validator=v.ge(0.0),
+        metadata=_flag("seconds given to requests in flight when the emulator stops"),
+    )
     """Seconds given to in-flight requests when the emulator closes."""

@@ -1,19 +1,15 @@
-"""Fault injection: what goes wrong on each route, drawn from a seeded generator or scripted.
+"""Faults: the handle that says what goes wrong, changeable while the emulator runs.
 
-Outcomes answered *instead of* running the route (no side effects: for ``submit``, no task is
-created): ``error_5xx`` (JSON body), ``html_5xx`` (a gateway's HTML page), ``rate_429``
-(``Retry-After`` in seconds or as an HTTP date), ``reset_before`` (the connection is reset
-before any answer; ``reset`` is the same) and ``expire`` (403 "Request has expired").
-
-Outcomes applied *after* the route ran (its side effects happened: for ``submit``, the task exists
-and will be billed): ``reset_after`` (the answer is lost to a reset), ``truncate`` (Content-Length
-announced, part of the body sent, then the connection closed). ``latency`` + ``jitter`` delay every
-request; ``bandwidth`` caps the bytes per second of every body.
+Per route (see :mod:`._fault_specs` for the outcomes): ``set(route, FaultSpec(...))`` draws outcomes
+at random (seeded), for good or ``for_seconds``; ``script(route, [...])`` queues exact outcomes for
+the next requests; ``hold(route)`` parks requests until ``release(route)``. Per task:
+``fail_next_tasks(n)``. Run-level: ``account_error(...)`` refuses the account after N more tasks,
+``outage(...)`` takes the API origin off the network for a while, ``forget_tasks(...)`` /
+``forget_assets(...)`` make the service answer as if it never had them. ``clear()`` undoes it all.
 """
 
 from __future__ import annotations
 
-import enum
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -22,177 +18,78 @@ from typing import Any
 import anyio
 import attrs
 
-__all__ = ["ROUTES", "Decision", "FaultSpec", "Faults", "Outcome", "check_route"]
+from ._fault_specs import (
+    DEFAULT_TASK_FAILURE,
+    ROUTES,
+    AccountError,
+    Decision,
+    FaultSpec,
+    Outage,
+    Outcome,
+    check_route,
+    parse_script_token,
+)
 
-ROUTES = ("upload", "submit", "result", "models", "image")
-
-DEFAULT_TASK_FAILURE = "task failed: the face could not be detected in the reference image"
-
-
-def check_route(route: str) -> str:
-    if route not in ROUTES:
-        raise ValueError(f"unknown route {route!r}; routes are: {', '.join(ROUTES)}")
-    return route
-
-
-class Outcome(enum.Enum):
-    OK = "ok"
-    ERROR_5XX = "error_5xx"
-    HTML_5XX = "html_5xx"
-    RATE_429 = "rate_429"
-    RESET_BEFORE = "reset_before"
-    RESET_AFTER = "reset_after"
-    TRUNCATE = "truncate"
-    EXPIRE = "expire"
-
-
-def _probability(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-_prob = attrs.field(default=0.0, validator=_probability, converter=float)
-
-
-@attrs.frozen(kw_only=True)
-class FaultSpec:
-    """The faults of one route: probabilities of each outcome, plus delays and a bandwidth cap."""
-
-    error_5xx: float = _prob
-    html_5xx: float = _prob
-    rate_429: float = _prob
-    reset: float = _prob
-    """Alias of ``reset_before``; the two add up."""
-    reset_before: float = _prob
-    reset_after: float = _prob
-    truncate: float = _prob
-    expire: float = _prob
-    retry_after: float = attrs.field(default=1.0, validator=_non_negative, converter=float)
-    """Seconds announced by injected 429 answers."""
-    retry_after_http_date: float = _prob
-    """Fraction of injected 429 answers that give ``Retry-After`` as an HTTP date."""
-    latency: float = attrs.field(default=0.0, validator=_non_negative, converter=float)
-    jitter: float = attrs.field(default=0.0, validator=_non_negative, converter=float)
-    bandwidth: float | None = attrs.field(default=None, validator=_positive)
-    """Bytes per second of every response body on the route (None: unlimited)."""
-
-    def __attrs_post_init__(self) -> None:
-        total = sum(p for _, p in self.weights())
-        if total > 1.0 + 1e-9:
-            raise ValueError(f"fault probabilities add up to {total:.3f} > 1")
-
-    def weights(self) -> list[tuple[Outcome, float]]:
-        return [
-            (Outcome.ERROR_5XX, self.error_5xx),
-            (Outcome.HTML_5XX, self.html_5xx),
-            (Outcome.RATE_429, self.rate_429),
-            (Outcome.RESET_BEFORE, self.reset + self.reset_before),
-            (Outcome.RESET_AFTER, self.reset_after),
-            (Outcome.TRUNCATE, self.truncate),
-            (Outcome.EXPIRE, self.expire),
-        ]
-
-    @classmethod
-    def parse(cls, text: str) -> FaultSpec:
-        """``"error_5xx=0.05,reset_before=0.02,latency=0.1"`` -> FaultSpec."""
-        fields: dict[str, Any] = {}
-        known = {a.name for a in attrs.fields(cls)}
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            name, sep, value = item.partition("=")
-            name = name.strip()
-            if not sep or name not in known:
-                raise ValueError(
-                    f"bad fault {item!r}; expected NAME=VALUE with NAME one of {known}"
-                )
-            fields[name] = float(value)
-        return cls(**fields)
-
-
-@attrs.frozen
-class Decision:
-    """What happens to one request."""
-
-    outcome: Outcome = Outcome.OK
-    status: int = 200
-    retry_after: float = 0.0
-    http_date: bool = False
-    delay: float = 0.0
-    bandwidth: float | None = None
-
-
-def parse_script_token(token: str) -> Decision:
-    """One scripted outcome: ``ok``, ``500``/``502``/``503``/``504``, ``html`` (or ``html504``),
-    ``429``, ``429:SECONDS``, ``429date``, ``reset`` / ``reset_before``, ``reset_after``,
-    ``truncate``, ``expire``, ``delay:SECONDS``."""
-    word, _, arg = token.strip().lower().partition(":")
-    if word == "ok":
-        return Decision()
-    if word == "delay" and arg:
-        return Decision(delay=float(arg))
-    if word in ("500", "502", "503", "504"):
-        return Decision(Outcome.ERROR_5XX, status=int(word))
-    if word.startswith("html"):
-        status = int(word[4:] or 502)
-        if status not in (500, 502, 503, 504):
-            raise ValueError(f"bad scripted outcome {token!r}")
-        return Decision(Outcome.HTML_5XX, status=status)
-    if word in ("429", "429date"):
-        seconds = float(arg) if arg else 1.0
-        return Decision(
-            Outcome.RATE_429, status=429, retry_after=seconds, http_date=word == "429date"
-        )
-    named = {
-        "reset": Outcome.RESET_BEFORE,
-        "reset_before": Outcome.RESET_BEFORE,
-        "reset_after": Outcome.RESET_AFTER,
-        "truncate": Outcome.TRUNCATE,
-        "expire": Outcome.EXPIRE,
-        "expired": Outcome.EXPIRE,
-    }
-    if word in named:
-        return Decision(named[word], status=403 if word.startswith("expire") else 200)
-    raise ValueError(f"bad scripted outcome {token!r}")
+__all__ = ["Faults"]
 
 
 class Faults:
-    """Per-route fault injection, changeable while the emulator runs.
+    """Fault injection of one emulator; reach it as ``emu.faults``."""
 
-    ``set(route, FaultSpec(...))`` draws outcomes at random (seeded); ``script(route, [...])``
-    queues exact outcomes for the next requests to the route; ``hold(route)`` parks requests until
-    ``release(route)``; ``fail_next_tasks(n)`` makes the next n submitted tasks fail.
-    """
-
-    def __init__(self, seed: int | None = None, initial: dict[str, FaultSpec] | None = None):
+    def __init__(
+        self,
+        seed: int | None = None,
+        initial: dict[str, FaultSpec] | None = None,
+        *,
+        account_error: AccountError | None = None,
+        outage: Outage | None = None,
+    ) -> None:
         self._seed = seed
-        self._specs: dict[str, FaultSpec] = {}
+        self._started = False
+        # A spec with its start on the event loop's clock (None: not started yet).
+        self._specs: dict[str, tuple[FaultSpec, float | None]] = {}
         self._scripts: dict[str, deque[Decision]] = {route: deque() for route in ROUTES}
         self._rngs = {route: self._rng(route) for route in ROUTES}
         self._gates: dict[str, anyio.Event] = {}
         self._task_failures: deque[str] = deque()
+        self._account: AccountError | None = None
+        self._account_left = 0
+        self._planned: Outage | None = None
+        self._outage_left = 0
+        self._outage: Outage | None = None
+        self._cut_short = False
+        self._outage_event: anyio.Event | None = None
+        self._forgotten: set[str] = set()
         for route, spec in (initial or {}).items():
             self.set(route, spec)
+        if account_error is not None:
+            self.account_error(account_error)
+        if outage is not None:
+            self.outage(outage)
 
     def _rng(self, route: str) -> random.Random:
         # One generator per route, so traffic on one route does not shift the draws of another.
         return random.Random(None if self._seed is None else f"{self._seed}:{route}")
 
+    # --- per route ----------------------------------------------------------------------------
+
     def set(self, route: str, spec: FaultSpec | None = None, **fields: Any) -> None:
         """Replace the route's fault spec (``set("submit", error_5xx=0.1)`` works too)."""
         check_route(route)
-        self._specs[route] = attrs.evolve(spec or FaultSpec(), **fields)
+        since = anyio.current_time() if self._started else None
+        self._specs[route] = (attrs.evolve(spec or FaultSpec(), **fields), since)
 
     def get(self, route: str) -> FaultSpec:
-        return self._specs.get(check_route(route), FaultSpec())
+        """The route's spec now (a default one once a ``for_seconds`` spec has lapsed)."""
+        entry = self._specs.get(check_route(route))
+        if entry is None:
+            return FaultSpec()
+        spec, since = entry
+        lapse = spec.for_seconds
+        if lapse is not None and since is not None and anyio.current_time() >= since + lapse:
+            del self._specs[route]
+            return FaultSpec()
+        return spec
 
     def script(self, route: str, outcomes: Iterable[str]) -> None:
         """Queue outcomes for the next requests to ``route``, in order; then back to the spec."""
@@ -201,15 +98,6 @@ class Faults:
     def pending(self, route: str) -> int:
         """How many scripted outcomes are still queued for ``route``."""
         return len(self._scripts[check_route(route)])
-
-    def clear(self, route: str | None = None) -> None:
-        """Remove specs and scripts (of one route, or all) and release held requests."""
-        for name in ROUTES if route is None else (check_route(route),):
-            self._specs.pop(name, None)
-            self._scripts[name].clear()
-            self.release(name)
-        if route is None:
-            self._task_failures.clear()
 
     def hold(self, route: str) -> None:
         """Park every request to ``route`` (after it is counted as in flight) until release."""
@@ -225,7 +113,58 @@ class Faults:
         """The next ``count`` tasks submitted end TASK_STATUS_FAILED with ``reason``."""
         self._task_failures.extend([reason] * count)
 
-    # --- used by the server ---------------------------------------------------------------
+    # --- run-level ------------------------------------------------------------------------------
+
+    def account_error(self, error: AccountError | None = None, **fields: Any) -> None:
+        """Refuse the account after ``after`` more tasks: ``account_error(after=20)`` (balance
+        used up), ``account_error(status=403, reason="INVALID_API_KEY")``. See AccountError."""
+        self._account = AccountError(**fields) if error is None else attrs.evolve(error, **fields)
+        self._account_left = self._account.after
+
+    def outage(self, outage: Outage | None = None, **fields: Any) -> None:
+        """Take the API origin down for ``seconds``, at once or after ``after`` more tasks:
+        ``outage(seconds=15)``, ``outage(seconds=15, after=20)``. See Outage."""
+        planned = Outage(**fields) if outage is None else attrs.evolve(outage, **fields)
+        self._planned, self._outage_left = planned, planned.after
+        if not planned.after:
+            self._begin_outage()
+
+    def forget_tasks(self, task_ids: Iterable[str]) -> None:
+        """The service no longer knows these tasks: their results answer 404 TASK_NOT_FOUND."""
+        self._forgotten.update(task_ids)
+
+    def forget_assets(self, asset_ids: Iterable[str]) -> None:
+        """The service no longer knows these assets: a submission naming one answers 400."""
+        self._forgotten.update(asset_ids)
+
+    @property
+    def outage_active(self) -> bool:
+        """True from the moment an outage begins until the API origin listens again."""
+        return self._outage is not None
+
+    def clear(self, route: str | None = None) -> None:
+        """Remove specs and scripts (of one route, or all) and release held requests; without a
+        route, also the task failures, the account error, the outage (one under way ends now)
+        and the forgotten ids."""
+        for name in ROUTES if route is None else (check_route(route),):
+            self._specs.pop(name, None)
+            self._scripts[name].clear()
+            self.release(name)
+        if route is None:
+            self._task_failures.clear()
+            self._account = self._planned = None
+            self._forgotten.clear()
+            if self._outage is not None:
+                self._cut_short = True
+                self._outage_changed()
+
+    # --- used by the server ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The emulator is serving: ``for_seconds`` windows set before now start now."""
+        self._started = True
+        now = anyio.current_time()
+        self._specs = {route: (spec, now) for route, (spec, _) in self._specs.items()}
 
     async def wait_gate(self, route: str) -> None:
         gate = self._gates.get(route)
@@ -234,6 +173,60 @@ class Faults:
 
     def take_task_failure(self) -> str | None:
         return self._task_failures.popleft() if self._task_failures else None
+
+    def task_created(self) -> None:
+        """Count a created task towards the ``after`` of the account error and the outage."""
+        if self._account is not None and self._account_left:
+            self._account_left -= 1
+        if self._planned is not None and self._outage_left:
+            self._outage_left -= 1
+
+    def account_refusal(self, route: str) -> AccountError | None:
+        """The account error to answer ``route`` with now, if any."""
+        error = self._account
+        if error is None or self._account_left or route not in error.routes:
+            return None
+        return error
+
+    def outage_blocks(self) -> bool:
+        """Whether a request reaching the API origin now is cut off by an outage (one under way,
+        or a planned one whose ``after`` has run out: it begins now)."""
+        if self._outage is None and self._planned is not None and not self._outage_left:
+            self._begin_outage()
+        return self._outage is not None
+
+    def forgets(self, task_or_asset_id: str) -> bool:
+        return task_or_asset_id in self._forgotten
+
+    async def next_outage(self) -> Outage:
+        """Wait until an outage begins."""
+        while self._outage is None:
+            await self._outage_change()
+        return self._outage
+
+    async def wait_outage_cut_short(self, outage: Outage) -> None:
+        """Wait until ``outage`` is cut short (by ``clear()``, or a new outage replacing it)."""
+        while self._outage is outage and not self._cut_short:
+            await self._outage_change()
+
+    def outage_ended(self, outage: Outage) -> None:
+        """The API origin listens again after ``outage``."""
+        if self._outage is outage:
+            self._outage, self._cut_short = None, False
+
+    def _begin_outage(self) -> None:
+        self._outage, self._planned = self._planned, None
+        self._outage_changed()
+
+    async def _outage_change(self) -> None:
+        if self._outage_event is None:
+            self._outage_event = anyio.Event()
+        await self._outage_event.wait()
+
+    def _outage_changed(self) -> None:
+        event, self._outage_event = self._outage_event, None
+        if event is not None:
+            event.set()
 
     def decide(self, route: str) -> Decision:
         spec = self.get(route)

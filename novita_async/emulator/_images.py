@@ -13,12 +13,13 @@ import io
 import os
 import random
 import textwrap
-from collections import OrderedDict
 
 import anyio
 import anyio.to_thread
 import attrs
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .._singleflight import SingleFlight
 
 __all__ = ["ImageStore", "RenderSpec", "content_type_of"]
 
@@ -150,38 +151,17 @@ class ImageStore:
 
     def __init__(self, mode: str) -> None:
         self._mode = mode
-        self._cache: OrderedDict[object, bytes] = OrderedDict()
-        self._cached_bytes = 0
-        self._pending: dict[object, anyio.Event] = {}
+        self._renders: SingleFlight[object, bytes] = SingleFlight(_CACHE_BYTES, size_of=len)
         self._limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
 
     async def get(self, spec: RenderSpec) -> bytes:
-        key: object = (spec.image_type, spec.width, spec.height) if self._mode == "tiny" else spec
-        while True:
-            if (data := self._cache.get(key)) is not None:
-                self._cache.move_to_end(key)
-                return data
-            pending = self._pending.get(key)
-            if pending is None:
-                break
-            await pending.wait()  # someone else renders it; then look again
-        self._pending[key] = done = anyio.Event()
-        try:
-            if self._mode == "tiny":
-                data = await anyio.to_thread.run_sync(
+        if self._mode == "tiny":
+            return await self._renders.get(
+                (spec.image_type, spec.width, spec.height),
+                lambda: anyio.to_thread.run_sync(
                     render_tiny, spec.image_type, spec.width, spec.height, limiter=self._limiter
-                )
-            else:
-                data = await anyio.to_thread.run_sync(render_full, spec, limiter=self._limiter)
-            self._store(key, data)
-            return data
-        finally:
-            del self._pending[key]
-            done.set()
-
-    def _store(self, key: object, data: bytes) -> None:
-        self._cache[key] = data
-        self._cached_bytes += len(data)
-        while self._cached_bytes > _CACHE_BYTES and len(self._cache) > 1:
-            _, dropped = self._cache.popitem(last=False)
-            self._cached_bytes -= len(dropped)
+                ),
+            )
+        return await self._renders.get(
+            spec, lambda: anyio.to_thread.run_sync(render_full, spec, limiter=self._limiter)
+        )

@@ -10,7 +10,7 @@ import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ._faults import ROUTES, Decision, Outcome
+from ._fault_specs import API_ROUTES, ROUTES, Decision, Outcome
 from ._responses import APIProblem, api_error, gateway_html, s3_error
 from ._shaping import BodySource, StreamedAnswer, reset_connection, write_body
 from ._state import STATE, EmulatorState
@@ -58,6 +58,11 @@ async def emulated_route(request: web.Request, handler: Handler) -> web.StreamRe
     if route not in ROUTES:
         return await handler(request)
     state = request.app[STATE]
+    if route in API_ROUTES and state.faults.outage_blocks():
+        state.stats.faults["outage_reset"] += 1
+        state.stats.record_request(route, "reset")
+        reset_connection(request)
+        return _dropped()
     state.stats.enter(route)
     try:
         await state.faults.wait_gate(route)

@@ -20,7 +20,7 @@ __all__ = ["add_api_routes"]
 
 def authenticate(state: EmulatorState, request: web.Request) -> str:
     """The caller's API key; 401 when there is none, 403 when keys are configured and it is
-    not one of them."""
+    not one of them, and the account error of the faults once it applies."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
@@ -30,6 +30,10 @@ def authenticate(state: EmulatorState, request: web.Request) -> str:
     allowed = state.config.api_keys
     if allowed is not None and key not in allowed:
         raise APIProblem(403, "INVALID_API_KEY", "invalid API key")
+    error = state.faults.account_refusal(request.match_info.route.name or "")
+    if error is not None:
+        state.stats.faults["account_error"] += 1
+        raise APIProblem(error.status, error.reason, error.message)
     return key
 
 
@@ -41,7 +45,7 @@ async def submit(request: web.Request) -> web.Response:
         body = json.loads(raw)
     except ValueError:
         raise APIProblem(400, INVALID_REQUEST_BODY, "request body is not valid JSON") from None
-    validate_instant_id(body, state.assets.__contains__)
+    validate_instant_id(body, state.asset_known)
     wait = state.limiter.admit(key, body["image_num"])
     if wait is not None:
         state.stats.rate_limited += 1
@@ -53,6 +57,7 @@ async def submit(request: web.Request) -> web.Response:
         )
     record = state.tasks.create(key, body)
     state.stats.record_submission(body)
+    state.faults.task_created()
     return web.json_response({"task_id": record.task_id})
 
 
@@ -108,6 +113,9 @@ async def task_result(request: web.Request) -> web.Response:
     if not task_id:
         raise APIProblem(400, INVALID_REQUEST_BODY, "task_id: is required", {"field": "task_id"})
     record = state.tasks.get(task_id, owner=key)
+    if record is not None and state.faults.forgets(task_id):
+        state.stats.faults["forgotten_task"] += 1
+        record = None
     if record is None:
         raise APIProblem(404, "TASK_NOT_FOUND", f"task {task_id} not found")
     return web.json_response(result_body(state, record))

@@ -5,29 +5,37 @@ These let a benchmark or a script steer an emulator running as a separate proces
 - ``GET /__emulator/stats``: the counters as JSON.
 - ``POST /__emulator/reset-stats``: zero them.
 - ``POST /__emulator/faults/{route}`` with ``{"spec": {FaultSpec fields}, "script": [...]}``
-  (either key optional); ``DELETE /__emulator/faults`` clears every route.
+  (either key optional); ``DELETE /__emulator/faults`` clears every fault (``Faults.clear()``).
 - ``POST /__emulator/fail-next-tasks`` with ``{"count": n, "reason": "..."}``.
+- ``POST /__emulator/account-error`` with AccountError's fields, e.g. ``{"after": 20}``.
+- ``POST /__emulator/outage`` with Outage's fields, e.g. ``{"seconds": 15, "after": 20}``. These
+  routes are on the API origin: during the outage they are unreachable too.
+- ``POST /__emulator/forget`` with ``{"tasks": [ids] or "all", "assets": [ids] or "all"}``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ._faults import DEFAULT_TASK_FAILURE, FaultSpec
+from ._fault_specs import DEFAULT_TASK_FAILURE, AccountError, FaultSpec, Outage
 from ._responses import api_error
-from ._state import STATE, EmulatorState
+from ._state import STATE
 
-__all__ = ["add_control_routes", "stats_snapshot"]
+__all__ = ["add_control_routes"]
 
 
-def stats_snapshot(state: EmulatorState) -> dict[str, Any]:
-    return state.stats.snapshot(state.tasks.counts()).to_dict()
+_T = TypeVar("_T")
+
+
+def _bad(problem: Exception | str) -> web.Response:
+    return api_error(400, "INVALID_REQUEST_BODY", str(problem))
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    return web.json_response(stats_snapshot(request.app[STATE]))
+    return web.json_response(request.app[STATE].snapshot().to_dict())
 
 
 async def reset_stats(request: web.Request) -> web.Response:
@@ -55,7 +63,7 @@ async def set_faults(request: web.Request) -> web.Response:
         if "script" in body:
             state.faults.script(route, [str(token) for token in body["script"]])
     except (TypeError, ValueError) as problem:
-        return api_error(400, "INVALID_REQUEST_BODY", str(problem))
+        return _bad(problem)
     return web.json_response({"route": route, "pending": state.faults.pending(route)})
 
 
@@ -68,9 +76,57 @@ async def fail_next_tasks(request: web.Request) -> web.Response:
     body = await _json_object(request)
     count = body.get("count", 1)
     if not isinstance(count, int) or count < 0:
-        return api_error(400, "INVALID_REQUEST_BODY", "count: must be a non-negative integer")
+        return _bad("count: must be a non-negative integer")
     request.app[STATE].faults.fail_next_tasks(count, str(body.get("reason", DEFAULT_TASK_FAILURE)))
     return web.json_response({})
+
+
+async def _body_as(request: web.Request, cls: type[_T]) -> _T:
+    """The JSON object of the request as ``cls``'s fields; a 400 when they do not fit."""
+    body = await _json_object(request)
+    try:
+        return cls(**body)
+    except (TypeError, ValueError) as problem:
+        error = {"code": 400, "reason": "INVALID_REQUEST_BODY", "message": str(problem)}
+        text = json.dumps({**error, "metadata": {}})
+        raise web.HTTPBadRequest(text=text, content_type="application/json") from None
+
+
+async def account_error(request: web.Request) -> web.Response:
+    error = await _body_as(request, AccountError)
+    request.app[STATE].faults.account_error(error)
+    return web.json_response({})
+
+
+async def outage(request: web.Request) -> web.Response:
+    planned = await _body_as(request, Outage)
+    # Answered before the outage can begin: it closes this connection too.
+    answer = web.json_response({})
+    await answer.prepare(request)
+    await answer.write_eof()
+    request.app[STATE].faults.outage(planned)
+    return answer
+
+
+def _ids(value: object, every: list[str], name: str) -> list[str]:
+    if value == "all":
+        return every
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f'{name}: expected a list of ids or "all"')
+    return value
+
+
+async def forget(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _json_object(request)
+    try:
+        tasks = _ids(body.get("tasks", []), state.tasks.ids(), "tasks")
+        assets = _ids(body.get("assets", []), list(state.assets), "assets")
+    except ValueError as problem:
+        return _bad(problem)
+    state.faults.forget_tasks(tasks)
+    state.faults.forget_assets(assets)
+    return web.json_response({"tasks": len(tasks), "assets": len(assets)})
 
 
 def add_control_routes(app: web.Application) -> None:
@@ -79,3 +135,6 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/__emulator/faults/{route}", set_faults)
     app.router.add_delete("/__emulator/faults", clear_faults)
     app.router.add_post("/__emulator/fail-next-tasks", fail_next_tasks)
+    app.router.add_post("/__emulator/account-error", account_error)
+    app.router.add_post("/__emulator/outage", outage)
+    app.router.add_post("/__emulator/forget", forget)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable
 from types import TracebackType
 
@@ -11,7 +10,9 @@ import anyio
 from aiohttp import web
 
 from ._config import DEFAULT_API_KEY, EmulatorConfig
-from ._faults import ROUTES, Faults, check_route
+from ._fault_specs import ROUTES, check_route
+from ._faults import Faults
+from ._listeners import Listener, bind_origins, origin_url, run_outages
 from ._middleware import emulated_route
 from ._routes_api import add_api_routes, not_found
 from ._routes_control import add_control_routes
@@ -20,44 +21,6 @@ from ._state import STATE, EmulatorState
 from ._stats import EmulatorStats
 
 __all__ = ["Emulator"]
-
-_BACKLOG = 4096  # thousands of clients may connect at once; the kernel caps it at somaxconn
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
-def _bind_origins(host: str, port: int) -> list[socket.socket]:
-    """The API on ``port``; assets and images on the next two ports if free, else any free."""
-    sockets = [_bind(host, port)]
-    try:
-        for offset in (1, 2):
-            try:
-                sockets.append(_bind(host, port + offset if port else 0))
-            except OSError:
-                sockets.append(_bind(host, 0))
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _origin(host: str, sock: socket.socket) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    if ":" in shown:
-        shown = f"[{shown}]"
-    return f"http://{shown}:{sock.getsockname()[1]}"
 
 
 class Emulator:
@@ -116,7 +79,7 @@ class Emulator:
         return self._state.faults
 
     def stats(self) -> EmulatorStats:
-        return self._state.stats.snapshot(self._state.tasks.counts())
+        return self._state.snapshot()
 
     def reset_stats(self) -> None:
         self._state.stats.reset()
@@ -140,6 +103,14 @@ class Emulator:
         """Wait until ``predicate(stats)`` holds (checked as requests start and end)."""
         await self._state.stats.wait_for(lambda: predicate(self.stats()))
         return self.stats()
+
+    def task_ids(self) -> list[str]:
+        """Every task created so far, oldest first (e.g. to ``faults.forget_tasks`` them)."""
+        return self._state.tasks.ids()
+
+    def asset_ids(self) -> list[str]:
+        """Every asset uploaded so far, oldest first (e.g. to ``faults.forget_assets`` them)."""
+        return list(self._state.assets)
 
     def task_status(self, task_id: str) -> str:
         record = self._state.tasks.get(task_id)
@@ -169,15 +140,16 @@ class Emulator:
         config = self.config
         async with contextlib.AsyncExitStack() as stack:
             # Bind first, so a port in use raises a plain OSError (not one wrapped by the group).
-            sockets = _bind_origins(config.host, config.port)
+            sockets = bind_origins(config.host, config.port)
             for sock in sockets:
                 stack.callback(sock.close)
             workers = await stack.enter_async_context(anyio.create_task_group())
             workers.start_soon(self._state.tasks.run)
             stack.callback(workers.cancel_scope.cancel)
             stack.push_async_callback(self._state.tasks.aclose)
-            origins = [_origin(config.host, sock) for sock in sockets]
+            origins = [origin_url(config.host, sock) for sock in sockets]
             self._state.images_origin = origins[2]
+            listeners = []
             for app, sock in zip(self._apps(), sockets, strict=True):
                 runner = web.AppRunner(
                     app,
@@ -187,7 +159,13 @@ class Emulator:
                 )
                 await runner.setup()
                 stack.push_async_callback(runner.cleanup)
-                await web.SockSite(runner, sock, backlog=_BACKLOG).start()
+                listeners.append(Listener(runner, sock))
+                await listeners[-1].start()
+            # Ended before the runners are cleaned up, so an outage cannot restart a closed site.
+            outages = await stack.enter_async_context(anyio.create_task_group())
+            outages.start_soon(run_outages, self.faults, self._state.stats, listeners[0])
+            stack.callback(outages.cancel_scope.cancel)
+            self.faults.start()
             # Held requests must not stall the shutdown.
             stack.callback(self._release_all)
             self._origins = origins

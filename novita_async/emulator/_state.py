@@ -12,7 +12,7 @@ from ._faults import Faults
 from ._images import ImageStore
 from ._ratelimit import SubmissionLimiter
 from ._signing import URLSigner
-from ._stats import StatsRecorder
+from ._stats import EmulatorStats, StatsRecorder
 from ._tasks import TaskBoard
 
 __all__ = ["STATE", "EmulatorState"]
@@ -33,7 +33,12 @@ class EmulatorState:
 
     @classmethod
     def build(cls, config: EmulatorConfig) -> EmulatorState:
-        faults = Faults(config.seed, dict(config.faults))
+        faults = Faults(
+            config.seed,
+            dict(config.faults),
+            account_error=config.account_error,
+            outage=config.outage,
+        )
         for route, outcomes in config.fault_scripts.items():
             faults.script(route, outcomes)
         seed = config.seed
@@ -49,6 +54,16 @@ class EmulatorState:
             ),
             asset_rng=random.Random(None if seed is None else f"{seed}:assets"),
         )
+
+    def snapshot(self) -> EmulatorStats:
+        return self.stats.snapshot(self.tasks.counts(), self.faults.outage_active)
+
+    def asset_known(self, asset_id: str) -> bool:
+        """Whether a submission may name ``asset_id`` (uploaded, and not forgotten)."""
+        if self.faults.forgets(asset_id):
+            self.stats.faults["forgotten_asset"] += 1
+            return False
+        return asset_id in self.assets
 
 
 STATE = web.AppKey("novita_emulator_state", EmulatorState)

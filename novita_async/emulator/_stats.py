@@ -39,11 +39,20 @@ class EmulatorStats:
     rate_limited: int
     """Submissions refused by the per-key rate limit (injected 429s are in ``faults``)."""
     faults: dict[str, int]
-    """Injected outcomes by name (``error_5xx``, ``reset_after``, ...)."""
+    """Injected outcomes by name: the drawn or scripted ones (``error_5xx``, ``reset_after``, ...),
+    ``account_error`` (requests refused by it), ``outage_reset`` (requests reset as they reached
+    the API origin while it was going down), ``forgotten_task`` (404 TASK_NOT_FOUND answered for a
+    forgotten task), ``forgotten_asset`` (submissions refused naming a forgotten asset)."""
     tasks: dict[str, int]
     """Tasks by current status."""
     in_flight: dict[str, int]
     """Requests being handled right now, per route."""
+    outages: int
+    """Outages of the API origin, counted once its listening socket is closed. The connections
+    refused meanwhile are the kernel's answer, which the emulator never sees: not counted."""
+    outage_active: bool
+    """The API origin is down right now (from the moment an outage begins until it listens
+    again)."""
 
     def count(self, route: str, status: int | str | None = None) -> int:
         """Requests to ``route`` (with ``status``, if given)."""
@@ -74,23 +83,25 @@ class StatsRecorder:
         self.image_bytes = 0
         self.unexpected_auth = 0
         self.rate_limited = 0
+        self.outages = 0
         self.faults: Counter[str] = Counter()
         self._bodies: set[bytes] = set()
 
     def enter(self, route: str) -> None:
         self.in_flight[route] += 1
-        self._notify()
+        self.changed()
 
     def leave(self, route: str) -> None:
         self.in_flight[route] -= 1
-        self._notify()
+        self.changed()
 
-    def _notify(self) -> None:
+    def changed(self) -> None:
+        """Wake :meth:`wait_for`: called as requests start and end, and as outages begin and end."""
         changed, self._in_flight_changed = self._in_flight_changed, anyio.Event()
         changed.set()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds; it is checked whenever a request starts or ends."""
+        """Wait until ``predicate()`` holds; it is checked at every :meth:`changed`."""
         while not predicate():
             await self._in_flight_changed.wait()
 
@@ -107,7 +118,7 @@ class StatsRecorder:
         else:
             self._bodies.add(digest)
 
-    def snapshot(self, tasks: dict[str, int]) -> EmulatorStats:
+    def snapshot(self, tasks: dict[str, int], outage_active: bool) -> EmulatorStats:
         return EmulatorStats(
             requests={route: dict(counts) for route, counts in self.requests.items()},
             submissions=self.submissions,
@@ -120,4 +131,6 @@ class StatsRecorder:
             faults=dict(self.faults),
             tasks=tasks,
             in_flight={route: n for route, n in self.in_flight.items() if n},
+            outages=self.outages,
+            outage_active=outage_active,
         )

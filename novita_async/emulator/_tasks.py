@@ -22,7 +22,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .. import _spec
 from ._config import EmulatorConfig
-from ._faults import DEFAULT_TASK_FAILURE, Faults
+from ._fault_specs import DEFAULT_TASK_FAILURE
+from ._faults import Faults
 
 __all__ = ["TaskBoard", "TaskRecord"]
 
@@ -128,6 +129,9 @@ class TaskBoard:
         if record is None or (owner is not None and record.owner != owner):
             return None
         return record
+
+    def ids(self) -> list[str]:
+        return list(self._tasks)
 
     def counts(self) -> dict[str, int]:
         return {status: n for status, n in self._counts.items() if n}

@@ -22,13 +22,8 @@ def png_bytes(shade: int) -> bytes:
 
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
+    """``emu``'s configuration here (see tests/conftest.py)."""
     return EmulatorConfig(seed=1, task_base_seconds=0.0, image_mode="tiny")
-
-
-@pytest.fixture
-async def emu(emulator_config: EmulatorConfig) -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_config) as emulator:
-        yield emulator
 
 
 @pytest.fixture

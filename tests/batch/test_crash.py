@@ -7,19 +7,21 @@ right after the journal's ``submitted`` record) and by reading the journal, neve
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
 import textwrap
-import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
+
+from novita_async.emulator import EmulatorProcess
 
 from .conftest import png_bytes
 from .test_resume import stray_files
@@ -66,52 +68,20 @@ async def read_line(stream: BufferedByteReceiveStream) -> str:
 
 
 @pytest.fixture
-async def emulator_process() -> AsyncIterator[dict[str, str]]:
-    command = [sys.executable, "-m", "novita_async.emulator", "--port", "0", "--seed", "3",
-               "--task-seconds", "0", "--image-mode", "tiny"]  # fmt: skip
-    async with await anyio.open_process(command) as process:
-        assert process.stdout is not None
-        stdout = BufferedByteReceiveStream(process.stdout)
-        env: dict[str, str] = {}
-        with anyio.fail_after(30):
-            while "NOVITA_EMULATOR_STATS_URL" not in env:
-                name, _, value = (await read_line(stdout)).partition("=")
-                env[name] = value
-        try:
-            yield env
-        finally:
-            process.terminate()
-            await process.wait()
-
-
-def fetch_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        stats: dict[str, Any] = json.load(answer)
-    return stats
-
-
-def post_json(url: str, body: object) -> None:
-    data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        answer.read()
-
-
-def delete(url: str) -> None:
-    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10) as a:
-        a.read()
+def emulator() -> Iterator[EmulatorProcess]:
+    with EmulatorProcess("--seed", "3", "--task-seconds", "0", "--image-mode", "tiny") as running:
+        yield running
 
 
 async def test_a_killed_run_resumes_without_submitting_twice(
-    emulator_process: dict[str, str], tmp_path: Path
+    emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
     out, script = tmp_path / "out", tmp_path / "child.py"
     script.write_text(CHILD)
     face, ref = tmp_path / "face.png", tmp_path / "ref.png"
     face.write_bytes(png_bytes(1))
     ref.write_bytes(png_bytes(2))
-    env = {**os.environ, **emulator_process}
+    env = {**os.environ, **emulator.env}
     journal = out / ".novita-journal.jsonl"
 
     def command(jobs: int) -> list[str]:
@@ -122,9 +92,9 @@ async def test_a_killed_run_resumes_without_submitting_twice(
         await anyio.run_process(command(FINISHED), env=env, check=True)
         # Run 2: every poll is held by the emulator, so the run fills its 4 slots and stops
         # submitting; once the 4 submissions are journaled no POST can be in flight.
-        stats_url = emulator_process["NOVITA_EMULATOR_STATS_URL"]
-        faults_url = stats_url.replace("/stats", "/faults/result")
-        await anyio.to_thread.run_sync(post_json, faults_url, {"script": ["delay:60"] * 4})
+        await anyio.to_thread.run_sync(
+            functools.partial(emulator.set_faults, "result", script=["delay:60"] * 4)
+        )
         async with await anyio.open_process(command(JOBS), env=env) as child:
             assert child.stdout is not None
             lines = BufferedByteReceiveStream(child.stdout)
@@ -138,13 +108,13 @@ async def test_a_killed_run_resumes_without_submitting_twice(
             child.send_signal(signal.SIGKILL)
             assert await child.wait() == -signal.SIGKILL
         # Drop the delays the killed run did not get to use.
-        await anyio.to_thread.run_sync(delete, stats_url.replace("/stats", "/faults"))
+        await anyio.to_thread.run_sync(emulator.clear_faults)
         # Run 3 finishes: the 4 killed tasks are followed again, the rest submitted once.
         rerun = await anyio.run_process(command(JOBS), env=env, check=True)
     done = rerun.stdout.decode().splitlines()[-1].split()
     assert done == ["DONE", str(JOBS), "0", "4"]
 
-    stats = await anyio.to_thread.run_sync(fetch_stats, stats_url)
+    stats = await anyio.to_thread.run_sync(emulator.stats)
     assert stats["duplicate_submissions"] == 0
     assert stats["submissions"] == JOBS
     rows = read_results(out)

@@ -8,9 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async import InstantIDRequest
-from novita_async.batch import Job, JobError, JobInputError
-from novita_async.batch._job import check_job_id
+from novita_async import InstantIDRequest, ValidationError
+from novita_async.batch import (
+    InvalidJob,
+    Job,
+    JobError,
+    JobInputError,
+    JobOutcome,
+    JobStatus,
+    check_job_id,
+)
 
 REQUEST = InstantIDRequest(prompt="a portrait")
 
@@ -61,3 +68,21 @@ def test_job_error_from_exception_uses_the_reason_tag() -> None:
         "missing",
     )
     assert JobError.from_exception(KeyError("k")).reason == "KEYERROR"
+
+
+def test_statuses_are_enums_equal_to_their_json_values() -> None:
+    ok = JobOutcome("a", "succeeded")
+    failed = JobOutcome("b", JobStatus.FAILED, error=JobError("E", "R", "m"))
+    assert ok.status is JobStatus.SUCCEEDED and ok.status == "succeeded" and ok.ok
+    assert failed.status is JobStatus.FAILED and not failed.ok
+    with pytest.raises(ValueError):
+        JobOutcome("c", "maybe")
+
+
+def test_an_invalid_job_carries_its_error_and_has_no_request() -> None:
+    error = ValidationError("steps", 500, "must be in [1, 100]")
+    invalid = InvalidJob("line-3", error)
+    assert (invalid.id, invalid.error) == ("line-3", error)
+    assert not hasattr(invalid, "request")
+    with pytest.raises(TypeError):
+        InvalidJob("x", ValueError("not a NovitaError"))  # type: ignore[arg-type]

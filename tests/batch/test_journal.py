@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from novita_async import ConfigurationError
-from novita_async.batch import JobError, JobOutcome
-from novita_async.batch._journal import Journal, read_records
-from novita_async.batch._results import ResultsFile
+from novita_async.batch import JobError, JobOutcome, JobStatus
+from novita_async.batch._journal import JobPhase, Journal, read_records
+from novita_async.batch._results import ResultLine, ResultsFile
 
 
 def _ok(job_id: str, task_id: str = "t") -> JobOutcome:
@@ -63,7 +63,7 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(tmp_path: Path, cu
         journal.record_outcome(_ok("a", "task-a"), "fp")
     with Journal(path) as journal:
         assert journal.jobs["a"].phase == "succeeded"
-    assert [r["type"] for r in read_records(path)] == ["submitted", "succeeded"]
+    assert [r.type for r in read_records(path)] == ["submitted", "succeeded"]
 
 
 def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
@@ -93,19 +93,58 @@ def test_a_retried_job_moves_to_the_end_with_its_last_state(tmp_path: Path) -> N
     assert [(o.job_id, o.status) for o in ended] == [("b", "succeeded"), ("a", "succeeded")]
 
 
-def test_a_journal_of_the_older_format_loads_with_its_fingerprints(tmp_path: Path) -> None:
-    # Before the fingerprint moved into "submitted", a "validated" record carried it.
+def test_records_of_an_unknown_kind_or_shape_are_skipped(tmp_path: Path) -> None:
+    # "validated" records came from an old format, no longer read; a bad field spoils its record.
     path = tmp_path / "j.jsonl"
     lines = [
         {"type": "validated", "id": "a", "fingerprint": "fp-a", "t": 1.0},
         {"type": "submitted", "id": "a", "task_id": "task-a", "t": 2.0},
         {"type": "validated", "id": "b", "fingerprint": "fp-b", "t": 3.0},
+        {"type": "succeeded", "id": "a", "files": {"not": "a list"}, "t": 4.0},
+        {"type": "asset", "sha256": "abc", "asset_id": "", "t": 5.0},
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with Journal(path) as journal:
-        a, b = journal.jobs["a"], journal.jobs["b"]
-        assert (a.phase, a.task_id, a.fingerprint) == ("submitted", "task-a", "fp-a")
-        assert (b.phase, b.task_id) == ("validated", None)
+        assert list(journal.jobs) == ["a"] and journal.assets == {}
+        a = journal.jobs["a"]
+        assert (a.phase, a.task_id, a.fingerprint) == (JobPhase.SUBMITTED, "task-a", None)
+
+
+def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.record_asset("abc", "asset-1")
+        journal.record_submitted("a", "task-a", "fp")
+        journal.record_outcome(_ok("a", "task-a"), "fp")
+        journal.record_outcome(_failed("b", task_id=None), None)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [list(row) for row in rows] == [
+        ["type", "sha256", "asset_id", "t"],
+        ["type", "id", "task_id", "fingerprint", "t"],
+        ["type", "id", "task_id", "fingerprint", "seed", "files", "t"],
+        ["type", "id", "task_id", "fingerprint", "error", "t"],
+    ]
+    assert all(isinstance(row.pop("t"), float) for row in rows)
+    assert rows == [
+        {"type": "asset", "sha256": "abc", "asset_id": "asset-1"},
+        {"type": "submitted", "id": "a", "task_id": "task-a", "fingerprint": "fp"},
+        {"type": "succeeded", "id": "a", "task_id": "task-a", "fingerprint": "fp", "seed": 7,
+         "files": ["a_0.png"]},
+        {"type": "failed", "id": "b", "task_id": None, "fingerprint": None,
+         "error": {"type": "E", "reason": "TASK_FAILED", "message": "boom"}},
+    ]  # fmt: skip
+    assert path.read_text().startswith('{"type":"asset","sha256":"abc","asset_id":"asset-1","t":')
+
+
+def test_phases_and_statuses_are_enums_that_read_as_their_json(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.record_outcome(_failed("a"), "fp")
+    with Journal(path) as journal:
+        state = journal.jobs["a"]
+        (outcome,) = journal.ended_outcomes()
+    assert state.phase is JobPhase.FAILED and state.phase == "failed"
+    assert outcome.status is JobStatus.FAILED and outcome.status == "failed" and not outcome.ok
 
 
 def test_a_run_keeps_in_memory_only_the_jobs_the_journal_held_when_opened(tmp_path: Path) -> None:
@@ -146,6 +185,16 @@ def test_results_rebuild_replaces_appended_duplicates(tmp_path: Path) -> None:
 
 
 def test_failed_result_line_has_the_error_triple(tmp_path: Path) -> None:
-    row = _failed("x", "TASK_FAILED").to_result_line()
+    row = json.loads(ResultLine.of(_failed("x", "TASK_FAILED")).encode())
     assert row["error"] == {"type": "E", "reason": "TASK_FAILED", "message": "boom"}
     assert row["files"] == [] and row["seed"] is None
+
+
+def test_result_lines_read_back_as_written() -> None:
+    line = ResultLine.of(_ok("a"))
+    assert ResultLine.decode(line.encode()) == line
+    assert line.status is JobStatus.SUCCEEDED
+    assert list(json.loads(line.encode())) == ["id", "status", "task_id", "seed", "files", "error"]
+    for bad in (line.encode()[:-1], b"[1]\n", b'{"id": "a", "status": "maybe"}\n', b"{\n"):
+        with pytest.raises(ValueError):
+            ResultLine.decode(bad)

@@ -9,7 +9,14 @@ import anyio
 import pytest
 
 from novita_async import ConfigurationError, NovitaClient, PollPolicy, ValidationError
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job
+from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchRunner,
+    InvalidJob,
+    Job,
+    JobInputError,
+)
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -115,8 +122,8 @@ async def test_jobs_that_failed_before_running_get_their_result_line(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    jobs = [
-        Job.failed("line-3", ValidationError("steps", 500, "must be in [1, 100]")),
+    jobs: list[Job | InvalidJob] = [
+        InvalidJob("line-3", ValidationError("steps", 500, "must be in [1, 100]")),
         make_job("ok", images(1), images(2)),
     ]
     summary = await BatchRunner(client, out).run_all(jobs)
@@ -128,6 +135,29 @@ async def test_jobs_that_failed_before_running_get_their_result_line(
         "message": "steps=500 is not allowed: must be in [1, 100]",
     }
     assert rows["ok"]["status"] == "succeeded"
+
+
+async def test_an_invalid_job_is_journaled_and_a_rerun_replays_it(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    invalid = InvalidJob("bad", JobInputError("INVALID_JOB_LINE", "line 2: not valid JSON"))
+    first = await BatchRunner(client, out).run_all([invalid, make_job("ok", images(1), images(2))])
+    assert (first.failed, first.succeeded) == (1, 1)
+    second = await BatchRunner(client, out).run_all([invalid])
+    assert (second.failed, second.replayed) == (1, 1)
+    assert emu.stats().submissions == 1  # only the good job ever reached the service
+    rows = {r["id"]: r for r in read_results(out)}
+    assert rows["bad"]["status"] == "failed" and rows["bad"]["task_id"] is None
+    assert rows["bad"]["error"] == {
+        "type": "JobInputError",
+        "reason": "INVALID_JOB_LINE",
+        "message": "line 2: not valid JSON",
+    }
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(TypeError, match="InvalidJob"), flatten_subgroups=True
+    ):
+        await BatchRunner(client, out).run_all(["not a job"])  # type: ignore[list-item]
 
 
 async def test_two_runs_cannot_share_an_output_folder(

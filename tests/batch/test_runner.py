@@ -6,10 +6,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
-from novita_async import NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, JobOutcome
+from novita_async import ConfigurationError, NovitaClient
+from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, JobOutcome
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -124,3 +125,39 @@ async def test_failures_are_reported_per_job_while_the_rest_succeed(
     assert failed_row["error"]["reason"] == "INPUT_NOT_FOUND"  # type: ignore[index]
     failed_events = [e for e in events if e.kind is BatchEventKind.FAILED]
     assert {e.reason for e in failed_events} == set(summary.failures_by_reason)
+
+
+def test_options_and_keyword_overrides_make_the_runners_options(tmp_path: Path) -> None:
+    client = NovitaClient("test-key", base_url="http://127.0.0.1:9")  # never opened
+    given = BatchOptions(concurrency=3, retry_failed=True)
+    runner = BatchRunner(client, tmp_path, given, rate=2.0)
+    assert runner.options == BatchOptions(concurrency=3, retry_failed=True, rate=2.0)
+    assert given.rate is None  # the options given are not changed
+    assert BatchRunner(client, tmp_path).options == BatchOptions()
+    assert BatchRunner(client, tmp_path, concurrency=7).options == BatchOptions(concurrency=7)
+    with pytest.raises(ConfigurationError, match=r"^rate must be"):
+        BatchRunner(client, tmp_path, rate=0)
+    with pytest.raises(ConfigurationError, match=r"^concurrency must be"):
+        BatchRunner(client, tmp_path, given, concurrency=0)
+    with pytest.raises(TypeError):
+        BatchRunner(client, tmp_path, concurrency_=5)  # not an option
+    with pytest.raises(TypeError):
+        BatchRunner(client, tmp_path, 5)  # type: ignore[arg-type]
+
+
+async def test_a_run_follows_the_options_given(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    out, journal = tmp_path / "out", tmp_path / "elsewhere" / "journal.jsonl"
+    journal.parent.mkdir()
+    options = BatchOptions(concurrency=2, journal_path=journal)
+    jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(4)]
+    summary = await BatchRunner(client, out, options).run_all(jobs)
+    assert (summary.succeeded, summary.failed) == (4, 0)
+    assert not (out / ".novita-journal.jsonl").exists()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(r["id"] for r in records if r["type"] == "succeeded") == ["j0", "j1", "j2", "j3"]
+    # A rerun with the same options resumes from that journal: nothing is submitted again.
+    again = await BatchRunner(client, out, options).run_all(jobs)
+    assert (again.replayed, again.submitted) == (4, 0)
+    assert emu.stats().submissions == 4

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,56 +12,12 @@ from typing import Any
 import pytest
 
 from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
+from novita_async.emulator import EmulatorProcess
 
 
-class EmulatorProcess:
-    """``novita-async emulator`` in a subprocess; ``env`` points a client at it."""
-
-    def __init__(self, *options: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "novita_async", "emulator", "--seed", "1", *options],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.env: dict[str, str] = {}
-        assert self.process.stdout is not None
-        while len(self.env) < 3:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError("the emulator exited before listening")
-            name, _, value = line.strip().partition("=")
-            if name in ("NOVITA_BASE_URL", "NOVITA_ASSETS_URL", "NOVITA_API_KEY"):
-                self.env[name] = value
-
-    def stats(self) -> dict[str, Any]:
-        url = self.env["NOVITA_BASE_URL"] + "/__emulator/stats"
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            stats: dict[str, Any] = json.load(answer)
-        return stats
-
-    def requests(self, route: str) -> int:
-        return sum(self.stats()["requests"].get(route, {}).values())
-
-    def close(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            assert self.process.wait(timeout=10) == 0
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-
-
-@contextlib.contextmanager
-def emulator_process(*options: str) -> Iterator[EmulatorProcess]:
-    emulator = EmulatorProcess(*options)
-    try:
-        yield emulator
-    finally:
-        emulator.close()
+def emulator_process(*options: str) -> EmulatorProcess:
+    """``python -m novita_async.emulator --seed 1 OPTIONS``: ``with`` starts and stops it."""
+    return EmulatorProcess("--seed", "1", *options)
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,17 @@ async def test_valid_lines_become_jobs_with_defaults_under_line_fields(folder: P
          "loras[1].strength", "required"),
         ({**JOB, "extra": {"response_image_type": "gif"}}, "extra.response_image_type", "png"),
         ({**JOB, "extra": {"colour": 1}}, "extra.colour", "unknown field"),
+        ({**JOB, "extra": {"webhook": {"urll": "https://x"}}}, "extra.webhook.urll",
+         "unknown field"),
+        ({**JOB, "loras": [{"model_name": "a", "strenght": 1}]}, "loras[0].strenght",
+         "unknown field"),
+        ({**JOB, "loras": {"model_name": "a"}}, "loras", "must be a list"),
+        ({**JOB, "extra": "jpeg"}, "extra", "must be an object"),
+        ({**JOB, "controlnet": {"units": [{"model_name": "c", "strength": "1",
+                                           "preprocessor": "canny"}]}},
+         "controlnet.units[0].strength", "finite number"),
+        ({**JOB, "extra": {"enable_nsfw_detection": "yes"}}, "extra.enable_nsfw_detection",
+         "true or false"),
         ({**JOB, "face_images": ["faces/missing.png"]}, "face_images[0]", "no such file"),
         ({**JOB, "ref_images": []}, "ref_images", "non-empty"),
         ({k: v for k, v in JOB.items() if k != "face_images"}, "face_images", "required"),
@@ -100,6 +111,13 @@ async def test_bad_line_names_line_and_field_and_the_rest_go_on(
     assert str(error).startswith("line 2")
     assert isinstance(before, JobLine) and isinstance(after, JobLine)
     assert after.id == "after"
+
+
+async def test_null_fields_take_the_models_defaults(folder: Path) -> None:
+    path = write_lines(folder, [{**JOB, "width": None, "seed": None, "extra": None}])
+    (job,) = await read_all(path)
+    assert isinstance(job, JobLine)
+    assert (job.request.width, job.request.seed, job.request.extra) == (1024, None, None)
 
 
 async def test_error_keeps_the_line_id(folder: Path) -> None:

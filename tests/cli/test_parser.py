@@ -5,14 +5,22 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async import _spec
+from novita_async import BatchOptions, _spec
 from novita_async._cli import main
-from novita_async._cli._parser import REQUEST_FLAGS, parse_args, request_fields
+from novita_async._cli._parser import (
+    BATCH_FLAGS,
+    REQUEST_FLAGS,
+    options_from_args,
+    parse_args,
+    request_fields,
+)
 
 BASE = ["generate", "--face", "f.png", "--ref", "r.png", "--prompt", "a portrait"]
 
@@ -145,3 +153,63 @@ def test_missing_command_and_help() -> None:
     assert status == 0
     for command in ("run", "generate", "upload", "result", "models", "emulator", "demo"):
         assert command in out
+
+
+def test_every_batch_option_but_poll_has_a_run_flag() -> None:
+    fields = {field.name for field in attrs.fields(BatchOptions)}
+    assert {spec.field for spec in BATCH_FLAGS} == fields - {"poll"}
+
+
+def test_batch_flags_build_the_options() -> None:
+    assert options_from_args(parse_args(["run", "jobs.jsonl", "--out", "o"])) == BatchOptions()
+    ns = parse_args(
+        ["run", "jobs.jsonl", "--out", "o", "--concurrency", "3", "--rate", "2.5",
+         "--journal", "j.jsonl", "--retry-failed", "--fail-fast", "--upload-concurrency", "2",
+         "--poll-concurrency", "4", "--task-timeout", "30", "--journal-fsync",
+         "--submit-concurrency", "1", "--stop-grace", "0"]
+    )  # fmt: skip
+    assert options_from_args(ns) == BatchOptions(
+        concurrency=3,
+        rate=2.5,
+        journal_path=Path("j.jsonl"),
+        retry_failed=True,
+        fail_fast=True,
+        upload_concurrency=2,
+        poll_concurrency=4,
+        task_timeout=30.0,
+        journal_fsync=True,
+        submit_concurrency=1,
+        stop_grace=0.0,
+    )
+
+
+def test_batch_flags_help_and_defaults_come_from_the_fields() -> None:
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        parse_args(["run", "--help"])
+    # argparse wraps lines (at spaces and hyphens): compare without whitespace.
+    text = "".join(help_text.getvalue().split())
+    for spec in BATCH_FLAGS:
+        field = spec.option
+        shown = field.metadata["help"]
+        if spec.type is not None and field.default is not None:
+            shown += f" (default: {field.default:g})"
+        metavar = "" if spec.type is None else {int: "N", float: "X"}.get(spec.type, "PATH")
+        assert "".join(f"{spec.flag} {metavar} {shown}".split()) in text
+
+
+@pytest.mark.parametrize(
+    ("option", "allowed"),
+    [
+        ("--stop-grace=-1", "stop_grace must be a number of seconds >= 0"),
+        ("--task-timeout=0", "task_timeout must be a number of seconds > 0"),
+        ("--submit-concurrency=0", "submit_concurrency must be an integer >= 1"),
+        ("--rate=nan", "rate must be a number of submissions per second > 0"),
+        ("--poll-concurrency=1.5", "invalid int value"),
+    ],
+)
+def test_batch_flags_are_checked_by_the_fields_validators(option: str, allowed: str) -> None:
+    status, out, err = run_main(["run", "jobs.jsonl", "--out", "o", option])
+    assert status == 2 and out == ""
+    assert f"argument {option.split('=')[0]}:" in err and allowed in err
+    assert err.count("\n") == 1

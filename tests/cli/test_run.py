@@ -207,3 +207,18 @@ def test_sigint_exits_130_and_a_rerun_resumes_without_resubmitting(
     records = results(out)
     assert {r["status"] for r in records.values()} == {"succeeded"}
     assert set(records) == {"a", "b"}
+
+
+def test_batch_flags_reach_the_runner(
+    tmp_path: Path, pictures: Path, emulator: EmulatorProcess
+) -> None:
+    jobs = write_jobs(tmp_path, [job("ada", "beach", id="one"), job("grace", "forest", id="two")])
+    out, journal = tmp_path / "out", tmp_path / "state" / "journal.jsonl"
+    journal.parent.mkdir()
+    done = cli("run", str(jobs), "--out", str(out), "--width", "128", "--height", "128",
+               "--journal", str(journal), "--submit-concurrency", "1", "--stop-grace", "5",
+               env=emulator.env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not (out / ".novita-journal.jsonl").exists()
+    records = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in records if r["type"] == "succeeded") == ["one", "two"]

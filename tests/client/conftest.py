@@ -33,13 +33,8 @@ def face_png(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
+    """``emu``'s configuration here (see tests/conftest.py)."""
     return EmulatorConfig(seed=7, task_base_seconds=0.02, image_mode="tiny")
-
-
-@pytest.fixture
-async def emu(emulator_config: EmulatorConfig) -> AsyncIterator[Emulator]:
-    async with Emulator(emulator_config) as emulator:
-        yield emulator
 
 
 class EventLog(list[ClientEvent]):

@@ -13,6 +13,7 @@ import pytest
 from novita_async import (
     APIConnectionError,
     BadRequestError,
+    ClientEvent,
     ImageURLExpiredError,
     InstantIDRequest,
     NotFoundError,
@@ -287,6 +288,46 @@ async def test_expired_url_is_refetched_once(
     stats = emu.stats()
     assert stats.count("image", 403) == 1
     assert stats.count("result") == results_before + 1
+
+
+async def test_one_image_costs_at_most_attempts_times_one_plus_refreshes_gets(
+    client: NovitaClient, emu: Emulator, face_png: Path, tmp_path: Path, events: EventLog
+) -> None:
+    # attempts=3, expired_url_refreshes=2: each URL is tried three times (two 503s then expired),
+    # and the third URL fails three times: 3 * (1 + 2) = 9 GETs, then the last error.
+    result = await finished(client, face_png)
+    results_before = emu.stats().count("result")
+    emu.faults.script("image", ["503", "503", "expire"] * 2 + ["503"] * 3 + ["ok"] * 3)
+    seen: list[ClientEvent] = []
+    with pytest.raises(ServerError):
+        await client.download_images(result, tmp_path / "out", on_event=seen.append)
+    policy = client.config.retry
+    assert emu.stats().count("image") == policy.attempts * (1 + policy.expired_url_refreshes) == 9
+    assert emu.stats().count("result") == results_before + 2
+    assert not (tmp_path / "out").exists()
+    # The per-call hook saw every request of the call, refreshes included, as the client's did.
+    requests = [(e.route, e.attempt) for e in seen if e.kind == "request"]
+    assert requests.count(("result", 1)) == 2 and len(requests) == 11
+    refreshes = [e for e in seen if e.kind == "retry" and e.error == "IMAGE_URL_EXPIRED"]
+    assert len(refreshes) == 2
+    # The client's own hook is still called besides the call's.
+    assert len(events.of("request", "image")) == 9
+
+
+async def test_a_per_call_retry_policy_overrides_the_clients(
+    client: NovitaClient, emu: Emulator, face_png: Path, tmp_path: Path
+) -> None:
+    result = await finished(client, face_png)
+    emu.faults.script("image", ["503"] * 5 + ["ok"])
+    single = RetryPolicy(attempts=1, expired_url_refreshes=0)
+    with pytest.raises(ServerError):
+        await client.download_images(result, tmp_path, retry=single)
+    assert emu.stats().count("image") == 1
+    (path,) = await client.download_images(
+        result, tmp_path, retry=RetryPolicy(attempts=6, backoff_base=0.0)
+    )
+    assert path.stat().st_size > 0
+    assert emu.stats().count("image") == 1 + 5
 
 
 async def test_expired_url_alone_raises(

@@ -1,4 +1,5 @@
-"""Fixtures of the emulator tests: a fast emulator and a client session over real loopback."""
+"""Fixtures of the emulator tests: a client session over real loopback (``emu``, the emulator,
+is tests/conftest.py's: seeded, tasks finishing at once)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
-
-from novita_async.emulator import Emulator, EmulatorConfig
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(EmulatorConfig(seed=7, task_base_seconds=0)) as emulator:
-        yield emulator
 
 
 @pytest.fixture

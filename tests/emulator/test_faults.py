@@ -8,11 +8,12 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 import anyio
+import attrs
 import pytest
 from emu_helpers import auth, body, finished_task, get_result, post_task, upload
 
 from novita_async import _spec
-from novita_async.emulator import Emulator, EmulatorConfig, FaultSpec
+from novita_async.emulator import AccountError, Emulator, EmulatorConfig, FaultSpec, Outage
 from novita_async.emulator._cli import add_arguments, config_from_args
 
 MODELS = "/v3/model"
@@ -153,6 +154,39 @@ async def test_bandwidth_cap_slows_the_body(session: aiohttp.ClientSession) -> N
         assert anyio.current_time() - started >= 0.2
 
 
+@pytest.mark.emulator(image_mode="tiny")
+async def test_a_trickle_sends_one_byte_per_interval(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    face = await upload(session, emu)
+    answer = await finished_task(session, emu, body(face, face))
+    emu.faults.set("image", FaultSpec(bandwidth=20))  # one byte every 50 ms
+    started = anyio.current_time()
+    async with session.get(answer["images"][0]["image_url"]) as resp:
+        assert resp.status == 200
+        await resp.content.readexactly(5)
+        resp.close()
+    assert anyio.current_time() - started >= 0.2  # a lower bound: 4 intervals between 5 bytes
+    with anyio.fail_after(10):
+        await emu.wait_stats(lambda s: s.count("image", "client_closed") == 1)
+
+
+async def test_a_long_retry_after_for_a_time_window(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    face = await upload(session, emu)
+    emu.faults.set("submit", FaultSpec(rate_429=1.0, retry_after=86400, for_seconds=3600))
+    url = emu.base_url + "/v3/async/instant-id"
+    async with session.post(url, json=body(face, face), headers=auth(emu)) as resp:
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "86400"
+    emu.faults.set("submit", rate_429=1.0, retry_after=86400, for_seconds=0.01)
+    await anyio.sleep(0.01)  # the window's own length: it has lapsed after that
+    assert (await post_task(session, emu, body(face, face)))[0] == 200
+    assert emu.faults.get("submit") == FaultSpec()
+    assert emu.stats().submissions == 1
+
+
 async def test_scripted_sequence_then_back_to_normal(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:
@@ -226,9 +260,14 @@ def test_fault_spec_validation() -> None:
     )
 
 
-def test_fault_options_on_the_command_line() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    return parser
+
+
+def test_fault_options_on_the_command_line() -> None:
+    parser = _parser()
     ns = parser.parse_args([
         "--fault", "submit:error_5xx=0.05,reset_before=0.02",
         "--fault", "image:truncate=0.02,bandwidth=1000000",
@@ -248,6 +287,51 @@ def test_fault_options_on_the_command_line() -> None:
     )
     with pytest.raises(SystemExit):
         parser.parse_args(["--fault", "nowhere:error_5xx=1"])
+
+
+def test_the_options_are_the_config_fields_with_their_defaults() -> None:
+    parser = _parser()
+    untouched = parser.parse_args([])
+    assert set(vars(untouched)) == {field.name for field in attrs.fields(EmulatorConfig)}
+    assert config_from_args(untouched) == EmulatorConfig()
+    shown = " ".join(parser.format_help().split())
+    assert "--workers N tasks processed at once (default: 64)" in shown
+    assert "--task-seconds X base duration of a task in seconds (default: 1.0)" in shown
+
+
+def test_the_new_faults_on_the_command_line() -> None:
+    parser = _parser()
+    ns = parser.parse_args([
+        "--account-error", "after=20,status=403,reason=INVALID_API_KEY,routes=submit+models",
+        "--outage", "seconds=15,after=3",
+        "--fault", "submit:rate_429=1,retry_after=86400,for_seconds=10",
+        "--fault", "image:bandwidth=0.5",
+        "--script", "submit:500", "--script", "submit:ok",
+        "--dishonest-eta", "--allow-auth-on-assets", "--api-key", "a", "--api-key", "b",
+    ])  # fmt: skip
+    config = config_from_args(ns)
+    assert config.account_error == AccountError(
+        after=20, status=403, reason="INVALID_API_KEY", routes=("submit", "models")
+    )
+    assert config.account_error.message == "invalid API key"
+    assert config.outage == Outage(seconds=15, after=3)
+    assert config.faults["submit"] == FaultSpec(rate_429=1, retry_after=86400, for_seconds=10)
+    assert config.faults["image"].bandwidth == 0.5
+    assert config.fault_scripts == {"submit": ("500", "ok")}
+    assert (config.eta_honest, config.allow_auth_on_assets) == (False, True)
+    assert config.api_keys == frozenset({"a", "b"})
+    for bad in (
+        ["--outage", "seconds=-1"],
+        ["--outage", "after=2"],
+        ["--account-error", "status=200"],
+        ["--account-error", "routes=image"],
+        ["--image-mode", "huge"],
+        ["--workers", "many"],
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    with pytest.raises(ValueError):
+        config_from_args(parser.parse_args(["--workers", "0"]))
 
 
 async def test_a_client_leaving_mid_body_is_counted_not_an_error(

@@ -1,80 +1,77 @@
-"""The emulator as a process: python -m novita_async.emulator."""
+"""The emulator as a process: python -m novita_async.emulator, through EmulatorProcess."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
-import sys
+import urllib.request
+from pathlib import Path
 
-import aiohttp
-import anyio
-from anyio.abc import Process
-from anyio.streams.text import TextReceiveStream
+import pytest
 
-
-async def _read_settings(process: Process, count: int) -> dict[str, str]:
-    assert process.stdout is not None
-    settings: dict[str, str] = {}
-    buffer = ""
-    with anyio.fail_after(20):
-        async for text in TextReceiveStream(process.stdout):
-            buffer += text
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                name, _, value = line.partition("=")
-                settings[name] = value
-            if len(settings) >= count:
-                return settings
-    raise AssertionError(f"the emulator printed only {settings}")
+from novita_async.emulator import EmulatorProcess, start_emulator_process
 
 
-async def test_process_prints_its_urls_serves_and_exits_cleanly_on_sigint() -> None:
-    command = [sys.executable, "-m", "novita_async.emulator", "--port", "0", "--seed", "1"]
-    async with await anyio.open_process(command) as process:
-        try:
-            settings = await _read_settings(process, 5)
-            assert settings["NOVITA_BASE_URL"].startswith("http://127.0.0.1:")
-            assert settings["NOVITA_ASSETS_URL"].endswith("/image")
-            key = settings["NOVITA_API_KEY"]
-            headers = {"Authorization": f"Bearer {key}"}
-            async with aiohttp.ClientSession() as session:
-                url = settings["NOVITA_BASE_URL"] + "/v3/model"
-                async with session.get(url, headers=headers) as resp:
-                    assert resp.status == 200
-                    assert (await resp.json())["models"]
-                async with session.get(settings["NOVITA_EMULATOR_STATS_URL"]) as resp:
-                    assert (await resp.json())["requests"] == {"models": {"200": 1}}
-            process.send_signal(signal.SIGINT)
-            with anyio.fail_after(20):
-                assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+def _get(url: str, key: str | None = None) -> object:
+    request = urllib.request.Request(url)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(request, timeout=20) as answer:
+        assert answer.status == 200
+        return json.load(answer)
 
 
-async def test_process_exits_cleanly_on_sigterm() -> None:
-    command = [sys.executable, "-m", "novita_async.emulator"]
-    async with await anyio.open_process(command) as process:
-        try:
-            await _read_settings(process, 3)
-            process.terminate()
-            with anyio.fail_after(20):
-                assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+def test_process_prints_its_urls_serves_and_exits_cleanly_on_sigint() -> None:
+    emulator = start_emulator_process("--port", "0", "--seed", "1")
+    try:
+        assert set(emulator.printed) == {
+            "NOVITA_BASE_URL",
+            "NOVITA_ASSETS_URL",
+            "NOVITA_API_KEY",
+            "NOVITA_EMULATOR_IMAGES_ORIGIN",
+            "NOVITA_EMULATOR_STATS_URL",
+        }
+        env = emulator.env
+        assert set(env) == {"NOVITA_BASE_URL", "NOVITA_ASSETS_URL", "NOVITA_API_KEY"}
+        assert env["NOVITA_BASE_URL"].startswith("http://127.0.0.1:")
+        assert env["NOVITA_ASSETS_URL"].endswith("/image")
+        models = _get(env["NOVITA_BASE_URL"] + "/v3/model", env["NOVITA_API_KEY"])
+        assert isinstance(models, dict) and models["models"]
+        assert _get(emulator.stats_url) == emulator.stats()
+        assert emulator.stats()["requests"] == {"models": {"200": 1}}
+    finally:
+        assert emulator.stop() == 0
 
 
-async def test_port_in_use_exits_with_status_2() -> None:
+def test_process_exits_cleanly_on_sigterm() -> None:
+    emulator = start_emulator_process()
+    assert emulator.stop(signal.SIGTERM) == 0
+
+
+def test_port_in_use_exits_with_status_2(tmp_path: Path) -> None:
+    log = tmp_path / "emulator.log"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = str(taken.getsockname()[1])
-        command = [sys.executable, "-m", "novita_async.emulator", "--port", port]
-        with anyio.fail_after(20):
-            result = await anyio.run_process(command, check=False)
-    assert result.returncode == 2
-    assert b"cannot listen" in result.stderr
-    assert b"Traceback" not in result.stderr
+        emulator = EmulatorProcess("--port", str(taken.getsockname()[1]), log=log)
+        with pytest.raises(RuntimeError, match="exited before it listened"):
+            emulator.__enter__()
+    assert emulator.returncode == 2
+    assert "cannot listen" in log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_failing_emulator_fails_the_with_block() -> None:
+    emulator = EmulatorProcess()
+    with pytest.raises(RuntimeError, match="exited with status -9"), emulator:
+        emulator.interrupt(signal.SIGKILL)
+    assert emulator.pid is None
+
+
+def test_an_emulator_started_in_an_outage_refuses_the_api_and_stops_cleanly() -> None:
+    emulator = EmulatorProcess("--outage", "seconds=3600")
+    # Refused, or reset if it comes before the socket is closed; then a clean exit (status 0).
+    with emulator, pytest.raises(OSError):
+        _get(emulator.base_url + "/v3/model", emulator.env["NOVITA_API_KEY"])
+    assert emulator.returncode == 0

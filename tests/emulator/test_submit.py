@@ -194,42 +194,30 @@ def _inside(allowed: _spec.Range, integer: bool) -> st.SearchStrategy[float]:
 NUMERIC = [name for name in _spec.NUMERIC_FIELDS if name != "nsfw_detection_level"]
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["outside-400", "inside-accepted"])
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data(), name=st.sampled_from(NUMERIC))
-async def test_numbers_outside_their_range_are_400(
+async def test_numbers_outside_their_range_are_400_inside_accepted(
     emu: Emulator,
     session: aiohttp.ClientSession,
     assets: tuple[str, str],
+    inside: bool,
     data: st.DataObject,
     name: str,
 ) -> None:
     allowed, integer = _spec.NUMERIC_FIELDS[name]
-    value = data.draw(_outside(allowed, integer))
-    status, answer = await post_task(session, emu, body(*assets, **{name: value}))
-    assert status == 400, answer
-    assert answer["metadata"] == {"field": name}
-
-
-@settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.data(), name=st.sampled_from(NUMERIC))
-async def test_numbers_inside_their_range_are_accepted(
-    emu: Emulator,
-    session: aiohttp.ClientSession,
-    assets: tuple[str, str],
-    data: st.DataObject,
-    name: str,
-) -> None:
-    allowed, integer = _spec.NUMERIC_FIELDS[name]
-    value = data.draw(_inside(allowed, integer))
+    value = data.draw((_inside if inside else _outside)(allowed, integer))
     fields: dict[str, Any] = {name: value}
-    if name == "control_guidance_start":
+    if inside and name == "control_guidance_start":
         fields["control_guidance_end"] = 1.0
     status, answer = await post_task(session, emu, body(*assets, **fields))
-    assert status == 200, answer
+    if inside:
+        assert status == 200, answer
+    else:
+        assert status == 400, answer
+        assert answer["metadata"] == {"field": name}
 
 
 async def test_model_list_of_the_seed_is_accepted(

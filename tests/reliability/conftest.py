@@ -12,8 +12,6 @@ from .test_crash_resume import EMULATOR_OPTIONS
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorProcess]:
-    process = EmulatorProcess(*EMULATOR_OPTIONS)
-    try:
+    # Leaving the block checks that it shuts down cleanly (status 0), parked requests and all.
+    with EmulatorProcess(*EMULATOR_OPTIONS) as process:
         yield process
-    finally:
-        assert process.close() == 0  # it shuts down cleanly, parked requests and all

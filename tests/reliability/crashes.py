@@ -25,13 +25,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 from PIL import Image
+
+from novita_async.emulator import EmulatorProcess as SharedEmulatorProcess
 
 from .checks import API_KEY, JOURNAL_NAME
 
@@ -51,68 +52,24 @@ FREEZE_LIMIT = 30.0
 WATCH_INTERVAL = 0.002  # how often the journal and the counters are looked at
 
 
-class EmulatorProcess:
-    """``python -m novita_async.emulator`` in a subprocess, steered over its HTTP controls."""
+class EmulatorProcess(SharedEmulatorProcess):
+    """The shared emulator process, started at once and accepting only the tests' key."""
 
     def __init__(self, *options: str) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "novita_async.emulator",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-            *options,
-        ]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        self.env: dict[str, str] = {}
-        assert self.process.stdout is not None
-        while "NOVITA_API_KEY" not in self.env:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError("the emulator exited before listening")
-            name, _, value = line.strip().partition("=")
-            self.env[name] = value
-        self.base_url = self.env["NOVITA_BASE_URL"]
-
-    def _call(self, method: str, path: str, body: object = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.load(answer)
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self._call("GET", "/__emulator/stats")
-        return stats
+        super().__init__("--api-key", API_KEY, *options)
+        self.start()
+        self.wait_ready()
 
     def hold(self, route: str, count: int) -> int:
         """Park the next ``count`` requests to ``route``; how many outcomes are queued now."""
-        script = {"script": [f"delay:{HOLD_SECONDS}"] * count}
-        queued: int = self._call("POST", f"/__emulator/faults/{route}", script)["pending"]
-        return queued
+        return self.set_faults(route, script=[f"delay:{HOLD_SECONDS}"] * count)
 
     def queued(self, route: str) -> int:
         """Scripted outcomes still queued for ``route`` (an empty script adds none)."""
-        queued: int = self._call("POST", f"/__emulator/faults/{route}", {"script": []})["pending"]
-        return queued
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "/__emulator/faults")
+        return self.set_faults(route, script=[])
 
     def close(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout=15)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
+        return self.stop()
 
 
 def write_job_file(folder: Path, jobs: int) -> Path:

@@ -1,0 +1,122 @@
+"""The README's sentence of benchmark figures, written from the result files between the
+README's markers: never typed by hand, so it cannot drift from what was measured."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable
+
+from benchmarks._summary import Medians, ScenarioResult
+from benchmarks._targets import OURS, cpu_vs_floor, medians_of, peak_rss, x_ideal
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+NAMES = {"official-sdk": "the official SDK", "naive-asyncio": "the naive loop"}
+
+
+def with_readme_figures(readme: str, results: list[ScenarioResult]) -> str:
+    """``readme`` with the text between its markers written from ``results``."""
+    before, start, rest = readme.partition(START)
+    _, end, after = rest.partition(END)
+    if not start or not end:
+        raise ValueError(f"the README has no {START} ... {END} block")
+    return f"{before}{START}\n{readme_figures(results)}\n{END}{after}"
+
+
+def readme_block(readme: str) -> str:
+    """The text between the README's markers, as :func:`with_readme_figures` writes it."""
+    return readme.partition(START)[2].partition(END)[0].strip("\n")
+
+
+def readme_figures(results: list[ScenarioResult]) -> str:
+    by_name = {result.scenario: result for result in results}
+    dates = sorted({result.date for result in results})
+    runs = len({(result.run, result.command) for result in results})
+    source = "the last full run" if runs == 1 else f"{runs} runs of the harness"
+    sentences = [
+        f"From {source} ({', '.join(dates)}; each figure the median of a contender's runs,"
+        " as in `BENCHMARKS.md`):"
+    ]
+    clauses = [
+        _throughput(by_name.get("throughput")),
+        _rate_limited(by_name.get("rate-limited")),
+        _faults(by_name.get("faults")),
+    ]
+    sentences += [clause for clause in clauses if clause]
+    small, large = peak_rss(results, "scale-10k"), peak_rss(results, "scale-100k")
+    if small is not None and large is not None:
+        sentences.append(
+            f"Peak memory was {small:.1f} MB for 10,000 jobs and {large:.1f} MB for 100,000."
+        )
+    elapsed = [r.elapsed_s for r in results]
+    if runs == 1 and None not in elapsed:
+        minutes = sum(e for e in elapsed if e is not None) / 60
+        sentences.append(f"The run took {minutes:.0f} minutes.")
+    # A figure and its unit ("1.09 x", "97.3 %") stay on one line.
+    text = re.sub(r"(\d) ([x%]|MB)", "\\1\u00a0\\2", " ".join(sentences))
+    return textwrap.fill(text, width=100, break_on_hyphens=False).replace("\u00a0", " ")
+
+
+def _others(result: ScenarioResult, show: Callable[[Medians], str]) -> str:
+    """`` (the official SDK <figure>, the naive loop <figure>)`` for the contenders that ran."""
+    shown = [
+        f"{label} {show(m)}"
+        for name, label in NAMES.items()
+        if (m := medians_of(result, name)) is not None
+    ]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
+def _throughput(result: ScenarioResult | None) -> str | None:
+    ours = medians_of(result, OURS) if result else None
+    if result is None or ours is None:
+        return None
+    text = f"on throughput this package finished {ours['succeeded']:,.0f} of {result.jobs:,} jobs"
+    if (x := x_ideal(result, ours)) is not None:
+        text += f" at {x:.2f} x the ideal wall time"
+        if (floor := medians_of(result, "floor")) and (fx := x_ideal(result, floor)) is not None:
+            text += f" (the bare-aiohttp floor: {fx:.2f} x)"
+    text += f", with {ours['requests_per_job']:.2f} requests per job and"
+    text += f" {ours['polls_per_task']:.2f} polls per task"
+    if (cpu := cpu_vs_floor(result, ours)) is not None:
+        text += f", for {cpu:.2f} x the floor's CPU per job"
+    sdk = medians_of(result, "official-sdk")
+    if sdk is not None and sdk.complete and ours.complete:
+        text += f"; the official SDK took {_times(sdk, ours, 'wall_s')} x as long"
+        if (sdk_cpu := cpu_vs_floor(result, sdk)) is not None:
+            text += f" and {sdk_cpu:.1f} x the floor's CPU per job"
+    return text + "."
+
+
+def _times(a: Medians, b: Medians, figure: str) -> str:
+    return f"{(a[figure] or 0) / (b[figure] or 1):.1f}"
+
+
+def _rate_limited(result: ScenarioResult | None) -> str | None:
+    ours = medians_of(result, OURS) if result else None
+    if result is None or ours is None:
+        return None
+    return (
+        f"Under a {result.rate:g}/s rate limit it lost {ours['lost']:.0f} of {result.jobs} jobs"
+        + _others(result, lambda m: f"lost {m['lost']:.0f}")
+        + "."
+    )
+
+
+def _faults(result: ScenarioResult | None) -> str | None:
+    ours = medians_of(result, OURS) if result else None
+    if result is None or ours is None:
+        return None
+
+    def share(m: Medians) -> str:
+        return f"{100 * (m['succeeded'] or 0) / result.jobs:.1f} %"
+
+    text = f"Under injected faults it completed {share(ours)} of the jobs" + _others(result, share)
+    unknown = ours.errors.get("SUBMIT_OUTCOME_UNKNOWN", 0)
+    if unknown:
+        text += (
+            f"; {unknown:g} of the {ours['lost']:.0f} it lost were submissions whose answer was"
+            " lost, which it does not send twice (a second paid task is worse than a reported"
+            " failure)"
+        )
+    return text + "."

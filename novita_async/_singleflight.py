@@ -1,0 +1,94 @@
+"""One computation per key at a time, its result shared, optionally remembered (LRU).
+
+A batch starts many jobs at once that name the same face, the same upload, the same picture to
+render: the first caller for a key computes, the callers that come meanwhile wait for that one
+call and share its result. What each use needs on top differs only in what is remembered
+afterwards, so that is a parameter: nothing (the uploads, whose journal remembers), or up to
+``max_size`` results, measured by ``size_of`` (one each by default), the least recently used
+dropped first.
+
+A failure is shared with the callers waiting on it, and not remembered: the next caller computes
+again. A cancelled caller that was computing leaves the key free; one of the callers waiting on it
+computes in its place.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+import anyio
+
+__all__ = ["SingleFlight"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _Flight(Generic[V]):
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.value: tuple[V] | None = None  # a tuple, so that None can be a result
+        self.error: Exception | None = None
+
+
+def _one(_: object) -> int:
+    return 1
+
+
+class SingleFlight(Generic[K, V]):
+    def __init__(self, max_size: int = 0, *, size_of: Callable[[V], int] = _one) -> None:
+        if max_size < 0:
+            raise ValueError("max_size must be >= 0")
+        self._max_size = max_size
+        self._size_of = size_of
+        self._size = 0
+        self._results: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._flights: dict[K, _Flight[V]] = {}
+
+    def __len__(self) -> int:
+        """The number of results remembered."""
+        return len(self._results)
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        """The result for ``key``: remembered, being computed (then waited for), or computed now."""
+        while True:
+            if (kept := self._results.get(key)) is not None:
+                self._results.move_to_end(key)
+                return kept[0]
+            flight = self._flights.get(key)
+            if flight is None:
+                return await self._compute(key, compute)
+            await flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            if flight.value is not None:
+                return flight.value[0]
+            # The caller computing it was cancelled: look again, and maybe compute it here.
+
+    async def _compute(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        flight = self._flights[key] = _Flight[V]()
+        try:
+            value = await compute()
+            flight.value = (value,)
+            self._remember(key, value)
+            return value
+        except Exception as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    def _remember(self, key: K, value: V) -> None:
+        if self._max_size == 0:
+            return
+        size = self._size_of(value)
+        self._results[key] = (value, size)
+        self._size += size
+        while self._size > self._max_size:
+            _, (_, dropped) = self._results.popitem(last=False)
+            self._size -= dropped

@@ -1,0 +1,128 @@
+"""Whose fault a failure is: the one place a batch run decides what an error means.
+
+======================  ==========================================  ===============================
+blame                   errors                                      what the runner does
+======================  ==========================================  ===============================
+``JOB``                 the request refused for this job's content  the job is recorded failed; a
+                        (400 other than the account's), the task    rerun leaves it alone unless
+                        ended ``TASK_STATUS_FAILED``, an input       ``retry_failed``
+                        missing or not an image, a name too long,
+                        ``TASK_NOT_FOUND`` for a journaled task
+``RUN``                 the key or the account (401, 403, 400        the run stops submitting, lets
+                        ``BILLING_BALANCE_NOT_ENOUGH`` /             the tasks paid for finish where
+                        ``MISSING_API_KEY``), the endpoint (404      it can, records nothing against
+                        ``API_NOT_FOUND``), this machine (disk       the jobs it did not finish, and
+                        full, read-only, permission denied)          exits with status 3
+``TRANSIENT``           connection refused or reset, DNS, timeouts,  never a job failure: the run
+                        5xx, 429, an answer that does not parse,    pauses and tries again; a job
+                        image URLs that keep expiring               that alone keeps failing is
+                                                                    retried a few rounds, then
+                                                                    ends ``RETRIES_EXHAUSTED``,
+                                                                    which a plain rerun retries
+``UNKNOWN_OUTCOME``     a submission sent whose answer was lost      recorded
+                                                                    ``SUBMIT_OUTCOME_UNKNOWN``;
+                                                                    never resent by default
+======================  ==========================================  ===============================
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ImageURLExpiredError,
+    InvalidResponseError,
+    LocalIOError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    SubmitOutcomeUnknownError,
+)
+
+__all__ = [
+    "RETRYABLE_REASONS",
+    "Blame",
+    "blame",
+    "is_unknown_asset",
+    "run_stop_advice",
+]
+
+
+class Blame(enum.Enum):
+    """Whose fault a failure is, which decides what the runner does with it."""
+
+    JOB = "job"
+    RUN = "run"
+    TRANSIENT = "transient"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+# 400s that are about the account, not the request's content.
+_ACCOUNT_REASONS = frozenset({"BILLING_BALANCE_NOT_ENOUGH", "MISSING_API_KEY"})
+_ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
+_LOCAL_JOB_REASONS = frozenset({"NAME_TOO_LONG"})
+
+RETRYABLE_REASONS = frozenset({"RETRIES_EXHAUSTED"})
+"""Failure reasons a plain rerun tries again: the job was not at fault."""
+
+
+def blame(error: BaseException, *, submitting: bool = False) -> Blame:
+    """Whose fault ``error`` is. ``submitting``: it was raised by a task submission."""
+    if isinstance(error, SubmitOutcomeUnknownError):
+        return Blame.UNKNOWN_OUTCOME
+    if isinstance(error, InvalidResponseError):
+        # A 2xx answer to a submission without a task id: a task may exist all the same.
+        return Blame.UNKNOWN_OUTCOME if submitting else Blame.TRANSIENT
+    if isinstance(error, RateLimitError | ServerError | APIConnectionError | ImageURLExpiredError):
+        return Blame.TRANSIENT
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return Blame.RUN
+    if isinstance(error, BadRequestError):
+        return Blame.RUN if error.reason in _ACCOUNT_REASONS else Blame.JOB
+    if isinstance(error, NotFoundError):
+        return Blame.JOB if error.reason == "TASK_NOT_FOUND" else Blame.RUN
+    if isinstance(error, APIStatusError):
+        # 408 and other statuses the retry table treats as passing.
+        return Blame.TRANSIENT if error.status in (408, 409, 425) else Blame.JOB
+    if isinstance(error, LocalIOError):
+        return Blame.JOB if error.reason in _LOCAL_JOB_REASONS else Blame.RUN
+    return Blame.JOB
+
+
+def is_unknown_asset(error: BaseException) -> bool:
+    """A 400 naming one of the request's asset ids: the service no longer knows that asset."""
+    if not isinstance(error, BadRequestError):
+        return False
+    field = str(error.metadata.get("field", ""))
+    return field.startswith(_ASSET_FIELDS) and "asset" in str(error).lower()
+
+
+def run_stop_advice(error: BaseException) -> str:
+    """What the user should do about a run-level failure, for the run's one closing line."""
+    reason = getattr(error, "reason", "")
+    if isinstance(error, AuthenticationError) or reason in ("INVALID_API_KEY", "MISSING_API_KEY"):
+        return "the service refused the API key: check NOVITA_API_KEY"
+    if reason == "BILLING_BALANCE_NOT_ENOUGH":
+        return "the account's balance has run out: top it up"
+    if reason == "BILLING_AUTH_FAILED":
+        return "the account's billing was refused: check the account"
+    if reason in ("FEATURE_NOT_ALLOWED", "API_NOT_ALLOWED"):
+        return "the account may not use this API: check the account's plan"
+    if isinstance(error, PermissionDeniedError):
+        return "the service refused the key's permission: check NOVITA_API_KEY and the account"
+    if isinstance(error, NotFoundError):
+        return "the service has no such endpoint: check NOVITA_BASE_URL"
+    if reason == "DISK_FULL":
+        return "the output disk is full: free some space"
+    if reason == "READ_ONLY_FILE_SYSTEM":
+        return "the output folder is on a read-only file system: choose another --out"
+    if reason == "PERMISSION_DENIED":
+        return "the output folder or journal may not be written: check their permissions"
+    if reason == "OUTAGE":
+        return "the API stayed unreachable: check the network or the service's status"
+    return "fix the cause"

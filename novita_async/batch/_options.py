@@ -1,0 +1,146 @@
+"""BatchOptions: the bounds and choices of a batch run, validated when they are made.
+
+Each field carries its own validator (``attrs.validators``) and its help text
+(``metadata["help"]``, also the ``novita-async run`` flag's help); a value refused raises
+:class:`ConfigurationError` naming the option. ``BatchRunner(client, out, options, **overrides)``
+takes an instance, keyword overrides, or both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import validators as v
+
+from .._exceptions import ConfigurationError
+from .._polling import PollPolicy
+from ._flow import STOP_GRACE
+
+__all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
+
+# The runner times first polls from the tasks it has seen finish (see _durations), so later polls
+# are the exception: when one is needed it follows the answer closely rather than adding a
+# single task's comfortable half-second margin to every job of the batch.
+BATCH_POLL_POLICY = PollPolicy(min_delay=0.1, margin=0.1, initial_delay=1.0)
+
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _must_be(allowed: str, *validators: _Validator) -> _Validator:
+    """Run ``validators``; a value they refuse raises ConfigurationError naming the option."""
+    check = v.and_(*validators)
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            check(instance, attribute, value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{attribute.name} must be {allowed}") from None
+
+    return validate
+
+
+_NUMBER: _Validator = v.and_(v.instance_of((int, float)), v.not_(v.instance_of(bool)))
+_COUNT = _must_be("an integer >= 1", v.instance_of(int), v.not_(v.instance_of(bool)), v.ge(1))
+_SWITCH = _must_be("True or False", v.instance_of(bool))
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _poll_or_default(poll: PollPolicy | None) -> PollPolicy:
+    return BATCH_POLL_POLICY if poll is None else poll
+
+
+@attrs.frozen
+class BatchOptions:
+    """How a :class:`BatchRunner` runs: its bounds, its pace and what it does with failures.
+
+    Every field has a default; ``attrs.evolve(options, concurrency=10)`` makes a variant. What
+    each one does is its ``metadata["help"]`` (``attrs.fields(BatchOptions).rate.metadata``),
+    which ``novita-async run --help`` shows too.
+    """
+
+    concurrency: int = attrs.field(
+        default=50,
+        validator=_COUNT,
+        metadata={
+            "help": "tasks in flight at once: a job holds its place from submission to its end"
+        },
+    )
+    rate: float | None = attrs.field(
+        default=None,
+        validator=_must_be(
+            "a number of submissions per second > 0", v.optional([_NUMBER, v.gt(0)])
+        ),
+        metadata={"help": "submissions per second, evenly spaced (default: no limit)"},
+    )
+    journal_path: Path | None = attrs.field(
+        default=None,
+        converter=_optional_path,
+        metadata={
+            "help": "the journal, which a rerun resumes from "
+            "(default: .novita-journal.jsonl in the output folder)"
+        },
+    )
+    retry_failed: bool = attrs.field(
+        default=False,
+        validator=_SWITCH,
+        metadata={"help": "run again the jobs that failed in an earlier run"},
+    )
+    fail_fast: bool = attrs.field(
+        default=False,
+        validator=_SWITCH,
+        metadata={"help": "stop at the first job that fails in this run (not a replayed one)"},
+    )
+    poll: PollPolicy = attrs.field(
+        default=BATCH_POLL_POLICY,
+        converter=_poll_or_default,
+        validator=_must_be("a PollPolicy", v.instance_of(PollPolicy)),
+        metadata={"help": "the delays between polls of one task"},
+    )
+    upload_concurrency: int = attrs.field(
+        default=8,
+        validator=_COUNT,
+        metadata={"help": "uploads at once, and jobs read ahead of those in flight"},
+    )
+    poll_concurrency: int = attrs.field(
+        default=16, validator=_COUNT, metadata={"help": "polls at once"}
+    )
+    task_timeout: float | None = attrs.field(
+        default=None,
+        validator=_must_be("a number of seconds > 0", v.optional([_NUMBER, v.gt(0)])),
+        metadata={
+            "help": "seconds a task may take, counted from when this run began following it "
+            "(default: no limit)"
+        },
+    )
+    journal_fsync: bool = attrs.field(
+        default=False,
+        validator=_SWITCH,
+        metadata={
+            "help": "fsync each journal record: it then survives power loss, not just a killed "
+            "process; slower"
+        },
+    )
+    submit_concurrency: int = attrs.field(
+        default=8,
+        validator=_COUNT,
+        metadata={
+            "help": "submissions sent at once, which bounds what one hard kill can cost (see the "
+            "journal's note on the double-submission window)"
+        },
+    )
+    stop_grace: float = attrs.field(
+        default=STOP_GRACE,
+        validator=_must_be("a number of seconds >= 0", _NUMBER, v.ge(0)),
+        metadata={
+            "help": "seconds a stopping run still waits for the answers of submissions in "
+            "flight; one still unanswered then fails as SUBMIT_OUTCOME_UNKNOWN (a task may "
+            "exist), which a rerun submits again only when told to retry failed jobs"
+        },
+    )

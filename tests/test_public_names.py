@@ -1,0 +1,67 @@
+"""Public names read as the package's: ``novita_async.RateLimitError``, not a private module."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import traceback
+
+import novita_async
+from novita_async import batch
+from novita_async._converter import structure
+
+
+def _classes_and_functions(module: object, names: list[str]) -> dict[str, object]:
+    found = {name: getattr(module, name) for name in names}
+    return {
+        name: obj for name, obj in found.items() if isinstance(obj, type) or inspect.isfunction(obj)
+    }
+
+
+def test_every_public_name_belongs_to_the_package() -> None:
+    public = _classes_and_functions(novita_async, novita_async.__all__)
+    assert len(public) > 40
+    assert {name: obj.__module__ for name, obj in public.items()} == dict.fromkeys(
+        public, "novita_async"
+    )
+
+
+def test_batch_names_belong_to_the_package_they_are_imported_from() -> None:
+    public = _classes_and_functions(batch, batch.__all__)
+    expected = {
+        name: "novita_async" if name in novita_async.__all__ else "novita_async.batch"
+        for name in public
+    }
+    assert {name: obj.__module__ for name, obj in public.items()} == expected
+    assert batch.JobInputError.__module__ == "novita_async.batch"
+
+
+def test_a_traceback_names_the_public_class() -> None:
+    error = novita_async.RateLimitError(429, reason="RATE_LIMITED", retry_after=2.0)
+    line = traceback.format_exception_only(error)[-1]
+    assert line.startswith("novita_async.RateLimitError: 429 RATE_LIMITED")
+
+
+def test_errors_and_models_survive_pickling() -> None:
+    error = novita_async.RateLimitError(429, reason="RATE_LIMITED", retry_after=2.0)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is novita_async.RateLimitError
+    assert (copy.status, copy.retry_after, str(copy)) == (429, 2.0, str(error))
+    for model in (
+        novita_async.RetryPolicy(attempts=5),
+        novita_async.InstantIDRequest(prompt="a portrait", steps=30),
+        novita_async.TaskStatus.SUCCEED,
+    ):
+        assert pickle.loads(pickle.dumps(model)) == model
+
+
+def test_answers_still_parse_into_relabelled_models() -> None:
+    # attrs annotations are strings resolved in the defining module, before the relabelling.
+    answer = {
+        "task": {"task_id": "t", "status": "TASK_STATUS_SUCCEED"},
+        "images": [{"image_url": "https://x/a.png", "image_type": "png"}],
+        "extra": {"seed": "12"},
+    }
+    result = structure(answer, novita_async.TaskResult)
+    assert result.status is novita_async.TaskStatus.SUCCEED
+    assert result.images[0].image_url == "https://x/a.png"
