@@ -14,6 +14,11 @@ How this package does file I/O, in one place:
 
 A temporary name carries the writer's process id, so that :func:`remove_stale_temp_files` can
 tell the leftovers of a killed process from the files of a run still writing.
+
+An ``OSError`` from writing a file is this machine's problem (a full disk, a read-only file
+system, a name too long), never the network's: the writers here, and the download's file
+operations through :func:`local_io`, raise it as :class:`~._exceptions.LocalIOError`, which no
+retry loop repeats and whose ``reason`` names the problem (``DISK_FULL``...).
 """
 
 from __future__ import annotations
@@ -22,12 +27,29 @@ import contextlib
 import itertools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-__all__ = ["remove_stale_temp_files", "temp_path_for", "write_all", "write_atomically"]
+from ._exceptions import LocalIOError
+
+__all__ = [
+    "local_io",
+    "remove_stale_temp_files",
+    "temp_path_for",
+    "write_all",
+    "write_atomically",
+]
 
 _temp_names = itertools.count()
 _TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.part")
+
+
+@contextlib.contextmanager
+def local_io(doing: str, path: str | os.PathLike[str]) -> Iterator[None]:
+    """Raise an ``OSError`` of the block as :class:`LocalIOError` ("``doing`` failed: ...")."""
+    try:
+        yield
+    except OSError as exc:
+        raise LocalIOError.from_os_error(exc, doing, os.fspath(path)) from exc
 
 
 def temp_path_for(dest: str | os.PathLike[str]) -> str:
@@ -80,24 +102,44 @@ def write_atomically(
 
     The file gets the permissions any new file would (0666 less the umask), not the 0600 of
     :func:`tempfile.mkstemp`. On any failure the temporary file is removed and ``dest`` is left
-    as it was. Blocking: call it from a worker thread in async code.
+    as it was; an ``OSError`` is raised as :class:`LocalIOError`. Blocking: call it from a worker
+    thread in async code.
     """
     tmp = temp_path_for(dest)
     try:
-        with open(tmp, "xb") as out:
-            out.writelines(chunks)
-            if fsync:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, dest)
+        with local_io(f"writing {os.path.basename(dest)}", dest):
+            with open(tmp, "xb") as out:
+                out.writelines(chunks)
+                if fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(tmp, dest)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
 
 
-def write_all(fd: int, data: bytes | bytearray) -> None:
-    """Write all of ``data`` to the descriptor ``fd`` (``os.write`` may take only part)."""
+def write_all(
+    fd: int, data: bytes | bytearray, *, path: str | os.PathLike[str] | None = None
+) -> None:
+    """Append all of ``data`` to ``fd`` (``os.write`` may take only part), or none of it.
+
+    ``fd`` is an ``O_APPEND`` descriptor that only this process writes to (the journal, the
+    results file). If the file system refuses the rest of ``data`` (the disk fills up half-way
+    through a record), the part already written is cut off again, so that the next record does
+    not join a torn one, and the error is raised as :class:`LocalIOError`; ``path`` names the
+    file in its message.
+    """
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        if written := len(data) - len(view):
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+        if path is None:
+            raise LocalIOError.from_os_error(exc, "appending a record", f"descriptor {fd}") from exc
+        shown = os.fspath(path)
+        raise LocalIOError.from_os_error(exc, f"writing {os.path.basename(shown)}", shown) from exc

@@ -46,14 +46,20 @@ class Timeouts:
     ``connect`` bounds opening a socket (not waiting for a free pooled connection, so thousands of
     coroutines can queue on a small pool without timing out). ``sock_read`` bounds the silence
     between two reads. ``total`` bounds a whole API call (upload, submit, result, models) and is
-    never applied to image downloads, so a slow but moving download is not killed; bound downloads
-    with ``download_total`` if you want a hard limit.
+    never applied to image downloads, which have their own ``download_total``.
+
+    ``download_total`` bounds one attempt at an image download from start to end. ``sock_read``
+    alone cannot: a body that trickles in a byte every few seconds is never silent for long
+    enough to trip it, and would hold its job for ever. The default, 300 s, is far more than an
+    image takes on any working link (a 6 MB image needs only 20 KB/s), yet frees a job stuck on
+    a crawling connection within minutes. A download that passes it raises
+    :class:`~novita_async.APITimeoutError` and is retried per the client's policy.
     """
 
     connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
     sock_read: float | None = attrs.field(default=60.0, validator=_positive_or_none)
     total: float | None = attrs.field(default=None, validator=_positive_or_none)
-    download_total: float | None = attrs.field(default=None, validator=_positive_or_none)
+    download_total: float | None = attrs.field(default=300.0, validator=_positive_or_none)
 
     def for_api(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(

@@ -7,7 +7,10 @@ absent after any crash of the process. (Like the batch journal by default, files
 surviving power loss is left to the file system.) Any failure, cancellation included, removes the
 temporary file. A body shorter than its ``Content-Length`` is an :class:`APIConnectionError`; an
 expired signed URL is an :class:`ImageURLExpiredError`; a body that is not an image is an
-:class:`InvalidResponseError`, and no file is made for it.
+:class:`InvalidResponseError`, and no file is made for it. A file operation that fails (creating
+the folder, opening, writing, closing or renaming the file: a full disk, a read-only file system,
+a name too long) is a :class:`~._exceptions.LocalIOError`, never a network error, so it is not
+retried. An error answer's ``Retry-After`` is kept on its error, as for API calls.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import anyio
 import yarl
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from ._atomic import temp_path_for
+from ._atomic import local_io, temp_path_for
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -32,6 +35,7 @@ from ._exceptions import (
     InvalidResponseError,
     status_error,
 )
+from ._retry import parse_retry_after
 from ._sources import sniff_content_type
 
 __all__ = ["CHUNK_SIZE", "download_to_file", "is_expired_answer"]
@@ -92,6 +96,7 @@ async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> API
         body=body.decode("utf-8", "replace"),
         method="GET",
         url=shown_url,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
     )
 
 
@@ -139,25 +144,29 @@ async def _stream_to_file(
     shown_url: str,
 ) -> int:
     tmp = temp_path_for(dest)
+    doing = f"writing image {dest.name}"
     # aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
     # opening and closing are shielded: the handle is always closed and the temporary file always
-    # removed.
-    with anyio.CancelScope(shield=True):
+    # removed. Only the file operations are under local_io: the body's own errors are the network's.
+    with anyio.CancelScope(shield=True), local_io(doing, dest):
         out = await _create(tmp)
     try:
         try:
-            await out.write(head)
+            with local_io(doing, dest):
+                await out.write(head)
             written = len(head)
             async for chunk in chunks:
-                await out.write(chunk)
+                with local_io(doing, dest):
+                    await out.write(chunk)
                 written += len(chunk)
             _check_length(written, expected, shown_url)
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), local_io(doing, dest):
                 await out.close()
-        await aiofiles.os.replace(tmp, dest)
+        with local_io(doing, dest):
+            await aiofiles.os.replace(tmp, dest)
     except BaseException:
-        with anyio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
+        with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
             await aiofiles.os.remove(tmp)
         raise
     return written

@@ -6,6 +6,7 @@ Everything derives from :class:`NovitaError`, so ``except NovitaError`` catches 
     ├── ValidationError (also ValueError)        bad input, raised before anything is sent
     ├── ConfigurationError                       missing API key, bad URL, bad option
     ├── LocalIOError                             this machine's file system refused a write or read
+    ├── RunStoppedError                          a batch run stopped for a run-level cause (exit 3)
     ├── APIError                                 the service or the network failed a call
     │   ├── APIStatusError                       non-2xx: status, code, reason, message, metadata
     │   │   ├── BadRequestError                  400
@@ -48,6 +49,7 @@ __all__ = [
     "NovitaError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RunStoppedError",
     "ServerError",
     "SubmitOutcomeUnknownError",
     "TaskError",
@@ -121,6 +123,40 @@ _LOCAL_REASONS = {
     _errno.EPERM: "PERMISSION_DENIED",
     _errno.ENAMETOOLONG: "NAME_TOO_LONG",
 }
+
+
+class RunStoppedError(NovitaError):
+    """A batch run stopped because of something that belongs to the run, not to a job: the key,
+    the account, the endpoint, this machine, an outage longer than the run's budget.
+
+    Nothing was recorded against the jobs the run did not finish: fix ``cause`` and run again.
+    ``what`` says what happened, ``fix`` what to do; ``str()`` is the one line to show a user.
+    ``summary`` is the run's :class:`BatchSummary`.
+    """
+
+    def __init__(
+        self,
+        cause: BaseException,
+        *,
+        what: str,
+        fix: str,
+        tasks_submitted: int,
+        summary: Any = None,
+    ) -> None:
+        self.cause = cause
+        self.what = what
+        self.fix = fix
+        self.tasks_submitted = tasks_submitted
+        self.summary = summary
+        status = getattr(cause, "status", None)
+        tag = " ".join(str(part) for part in (status, self.reason) if part)
+        tasks = "1 task" if tasks_submitted == 1 else f"{tasks_submitted} tasks"
+        super().__init__(f"{what} ({tag}): {fix}; {tasks} submitted; rerun to continue")
+
+    @property
+    def reason(self) -> str:
+        reason = getattr(self.cause, "reason", None)
+        return reason if isinstance(reason, str) else type(self.cause).__name__
 
 
 class APIError(NovitaError):

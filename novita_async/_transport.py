@@ -31,6 +31,7 @@ from ._exceptions import (
     APIStatusError,
     APITimeoutError,
     InvalidResponseError,
+    LocalIOError,
     SubmitOutcomeUnknownError,
     status_error,
 )
@@ -97,7 +98,7 @@ class _Call:
         self.event(EventKind.ERROR, attempt, status=status, error=error.reason)
         raise error from failure.__cause__
 
-    def failed(self, error: APIError) -> None:
+    def failed(self, error: APIError | LocalIOError) -> None:
         """An error no attempt can mend (raised by the caller after this)."""
         self.event(EventKind.ERROR, self.attempt, error=error.reason)
 
@@ -326,7 +327,7 @@ class Transport:
                 return await attempt()
             except AttemptFailed as failure:
                 await anyio.sleep(call.after(failure))
-            except APIError as error:
+            except (APIError, LocalIOError) as error:  # a full disk is not retried either
                 call.failed(error)
                 raise
 

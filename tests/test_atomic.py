@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from novita_async._atomic import remove_stale_temp_files, write_atomically
+from novita_async import LocalIOError
+from novita_async._atomic import remove_stale_temp_files, write_all, write_atomically
 
 
 def test_a_written_file_has_the_permissions_of_any_new_file(tmp_path: Path) -> None:
@@ -28,12 +30,34 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path: Path)
 
     def chunks() -> Iterator[bytes]:
         yield b"new, half"
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    # The file system's error, named as this machine's (a full disk on a real one: see
+    # tests/client/test_local_files.py).
+    with pytest.raises(LocalIOError, match=r"writing index\.html failed: disk full") as caught:
         write_atomically(target, chunks())
+    assert caught.value.reason == "DISK_FULL"
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]
+
+
+def test_an_atomic_write_into_a_missing_folder_is_a_local_error(tmp_path: Path) -> None:
+    with pytest.raises(LocalIOError) as caught:
+        write_atomically(tmp_path / "missing" / "index.html", [b"x"])
+    assert caught.value.path == str(tmp_path / "missing" / "index.html")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_all_names_a_failed_write_as_local(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "journal.jsonl", os.O_RDONLY | os.O_CREAT)  # not open for writing
+    try:
+        with pytest.raises(LocalIOError, match=r"journal\.jsonl") as caught:
+            write_all(fd, b"record\n", path=tmp_path / "journal.jsonl")
+        with pytest.raises(LocalIOError, match=f"appending a record failed.*descriptor {fd}"):
+            write_all(fd, b"record\n")
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.EBADF
 
 
 def test_stale_temporary_files_are_removed_and_nothing_else(

@@ -1,8 +1,11 @@
 """The ``novita-async`` command (also ``python -m novita_async``).
 
-Exit status: 0 success, 1 some job or call failed, 2 bad usage (including an out-of-range request
-flag, caught before anything is uploaded), 130 interrupted. Errors print one line on stderr;
-``--debug`` adds the traceback and debug logging. The API key is never printed.
+Exit status: 0 success; 1 some job or call failed; 2 bad usage (including an out-of-range request
+flag, caught before anything is uploaded); 3 a run-level cause stopped the work (a batch run's
+:class:`RunStoppedError`, or this machine refused a file: disk full, read-only, permission denied,
+name too long); 130 interrupted. Errors print one line on stderr, never an exception group (the
+most telling error inside it is shown); ``--debug`` adds the traceback and debug logging. The API
+key is never printed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import ssl
 import sys
 import traceback
 from collections.abc import Sequence
@@ -18,16 +23,28 @@ import aiohttp
 import anyio
 
 from .._config import ENV_API_KEY
-from .._exceptions import ConfigurationError, NovitaError, ValidationError
+from .._exceptions import (
+    ConfigurationError,
+    LocalIOError,
+    NovitaError,
+    RunStoppedError,
+    ValidationError,
+)
 from .._redact import scrub
 from . import _commands, _demo, _run
 from ._parser import parse_args
+from ._run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE, real_error
 
 __all__ = ["main"]
 
-_USAGE = 2
-_FAILED = 1
-_INTERRUPTED = 130
+# OSErrors that are the network's, not this machine's file system.
+_NETWORK_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    ssl.SSLError,
+    aiohttp.ClientError,
+)
 
 
 async def _dispatch(ns: argparse.Namespace) -> int:
@@ -42,28 +59,42 @@ async def _dispatch(ns: argparse.Namespace) -> int:
     return await commands[ns.command](ns)
 
 
-def _innermost(exc: BaseException) -> BaseException:
-    # Task groups wrap what one task raised; report that, not the wrapper.
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+def _shown_as_events(record: logging.LogRecord) -> bool:
+    # What the batch runner logs about the run (a pause, a stop) is also an event, which the
+    # progress display shows and the run's last line repeats: once is enough. A record with a
+    # traceback (a progress hook that raised) is not an event: keep it.
+    return record.levelno >= logging.CRITICAL or record.exc_info is not None
 
 
-def _report(exc: BaseException, ns: argparse.Namespace) -> int:
+def _local_io(exc: OSError) -> LocalIOError | None:
+    """``exc`` as the file-system error it is, or None if it is the network's."""
+    if isinstance(exc, _NETWORK_ERRORS):
+        return None
+    return LocalIOError.from_os_error(exc, "a file operation")
+
+
+def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
+    """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug)."""
     if isinstance(exc, KeyboardInterrupt):
         print("novita-async: interrupted", file=sys.stderr)
-        return _INTERRUPTED
+        return EXIT_INTERRUPTED
+    if isinstance(exc, OSError):
+        exc = _local_io(exc) or exc
     if isinstance(exc, ValidationError):
-        message, status = f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", _USAGE
+        message, status = f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", EXIT_USAGE
     elif isinstance(exc, ConfigurationError):
-        message, status = str(exc), _USAGE
+        message, status = str(exc), EXIT_USAGE
+    elif isinstance(exc, RunStoppedError):
+        message, status = f"run stopped: {exc}", EXIT_STOPPED
+    elif isinstance(exc, LocalIOError):
+        message, status = f"{exc.reason}: {exc}", EXIT_STOPPED
     elif isinstance(exc, NovitaError | OSError | aiohttp.ClientError):
-        message, status = f"{type(exc).__name__}: {exc}", _FAILED
+        message, status = f"{type(exc).__name__}: {exc}", EXIT_FAILED
     else:
-        message, status = f"unexpected {type(exc).__name__}: {exc}", _FAILED
+        message, status = f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
     if ns.debug:
-        traceback.print_exception(exc)
-    elif status == _FAILED and not isinstance(exc, NovitaError | OSError):
+        traceback.print_exception(raised)
+    elif status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
         message += " (rerun with --debug for the traceback)"
     # The key never reaches a message on purpose; scrub anyway, it costs nothing.
     secrets = (ns.api_key or "", os.environ.get(ENV_API_KEY, ""))
@@ -88,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = parse_args(args)
     except SystemExit as exc:  # --help, or bad usage (argparse has printed why)
-        return exc.code if isinstance(exc.code, int) else _USAGE
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not hasattr(ns, "api_key"):
         ns.api_key = None
     logging.basicConfig(
@@ -97,12 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if ns.command == "emulator":
         return _emulator(args)
+    batch_log = logging.getLogger("novita_async.batch")
+    if not ns.debug:
+        batch_log.addFilter(_shown_as_events)
     try:
         return anyio.run(_dispatch, ns, backend="asyncio")
     except BaseException as exc:
-        inner = _innermost(exc)
+        inner = real_error(exc)
         if isinstance(inner, SystemExit):
             raise inner from None
         if not isinstance(inner, Exception | KeyboardInterrupt):
             raise
-        return _report(inner, ns)
+        return _report(inner, ns, exc)
+    finally:
+        batch_log.removeFilter(_shown_as_events)  # main() may be called again in one process

@@ -17,7 +17,7 @@ from typing import Any, cast
 import anyio
 import attrs
 
-from .. import Model, NovitaClient, TaskResult, TaskStatus, ValidationError
+from .. import Model, NovitaClient, TaskResult, TaskStatus, Timeouts, ValidationError
 from .._converter import converter
 from ._fields import build_request
 from ._parser import request_fields
@@ -26,8 +26,16 @@ __all__ = ["generate", "make_client", "models", "result", "upload"]
 
 
 def make_client(ns: argparse.Namespace) -> NovitaClient:
-    """A client from the connection flags, falling back to the ``NOVITA_*`` variables."""
-    return NovitaClient(ns.api_key, base_url=ns.base_url, assets_url=ns.assets_url)
+    """A client from the connection flags, falling back to the ``NOVITA_*`` variables.
+
+    ``--download-timeout`` (where the command has it) replaces the default deadline of one image
+    download; the other timeouts keep theirs.
+    """
+    download_timeout = getattr(ns, "download_timeout", None)
+    timeouts = None if download_timeout is None else Timeouts(download_total=download_timeout)
+    return NovitaClient(
+        ns.api_key, base_url=ns.base_url, assets_url=ns.assets_url, timeouts=timeouts
+    )
 
 
 def _note(text: str) -> None:

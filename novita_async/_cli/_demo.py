@@ -15,10 +15,9 @@ import anyio
 import anyio.to_thread
 
 from .. import InstantIDRequest, NovitaClient
-from ..batch import BatchOptions, Job
-from ._gallery import write_gallery
+from ..batch import BatchOptions, BatchRunner, Job
 from ._progress import BatchProgress
-from ._run import INTERRUPTED, execute_batch, format_summary, until_signalled
+from ._run import format_summary, report_end, run_batch, write_gallery_if_possible
 
 __all__ = ["demo"]
 
@@ -72,17 +71,15 @@ async def demo(ns: argparse.Namespace) -> int:
             )
             async with client:
                 with BatchProgress(len(jobs), plain=ns.no_progress) as progress:
-                    summary, interrupted = await until_signalled(
-                        lambda: execute_batch(client, jobs, out, options, progress)
+                    runner = BatchRunner(client, out, options, on_event=progress.on_event)
+                    end = await run_batch(runner, jobs, progress)
+                    gallery = await write_gallery_if_possible(
+                        out, prompts, progress, title="novita-async demo"
                     )
-    gallery = await anyio.to_thread.run_sync(
-        lambda: write_gallery(out, prompts, title="novita-async demo")
-    )
-    if interrupted or summary is None:
-        print(f"interrupted. Gallery so far: {gallery}")
-        return INTERRUPTED
+    if end.interrupted or end.stopped is not None or gallery is None:
+        return report_end(end, out / "results.jsonl", gallery)
     where = await anyio.Path(out).resolve()
-    print(format_summary(summary))
+    print(format_summary(end.summary))
     print(f"images:  {where}/<job id>_0.png")
     print(f"gallery: {where / gallery.name}  (open it in a browser)")
-    return 0 if summary.failed == 0 else 1
+    return end.status

@@ -19,13 +19,14 @@ from typing import Any, NoReturn
 
 import attrs
 
-from .. import ConfigurationError, InstantIDRequest, ValidationError, __version__, _spec
+from .. import ConfigurationError, InstantIDRequest, Timeouts, ValidationError, __version__, _spec
 from ..batch import BatchOptions
 from ._fields import build_request
 
 __all__ = [
     "BATCH_FLAGS",
     "REQUEST_FLAGS",
+    "RUN_EPILOG",
     "BatchFlag",
     "RequestFlag",
     "build_parser",
@@ -145,6 +146,9 @@ BATCH_FLAGS: tuple[BatchFlag, ...] = (
     BatchFlag("--journal-fsync", "journal_fsync", None),
     BatchFlag("--submit-concurrency", "submit_concurrency", int),
     BatchFlag("--stop-grace", "stop_grace", float),
+    BatchFlag("--max-outage", "max_outage", float),
+    BatchFlag("--retry-after-cap", "retry_after_cap", float),
+    BatchFlag("--retry-unknown-submits", "retry_unknown_submits", None),
 )
 
 _METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH"}
@@ -261,6 +265,38 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
     return parse
 
 
+def _add_download_timeout(parser: argparse.ArgumentParser) -> None:
+    default = attrs.fields(Timeouts).download_total.default
+    shown = "none" if default is None else f"{default:g}"
+    parser.add_argument(
+        "--download-timeout",
+        type=_positive(float),
+        default=None,
+        metavar="SECONDS",
+        help="seconds one attempt at downloading an image may take in all, however steadily "
+        f"its bytes trickle in (default: {shown})",
+    )
+
+
+RUN_EPILOG = """\
+exit status:
+  0    every job succeeded
+  1    some jobs failed for their own reason, or ended retryable (the summary
+       says what each reason means and what to run next)
+  2    bad usage or invalid input, found before anything was sent
+  3    the run stopped for a run-level cause (the key, the account, the
+       endpoint, this machine's disk, an outage longer than --max-outage); one
+       line names it and the fix; nothing is recorded against the jobs it did
+       not finish, and the same command continues the run
+  130  interrupted (Ctrl-C, SIGTERM); the same command continues the run
+
+Ctrl-C once stops the run: nothing new is submitted, and submissions awaiting
+their answer get --stop-grace seconds to be answered and recorded. Twice: says
+how many still await their answer, and keeps waiting. Three times: abandons
+them, each reported as SUBMIT_OUTCOME_UNKNOWN (a task may exist and be billed).
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not the whole usage block: the request flags alone fill a screen.
@@ -294,17 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help: str, *parents: _Parser) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, *parents: _Parser, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(
-            name, help=help, description=help, parents=[common, *parents]
+            name,
+            help=help,
+            description=help,
+            parents=[common, *parents],
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(subparser=sub)
         return sub
 
-    run = command("run", "run every job of a JSONL job file; rerun to resume", connection)
+    run = command("run", "run every job of a JSONL job file; rerun to resume", connection,
+                  epilog=RUN_EPILOG)  # fmt: skip
     run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
     run.add_argument("--out", required=True, metavar="DIR", help="output folder (images, results)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    _add_download_timeout(run)
     _add_batch_flags(run)
     _add_request_flags(run, prompt_required=False)
 
@@ -318,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="face keypoints image, one per --face")  # fmt: skip
     generate.add_argument("--out", default=".", metavar="DIR", help="where images go (default: .)")
     generate.add_argument("--no-progress", action="store_true", help="no progress line")
+    _add_download_timeout(generate)
     _add_request_flags(generate, prompt_required=True)
 
     upload = command("upload", "upload images; prints one asset id per file", connection)
@@ -328,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--download", metavar="DIR", default=None, help="save its images here")
     result.add_argument("--wait", action="store_true", help="wait until the task has ended")
     result.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    _add_download_timeout(result)
 
     models = command("models", "list models (sd_name per line)", connection)
     models.add_argument("--sdxl", action="store_true", help="SDXL models only")

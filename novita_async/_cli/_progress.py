@@ -1,13 +1,18 @@
-"""Progress of a batch run, drawn from its events: a rich bar on a terminal, log lines elsewhere."""
+"""Progress of a batch run, drawn from its events: a rich bar on a terminal, log lines elsewhere.
+
+Events about the run rather than a job (``PAUSED``, ``CONTINUED``, ``STOPPED``) show as a status
+line under the bar while they hold, and as a line of their own in the log.
+"""
 
 from __future__ import annotations
 
 import sys
-import time
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import IO, Self
 
-from rich.console import Console
+import anyio
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,7 +27,16 @@ from rich.text import Text
 
 from ..batch import BatchEvent, BatchEventKind
 
-__all__ = ["BatchProgress", "Tally"]
+__all__ = ["RUN_EVENTS", "BatchProgress", "Tally", "run_status"]
+
+RUN_EVENTS = frozenset({BatchEventKind.PAUSED, BatchEventKind.CONTINUED, BatchEventKind.STOPPED})
+"""Events about the whole run (their ``job_id`` is empty)."""
+
+
+def run_status(event: BatchEvent) -> str:
+    """One line for a run event: its message, named by its kind unless the message does so."""
+    text = event.message or event.reason or ""
+    return text if event.kind.value in text else f"{event.kind.value}: {text}".rstrip(": ")
 
 
 class Tally:
@@ -71,25 +85,49 @@ class _RateColumn(ProgressColumn):
         return Text("--/min" if speed is None else f"{speed * 60:,.0f}/min", "cyan")
 
 
+class _Bar(Progress):
+    """The bar, with the run's status (a pause, a stop) on a line under it while one holds."""
+
+    status: Text | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        status = self.status  # read once: the refresh thread draws while the run changes it
+        if status is not None:
+            yield status
+
+
 class BatchProgress:
     """Turns :class:`BatchEvent` objects into a progress bar, or into plain lines.
 
-    Plain lines (one per ended job, plus retries) are used when ``plain`` is true or ``stream`` is
-    not a terminal, so a log file gets readable text instead of cursor movements.
+    Plain lines (one per ended job, plus retries and the run's pauses and stops) are used when
+    ``plain`` is true or ``stream`` is not a terminal, so a log file gets readable text instead of
+    cursor movements. Each plain line starts with the seconds since ``__enter__`` on ``clock``
+    (anyio's, so it must be entered inside the event loop unless another clock is given).
     """
 
-    def __init__(self, total: int | None, *, plain: bool = False, stream: IO[str] | None = None):
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        plain: bool = False,
+        stream: IO[str] | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+    ):
         self.tally = Tally()
         self.total = total
         self._stream = stream or sys.stdout
         self.plain = plain or not self._stream.isatty()
-        self._started = time.monotonic()
-        self._progress: Progress | None = None
+        self._clock = clock
+        self._started = 0.0
+        self._progress: _Bar | None = None
         self._task: TaskID | None = None
+        self._paused = False
 
     def __enter__(self) -> Self:
+        self._started = self._clock()
         if not self.plain:
-            self._progress = Progress(
+            self._progress = _Bar(
                 BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[tally]}"),
@@ -113,13 +151,34 @@ class BatchProgress:
             self._progress.stop()
 
     def on_event(self, event: BatchEvent) -> None:
+        if event.kind in RUN_EVENTS:
+            self._run_event(event)
+            return
         ended = self.tally.count(event)
         if self._progress is not None and self._task is not None:
+            if self._paused and event.kind is BatchEventKind.SUBMITTED:
+                # Submissions go on, so the pause is over (a 429's ends without an event).
+                self._show_status(None)
             self._progress.update(self._task, completed=self.tally.ended, tally=str(self.tally))
         elif ended:
             self._line(self._describe(event))
         elif event.kind is BatchEventKind.RETRIED:
             self._line(f"retrying {event.job_id}: {event.reason or 'error'}")
+
+    def _run_event(self, event: BatchEvent) -> None:
+        text = run_status(event)
+        if self._progress is None:
+            self._line(text)
+            return
+        # The pause or stop stays under the bar while it holds; the log above keeps each one.
+        self._show_status(None if event.kind is BatchEventKind.CONTINUED else event, text)
+        self.note(text)
+
+    def _show_status(self, event: BatchEvent | None, text: str = "") -> None:
+        assert self._progress is not None
+        self._paused = event is not None and event.kind is BatchEventKind.PAUSED
+        style = "yellow" if self._paused else "bold red"
+        self._progress.status = None if event is None else Text(text, style)
 
     def note(self, text: str) -> None:
         """A line above the bar (or in the log)."""
@@ -138,5 +197,5 @@ class BatchProgress:
         return f"{head}: {event.reason or 'error'}: {event.message or ''}".rstrip(": ")
 
     def _line(self, text: str) -> None:
-        elapsed = time.monotonic() - self._started
+        elapsed = self._clock() - self._started
         print(f"{elapsed:7.1f}s {text}", file=self._stream, flush=True)

@@ -34,6 +34,14 @@ class BatchEventKind(enum.StrEnum):
     """Every image is on disk; ``files`` lists them. ``replayed`` if it ended in an earlier run."""
     FAILED = "failed"
     """The job ended without images; ``reason`` and ``message`` say why."""
+    PAUSED = "paused"
+    """The run pauses (an outage, a 429); ``message`` says why and for how long. ``job_id`` is
+    empty: this is about the run, not a job."""
+    CONTINUED = "continued"
+    """The service answers again after an outage; ``message`` says after how long."""
+    STOPPED = "stopped"
+    """The run stops for a run-level cause (the key, the account, the disk, a long outage):
+    nothing more is submitted; ``reason`` and ``message`` say why and what to do."""
 
 
 @attrs.frozen

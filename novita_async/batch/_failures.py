@@ -7,15 +7,16 @@ blame                   errors                                      what the run
                         (400 other than the account's), the task    rerun leaves it alone unless
                         ended ``TASK_STATUS_FAILED``, an input       ``retry_failed``
                         missing or not an image, a name too long,
-                        ``TASK_NOT_FOUND`` for a journaled task
+                        ``TASK_NOT_FOUND`` for a journaled task,
+                        an answer about it that does not parse
 ``RUN``                 the key or the account (401, 403, 400        the run stops submitting, lets
                         ``BILLING_BALANCE_NOT_ENOUGH`` /             the tasks paid for finish where
                         ``MISSING_API_KEY``), the endpoint (404      it can, records nothing against
                         ``API_NOT_FOUND``), this machine (disk       the jobs it did not finish, and
                         full, read-only, permission denied)          exits with status 3
 ``TRANSIENT``           connection refused or reset, DNS, timeouts,  never a job failure: the run
-                        5xx, 429, an answer that does not parse,    pauses and tries again; a job
-                        image URLs that keep expiring               that alone keeps failing is
+                        5xx, 429, image URLs that keep expiring     pauses and tries again; a job
+                                                                    that alone keeps failing is
                                                                     retried a few rounds, then
                                                                     ends ``RETRIES_EXHAUSTED``,
                                                                     which a plain rerun retries
@@ -38,6 +39,7 @@ from .._exceptions import (
     InvalidResponseError,
     LocalIOError,
     NotFoundError,
+    NovitaError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
@@ -47,7 +49,9 @@ from .._exceptions import (
 __all__ = [
     "RETRYABLE_REASONS",
     "Blame",
+    "RetriesExhaustedError",
     "blame",
+    "is_outage",
     "is_unknown_asset",
     "run_stop_advice",
 ]
@@ -71,13 +75,34 @@ RETRYABLE_REASONS = frozenset({"RETRIES_EXHAUSTED"})
 """Failure reasons a plain rerun tries again: the job was not at fault."""
 
 
+class RetriesExhaustedError(NovitaError):
+    """A job's transient failures outlasted its rounds while the service answered other jobs."""
+
+    def __init__(self, rounds: int, last: BaseException) -> None:
+        self.rounds = rounds
+        self.last = last
+        super().__init__(
+            f"gave up after {rounds} rounds of retries (last: {getattr(last, 'reason', '')} "
+            f"{last}); rerun to try again"
+        )
+
+    @property
+    def reason(self) -> str:
+        return "RETRIES_EXHAUSTED"
+
+
+def is_outage(error: BaseException) -> bool:
+    """The service looks unreachable or failing (rather than answering): the run should pause."""
+    return isinstance(error, APIConnectionError | ServerError)
+
+
 def blame(error: BaseException, *, submitting: bool = False) -> Blame:
     """Whose fault ``error`` is. ``submitting``: it was raised by a task submission."""
     if isinstance(error, SubmitOutcomeUnknownError):
         return Blame.UNKNOWN_OUTCOME
     if isinstance(error, InvalidResponseError):
         # A 2xx answer to a submission without a task id: a task may exist all the same.
-        return Blame.UNKNOWN_OUTCOME if submitting else Blame.TRANSIENT
+        return Blame.UNKNOWN_OUTCOME if submitting else Blame.JOB
     if isinstance(error, RateLimitError | ServerError | APIConnectionError | ImageURLExpiredError):
         return Blame.TRANSIENT
     if isinstance(error, AuthenticationError | PermissionDeniedError):
@@ -102,27 +127,29 @@ def is_unknown_asset(error: BaseException) -> bool:
     return field.startswith(_ASSET_FIELDS) and "asset" in str(error).lower()
 
 
-def run_stop_advice(error: BaseException) -> str:
-    """What the user should do about a run-level failure, for the run's one closing line."""
+def run_stop_advice(error: BaseException) -> tuple[str, str]:
+    """What happened and what the user should do, for a run-level failure's one closing line."""
     reason = getattr(error, "reason", "")
     if isinstance(error, AuthenticationError) or reason in ("INVALID_API_KEY", "MISSING_API_KEY"):
-        return "the service refused the API key: check NOVITA_API_KEY"
+        return "the service refused the API key", "check NOVITA_API_KEY"
     if reason == "BILLING_BALANCE_NOT_ENOUGH":
-        return "the account's balance has run out: top it up"
+        return "the account's balance has run out", "top it up"
     if reason == "BILLING_AUTH_FAILED":
-        return "the account's billing was refused: check the account"
+        return "the account's billing was refused", "check the account's billing"
     if reason in ("FEATURE_NOT_ALLOWED", "API_NOT_ALLOWED"):
-        return "the account may not use this API: check the account's plan"
+        return "the account may not use this API", "check the account's plan"
     if isinstance(error, PermissionDeniedError):
-        return "the service refused the key's permission: check NOVITA_API_KEY and the account"
+        return "the service refused the key's permission", "check NOVITA_API_KEY and the account"
     if isinstance(error, NotFoundError):
-        return "the service has no such endpoint: check NOVITA_BASE_URL"
+        return "the service has no such endpoint", "check NOVITA_BASE_URL"
     if reason == "DISK_FULL":
-        return "the output disk is full: free some space"
+        return f"the output disk is full ({error})", "free some space"
     if reason == "READ_ONLY_FILE_SYSTEM":
-        return "the output folder is on a read-only file system: choose another --out"
+        return f"the output is on a read-only file system ({error})", "choose another --out"
     if reason == "PERMISSION_DENIED":
-        return "the output folder or journal may not be written: check their permissions"
+        return f"a file of the run may not be written ({error})", "check the permissions"
     if reason == "OUTAGE":
-        return "the API stayed unreachable: check the network or the service's status"
-    return "fix the cause"
+        return str(error), "check the network or the service's status"
+    if reason == "LOCAL_IO_ERROR":
+        return f"a file of the run could not be written ({error})", "check the output disk"
+    return str(error), "fix the cause"

@@ -1,15 +1,20 @@
 """One job's way through a run: check, upload, submit, follow, download, record.
 
-Every step that ends the job goes through :meth:`JobFlow._end`, which writes the journal first
-(the source of truth), then the results file, then the progress event. Errors of one job become its
-failed outcome; only cancellation propagates.
+Every error of a step is judged in one place, :meth:`JobFlow._judge`, by whose fault it is
+(``_failures``): the job's own fault ends it, recorded failed; a run-level failure stops the run
+(:class:`RunStopped`: the job ends unrecorded, and a rerun continues it); a transient one is
+ridden out (the run pauses in an outage) and the step tried again, a bounded number of rounds
+while the service answers other jobs. Every step that ends the job goes through
+:meth:`JobFlow._end`, which writes the journal first (the source of truth), then the results file,
+then the progress event.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import attrs
@@ -18,6 +23,7 @@ from .._client import NovitaClient
 from .._events import ClientEvent, EventKind
 from .._exceptions import (
     InvalidResponseError,
+    LocalIOError,
     RateLimitError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
@@ -25,36 +31,58 @@ from .._exceptions import (
 from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
+from ._failures import (
+    RETRYABLE_REASONS,
+    Blame,
+    RetriesExhaustedError,
+    blame,
+    is_outage,
+    is_unknown_asset,
+    run_stop_advice,
+)
 from ._inputs import InputReader, PreparedJob
 from ._job import InvalidJob, Job, JobError, JobInputError, JobOutcome, JobStatus, check_job_id
 from ._journal import JobPhase, JobState, Journal
-from ._limits import RunGate
+from ._limits import RunGate, RunStopped
+from ._options import BatchOptions
 from ._poller import Poller
 from ._results import ResultsFile
+from ._submission import DiskSpace, Submitter
 from ._summary import SummaryCounter
 from ._uploads import AssetUploader
 
 __all__ = ["JobFlow"]
 
-# Consecutive 429s one job rides out before it fails (each after the client's own retries).
-MAX_RATE_LIMITED_SUBMITS = 30
+logger = logging.getLogger("novita_async.batch")
+
+T = TypeVar("T")
+
 # Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
 # longer than an interactive caller would (the task is paid for; its image must not be lost).
 MIN_DOWNLOAD_ATTEMPTS = 4
+# Rounds of retries a job gets for transient failures while the service answers other jobs
+# (rounds during an outage are not counted: the run pauses instead), each after the client's
+# backoff for that round.
+MAX_JOB_ROUNDS = 5
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
-RESUBMIT_REASONS = frozenset({"TASK_FAILED"})
-# Seconds a stopping run still waits for the answers of the POSTs it has in flight.
-STOP_GRACE = 10.0
+RESUBMIT_REASONS = frozenset({"TASK_FAILED", "TASK_NOT_FOUND"})
 
 
-class _Failure(Exception):
-    """Internal: a job failed after its task was created; carries the task id."""
+class _Ended(Exception):
+    """Internal: the job has ended (recorded); carries its outcome."""
 
-    def __init__(self, error: Exception, task_id: str) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.task_id = task_id
+    def __init__(self, outcome: JobOutcome) -> None:
+        super().__init__(outcome.job_id)
+        self.outcome = outcome
+
+
+@attrs.define
+class _Rounds:
+    """A job's rounds of retries, counted only while the service answers others."""
+
+    count: int = 0
+    answers_seen: int = -1
 
 
 class JobFlow:
@@ -63,48 +91,68 @@ class JobFlow:
         *,
         client: NovitaClient,
         out_dir: Path,
+        options: BatchOptions,
         journal: Journal,
         results: ResultsFile,
         counter: SummaryCounter,
         uploader: AssetUploader,
         poller: Poller,
         gate: RunGate,
-        posting: anyio.Semaphore,
-        in_flight: anyio.Semaphore,
-        retry_failed: bool,
         on_event: BatchEventHook | None,
         on_request: Callable[[str], None],
     ) -> None:
         self._client = client
         self._out_dir = out_dir
+        self._options = options
         self._journal = journal
         self._results = results
         self._counter = counter
         self._uploader = uploader
         self._poller = poller
         self._gate = gate
-        self._posting = posting
-        self._in_flight = in_flight
-        self._retry_failed = retry_failed
         self._on_event = on_event
         self._on_request = on_request
         self._inputs = InputReader()
-        # A 429 on a submission comes straight back here, where it pauses every submitter,
-        # instead of being waited out by this one submitter while the others keep sending.
+        self._disk = DiskSpace(out_dir)
         retry = client.config.retry
-        self._submit_retry = attrs.evolve(retry, retry_rate_limited=False)
+        self.submitter = Submitter(
+            client=client,
+            journal=journal,
+            gate=gate,
+            disk=self._disk,
+            retry=attrs.evolve(retry, retry_rate_limited=False),
+            posting=options.submit_concurrency,
+            on_request=on_request,
+            on_paused=self._rate_limited,
+        )
         self._download_retry = attrs.evolve(
             retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS)
         )
         self._seen: set[str] = set()  # every job id of the run, to refuse a second use of one
-        self._posts: set[anyio.CancelScope] = set()
-        self._stop_deadline = math.inf
+        # A job holds a slot from its submission to its end: ``concurrency`` tasks in flight.
+        self._slots = anyio.Semaphore(options.concurrency, fast_acquire=True)
+        self._in_flight = 0
 
-    def stop(self, grace: float = STOP_GRACE) -> None:
-        """The run is stopping: the POSTs in flight get ``grace`` more seconds to be answered."""
-        self._stop_deadline = min(self._stop_deadline, anyio.current_time() + grace)
-        for post in self._posts:
-            post.deadline = min(post.deadline, self._stop_deadline)
+    @property
+    def stopped_by(self) -> BaseException | None:
+        """The run-level failure that stopped the run, if one did."""
+        return self._gate.stopped
+
+    @property
+    def stopping_submissions(self) -> bool:
+        return self._gate.stopped is not None
+
+    async def stopping(self) -> None:
+        """Return once a run-level failure stops the run."""
+        await self._gate.stopping()
+
+    def announce_stop(self) -> None:
+        error = self._gate.stopped
+        if error is not None:
+            what, fix = run_stop_advice(error)
+            reason = getattr(error, "reason", type(error).__name__)
+            logger.error("the run stops: %s (%s): %s", what, reason, fix)
+            self._emit(BatchEventKind.STOPPED, "", reason=reason, message=f"{what}: {fix}")
 
     def _emit(self, kind: BatchEventKind, job_id: str, **fields: object) -> None:
         if self._on_event is not None:  # no observer, no event to build
@@ -112,7 +160,18 @@ class JobFlow:
 
     # --- deciding what to do -------------------------------------------------------------------
 
-    async def process(self, job: Job | InvalidJob) -> JobOutcome:
+    async def process(self, job: Job | InvalidJob) -> JobOutcome | None:
+        """The job's outcome; None if the run stopped before the job ended (nothing recorded)."""
+        try:
+            return await self._decide(job)
+        except _Ended as ended:
+            return ended.outcome
+        except RunStopped:
+            self._counter.not_finished += 1
+            return None
+
+    async def _decide(self, job: Job | InvalidJob) -> JobOutcome:
+        options = self._options
         self._emit(BatchEventKind.QUEUED, job.id)
         if job.id in self._seen:
             error = JobInputError(
@@ -121,7 +180,7 @@ class JobFlow:
             return self._end(_failed(job.id, error, None), None, record=False)
         self._seen.add(job.id)
         prior = self._journal.jobs.get(job.id)
-        rerun = prior is not None and prior.phase is JobPhase.FAILED and self._retry_failed
+        rerun = prior is not None and _runs_again(prior, options)
         # An input that never became a job (a bad job-file line) keeps its own, fuller reason.
         input_error: Exception | None = job.error if isinstance(job, InvalidJob) else None
         try:
@@ -152,6 +211,13 @@ class JobFlow:
         if prior is not None and prior.ended and not rerun:
             outcome = prior.outcome(job.id, replayed=True)
             return self._end(outcome, prior.fingerprint, record=False)
+        if prior is not None and prior.phase is JobPhase.SUBMITTING and not rerun:
+            unknown = SubmitOutcomeUnknownError(
+                "an earlier run sent this job's submission and stopped before its answer came; "
+                "a task may exist and be billed: look for it before submitting again",
+                method="POST",
+            )
+            return self._fail(job.id, unknown, None, prior.fingerprint)
         if prior is not None and prior.task_id is not None and _resumable(prior):
             # Submitted (or failed after submission) earlier: follow that task, never resubmit.
             return await self._resume(job.id, prior.task_id, prior.fingerprint)
@@ -161,31 +227,43 @@ class JobFlow:
         return self._fail(job.id, input_error, None, None)
 
     async def _resume(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
-        async with self._in_flight:
+        async with self._slots:
             self._counter.resumed += 1
             self._emit(BatchEventKind.RESUMED, job_id, task_id=task_id)
-            try:
-                return await self._follow(job_id, task_id, fingerprint)
-            except _Failure as failure:
-                return self._fail(job_id, failure.error, failure.task_id, fingerprint)
+            return await self._follow(job_id, task_id, fingerprint, _Rounds())
 
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
-        try:
-            request = await self._request(job, prepared)
-        except Exception as exc:
-            return self._fail(job.id, exc, None, fingerprint)
-        async with self._in_flight:
-            try:
-                task_id = await self._submit(job.id, request, fingerprint)
-            except Exception as exc:
-                return self._fail(job.id, exc, None, fingerprint)
-            try:
-                return await self._follow(job.id, task_id, fingerprint, request_cost(job.request))
-            except _Failure as failure:
-                return self._fail(job.id, failure.error, failure.task_id, fingerprint)
+        rounds = _Rounds()
+        request = await self._step(
+            job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
+        )
+        async with self._slots:
+            task_id = await self._submit(job, prepared, request, rounds)
+            cost = request_cost(job.request)
+            return await self._follow(job.id, task_id, fingerprint, rounds, cost)
 
     # --- steps -----------------------------------------------------------------------------------
+
+    async def _step(
+        self,
+        job_id: str,
+        rounds: _Rounds,
+        task_id: str | None,
+        fingerprint: str | None,
+        step: Callable[[], Awaitable[T]],
+    ) -> T:
+        """``step()``'s result, after riding out its transient failures."""
+        while True:
+            try:
+                result = await step()
+            except (_Ended, RunStopped):
+                raise
+            except Exception as exc:
+                await self._judge(job_id, exc, rounds, task_id, fingerprint)
+                continue
+            self._gate.answered()
+            return result
 
     async def _request(self, job: Job, prepared: PreparedJob) -> InstantIDRequest:
         """The request to submit: the job's template with the uploaded inputs' asset ids."""
@@ -204,53 +282,42 @@ class JobFlow:
             face_kps_assets_ids=kps,
         )
 
-    async def _submit(self, job_id: str, request: InstantIDRequest, fingerprint: str) -> str:
-        rate_limited = 0
+    async def _submit(
+        self, job: Job, prepared: PreparedJob, request: InstantIDRequest, rounds: _Rounds
+    ) -> str:
+        fingerprint = prepared.fingerprint
+        uploaded_again = False
         while True:
-            await self._gate.wait()
             try:
-                # Few POSTs in flight at once: each is a task a hard kill could leave unrecorded.
-                async with self._posting:
-                    # Shielded: a cancelled run still reads the answer of a POST it sent and
-                    # records the task id, instead of abandoning a task it will be billed for;
-                    # but only for a grace period once the run stops (see stop()): an answer
-                    # that never comes must not hold the stop for ever.
-                    with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
-                        self._posts.add(post)
-                        try:
-                            self._on_request("submit")
-                            task_id = await self._client.submit_instant_id(
-                                request, retry=self._submit_retry
-                            )
-                            # Nothing is awaited between the answer and this record (_journal).
-                            self._journal.record_submitted(job_id, task_id, fingerprint)
-                        finally:
-                            self._posts.discard(post)
-                    if post.cancelled_caught:
-                        raise SubmitOutcomeUnknownError(
-                            "the run stopped before the submission was answered; a task may "
-                            "exist and be billed: look for it before submitting again",
-                            method="POST",
-                        )
-            except RateLimitError as exc:
-                rate_limited += 1
-                if rate_limited > MAX_RATE_LIMITED_SUBMITS:
-                    raise
-                pause = self._gate.rate_limited(exc.retry_after)
-                self._emit(
-                    BatchEventKind.RETRIED,
-                    job_id,
-                    reason=exc.reason,
-                    message=f"submissions paused for {pause:.1f}s",
-                )
+                task_id = await self.submitter.submit(job.id, request, fingerprint, self._in_flight)
+            except (_Ended, RunStopped):
+                raise
+            except Exception as exc:
+                if is_unknown_asset(exc) and not uploaded_again:
+                    # The service forgot an asset: upload the inputs again (no task exists).
+                    uploaded_again = True
+                    self._gate.answered()
+                    for asset_id in _asset_ids(request):
+                        self._journal.forget_asset(asset_id)
+                    request = await self._step(
+                        job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
+                    )
+                    continue
+                await self._judge(job.id, exc, rounds, None, fingerprint, submitting=True)
                 continue
+            self._check_reserve()
             self._gate.answered()
             self._counter.submitted += 1
-            self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
+            self._emit(BatchEventKind.SUBMITTED, job.id, task_id=task_id)
             return task_id
 
     async def _follow(
-        self, job_id: str, task_id: str, fingerprint: str | None, cost: float | None = None
+        self,
+        job_id: str,
+        task_id: str,
+        fingerprint: str | None,
+        rounds: _Rounds,
+        cost: float | None = None,
     ) -> JobOutcome:
         def progress(task: Task) -> None:
             self._emit(
@@ -261,14 +328,17 @@ class JobFlow:
                 eta=task.eta,
             )
 
-        try:
+        async def to_the_end() -> tuple[list[str], TaskResult]:
             result = await self._poller.wait(task_id, progress, cost)
-            self._counter.tasks += 1
             if result.status is TaskStatus.FAILED:
                 raise TaskFailedError(task_id, result.task.reason)
-            files, result = await self._download(job_id, task_id, result)
-        except Exception as exc:
-            raise _Failure(exc, task_id) from exc
+            return await self._download(job_id, task_id, result), result
+
+        self._in_flight += 1
+        try:
+            files, result = await self._step(job_id, rounds, task_id, fingerprint, to_the_end)
+        finally:
+            self._in_flight -= 1
         outcome = JobOutcome(
             job_id=job_id,
             status=JobStatus.SUCCEEDED,
@@ -278,15 +348,15 @@ class JobFlow:
         )
         return self._end(outcome, fingerprint, record=True)
 
-    async def _download(
-        self, job_id: str, task_id: str, result: TaskResult
-    ) -> tuple[list[str], TaskResult]:
+    async def _download(self, job_id: str, task_id: str, result: TaskResult) -> list[str]:
+        self._counter.tasks += 1
         if not result.images:
             raise InvalidResponseError(f"task {task_id} succeeded without images")
 
         def observe(event: ClientEvent) -> None:
             if event.kind is EventKind.REQUEST:
-                self._on_request(event.route)
+                if event.attempt == 1:  # the client's own retries are its to count
+                    self._on_request(event.route)
             elif event.kind is EventKind.RETRY:
                 message = "image URL expired: fetching fresh ones"
                 if event.error != "IMAGE_URL_EXPIRED":
@@ -304,7 +374,75 @@ class JobFlow:
             result, self._out_dir, stem=f"{job_id}_", retry=self._download_retry, on_event=observe
         )
         self._counter.images += len(paths)
-        return [path.name for path in paths], result
+        return [path.name for path in paths]
+
+    # --- judging failures ------------------------------------------------------------------------
+
+    async def _judge(
+        self,
+        job_id: str,
+        error: Exception,
+        rounds: _Rounds,
+        task_id: str | None,
+        fingerprint: str | None,
+        *,
+        submitting: bool = False,
+    ) -> None:
+        """Return to try the failed step again, or end the job (:class:`_Ended`), or stop the run
+        (:class:`RunStopped`), by whose fault ``error`` is."""
+        fault = blame(error, submitting=submitting)
+        if fault is Blame.RUN:
+            # The key, the account, the endpoint or this machine: nothing more is submitted;
+            # the tasks paid for are still followed, unless their requests fail the same way.
+            self._gate.stop(error)
+            raise RunStopped from error
+        if fault is not Blame.TRANSIENT:
+            raise _Ended(self._fail(job_id, error, task_id, fingerprint))
+        if is_outage(error):
+            self._gate.unreachable(error)
+        else:
+            self._gate.answered()  # a 429, an expired URL, an odd answer: the service answers
+        if self._gate.answers != rounds.answers_seen:
+            # The service answered something since this job's last failure: one round of its own.
+            rounds.answers_seen = self._gate.answers
+            rounds.count += 1
+            if rounds.count > MAX_JOB_ROUNDS:
+                exhausted = RetriesExhaustedError(MAX_JOB_ROUNDS, error)
+                raise _Ended(self._fail(job_id, exhausted, task_id, fingerprint))
+        # The client's backoff, round by round: the one policy for how long to wait.
+        delay = self._client.config.retry.backoff(max(rounds.count, 1))
+        self._emit(
+            BatchEventKind.RETRIED,
+            job_id,
+            task_id=task_id,
+            reason=getattr(error, "reason", type(error).__name__),
+            message=f"{error}; trying again in {delay:.1f}s "
+            f"(round {rounds.count} of {MAX_JOB_ROUNDS})",
+        )
+        await self._sleep(delay)
+        await self._gate.wait(submission=False)
+
+    async def _sleep(self, seconds: float) -> None:
+        # A stop must not wait for this job's backoff.
+        with anyio.move_on_after(seconds):
+            await self._gate.stopping()
+
+    def _rate_limited(self, job_id: str, error: RateLimitError, pause: float) -> None:
+        self._emit(
+            BatchEventKind.RETRIED,
+            job_id,
+            reason=error.reason,
+            message=f"submissions paused for {pause:.1f}s",
+        )
+
+    def _check_reserve(self) -> None:
+        if self._journal.reserve_used:
+            error = LocalIOError(
+                f"the output disk is full: the journal used its reserve ({self._journal.path})",
+                errno=28,  # ENOSPC
+                path=str(self._journal.path),
+            )
+            self._gate.stop(error)
 
     # --- ending ----------------------------------------------------------------------------------
 
@@ -315,8 +453,13 @@ class JobFlow:
 
     def _end(self, outcome: JobOutcome, fingerprint: str | None, *, record: bool) -> JobOutcome:
         if record:
-            self._journal.record_outcome(outcome, fingerprint)
-            self._results.append(outcome)
+            try:
+                self._journal.record_outcome(outcome, fingerprint)
+                self._results.append(outcome)
+            except LocalIOError as error:
+                self._gate.stop(error)
+                raise RunStopped from error
+            self._check_reserve()
         self._counter.count_outcome(outcome)
         if outcome.ok:
             self._emit(
@@ -348,6 +491,18 @@ def _failed(job_id: str, error: BaseException, task_id: str | None) -> JobOutcom
     )
 
 
+def _runs_again(prior: JobState, options: BatchOptions) -> bool:
+    """Whether a job the journal knows is run again rather than replayed or reported."""
+    if prior.phase is JobPhase.SUBMITTING:
+        return options.retry_unknown_submits or options.retry_failed
+    if prior.phase is not JobPhase.FAILED or prior.error is None:
+        return False
+    reason = prior.error.reason
+    if reason == "SUBMIT_OUTCOME_UNKNOWN" and options.retry_unknown_submits:
+        return True
+    return options.retry_failed or reason in RETRYABLE_REASONS
+
+
 def _changed(prior: JobState, prepared: PreparedJob) -> bool:
     return prior.fingerprint is not None and prior.fingerprint != prepared.fingerprint
 
@@ -359,4 +514,12 @@ def _resumable(prior: JobState) -> bool:
         prior.phase is JobPhase.FAILED
         and prior.error is not None
         and prior.error.reason not in RESUBMIT_REASONS
+    )
+
+
+def _asset_ids(request: InstantIDRequest) -> tuple[str, ...]:
+    return (
+        *request.face_image_assets_ids,
+        *request.ref_image_assets_ids,
+        *(request.face_kps_assets_ids or ()),
     )

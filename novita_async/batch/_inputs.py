@@ -3,8 +3,10 @@
 Files are read in chunks in a worker thread and hashed, never held whole; a file seen before with
 the same size and modification time is not read again (a small LRU cache, shared by the jobs that
 ask at the same moment: :mod:`novita_async._singleflight`), so a face shared by a thousand jobs is
-hashed once. The fingerprint (a hash of the request template and of every input's content) lets a
-rerun tell "the same job" from "a different job under the same id".
+hashed once. An input that is not a regular file (a FIFO, a directory, a device) is refused before
+it is opened, with ``INPUT_NOT_A_FILE``: opening a FIFO would block the run (see
+:mod:`novita_async._sources`). The fingerprint (a hash of the request template and of every
+input's content) lets a rerun tell "the same job" from "a different job under the same id".
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import attrs
 
 from .._converter import unstructure_request
 from .._singleflight import SingleFlight
-from .._sources import sniff_content_type
+from .._sources import NotRegularFileError, check_regular, open_regular, sniff_content_type
 from ._job import ImageSource, Job, JobInputError
 
 __all__ = ["InputReader", "PreparedImage", "PreparedJob", "hash_file", "read_file"]
@@ -102,15 +104,23 @@ class InputReader:
         try:
             # The stat stays in the event loop: it is what tells whether the file must be read
             # at all, and it is quick; reading and hashing, which are not, go to a thread.
-            info = os.stat(path)
+            info = check_regular(path)
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             return await self._files.get(key, lambda: anyio.to_thread.run_sync(_identify, path))
+        except NotRegularFileError as exc:
+            raise _not_a_file(exc) from None
         except FileNotFoundError:
             raise JobInputError("INPUT_NOT_FOUND", f"input file {path!r} does not exist") from None
         except OSError as exc:
             raise JobInputError(
                 "INPUT_UNREADABLE", f"input file {path!r} cannot be read: {exc.strerror or exc}"
             ) from None
+
+
+def _not_a_file(error: NotRegularFileError) -> JobInputError:
+    return JobInputError(
+        "INPUT_NOT_A_FILE", f"input {error.path!r} is not a regular file ({error.kind})"
+    )
 
 
 def _identify(path: str) -> tuple[str, str | None]:
@@ -120,11 +130,12 @@ def _identify(path: str) -> tuple[str, str | None]:
 
 # Whole-file work, run in one worker thread per call (see :mod:`novita_async._atomic`): a
 # cancelled caller waits for the thread, so no file handle is ever left open.
+# Both refuse what is not a regular file (JobInputError INPUT_NOT_A_FILE) without opening it.
 def hash_file(path: str) -> tuple[str, bytes]:
     """The SHA-256 of the file's content and its first bytes, read in chunks."""
     digest = hashlib.sha256()
     head = b""
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         while chunk := handle.read(_CHUNK):
             if not head:
                 head = chunk[:16]
@@ -133,8 +144,15 @@ def hash_file(path: str) -> tuple[str, bytes]:
 
 
 def read_file(path: str) -> bytes:
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         return handle.read()
+
+
+def _open(path: str) -> BinaryIO:
+    try:
+        return open_regular(path)
+    except NotRegularFileError as exc:
+        raise _not_a_file(exc) from None
 
 
 # Built once (json.dumps builds an encoder per call); sorted keys make the text canonical.

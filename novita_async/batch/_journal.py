@@ -3,6 +3,8 @@
 Records (``"t"`` is a Unix timestamp on each), attrs classes told apart by ``type``::
 
     {"type": "asset", "sha256", "asset_id"}                 an input content was uploaded
+    {"type": "submitting", "id", "fingerprint"}             a POST is about to be sent (the intent)
+    {"type": "not_submitted", "id"}                         it was answered with a refusal: no task
     {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
     {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files"}   every image is on disk
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}}
@@ -13,22 +15,27 @@ moment loses nothing already written and can tear at most the line being written
 skips a line it cannot read and cuts a torn tail off before appending. Surviving a power
 loss as well needs ``fsync=True`` (one ``fsync`` per record, which blocks the event loop briefly).
 
-Writes are synchronous on purpose: the ``submitted`` record is written in the same step that
-receives the task id, with no ``await`` in between, so no cancellation can fall between the two.
-That leaves one window where a crash can cause a second submission of the same job: after the POST
-has been sent and before its answer has been read and recorded (the time of one HTTP round trip).
-A process killed in that window left a task the journal does not know about; the rerun submits the
-job again. At most ``submit_concurrency`` POSTs (8 by default) are in flight at any moment, so one
-hard kill costs at most that many duplicate tasks, whatever the run's concurrency. Cancellation
-(Ctrl-C, ``fail_fast``) does not open the window: the runner shields a submission in flight until
-its answer is recorded.
+**Nothing is paid twice by default.** The ``submitting`` record is written before its POST is sent,
+and ``submitted`` (with the task id) in the same step that receives the answer, with no ``await`` in
+between. Whatever stops the process (a crash, ``kill -9``, Ctrl-C pressed three times, a full
+disk), a rerun finds every job whose POST may have been sent: either with its task id, which it
+follows, or with an intent and no answer, which is a submission of unknown outcome: reported as
+``SUBMIT_OUTCOME_UNKNOWN`` and not sent again unless the run is told to
+(``retry_unknown_submits``). A POST answered with a refusal (the service made no task) is
+recorded ``not_submitted``, so the rerun submits that job as if never tried.
+
+A full disk cannot keep the record of a paid task from being written: the journal keeps a reserve
+file beside itself (:data:`RESERVE_BYTES`), deleted to make room when a write finds no space; the
+runner then stops (``reserve_used``). Writes that fail raise :class:`LocalIOError`.
 
 The journal is locked (``flock``) while a run holds it, so two runs cannot share an output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
 import json
 import os
 import time
@@ -41,7 +48,7 @@ import cattrs
 
 from .._atomic import write_all
 from .._converter import converter
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, LocalIOError
 from ._job import JobError, JobOutcome, JobStatus
 
 try:  # pragma: no cover - always present on POSIX
@@ -57,12 +64,16 @@ __all__ = [
     "JobState",
     "Journal",
     "JournalRecord",
+    "NotSubmittedRecord",
     "SubmittedRecord",
+    "SubmittingRecord",
     "SucceededRecord",
     "read_records",
 ]
 
 JOURNAL_NAME = ".novita-journal.jsonl"
+RESERVE_BYTES = 1 << 20
+"""Room kept beside the journal for its last records when the disk fills up (~5,000 records)."""
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per line
 
@@ -78,6 +89,25 @@ class AssetRecord:
     type: Literal["asset"] = "asset"
     sha256: str
     asset_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class SubmittingRecord:
+    """Job ``id`` is about to be submitted: written before the POST is sent."""
+
+    type: Literal["submitting"] = "submitting"
+    id: str
+    fingerprint: str | None = None
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class NotSubmittedRecord:
+    """Job ``id``'s submission was refused by the service (or never sent): no task exists."""
+
+    type: Literal["not_submitted"] = "not_submitted"
+    id: str
     t: float = attrs.field(factory=_now)
 
 
@@ -117,13 +147,22 @@ class FailedRecord:
     t: float = attrs.field(factory=_now)
 
 
-JournalRecord: TypeAlias = AssetRecord | SubmittedRecord | SucceededRecord | FailedRecord
+JournalRecord: TypeAlias = (
+    AssetRecord
+    | SubmittingRecord
+    | NotSubmittedRecord
+    | SubmittedRecord
+    | SucceededRecord
+    | FailedRecord
+)
 """One line of the journal; the converter tells the kinds apart by their ``type``."""
 
 
 class JobPhase(enum.StrEnum):
     """The last thing that happened to a job, as far as the journal knows."""
 
+    SUBMITTING = "submitting"
+    """A POST was (or was about to be) sent, and no answer recorded: its outcome is unknown."""
     SUBMITTED = "submitted"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -142,6 +181,8 @@ class JobState:
     seed: int | None = None
     files: tuple[str, ...] = ()
     error: JobError | None = None
+    before: JobState | None = None
+    """While submitting: the state to go back to if the service refuses the submission."""
 
     @property
     def ended(self) -> bool:
@@ -199,6 +240,10 @@ class Journal:
         self.assets: dict[str, str] = {}
         self.jobs: dict[str, JobState] = {}
         self._fd: int | None = None
+        self._size = 0
+        self.reserve_path = path.with_name(path.name + ".reserve")
+        self.reserve_used = False
+        """True once the reserve was spent on a record the full disk would have refused."""
         self._loading = True
         self._load()
         self._loading = False
@@ -217,8 +262,18 @@ class Journal:
         previous = self.jobs.get(record.id)
         if previous is None and not self._loading:
             return  # a job new to this run: its records are on disk, not needed in memory
+        if isinstance(record, NotSubmittedRecord):
+            before = previous.before if previous is not None else None
+            if before is None:
+                self.jobs.pop(record.id, None)
+            else:
+                self.jobs[record.id] = before
+            return
         # A record without a fingerprint keeps the one known before.
         fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
+        if isinstance(record, SubmittingRecord):
+            self.jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, before=previous)
+            return
         if isinstance(record, SubmittedRecord):
             self.jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id)
             return
@@ -244,10 +299,28 @@ class Journal:
                         f"{self.path} is in use by another run; one run per output folder"
                     ) from None
             self._cut_torn_tail(fd)
+            self._size = os.fstat(fd).st_size
+            self._keep_reserve()
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
+
+    def _keep_reserve(self) -> None:
+        """Make sure the reserve file exists at its full size (a run after a full disk restores
+        it); the disk having no room for it is no reason not to run, so that is only logged."""
+        try:
+            if os.path.getsize(self.reserve_path) >= RESERVE_BYTES:
+                return
+        except OSError:
+            pass
+        try:
+            with open(self.reserve_path, "wb") as reserve:
+                reserve.truncate(0)
+                os.posix_fallocate(reserve.fileno(), 0, RESERVE_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(self.reserve_path)
 
     def _cut_torn_tail(self, fd: int) -> None:
         # A line torn by a crash would swallow the next record appended after it.
@@ -283,14 +356,54 @@ class Journal:
     def _append(self, record: JournalRecord) -> None:
         if self._fd is None:
             raise RuntimeError("the journal is closed")
-        write_all(self._fd, (_ENCODER.encode(converter.unstructure(record)) + "\n").encode())
-        if self._fsync:
-            os.fsync(self._fd)
+        line = (_ENCODER.encode(converter.unstructure(record)) + "\n").encode()
+        try:
+            self._write(line)
+        except LocalIOError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._spend_reserve():
+                raise
+            self._write(line)
         self._apply(record)
+
+    def _write(self, line: bytes) -> None:
+        assert self._fd is not None
+        try:
+            write_all(self._fd, line)
+            if self._fsync:
+                os.fsync(self._fd)
+        except (OSError, LocalIOError) as exc:
+            # A line written in part would join the next record into one unreadable line.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            if isinstance(exc, LocalIOError):
+                raise
+            raise LocalIOError.from_os_error(exc, "writing the journal", str(self.path)) from exc
+        self._size += len(line)
+
+    def _spend_reserve(self) -> bool:
+        try:
+            os.remove(self.reserve_path)
+        except OSError:
+            return False
+        self.reserve_used = True
+        return True
 
     def record_asset(self, sha256: str, asset_id: str) -> None:
         if self.assets.get(sha256) != asset_id:
             self._append(AssetRecord(sha256=sha256, asset_id=asset_id))
+
+    def forget_asset(self, asset_id: str) -> None:
+        """The service no longer knows ``asset_id``: the next job that needs its content uploads
+        it again (and that upload's record supersedes this one's)."""
+        for sha, known in list(self.assets.items()):
+            if known == asset_id:
+                del self.assets[sha]
+
+    def record_submitting(self, job_id: str, fingerprint: str | None) -> None:
+        self._append(SubmittingRecord(id=job_id, fingerprint=fingerprint))
+
+    def record_not_submitted(self, job_id: str) -> None:
+        self._append(NotSubmittedRecord(id=job_id))
 
     def record_submitted(self, job_id: str, task_id: str, fingerprint: str | None) -> None:
         self._append(SubmittedRecord(id=job_id, task_id=task_id, fingerprint=fingerprint))

@@ -34,7 +34,8 @@ _BACKOFF_MAX = 60.0
 _OUTAGE_BACKOFF_MAX = 30.0
 _SPACING_MARGIN = 1.02
 
-PauseHook = Callable[[str], None]
+PauseHook = Callable[[str, bool], None]
+"""Told ``(message, paused)``: the run pauses (True) or goes on (False)."""
 
 
 class RunStopped(Exception):
@@ -47,9 +48,7 @@ class OutageError(NovitaError):
     def __init__(self, seconds: float, last: BaseException) -> None:
         self.seconds = seconds
         self.last = last
-        super().__init__(
-            f"the API has been unreachable for {seconds:.0f}s (last error: {last})"
-        )
+        super().__init__(f"the API has been unreachable for {seconds:.0f}s (last error: {last})")
 
     @property
     def reason(self) -> str:
@@ -91,7 +90,11 @@ class RunGate:
         self._outage_rounds = 0
         self.stopped: BaseException | None = None
         """The run-level error that stopped the run, once one has."""
+        self._following = True  # after a stop, may the tasks paid for still be followed?
         self._stop_event = anyio.Event()
+        self.answers = 0
+        """How many answers the service has given: a job whose step keeps failing while this
+        grows is failing alone, not in an outage."""
 
     # --- waiting --------------------------------------------------------------------------------
 
@@ -109,10 +112,11 @@ class RunGate:
     async def wait(self, *, submission: bool = True) -> None:
         """Return when one request may be sent now; :class:`RunStopped` once the run stopped.
 
-        Submissions (``submission=True``) also take their turn under the rate.
+        Submissions (``submission=True``) also take their turn under the rate. Other requests
+        (following a task already paid for) go on after a stop that lets them.
         """
         while True:
-            if self.stopped is not None:
+            if self.stopped is not None and (submission or not self._following):
                 raise RunStopped
             pause = self._left(submission=submission)
             if pause > 0:
@@ -126,17 +130,22 @@ class RunGate:
             if self._left(submission=True) == 0.0 and self.stopped is None:
                 return
 
+    async def stopping(self) -> None:
+        """Return once the run has stopped."""
+        await self._stop_event.wait()
+
     # --- what happened --------------------------------------------------------------------------
 
     def answered(self) -> None:
         """The service answered a request (whatever the answer): any outage is over."""
+        self.answers += 1
         self._consecutive_429 = 0
         if self._outage_since is not None:
             down = anyio.current_time() - self._outage_since
             self._outage_since = None
             self._outage_rounds = 0
             self._outage_paused_until = 0.0
-            self._announce(f"the API answers again after {down:.0f}s; going on")
+            self._announce(f"the API answers again after {down:.0f}s; going on", paused=False)
 
     def unreachable(self, error: BaseException) -> None:
         """A request found the service unreachable or failing: pause every step of the run.
@@ -149,7 +158,7 @@ class RunGate:
             self._outage_since = now
         down = now - self._outage_since
         if down > self._max_outage:
-            self.stop(OutageError(down, error))
+            self.stop(OutageError(down, error), follow=False)
             return
         if now < self._outage_paused_until:
             return
@@ -178,16 +187,19 @@ class RunGate:
         self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
         return pause
 
-    def stop(self, error: BaseException) -> None:
-        """Stop the run for ``error`` (the first one stands); wakes every waiter."""
+    def stop(self, error: BaseException, *, follow: bool = True) -> None:
+        """Stop the run for ``error`` (the first one stands): nothing more is submitted, and with
+        ``follow=False`` nothing more is sent at all. Wakes every waiter."""
         if self.stopped is None:
             self.stopped = error
             self._stop_event.set()
+        if not follow:
+            self._following = False
 
-    def _announce(self, message: str) -> None:
+    def _announce(self, message: str, *, paused: bool = True) -> None:
         logger.warning("%s", message)
         if self._on_pause is not None:
-            self._on_pause(message)
+            self._on_pause(message, paused)
 
 
 def _reason(error: BaseException) -> str:

@@ -18,7 +18,6 @@ from attrs import validators as v
 
 from .._exceptions import ConfigurationError
 from .._polling import PollPolicy
-from ._flow import STOP_GRACE
 
 __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 
@@ -26,6 +25,9 @@ __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 # are the exception: when one is needed it follows the answer closely rather than adding a
 # single task's comfortable half-second margin to every job of the batch.
 BATCH_POLL_POLICY = PollPolicy(min_delay=0.1, margin=0.1, initial_delay=1.0)
+
+# Seconds a stopping run still waits for the answers of the POSTs it has in flight.
+STOP_GRACE = 10.0
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -142,5 +144,28 @@ class BatchOptions:
             "help": "seconds a stopping run still waits for the answers of submissions in "
             "flight; one still unanswered then fails as SUBMIT_OUTCOME_UNKNOWN (a task may "
             "exist), which a rerun submits again only when told to retry failed jobs"
+        },
+    )
+    max_outage: float = attrs.field(
+        default=300.0,
+        validator=_must_be("a number of seconds >= 0", _NUMBER, v.ge(0)),
+        metadata={
+            "help": "seconds the API may stay unreachable (refused connections, timeouts, 5xx) "
+            "while the run pauses and tries again; a longer outage stops the run, with nothing "
+            "recorded failed, and a rerun continues"
+        },
+    )
+    retry_after_cap: float = attrs.field(
+        default=60.0,
+        validator=_must_be("a number of seconds >= 0", _NUMBER, v.ge(0)),
+        metadata={"help": "the longest pause a Retry-After answer may impose on the run"},
+    )
+    retry_unknown_submits: bool = attrs.field(
+        default=False,
+        validator=_SWITCH,
+        metadata={
+            "help": "submit again the jobs whose submission's outcome is unknown (sent, but the "
+            "answer was lost, or the run stopped before it came): a task may exist and be "
+            "billed, so this may pay twice"
         },
     )

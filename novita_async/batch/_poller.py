@@ -25,6 +25,8 @@ from .._client import NovitaClient
 from .._models import Task, TaskResult, TaskStatus
 from .._polling import PollPolicy, PollTracker
 from ._durations import DurationModel, server_seconds
+from ._failures import is_outage
+from ._limits import RunGate
 
 __all__ = ["Poller"]
 
@@ -52,6 +54,7 @@ class Poller:
         self,
         client: NovitaClient,
         policy: PollPolicy,
+        gate: RunGate,
         *,
         max_concurrent: int,
         task_timeout: float | None,
@@ -60,6 +63,7 @@ class Poller:
     ) -> None:
         self._client = client
         self._policy = policy
+        self._gate = gate
         self._gets = anyio.Semaphore(max_concurrent, fast_acquire=True)
         self._task_timeout = task_timeout
         self._on_request = on_request
@@ -151,12 +155,16 @@ class Poller:
     async def _poll(self, entry: _Entry) -> TaskResult | None:
         """One poll: the final result, an error raised, or None with the task rescheduled."""
         tracker = entry.tracker
+        await self._gate.wait(submission=False)  # an outage's pause; a stop that ends following
         self._on_request("result")
         try:
             result = await self._client.get_task_result(tracker.task_id)
         except Exception as exc:
+            if is_outage(exc):
+                self._gate.unreachable(exc)
             self._schedule(entry, tracker.failed(exc, anyio.current_time()))
             return None
+        self._gate.answered()
         next_poll = tracker.answered(result, anyio.current_time())
         if next_poll is None:
             self._learn(entry, result)

@@ -8,7 +8,8 @@ date in place (:meth:`ResultsFile.merge`), while the lines of jobs new to this r
 from the file itself, since the journal keeps no state in memory for them. A crash can leave a
 torn last line or a job listed twice (a failed job retried with ``retry_failed``); the next run's
 rebuild removes both. After a run that ends, the file lists each job the journal knows exactly
-once, with its last state, in the order the jobs ended.
+once, with its last state, in the order the jobs ended. A write the file system refuses (a full
+disk) raises :class:`~novita_async.LocalIOError` and leaves no part of a line behind.
 
 Each line is a :class:`ResultLine`: ``id``, ``status`` (``"succeeded"`` or ``"failed"``),
 ``task_id``, ``seed``, ``files`` and ``error`` (``{type, reason, message}`` or ``null``).
@@ -24,7 +25,7 @@ from pathlib import Path
 import attrs
 import cattrs
 
-from .._atomic import write_all, write_atomically
+from .._atomic import local_io, write_all, write_atomically
 from .._converter import converter
 from ._job import JobError, JobOutcome, JobStatus
 
@@ -87,9 +88,9 @@ class ResultsFile:
     def rebuild(self, outcomes: Iterable[JobOutcome]) -> None:
         """Replace the file with exactly ``outcomes``, atomically; then reopen it for appending."""
         self.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         write_atomically(self.path, map(_encoded, outcomes))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._open()
 
     def merge(self, outcomes: Iterable[JobOutcome], known: Container[str]) -> None:
         """Bring the lines of the ``known`` jobs up to date with ``outcomes``, in place.
@@ -106,11 +107,12 @@ class ResultsFile:
             return
         final = {outcome.job_id: outcome for outcome in outcomes}
         self.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         lines_left = dict.fromkeys(final, 0)
-        for job_id, _ in self._lines():
-            if job_id in lines_left:
-                lines_left[job_id] += 1
+        with local_io(f"reading {self.path.name}", self.path):
+            for job_id, _ in self._lines():
+                if job_id in lines_left:
+                    lines_left[job_id] += 1
 
         missing = [job_id for job_id, count in lines_left.items() if count == 0]
 
@@ -128,7 +130,15 @@ class ResultsFile:
                 yield _encoded(final[job_id])
 
         write_atomically(self.path, merged())
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._open()
+
+    def _make_folder(self) -> None:
+        with local_io(f"creating the folder of {self.path.name}", self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _open(self) -> None:
+        with local_io(f"opening {self.path.name}", self.path):
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _lines(self) -> Iterator[tuple[str | None, bytes]]:
         """Each line of the file with its job id (None for a torn or unreadable line)."""
@@ -143,7 +153,7 @@ class ResultsFile:
     def append(self, outcome: JobOutcome) -> None:
         if self._fd is None:
             raise RuntimeError("results file is not open")
-        write_all(self._fd, _encoded(outcome))
+        write_all(self._fd, _encoded(outcome), path=self.path)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -20,6 +20,12 @@ Leaving the ``async with runner.run(jobs)`` block before the stream is exhausted
 the enclosing scope, stops the run: no new submissions, submissions in flight are answered and
 recorded (or, unanswered after ``stop_grace`` seconds, recorded as of unknown outcome), the
 results file is rebuilt, and a rerun with the same output folder resumes.
+
+A run-level failure (the key, the account, the endpoint, this machine, an outage longer than
+``max_outage``: see ``_failures``) stops the run by itself: nothing more is read or submitted, the
+tasks already paid for are followed to their end where they can be, nothing is recorded against
+the jobs left unfinished, and the run raises :class:`~novita_async.RunStoppedError` (after the
+journal and results are closed) naming the cause and the fix. A plain rerun continues.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._atomic import remove_stale_temp_files
 from .._client import NovitaClient
-from ._events import BatchEventHook
+from .._exceptions import RunStoppedError
+from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
+from ._failures import run_stop_advice
 from ._flow import JobFlow
 from ._job import InvalidJob, Job, JobInput, JobOutcome
 from ._journal import JOURNAL_NAME, Journal
@@ -90,6 +98,19 @@ class BatchRunner:
         self._journal_path = self.options.journal_path or self.out_dir / JOURNAL_NAME
         self._counter = SummaryCounter()
         self._running = False
+        self._flow: JobFlow | None = None
+        self._stopped_by: BaseException | None = None
+
+    @property
+    def awaiting_answers(self) -> int:
+        """Submissions of the current run sent and not answered yet."""
+        return 0 if self._flow is None else self._flow.submitter.awaiting
+
+    def abandon_submissions(self) -> None:
+        """Stop waiting for the answers of the submissions in flight: each is recorded
+        ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), never sent again by default."""
+        if self._flow is not None:
+            self._flow.submitter.abandon()
 
     def __repr__(self) -> str:
         concurrency = self.options.concurrency
@@ -125,6 +146,7 @@ class BatchRunner:
         if self._running:
             raise RuntimeError("this BatchRunner is already running")
         self._running = True
+        self._stopped_by = None
         try:
             async with (
                 self._open() as (journal, results),
@@ -133,6 +155,17 @@ class BatchRunner:
                 yield outcomes
         finally:
             self._running = False
+            self._flow = None
+        if self._stopped_by is not None:
+            what, fix = run_stop_advice(self._stopped_by)
+            summary = self.summary
+            raise RunStoppedError(
+                self._stopped_by,
+                what=what,
+                fix=fix,
+                tasks_submitted=summary.submitted,
+                summary=summary,
+            )
 
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[tuple[Journal, ResultsFile]]:
@@ -189,6 +222,9 @@ class BatchRunner:
             send.close()
             counter.interrupted = not completed
             counter.stop()
+            self._stopped_by = flow.stopped_by
+            if flow.stopped_by is not None:
+                counter.stopped = getattr(flow.stopped_by, "reason", type(flow.stopped_by).__name__)
 
     def _finish(self, journal: Journal, results: ResultsFile) -> None:
         try:
@@ -203,10 +239,21 @@ class BatchRunner:
         def on_request(route: str) -> None:
             counter.requests[route] += 1
 
+        def on_pause(message: str, paused: bool) -> None:
+            kind = BatchEventKind.PAUSED if paused else BatchEventKind.CONTINUED
+            emit(self.on_event, BatchEvent(kind, "", message=message))
+
         options = self.options
+        gate = RunGate(
+            options.rate,
+            retry_after_cap=options.retry_after_cap,
+            max_outage=options.max_outage,
+            on_pause=on_pause,
+        )
         poller = Poller(
             self.client,
             options.poll,
+            gate,
             max_concurrent=options.poll_concurrency,
             task_timeout=options.task_timeout,
             on_request=on_request,
@@ -214,18 +261,16 @@ class BatchRunner:
         uploader = AssetUploader(
             self.client, journal, concurrency=options.upload_concurrency, on_request=on_request
         )
-        flow = JobFlow(
+        self._flow = flow = JobFlow(
             client=self.client,
             out_dir=self.out_dir,
+            options=options,
             journal=journal,
             results=results,
             counter=counter,
             uploader=uploader,
             poller=poller,
-            gate=RunGate(options.rate),
-            posting=anyio.Semaphore(options.submit_concurrency, fast_acquire=True),
-            in_flight=anyio.Semaphore(options.concurrency, fast_acquire=True),
-            retry_failed=options.retry_failed,
+            gate=gate,
             on_event=self.on_event,
             on_request=on_request,
         )
@@ -247,16 +292,20 @@ class BatchRunner:
                 # Cancelled when the run stops (or ends): from then on, the submissions in
                 # flight (shielded) get a bounded grace.
                 try:
+                    await flow.stopping()
+                    flow.announce_stop()
                     await anyio.sleep_forever()
                 finally:
-                    flow.stop(self.options.stop_grace)
+                    flow.submitter.stop(self.options.stop_grace)
 
             everything.start_soon(bound_the_stop)
 
             async def worker(source: _JobSource) -> None:
                 nonlocal stopped
-                while (job := await source.next()) is not None:
+                while not flow.stopping_submissions and (job := await source.next()) is not None:
                     outcome = await flow.process(job)
+                    if outcome is None:
+                        continue  # the run stopped before the job ended
                     try:
                         # Without a checkpoint while the buffer has room: the job's requests
                         # already gave other tasks their turns.

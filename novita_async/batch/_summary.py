@@ -23,7 +23,10 @@ class BatchSummary:
     client calls the runner made, by route (``upload``, ``submit``, ``result``, ``image``); the
     client's own retries are not included (count those with the client's ``on_event``).
     ``requests_per_task`` divides the non-upload calls by ``tasks``. ``interrupted`` is true when
-    the run was cancelled or stopped by ``fail_fast`` before every job ended.
+    the run was cancelled or stopped by ``fail_fast`` before every job ended. ``stopped`` is the
+    reason of a run-level failure that stopped the run (``INVALID_API_KEY``, ``DISK_FULL``,
+    ``OUTAGE``...), and ``not_finished`` counts the jobs it had begun and left unrecorded: a rerun
+    continues them.
     """
 
     jobs: int = 0
@@ -38,6 +41,8 @@ class BatchSummary:
     http_requests: Mapping[str, int] = attrs.field(factory=dict)
     wall_seconds: float = 0.0
     interrupted: bool = False
+    stopped: str | None = None
+    not_finished: int = 0
 
     @property
     def images_per_minute(self) -> float:
@@ -70,6 +75,8 @@ class SummaryCounter:
         self.failures: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.interrupted = False
+        self.stopped: str | None = None
+        self.not_finished = 0
 
     def start(self) -> None:
         self.started = anyio.current_time()
@@ -105,4 +112,6 @@ class SummaryCounter:
             http_requests=dict(self.requests),
             wall_seconds=wall,
             interrupted=self.interrupted,
+            stopped=self.stopped,
+            not_finished=self.not_finished,
         )

@@ -46,19 +46,43 @@ async def test_an_expired_image_url_is_fetched_again(
     assert all(len(r["files"]) == 2 for r in rows)  # type: ignore[arg-type]
 
 
-async def test_urls_that_keep_expiring_fail_the_job_and_retry_failed_follows_the_same_task(
+async def test_urls_that_keep_expiring_are_followed_again_in_the_same_run_not_failed(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
-    emu.faults.script("image", ["expire"] * 4)  # more than the runner refreshes
+    # Three expired URLs outlast the client's refreshes (2); the job is not failed for it: the
+    # runner follows its task again a little later, which brings fresh URLs.
+    emu.faults.script("image", ["expire"] * 4)
+    events: list[BatchEvent] = []
+    out = tmp_path / "out"
+    jobs = [make_job("a", images(1), images(2))]
+    summary = await BatchRunner(client, out, on_event=events.append).run_all(jobs)
+    assert (summary.succeeded, summary.failed) == (1, 0)
+    rounds = [
+        e for e in events if e.kind is BatchEventKind.RETRIED and "round 1 of" in str(e.message)
+    ]
+    assert [e.reason for e in rounds] == ["IMAGE_URL_EXPIRED"]
+    assert emu.stats().count("image", 403) == 4
+    assert emu.stats().submissions == 1  # the same task, never a second one
+    (row,) = read_results(out)
+    assert row["status"] == "succeeded"
+    assert_images_decode(out, [row])
+
+
+async def test_urls_that_never_stop_expiring_end_the_job_retryable_and_a_rerun_finishes_it(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    emu.faults.set("image", expire=1.0)
     out = tmp_path / "out"
     jobs = [make_job("a", images(1), images(2))]
     summary = await BatchRunner(client, out).run_all(jobs)
-    assert summary.failures_by_reason == {"IMAGE_URL_EXPIRED": 1}
+    assert summary.failures_by_reason == {"RETRIES_EXHAUSTED": 1}
     (row,) = read_results(out)
     assert row["task_id"] is not None
+    assert "IMAGE_URL_EXPIRED" in row["error"]["message"]  # type: ignore[index]
 
-    # The task succeeded; retrying the job downloads its images again, without a new task.
-    again = await BatchRunner(client, out, retry_failed=True).run_all(jobs)
+    # Not the job's fault: a plain rerun (no retry_failed) follows the same task again.
+    emu.faults.clear()
+    again = await BatchRunner(client, out).run_all(jobs)
     assert (again.succeeded, again.resumed, again.submitted) == (1, 1, 0)
     assert emu.stats().submissions == 1
     (row,) = read_results(out)
@@ -84,15 +108,17 @@ async def test_a_download_refused_for_longer_than_one_round_of_retries_is_ridden
     assert_images_decode(out, read_results(out))
 
 
-async def test_a_download_refused_for_ever_fails_the_job_without_a_second_task(
+async def test_a_download_refused_for_ever_ends_retryable_without_a_second_task(
     emu: Emulator, single_try_client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
-    emu.faults.script("image", ["429:0"] * 10)
+    emu.faults.set("image", rate_429=1.0, retry_after=0.0)
     out = tmp_path / "out"
     job = make_job("a", images(1), images(2))
     summary = await BatchRunner(single_try_client, out).run_all([job])
-    assert summary.failures_by_reason == {"HTTP_429": 1}
-    assert emu.stats().count("image", 429) == 4  # its rounds, then the job fails
+    assert summary.failures_by_reason == {"RETRIES_EXHAUSTED": 1}
+    # Each round is the runner's download attempts (4 with a single-try client), one per round
+    # of the job's own retries, then the job ends: 4 * (1 + MAX_JOB_ROUNDS) GETs.
+    assert emu.stats().count("image", 429) == 4 * 6
     assert emu.stats().submissions == 1
 
 

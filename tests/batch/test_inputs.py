@@ -1,7 +1,10 @@
-"""Reading inputs: each file content hashed once, however many jobs name it at once."""
+"""Reading inputs: each file content hashed once, however many jobs name it at once; what is not
+a regular file refused before it is opened."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -9,8 +12,9 @@ import pytest
 
 from novita_async.batch import _inputs
 from novita_async.batch._inputs import InputReader
+from novita_async.batch._job import JobInputError
 
-from .conftest import png_bytes
+from .conftest import make_job, png_bytes
 
 
 async def test_a_file_many_jobs_name_at_once_is_read_once(
@@ -49,3 +53,47 @@ async def test_a_file_that_changes_is_read_again(tmp_path: Path) -> None:
     face.write_bytes(png_bytes(3) + b"\0" * 7)  # another size: another stat key
     (second,) = await reader.images((face,))
     assert first.sha256 != second.sha256
+
+
+def not_a_file(kind: str, tmp_path: Path) -> Path:
+    """A path that names a FIFO, a directory or a device."""
+    if kind == "FIFO":
+        path = tmp_path / "face.png"
+        os.mkfifo(path)
+        return path
+    if kind == "directory":
+        path = tmp_path / "face.png"
+        path.mkdir()
+        return path
+    return Path(os.devnull)
+
+
+KINDS = ["FIFO", "directory", "character device"]
+
+
+@pytest.mark.timeout(10)  # opening a FIFO would wait for a writer for ever
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_input_that_is_not_a_regular_file_is_refused_unopened(
+    tmp_path: Path, kind: str
+) -> None:
+    path = not_a_file(kind, tmp_path)
+    scene = tmp_path / "scene.png"
+    scene.write_bytes(png_bytes(2))
+    job = make_job("j1", scene, path)
+    with pytest.raises(JobInputError) as caught:
+        await InputReader().prepare(job)
+    assert caught.value.reason == "INPUT_NOT_A_FILE"
+    assert str(caught.value) == f"input {str(path)!r} is not a regular file (a {kind})"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("read", [_inputs.hash_file, _inputs.read_file], ids=["hash", "read"])
+def test_reading_an_input_that_became_something_else_refuses_it(
+    tmp_path: Path, kind: str, read: Callable[[str], object]
+) -> None:
+    # What the upload reads later, after the path was checked: it is checked again.
+    path = not_a_file(kind, tmp_path)
+    with pytest.raises(JobInputError, match=f"is not a regular file \\(a {kind}\\)") as caught:
+        read(str(path))
+    assert caught.value.reason == "INPUT_NOT_A_FILE"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 
 import anyio
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from novita_async import APIConnectionError, AuthenticationError
 from novita_async.batch._limits import OutageError, RunGate, RunStopped
@@ -57,7 +56,7 @@ async def test_a_success_resets_the_backoff() -> None:
 
 async def test_retry_after_is_honoured_only_up_to_the_cap_and_the_pause_is_announced() -> None:
     said: list[str] = []
-    gate = RunGate(retry_after_cap=0.05, on_pause=said.append)
+    gate = RunGate(retry_after_cap=0.05, on_pause=lambda m, _: said.append(m))
     assert gate.rate_limited(86400.0) == 0.05
     assert said == [
         "submissions paused for 0.1s: rate limited (429, Retry-After 86400s, capped at 0.05s)"
@@ -68,7 +67,7 @@ async def test_retry_after_is_honoured_only_up_to_the_cap_and_the_pause_is_annou
 
 async def test_an_outage_pauses_every_step_once_per_round_and_ends_at_the_next_answer() -> None:
     said: list[str] = []
-    gate = RunGate(on_pause=said.append, rand=random.Random(1))
+    gate = RunGate(on_pause=lambda m, _: said.append(m), rand=random.Random(1))
     refused = APIConnectionError("cannot connect")
     gate.unreachable(refused)
     first = gate.paused_for

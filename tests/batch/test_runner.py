@@ -69,7 +69,7 @@ async def test_outcomes_arrive_in_completion_order_while_the_run_goes_on(
         json.loads(line) for line in (out / ".novita-journal.jsonl").read_text().splitlines()
     ]
     slow = [r["type"] for r in journal if r.get("id") == "slow"]
-    assert slow == ["submitted"]
+    assert slow == ["submitting", "submitted"]  # the intent, then the answer
     assert len(read_results(out)) == 5  # the rebuild lists only ended jobs
 
 

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async import BatchOptions, _spec
+from novita_async import BatchOptions, Timeouts, _spec
 from novita_async._cli import main
+from novita_async._cli._commands import make_client
 from novita_async._cli._parser import (
     BATCH_FLAGS,
     REQUEST_FLAGS,
@@ -166,7 +167,8 @@ def test_batch_flags_build_the_options() -> None:
         ["run", "jobs.jsonl", "--out", "o", "--concurrency", "3", "--rate", "2.5",
          "--journal", "j.jsonl", "--retry-failed", "--fail-fast", "--upload-concurrency", "2",
          "--poll-concurrency", "4", "--task-timeout", "30", "--journal-fsync",
-         "--submit-concurrency", "1", "--stop-grace", "0"]
+         "--submit-concurrency", "1", "--stop-grace", "0", "--max-outage", "600",
+         "--retry-after-cap", "5", "--retry-unknown-submits"]
     )  # fmt: skip
     assert options_from_args(ns) == BatchOptions(
         concurrency=3,
@@ -180,6 +182,9 @@ def test_batch_flags_build_the_options() -> None:
         journal_fsync=True,
         submit_concurrency=1,
         stop_grace=0.0,
+        max_outage=600.0,
+        retry_after_cap=5.0,
+        retry_unknown_submits=True,
     )
 
 
@@ -206,6 +211,8 @@ def test_batch_flags_help_and_defaults_come_from_the_fields() -> None:
         ("--submit-concurrency=0", "submit_concurrency must be an integer >= 1"),
         ("--rate=nan", "rate must be a number of submissions per second > 0"),
         ("--poll-concurrency=1.5", "invalid int value"),
+        ("--max-outage=-5", "max_outage must be a number of seconds >= 0"),
+        ("--retry-after-cap=soon", "invalid float value"),
     ],
 )
 def test_batch_flags_are_checked_by_the_fields_validators(option: str, allowed: str) -> None:
@@ -213,3 +220,37 @@ def test_batch_flags_are_checked_by_the_fields_validators(option: str, allowed: 
     assert status == 2 and out == ""
     assert f"argument {option.split('=')[0]}:" in err and allowed in err
     assert err.count("\n") == 1
+
+
+def test_run_help_documents_the_exit_statuses_and_ctrl_c() -> None:
+    status, out, _ = run_main(["run", "--help"])
+    assert status == 0
+    text = " ".join(out.split())
+    for line in (
+        "0 every job succeeded",
+        "1 some jobs failed for their own reason",
+        "2 bad usage or invalid input, found before anything was sent",
+        "3 the run stopped for a run-level cause",
+        "130 interrupted",
+        "Ctrl-C once stops the run",
+        "Three times: abandons them, each reported as SUBMIT_OUTCOME_UNKNOWN",
+    ):
+        assert line in text
+
+
+@pytest.mark.parametrize("command", ["run", "generate", "result"])
+def test_download_timeout_sets_the_download_deadline_only(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOVITA_API_KEY", "sk-test-key")
+    required = {
+        "run": ["jobs.jsonl", "--out", "o"],
+        "generate": ["--face", "f.png", "--ref", "r.png", "--prompt", "p"],
+        "result": ["task-1"],
+    }[command]
+    default = make_client(parse_args([command, *required])).config.timeouts
+    assert default == Timeouts()
+    ns = parse_args([command, *required, "--download-timeout", "90"])
+    assert make_client(ns).config.timeouts == attrs.evolve(Timeouts(), download_total=90.0)
+    status, _, err = run_main([command, *required, "--download-timeout", "0"])
+    assert status == 2 and "argument --download-timeout: 0 is not allowed: must be > 0" in err

@@ -119,6 +119,11 @@ def test_bad_lines_are_reported_with_line_and_field_and_the_rest_complete(
     assert "line 4, field width: 9000 is not allowed: must be in [128, 2048]" in said
     assert "line 5, field face_images[0]: no such file" in said
     assert "Traceback" not in said
+    # The summary says what each kind of failure means and what acts on it.
+    assert "  4 INVALID_JOB_LINE (" in done.stdout and "fix them and rerun with --retry-failed" in (
+        done.stdout
+    )
+    assert "  1 job failed for their own reason (TASK_FAILED: 1; " in done.stdout
     records = results(out)
     assert set(records) == {"good", "2", "typo", "wide", "missing", "fails", "also-good"}
     assert records["good"]["status"] == records["also-good"]["status"] == "succeeded"

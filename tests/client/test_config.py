@@ -61,10 +61,12 @@ def test_bad_options_are_configuration_errors(kwargs: dict[str, object]) -> None
         NovitaClient(KEY, **kwargs)  # type: ignore[arg-type]
 
 
-def test_downloads_get_no_total_timeout_api_calls_do() -> None:
-    timeouts = Timeouts(connect=5, sock_read=30, total=120)
+def test_the_api_calls_total_timeout_is_never_applied_to_downloads() -> None:
+    timeouts = Timeouts(connect=5, sock_read=30, total=120, download_total=None)
     assert timeouts.for_api().total == 120
     assert timeouts.for_download().total is None
+    # Downloads have a deadline of their own (see test_waits.py), not the API calls'.
+    assert Timeouts(total=120).for_download().total == Timeouts().download_total != 120
     assert timeouts.for_download().sock_read == 30
     # Waiting for a pooled connection is not bounded by `connect`: only opening a socket is.
     assert timeouts.for_api().connect is None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import tracemalloc
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiofiles
@@ -18,13 +16,12 @@ from novita_async import (
     Extra,
     InstantIDRequest,
     NovitaClient,
-    TaskResult,
     TaskStatus,
     ValidationError,
 )
-from novita_async.emulator import Emulator, EmulatorConfig
+from novita_async.emulator import Emulator
 
-from .conftest import FAST_POLL, EventLog, image_bytes
+from .conftest import FAST_POLL, EventLog, big_image_task, image_bytes
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -123,25 +120,6 @@ async def test_upload_assets_keeps_order(client: NovitaClient, emu: Emulator) ->
     ids = await client.upload_assets(sources, concurrency=3)
     assert len(ids) == 6 and len(set(ids)) == 6
     assert emu.stats().uploads == 6
-
-
-@contextlib.asynccontextmanager
-async def big_image_task(
-    face_png: Path, size: int
-) -> AsyncIterator[tuple[Emulator, NovitaClient, TaskResult]]:
-    """An emulator serving images of ``size`` bytes, a client, and one finished task."""
-    config = EmulatorConfig(seed=7, task_base_seconds=0.0, image_mode="tiny", image_size_bytes=size)
-    async with (
-        Emulator(config) as emu,
-        NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as client,
-    ):
-        asset = await client.upload_asset(face_png)
-        task_id = await client.submit_instant_id(
-            InstantIDRequest(
-                prompt="p", face_image_assets_ids=[asset], ref_image_assets_ids=[asset]
-            )
-        )
-        yield emu, client, await client.wait_for_task(task_id, poll=FAST_POLL)
 
 
 async def test_download_streams_without_holding_the_image(face_png: Path, tmp_path: Path) -> None:

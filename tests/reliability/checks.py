@@ -25,7 +25,7 @@ SIGNATURE_MARK = "X-Amz-Signature"
 JOURNAL_NAME = ".novita-journal.jsonl"
 RESULTS_NAME = "results.jsonl"
 GALLERY_NAME = "index.html"
-RUNNER_FILES = frozenset({JOURNAL_NAME, RESULTS_NAME, GALLERY_NAME})
+RUNNER_FILES = frozenset({JOURNAL_NAME, JOURNAL_NAME + ".reserve", RESULTS_NAME, GALLERY_NAME})
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 

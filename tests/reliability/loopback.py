@@ -35,7 +35,9 @@ BEHAVIOURS: dict[str, set[str] | None] = {
     "result_succeeded_without_images": {"InvalidResponseError"},
     "image_file_scheme": {"ValidationError"},  # image_url file:///etc/passwd
     "image_ftp_scheme": {"ValidationError"},  # image_url ftp://...
-    "image_redirect_to_file": {"APIConnectionError"},  # a 302 to file:///etc/passwd
+    # A 302 to file:///etc/passwd fails as a connection error: transient, so the job is tried a
+    # few rounds, then ends retryable.
+    "image_redirect_to_file": {"RetriesExhaustedError"},
     "image_type_escape": None,  # image_type "../../evil": the file is still OUT/<id>_0.png
     "image_redirect_elsewhere": None,  # a 302 to another origin: followed, without credentials
 }
