@@ -7,9 +7,12 @@ test names with ``@pytest.mark.emulator(task_base_seconds=3600, ...)``.
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import attrs
 import pytest
@@ -21,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "emulator(**fields): EmulatorConfig fields of this test's `emu`"
     )
+    config.addinivalue_line("markers", "small_fs_size(bytes): the size of this test's `small_fs`")
 
 
 @pytest.fixture
@@ -50,3 +54,52 @@ def exited_pid() -> int:
     code = "import os; print(os.getpid())"
     child = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     return int(child.stdout)
+
+
+class SmallFileSystem:
+    """A tmpfs of ``SIZE`` bytes mounted at ``path``, to fill up or remount read-only."""
+
+    SIZE = 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fill(self) -> None:
+        """Take every free byte (new files can still be created, not written to)."""
+        fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            while True:
+                os.write(fd, bytes(4096))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        finally:
+            os.close(fd)
+
+    def read_only(self) -> None:
+        # Permission bits do not stop root, who runs these tests in CI; a read-only mount does.
+        _mount("-o", "remount,ro", str(self.path))
+
+
+def _mount(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SmallFileSystem]:
+    """A real file system that runs out of space (skipped where tmpfs cannot be mounted)."""
+    path = tmp_path / "small"
+    path.mkdir()
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs these tests as root)")
+    # A test may ask for another size: @pytest.mark.small_fs_size(8 * 1024 * 1024).
+    marker = request.node.get_closest_marker("small_fs_size")
+    size = marker.args[0] if marker is not None else SmallFileSystem.SIZE
+    mounted = _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield SmallFileSystem(path)
+    finally:
+        # Fails (EBUSY) if a test left a file open on it: that is a leak worth seeing.
+        subprocess.run(["umount", str(path)], check=True)

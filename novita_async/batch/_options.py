@@ -143,7 +143,8 @@ class BatchOptions:
         metadata={
             "help": "seconds a stopping run still waits for the answers of submissions in "
             "flight; one still unanswered then fails as SUBMIT_OUTCOME_UNKNOWN (a task may "
-            "exist), which a rerun submits again only when told to retry failed jobs"
+            "exist), which a rerun submits again only when told to (retry_unknown_submits or "
+            "retry_failed)"
         },
     )
     max_outage: float = attrs.field(

@@ -111,16 +111,20 @@ class Submitter:
     ) -> str:
         """Submit ``request``; its task id, recorded. Raises what went wrong, recorded as above."""
         while True:
-            await self._gate.wait()
-            self._disk.check(tasks_in_flight, request.image_num)
             try:
-                return await self._post(job_id, request, fingerprint)
+                return await self._post(job_id, request, fingerprint, tasks_in_flight)
             except RateLimitError as exc:
                 self._on_paused(job_id, exc, self._gate.rate_limited(exc.retry_after))
 
-    async def _post(self, job_id: str, request: InstantIDRequest, fingerprint: str) -> str:
+    async def _post(
+        self, job_id: str, request: InstantIDRequest, fingerprint: str, tasks_in_flight: int
+    ) -> str:
         # Few POSTs in flight at once: each is a task whose answer a stop may have to wait for.
         async with self._posting:
+            # Passed with the slot held, so a stop or pause that came while this submitter
+            # waited for its slot still holds it back.
+            await self._gate.wait()
+            self._disk.check(tasks_in_flight, request.image_num)
             self._journal.record_submitting(job_id, fingerprint)
             with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
                 self._posts.add(post)

@@ -6,10 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SmallFileSystem  # tests/conftest.py: the small_fs fixture's file system
 
 from novita_async import ConfigurationError
 from novita_async.batch import JobError, JobOutcome, JobStatus
-from novita_async.batch._journal import JobPhase, Journal, read_records
+from novita_async.batch._journal import (
+    JOURNAL_NAME,
+    RESERVE_BYTES,
+    JobPhase,
+    Journal,
+    read_records,
+)
 from novita_async.batch._results import ResultLine, ResultsFile
 
 
@@ -198,3 +205,40 @@ def test_result_lines_read_back_as_written() -> None:
     for bad in (line.encode()[:-1], b"[1]\n", b'{"id": "a", "status": "maybe"}\n', b"{\n"):
         with pytest.raises(ValueError):
             ResultLine.decode(bad)
+
+
+@pytest.mark.small_fs_size(4 * 1024 * 1024)
+def test_a_full_disk_cannot_keep_the_record_of_a_paid_task_from_being_written(
+    small_fs: SmallFileSystem,
+) -> None:
+    path = small_fs.path / JOURNAL_NAME
+    with Journal(path) as journal:
+        assert journal.reserve_path.stat().st_size == RESERVE_BYTES
+        small_fs.fill()  # the disk is full now
+        journal.record_submitting("a", "fp")
+        journal.record_submitted("a", "task-1", "fp")
+        assert journal.reserve_used
+        assert not journal.reserve_path.exists()
+    assert [(r.type, getattr(r, "task_id", None)) for r in read_records(path)] == [
+        ("submitting", None),
+        ("submitted", "task-1"),
+    ]
+    # The next run finds the task, and puts the reserve back once there is room again.
+    (small_fs.path / "filler").unlink()
+    with Journal(path) as journal:
+        assert journal.jobs["a"].task_id == "task-1"
+        assert journal.reserve_path.stat().st_size == RESERVE_BYTES
+
+
+def test_an_intent_without_an_answer_is_remembered_and_a_refusal_undoes_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / JOURNAL_NAME
+    with Journal(path) as journal:
+        journal.record_submitting("sent", "fp1")
+        journal.record_submitting("refused", "fp2")
+        journal.record_not_submitted("refused")
+    with Journal(path) as journal:
+        assert journal.jobs["sent"].phase is JobPhase.SUBMITTING
+        assert journal.jobs["sent"].task_id is None
+        assert "refused" not in journal.jobs  # as if never tried

@@ -4,11 +4,8 @@ small file system of its own to fill up or make read-only."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
-import os
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,47 +96,3 @@ async def client(make_client: Callable[..., NovitaClient]) -> AsyncIterator[Novi
         yield novita
 
 
-class SmallFileSystem:
-    """A tmpfs of ``SIZE`` bytes mounted at ``path``, to fill up or remount read-only."""
-
-    SIZE = 1024 * 1024
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fill(self) -> None:
-        """Take every free byte (new files can still be created, not written to)."""
-        fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        try:
-            while True:
-                os.write(fd, bytes(4096))
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-        finally:
-            os.close(fd)
-
-    def read_only(self) -> None:
-        # Permission bits do not stop root, who runs these tests in CI; a read-only mount does.
-        _mount("-o", "remount,ro", str(self.path))
-
-
-def _mount(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[SmallFileSystem]:
-    """A real file system that runs out of space (skipped where tmpfs cannot be mounted)."""
-    path = tmp_path / "small"
-    path.mkdir()
-    if os.name != "posix" or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs these tests as root)")
-    mounted = _mount("-t", "tmpfs", "-o", f"size={SmallFileSystem.SIZE}", "tmpfs", str(path))
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield SmallFileSystem(path)
-    finally:
-        # Fails (EBUSY) if a test left a file open on it: that is a leak worth seeing.
-        subprocess.run(["umount", str(path)], check=True)

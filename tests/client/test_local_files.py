@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import SmallFileSystem  # tests/conftest.py: the small_fs fixture's file system
 
 from novita_async import (
     InstantIDRequest,
@@ -18,7 +19,7 @@ from novita_async import (
 from novita_async._atomic import write_all, write_atomically
 from novita_async.emulator import Emulator
 
-from .conftest import FAST_POLL, EventLog, SmallFileSystem, big_image_task
+from .conftest import FAST_POLL, EventLog, big_image_task
 
 
 def temporary_files(folder: Path) -> list[str]:

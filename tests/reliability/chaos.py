@@ -19,6 +19,16 @@ the emulator's count. ``reset_before`` is the harmless twin (no task) and checks
 does not guess. Each such job fails ``SUBMIT_OUTCOME_UNKNOWN``, so their count must equal the
 emulator's count of reset submissions, and the tasks the emulator created must equal the jobs with
 a task id plus the ``reset_after`` count: no task unaccounted for, none created twice.
+
+Run-level incidents (:class:`Incidents`, optional) come on top: an outage window (the API origin
+refuses connections for a few seconds once some tasks exist) and an account error (400
+``BILLING_BALANCE_NOT_ENOUGH`` to every submission once N tasks exist). The outage must pause the
+run and fail no job; the account error must stop it (:class:`RunStoppedError`, the CLI's exit
+status 3) with nothing recorded against the jobs it had not finished. The fault is then cleared
+(the balance topped up) and a plain rerun, chaos still on, must finish: its outcomes are the ones
+checked, and the emulator's counters cover both runs. The outage closes the connections open when
+it begins, so a few submissions in flight then lose their answer as a reset would (at most one per
+submission slot): each is ``SUBMIT_OUTCOME_UNKNOWN`` too, and any task it made is accounted for.
 """
 
 from __future__ import annotations
@@ -40,8 +50,16 @@ from novita_async import (
     NovitaClient,
     PollPolicy,
     RetryPolicy,
+    RunStoppedError,
 )
-from novita_async.batch import BatchEvent, BatchRunner, Job, JobOutcome
+from novita_async.batch import (
+    BatchEvent,
+    BatchOptions,
+    BatchRunner,
+    BatchSummary,
+    Job,
+    JobOutcome,
+)
 from novita_async.emulator import Emulator, EmulatorConfig, EmulatorStats, FaultSpec
 
 from .checks import (
@@ -53,6 +71,7 @@ from .checks import (
     results_problems,
     tree_problems,
 )
+from .incidents import Incidents, incident_figures, incident_problems
 
 IMAGE_TYPES = ("png", "jpeg", "webp")
 DISTINCT_INPUTS = 6
@@ -61,15 +80,8 @@ DISTINCT_INPUTS = 6
 INJECTED_TASK_FAILURE = "injected task failure"
 SUBMIT_UNKNOWN = "submit outcome unknown"
 RETRIES_EXHAUSTED = "retries exhausted"
-_EXHAUSTED_TYPES = frozenset(
-    {
-        "ServerError",
-        "RateLimitError",
-        "APIConnectionError",
-        "APITimeoutError",
-        "ImageURLExpiredError",
-    }
-)
+# Submissions in flight at once: the most an outage's closing of connections can cut off.
+SUBMIT_SLOTS = BatchOptions().submit_concurrency
 
 
 def chaos_faults(*, retry_after: float = 0.0, jitter: float = 0.01) -> dict[str, FaultSpec]:
@@ -136,16 +148,33 @@ def expected_type(job_id: str) -> str:
 
 
 @attrs.define
+class RunPart:
+    """One run of the batch over the same output folder (a rerun is a new client and runner)."""
+
+    outcomes: list[JobOutcome]
+    summary: BatchSummary
+    stopped: RunStoppedError | None
+    tasks_created: int
+    """The emulator's task count when this run ended (all runs so far)."""
+    wall_seconds: float
+
+
+@attrs.define
 class ChaosRun:
     out: Path
     job_ids: list[str]
     outcomes: list[JobOutcome]
+    """The last run's outcomes: one per job (those of earlier runs replayed)."""
     stats: EmulatorStats
     client_events: list[ClientEvent]
     batch_events: list[BatchEvent]
     reprs: dict[str, str]
     wall_seconds: float
     task_statuses: dict[str, str]
+    task_ids: list[str]
+    """Every task the emulator created, over all the runs."""
+    parts: list[RunPart]
+    incidents: Incidents
     categories: Counter[str] = attrs.field(factory=Counter)
     reasons: Counter[str] = attrs.field(factory=Counter)
 
@@ -158,17 +187,22 @@ async def run_chaos(
     seed: int,
     concurrency: int = 64,
     retry_after: float = 0.0,
+    incidents: Incidents | None = None,
 ) -> ChaosRun:
+    """The chaos run; if an incident stops it, the fault is cleared and one plain rerun made."""
+    incidents = incidents or Incidents()
     client_events: list[ClientEvent] = []
     batch_events: list[BatchEvent] = []
-    outcomes: list[JobOutcome] = []
+    reprs: dict[str, str] = {}
 
     def lazily() -> Iterator[Job]:
         for n in range(jobs):
             yield chaos_job(n, inputs)
 
-    started = time.monotonic()
-    async with Emulator(chaos_config(seed, retry_after=retry_after)) as emu:
+    async def one_run(emu: Emulator) -> RunPart:
+        began = time.monotonic()
+        outcomes: list[JobOutcome] = []
+        stopped: RunStoppedError | None = None
         retry = RetryPolicy(attempts=3, backoff_base=0.01, backoff_max=0.05)
         async with NovitaClient(
             API_KEY,
@@ -186,18 +220,47 @@ async def run_chaos(
                 poll_concurrency=32,
                 on_event=batch_events.append,
             )
-            with anyio.fail_after(max(60.0, jobs * 0.2)):
+            try:
                 async with runner.run(lazily()) as stream:
                     async for outcome in stream:
                         outcomes.append(outcome)
-            reprs = {
-                "repr(client)": repr(client),
-                "repr(client.config)": repr(client.config),
-                "repr(runner)": repr(runner),
-                "repr(summary)": repr(runner.summary),
-                "repr(emulator)": repr(emu),
-            }
+            except RunStoppedError as stop:
+                stopped = stop
+                reprs[f"run {len(parts) + 1}: the stop"] = f"{stop} {stop!r} {stop.cause!r}"
+            reprs.update(
+                {
+                    "repr(client)": repr(client),
+                    "repr(client.config)": repr(client.config),
+                    "repr(runner)": repr(runner),
+                    f"run {len(parts) + 1}: repr(summary)": repr(runner.summary),
+                    "repr(emulator)": repr(emu),
+                }
+            )
+        return RunPart(
+            outcomes=outcomes,
+            summary=runner.summary,
+            stopped=stopped,
+            tasks_created=emu.stats().submissions,
+            wall_seconds=time.monotonic() - began,
+        )
+
+    parts: list[RunPart] = []
+    started = time.monotonic()
+    async with Emulator(chaos_config(seed, retry_after=retry_after)) as emu:
+        incidents.start(emu.faults)
+        limit = max(60.0, jobs * 0.2) + 4 * (incidents.outage_seconds or 0.0)
+        with anyio.fail_after(limit):
+            parts.append(await one_run(emu))
+            if parts[0].stopped is not None:
+                # The cause fixed (the balance topped up), the same command again: no flags,
+                # the per-request chaos still on.
+                emu.faults.clear()
+                for route, spec in chaos_faults(retry_after=retry_after).items():
+                    emu.faults.set(route, spec)
+                parts.append(await one_run(emu))
         stats = emu.stats()
+        task_ids = emu.task_ids()
+        outcomes = parts[-1].outcomes
         statuses = {o.task_id: emu.task_status(o.task_id) for o in outcomes if o.task_id}
     return ChaosRun(
         out=out,
@@ -209,6 +272,9 @@ async def run_chaos(
         reprs=reprs,
         wall_seconds=time.monotonic() - started,
         task_statuses=statuses,
+        task_ids=task_ids,
+        parts=parts,
+        incidents=incidents,
     )
 
 
@@ -221,7 +287,7 @@ def categorise(outcome: JobOutcome) -> str | None:
         return INJECTED_TASK_FAILURE
     if error.reason == "SUBMIT_OUTCOME_UNKNOWN" and error.type == "SubmitOutcomeUnknownError":
         return SUBMIT_UNKNOWN
-    if error.type in _EXHAUSTED_TYPES:
+    if error.reason == "RETRIES_EXHAUSTED" and error.type == "RetriesExhaustedError":
         return RETRIES_EXHAUSTED
     return None
 
@@ -253,18 +319,21 @@ def verify(run: ChaosRun) -> list[str]:
             problems.append(f"{outcome.job_id} succeeded but its task is {status}")
         elif categorise(outcome) == INJECTED_TASK_FAILURE and status != "TASK_STATUS_FAILED":
             problems.append(f"{outcome.job_id} failed TASK_FAILED but its task is {status}")
+    # Every lost answer is an unknown outcome, and every task no job holds is one of them.
     reset_submits = stats.count("submit", "reset")
-    if run.categories[SUBMIT_UNKNOWN] != reset_submits:
+    cut = run.categories[SUBMIT_UNKNOWN] - reset_submits  # answers the outage's closing cut
+    if not 0 <= cut <= SUBMIT_SLOTS * stats.outages:
         problems.append(
             f"{run.categories[SUBMIT_UNKNOWN]} SUBMIT_OUTCOME_UNKNOWN outcomes for "
-            f"{reset_submits} submissions whose connection was reset"
+            f"{reset_submits} submissions whose connection was reset and {stats.outages} outages"
         )
-    with_task = len({o.task_id for o in run.outcomes if o.task_id})
+    held = {o.task_id for o in run.outcomes if o.task_id}
+    orphans = len(set(run.task_ids) - held)
     lost_answers = stats.faults.get("reset_after", 0)  # only the submit route has reset_after
-    if stats.submissions != with_task + lost_answers:
+    if len(run.task_ids) != stats.submissions or not lost_answers <= orphans <= lost_answers + cut:
         problems.append(
-            f"the emulator created {stats.submissions} tasks; jobs hold {with_task} distinct "
-            f"task ids and {lost_answers} answers were lost"
+            f"the emulator created {stats.submissions} tasks; jobs hold {len(held)} distinct "
+            f"task ids, {lost_answers} answers were lost and {max(cut, 0)} cut by an outage"
         )
     failed_tasks = stats.tasks.get("TASK_STATUS_FAILED", 0)
     if not run.categories[INJECTED_TASK_FAILURE] <= failed_tasks:
@@ -287,6 +356,8 @@ def verify(run: ChaosRun) -> list[str]:
             wanted = 2 if int(row["id"][3:]) % 10 == 0 else 1
             if row["status"] == "succeeded" and len(row["files"]) != wanted:
                 problems.append(f"{row['id']}: {len(row['files'])} files, {wanted} expected")
+
+    problems += incident_problems(run)
 
     # Secrets: no key anywhere; no signed query string in anything a user may log.
     texts = dict(run.reprs)
@@ -312,6 +383,8 @@ def figures(run: ChaosRun) -> dict[str, Any]:
         "failures by reason": dict(run.reasons),
         "tasks created": stats.submissions,
         "tasks whose submit answer was lost": stats.faults.get("reset_after", 0),
+        "submissions whose answer the outage cut": run.categories[SUBMIT_UNKNOWN]
+        - stats.count("submit", "reset"),
         "duplicate submissions": stats.duplicate_submissions,
         "unexpected auth": stats.unexpected_auth,
         "faults injected": dict(sorted(stats.faults.items())),
@@ -319,4 +392,4 @@ def figures(run: ChaosRun) -> dict[str, Any]:
         "client retries": sum(1 for e in run.client_events if e.kind == "retry"),
         "images on disk": sum(len(o.files) for o in run.outcomes if o.ok),
         "wall seconds": round(run.wall_seconds, 1),
-    }
+    } | incident_figures(run)
