@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import typing
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -121,6 +122,9 @@ converter.register_structure_hook(bool | None, lambda v, _: None if v is None el
 # lenient str hook above would take it, as a subclass of str, and let any string through.
 converter.register_structure_hook(enum.StrEnum, lambda value, cls: cls(value))
 converter.register_structure_hook(TaskStatus, _status)
+# Times in files and JSON reports (a run's status) are ISO 8601 text.
+converter.register_unstructure_hook(datetime, datetime.isoformat)
+converter.register_structure_hook(datetime, lambda value, _: datetime.fromisoformat(value))
 
 
 @converter.register_structure_hook

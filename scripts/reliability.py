@@ -1,8 +1,19 @@
 """The reliability suite at full scale; prints its figures and writes them into RELIABILITY.md.
 
-    python scripts/reliability.py                 # 5,000-job chaos run + crash/resume, 20 kills
+    python scripts/reliability.py                 # 5,000-job chaos run + the kill suite (20 kills)
     python scripts/reliability.py --no-write      # print only
     python scripts/reliability.py --jobs 500 --kills 5 --crash-jobs 60   # a quicker look
+
+Chaos: every per-request fault at once, an outage window (connections refused for ``--outage``
+seconds) and an account error (the balance runs out once ``--account-after`` tasks exist), which
+stops the run; the fault is then cleared and a plain rerun must finish.
+
+Kill suite: ``novita-async run`` in a subprocess, SIGKILLed ``--kills`` times at seeded moments
+without freezing anything (POSTs are genuinely in flight; some kills wait for one, or for a task's
+answer on its way), interrupted ``--interrupts`` times, rerun plainly to the end, then with
+``--retry-failed`` for the jobs reported ``SUBMIT_OUTCOME_UNKNOWN``. It counts the duplicate
+submissions (the emulator's count; 0 is the goal without ``--retry-failed``) and the unknown
+outcomes.
 
 It runs the same harness and checks as ``tests/reliability`` (imported from there), so a figure
 here and an assertion there mean the same thing. Exit status 0 when every check held.
@@ -36,15 +47,36 @@ from reliability.checks import (  # noqa: E402
     results_problems,
     tree_problems,
 )
-from reliability.crashes import CrashRun, EmulatorProcess, kill_points, write_job_file  # noqa: E402
+from reliability.crashes import (  # noqa: E402
+    CrashRun,
+    EmulatorProcess,
+    in_flight,
+    journal_records,
+    write_job_file,
+)
+from reliability.incidents import Incidents  # noqa: E402
 
 REPORT = ROOT / "RELIABILITY.md"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+# A submission takes 0.05 s to reach its task and 0.1 s to answer (51 bytes at 500 B/s), as a
+# real API's would: a kill can land on either side of the task's creation.
+SLOW_SUBMISSIONS = "submit:latency=0.05,bandwidth=500"
+# The moments a kill waits for after its journal records: none (any moment), a POST in flight,
+# a task created whose answer is on its way.
+MOMENTS = (None, "post", "answer")
 
 
 def chaos(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[str]]:
     inputs = write_inputs(work / "inputs")
     out = work / "chaos-out"
+
+    incidents = None
+    if not args.no_incidents:
+        incidents = Incidents(
+            outage_seconds=args.outage,
+            outage_after=args.jobs // 5 if args.outage_after is None else args.outage_after,
+            account_after=args.jobs * 3 // 5 if args.account_after is None else args.account_after,
+        )
 
     async def main() -> tuple[Any, LeakWatch]:
         with LeakWatch(API_KEY, SIGNATURE_MARK) as logs:
@@ -55,6 +87,7 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[st
                 seed=args.seed,
                 concurrency=args.concurrency,
                 retry_after=args.retry_after,
+                incidents=incidents,
             )
         return run, logs
 
@@ -68,92 +101,108 @@ def chaos(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[st
 
 
 def crash(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], list[str]]:
+    """The kill suite: unfrozen SIGKILLs and SIGINTs, a plain rerun, then ``--retry-failed``."""
     emulator = EmulatorProcess(
-        "--seed", str(args.seed), "--task-seconds", "0.3", "--image-mode", "tiny"
-    )
+        "--seed", str(args.seed), "--task-seconds", "0.3", "--image-mode", "tiny",
+        "--fault", SLOW_SUBMISSIONS,
+    )  # fmt: skip
     started = time.monotonic()
+    problems: list[str] = []
+    jobs = args.crash_jobs
     try:
-        jobs_file = write_job_file(work / "crash-jobs", args.crash_jobs)
         run = CrashRun(
             emulator,
-            jobs_file,
+            write_job_file(work / "crash-jobs", jobs),
             work / "crash-out",
             work / "crash-logs",
-            args.crash_jobs,
+            jobs,
             args.crash_concurrency,
         )
-        # Every point, in a seeded order: frozen SIGKILLs, unfrozen ones, SIGINTs.
-        points = args.kills + args.raw_kills + args.interrupts
-        # About three journal records per job; a frozen kill also lets the run go on until every
-        # job in flight is parked (up to two records per slot).
-        budget = 3 * args.crash_jobs - 2 * args.crash_concurrency * args.kills
-        span = max(1, budget // (points + 1))
+        # Every point, in a seeded order: about three journal records per job, shared out.
+        rng = random.Random(args.seed)
+        span = max(1, 3 * jobs // (args.kills + args.interrupts + 1))
         plan: list[tuple[str, int, str | None]] = [
-            ("kill", more, route) for more, route in kill_points(args.seed, args.kills, span)
+            ("kill", rng.randint(1, span), MOMENTS[n % len(MOMENTS)]) for n in range(args.kills)
         ]
-        rng = random.Random(args.seed + 1)
-        plan += [("kill", rng.randint(1, span), None) for _ in range(args.raw_kills)]
         plan += [("interrupt", rng.randint(1, span), None) for _ in range(args.interrupts)]
         rng.shuffle(plan)
         missed = 0
         interrupts: list[int | None] = []
-        for kind, more, route in plan:
+        for kind, more, moment in plan:
             if kind == "kill":
-                missed += not run.kill_at(more, route)
+                missed += not run.kill_at(more, None, wait_for=moment)
             else:
                 interrupts.append(run.interrupt_at(more))
-        final = run.run_to_end()
+        orphans = run.unjournaled
+        # A plain rerun: it must report the jobs the kills cut off and send none of them again.
+        plain = run.run_to_end()
+        plain_stats = emulator.stats()
+        reported = {
+            row["id"]: row["error"]["reason"]
+            for row in read_results(run.out)
+            if row["status"] == "failed"
+        }
+        # Told to, it submits them again: those whose task existed are paid twice, knowingly.
+        final = run.run_to_end("--retry-failed") if reported else plain
         stats = emulator.stats()
+        journal_tasks = len(in_flight(journal_records(run.out))[2])
     finally:
         emulator_exit = emulator.close()
 
-    problems: list[str] = []
-    ids = [f"job{n:04d}" for n in range(args.crash_jobs)]
+    ids = [f"job{n:04d}" for n in range(jobs)]
     problems += results_problems(run.out, ids)
     rows = read_results(run.out) if not problems else []
     problems += tree_problems(run.out, rows)
     problems += [f"job {r['id']} ended {r['status']}" for r in rows if r["status"] != "succeeded"]
     problems += leaks_in_folder(run.out, API_KEY) + leaks_in_folder(run.logs, API_KEY)
-    sigkills = [k for k in run.kills if k["signal"] == "SIGKILL" and k["parked_on"] != "(none)"]
-    raw = [k for k in run.kills if k["signal"] == "SIGKILL" and k["parked_on"] == "(none)"]
-    # Tasks created by a POST whose answer a kill lost: possible only for unfrozen kills.
-    unjournaled = run.unjournaled
+    kills = [k for k in run.kills if k["signal"] == "SIGKILL"]
     if missed:
         problems.append(f"{missed} kill points came after the run had ended")
-    for kill in sigkills:
-        if kill["new_unjournaled_tasks"]:
-            problems.append(f"a task unknown to the journal after a kill: {kill}")
-    expected = (args.crash_jobs + unjournaled, unjournaled)
-    if (stats["submissions"], stats["duplicate_submissions"]) != expected:
+    for kill in kills:
+        if kill["new_unjournaled_tasks"] > kill["posts_cut"]:
+            problems.append(f"a task unknown to the journal and to its intents: {kill}")
+    if plain_stats["duplicate_submissions"]:
+        problems.append(f"{plain_stats['duplicate_submissions']} duplicates with no flag")
+    if set(reported) != run.unknown_jobs or set(reported.values()) - {"SUBMIT_OUTCOME_UNKNOWN"}:
         problems.append(
-            f"{stats['submissions']} tasks for {args.crash_jobs} jobs, "
-            f"{stats['duplicate_submissions']} duplicates, {unjournaled} lost to kills"
+            f"the plain rerun reported {reported}; the kills cut off {sorted(run.unknown_jobs)}"
         )
+    if (stats["submissions"], stats["duplicate_submissions"]) != (jobs + orphans, orphans):
+        problems.append(
+            f"{stats['submissions']} tasks for {jobs} jobs, {stats['duplicate_submissions']} "
+            f"duplicates, {orphans} tasks the kills left unjournaled"
+        )
+    if journal_tasks != stats["submissions"] - orphans:
+        problems.append(f"{journal_tasks} tasks in the journal, {stats['submissions']} created")
     if stats["unexpected_auth"]:
         problems.append(f"{stats['unexpected_auth']} requests carried Authorization off the API")
-    if final != 0 or any(code != 130 for code in interrupts) or emulator_exit != 0:
-        codes = f"interrupts {interrupts}, final {final}, emulator {emulator_exit}"
-        problems.append(f"exit codes: {codes}")
+    expected_plain = 1 if run.unknown_jobs else 0
+    if plain != expected_plain or final != 0 or emulator_exit != 0:
+        problems.append(f"exit codes: plain rerun {plain}, final {final}, emulator {emulator_exit}")
+    if any(code != 130 for code in interrupts):
+        problems.append(f"SIGINT exit codes {interrupts}")
     numbers = {
-        "jobs": args.crash_jobs,
+        "jobs": jobs,
         "concurrency": args.crash_concurrency,
-        "SIGKILL points": len(sigkills),
-        "parked on result / image": [
-            sum(k["parked_on"] == "result" for k in sigkills),
-            sum(k["parked_on"] == "image" for k in sigkills),
+        "submission": "0.05 s to the task, 0.1 s to the answer",
+        "unfrozen SIGKILL points": len(kills),
+        "kill moments (any / POST in flight / answer on its way)": [
+            sum(k["waited_for"] == (m or "(nothing)") for k in kills) for m in MOMENTS
         ],
-        "journal records before each kill": [k["after_records"] for k in sigkills],
-        "jobs in flight at each kill": [k["jobs_in_flight"] for k in sigkills],
+        "journal records before each kill": [k["after_records"] for k in kills],
+        "kills that cut POSTs off": sum(k["posts_cut"] > 0 for k in kills),
+        "POSTs cut off at each kill": [k["posts_cut"] for k in kills],
+        "tasks those POSTs created (unknown to the journal)": orphans,
         "SIGINT exit codes": interrupts,
-        "unfrozen SIGKILL points": len(raw),
-        "unfrozen kills that landed in the documented window": sum(
-            k["new_unjournaled_tasks"] > 0 for k in raw
-        ),
-        "tasks left unjournaled by them (each submitted again on resume)": unjournaled,
-        "runs": run.runs,
+        "plain rerun exit code": plain,
+        "unknown outcomes reported (SUBMIT_OUTCOME_UNKNOWN)": len(reported),
+        "duplicate submissions with no flag": plain_stats["duplicate_submissions"],
+        "--retry-failed: jobs submitted again": len(reported),
+        "--retry-failed: duplicates (paid twice, knowingly)": stats["duplicate_submissions"]
+        - plain_stats["duplicate_submissions"],
         "final exit code": final,
+        "runs": run.runs,
         "tasks created": stats["submissions"],
-        "duplicate submissions": stats["duplicate_submissions"],
         "unexpected auth": stats["unexpected_auth"],
         "images valid": sum(len(r["files"]) for r in rows),
         "wall seconds": round(time.monotonic() - started, 1),
@@ -197,13 +246,17 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--retry-after", type=float, default=0.0, help="Retry-After of 429s")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--outage", type=float, default=15.0, help="seconds of refused connections")
+    parser.add_argument("--outage-after", type=int, default=None, help="tasks (default: jobs/5)")
+    parser.add_argument(
+        "--account-after", type=int, default=None, help="tasks before the balance runs out "
+        "(default: 3/5 of the jobs)"
+    )  # fmt: skip
+    parser.add_argument("--no-incidents", action="store_true", help="no outage, no account error")
     parser.add_argument("--crash-jobs", type=int, default=400)
     parser.add_argument("--crash-concurrency", type=int, default=12)
-    parser.add_argument("--kills", type=int, default=20, help="SIGKILL points")
+    parser.add_argument("--kills", type=int, default=20, help="unfrozen SIGKILL points")
     parser.add_argument("--interrupts", type=int, default=3, help="SIGINT points")
-    parser.add_argument(
-        "--raw-kills", type=int, default=10, help="extra SIGKILL points without freezing"
-    )
     parser.add_argument("--no-chaos", action="store_true")
     parser.add_argument("--no-crash", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="do not update RELIABILITY.md")
@@ -220,8 +273,8 @@ def main() -> int:
             sections[f"Chaos run ({args.jobs} jobs)"], found = chaos(args, work)
             problems += found
         if not args.no_crash:
-            print(f"crash/resume: {args.crash_jobs} jobs, {args.kills} kills ...", flush=True)
-            title = f"Crash and resume ({args.kills} SIGKILL + {args.interrupts} SIGINT points)"
+            print(f"kill suite: {args.crash_jobs} jobs, {args.kills} kills ...", flush=True)
+            title = f"Kill suite ({args.kills} unfrozen SIGKILL + {args.interrupts} SIGINT points)"
             sections[title], found = crash(args, work)
             problems += found
     ok = not problems

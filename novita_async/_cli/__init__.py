@@ -31,9 +31,11 @@ from .._exceptions import (
     ValidationError,
 )
 from .._redact import scrub
-from . import _commands, _demo, _run
+from ..batch import JournalDamagedError
+from . import _commands, _demo, _journal_cmd, _run, _status
 from ._parser import parse_args
 from ._run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE, real_error
+from ._run_report import ReportTo
 
 __all__ = ["main"]
 
@@ -55,6 +57,8 @@ async def _dispatch(ns: argparse.Namespace) -> int:
         "result": _commands.result,
         "models": _commands.models,
         "demo": _demo.demo,
+        "status": _status.status,
+        "journal": _journal_cmd.journal,
     }
     return await commands[ns.command](ns)
 
@@ -74,15 +78,22 @@ def _local_io(exc: OSError) -> LocalIOError | None:
 
 
 def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
-    """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug)."""
-    if isinstance(exc, KeyboardInterrupt):
-        print("novita-async: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug); for a
+    run that has not reported its own end (a stop has), its JSON report says so too."""
+    status = _show(exc, ns, raised)
+    if ns.command == "run" and not isinstance(exc, RunStoppedError):
+        message = "interrupted" if isinstance(exc, KeyboardInterrupt) else _message(exc)[0]
+        ReportTo.from_args(ns).write_error(status, message)
+    return status
+
+
+def _message(exc: BaseException) -> tuple[str, int]:
+    """The error line for ``exc`` and the command's exit status."""
     if isinstance(exc, OSError):
         exc = _local_io(exc) or exc
     if isinstance(exc, ValidationError):
         message, status = f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", EXIT_USAGE
-    elif isinstance(exc, ConfigurationError):
+    elif isinstance(exc, ConfigurationError | JournalDamagedError):
         message, status = str(exc), EXIT_USAGE
     elif isinstance(exc, RunStoppedError):
         message, status = f"run stopped: {exc}", EXIT_STOPPED
@@ -92,10 +103,19 @@ def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -
         message, status = f"{type(exc).__name__}: {exc}", EXIT_FAILED
     else:
         message, status = f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
+    if status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
+        message += " (rerun with --debug for the traceback)"
+    return message, status
+
+
+def _show(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        print("novita-async: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    message, status = _message(exc)
     if ns.debug:
         traceback.print_exception(raised)
-    elif status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
-        message += " (rerun with --debug for the traceback)"
+        message = message.removesuffix(" (rerun with --debug for the traceback)")
     # The key never reaches a message on purpose; scrub anyway, it costs nothing.
     secrets = (ns.api_key or "", os.environ.get(ENV_API_KEY, ""))
     print(f"novita-async: error: {scrub(message, *secrets)}", file=sys.stderr)

@@ -37,6 +37,8 @@ dl { display: grid; grid-template-columns: auto 1fr; gap: 0 .6rem; margin: .3rem
 dt { font-weight: 600; }
 dd { margin: 0; word-break: break-all; }
 .error { color: #a11; white-space: pre-wrap; margin: .3rem 0 0; }
+.earlier { margin: 0 0 .3rem; font-weight: 600; color: #8a5a00; }
+.images.earlier-images img { opacity: .55; filter: grayscale(60%); }
 """
 
 
@@ -81,10 +83,20 @@ def _card(record: Mapping[str, Any], prompt: str | None) -> str:
             f"{esc(str(error.get('message', '')))}</p>"
         )
     kind = "images many" if len(files) > 1 else "images"
+    earlier_html = ""
+    if files and status != JobStatus.SUCCEEDED:
+        # Images of a job that did not succeed now (its line changed since its task was paid
+        # for): never shown as the result of the request on this card.
+        kind += " earlier-images"
+        task = f" by task {record['task_id']}" if record.get("task_id") else ""
+        earlier_html = (
+            f'<p class="earlier">Earlier images: made{esc(task)} for an earlier request of '
+            "this job, not for the request shown here</p>"
+        )
     prompt_html = f'<p class="prompt">{esc(prompt)}</p>' if prompt else ""
     return (
         f'<article class="card {esc(status)}" id="job-{esc(quote(job_id, safe=""))}">'
-        f'<div class="{kind}">{images}</div><h2>{esc(job_id)}</h2>{prompt_html}'
+        f'{earlier_html}<div class="{kind}">{images}</div><h2>{esc(job_id)}</h2>{prompt_html}'
         f"<dl>{details}</dl>{error_html}</article>"
     )
 

@@ -12,6 +12,7 @@ request field with the API's name, and the command-line flags fill in what a lin
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -213,10 +214,16 @@ async def _resolve(
 
 
 async def _lines(path: Path) -> AsyncIterator[str]:
-    """The lines of ``path``, read in blocks (one worker-thread call per block, not per line)."""
-    async with await anyio.open_file(path, "rb") as source:
+    """The lines of ``path``, read in blocks (one worker-thread call per block, not per line).
+
+    A UTF-8 byte-order mark at the start (some editors write one) is not part of the first line.
+    """
+    async with aiofiles.open(path, "rb") as source:
         rest = b""
+        first = True
         while block := await source.read(_BLOCK):
+            if first:
+                block, first = block.removeprefix(codecs.BOM_UTF8), False
             *complete, rest = (rest + block).split(b"\n")
             for raw in complete:
                 yield raw.decode("utf-8", "replace")

@@ -22,6 +22,8 @@ import attrs
 from .. import ConfigurationError, InstantIDRequest, Timeouts, ValidationError, __version__, _spec
 from ..batch import BatchOptions
 from ._fields import build_request
+from ._journal_cmd import add_journal_arguments
+from ._status import add_status_arguments
 
 __all__ = [
     "BATCH_FLAGS",
@@ -349,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
     run.add_argument("--out", required=True, metavar="DIR", help="output folder (images, results)")
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    run.add_argument("--summary-json", default=None, metavar="PATH", help="also write how the "
+                     "run ended (summary, exit status) as JSON to PATH")  # fmt: skip
+    run.add_argument("--json", action="store_true", help="print that JSON on stdout instead of "
+                     "the text summary (progress lines go to stderr)")  # fmt: skip
     _add_download_timeout(run)
     _add_batch_flags(run)
     _add_request_flags(run, prompt_required=False)
@@ -389,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="novita-demo", metavar="DIR",
                       help="output folder (default: ./novita-demo)")  # fmt: skip
     demo.add_argument("--no-progress", action="store_true", help="plain log lines")
+
+    status = command("status", "where the run of an output folder stands (no network, no key)")
+    add_status_arguments(status)
+    journal = command("journal", "look after a run's journal: `journal repair OUT`")
+    add_journal_arguments(journal, common)
     return parser
 
 

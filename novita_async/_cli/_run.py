@@ -45,12 +45,14 @@ from ..batch import (
     InvalidJob,
     Job,
     JobInputError,
+    is_run_output,
 )
 from ._commands import make_client
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
 from ._parser import options_from_args, request_fields
 from ._progress import BatchProgress
+from ._run_report import ReportTo, RunReport, StopReport
 
 __all__ = [
     "EXIT_FAILED",
@@ -212,6 +214,8 @@ class RunSettings:
     options: BatchOptions
     plain: bool
     """Plain log lines instead of a progress bar."""
+    report: ReportTo = attrs.field(factory=ReportTo)
+    """Where the run's JSON report goes (``--summary-json``, ``--json``)."""
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> RunSettings:
@@ -221,6 +225,7 @@ class RunSettings:
             request_defaults=request_fields(ns),
             options=options_from_args(ns),
             plain=ns.no_progress,
+            report=ReportTo.from_args(ns),
         )
 
 
@@ -334,16 +339,30 @@ def format_summary(summary: BatchSummary) -> str:
     return "\n".join(lines)
 
 
-def report_end(end: RunEnd, results: Path, gallery: Path | None) -> int:
-    """Print how the run ended; its exit status. A run-level stop is raised again, for the
-    command's one error line (naming the cause and the fix) and its exit status."""
-    print(format_summary(end.summary))
-    shown = "not written" if gallery is None else str(gallery)
-    if end.interrupted and end.stopped is None:
-        print(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
-    else:
-        print(f"results: {results}\ngallery: {shown}")
-    sys.stdout.flush()
+def report_end(
+    end: RunEnd, results: Path, gallery: Path | None, report: ReportTo | None = None
+) -> int:
+    """Print how the run ended (as text, or as the JSON ``report`` asks for); its exit status.
+    A run-level stop is raised again, for the command's one error line (naming the cause and
+    the fix) and its exit status."""
+    report = report or ReportTo()
+    report.write(
+        RunReport(
+            exit_status=end.status,
+            summary=end.summary,
+            stop=None if end.stopped is None else StopReport.of(end.stopped),
+            results=str(results),
+            gallery=None if gallery is None else str(gallery),
+        )
+    )
+    if not report.stdout:
+        print(format_summary(end.summary))
+        shown = "not written" if gallery is None else str(gallery)
+        if end.interrupted and end.stopped is None:
+            print(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
+        else:
+            print(f"results: {results}\ngallery: {shown}")
+        sys.stdout.flush()
     if end.stopped is not None:
         raise end.stopped
     return end.status
@@ -354,6 +373,16 @@ async def run(ns: argparse.Namespace) -> int:
     if not await anyio.Path(settings.jobs).is_file():
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
     out = settings.out
+    journal = settings.options.journal_path
+    if is_run_output(settings.jobs, out) or (
+        journal is not None and journal.resolve() == settings.jobs.resolve()
+    ):
+        raise ValidationError(
+            "JOBS.jsonl",
+            str(settings.jobs),
+            "is a file the run writes (in the output folder, or the journal): move it elsewhere",
+        )
+    settings.report.check(out, (settings.jobs, settings.options.journal_path))
     total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
     prompts: dict[str, str] = {}
     async with (
@@ -361,9 +390,11 @@ async def run(ns: argparse.Namespace) -> int:
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session,
     ):
         fetcher = InputFetcher(plain_session, out / ".novita-inputs")
-        with BatchProgress(total, plain=settings.plain) as progress:
+        # With the report on stdout, stdout holds nothing else.
+        stream = sys.stderr if settings.report.stdout else None
+        with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
             runner = BatchRunner(client, out, settings.options, on_event=progress.on_event)
             lines = _job_lines(settings, fetcher, prompts, progress)
             end = await run_batch(runner, lines, progress)
             gallery = await write_gallery_if_possible(out, prompts, progress)
-    return report_end(end, out / "results.jsonl", gallery)
+    return report_end(end, out / "results.jsonl", gallery, settings.report)

@@ -1,11 +1,12 @@
 """The batch runner: many InstantID jobs, bounded, resumable, images streamed to disk.
 
-See :class:`BatchRunner` for the run's shape and :mod:`._journal` for resume semantics and the one
-window where a crash can submit a job twice.
+See :class:`BatchRunner` for the run's shape, :mod:`._journal` for resume semantics (nothing is
+paid twice by default), and :mod:`._failures` for what a failure means to a run.
 """
 
 from __future__ import annotations
 
+from ._dry_run import DryRun, JobProblem, dry_run
 from ._events import BatchEvent, BatchEventHook, BatchEventKind
 from ._job import (
     ImageSource,
@@ -18,7 +19,11 @@ from ._job import (
     check_job_id,
 )
 from ._options import BatchOptions
+from ._outputs import is_run_output
+from ._records import JournalDamagedError
+from ._repair import RepairReport, repair_journal
 from ._runner import BatchRunner
+from ._status import RunStatus, read_status
 from ._summary import BatchSummary
 
 __all__ = [
@@ -28,12 +33,21 @@ __all__ = [
     "BatchOptions",
     "BatchRunner",
     "BatchSummary",
+    "DryRun",
     "ImageSource",
     "InvalidJob",
     "Job",
     "JobError",
     "JobInputError",
     "JobOutcome",
+    "JobProblem",
     "JobStatus",
+    "JournalDamagedError",
+    "RepairReport",
+    "RunStatus",
     "check_job_id",
+    "dry_run",
+    "is_run_output",
+    "read_status",
+    "repair_journal",
 ]

@@ -49,6 +49,7 @@ from .._exceptions import (
 __all__ = [
     "RETRYABLE_REASONS",
     "Blame",
+    "BudgetReachedError",
     "RetriesExhaustedError",
     "blame",
     "is_outage",
@@ -89,6 +90,18 @@ class RetriesExhaustedError(NovitaError):
     @property
     def reason(self) -> str:
         return "RETRIES_EXHAUSTED"
+
+
+class BudgetReachedError(NovitaError):
+    """The run submitted the ``max_tasks`` new tasks it was allowed."""
+
+    def __init__(self, max_tasks: int) -> None:
+        self.max_tasks = max_tasks
+        super().__init__(f"the run's budget of {max_tasks} new tasks is spent")
+
+    @property
+    def reason(self) -> str:
+        return "BUDGET_REACHED"
 
 
 def is_outage(error: BaseException) -> bool:
@@ -148,6 +161,8 @@ def run_stop_advice(error: BaseException) -> tuple[str, str]:
         return f"the output is on a read-only file system ({error})", "choose another --out"
     if reason == "PERMISSION_DENIED":
         return f"a file of the run may not be written ({error})", "check the permissions"
+    if isinstance(error, BudgetReachedError):
+        return str(error), "as max_tasks (--max-tasks) asked"
     if reason == "OUTAGE":
         return str(error), "check the network or the service's status"
     if reason == "LOCAL_IO_ERROR":

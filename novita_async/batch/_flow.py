@@ -25,14 +25,12 @@ from .._exceptions import (
     InvalidResponseError,
     LocalIOError,
     RateLimitError,
-    SubmitOutcomeUnknownError,
     TaskFailedError,
 )
 from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import (
-    RETRYABLE_REASONS,
     Blame,
     RetriesExhaustedError,
     blame,
@@ -40,11 +38,12 @@ from ._failures import (
     is_unknown_asset,
     run_stop_advice,
 )
-from ._inputs import InputReader, PreparedJob
-from ._job import InvalidJob, Job, JobError, JobInputError, JobOutcome, JobStatus, check_job_id
-from ._journal import JobPhase, JobState, Journal
+from ._inputs import PreparedJob
+from ._job import InvalidJob, Job, JobError, JobOutcome, JobStatus
+from ._journal import JobPhase, Journal
 from ._limits import RunGate, RunStopped
 from ._options import BatchOptions
+from ._plan import Action, Planner
 from ._poller import Poller
 from ._results import ResultsFile
 from ._submission import DiskSpace, Submitter
@@ -64,9 +63,6 @@ MIN_DOWNLOAD_ATTEMPTS = 4
 # (rounds during an outage are not counted: the run pauses instead), each after the client's
 # backoff for that round.
 MAX_JOB_ROUNDS = 5
-# Failures after which retrying the job means submitting it again; any other failure of a job
-# with a task id is retried by following that task again (it may well have finished).
-RESUBMIT_REASONS = frozenset({"TASK_FAILED", "TASK_NOT_FOUND"})
 
 
 class _Ended(Exception):
@@ -112,7 +108,7 @@ class JobFlow:
         self._gate = gate
         self._on_event = on_event
         self._on_request = on_request
-        self._inputs = InputReader()
+        self._planner = Planner(journal.jobs, options, out_dir)
         self._disk = DiskSpace(out_dir)
         retry = client.config.retry
         self.submitter = Submitter(
@@ -122,13 +118,13 @@ class JobFlow:
             disk=self._disk,
             retry=attrs.evolve(retry, retry_rate_limited=False),
             posting=options.submit_concurrency,
+            max_tasks=options.max_tasks,
             on_request=on_request,
             on_paused=self._rate_limited,
         )
         self._download_retry = attrs.evolve(
             retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS)
         )
-        self._seen: set[str] = set()  # every job id of the run, to refuse a second use of one
         # A job holds a slot from its submission to its end: ``concurrency`` tasks in flight.
         self._slots = anyio.Semaphore(options.concurrency, fast_acquire=True)
         self._in_flight = 0
@@ -171,60 +167,31 @@ class JobFlow:
             return None
 
     async def _decide(self, job: Job | InvalidJob) -> JobOutcome:
-        options = self._options
         self._emit(BatchEventKind.QUEUED, job.id)
-        if job.id in self._seen:
-            error = JobInputError(
-                "DUPLICATE_JOB_ID", f"job id {job.id!r} appears twice in the input"
-            )
+        plan = await self._planner.plan(job)
+        prior, error = plan.prior, plan.error
+        fingerprint = prior.fingerprint if prior is not None else None
+        if plan.action is Action.DUPLICATE:
+            assert error is not None
             return self._end(_failed(job.id, error, None), None, record=False)
-        self._seen.add(job.id)
-        prior = self._journal.jobs.get(job.id)
-        rerun = prior is not None and _runs_again(prior, options)
-        # An input that never became a job (a bad job-file line) keeps its own, fuller reason.
-        input_error: Exception | None = job.error if isinstance(job, InvalidJob) else None
-        try:
-            check_job_id(job.id)
-        except JobInputError as exc:
-            if prior is not None and prior.ended and not rerun:
-                return self._end(prior.outcome(job.id, replayed=True), None, record=False)
-            return self._fail(job.id, input_error or exc, None, None)
-
-        prepared: PreparedJob | None = None
-        if isinstance(job, Job):
-            try:
-                prepared = await self._inputs.prepare(job)
-            except JobInputError as exc:
-                input_error = exc
-
-        if prior is not None and prepared is not None and _changed(prior, prepared):
-            if not rerun:
-                failed = prior.phase is JobPhase.FAILED
-                hint = " (pass retry_failed to run it again)" if failed else ""
-                error = JobInputError(
-                    "JOB_CHANGED",
-                    f"job {job.id!r} differs from the one this output folder's journal recorded "
-                    f"({prior.phase}); use a new job id or output folder{hint}",
-                )
-                return self._end(_failed(job.id, error, prior.task_id), None, record=False)
-            prior = None  # a different job now: its old task is not its task
-        if prior is not None and prior.ended and not rerun:
-            outcome = prior.outcome(job.id, replayed=True)
-            return self._end(outcome, prior.fingerprint, record=False)
-        if prior is not None and prior.phase is JobPhase.SUBMITTING and not rerun:
-            unknown = SubmitOutcomeUnknownError(
-                "an earlier run sent this job's submission and stopped before its answer came; "
-                "a task may exist and be billed: look for it before submitting again",
-                method="POST",
-            )
-            return self._fail(job.id, unknown, None, prior.fingerprint)
-        if prior is not None and prior.task_id is not None and _resumable(prior):
-            # Submitted (or failed after submission) earlier: follow that task, never resubmit.
-            return await self._resume(job.id, prior.task_id, prior.fingerprint)
-        if isinstance(job, Job) and prepared is not None:
-            return await self._fresh(job, prepared)
-        assert input_error is not None  # what kept the inputs from being prepared
-        return self._fail(job.id, input_error, None, None)
+        if plan.action is Action.REPLAY:
+            assert prior is not None
+            return self._end(prior.outcome(job.id, replayed=True), fingerprint, record=False)
+        if plan.action is Action.CHANGED:
+            assert prior is not None and error is not None
+            outcome = _failed(job.id, error, prior.task_id, prior.files)
+            # Recorded (with the earlier task and images) unless the journal holds an unanswered
+            # submission: that must stay an unknown outcome.
+            recorded = prior.phase is not JobPhase.SUBMITTING
+            return self._end(outcome, fingerprint, record=recorded)
+        if plan.action is Action.UNKNOWN or plan.action is Action.INVALID:
+            assert error is not None
+            return self._fail(job.id, error, None, fingerprint)
+        if plan.action is Action.FOLLOW:
+            assert prior is not None and prior.task_id is not None
+            return await self._resume(job.id, prior.task_id, fingerprint)
+        assert isinstance(job, Job) and plan.prepared is not None
+        return await self._fresh(job, plan.prepared)
 
     async def _resume(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
         async with self._slots:
@@ -482,38 +449,15 @@ class JobFlow:
         return outcome
 
 
-def _failed(job_id: str, error: BaseException, task_id: str | None) -> JobOutcome:
+def _failed(
+    job_id: str, error: BaseException, task_id: str | None, files: tuple[str, ...] = ()
+) -> JobOutcome:
     return JobOutcome(
         job_id=job_id,
         status=JobStatus.FAILED,
         task_id=task_id,
+        files=files,
         error=JobError.from_exception(error),
-    )
-
-
-def _runs_again(prior: JobState, options: BatchOptions) -> bool:
-    """Whether a job the journal knows is run again rather than replayed or reported."""
-    if prior.phase is JobPhase.SUBMITTING:
-        return options.retry_unknown_submits or options.retry_failed
-    if prior.phase is not JobPhase.FAILED or prior.error is None:
-        return False
-    reason = prior.error.reason
-    if reason == "SUBMIT_OUTCOME_UNKNOWN" and options.retry_unknown_submits:
-        return True
-    return options.retry_failed or reason in RETRYABLE_REASONS
-
-
-def _changed(prior: JobState, prepared: PreparedJob) -> bool:
-    return prior.fingerprint is not None and prior.fingerprint != prepared.fingerprint
-
-
-def _resumable(prior: JobState) -> bool:
-    if prior.phase is JobPhase.SUBMITTED:
-        return True
-    return (
-        prior.phase is JobPhase.FAILED
-        and prior.error is not None
-        and prior.error.reason not in RESUBMIT_REASONS
     )
 
 

@@ -36,20 +36,28 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import json
 import os
-import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal, TypeAlias
 
 import attrs
-import cattrs
 
 from .._atomic import write_all
-from .._converter import converter
 from .._exceptions import ConfigurationError, LocalIOError
 from ._job import JobError, JobOutcome, JobStatus
+from ._records import (
+    AssetRecord,
+    FailedRecord,
+    JournalDamagedError,
+    JournalRecord,
+    NotSubmittedRecord,
+    SubmittedRecord,
+    SubmittingRecord,
+    SucceededRecord,
+    encode_record,
+    read_records,
+    scan_journal,
+)
 
 try:  # pragma: no cover - always present on POSIX
     import fcntl
@@ -58,104 +66,19 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "JOURNAL_NAME",
-    "AssetRecord",
-    "FailedRecord",
+    "RESERVE_BYTES",
     "JobPhase",
     "JobState",
     "Journal",
-    "JournalRecord",
-    "NotSubmittedRecord",
-    "SubmittedRecord",
-    "SubmittingRecord",
-    "SucceededRecord",
+    "JournalDamagedError",
+    "apply_record",
+    "fold",
     "read_records",
 ]
 
 JOURNAL_NAME = ".novita-journal.jsonl"
 RESERVE_BYTES = 1 << 20
 """Room kept beside the journal for its last records when the disk fills up (~5,000 records)."""
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per line
-
-
-def _now() -> float:
-    return round(time.time(), 3)
-
-
-@attrs.frozen(kw_only=True)
-class AssetRecord:
-    """An input content (by its SHA-256) was uploaded as ``asset_id``."""
-
-    type: Literal["asset"] = "asset"
-    sha256: str
-    asset_id: str = attrs.field(validator=attrs.validators.min_len(1))
-    t: float = attrs.field(factory=_now)
-
-
-@attrs.frozen(kw_only=True)
-class SubmittingRecord:
-    """Job ``id`` is about to be submitted: written before the POST is sent."""
-
-    type: Literal["submitting"] = "submitting"
-    id: str
-    fingerprint: str | None = None
-    t: float = attrs.field(factory=_now)
-
-
-@attrs.frozen(kw_only=True)
-class NotSubmittedRecord:
-    """Job ``id``'s submission was refused by the service (or never sent): no task exists."""
-
-    type: Literal["not_submitted"] = "not_submitted"
-    id: str
-    t: float = attrs.field(factory=_now)
-
-
-@attrs.frozen(kw_only=True)
-class SubmittedRecord:
-    """Job ``id`` was submitted: the POST answered with ``task_id``."""
-
-    type: Literal["submitted"] = "submitted"
-    id: str
-    task_id: str | None = None
-    fingerprint: str | None = None
-    t: float = attrs.field(factory=_now)
-
-
-@attrs.frozen(kw_only=True)
-class SucceededRecord:
-    """Job ``id`` succeeded: its ``files`` are on disk."""
-
-    type: Literal["succeeded"] = "succeeded"
-    id: str
-    task_id: str | None = None
-    fingerprint: str | None = None
-    seed: int | None = None
-    files: tuple[str, ...] = ()
-    t: float = attrs.field(factory=_now)
-
-
-@attrs.frozen(kw_only=True)
-class FailedRecord:
-    """Job ``id`` failed with ``error``."""
-
-    type: Literal["failed"] = "failed"
-    id: str
-    task_id: str | None = None
-    fingerprint: str | None = None
-    error: JobError | None = None
-    t: float = attrs.field(factory=_now)
-
-
-JournalRecord: TypeAlias = (
-    AssetRecord
-    | SubmittingRecord
-    | NotSubmittedRecord
-    | SubmittedRecord
-    | SucceededRecord
-    | FailedRecord
-)
-"""One line of the journal; the converter tells the kinds apart by their ``type``."""
 
 
 class JobPhase(enum.StrEnum):
@@ -203,26 +126,55 @@ class JobState:
         )
 
 
-_structure_record = converter.get_structure_hook(JournalRecord)
-# What reading a line can raise: not JSON, or JSON that is not a record the converter knows.
-_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError)
+def fold(records: Iterable[JournalRecord]) -> tuple[dict[str, str], dict[str, JobState]]:
+    """What a journal's ``records`` (in order) say: the asset id of each uploaded content (by its
+    SHA-256), and the state of each job, in the order the jobs last ended (``results.jsonl``'s)."""
+    assets: dict[str, str] = {}
+    jobs: dict[str, JobState] = {}
+    for record in records:
+        apply_record(record, assets, jobs)
+    return assets, jobs
 
 
-def read_records(path: Path) -> Iterator[JournalRecord]:
-    """The journal's records in order, skipping lines that cannot be read (a torn last line)."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
+def apply_record(
+    record: JournalRecord,
+    assets: dict[str, str],
+    jobs: dict[str, JobState],
+    *,
+    new_jobs: bool = True,
+) -> None:
+    """Fold one record into ``assets`` and ``jobs``; the record of a job ``jobs`` does not hold
+    is left out unless ``new_jobs``."""
+    if isinstance(record, AssetRecord):
+        assets[record.sha256] = record.asset_id
         return
-    with handle:
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                return  # torn by a crash mid-write
-            try:
-                record: JournalRecord = _structure_record(json.loads(raw), JournalRecord)
-            except _UNREADABLE:
-                continue
-            yield record
+    previous = jobs.get(record.id)
+    if previous is None and not new_jobs:
+        return
+    if isinstance(record, NotSubmittedRecord):
+        before = previous.before if previous is not None else None
+        if before is None:
+            jobs.pop(record.id, None)
+        else:
+            jobs[record.id] = before
+        return
+    # A record without a fingerprint keeps the one known before.
+    fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
+    if isinstance(record, SubmittingRecord):
+        jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, before=previous)
+        return
+    if isinstance(record, SubmittedRecord):
+        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id)
+        return
+    if isinstance(record, SucceededRecord):
+        state = JobState(JobPhase.SUCCEEDED, fingerprint, record.task_id, record.seed, record.files)
+    else:
+        state = JobState(
+            JobPhase.FAILED, fingerprint, record.task_id, files=record.files, error=record.error
+        )
+    # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
+    jobs.pop(record.id, None)
+    jobs[record.id] = state
 
 
 class Journal:
@@ -244,48 +196,20 @@ class Journal:
         self.reserve_path = path.with_name(path.name + ".reserve")
         self.reserve_used = False
         """True once the reserve was spent on a record the full disk would have refused."""
-        self._loading = True
         self._load()
-        self._loading = False
         self._open()
 
     # --- loading ------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        for record in read_records(self.path):
-            self._apply(record)
+        scan = scan_journal(self.path)
+        if scan.damaged:
+            raise JournalDamagedError(self.path, scan.damaged)
+        self.assets, self.jobs = fold(scan.records)
 
     def _apply(self, record: JournalRecord) -> None:
-        if isinstance(record, AssetRecord):
-            self.assets[record.sha256] = record.asset_id
-            return
-        previous = self.jobs.get(record.id)
-        if previous is None and not self._loading:
-            return  # a job new to this run: its records are on disk, not needed in memory
-        if isinstance(record, NotSubmittedRecord):
-            before = previous.before if previous is not None else None
-            if before is None:
-                self.jobs.pop(record.id, None)
-            else:
-                self.jobs[record.id] = before
-            return
-        # A record without a fingerprint keeps the one known before.
-        fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
-        if isinstance(record, SubmittingRecord):
-            self.jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, before=previous)
-            return
-        if isinstance(record, SubmittedRecord):
-            self.jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id)
-            return
-        if isinstance(record, SucceededRecord):
-            state = JobState(
-                JobPhase.SUCCEEDED, fingerprint, record.task_id, record.seed, record.files
-            )
-        else:
-            state = JobState(JobPhase.FAILED, fingerprint, record.task_id, error=record.error)
-        # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
-        self.jobs.pop(record.id, None)
-        self.jobs[record.id] = state
+        # A job new to this run: its records are on disk, not needed in memory.
+        apply_record(record, self.assets, self.jobs, new_jobs=False)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +280,7 @@ class Journal:
     def _append(self, record: JournalRecord) -> None:
         if self._fd is None:
             raise RuntimeError("the journal is closed")
-        line = (_ENCODER.encode(converter.unstructure(record)) + "\n").encode()
+        line = encode_record(record)
         try:
             self._write(line)
         except LocalIOError as error:
@@ -421,7 +345,11 @@ class Journal:
             )
         else:
             record = FailedRecord(
-                id=job_id, task_id=task_id, fingerprint=fingerprint, error=outcome.error
+                id=job_id,
+                task_id=task_id,
+                fingerprint=fingerprint,
+                error=outcome.error,
+                files=outcome.files,
             )
         self._append(record)
 

@@ -170,3 +170,14 @@ class BatchOptions:
             "billed, so this may pay twice"
         },
     )
+    max_tasks: int | None = attrs.field(
+        default=None,
+        validator=_must_be(
+            "an integer >= 1",
+            v.optional([v.instance_of(int), v.not_(v.instance_of(bool)), v.ge(1)]),
+        ),
+        metadata={
+            "help": "submit at most this many new tasks in this run, then stop submitting, "
+            "finish the tasks in flight and stop (a rerun continues, with its own budget)"
+        },
+    )

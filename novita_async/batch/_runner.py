@@ -42,7 +42,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._atomic import remove_stale_temp_files
 from .._client import NovitaClient
-from .._exceptions import RunStoppedError
+from .._exceptions import LocalIOError, RunStoppedError
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import run_stop_advice
 from ._flow import JobFlow
@@ -50,6 +50,7 @@ from ._job import InvalidJob, Job, JobInput, JobOutcome
 from ._journal import JOURNAL_NAME, Journal
 from ._limits import RunGate
 from ._options import BatchOptions
+from ._outputs import OutputLock
 from ._poller import Poller
 from ._results import RESULTS_NAME, ResultsFile
 from ._summary import BatchSummary, SummaryCounter
@@ -171,12 +172,26 @@ class BatchRunner:
     async def _open(self) -> AsyncIterator[tuple[Journal, ResultsFile]]:
         """The journal (locked) and the results file, rebuilt on the way in and on the way out."""
         results = ResultsFile(self.out_dir / RESULTS_NAME)
+        lock = OutputLock(self.out_dir)
+
+        def open_journal() -> Journal:
+            # The folder's lock first: a second run on this OUT is refused whatever its journal.
+            lock.acquire()
+            try:
+                return Journal(self._journal_path, fsync=self.options.journal_fsync)
+            except BaseException:
+                lock.release()
+                raise
+
         # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
         with anyio.CancelScope(shield=True):
-            await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-            journal = await anyio.to_thread.run_sync(
-                lambda: Journal(self._journal_path, fsync=self.options.journal_fsync)
-            )
+            try:
+                await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LocalIOError.from_os_error(
+                    exc, "creating the output folder", str(self.out_dir)
+                ) from exc
+            journal = await anyio.to_thread.run_sync(open_journal)
         try:
 
             def prepare() -> None:
@@ -188,8 +203,11 @@ class BatchRunner:
             await anyio.to_thread.run_sync(prepare)
             yield journal, results
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._finish, journal, results)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._finish, journal, results)
+            finally:
+                lock.release()
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -232,6 +250,7 @@ class BatchRunner:
         finally:
             results.close()
             journal.close()
+            OutputLock(self.out_dir).release()
 
     def _build(
         self, journal: Journal, results: ResultsFile, counter: SummaryCounter

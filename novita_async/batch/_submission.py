@@ -27,9 +27,9 @@ from .._client import NovitaClient
 from .._exceptions import LocalIOError, RateLimitError, SubmitOutcomeUnknownError
 from .._models import InstantIDRequest
 from .._retry import RetryPolicy
-from ._failures import Blame, blame
+from ._failures import Blame, BudgetReachedError, blame
 from ._journal import Journal
-from ._limits import RunGate
+from ._limits import RunGate, RunStopped
 
 __all__ = ["DiskSpace", "Submitter"]
 
@@ -75,6 +75,7 @@ class Submitter:
         disk: DiskSpace,
         retry: RetryPolicy,
         posting: int,
+        max_tasks: int | None,
         on_request: Callable[[str], None],
         on_paused: Callable[[str, RateLimitError, float], None],
     ) -> None:
@@ -90,6 +91,8 @@ class Submitter:
         self._on_paused = on_paused
         self._posts: set[anyio.CancelScope] = set()
         self._stop_deadline = math.inf
+        self._max_tasks = max_tasks
+        self._spent = 0  # submissions sent this run that may have made a task
 
     @property
     def awaiting(self) -> int:
@@ -125,7 +128,11 @@ class Submitter:
             # waited for its slot still holds it back.
             await self._gate.wait()
             self._disk.check(tasks_in_flight, request.image_num)
+            if self._max_tasks is not None and self._spent >= self._max_tasks:
+                self._gate.stop(BudgetReachedError(self._max_tasks))
+                raise RunStopped
             self._journal.record_submitting(job_id, fingerprint)
+            self._spent += 1
             with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
                 self._posts.add(post)
                 try:
@@ -133,6 +140,7 @@ class Submitter:
                     task_id = await self._client.submit_instant_id(request, retry=self._retry)
                 except Exception as exc:
                     if blame(exc, submitting=True) is not Blame.UNKNOWN_OUTCOME:
+                        self._spent -= 1
                         self._journal.record_not_submitted(job_id)  # answered: no task made
                     raise
                 finally:

@@ -9,7 +9,13 @@ import pytest
 from conftest import SmallFileSystem  # tests/conftest.py: the small_fs fixture's file system
 
 from novita_async import ConfigurationError
-from novita_async.batch import JobError, JobOutcome, JobStatus
+from novita_async.batch import (
+    JobError,
+    JobOutcome,
+    JobStatus,
+    JournalDamagedError,
+    repair_journal,
+)
 from novita_async.batch._journal import (
     JOURNAL_NAME,
     RESERVE_BYTES,
@@ -73,12 +79,64 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(tmp_path: Path, cu
     assert [r.type for r in read_records(path)] == ["submitted", "succeeded"]
 
 
-def test_garbage_lines_are_skipped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", [b"not json", b"\x00" * 40, b"[1, 2]", b'{"no": "type"}'])
+def test_a_damaged_line_before_the_last_refuses_the_run_naming_it(
+    tmp_path: Path, damage: bytes
+) -> None:
     path = tmp_path / "j.jsonl"
-    path.write_text('not json\n[1, 2]\n{"no": "type"}\n{"type": "submitted", "id": "a"}\n')
     with Journal(path) as journal:
-        assert journal.jobs["a"].phase == "submitted"
-        assert journal.jobs["a"].task_id is None
+        journal.record_submitting("a", "fp")
+        journal.record_submitted("a", "task-a", "fp")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + damage + b"\n" + lines[1])
+    with pytest.raises(JournalDamagedError, match="line 2 cannot be read") as refused:
+        Journal(path)
+    assert refused.value.lines == (2,)
+    assert "novita-async journal repair" in str(refused.value)
+
+
+def test_a_record_whose_checksum_fails_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.record_submitted("a", "task-a", "fp")
+        journal.record_submitted("b", "task-b", "fp")
+    path.write_bytes(path.read_bytes().replace(b"task-a", b"task-z"))  # a flipped byte
+    with pytest.raises(JournalDamagedError) as refused:
+        Journal(path)
+    assert refused.value.lines == (1,)
+
+
+def test_repair_keeps_good_records_and_marks_jobs_whose_records_were_lost_unknown(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as journal:
+        journal.record_submitting("paid", "fp")  # its "submitted" record will be lost...
+        journal.record_submitted("paid", "task-p", "fp")
+        journal.record_submitting("sent", "fp")  # ...and this intent
+        journal.record_submitted("safe", "task-s", "fp")
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"task-p", b"task-?")  # checksum fails; the id is readable
+    lines[2] = b"\x00" * (len(lines[2]) - 1) + b"\n"  # zeroes: no id left to read
+    path.write_bytes(b"".join(lines))
+
+    report = repair_journal(path)
+    assert (report.kept, report.damaged_lines) == (2, (2, 3))
+    assert report.marked_unknown == ("paid",)
+    assert report.unattributed_lines == (3,)
+    assert report.backup is not None and report.backup.read_bytes() == b"".join(lines)
+    with Journal(path) as journal:
+        paid = journal.jobs["paid"]
+        assert paid.phase is JobPhase.FAILED and paid.error is not None
+        assert paid.error.reason == "SUBMIT_OUTCOME_UNKNOWN"
+        assert journal.jobs["safe"].task_id == "task-s"
+    assert repair_journal(path).damaged_lines == ()  # nothing left to repair
+
+
+def test_a_journal_in_use_is_not_repaired(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with Journal(path), pytest.raises(ConfigurationError, match="in use"):
+        repair_journal(path)
 
 
 def test_a_second_run_on_the_same_journal_is_refused(tmp_path: Path) -> None:
@@ -100,21 +158,20 @@ def test_a_retried_job_moves_to_the_end_with_its_last_state(tmp_path: Path) -> N
     assert [(o.job_id, o.status) for o in ended] == [("b", "succeeded"), ("a", "succeeded")]
 
 
-def test_records_of_an_unknown_kind_or_shape_are_skipped(tmp_path: Path) -> None:
+def test_records_of_an_unknown_kind_or_shape_are_damage(tmp_path: Path) -> None:
     # "validated" records came from an old format, no longer read; a bad field spoils its record.
     path = tmp_path / "j.jsonl"
     lines = [
         {"type": "validated", "id": "a", "fingerprint": "fp-a", "t": 1.0},
         {"type": "submitted", "id": "a", "task_id": "task-a", "t": 2.0},
-        {"type": "validated", "id": "b", "fingerprint": "fp-b", "t": 3.0},
         {"type": "succeeded", "id": "a", "files": {"not": "a list"}, "t": 4.0},
         {"type": "asset", "sha256": "abc", "asset_id": "", "t": 5.0},
+        {"type": "submitted", "id": "b", "task_id": "task-b", "t": 6.0},
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    with Journal(path) as journal:
-        assert list(journal.jobs) == ["a"] and journal.assets == {}
-        a = journal.jobs["a"]
-        assert (a.phase, a.task_id, a.fingerprint) == (JobPhase.SUBMITTED, "task-a", None)
+    with pytest.raises(JournalDamagedError) as refused:
+        Journal(path)
+    assert refused.value.lines == (1, 3, 4)
 
 
 def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
@@ -126,19 +183,21 @@ def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
         journal.record_outcome(_failed("b", task_id=None), None)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [list(row) for row in rows] == [
-        ["type", "sha256", "asset_id", "t"],
-        ["type", "id", "task_id", "fingerprint", "t"],
-        ["type", "id", "task_id", "fingerprint", "seed", "files", "t"],
-        ["type", "id", "task_id", "fingerprint", "error", "t"],
+        ["type", "sha256", "asset_id", "t", "c"],
+        ["type", "id", "task_id", "fingerprint", "t", "c"],
+        ["type", "id", "task_id", "fingerprint", "seed", "files", "t", "c"],
+        ["type", "id", "task_id", "fingerprint", "error", "files", "t", "c"],
     ]
     assert all(isinstance(row.pop("t"), float) for row in rows)
+    # The checksum: CRC-32 of the line without it, in 8 hex digits.
+    assert all(len(row.pop("c")) == 8 for row in rows)
     assert rows == [
         {"type": "asset", "sha256": "abc", "asset_id": "asset-1"},
         {"type": "submitted", "id": "a", "task_id": "task-a", "fingerprint": "fp"},
         {"type": "succeeded", "id": "a", "task_id": "task-a", "fingerprint": "fp", "seed": 7,
          "files": ["a_0.png"]},
         {"type": "failed", "id": "b", "task_id": None, "fingerprint": None,
-         "error": {"type": "E", "reason": "TASK_FAILED", "message": "boom"}},
+         "error": {"type": "E", "reason": "TASK_FAILED", "message": "boom"}, "files": []},
     ]  # fmt: skip
     assert path.read_text().startswith('{"type":"asset","sha256":"abc","asset_id":"asset-1","t":')
 

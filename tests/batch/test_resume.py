@@ -191,15 +191,35 @@ async def test_a_changed_job_under_the_same_id_is_reported_not_resubmitted(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    await BatchRunner(client, out).run_all([make_job("a", images(1), images(2))])
+    original = make_job("a", images(1), images(2))
+    await BatchRunner(client, out).run_all([original])
+    (before,) = read_results(out)
     changed = make_job("a", images(1), images(2), "with a hat")
     events: list[BatchEvent] = []
     summary = await BatchRunner(client, out, on_event=events.append).run_all([changed])
     assert summary.failures_by_reason == {"JOB_CHANGED": 1}
     assert emu.stats().submissions == 1
+    # Never shown as a success of the new request: failed JOB_CHANGED, with the earlier task and
+    # its images listed as that request's.
     (row,) = read_results(out)
-    assert row["status"] == "succeeded"  # the journal still describes what was made
+    assert row["status"] == "failed"
+    assert row["error"]["reason"] == "JOB_CHANGED"  # type: ignore[index]
+    assert (row["task_id"], row["files"]) == (before["task_id"], before["files"])
+    assert f"task {before['task_id']}" in row["error"]["message"]  # type: ignore[index]
+    assert "the images listed are of that request" in row["error"]["message"]  # type: ignore[index]
     assert any(e.kind is BatchEventKind.FAILED and e.reason == "JOB_CHANGED" for e in events)
+
+    # The line put back as it was: its task is followed again (nothing paid), a success again.
+    back = await BatchRunner(client, out).run_all([original])
+    assert (back.succeeded, back.submitted, emu.stats().submissions) == (1, 0, 1)
+    assert read_results(out)[0]["status"] == "succeeded"
+    # The new request, asked for (once reported changed again): submitted.
+    reported = await BatchRunner(client, out).run_all([changed])
+    assert reported.failures_by_reason == {"JOB_CHANGED": 1}
+    again = await BatchRunner(client, out, retry_failed=True).run_all([changed])
+    assert (again.succeeded, again.submitted, emu.stats().submissions) == (1, 1, 2)
+    (row,) = read_results(out)
+    assert row["status"] == "succeeded" and row["task_id"] != before["task_id"]
 
 
 async def test_retry_failed_resubmits_a_failed_task(

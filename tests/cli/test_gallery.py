@@ -73,6 +73,24 @@ def test_one_card_per_job_in_job_order_with_everything_escaped() -> None:
             assert "://" not in value and not value.startswith("//"), (tag, value)
 
 
+def test_images_of_an_earlier_request_are_labelled_never_shown_as_this_requests() -> None:
+    changed = {
+        "id": "a", "status": "failed", "task_id": "t-old", "seed": None, "files": ["a_0.png"],
+        "error": {"type": "JobInputError", "reason": "JOB_CHANGED",
+                  "message": "job 'a' differs from the request this output folder's journal ..."},
+    }  # fmt: skip
+    page = parse(render_gallery([changed], {"a": "a new prompt"}))
+    (card,) = page.cards()
+    assert card["class"] == "card failed"
+    text = "".join(page.text)
+    assert "Earlier images: made by task t-old for an earlier request of this job" in text
+    assert "not for the request shown here" in text
+    classes = [a.get("class") for t, a in page.tags if t == "div"]
+    assert "images earlier-images" in classes
+    # A succeeded card carries no such label.
+    assert "Earlier images" not in render_gallery(RECORDS, PROMPTS)
+
+
 def test_write_gallery_reads_results_and_keeps_last_line_per_job(tmp_path: Path) -> None:
     lines = [json.dumps(r) for r in RECORDS]
     retried = {**RECORDS[1], "status": "succeeded", "files": ["bad/0.png"], "error": None}

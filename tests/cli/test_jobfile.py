@@ -113,6 +113,14 @@ async def test_bad_line_names_line_and_field_and_the_rest_go_on(
     assert after.id == "after"
 
 
+async def test_a_byte_order_mark_is_not_part_of_the_first_line(folder: Path) -> None:
+    path = write_lines(folder, [{**JOB, "id": "first"}, {**JOB, "id": "second"}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Notepad saves "UTF-8"
+    first, second = await read_all(path)
+    assert isinstance(first, JobLine) and (first.id, first.line) == ("first", 1)
+    assert isinstance(second, JobLine) and second.id == "second"
+
+
 async def test_null_fields_take_the_models_defaults(folder: Path) -> None:
     path = write_lines(folder, [{**JOB, "width": None, "seed": None, "extra": None}])
     (job,) = await read_all(path)

@@ -25,7 +25,10 @@ SIGNATURE_MARK = "X-Amz-Signature"
 JOURNAL_NAME = ".novita-journal.jsonl"
 RESULTS_NAME = "results.jsonl"
 GALLERY_NAME = "index.html"
-RUNNER_FILES = frozenset({JOURNAL_NAME, JOURNAL_NAME + ".reserve", RESULTS_NAME, GALLERY_NAME})
+LOCK_NAME = ".novita-lock"
+RUNNER_FILES = frozenset(
+    {JOURNAL_NAME, JOURNAL_NAME + ".reserve", RESULTS_NAME, GALLERY_NAME, LOCK_NAME}
+)
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 

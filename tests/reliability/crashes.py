@@ -14,6 +14,16 @@ the scripted outcomes they used up, not by the emulator's in-flight gauge: that 
 requests of earlier runs and ones being answered, and it cannot see a request the emulator has not
 read yet. After every kill the test checks that each task the emulator created is in the journal.
 SIGINT needs no freezing: a graceful stop shields submissions in flight.
+
+An *unfrozen* SIGKILL (``route=None``) parks nothing: POSTs are genuinely in flight when it lands.
+It can also wait for the worst moments (``wait_for``): a POST sent (``"post"``: an intent with no
+answer in the journal), or a task created whose answer has not reached the journal yet
+(``"answer"``: the emulator holds more tasks than the journal). The journal's intent, written
+before each POST, makes the
+rerun report such a job ``SUBMIT_OUTCOME_UNKNOWN`` instead of paying for it again; the harness
+keeps the jobs each kill left with an intent and no answer (:attr:`CrashRun.unknown_jobs`) and the
+tasks the emulator created that the journal does not know (:attr:`CrashRun.unjournaled`), so that
+a test can check that a plain rerun reports exactly those jobs and submits none of them again.
 """
 
 from __future__ import annotations
@@ -109,15 +119,22 @@ def journal_records(out: Path) -> list[dict[str, Any]]:
     return records
 
 
+_JOB_RECORDS = frozenset({"submitting", "not_submitted", "submitted", "succeeded", "failed"})
+
+
+def phases(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Each job's last phase per the journal: the type of its last record."""
+    return {r["id"]: r["type"] for r in records if r.get("type") in _JOB_RECORDS}
+
+
 def ended_jobs(records: list[dict[str, Any]]) -> set[str]:
     """Job ids whose last record ends them (``succeeded`` or ``failed``)."""
-    ended: set[str] = set()
-    for record in records:
-        if record.get("type") in ("succeeded", "failed"):
-            ended.add(record["id"])
-        elif record.get("type") in ("validated", "submitted"):
-            ended.discard(record["id"])
-    return ended
+    return {job for job, phase in phases(records).items() if phase in ("succeeded", "failed")}
+
+
+def unanswered(records: list[dict[str, Any]]) -> set[str]:
+    """Job ids whose last record is an intent: a POST sent (or about to be), its answer unknown."""
+    return {job for job, phase in phases(records).items() if phase == "submitting"}
 
 
 def in_flight(records: list[dict[str, Any]]) -> tuple[set[str], set[str], set[str]]:
@@ -195,10 +212,16 @@ class CrashRun:
     exit_codes: list[int] = attrs.field(factory=list)
     unjournaled: int = 0
     """Tasks the emulator created that the journal does not know (kills in the window)."""
+    unknown_jobs: set[str] = attrs.field(factory=set)
+    """Jobs a kill left with an intent and no answer: each is ``SUBMIT_OUTCOME_UNKNOWN`` now."""
     parked_posts: int = 0
     """POSTs of killed runs parked in the emulator for good (they never create a task)."""
 
-    def start(self, *options: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, *options: str, env: dict[str, str] | None = None, debug: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Start the CLI over the job file (``env`` added to the emulator's variables); with
+        ``debug``, its DEBUG log on stderr."""
         self.runs += 1
         self.logs.mkdir(parents=True, exist_ok=True)
         command = [
@@ -210,12 +233,12 @@ class CrashRun:
             "--out",
             str(self.out),
             "--no-progress",
-            "--debug",
+            *(["--debug"] if debug else []),
             "--concurrency",
             str(self.concurrency),
             *options,
         ]
-        env = {**os.environ, **self.emulator.env}
+        env = {**os.environ, **self.emulator.env, **(env or {})}
         with (
             (self.logs / f"run{self.runs}.out").open("wb") as stdout,
             (self.logs / f"run{self.runs}.err").open("wb") as stderr,
@@ -226,6 +249,15 @@ class CrashRun:
         code = process.wait(timeout=timeout)
         self.exit_codes.append(code)
         return code
+
+    def said(self, run: int | None = None) -> tuple[str, str]:
+        """(stdout, stderr) of run number ``run`` (default: the last one)."""
+        number = run or self.runs
+        out, err = (
+            (self.logs / f"run{number}.{kind}").read_text(encoding="utf-8", errors="replace")
+            for kind in ("out", "err")
+        )
+        return out, err
 
     def _grown(self, base: int, more: int) -> Callable[[], bool]:
         return lambda: len(journal_records(self.out)) >= base + more
@@ -264,20 +296,34 @@ class CrashRun:
             stats = self.emulator.stats()
         return stats
 
-    def kill_at(self, more: int, route: str | None) -> bool:
+    def _posting(self) -> bool:
+        """A POST of this run is in flight: an intent that no earlier kill left."""
+        return bool(unanswered(journal_records(self.out)) - self.unknown_jobs)
+
+    def _answering(self) -> bool:
+        """A task of this run exists that the journal does not know: its answer is on its way."""
+        tasks = in_flight(journal_records(self.out))[2]
+        return self.emulator.stats()["submissions"] - len(tasks) > self.unjournaled
+
+    def kill_at(self, more: int, route: str | None, *, wait_for: str | None = None) -> bool:
         """Start a run; after ``more`` journal records freeze it on ``route`` and SIGKILL it.
 
-        ``route=None`` kills at once, unfrozen: the kill may then land in the documented window,
-        and the tasks unknown to the journal are counted (``unjournaled_tasks``, cumulative).
-        Returns False if the run ended first."""
+        ``route=None`` kills unfrozen, at once or (``wait_for``) once a POST is in flight
+        (``"post"``) or a task's answer is (``"answer"``): the kill may then cut POSTs off, whose
+        jobs are added to :attr:`unknown_jobs`, and the tasks unknown to the journal are counted
+        (``unjournaled_tasks``, cumulative). Returns False if the run ended first."""
         if route == "result" and self.concurrency > POLL_SLOTS:
             raise ValueError(f"parking on result needs concurrency <= {POLL_SLOTS}")
+        if wait_for is not None and route is not None:
+            raise ValueError("a frozen kill waits for its freeze")
         base = len(journal_records(self.out))
         freeze = None if route is None else Freeze(self.emulator, ("submit", route))
+        grown = self._grown(base, more)
+        worst = {None: lambda: True, "post": self._posting, "answer": self._answering}[wait_for]
         parked: dict[str, int] = {}
         process = self.start()
         try:
-            if not watch(process, self._grown(base, more), 120):
+            if not watch(process, lambda: grown() and worst(), 120):
                 return False
             if freeze is not None:
                 freeze.start(self.concurrency)
@@ -286,22 +332,27 @@ class CrashRun:
             process.send_signal(signal.SIGKILL)
         finally:
             self.finish(process)
-            if freeze is not None and freeze.queued:
-                parked = freeze.parked()
-                self.parked_posts += parked["submit"]
-            self.emulator.clear_faults()
+            if freeze is not None:
+                if freeze.queued:
+                    parked = freeze.parked()
+                    self.parked_posts += parked["submit"]
+                self.emulator.clear_faults()
         stats = self._settle()
         records = journal_records(self.out)
         flying, submitted, tasks = in_flight(records)
+        cut = unanswered(records) - self.unknown_jobs
+        self.unknown_jobs |= cut
         previous, self.unjournaled = self.unjournaled, stats["submissions"] - len(tasks)
         self.kills.append(
             {
                 "signal": "SIGKILL",
                 "after_records": len(records) - base,
                 "parked_on": route or "(none)",
+                "waited_for": wait_for or "(nothing)",
                 "parked": parked,
                 "jobs_in_flight": len(flying),
                 "jobs_submitted": len(submitted),
+                "posts_cut": len(cut),
                 "tasks_created": stats["submissions"],
                 "tasks_in_journal": len(tasks),
                 "unjournaled_tasks": self.unjournaled,

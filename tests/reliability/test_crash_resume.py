@@ -1,5 +1,5 @@
 """Crash and resume at CI scale: ``novita-async run`` killed (SIGKILL) or interrupted (SIGINT) at
-seeded moments and rerun until it ends; nothing is submitted twice, nothing is lost."""
+seeded moments and rerun until it ends; nothing is submitted twice unasked, nothing is lost."""
 
 from __future__ import annotations
 
@@ -23,11 +23,17 @@ def crash_run(emulator: EmulatorProcess, tmp_path: Path) -> CrashRun:
     return CrashRun(emulator, jobs_file, tmp_path / "out", tmp_path / "logs", JOBS, CONCURRENCY)
 
 
-def assert_complete(run: CrashRun) -> None:
-    """The run ended with every job submitted once, every image whole, nothing leaked."""
+# A submission takes 0.05 s to reach its task and 0.25 s to answer (51 bytes at 200 B/s): a kill
+# can land on either side of the task's creation.
+SLOW_SUBMISSIONS = {"latency": 0.05, "bandwidth": 200}
+
+
+def assert_complete(run: CrashRun, paid_twice: int = 0) -> None:
+    """The run ended with every job submitted once (but ``paid_twice`` of them, resent when told
+    to), every image whole, nothing leaked."""
     stats = run.emulator.stats()
-    assert stats["duplicate_submissions"] == 0
-    assert stats["submissions"] == JOBS  # each job submitted exactly once over all the runs
+    assert stats["duplicate_submissions"] == paid_twice
+    assert stats["submissions"] == JOBS + paid_twice  # each job once over all the runs
     assert stats["unexpected_auth"] == 0
     ids = [f"job{n:04d}" for n in range(JOBS)]
     assert results_problems(run.out, ids) == []
@@ -59,6 +65,38 @@ def test_sigkill_at_seeded_moments_then_rerun_submits_each_job_once(crash_run: C
         assert kill["new_unjournaled_tasks"] == 0
     assert {k["parked_on"] for k in crash_run.kills} <= {"result", "image"}
     assert_complete(crash_run)
+
+
+def test_sigkills_cutting_posts_off_never_make_a_plain_rerun_pay_twice(crash_run: CrashRun) -> None:
+    emulator = crash_run.emulator
+    emulator.set_faults("submit", spec=SLOW_SUBMISSIONS)
+    rng = random.Random(4242)
+    # Unfrozen, once a POST is in flight or once a task's answer is on its way: the
+    # double-submission window of old, on both sides of the task's creation.
+    moments = ("post", "answer", "answer")
+    for wait_for in moments:
+        assert crash_run.kill_at(rng.randint(1, 10), None, wait_for=wait_for), "the run ended"
+    assert crash_run.exit_codes == [-9] * len(moments)
+    assert all(kill["posts_cut"] for kill in crash_run.kills), crash_run.kills
+    unknown = crash_run.unknown_jobs
+    # Tasks the killed POSTs created that the journal never heard of: at most one per job cut off.
+    orphans = crash_run.unjournaled
+    assert 0 < orphans <= len(unknown)
+
+    # A plain rerun reports exactly the jobs cut off, sends none of them again, ends the rest.
+    assert crash_run.run_to_end() == 1
+    failed = {r["id"]: r["error"] for r in read_results(crash_run.out) if r["status"] == "failed"}
+    assert set(failed) == unknown
+    assert {error["reason"] for error in failed.values()} == {"SUBMIT_OUTCOME_UNKNOWN"}  # type: ignore[index]
+    stats = emulator.stats()
+    assert stats["duplicate_submissions"] == 0
+    assert stats["submissions"] == JOBS - len(unknown) + orphans
+    stdout, _ = crash_run.said()
+    assert f"{len(unknown)} SUBMIT_OUTCOME_UNKNOWN (a task may exist and be billed" in stdout
+
+    # Told to, it submits them: those whose task existed are paid twice, knowingly; no other.
+    assert crash_run.run_to_end("--retry-failed") == 0
+    assert_complete(crash_run, paid_twice=orphans)
 
 
 def test_sigint_exits_130_and_a_rerun_resumes_cleanly(crash_run: CrashRun) -> None:

@@ -40,7 +40,7 @@ def test_sigint_with_posts_parked_stops_after_a_bounded_grace(
     )
     freeze = Freeze(emulator, ("submit", "result", "image"))
     freeze.start(JOBS)  # before the run: every POST it sends is parked, never answered
-    process = run.start()
+    process = run.start("--stop-grace", "1")  # a short grace: the test waits it out
     try:
         # Every permit to POST is taken by a parked submission: the stop has to deal with them.
         assert watch(process, lambda: freeze.parked()["submit"] == SUBMIT_SLOTS, 30, "8 POSTs")

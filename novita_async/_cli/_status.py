@@ -1,0 +1,137 @@
+"""``novita-async status OUT``: where the run of an output folder stands; no network, no key.
+
+A short table (or, with ``--json``, :class:`~novita_async.batch.RunStatus` through the one
+converter), read by :func:`~novita_async.batch.read_status`; safe while a run holds the folder.
+``--jobs JOBS.jsonl`` also counts the jobs of that file the journal does not know (never
+submitted), reading only their ids, as ``run`` would name them. Exit status 0, or 1 when the
+journal is damaged (``novita-async journal repair OUT``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from .._converter import converter
+from .._exceptions import ValidationError
+from ..batch import RunStatus, read_status
+from ._jobfile import _LineProblem, _lines, _load
+
+__all__ = ["add_status_arguments", "format_status", "job_ids", "status"]
+
+_EXIT_OK = 0
+_EXIT_DAMAGED = 1
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="the run's output folder")
+    parser.add_argument(
+        "--journal", default=None, metavar="PATH", help="the run's journal if not OUT's"
+    )
+    parser.add_argument(
+        "--jobs",
+        default=None,
+        metavar="JOBS.jsonl",
+        help="the run's job file: also count its jobs never submitted",
+    )
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+async def job_ids(path: Path) -> set[str]:
+    """The ids of the jobs of a job file, as ``run`` names them (a line's id defaults to its
+    number), whether or not the rest of the line is valid."""
+    ids: set[str] = set()
+    line = 0
+    async for text in _lines(path):
+        line += 1
+        if not text.strip():
+            continue
+        try:
+            job_id, _ = _load(text, line)
+        except _LineProblem:
+            job_id = str(line)  # an invalid line is still a job of the run, under its number
+        ids.add(job_id)
+    return ids
+
+
+def _count(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def format_status(status: RunStatus) -> str:
+    """The status as a few lines: the folder, then one row per kind of job, with what it means."""
+    lines = [f"{status.out_dir}: journal {status.journal_path}"]
+    if not status.journal_found:
+        lines.append(
+            "  no journal: nothing has run here yet (or its journal is elsewhere: --journal)"
+        )
+    holding = ", by a run holding the folder now" if status.in_use else ""
+    if status.last_run is not None:
+        lines.append(f"  last written {status.last_run:%Y-%m-%d %H:%M:%S} UTC{holding}")
+    elif status.in_use:
+        lines.append("  a run holds the folder now")
+    reasons = ", ".join(f"{r}: {n}" for r, n in status.failures_by_reason.items())
+    who = "the run" if status.in_use else "a rerun"
+    always: list[tuple[str, int | None, str]] = [
+        ("jobs known", status.jobs, ""),
+        ("succeeded", status.succeeded, _images(status)),
+        ("failed", status.failed, reasons),
+    ]
+    when_any: list[tuple[str, int | None, str]] = [
+        ("submitted, not ended", status.unfinished, f"{who} follows their tasks"),
+        ("unknown outcome", status.unknown_outcome, _unknown(status)),
+        ("retryable", status.retryable, "RETRIES_EXHAUSTED: a plain rerun tries them again"),
+        ("never submitted", status.never_submitted, "in the job file, unknown to the journal"),
+    ]
+    for label, count, note in always + [row for row in when_any if row[1]]:
+        lines.append(f"  {label:<21}{count or 0:>7}" + (f"  ({note})" if note else ""))
+    ended = status.succeeded + status.failed
+    if not status.in_use and status.results_listed not in (None, ended):
+        lines.append(
+            f"  results.jsonl lists {_count(status.results_listed or 0, 'job', 'jobs')}, the "
+            f"journal {ended} ended: the next run brings results.jsonl up to date"
+        )
+    if status.damaged_lines:
+        shown = ", ".join(map(str, status.damaged_lines[:10]))
+        more = " ..." if len(status.damaged_lines) > 10 else ""
+        lines.append(
+            f"  the journal is damaged: {_count(len(status.damaged_lines), 'line', 'lines')} "
+            f"({shown}{more}) cannot be read, so jobs may be missing above; no run starts "
+            f"until `novita-async journal repair {status.out_dir}`"
+        )
+    return "\n".join(lines)
+
+
+def _images(status: RunStatus) -> str:
+    if not status.succeeded:
+        return ""
+    text = f"{_count(status.images, 'image', 'images')} on disk"
+    return text + (f", {status.images_missing} missing" if status.images_missing else "")
+
+
+def _unknown(status: RunStatus) -> str:
+    if status.in_use and status.unanswered:
+        return f"{status.unanswered} awaiting their submission's answer; a task may be billed"
+    return (
+        "a task may exist and be billed; look before paying again: rerun with "
+        "--retry-unknown-submits to submit them anyway"
+    )
+
+
+async def status(ns: argparse.Namespace) -> int:
+    ids: set[str] | None = None
+    if ns.jobs is not None:
+        jobs = Path(ns.jobs)
+        if not await anyio.Path(jobs).is_file():
+            raise ValidationError("--jobs", str(jobs), "must name an existing job file")
+        ids = await job_ids(jobs)
+    found = await anyio.to_thread.run_sync(lambda: read_status(ns.out, ns.journal, job_ids=ids))
+    if ns.json:
+        print(json.dumps(converter.unstructure(found), indent=2, ensure_ascii=False))
+    else:
+        print(format_status(found))
+    return _EXIT_DAMAGED if found.damaged_lines else _EXIT_OK
