@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from . import batch
+from . import batch, webhooks
 from ._client import InstantIDOutcome, NovitaClient
 from ._config import ClientConfig, Timeouts
 from ._events import ClientEvent, EventKind
@@ -62,6 +62,7 @@ from .batch import (
     JobError,
     JobOutcome,
 )
+from .webhooks import WebhookEvent, WebhookReceiver
 
 __version__ = "0.1.0"
 
@@ -115,6 +116,8 @@ __all__ = [
     "Timeouts",
     "ValidationError",
     "Webhook",
+    "WebhookEvent",
+    "WebhookReceiver",
     "WebhookTestMode",
     "__version__",
 ]
@@ -134,7 +137,9 @@ def _belong_to(module: str, names: Iterable[str], namespace: Mapping[str, Any]) 
             public.__module__ = module
 
 
-# The batch names re-exported here are labelled novita_async, the others novita_async.batch.
+# The batch and webhook names re-exported here are labelled novita_async, the others by their
+# public module (novita_async.batch, novita_async.webhooks).
 _belong_to(batch.__name__, batch.__all__, vars(batch))
+_belong_to(webhooks.__name__, webhooks.__all__, vars(webhooks))
 _belong_to(__name__, __all__, globals())
 del _belong_to

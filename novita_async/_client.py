@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import anyio
@@ -30,6 +31,9 @@ from ._polling import PollPolicy, ProgressHook, wait_until_done
 from ._retry import RetryPolicy
 from ._sources import UploadSource, read_source, sniff_content_type
 from ._transport import Transport
+
+if TYPE_CHECKING:
+    from ._webhooks import WebhookReceiver
 
 __all__ = ["InstantIDOutcome", "NovitaClient"]
 
@@ -235,6 +239,9 @@ class NovitaClient:
         timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
         poll: PollPolicy | None = None,
         on_progress: ProgressHook | None = None,
+        *,
+        events: WebhookReceiver | None = None,
+        event_grace: float | None = None,
     ) -> TaskResult:
         """Poll until the task succeeds (returned), fails (:class:`TaskFailedError`) or
         ``timeout`` seconds pass (:class:`TaskTimeoutError`).
@@ -243,10 +250,39 @@ class NovitaClient:
         Connection errors, 429 and 5xx answers that outlast a call's own retries do not end the
         wait; they are raised (as the timeout's cause) only if the deadline passes.
         ``on_progress`` is called (or awaited) with every answer.
+
+        With ``events`` (a :class:`~novita_async.webhooks.WebhookReceiver` the task's request
+        named in ``extra.webhook.url``), the task is expected there and its event races the
+        polling: the first to learn the end ends the wait (a failure by event raises
+        :class:`TaskFailedError` too). The first poll comes ``event_grace`` seconds in (None: at
+        once, as without events), so an event that comes in time costs no poll at all, and a lost
+        one costs only the polls the policy makes. The task is forgotten by ``events`` when the
+        wait ends.
         """
-        return await wait_until_done(
-            self.get_task_result, task_id, timeout, poll or PollPolicy(), on_progress
-        )
+        policy = poll or PollPolicy()
+        if events is None:
+            return await wait_until_done(
+                self.get_task_result, task_id, timeout, policy, on_progress
+            )
+        if event_grace is not None and (
+            isinstance(event_grace, bool)
+            or not isinstance(event_grace, int | float)
+            or not event_grace >= 0
+        ):
+            raise ValidationError("event_grace", event_grace, "must be a number >= 0")
+        events.expect(task_id)
+        try:
+            return await wait_until_done(
+                self.get_task_result,
+                task_id,
+                timeout,
+                policy,
+                on_progress,
+                first_poll=event_grace or 0.0,
+                ended=functools.partial(events.wait, task_id),
+            )
+        finally:
+            events.forget(task_id)
 
     # --- images -----------------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@
   unknown key is refused with its path (``loras[1].strength``, ``extra.webhook.urll``), and JSON
   values reach the models as they are, so ``"512"`` is not a width; every range, enum and type is
   then the models' attrs validators' to check. ``null`` is an absent field.
+- **Webhook bodies** structure into a :class:`WebhookEvent`: the payload of ``ASYNC_TASK_RESULT``
+  as leniently as a task-result answer; an unknown ``event_type`` is an event of kind
+  ``UNKNOWN`` (its payload unread), not an error.
 - **Journal records and ``results.jsonl`` lines** (attrs classes in :mod:`.batch`) go through the
   default attrs hooks; the records are a union told apart by their ``type`` field, a ``Literal``.
 """
@@ -35,10 +38,12 @@ from ._models import (
     LoRA,
     Model,
     ModelPage,
+    TaskResult,
     TaskStatus,
     Webhook,
     WebhookTestMode,
 )
+from ._webhook_events import EventType, WebhookEvent
 
 __all__ = ["converter", "structure", "structure_request", "unstructure_request"]
 
@@ -134,6 +139,26 @@ def _model_page(value: Any, _: type[ModelPage]) -> ModelPage:
         models=converter.structure(value.get("models"), tuple[Model, ...]),
         next_cursor=_lenient_str(pagination.get("next_cursor"), str),
     )
+
+
+@converter.register_structure_hook
+def _webhook_event(value: Any, _: type[WebhookEvent]) -> WebhookEvent:
+    if not isinstance(value, Mapping):
+        raise ValueError("a webhook body must be a JSON object")
+    event_type = value.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        raise ValueError("event_type must be a non-empty string")
+    if event_type != EventType.ASYNC_TASK_RESULT:
+        return WebhookEvent(event_type)
+    payload = value.get("payload")
+    if not isinstance(payload, Mapping):
+        raise ValueError("payload must be an object")
+    result = converter.structure(payload, TaskResult)
+    # Without its task id an event cannot be matched to a task; the lenient str hook makes a
+    # missing or null id an empty one.
+    if not result.task_id:
+        raise ValueError("payload.task.task_id is missing")
+    return WebhookEvent(event_type, result)
 
 
 def _is_homogeneous_tuple(cl: Any) -> bool:

@@ -16,6 +16,7 @@ retried. An error answer's ``Retry-After`` is kept on its error, as for API call
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,20 +28,22 @@ import anyio
 import yarl
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from ._atomic import local_io, temp_path_for
+from ._atomic import local_io, temp_path_for, write_atomically
 from ._exceptions import (
     APIConnectionError,
     APIError,
     ImageURLExpiredError,
     InvalidResponseError,
+    LocalIOError,
     status_error,
 )
 from ._retry import parse_retry_after
 from ._sources import sniff_content_type
 
-__all__ = ["CHUNK_SIZE", "download_to_file", "is_expired_answer"]
+__all__ = ["BUFFER_LIMIT", "CHUNK_SIZE", "download_to_file", "is_expired_answer"]
 
 CHUNK_SIZE = 256 * 1024
+BUFFER_LIMIT = 1024 * 1024
 _SNIFF_BYTES = 16
 _MAX_REDIRECTS = 5
 _ERROR_PREFIX = 4096
@@ -104,16 +107,33 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
     # Without a Content-Encoding, Content-Length is the exact number of bytes we must receive.
     expected = None if response.headers.get("Content-Encoding") else response.content_length
     chunks = response.content.iter_chunked(CHUNK_SIZE)
-    # Enough of the body to tell an image from an error page before any file is made.
+    # Most images fit in BUFFER_LIMIT: those are checked, then written and renamed by one worker-
+    # thread call. Streaming them through aiofiles costs a thread hop per operation (open, each
+    # write, close, rename: measured ~0.3 ms more CPU per image in a batch). A larger body streams
+    # to its file chunk by chunk, so memory stays bounded by BUFFER_LIMIT + CHUNK_SIZE.
     head = bytearray()
     async for chunk in chunks:
         head += chunk
-        if len(head) >= _SNIFF_BYTES:
-            break
-    else:  # that was the whole body
-        _check_length(len(head), expected, shown_url)
+        if len(head) >= BUFFER_LIMIT:
+            _check_image(head, shown_url)
+            return await _stream_to_file(head, chunks, expected, dest, shown_url)
+    _check_length(len(head), expected, shown_url)
     _check_image(head, shown_url)
-    return await _stream_to_file(head, chunks, expected, dest, shown_url)
+    # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
+    await anyio.to_thread.run_sync(_write_whole, dest, head)
+    return len(head)
+
+
+def _write_whole(dest: Path, data: bytearray) -> None:
+    try:
+        write_atomically(dest, (data,), fsync=False)
+    except LocalIOError as error:
+        if error.errno != errno.ENOENT:
+            raise
+        # The folder does not exist yet: made only then, not checked for every image.
+        with local_io(f"writing image {dest.name}", dest):
+            os.makedirs(dest.parent, exist_ok=True)
+        write_atomically(dest, (data,), fsync=False)
 
 
 def _check_length(written: int, expected: int | None, shown_url: str) -> None:

@@ -9,7 +9,8 @@ without either, the delay grows geometrically. Every delay is clamped to ``[min_
 the next poll after an answer or after a failed poll, which errors are ridden out
 (:data:`TRANSIENT_ERRORS`), and when the task's deadline has passed. Both ways of waiting use it:
 :func:`wait_until_done` (one task, :meth:`NovitaClient.wait_for_task`) and the batch runner's poll
-loop (many tasks in one heap, ``batch/_poller.py``).
+loop (many tasks in one heap, ``batch/_poller.py``). A wait given a webhook receiver races it
+against the polling: the first to learn the end wins.
 """
 
 from __future__ import annotations
@@ -177,12 +178,66 @@ async def wait_until_done(
     deadline: float,
     policy: PollPolicy,
     on_progress: ProgressHook | None,
+    *,
+    first_poll: float = 0.0,
+    ended: Callable[[], Awaitable[TaskResult | None]] | None = None,
 ) -> TaskResult:
-    """Poll ``fetch(task_id)`` until the task ends or ``deadline`` seconds pass."""
+    """Poll ``fetch(task_id)`` until the task ends or ``deadline`` seconds pass.
+
+    The first poll is ``first_poll`` seconds in. ``ended`` (a webhook receiver's wait for this
+    task) is raced against the polling: whichever learns the task's end first ends the wait and
+    the other is cancelled. If ``ended`` gives up (returns None), polling goes on alone.
+    """
+    if ended is None:
+        return await _poll(fetch, task_id, deadline, policy, on_progress, first_poll)
+    results: list[TaskResult] = []
+    errors: list[Exception] = []
+
+    async def by_event() -> TaskResult | None:
+        result = await ended()
+        if result is None:
+            return None
+        await _report(result, on_progress)
+        return _final(task_id, result)
+
+    async def by_polling() -> TaskResult:
+        return await _poll(fetch, task_id, deadline, policy, on_progress, first_poll)
+
+    async def take(source: Callable[[], Awaitable[TaskResult | None]]) -> None:
+        # Errors are kept here rather than raised, so that the caller gets the error itself and
+        # not an exception group.
+        try:
+            result = await source()
+        except Exception as exc:
+            errors.append(exc)
+        else:
+            if result is None:
+                return
+            results.append(result)
+        group.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(take, by_event)
+        group.start_soon(take, by_polling)
+    if results:
+        return results[0]
+    raise errors[0]
+
+
+async def _poll(
+    fetch: Callable[[str], Awaitable[TaskResult]],
+    task_id: str,
+    deadline: float,
+    policy: PollPolicy,
+    on_progress: ProgressHook | None,
+    first_poll: float,
+) -> TaskResult:
     tracker = PollTracker(task_id, policy, started=anyio.current_time(), timeout=deadline)
     last_error: Exception | None = None
     # The tracker times the polls; this scope also bounds a poll still in flight at the deadline.
     with anyio.move_on_after(deadline):
+        if first_poll > 0:
+            await anyio.sleep_until(tracker.first_poll(first_poll))
         while True:
             try:
                 result = await fetch(task_id)
@@ -191,16 +246,27 @@ async def wait_until_done(
                 next_poll = tracker.failed(exc, anyio.current_time())
             else:
                 last_error = None
-                if on_progress is not None:
-                    outcome = on_progress(result)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                if result.status is TaskStatus.SUCCEED:
+                await _report(result, on_progress)
+                if _final(task_id, result) is not None:
                     return result
-                if result.status is TaskStatus.FAILED:
-                    raise TaskFailedError(task_id, result.task.reason)
                 answered = tracker.answered(result, anyio.current_time())
                 assert answered is not None  # the task has not ended
                 next_poll = answered
             await anyio.sleep_until(next_poll)
     raise tracker.timed_out(anyio.current_time(), last_error)
+
+
+async def _report(result: TaskResult, on_progress: ProgressHook | None) -> None:
+    if on_progress is not None:
+        outcome = on_progress(result)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+def _final(task_id: str, result: TaskResult) -> TaskResult | None:
+    """``result`` if the task succeeded, None while it runs; :class:`TaskFailedError` if failed."""
+    if result.status is TaskStatus.SUCCEED:
+        return result
+    if result.status is TaskStatus.FAILED:
+        raise TaskFailedError(task_id, result.task.reason)
+    return None

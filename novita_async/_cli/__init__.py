@@ -1,11 +1,12 @@
 """The ``novita-async`` command (also ``python -m novita_async``).
 
-Exit status: 0 success; 1 some job or call failed; 2 bad usage (including an out-of-range request
-flag, caught before anything is uploaded); 3 a run-level cause stopped the work (a batch run's
-:class:`RunStoppedError`, or this machine refused a file: disk full, read-only, permission denied,
-name too long); 130 interrupted. Errors print one line on stderr, never an exception group (the
-most telling error inside it is shown); ``--debug`` adds the traceback and debug logging. The API
-key is never printed.
+Exit status: 0 success; 1 some job or call failed (``status``: the journal is damaged); 2 bad
+usage (an out-of-range request flag, caught before anything is uploaded; a damaged journal, named
+with its repair command; a folder in use by a run); 3 a run-level cause stopped the work (a batch
+run's :class:`RunStoppedError`, or this machine refused a file: disk full, read-only, permission
+denied, name too long); 130 interrupted. Errors print one line on stderr, never an exception group
+(the most telling error inside it is shown); ``--debug`` adds the traceback and debug logging. The
+API key is never printed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from .._redact import scrub
 from ..batch import JournalDamagedError
 from . import _commands, _demo, _journal_cmd, _run, _status
 from ._parser import parse_args
-from ._run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE, real_error
+from ._run import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    real_error,
+)
 from ._run_report import ReportTo
 
 __all__ = ["main"]
@@ -77,48 +85,42 @@ def _local_io(exc: OSError) -> LocalIOError | None:
     return LocalIOError.from_os_error(exc, "a file operation")
 
 
-def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
-    """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug); for a
-    run that has not reported its own end (a stop has), its JSON report says so too."""
-    status = _show(exc, ns, raised)
-    if ns.command == "run" and not isinstance(exc, RunStoppedError):
-        message = "interrupted" if isinstance(exc, KeyboardInterrupt) else _message(exc)[0]
-        ReportTo.from_args(ns).write_error(status, message)
-    return status
-
-
-def _message(exc: BaseException) -> tuple[str, int]:
-    """The error line for ``exc`` and the command's exit status."""
+def _describe(exc: BaseException) -> tuple[str, int]:
+    """What went wrong, in one line, and the command's exit status for it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", EXIT_INTERRUPTED
     if isinstance(exc, OSError):
         exc = _local_io(exc) or exc
     if isinstance(exc, ValidationError):
-        message, status = f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", EXIT_USAGE
-    elif isinstance(exc, ConfigurationError | JournalDamagedError):
-        message, status = str(exc), EXIT_USAGE
-    elif isinstance(exc, RunStoppedError):
-        message, status = f"run stopped: {exc}", EXIT_STOPPED
-    elif isinstance(exc, LocalIOError):
-        message, status = f"{exc.reason}: {exc}", EXIT_STOPPED
-    elif isinstance(exc, NovitaError | OSError | aiohttp.ClientError):
-        message, status = f"{type(exc).__name__}: {exc}", EXIT_FAILED
-    else:
-        message, status = f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
-    if status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
-        message += " (rerun with --debug for the traceback)"
-    return message, status
+        return f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", EXIT_USAGE
+    if isinstance(exc, ConfigurationError | JournalDamagedError):
+        return str(exc), EXIT_USAGE  # a damaged journal's message names the repair command
+    if isinstance(exc, RunStoppedError):
+        status = EXIT_BUDGET if exc.reason == "BUDGET_REACHED" else EXIT_STOPPED
+        return f"run stopped: {exc}", status
+    if isinstance(exc, LocalIOError):
+        return f"{exc.reason}: {exc}", EXIT_STOPPED
+    if isinstance(exc, NovitaError | OSError | aiohttp.ClientError):
+        return f"{type(exc).__name__}: {exc}", EXIT_FAILED
+    return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
 
 
-def _show(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
-    if isinstance(exc, KeyboardInterrupt):
-        print("novita-async: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    message, status = _message(exc)
+def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
+    """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug); a run
+    that ended before it could report its own end says so in its JSON report too."""
+    message, status = _describe(exc)
     if ns.debug:
         traceback.print_exception(raised)
-        message = message.removesuffix(" (rerun with --debug for the traceback)")
+    elif status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
+        message += " (rerun with --debug for the traceback)"
     # The key never reaches a message on purpose; scrub anyway, it costs nothing.
-    secrets = (ns.api_key or "", os.environ.get(ENV_API_KEY, ""))
-    print(f"novita-async: error: {scrub(message, *secrets)}", file=sys.stderr)
+    message = scrub(message, ns.api_key or "", os.environ.get(ENV_API_KEY, ""))
+    if isinstance(exc, KeyboardInterrupt):
+        print("novita-async: interrupted", file=sys.stderr)
+    else:
+        print(f"novita-async: error: {message}", file=sys.stderr)
+    if ns.command == "run" and not isinstance(exc, RunStoppedError):
+        ReportTo.from_args(ns).write_error(status, message)
     return status
 
 

@@ -23,6 +23,7 @@ from .. import ConfigurationError, InstantIDRequest, Timeouts, ValidationError, 
 from ..batch import BatchOptions
 from ._fields import build_request
 from ._journal_cmd import add_journal_arguments
+from ._run_report import ReportTo
 from ._status import add_status_arguments
 
 __all__ = [
@@ -151,6 +152,7 @@ BATCH_FLAGS: tuple[BatchFlag, ...] = (
     BatchFlag("--max-outage", "max_outage", float),
     BatchFlag("--retry-after-cap", "retry_after_cap", float),
     BatchFlag("--retry-unknown-submits", "retry_unknown_submits", None),
+    BatchFlag("--max-tasks", "max_tasks", int),
 )
 
 _METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH"}
@@ -207,6 +209,14 @@ def _check_request_flags(parser: argparse.ArgumentParser, ns: argparse.Namespace
     except ValidationError as exc:
         flag = _flag_for(exc.field) or exc.field
         parser.error(f"argument {flag}: {exc.value!r} is not allowed: {exc.allowed}")
+
+
+def _check_summary_path(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    # Here, not when the run ends: a report must never land on a file the run reads or writes.
+    try:
+        ReportTo.from_args(ns).check(Path(ns.out), (Path(ns.jobs), ns.journal_path))
+    except ValidationError as exc:
+        parser.error(f"argument {exc.field}: {exc.value!r} is not allowed: {exc.allowed}")
 
 
 def _option_value(spec: BatchFlag) -> Callable[[str], Any]:
@@ -290,6 +300,8 @@ exit status:
        endpoint, this machine's disk, an outage longer than --max-outage); one
        line names it and the fix; nothing is recorded against the jobs it did
        not finish, and the same command continues the run
+  4    the run spent its --max-tasks budget: the tasks it paid for finished;
+       the same command continues (with a budget of its own)
   130  interrupted (Ctrl-C, SIGTERM); the same command continues the run
 
 Ctrl-C once stops the run: nothing new is submitted, and submissions awaiting
@@ -355,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "run ended (summary, exit status) as JSON to PATH")  # fmt: skip
     run.add_argument("--json", action="store_true", help="print that JSON on stdout instead of "
                      "the text summary (progress lines go to stderr)")  # fmt: skip
+    run.add_argument("--dry-run", action="store_true", help="read and check every line as a run "
+                     "would, send nothing, and say what the run would do and pay for (exit 1 if "
+                     "some lines cannot run)")  # fmt: skip
     _add_download_timeout(run)
     _add_batch_flags(run)
     _add_request_flags(run, prompt_required=False)
@@ -418,4 +433,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ns.debug = ns.debug or ns.debug_anywhere
     if ns.command in ("run", "generate"):
         _check_request_flags(ns.subparser, ns)
+    if ns.command == "run":
+        _check_summary_path(ns.subparser, ns)
     return ns

@@ -6,7 +6,9 @@ The arguments are read once into a :class:`RunSettings` (the batch flags into it
 Exit statuses (the ``EXIT_*`` constants): 0 every job succeeded; 1 some jobs failed (for their own
 reason, or retryable ones the summary explains); 2 bad usage or invalid input, before anything was
 sent; 3 the run stopped for a run-level cause (:class:`RunStoppedError`: the key, the account, the
-endpoint, this machine, a long outage), named in one line with its fix; 130 interrupted.
+endpoint, this machine, a long outage), named in one line with its fix; 4 the run spent its
+``--max-tasks`` budget; 130 interrupted. ``--dry-run`` exits 0 when every line can run, 1 when
+some cannot.
 
 Signals: the first SIGINT or SIGTERM stops the run (nothing new is submitted; submissions awaiting
 their answer get ``stop_grace`` seconds). Later ones never kill the process, which would abandon
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,13 +42,16 @@ from .. import (
     RunStoppedError,
     ValidationError,
 )
+from .._converter import converter
 from ..batch import (
     BatchOptions,
     BatchRunner,
     BatchSummary,
+    DryRun,
     InvalidJob,
     Job,
     JobInputError,
+    dry_run,
     is_run_output,
 )
 from ._commands import make_client
@@ -55,6 +62,7 @@ from ._progress import BatchProgress
 from ._run_report import ReportTo, RunReport, StopReport
 
 __all__ = [
+    "EXIT_BUDGET",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -76,6 +84,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_BUDGET = 4
 EXIT_INTERRUPTED = INTERRUPTED = 130
 _T = TypeVar("_T")
 
@@ -214,6 +223,8 @@ class RunSettings:
     options: BatchOptions
     plain: bool
     """Plain log lines instead of a progress bar."""
+    dry: bool = False
+    """Decide what the run would do, and send nothing (``--dry-run``)."""
     report: ReportTo = attrs.field(factory=ReportTo)
     """Where the run's JSON report goes (``--summary-json``, ``--json``)."""
 
@@ -225,6 +236,7 @@ class RunSettings:
             request_defaults=request_fields(ns),
             options=options_from_args(ns),
             plain=ns.no_progress,
+            dry=bool(getattr(ns, "dry_run", False)),
             report=ReportTo.from_args(ns),
         )
 
@@ -241,7 +253,7 @@ class RunEnd:
     def status(self) -> int:
         """The command's exit status."""
         if self.stopped is not None:
-            return EXIT_STOPPED
+            return EXIT_BUDGET if self.stopped.reason == "BUDGET_REACHED" else EXIT_STOPPED
         if self.interrupted:
             return EXIT_INTERRUPTED
         clean = self.summary.failed == 0 and self.summary.not_finished == 0
@@ -280,6 +292,8 @@ async def _job_lines(
     fetcher: InputFetcher,
     prompts: dict[str, str],
     progress: BatchProgress,
+    *,
+    note_invalid: bool = True,
 ) -> AsyncIterator[Job | InvalidJob]:
     async for item in read_job_file(settings.jobs, settings.request_defaults, fetcher):
         if isinstance(item, JobLine):
@@ -295,7 +309,8 @@ async def _job_lines(
             # A line that cannot become a job still gets its failed line in results.jsonl, with
             # the line number and field in the message: one result line per job-file line.
             prompts.setdefault(item.id, "")
-            progress.note(f"invalid job: {item}")
+            if note_invalid:
+                progress.note(f"invalid job: {item}")
             yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
 
 
@@ -382,7 +397,8 @@ async def run(ns: argparse.Namespace) -> int:
             str(settings.jobs),
             "is a file the run writes (in the output folder, or the journal): move it elsewhere",
         )
-    settings.report.check(out, (settings.jobs, settings.options.journal_path))
+    if settings.dry:
+        return await dry_run_command(settings)
     total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
     prompts: dict[str, str] = {}
     async with (
@@ -398,3 +414,38 @@ async def run(ns: argparse.Namespace) -> int:
             end = await run_batch(runner, lines, progress)
             gallery = await write_gallery_if_possible(out, prompts, progress)
     return report_end(end, out / "results.jsonl", gallery, settings.report)
+
+
+async def dry_run_command(settings: RunSettings) -> int:
+    """``run --dry-run``: what the run would do and pay for; no key needed, nothing sent to the
+    API and nothing written in the output folder (inputs named by URL are fetched to a temporary
+    folder, to check they are images)."""
+    with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session:
+            fetcher = InputFetcher(plain_session, Path(cache))
+            quiet = BatchProgress(0, plain=True, stream=sys.stderr)
+            lines = _job_lines(settings, fetcher, {}, quiet, note_invalid=False)
+            plan = await dry_run(lines, settings.out, settings.options)
+    if settings.report.stdout:
+        print(json.dumps(converter.unstructure(plan), indent=2))
+    else:
+        print(format_dry_run(plan, settings.options.rate))
+    return EXIT_OK if plan.ok else EXIT_FAILED
+
+
+def format_dry_run(plan: DryRun, rate: float | None) -> str:
+    lines = [
+        "dry run: nothing was sent",
+        f"{plan.jobs} jobs: {plan.done} already done, {plan.failed} failed earlier (left alone; "
+        f"--retry-failed runs them again), {plan.to_submit} to submit, {plan.to_follow} "
+        f"submitted earlier to follow, {plan.unknown} of unknown outcome, {plan.changed} "
+        "changed since their task was made",
+        f"{plan.to_submit} tasks and {plan.images} images would be paid for; "
+        f"{plan.uploads} distinct files would be uploaded",
+    ]
+    if plan.seconds is not None:
+        lines.append(f"at --rate {rate:g}: about {plan.seconds:.1f}s of submissions")
+    if plan.problems:
+        lines.append(f"{len(plan.problems)} jobs cannot run as given:")
+        lines += [f"  {p.job_id}: {p.reason}: {p.message}" for p in plan.problems]
+    return "\n".join(lines)

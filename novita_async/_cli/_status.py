@@ -85,9 +85,11 @@ def format_status(status: RunStatus) -> str:
         ("submitted, not ended", status.unfinished, f"{who} follows their tasks"),
         ("unknown outcome", status.unknown_outcome, _unknown(status)),
         ("retryable", status.retryable, "RETRIES_EXHAUSTED: a plain rerun tries them again"),
-        ("never submitted", status.never_submitted, "in the job file, unknown to the journal"),
     ]
-    for label, count, note in always + [row for row in when_any if row[1]]:
+    rows = always + [row for row in when_any if row[1]]
+    if status.never_submitted is not None:  # known only from the job file
+        rows.append(("never submitted", status.never_submitted, "in the job file only"))
+    for label, count, note in rows:
         lines.append(f"  {label:<21}{count or 0:>7}" + (f"  ({note})" if note else ""))
     ended = status.succeeded + status.failed
     if not status.in_use and status.results_listed not in (None, ended):

@@ -43,8 +43,9 @@ from pathlib import Path
 import attrs
 
 from .._atomic import write_all
-from .._exceptions import ConfigurationError, LocalIOError
+from .._exceptions import LocalIOError
 from ._job import JobError, JobOutcome, JobStatus
+from ._locks import lock_or_refuse
 from ._records import (
     AssetRecord,
     FailedRecord,
@@ -58,11 +59,6 @@ from ._records import (
     read_records,
     scan_journal,
 )
-
-try:  # pragma: no cover - always present on POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "JOURNAL_NAME",
@@ -215,13 +211,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise ConfigurationError(
-                        f"{self.path} is in use by another run; one run per output folder"
-                    ) from None
+            lock_or_refuse(fd, f"{self.path} is in use by another run; one run per output folder")
             self._cut_torn_tail(fd)
             self._size = os.fstat(fd).st_size
             self._keep_reserve()

@@ -13,14 +13,10 @@ import os
 import re
 from pathlib import Path
 
-from .._exceptions import ConfigurationError, LocalIOError
+from .._exceptions import LocalIOError
 from ._job import ImageSource, Job, JobInputError
+from ._locks import lock_or_refuse
 from ._results import RESULTS_NAME
-
-try:  # pragma: no cover - always present on POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "GALLERY_NAME",
@@ -42,16 +38,17 @@ _TEMP_OVERHEAD = len(".") + len(".") + 7 + len("-") + 20 + len(".part")
 
 def is_run_output(path: ImageSource | str | os.PathLike[str], out_dir: Path) -> bool:
     """Whether ``path`` is a file a run in ``out_dir`` writes (or may write)."""
-    if isinstance(path, bytes):
-        return False
+    if isinstance(path, bytes) or not _named_like_output(Path(path).name):
+        return False  # (a link named otherwise pointing at an output is left alone)
     try:
         resolved = Path(path).resolve()
         out = out_dir.resolve()
     except OSError:
         return False
-    if resolved.parent != out:
-        return False
-    name = resolved.name
+    return resolved.parent == out and _named_like_output(resolved.name)
+
+
+def _named_like_output(name: str) -> bool:
     return (
         name in (RESULTS_NAME, GALLERY_NAME)
         or name.startswith(".novita")
@@ -96,14 +93,13 @@ class OutputLock:
         except OSError as exc:
             path = str(self.path)
             raise LocalIOError.from_os_error(exc, "locking the output folder", path) from exc
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise ConfigurationError(
-                    f"{self.path.parent} is in use by another run; one run per output folder"
-                ) from None
+        try:
+            lock_or_refuse(
+                fd, f"{self.path.parent} is in use by another run; one run per output folder"
+            )
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:

@@ -20,6 +20,7 @@ import attrs
 from .._atomic import write_atomically
 from .._exceptions import ConfigurationError
 from ._job import JobError
+from ._locks import lock_or_refuse
 from ._records import (
     AssetRecord,
     FailedRecord,
@@ -29,11 +30,6 @@ from ._records import (
     encode_record,
     ids_in_damage,
 )
-
-try:  # pragma: no cover - always present on POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["RepairReport", "repair_journal"]
 
@@ -114,15 +110,13 @@ class _locked:
         self._fd: int | None = None
 
     def __enter__(self) -> None:
-        self._fd = os.open(self._path, os.O_RDONLY)
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(self._fd)
-                raise ConfigurationError(
-                    f"{self._path} is in use by a run; repair it once the run has ended"
-                ) from None
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            lock_or_refuse(fd, f"{self._path} is in use by a run; repair it once the run has ended")
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:

@@ -29,6 +29,27 @@ Faults (``emu.faults``; over HTTP under ``/__emulator/``; on the command line as
   ``forget_assets(ids)`` (a submission naming one answers 400 naming it); ``emu.task_ids()`` and
   ``emu.asset_ids()`` list them all.
 
+Webhooks: a task whose submission set ``extra.webhook.url`` (http or https) gets, when it ends
+(succeeded or failed), ``POST <url>`` with ``{"event_type": "ASYNC_TASK_RESULT", "payload":
+<the task-result answer>}``, JSON, unsigned and without ``Authorization``, from the emulator's
+own event loop. An attempt fails on a non-2xx answer, no connection, or no answer within
+``webhook_timeout`` seconds (5); it is retried up to 5 times after 1, 2, 4, 8 and 16 s, times
+``webhook_backoff_scale`` (the service does not document its backoff; this is the emulator's).
+``extra.webhook.test_mode = {"enabled": true, "return_task_status": "TASK_STATUS_FAILED"}``
+(default ``..._SUCCEED``) sends a simulated event at once instead: no task is created (its id
+answers 404) and the payload has no images. A task of 0 seconds may announce its end before its
+submitter has read its task id; the service's tasks take seconds. Faults of the events
+(``emu.faults.webhooks``; ``POST /__emulator/faults/webhook``; ``--webhook-fault``,
+``--webhook-script``): ``set(drop=0.1, duplicate=0.1, out_of_order=0.1, delay=0.5,
+jitter=0.2)``, drawn per event (seeded), or ``script(["drop", "duplicate", "out_of_order",
+"delay:2", "ok"])`` for the next events, ``drop_next(n)``; out of order holds an event until
+the next event sent has its first answer (at most ``hold_seconds``). A receiver answering 500 or
+too slowly is retried. ``stats().webhooks`` counts events, attempts, deliveries, retries,
+timeouts, failures and each fault; ``emu.webhook_counts()`` (``GET /__emulator/webhooks``) per
+task. ``emu.task_ends()`` (``GET /__emulator/task-ends``) gives the moment each task ended as a
+Unix time, to compare with moments taken in another process (``clock="emulator"``: on the
+event loop's clock).
+
 ``faults.clear()`` undoes every fault. Run the emulator as a process with ``python -m
 novita_async.emulator`` (see ``--help``), or from Python with :class:`EmulatorProcess`.
 """
@@ -41,6 +62,7 @@ from ._faults import Faults
 from ._process import EmulatorProcess, start_emulator_process
 from ._server import Emulator
 from ._stats import EmulatorStats
+from ._webhook_faults import WebhookFaults, WebhookFaultSpec
 
 __all__ = [
     "API_ROUTES",
@@ -55,5 +77,7 @@ __all__ = [
     "ImageMode",
     "Outage",
     "Outcome",
+    "WebhookFaultSpec",
+    "WebhookFaults",
     "start_emulator_process",
 ]

@@ -13,6 +13,7 @@ import attrs
 from attrs import validators as v
 
 from ._fault_specs import ROUTES, AccountError, FaultSpec, Outage, check_route, parse_script_token
+from ._webhook_faults import WebhookFaultSpec, parse_webhook_token
 
 __all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "Flag", "ImageMode"]
 
@@ -76,6 +77,13 @@ def _scripts(value: Mapping[str, Iterable[str]] | None) -> Mapping[str, tuple[st
         for token in outcomes:
             parse_script_token(token)  # fail at configuration time, not on the first request
     return scripts
+
+
+def _webhook_script(value: Iterable[str]) -> tuple[str, ...]:
+    script = tuple(value)
+    for token in script:
+        parse_webhook_token(token)
+    return script
 
 
 _FAULT_NAMES = ", ".join(field.name for field in attrs.fields(FaultSpec))
@@ -230,6 +238,40 @@ class EmulatorConfig:
         ),
     )
     """An outage of the API origin (see ``Faults.outage``)."""
+
+    webhook_timeout: float = attrs.field(
+        default=5.0,
+        validator=v.gt(0.0),
+        metadata=_flag("seconds a webhook receiver has to answer before the attempt fails"),
+    )
+    """Seconds a webhook receiver has to answer an attempt (5, as documented)."""
+    webhook_backoff_scale: float = attrs.field(
+        default=1.0,
+        validator=v.ge(0.0),
+        metadata=_flag("multiply the webhook retry backoff (1, 2, 4, 8, 16 s) by this"),
+    )
+    """A failed webhook attempt is retried up to 5 times, after 1, 2, 4, 8 and 16 seconds times
+    this (0.01 in tests)."""
+    webhook_faults: WebhookFaultSpec | None = attrs.field(
+        default=None,
+        metadata=_flag(
+            "faults of webhook events, e.g. drop=0.1,delay=0.2,jitter=0.1 (names: drop, "
+            "duplicate, out_of_order, delay, jitter, hold_seconds)",
+            metavar="NAME=VALUE,...",
+            parse=WebhookFaultSpec.parse,
+        ),
+    )
+    """Initial webhook faults (see ``Faults.webhooks``)."""
+    webhook_script: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_webhook_script,
+        metadata=_flag(
+            "outcomes of the next webhook events, e.g. drop,duplicate,out_of_order,delay:2,ok",
+            metavar="OUTCOME,...",
+            parse=_outcomes,
+        ),
+    )
+    """Initial scripted outcomes of webhook events (see ``WebhookFaults.script``)."""
 
     shutdown_timeout: float = attrs.field(
         default=0.5,

@@ -5,7 +5,9 @@ at random (seeded), for good or ``for_seconds``; ``script(route, [...])`` queues
 the next requests; ``hold(route)`` parks requests until ``release(route)``. Per task:
 ``fail_next_tasks(n)``. Run-level: ``account_error(...)`` refuses the account after N more tasks,
 ``outage(...)`` takes the API origin off the network for a while, ``forget_tasks(...)`` /
-``forget_assets(...)`` make the service answer as if it never had them. ``clear()`` undoes it all.
+``forget_assets(...)`` make the service answer as if it never had them. Webhook events:
+``webhooks`` (a :class:`WebhookFaults`: drop, delay, duplicate, out of order). ``clear()`` undoes
+it all.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ._fault_specs import (
     check_route,
     parse_script_token,
 )
+from ._webhook_faults import WebhookFaults
 
 __all__ = ["Faults"]
 
@@ -60,6 +63,8 @@ class Faults:
         self._cut_short = False
         self._outage_event: anyio.Event | None = None
         self._forgotten: set[str] = set()
+        self.webhooks = WebhookFaults(seed)
+        """The faults of webhook events: ``faults.webhooks.set(drop=0.1)``, ``.script([...])``."""
         for route, spec in (initial or {}).items():
             self.set(route, spec)
         if account_error is not None:
@@ -144,8 +149,8 @@ class Faults:
 
     def clear(self, route: str | None = None) -> None:
         """Remove specs and scripts (of one route, or all) and release held requests; without a
-        route, also the task failures, the account error, the outage (one under way ends now)
-        and the forgotten ids."""
+        route, also the task failures, the account error, the outage (one under way ends now),
+        the forgotten ids and the webhook faults."""
         for name in ROUTES if route is None else (check_route(route),):
             self._specs.pop(name, None)
             self._scripts[name].clear()
@@ -154,6 +159,7 @@ class Faults:
             self._task_failures.clear()
             self._account = self._planned = None
             self._forgotten.clear()
+            self.webhooks.clear()
             if self._outage is not None:
                 self._cut_short = True
                 self._outage_changed()

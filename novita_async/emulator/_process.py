@@ -7,6 +7,8 @@ killing the client cannot touch it, or so that its CPU is not counted as the cli
         subprocess.run(["novita-async", "run", ...], env={**os.environ, **emulator.env})
         emulator.stats()["submissions"]
         emulator.control("POST", "/__emulator/outage", {"seconds": 15})
+        emulator.set_faults("webhook", {"drop": 0.1})  # webhook events too
+        emulator.task_ends()  # {task_id: Unix time it ended}
 
 It reads the ``NOVITA_*=...`` lines the emulator prints once it listens, and stops it with SIGINT
 (the emulator's clean shutdown), killing it only if it has not exited ``stop_timeout`` seconds
@@ -172,6 +174,11 @@ class EmulatorProcess:
 
     def clear_faults(self) -> None:
         self.control("DELETE", "/__emulator/faults")
+
+    def task_ends(self) -> dict[str, float]:
+        """When each ended task ended, as a Unix time: ``{task_id: time}``."""
+        ends: dict[str, float] = self.control("GET", "/__emulator/task-ends")
+        return ends
 
 
 def start_emulator_process(*options: str, log: Path | None = None) -> EmulatorProcess:

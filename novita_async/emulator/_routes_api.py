@@ -1,18 +1,20 @@
-"""The API origin: submit, task result and model list, behind bearer-key authentication."""
+"""The API origin: submit, task result and model list, behind bearer-key authentication.
+
+A submission in webhook test mode (``extra.webhook.test_mode.enabled``) creates no task: its
+simulated event is sent at once, and its task id is unknown to the task-result route.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 from aiohttp import web
 
-from .. import _spec
 from ._catalog import query_models
 from ._responses import APIProblem, api_error
+from ._results import announce_test, result_body
 from ._state import STATE, EmulatorState
-from ._tasks import TaskRecord
 from ._validation import INVALID_REQUEST_BODY, validate_instant_id
 
 __all__ = ["add_api_routes"]
@@ -55,55 +57,13 @@ async def submit(request: web.Request) -> web.Response:
             "rate limit exceeded, please retry later",
             headers={"Retry-After": str(math.ceil(wait))},
         )
+    simulated = announce_test(state, key, body)
+    if simulated is not None:
+        return web.json_response({"task_id": simulated})
     record = state.tasks.create(key, body)
     state.stats.record_submission(body)
     state.faults.task_created()
     return web.json_response({"task_id": record.task_id})
-
-
-def _image_entries(state: EmulatorState, record: TaskRecord) -> list[dict[str, Any]]:
-    ttl = state.config.image_url_ttl
-    entries = []
-    for name in record.image_names:
-        path = f"/prod/{record.task_id}/{name}"
-        entries.append(
-            {
-                "image_url": f"{state.images_origin}{path}?{state.signer.sign(path, ttl)}",
-                # The real service sends the TTL (and the seed) as strings.
-                "image_url_ttl": str(ttl),
-                "image_type": record.image_type,
-                "nsfw_detection_result": None,
-            }
-        )
-    return entries
-
-
-def result_body(state: EmulatorState, record: TaskRecord) -> dict[str, Any]:
-    percent, eta = state.tasks.progress(record)
-    done = record.finished_wall_ms
-    extra = record.body.get("extra") or {}
-    return {
-        "extra": {
-            "seed": str(record.seed),
-            "enable_nsfw_detection": bool(extra.get("enable_nsfw_detection", False)),
-            "debug_info": {
-                "request_info": "",
-                "submit_time_ms": str(record.submitted_wall_ms),
-                "execute_time_ms": "" if done is None else str(done - record.submitted_wall_ms),
-                "complete_time_ms": "" if done is None else str(done),
-            },
-        },
-        "task": {
-            "task_id": record.task_id,
-            "task_type": "INSTANT_ID",
-            "status": record.status,
-            "reason": record.reason,
-            "eta": eta,
-            "progress_percent": percent,
-        },
-        "images": _image_entries(state, record) if record.status == _spec.STATUS_SUCCEED else [],
-        "videos": [],
-    }
 
 
 async def task_result(request: web.Request) -> web.Response:

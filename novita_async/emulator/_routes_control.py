@@ -6,11 +6,17 @@ These let a benchmark or a script steer an emulator running as a separate proces
 - ``POST /__emulator/reset-stats``: zero them.
 - ``POST /__emulator/faults/{route}`` with ``{"spec": {FaultSpec fields}, "script": [...]}``
   (either key optional); ``DELETE /__emulator/faults`` clears every fault (``Faults.clear()``).
+  ``POST /__emulator/faults/webhook`` takes the same keys for webhook events: WebhookFaultSpec's
+  fields and their scripted outcomes (``drop``, ``duplicate``, ``out_of_order``, ``delay:N``).
 - ``POST /__emulator/fail-next-tasks`` with ``{"count": n, "reason": "..."}``.
 - ``POST /__emulator/account-error`` with AccountError's fields, e.g. ``{"after": 20}``.
 - ``POST /__emulator/outage`` with Outage's fields, e.g. ``{"seconds": 15, "after": 20}``. These
   routes are on the API origin: during the outage they are unreachable too.
 - ``POST /__emulator/forget`` with ``{"tasks": [ids] or "all", "assets": [ids] or "all"}``.
+- ``GET /__emulator/task-ends``: ``{task_id: Unix time}`` of every ended task (``?clock=emulator``:
+  on the emulator's event-loop clock instead).
+- ``GET /__emulator/webhooks``: webhook deliveries per task, ``{task_id: {"attempted",
+  "delivered", "retries", "dropped", "failed"}}``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from aiohttp import web
 from ._fault_specs import DEFAULT_TASK_FAILURE, AccountError, FaultSpec, Outage
 from ._responses import api_error
 from ._state import STATE
+from ._webhook_faults import WebhookFaultSpec
 
 __all__ = ["add_control_routes"]
 
@@ -57,6 +64,8 @@ async def set_faults(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await _json_object(request)
     route = request.match_info["route"]
+    if route == "webhook":
+        return _set_webhook_faults(request, body)
     try:
         if "spec" in body:
             state.faults.set(route, FaultSpec(**body["spec"]))
@@ -65,6 +74,18 @@ async def set_faults(request: web.Request) -> web.Response:
     except (TypeError, ValueError) as problem:
         return _bad(problem)
     return web.json_response({"route": route, "pending": state.faults.pending(route)})
+
+
+def _set_webhook_faults(request: web.Request, body: dict[str, Any]) -> web.Response:
+    faults = request.app[STATE].faults.webhooks
+    try:
+        if "spec" in body:
+            faults.set(WebhookFaultSpec(**body["spec"]))
+        if "script" in body:
+            faults.script([str(token) for token in body["script"]])
+    except (TypeError, ValueError) as problem:
+        return _bad(problem)
+    return web.json_response({"route": "webhook", "pending": faults.pending()})
 
 
 async def clear_faults(request: web.Request) -> web.Response:
@@ -129,6 +150,17 @@ async def forget(request: web.Request) -> web.Response:
     return web.json_response({"tasks": len(tasks), "assets": len(assets)})
 
 
+async def task_ends(request: web.Request) -> web.Response:
+    clock = request.query.get("clock", "unix")
+    if clock not in ("unix", "emulator"):
+        return _bad("clock: must be unix or emulator")
+    return web.json_response(request.app[STATE].tasks.ends(unix=clock == "unix"))
+
+
+async def webhooks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].stats.webhooks_of_tasks())
+
+
 def add_control_routes(app: web.Application) -> None:
     app.router.add_get("/__emulator/stats", get_stats, allow_head=False)
     app.router.add_post("/__emulator/reset-stats", reset_stats)
@@ -138,3 +170,5 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/__emulator/account-error", account_error)
     app.router.add_post("/__emulator/outage", outage)
     app.router.add_post("/__emulator/forget", forget)
+    app.router.add_get("/__emulator/task-ends", task_ends, allow_head=False)
+    app.router.add_get("/__emulator/webhooks", webhooks, allow_head=False)

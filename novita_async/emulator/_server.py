@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from types import TracebackType
+from typing import Literal
 
 import anyio
 from aiohttp import web
@@ -14,6 +16,7 @@ from ._fault_specs import ROUTES, check_route
 from ._faults import Faults
 from ._listeners import Listener, bind_origins, origin_url, run_outages
 from ._middleware import emulated_route
+from ._results import announce_end
 from ._routes_api import add_api_routes, not_found
 from ._routes_control import add_control_routes
 from ._routes_storage import add_asset_routes, add_image_routes
@@ -37,6 +40,7 @@ class Emulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self._state = EmulatorState.build(self.config)
+        self._state.tasks.on_end = functools.partial(announce_end, self._state)
         self._stack: contextlib.AsyncExitStack | None = None
         self._origins: list[str] = []
 
@@ -112,6 +116,16 @@ class Emulator:
         """Every asset uploaded so far, oldest first (e.g. to ``faults.forget_assets`` them)."""
         return list(self._state.assets)
 
+    def task_ends(self, clock: Literal["unix", "emulator"] = "unix") -> dict[str, float]:
+        """When each ended task ended: ``{task_id: moment}``, as a Unix time (``time.time()``, to
+        compare with moments taken in another process) or on the emulator's event-loop clock."""
+        return self._state.tasks.ends(unix=clock == "unix")
+
+    def webhook_counts(self) -> dict[str, dict[str, int]]:
+        """Webhook deliveries per task that had one: ``{task_id: {"attempted", "delivered",
+        "retries", "dropped", "failed"}}`` (the totals are in ``stats().webhooks``)."""
+        return self._state.stats.webhooks_of_tasks()
+
     def task_status(self, task_id: str) -> str:
         record = self._state.tasks.get(task_id)
         if record is None:
@@ -143,6 +157,8 @@ class Emulator:
             sockets = bind_origins(config.host, config.port)
             for sock in sockets:
                 stack.callback(sock.close)
+            # Closed after the workers: no task ends once the sender has closed.
+            await stack.enter_async_context(self._state.webhooks)
             workers = await stack.enter_async_context(anyio.create_task_group())
             workers.start_soon(self._state.tasks.run)
             stack.callback(workers.cancel_scope.cancel)

@@ -14,6 +14,7 @@ from ._ratelimit import SubmissionLimiter
 from ._signing import URLSigner
 from ._stats import EmulatorStats, StatsRecorder
 from ._tasks import TaskBoard
+from ._webhooks import WebhookSender
 
 __all__ = ["STATE", "EmulatorState"]
 
@@ -27,6 +28,7 @@ class EmulatorState:
     images: ImageStore
     signer: URLSigner
     limiter: SubmissionLimiter
+    webhooks: WebhookSender
     assets: dict[str, bytes] = attrs.field(factory=dict, repr=False)
     asset_rng: random.Random = attrs.field(factory=random.Random, repr=False)
     images_origin: str = ""
@@ -41,17 +43,22 @@ class EmulatorState:
         )
         for route, outcomes in config.fault_scripts.items():
             faults.script(route, outcomes)
+        if config.webhook_faults is not None:
+            faults.webhooks.set(config.webhook_faults)
+        faults.webhooks.script(config.webhook_script)
         seed = config.seed
+        stats = StatsRecorder()
         return cls(
             config=config,
             faults=faults,
-            stats=StatsRecorder(),
+            stats=stats,
             tasks=TaskBoard(config, faults),
             images=ImageStore(config.image_mode),
             signer=URLSigner(),
             limiter=SubmissionLimiter(
                 config.rate_limit_per_second, config.rate_limit_images_per_minute
             ),
+            webhooks=WebhookSender(config, faults.webhooks, stats),
             asset_rng=random.Random(None if seed is None else f"{seed}:assets"),
         )
 

@@ -11,7 +11,22 @@ from typing import Any
 import anyio
 import attrs
 
-__all__ = ["EmulatorStats", "StatsRecorder"]
+__all__ = ["WEBHOOK_COUNTERS", "EmulatorStats", "StatsRecorder"]
+
+WEBHOOK_COUNTERS = (
+    "events",
+    "attempted",
+    "delivered",
+    "retries",
+    "timeouts",
+    "failed",
+    "dropped",
+    "duplicated",
+    "reordered",
+    "delayed",
+)
+"""The counters of ``EmulatorStats.webhooks`` (see there); each is always present."""
+_PER_TASK = ("attempted", "delivered", "retries", "dropped", "failed")
 
 
 @attrs.frozen
@@ -53,6 +68,13 @@ class EmulatorStats:
     outage_active: bool
     """The API origin is down right now (from the moment an outage begins until it listens
     again)."""
+    webhooks: dict[str, int]
+    """Webhook deliveries: ``events`` (tasks that ended asking for one, and test-mode events),
+    ``attempted`` (POSTs started, retries and duplicates included), ``delivered`` (attempts
+    answered 2xx), ``retries`` (attempts after a delivery's first), ``timeouts`` (attempts not
+    answered in time), ``failed`` (deliveries given up after every retry), and the injected
+    ``dropped``, ``duplicated``, ``reordered`` (held for out of order) and ``delayed``; plus
+    ``pending``, a gauge: events not yet delivered, given up or dropped."""
 
     def count(self, route: str, status: int | str | None = None) -> int:
         """Requests to ``route`` (with ``status``, if given)."""
@@ -71,6 +93,7 @@ class StatsRecorder:
     def __init__(self) -> None:
         # A gauge, not a counter: reset() leaves it alone so requests in flight still balance.
         self.in_flight: Counter[str] = Counter()
+        self.webhooks_pending = 0
         self._in_flight_changed = anyio.Event()
         self.reset()
 
@@ -85,6 +108,8 @@ class StatsRecorder:
         self.rate_limited = 0
         self.outages = 0
         self.faults: Counter[str] = Counter()
+        self.webhooks: Counter[str] = Counter()
+        self.webhooks_by_task: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._bodies: set[bytes] = set()
 
     def enter(self, route: str) -> None:
@@ -107,6 +132,20 @@ class StatsRecorder:
 
     def record_request(self, route: str, outcome: int | str) -> None:
         self.requests[route][str(outcome)] += 1
+
+    def record_webhook(self, task_id: str, counter: str) -> None:
+        """Count a webhook happening (one of WEBHOOK_COUNTERS), for the task too."""
+        self.webhooks[counter] += 1
+        if counter in _PER_TASK:
+            self.webhooks_by_task[task_id][counter] += 1
+        self.changed()
+
+    def webhooks_of_tasks(self) -> dict[str, dict[str, int]]:
+        """Per task: attempted, delivered, retries, dropped, failed (each always present)."""
+        return {
+            task_id: {name: counts[name] for name in _PER_TASK}
+            for task_id, counts in self.webhooks_by_task.items()
+        }
 
     def record_submission(self, body: Any) -> None:
         """Count a created task; canonical JSON makes key order and spacing irrelevant."""
@@ -133,4 +172,8 @@ class StatsRecorder:
             in_flight={route: n for route, n in self.in_flight.items() if n},
             outages=self.outages,
             outage_active=outage_active,
+            webhooks={
+                **{name: self.webhooks[name] for name in WEBHOOK_COUNTERS},
+                "pending": self.webhooks_pending,
+            },
         )

@@ -3,7 +3,8 @@
 A task is ``TASK_STATUS_QUEUED`` until a worker is free, ``TASK_STATUS_PROCESSING`` for its
 duration, then ``TASK_STATUS_SUCCEED`` or ``TASK_STATUS_FAILED``. Nothing spins: a worker sleeps
 for the task's duration. Prompt markers target one task: ``[[fail]]`` or ``[[fail:reason]]`` makes
-it fail, ``[[seconds:N]]`` sets its duration.
+it fail, ``[[seconds:N]]`` sets its duration. ``on_end`` (if set) hears of every task that ends,
+as it ends: the moment its webhook event is due.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -48,7 +50,10 @@ class TaskRecord:
     status: str = _spec.STATUS_QUEUED
     reason: str = ""
     started_at: float | None = None
-    finished_wall_ms: int | None = None
+    ended_at: float | None = None
+    """When the task ended, on the event loop's clock."""
+    ended_wall: float | None = None
+    """When the task ended, as a Unix time (to compare with moments taken in other processes)."""
     changed: anyio.Event = attrs.field(factory=anyio.Event, repr=False)
 
     @property
@@ -59,6 +64,10 @@ class TaskRecord:
     @property
     def is_final(self) -> bool:
         return self.status in _FINAL
+
+    @property
+    def finished_wall_ms(self) -> int | None:
+        return None if self.ended_wall is None else int(self.ended_wall * 1000)
 
 
 class TaskBoard:
@@ -73,6 +82,7 @@ class TaskBoard:
         self._submitted = 0
         self._started = 0
         self._running: set[TaskRecord] = set()
+        self.on_end: Callable[[TaskRecord], None] | None = None
         self._send: MemoryObjectSendStream[TaskRecord]
         self._receive: MemoryObjectReceiveStream[TaskRecord]
         self._send, self._receive = anyio.create_memory_object_stream[TaskRecord](math.inf)
@@ -122,6 +132,24 @@ class TaskBoard:
         self._send.send_nowait(record)
         return record
 
+    def simulated(self, owner: str, body: dict[str, Any], status: str) -> TaskRecord:
+        """A task that ended with ``status`` without running, kept nowhere (a webhook test)."""
+        now, clock = time.time(), anyio.current_time()
+        return TaskRecord(
+            task_id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            owner=owner,
+            body=body,
+            seed=0,
+            duration=0.0,
+            sequence=-1,
+            submitted_at=clock,
+            submitted_wall_ms=int(now * 1000),
+            status=status,
+            reason="simulated failure (webhook test mode)" if status == _spec.STATUS_FAILED else "",
+            ended_at=clock,
+            ended_wall=now,
+        )
+
     # --- lookup -------------------------------------------------------------------------------
 
     def get(self, task_id: str, owner: str | None = None) -> TaskRecord | None:
@@ -132,6 +160,15 @@ class TaskBoard:
 
     def ids(self) -> list[str]:
         return list(self._tasks)
+
+    def ends(self, unix: bool = True) -> dict[str, float]:
+        """When each ended task ended: ``{task_id: moment}``, a Unix time or (``unix=False``)
+        on the event loop's clock."""
+        moments = {
+            task_id: record.ended_wall if unix else record.ended_at
+            for task_id, record in self._tasks.items()
+        }
+        return {task_id: moment for task_id, moment in moments.items() if moment is not None}
 
     def counts(self) -> dict[str, int]:
         return {status: n for status, n in self._counts.items() if n}
@@ -198,12 +235,14 @@ class TaskBoard:
                     await anyio.sleep(record.duration)
                 finally:
                     self._running.discard(record)
-                record.finished_wall_ms = int(time.time() * 1000)
+                record.ended_at, record.ended_wall = anyio.current_time(), time.time()
                 if record.failure is not None:
                     record.reason = record.failure
                     self._move(record, _spec.STATUS_FAILED)
                 else:
                     self._move(record, _spec.STATUS_SUCCEED)
+                if self.on_end is not None:
+                    self.on_end(record)
 
     async def aclose(self) -> None:
         await self._send.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import _spec
 from ._responses import APIProblem
@@ -115,9 +116,28 @@ def _extra(value: object) -> None:
         raise invalid("extra.enable_nsfw_detection", "must be true or false")
     if extra.get("nsfw_detection_level") is not None:
         _number(extra, "nsfw_detection_level", "extra.")
-    webhook = extra.get("webhook")
-    if webhook is not None:
-        _name(_object(webhook, "extra.webhook").get("url"), "extra.webhook.url")
+    if extra.get("webhook") is not None:
+        _webhook(extra["webhook"])
+
+
+_TEST_STATUSES = (_spec.STATUS_SUCCEED, _spec.STATUS_FAILED)
+
+
+def _webhook(value: object) -> None:
+    webhook = _object(value, "extra.webhook")
+    _name(webhook.get("url"), "extra.webhook.url")
+    parts = urlsplit(str(webhook["url"]))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid("extra.webhook.url", "must be an http or https URL")
+    if webhook.get("test_mode") is None:
+        return
+    test_mode = _object(webhook["test_mode"], "extra.webhook.test_mode")
+    if not isinstance(test_mode.get("enabled"), bool):
+        raise invalid("extra.webhook.test_mode.enabled", "must be true or false")
+    status = test_mode.get("return_task_status")
+    if status is not None and status not in _TEST_STATUSES:
+        field = "extra.webhook.test_mode.return_task_status"
+        raise invalid(field, "must be one of " + ", ".join(_TEST_STATUSES))
 
 
 def validate_instant_id(body: object, asset_exists: Callable[[str], bool]) -> dict[str, Any]:

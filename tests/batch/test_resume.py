@@ -78,6 +78,7 @@ async def test_a_rerun_removes_the_partial_files_a_killed_run_left(
     assert sorted(p.name for p in out.iterdir()) == [
         ".novita-journal.jsonl",
         ".novita-journal.jsonl.reserve",  # room for the journal's last records on a full disk
+        ".novita-lock",  # one run per output folder
         "j0_0.png",
         "results.jsonl",
     ]

@@ -16,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
     ("name", "expected"),
     [
         ("web_handler.py", "200 {'task_id'"),
+        ("webhook_app.py", "'by': 'webhook'"),
         ("bulk_jsonl.py", "9 succeeded, 0 failed"),
         ("streaming_pipeline.py", "6/6 images post-processed"),
     ],

@@ -1,13 +1,15 @@
-"""The emulator process the crash tests share (its own process, so kills cannot touch it)."""
+"""The emulator process the crash tests share (its own process, so kills cannot touch it), and the
+CLI runs over one job file they drive against it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from .crashes import EmulatorProcess
-from .test_crash_resume import EMULATOR_OPTIONS
+from .crashes import CrashRun, EmulatorProcess, write_job_file
+from .test_crash_resume import CONCURRENCY, EMULATOR_OPTIONS, JOBS
 
 
 @pytest.fixture
@@ -15,3 +17,9 @@ def emulator() -> Iterator[EmulatorProcess]:
     # Leaving the block checks that it shuts down cleanly (status 0), parked requests and all.
     with EmulatorProcess(*EMULATOR_OPTIONS) as process:
         yield process
+
+
+@pytest.fixture
+def crash_run(emulator: EmulatorProcess, tmp_path: Path) -> CrashRun:
+    jobs_file = write_job_file(tmp_path / "jobs", JOBS)
+    return CrashRun(emulator, jobs_file, tmp_path / "out", tmp_path / "logs", JOBS, CONCURRENCY)

@@ -303,7 +303,8 @@ class CrashRun:
     def _answering(self) -> bool:
         """A task of this run exists that the journal does not know: its answer is on its way."""
         tasks = in_flight(journal_records(self.out))[2]
-        return self.emulator.stats()["submissions"] - len(tasks) > self.unjournaled
+        created: int = self.emulator.stats()["submissions"]
+        return created - len(tasks) > self.unjournaled
 
     def kill_at(self, more: int, route: str | None, *, wait_for: str | None = None) -> bool:
         """Start a run; after ``more`` journal records freeze it on ``route`` and SIGKILL it.

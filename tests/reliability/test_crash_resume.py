@@ -4,25 +4,14 @@ seeded moments and rerun until it ends; nothing is submitted twice unasked, noth
 from __future__ import annotations
 
 import random
-from pathlib import Path
-
-import pytest
 
 from .checks import API_KEY, leaks_in_folder, read_results, results_problems, tree_problems
-from .crashes import CrashRun, EmulatorProcess, kill_points, write_job_file
+from .crashes import CrashRun, kill_points
 
 JOBS = 30
 CONCURRENCY = 10
 # A task lasts 0.3 s and the CLI polls at eta + margin: a run takes a few seconds.
 EMULATOR_OPTIONS = ("--seed", "11", "--task-seconds", "0.3", "--image-mode", "tiny")
-
-
-@pytest.fixture
-def crash_run(emulator: EmulatorProcess, tmp_path: Path) -> CrashRun:
-    jobs_file = write_job_file(tmp_path / "jobs", JOBS)
-    return CrashRun(emulator, jobs_file, tmp_path / "out", tmp_path / "logs", JOBS, CONCURRENCY)
-
-
 # A submission takes 0.05 s to reach its task and 0.25 s to answer (51 bytes at 200 B/s): a kill
 # can land on either side of the task's creation.
 SLOW_SUBMISSIONS = {"latency": 0.05, "bandwidth": 200}
@@ -87,7 +76,7 @@ def test_sigkills_cutting_posts_off_never_make_a_plain_rerun_pay_twice(crash_run
     assert crash_run.run_to_end() == 1
     failed = {r["id"]: r["error"] for r in read_results(crash_run.out) if r["status"] == "failed"}
     assert set(failed) == unknown
-    assert {error["reason"] for error in failed.values()} == {"SUBMIT_OUTCOME_UNKNOWN"}  # type: ignore[index]
+    assert {error["reason"] for error in failed.values()} == {"SUBMIT_OUTCOME_UNKNOWN"}
     stats = emulator.stats()
     assert stats["duplicate_submissions"] == 0
     assert stats["submissions"] == JOBS - len(unknown) + orphans
