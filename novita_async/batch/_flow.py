@@ -28,6 +28,7 @@ from .._exceptions import (
     TaskFailedError,
 )
 from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
+from .._retry import RetryPolicy
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import (
@@ -110,7 +111,7 @@ class JobFlow:
         self._on_request = on_request
         self._planner = Planner(journal.jobs, options, out_dir)
         self._disk = DiskSpace(out_dir)
-        retry = client.config.retry
+        retry = run_retry(client, options)
         self.submitter = Submitter(
             client=client,
             journal=journal,
@@ -229,7 +230,6 @@ class JobFlow:
             except Exception as exc:
                 await self._judge(job_id, exc, rounds, task_id, fingerprint)
                 continue
-            self._gate.answered()
             return result
 
     async def _request(self, job: Job, prepared: PreparedJob) -> InstantIDRequest:
@@ -367,8 +367,6 @@ class JobFlow:
             raise _Ended(self._fail(job_id, error, task_id, fingerprint))
         if is_outage(error):
             self._gate.unreachable(error)
-        else:
-            self._gate.answered()  # a 429, an expired URL, an odd answer: the service answers
         if self._gate.answers != rounds.answers_seen:
             # The service answered something since this job's last failure: one round of its own.
             rounds.answers_seen = self._gate.answers
@@ -447,6 +445,13 @@ class JobFlow:
                 replayed=outcome.replayed,
             )
         return outcome
+
+
+def run_retry(client: NovitaClient, options: BatchOptions) -> RetryPolicy:
+    """The client's retry policy, with ``Retry-After`` capped as the run's options say: no
+    request of a run waits longer than ``retry_after_cap`` on the server's word."""
+    retry = client.config.retry
+    return attrs.evolve(retry, retry_after_cap=min(retry.retry_after_cap, options.retry_after_cap))
 
 
 def _failed(

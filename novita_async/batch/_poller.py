@@ -24,6 +24,7 @@ import anyio
 from .._client import NovitaClient
 from .._models import Task, TaskResult, TaskStatus
 from .._polling import PollPolicy, PollTracker
+from .._retry import RetryPolicy
 from ._durations import DurationModel, server_seconds
 from ._failures import is_outage
 from ._limits import RunGate
@@ -56,6 +57,7 @@ class Poller:
         policy: PollPolicy,
         gate: RunGate,
         *,
+        retry: RetryPolicy | None = None,
         max_concurrent: int,
         task_timeout: float | None,
         on_request: Callable[[str], None],
@@ -64,6 +66,7 @@ class Poller:
         self._client = client
         self._policy = policy
         self._gate = gate
+        self._retry = retry
         self._gets = anyio.Semaphore(max_concurrent, fast_acquire=True)
         self._task_timeout = task_timeout
         self._on_request = on_request
@@ -158,7 +161,7 @@ class Poller:
         await self._gate.wait(submission=False)  # an outage's pause; a stop that ends following
         self._on_request("result")
         try:
-            result = await self._client.get_task_result(tracker.task_id)
+            result = await self._client.get_task_result(tracker.task_id, retry=self._retry)
         except Exception as exc:
             if is_outage(exc):
                 self._gate.unreachable(exc)

@@ -45,7 +45,7 @@ from .._client import NovitaClient
 from .._exceptions import LocalIOError, RunStoppedError
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import run_stop_advice
-from ._flow import JobFlow
+from ._flow import JobFlow, run_retry
 from ._job import InvalidJob, Job, JobInput, JobOutcome
 from ._journal import JOURNAL_NAME, Journal
 from ._limits import RunGate
@@ -273,6 +273,7 @@ class BatchRunner:
             self.client,
             options.poll,
             gate,
+            retry=run_retry(self.client, options),
             max_concurrent=options.poll_concurrency,
             task_timeout=options.task_timeout,
             on_request=on_request,

@@ -16,8 +16,6 @@ import re
 import time
 import urllib.error
 
-import pytest
-
 from .checks import leaks_in_folder, read_results, tree_problems
 from .crashes import (
     WATCH_INTERVAL,
@@ -138,11 +136,6 @@ def test_a_day_long_retry_after_on_submissions_pauses_the_run_only_for_the_cap(
     assert_complete(crash_run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--retry-after-cap caps the submit gate only: a poll's Retry-After is still capped by "
-    "the client's own RetryPolicy.retry_after_cap (60 s), silently",
-)
 def test_a_long_retry_after_on_polls_is_capped_by_retry_after_cap_too(
     crash_run: CrashRun,
 ) -> None:
