@@ -153,6 +153,8 @@ BATCH_FLAGS: tuple[BatchFlag, ...] = (
     BatchFlag("--retry-after-cap", "retry_after_cap", float),
     BatchFlag("--retry-unknown-submits", "retry_unknown_submits", None),
     BatchFlag("--max-tasks", "max_tasks", int),
+    BatchFlag("--webhook-listen", "webhook_listen", str),
+    BatchFlag("--webhook-url", "webhook_url", str),
 )
 
 _METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH"}

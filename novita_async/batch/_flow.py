@@ -27,7 +27,7 @@ from .._exceptions import (
     RateLimitError,
     TaskFailedError,
 )
-from .._models import InstantIDRequest, Task, TaskResult, TaskStatus
+from .._models import Extra, InstantIDRequest, Task, TaskResult, TaskStatus, Webhook
 from .._retry import RetryPolicy
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
@@ -110,6 +110,8 @@ class JobFlow:
         self._on_event = on_event
         self._on_request = on_request
         self._planner = Planner(journal.jobs, options, out_dir)
+        self.webhook_url: str | None = None
+        """Where the service sends the run's webhooks (set once the receiver listens)."""
         self._disk = DiskSpace(out_dir)
         retry = run_retry(client, options)
         self.submitter = Submitter(
@@ -247,7 +249,18 @@ class JobFlow:
             face_image_assets_ids=faces,
             ref_image_assets_ids=refs,
             face_kps_assets_ids=kps,
+            extra=self._with_webhook(job.request.extra),
         )
+
+    def _with_webhook(self, extra: Extra | None) -> Extra | None:
+        """The request's ``extra`` asking for the run's webhook (a job that names its own keeps
+        it: its task is then followed by polling alone)."""
+        url = self.webhook_url
+        if url is None or (extra is not None and extra.webhook is not None):
+            return extra
+        if extra is None:
+            return Extra(webhook=Webhook(url=url))
+        return attrs.evolve(extra, webhook=Webhook(url=url))
 
     async def _submit(
         self, job: Job, prepared: PreparedJob, request: InstantIDRequest, rounds: _Rounds

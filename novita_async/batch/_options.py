@@ -46,6 +46,14 @@ def _must_be(allowed: str, *validators: _Validator) -> _Validator:
 
 
 _NUMBER: _Validator = v.and_(v.instance_of((int, float)), v.not_(v.instance_of(bool)))
+
+
+def _host_port(_: Any, __: Any, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(value)
+
+
 _COUNT = _must_be("an integer >= 1", v.instance_of(int), v.not_(v.instance_of(bool)), v.ge(1))
 _SWITCH = _must_be("True or False", v.instance_of(bool))
 
@@ -181,3 +189,23 @@ class BatchOptions:
             "finish the tasks in flight and stop (a rerun continues, with its own budget)"
         },
     )
+    webhook_listen: str | None = attrs.field(
+        default=None,
+        validator=_must_be("HOST:PORT (PORT 0 to 65535)", v.optional(_host_port)),
+        metadata={
+            "help": "receive the service's webhooks on HOST:PORT (0: any free port): a task ends "
+            "when its event arrives, and polling only catches the events that never came"
+        },
+    )
+    webhook_url: str | None = attrs.field(
+        default=None,
+        validator=_must_be("an http(s) URL", v.optional(v.matches_re(r"https?://\S+"))),
+        metadata={
+            "help": "the public URL that reaches webhook_listen (default: http://HOST:PORT, "
+            "enough when the service can reach this machine directly)"
+        },
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.webhook_url is not None and self.webhook_listen is None:
+            raise ConfigurationError("webhook_url needs webhook_listen: something must receive")

@@ -18,6 +18,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -29,15 +30,24 @@ from ._durations import DurationModel, server_seconds
 from ._failures import is_outage
 from ._limits import RunGate
 
+if TYPE_CHECKING:
+    from .._webhook_events import WebhookEvent
+    from .._webhooks import WebhookReceiver
+
 __all__ = ["Poller"]
 
 ProgressCallback = Callable[[Task], None]
+
+# With webhooks, a task's first poll waits for its predicted end plus this share of it plus
+# WEBHOOK_GRACE seconds: time for its event to come; only a task whose event never came is polled.
+WEBHOOK_SLACK = 0.25
+WEBHOOK_GRACE = 1.0
 
 
 class _Entry:
     """A task in the heap: its tracker, and its waiter's turn to poll."""
 
-    __slots__ = ("abandoned", "cost", "granted", "on_progress", "tracker", "turn")
+    __slots__ = ("abandoned", "cost", "granted", "on_progress", "pushed", "tracker", "turn")
 
     def __init__(
         self, tracker: PollTracker, on_progress: ProgressCallback, cost: float | None
@@ -48,6 +58,7 @@ class _Entry:
         self.turn: anyio.Event | None = None  # set by the loop when this task may poll
         self.granted = False  # the loop took a poll slot for this task, not yet given back
         self.abandoned = False
+        self.pushed: TaskResult | None = None  # the task's end, by webhook
 
 
 class Poller:
@@ -58,6 +69,7 @@ class Poller:
         gate: RunGate,
         *,
         retry: RetryPolicy | None = None,
+        events: WebhookReceiver | None = None,
         max_concurrent: int,
         task_timeout: float | None,
         on_request: Callable[[str], None],
@@ -67,6 +79,10 @@ class Poller:
         self._policy = policy
         self._gate = gate
         self._retry = retry
+        self._events = events
+        self._by_task: dict[str, _Entry] = {}
+        if events is not None:
+            events.on_event = self._on_event
         self._gets = anyio.Semaphore(max_concurrent, fast_acquire=True)
         self._task_timeout = task_timeout
         self._on_request = on_request
@@ -98,11 +114,20 @@ class Poller:
         )
         entry = _Entry(tracker, on_progress, cost)
         predicted = None if cost is None else self._durations.predict(cost)
-        self._schedule(entry, tracker.first_poll(predicted))
+        first = tracker.first_poll(predicted)
+        if self._events is not None:
+            # The event should end the task: the first poll only checks on one that never came.
+            self._events.expect(task_id)
+            self._by_task[task_id] = entry
+            first = tracker.first_poll((predicted or 0.0) * (1 + WEBHOOK_SLACK) + WEBHOOK_GRACE)
+        self._schedule(entry, first)
         try:
             while True:
                 assert entry.turn is not None  # made by _schedule, before every turn
-                await entry.turn.wait()
+                if entry.pushed is None:
+                    await entry.turn.wait()
+                if entry.pushed is not None:
+                    return self._ended_by_event(entry, entry.pushed)
                 try:
                     result = await self._poll(entry)
                 finally:
@@ -115,6 +140,23 @@ class Poller:
             if entry.granted:  # cancelled between being given its turn and taking it
                 entry.granted = False
                 self._gets.release()
+            if self._events is not None:
+                self._by_task.pop(task_id, None)
+                self._events.forget(task_id)  # a later event for it is counted, and dropped
+
+    def _on_event(self, event: WebhookEvent) -> None:
+        """A webhook: the task's end, handed to its waiter (duplicates never get this far)."""
+        entry = self._by_task.get(event.task_id or "")
+        if entry is None or entry.abandoned or event.result is None:
+            return
+        entry.pushed = event.result
+        if entry.turn is not None:
+            entry.turn.set()
+
+    def _ended_by_event(self, entry: _Entry, result: TaskResult) -> TaskResult:
+        entry.tracker.answered(result, anyio.current_time())
+        self._learn(entry, result)
+        return result
 
     def _schedule(self, entry: _Entry, when: float) -> None:
         entry.turn = anyio.Event()

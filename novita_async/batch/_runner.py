@@ -43,6 +43,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._atomic import remove_stale_temp_files
 from .._client import NovitaClient
 from .._exceptions import LocalIOError, RunStoppedError
+from .._webhooks import WebhookReceiver
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import run_stop_advice
 from ._flow import JobFlow, run_retry
@@ -100,6 +101,7 @@ class BatchRunner:
         self._counter = SummaryCounter()
         self._running = False
         self._flow: JobFlow | None = None
+        self._webhooks: WebhookReceiver | None = None
         self._stopped_by: BaseException | None = None
 
     @property
@@ -269,11 +271,13 @@ class BatchRunner:
             max_outage=options.max_outage,
             on_pause=on_pause,
         )
+        self._webhooks = None if options.webhook_listen is None else WebhookReceiver()
         poller = Poller(
             self.client,
             options.poll,
             gate,
             retry=run_retry(self.client, options),
+            events=self._webhooks,
             max_concurrent=options.poll_concurrency,
             task_timeout=options.task_timeout,
             on_request=on_request,
@@ -305,7 +309,14 @@ class BatchRunner:
     ) -> bool:
         """Run every job; return False if stopped early (fail_fast)."""
         stopped = False
-        async with send, anyio.create_task_group() as everything:
+        async with send, contextlib.AsyncExitStack() as stack:
+            if self._webhooks is not None:
+                # Listening before the first submission asks for webhooks to come here.
+                assert self.options.webhook_listen is not None
+                host, _, port = self.options.webhook_listen.rpartition(":")
+                listening = await stack.enter_async_context(self._webhooks.serve(host, int(port)))
+                flow.webhook_url = self._webhooks.url(self.options.webhook_url or listening)
+            everything = await stack.enter_async_context(anyio.create_task_group())
             everything.start_soon(poller.run)
 
             async def bound_the_stop() -> None:
