@@ -216,8 +216,8 @@ class NovitaClient:
     ) -> TaskResult:
         """The task's current state (and its images once it succeeded).
 
-        ``retry`` and ``on_event`` apply to this call only (``on_event`` is called besides the
-        client's own hook).
+        ``retry`` applies to this call only; ``on_event`` hears this call's retries and its
+        failure, besides the client's own hook (which hears every event).
         """
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id", task_id, "must be a non-empty string")
@@ -323,7 +323,8 @@ class NovitaClient:
         ``RetryPolicy.expired_url_refreshes`` times for the whole call; each GET is retried per
         the policy, so one image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs
         (9 with the default policy). ``retry`` overrides the client's policy for this call, and
-        ``on_event`` observes every request it makes, refreshes included.
+        ``on_event`` hears its retries (each renewal of expired URLs is one, ``IMAGE_URL_EXPIRED``)
+        and its failure.
         """
         policy = retry or self._config.retry
         folder = Path(dest_dir)
@@ -442,13 +443,15 @@ class _Renewal:
         self._left = policy.expired_url_refreshes
         self._policy = policy
         self._on_event = on_event
-        self._lock = anyio.Lock()
+        self._lock: anyio.Lock | None = None  # made on the first expiry: most calls see none
 
     async def fresh_image(
         self, index: int, expired_image: ResultImage, expired: ImageURLExpiredError
     ) -> ResultImage:
         """A newer URL for image ``index`` than ``expired_image``'s, or ``expired`` re-raised."""
         task_id = self._latest.task_id
+        if self._lock is None:
+            self._lock = anyio.Lock()
         async with self._lock:
             if self._latest.images[index].image_url == expired_image.image_url:
                 if self._left <= 0:

@@ -44,6 +44,7 @@ __all__ = ["BUFFER_LIMIT", "CHUNK_SIZE", "download_to_file", "is_expired_answer"
 
 CHUNK_SIZE = 256 * 1024
 BUFFER_LIMIT = 1024 * 1024
+INLINE_LIMIT = 256 * 1024
 _SNIFF_BYTES = 16
 _MAX_REDIRECTS = 5
 _ERROR_PREFIX = 4096
@@ -119,8 +120,13 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
             return await _stream_to_file(head, chunks, expected, dest, shown_url)
     _check_length(len(head), expected, shown_url)
     _check_image(head, shown_url)
-    # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
-    await anyio.to_thread.run_sync(_write_whole, dest, head)
+    if len(head) <= INLINE_LIMIT:
+        # Measured on the benchmark machine: handing a small file to a worker thread costs more
+        # CPU than writing it (BENCHMARKS.md's throughput scenario, one image per job).
+        _write_whole(dest, head)
+    else:
+        # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
+        await anyio.to_thread.run_sync(_write_whole, dest, head)
     return len(head)
 
 

@@ -40,6 +40,9 @@ from ._retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
 
 __all__ = ["AttemptFailed", "Transport"]
 
+# The events a call's own observer hears; the client's observer hears every event.
+_CALL_HOOK_KINDS = frozenset({EventKind.RETRY, EventKind.ERROR})
+
 T = TypeVar("T")
 
 logger = logging.getLogger("novita_async")
@@ -66,6 +69,8 @@ class _Call:
     raw_url: yarl.URL | str
     policy: RetryPolicy
     creates_task: bool = False
+    call_hook: EventHook | None = None
+    """The call's own observer: it hears what changes the call's course (retries, its failure)."""
     started: float = attrs.field(factory=anyio.current_time)
     attempt: int = 1
     maybe_created: bool = False
@@ -112,7 +117,8 @@ class _Call:
     def event(self, kind: EventKind, attempt: int, **fields: Any) -> None:
         level = logging.INFO if kind is EventKind.RETRY else logging.DEBUG
         logged = logger.isEnabledFor(level)
-        if self.hook is None and not logged:
+        call_hook = self.call_hook if kind in _CALL_HOOK_KINDS else None
+        if self.hook is None and call_hook is None and not logged:
             return  # the hot path of a quiet client: nobody is listening
         elapsed = anyio.current_time() - self.started
         if logged:
@@ -121,10 +127,9 @@ class _Call:
                 level, "%s %s %s %s attempt=%d elapsed=%.3fs %s",
                 kind, self.route, self.method, self.url, attempt, elapsed, extra,
             )  # fmt: skip
-        emit(
-            self.hook,
-            ClientEvent(kind, self.method, self.route, self.url, attempt, elapsed, **fields),
-        )
+        event = ClientEvent(kind, self.method, self.route, self.url, attempt, elapsed, **fields)
+        emit(self.hook, event)
+        emit(call_hook, event)
 
 
 def connection_failure(
@@ -313,10 +318,8 @@ class Transport:
         *,
         creates_task: bool = False,
     ) -> _Call:
-        hook = self._on_event
-        if on_event is not None:
-            hook = on_event if hook is None else _both(hook, on_event)
-        return _Call(hook, method, route, url, retry or self._config.retry, creates_task)
+        policy = retry or self._config.retry
+        return _Call(self._on_event, method, route, url, policy, creates_task, on_event)
 
     @staticmethod
     async def _attempts(call: _Call, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -332,9 +335,3 @@ class Transport:
                 raise
 
 
-def _both(first: EventHook, second: EventHook) -> EventHook:
-    def hook(event: ClientEvent) -> None:
-        emit(first, event)
-        emit(second, event)
-
-    return hook

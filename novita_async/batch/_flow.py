@@ -334,13 +334,12 @@ class JobFlow:
             raise InvalidResponseError(f"task {task_id} succeeded without images")
 
         def observe(event: ClientEvent) -> None:
-            if event.kind is EventKind.REQUEST:
-                if event.attempt == 1:  # the client's own retries are its to count
-                    self._on_request(event.route)
-            elif event.kind is EventKind.RETRY:
-                message = "image URL expired: fetching fresh ones"
-                if event.error != "IMAGE_URL_EXPIRED":
-                    message = f"image download retried in {event.delay or 0.0:.1f}s"
+            if event.kind is EventKind.RETRY:
+                message = f"image download retried in {event.delay or 0.0:.1f}s"
+                if event.error == "IMAGE_URL_EXPIRED":
+                    message = "image URL expired: fetching fresh ones"
+                    self._on_request("result")  # the renewal's call
+                    self._on_request("image")  # and the image's again
                 self._emit(
                     BatchEventKind.RETRIED,
                     job_id,
@@ -349,6 +348,8 @@ class JobFlow:
                     message=message,
                 )
 
+        for _ in result.images:
+            self._on_request("image")
         # One folder for every image (no folder per job): the job id names the file.
         paths = await self._client.download_images(
             result, self._out_dir, stem=f"{job_id}_", retry=self._download_retry, on_event=observe

@@ -107,7 +107,17 @@ class RunGate:
         until = self._outage_paused_until
         if submission:
             until = max(until, self._rate_paused_until)
-        return max(0.0, until - anyio.current_time())
+        if not until:
+            return 0.0  # no pause was ever set, or the last one is over: nothing to compare
+        left = until - anyio.current_time()
+        if left > 0:
+            return left
+        # Over: forget it, so the next requests need not read the clock.
+        if self._outage_paused_until <= until:
+            self._outage_paused_until = 0.0
+        if submission and self._rate_paused_until <= until:
+            self._rate_paused_until = 0.0
+        return 0.0
 
     async def wait(self, *, submission: bool = True) -> None:
         """Return when one request may be sent now; :class:`RunStopped` once the run stopped.

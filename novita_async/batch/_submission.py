@@ -33,33 +33,44 @@ from ._limits import RunGate, RunStopped
 
 __all__ = ["DiskSpace", "Submitter"]
 
-# What a task's images may take on disk before the run has seen any (then: the largest seen).
-_FIRST_IMAGE_BYTES = 1 << 20
+# What one image may take on disk (1024 x 1024 PNGs are about that).
+_IMAGE_BYTES = 1 << 20
 # Kept free on the output disk besides what the tasks in flight need.
 _SPARE_BYTES = 4 << 20
+# Submissions between two readings of the free space, while it is plentiful.
+_RECHECK = 32
 
 
 class DiskSpace:
     """Refuses a submission while the output disk lacks room for the images of the tasks in flight:
-    a task paid for must have somewhere to land."""
+    a task paid for must have somewhere to land.
+
+    The free space is read again after ``_RECHECK`` submissions, or at once when the last reading
+    left room for fewer than that many tasks more.
+    """
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
-        self._image_bytes = _FIRST_IMAGE_BYTES
-
-    def saw_image(self, size: int) -> None:
-        self._image_bytes = max(self._image_bytes, size)
+        self._image_bytes = _IMAGE_BYTES
+        self._free = 0
+        self._until_read = 0  # submissions left before the free space is read again
 
     def check(self, tasks_in_flight: int, images_per_task: int) -> None:
-        need = (tasks_in_flight + 1) * images_per_task * self._image_bytes + _SPARE_BYTES
-        try:
-            free = shutil.disk_usage(self._folder).free
-        except OSError as exc:
-            raise LocalIOError.from_os_error(exc, "checking free space", str(self._folder)) from exc
-        if free < need:
+        per_task = images_per_task * self._image_bytes
+        need = (tasks_in_flight + 1) * per_task + _SPARE_BYTES
+        if self._until_read <= 0 or self._free < need + _RECHECK * per_task:
+            try:
+                self._free = shutil.disk_usage(self._folder).free
+            except OSError as exc:
+                where = str(self._folder)
+                raise LocalIOError.from_os_error(exc, "checking free space", where) from exc
+            self._until_read = _RECHECK
+        self._until_read -= 1
+        if self._free < need:
+            self._until_read = 0  # read it again next time: space may have been freed
             raise LocalIOError(
-                f"only {free / 1e6:.1f} MB free on the output disk ({self._folder}), less than "
-                f"the {need / 1e6:.1f} MB the tasks in flight and the next one may need",
+                f"only {self._free / 1e6:.1f} MB free on the output disk ({self._folder}), "
+                f"less than the {need / 1e6:.1f} MB the tasks in flight and the next one may need",
                 errno=28,  # ENOSPC
                 path=str(self._folder),
             )
@@ -86,7 +97,7 @@ class Submitter:
         # A 429 on a submission comes straight back here, where it pauses every submitter,
         # instead of being waited out by this one submitter while the others keep sending.
         self._retry = retry
-        self._posting = anyio.Semaphore(posting)
+        self._posting = anyio.Semaphore(posting, fast_acquire=True)
         self._on_request = on_request
         self._on_paused = on_paused
         self._posts: set[anyio.CancelScope] = set()
