@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -193,12 +193,24 @@ class NovitaClient:
         back at once, so that it can pause every submitter together).
         """
         request.check_submittable()
+        return await self.submit_instant_id_body(unstructure_request(request), retry=retry)
+
+    async def submit_instant_id_body(
+        self, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    ) -> str:
+        """Submit a request body as the API names its fields, and return the task id.
+
+        The body is sent as it is, unchecked: build it from a validated request
+        (``unstructure_request``), as :meth:`submit_instant_id` does and as the batch runner does
+        with the body it already made to fingerprint a job. Otherwise as
+        :meth:`submit_instant_id`, lost answers included.
+        """
         answer = await self._transport.call_json(
             "POST",
             "submit",
             self._submit_url,
             auth=True,
-            json_body=unstructure_request(request),
+            json_body=body,
             creates_task=True,
             retry=retry,
         )

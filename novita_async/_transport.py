@@ -333,5 +333,3 @@ class Transport:
             except (APIError, LocalIOError) as error:  # a full disk is not retried either
                 call.failed(error)
                 raise
-
-

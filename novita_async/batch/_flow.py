@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import attrs
@@ -27,7 +27,7 @@ from .._exceptions import (
     RateLimitError,
     TaskFailedError,
 )
-from .._models import Extra, InstantIDRequest, Task, TaskResult, TaskStatus, Webhook
+from .._models import Task, TaskResult, TaskStatus
 from .._retry import RetryPolicy
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
@@ -205,11 +205,11 @@ class JobFlow:
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
         rounds = _Rounds()
-        request = await self._step(
+        body = await self._step(
             job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
         )
         async with self._slots:
-            task_id = await self._submit(job, prepared, request, rounds)
+            task_id = await self._submit(job, prepared, body, rounds)
             cost = request_cost(job.request)
             return await self._follow(job.id, task_id, fingerprint, rounds, cost)
 
@@ -234,42 +234,31 @@ class JobFlow:
                 continue
             return result
 
-    async def _request(self, job: Job, prepared: PreparedJob) -> InstantIDRequest:
-        """The request to submit: the job's template with the uploaded inputs' asset ids."""
+    async def _request(self, job: Job, prepared: PreparedJob) -> dict[str, Any]:
+        """The body to submit: the job's request (validated when it was made, its body made once
+        to fingerprint the job) with the uploaded inputs' asset ids and the run's webhook."""
         faces = [await self._uploader.asset_id(image) for image in prepared.faces]
         refs = [await self._uploader.asset_id(image) for image in prepared.refs]
-        kps = (
-            None
-            if prepared.kps is None
-            else [await self._uploader.asset_id(image) for image in prepared.kps]
-        )
+        body = {**prepared.body, "face_image_assets_ids": faces, "ref_image_assets_ids": refs}
+        if prepared.kps is not None:
+            body["face_kps_assets_ids"] = [await self._uploader.asset_id(i) for i in prepared.kps]
         self._emit(BatchEventKind.UPLOADED, job.id)
-        return attrs.evolve(
-            job.request,
-            face_image_assets_ids=faces,
-            ref_image_assets_ids=refs,
-            face_kps_assets_ids=kps,
-            extra=self._with_webhook(job.request.extra),
-        )
-
-    def _with_webhook(self, extra: Extra | None) -> Extra | None:
-        """The request's ``extra`` asking for the run's webhook (a job that names its own keeps
-        it: its task is then followed by polling alone)."""
-        url = self.webhook_url
-        if url is None or (extra is not None and extra.webhook is not None):
-            return extra
-        if extra is None:
-            return Extra(webhook=Webhook(url=url))
-        return attrs.evolve(extra, webhook=Webhook(url=url))
+        extra = body.get("extra") or {}
+        if self.webhook_url is not None and "webhook" not in extra:
+            # A job that names its own webhook keeps it: its task is then followed by polling.
+            body["extra"] = {**extra, "webhook": {"url": self.webhook_url}}
+        return body
 
     async def _submit(
-        self, job: Job, prepared: PreparedJob, request: InstantIDRequest, rounds: _Rounds
+        self, job: Job, prepared: PreparedJob, body: dict[str, Any], rounds: _Rounds
     ) -> str:
         fingerprint = prepared.fingerprint
         uploaded_again = False
         while True:
             try:
-                task_id = await self.submitter.submit(job.id, request, fingerprint, self._in_flight)
+                task_id = await self.submitter.submit(
+                    job.id, body, job.request.image_num, fingerprint, self._in_flight
+                )
             except (_Ended, RunStopped):
                 raise
             except Exception as exc:
@@ -277,9 +266,9 @@ class JobFlow:
                     # The service forgot an asset: upload the inputs again (no task exists).
                     uploaded_again = True
                     self._gate.answered()
-                    for asset_id in _asset_ids(request):
+                    for asset_id in _asset_ids(body):
                         self._journal.forget_asset(asset_id)
-                    request = await self._step(
+                    body = await self._step(
                         job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
                     )
                     continue
@@ -480,9 +469,9 @@ def _failed(
     )
 
 
-def _asset_ids(request: InstantIDRequest) -> tuple[str, ...]:
-    return (
-        *request.face_image_assets_ids,
-        *request.ref_image_assets_ids,
-        *(request.face_kps_assets_ids or ()),
-    )
+def _asset_ids(body: dict[str, Any]) -> list[str]:
+    return [
+        asset_id
+        for field in ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
+        for asset_id in body.get(field) or ()
+    ]

@@ -38,7 +38,7 @@ _TEMP_OVERHEAD = len(".") + len(".") + 7 + len("-") + 20 + len(".part")
 
 def is_run_output(path: ImageSource | str | os.PathLike[str], out_dir: Path) -> bool:
     """Whether ``path`` is a file a run in ``out_dir`` writes (or may write)."""
-    if isinstance(path, bytes) or not _named_like_output(Path(path).name):
+    if isinstance(path, bytes) or not _named_like_output(os.path.basename(path)):
         return False  # (a link named otherwise pointing at an output is left alone)
     try:
         resolved = Path(path).resolve()

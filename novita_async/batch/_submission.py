@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from .._client import NovitaClient
 from .._exceptions import LocalIOError, RateLimitError, SubmitOutcomeUnknownError
-from .._models import InstantIDRequest
 from .._retry import RetryPolicy
 from ._failures import Blame, BudgetReachedError, blame
 from ._journal import Journal
@@ -121,24 +121,35 @@ class Submitter:
         self.stop(0.0)
 
     async def submit(
-        self, job_id: str, request: InstantIDRequest, fingerprint: str, tasks_in_flight: int
+        self,
+        job_id: str,
+        body: Mapping[str, Any],
+        images: int,
+        fingerprint: str,
+        tasks_in_flight: int,
     ) -> str:
-        """Submit ``request``; its task id, recorded. Raises what went wrong, recorded as above."""
+        """Submit ``body`` (a task of ``images`` images); its task id, recorded. Raises what went
+        wrong, recorded as above."""
         while True:
             try:
-                return await self._post(job_id, request, fingerprint, tasks_in_flight)
+                return await self._post(job_id, body, images, fingerprint, tasks_in_flight)
             except RateLimitError as exc:
                 self._on_paused(job_id, exc, self._gate.rate_limited(exc.retry_after))
 
     async def _post(
-        self, job_id: str, request: InstantIDRequest, fingerprint: str, tasks_in_flight: int
+        self,
+        job_id: str,
+        body: Mapping[str, Any],
+        images: int,
+        fingerprint: str,
+        tasks_in_flight: int,
     ) -> str:
         # Few POSTs in flight at once: each is a task whose answer a stop may have to wait for.
         async with self._posting:
             # Passed with the slot held, so a stop or pause that came while this submitter
             # waited for its slot still holds it back.
             await self._gate.wait()
-            self._disk.check(tasks_in_flight, request.image_num)
+            self._disk.check(tasks_in_flight, images)
             if self._max_tasks is not None and self._spent >= self._max_tasks:
                 self._gate.stop(BudgetReachedError(self._max_tasks))
                 raise RunStopped
@@ -148,7 +159,7 @@ class Submitter:
                 self._posts.add(post)
                 try:
                     self._on_request("submit")
-                    task_id = await self._client.submit_instant_id(request, retry=self._retry)
+                    task_id = await self._client.submit_instant_id_body(body, retry=self._retry)
                 except Exception as exc:
                     if blame(exc, submitting=True) is not Blame.UNKNOWN_OUTCOME:
                         self._spent -= 1
