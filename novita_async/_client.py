@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -14,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Self
 import aiohttp
 import anyio
 import attrs
-import yarl
 
 from . import _spec
 from ._concurrency import map_limited
@@ -26,6 +24,7 @@ from ._exceptions import (
     InvalidResponseError,
     ValidationError,
 )
+from ._image_urls import Renewal, image_extension
 from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
 from ._polling import PollPolicy, ProgressHook, wait_until_done
 from ._retry import RetryPolicy
@@ -42,7 +41,6 @@ logger = logging.getLogger("novita_async")
 _SUBMIT_PATH = "/v3/async/instant-id"
 _RESULT_PATH = "/v3/async/task-result"
 _MODELS_PATH = "/v3/model"
-_EXTENSION = re.compile(r"^[a-z0-9]{1,5}$")
 
 
 @attrs.frozen
@@ -340,11 +338,11 @@ class NovitaClient:
         """
         policy = retry or self._config.retry
         folder = Path(dest_dir)
-        renewal = _Renewal(self, result, policy, on_event)
+        renewal = Renewal(self, self._transport, result, policy, on_event)
 
         async def one(index: int) -> Path:
             image = result.images[index]
-            path = folder / f"{stem}{index}.{_extension(image)}"
+            path = folder / f"{stem}{index}.{image_extension(image)}"
             while True:
                 try:
                     return await self.download_image(image, path, retry=retry, on_event=on_event)
@@ -438,59 +436,6 @@ class NovitaClient:
         result = await self.wait_for_task(task_id, timeout, poll, on_progress)
         files = await self.download_images(result, out_dir)
         return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
-
-
-class _Renewal:
-    """Fresh task results for one :meth:`NovitaClient.download_images` call, within its budget."""
-
-    def __init__(
-        self,
-        client: NovitaClient,
-        result: TaskResult,
-        policy: RetryPolicy,
-        on_event: EventHook | None,
-    ) -> None:
-        self._client = client
-        self._latest = result
-        self._left = policy.expired_url_refreshes
-        self._policy = policy
-        self._on_event = on_event
-        self._lock: anyio.Lock | None = None  # made on the first expiry: most calls see none
-
-    async def fresh_image(
-        self, index: int, expired_image: ResultImage, expired: ImageURLExpiredError
-    ) -> ResultImage:
-        """A newer URL for image ``index`` than ``expired_image``'s, or ``expired`` re-raised."""
-        task_id = self._latest.task_id
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            if self._latest.images[index].image_url == expired_image.image_url:
-                if self._left <= 0:
-                    raise expired
-                self._left -= 1
-                logger.info("image %d of task %s expired; fetching fresh URLs", index, task_id)
-                self._client._transport.announce_retry(
-                    "GET", "image", expired.url or "", expired.reason, self._on_event
-                )
-                renewed = await self._client.get_task_result(
-                    task_id, retry=self._policy, on_event=self._on_event
-                )
-                if len(renewed.images) != len(self._latest.images):
-                    raise InvalidResponseError(
-                        f"task {task_id} answered {len(self._latest.images)} images, "
-                        f"then {len(renewed.images)}"
-                    ) from expired
-                self._latest = renewed
-            return self._latest.images[index]
-
-
-def _extension(image: ResultImage) -> str:
-    kind = image.image_type.lower()
-    if _EXTENSION.match(kind):
-        return kind
-    suffix = Path(yarl.URL(image.image_url).path).suffix.lstrip(".").lower()
-    return suffix if _EXTENSION.match(suffix) else "png"
 
 
 def _adds_credentials(session: aiohttp.ClientSession) -> bool:

@@ -157,7 +157,7 @@ BATCH_FLAGS: tuple[BatchFlag, ...] = (
     BatchFlag("--webhook-url", "webhook_url", str),
 )
 
-_METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH"}
+_METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
 
 
 def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:

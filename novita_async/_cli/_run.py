@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
@@ -42,19 +41,17 @@ from .. import (
     RunStoppedError,
     ValidationError,
 )
-from .._converter import converter
 from ..batch import (
     BatchOptions,
     BatchRunner,
     BatchSummary,
-    DryRun,
     InvalidJob,
     Job,
     JobInputError,
-    dry_run,
     is_run_output,
 )
 from ._commands import make_client
+from ._dry_run import print_dry_run
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
 from ._parser import options_from_args, request_fields
@@ -287,7 +284,7 @@ async def write_gallery_if_possible(
         return None
 
 
-async def _job_lines(
+async def job_lines(
     settings: RunSettings,
     fetcher: InputFetcher,
     prompts: dict[str, str],
@@ -398,7 +395,7 @@ async def run(ns: argparse.Namespace) -> int:
             "is a file the run writes (in the output folder, or the journal): move it elsewhere",
         )
     if settings.dry:
-        return await dry_run_command(settings)
+        return await _dry_run(settings)
     total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
     prompts: dict[str, str] = {}
     async with (
@@ -410,42 +407,21 @@ async def run(ns: argparse.Namespace) -> int:
         stream = sys.stderr if settings.report.stdout else None
         with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
             runner = BatchRunner(client, out, settings.options, on_event=progress.on_event)
-            lines = _job_lines(settings, fetcher, prompts, progress)
+            lines = job_lines(settings, fetcher, prompts, progress)
             end = await run_batch(runner, lines, progress)
             gallery = await write_gallery_if_possible(out, prompts, progress)
     return report_end(end, out / "results.jsonl", gallery, settings.report)
 
 
-async def dry_run_command(settings: RunSettings) -> int:
-    """``run --dry-run``: what the run would do and pay for; no key needed, nothing sent to the
-    API and nothing written in the output folder (inputs named by URL are fetched to a temporary
-    folder, to check they are images)."""
+async def _dry_run(settings: RunSettings) -> int:
+    # No key and no client: nothing is sent to the API. Inputs named by URL are fetched to a
+    # temporary folder (to check they are images), not into the output folder.
     with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session:
             fetcher = InputFetcher(plain_session, Path(cache))
             quiet = BatchProgress(0, plain=True, stream=sys.stderr)
-            lines = _job_lines(settings, fetcher, {}, quiet, note_invalid=False)
-            plan = await dry_run(lines, settings.out, settings.options)
-    if settings.report.stdout:
-        print(json.dumps(converter.unstructure(plan), indent=2))
-    else:
-        print(format_dry_run(plan, settings.options.rate))
-    return EXIT_OK if plan.ok else EXIT_FAILED
-
-
-def format_dry_run(plan: DryRun, rate: float | None) -> str:
-    lines = [
-        "dry run: nothing was sent",
-        f"{plan.jobs} jobs: {plan.done} already done, {plan.failed} failed earlier (left alone; "
-        f"--retry-failed runs them again), {plan.to_submit} to submit, {plan.to_follow} "
-        f"submitted earlier to follow, {plan.unknown} of unknown outcome, {plan.changed} "
-        "changed since their task was made",
-        f"{plan.to_submit} tasks and {plan.images} images would be paid for; "
-        f"{plan.uploads} distinct files would be uploaded",
-    ]
-    if plan.seconds is not None:
-        lines.append(f"at --rate {rate:g}: about {plan.seconds:.1f}s of submissions")
-    if plan.problems:
-        lines.append(f"{len(plan.problems)} jobs cannot run as given:")
-        lines += [f"  {p.job_id}: {p.reason}: {p.message}" for p in plan.problems]
-    return "\n".join(lines)
+            lines = job_lines(settings, fetcher, {}, quiet, note_invalid=False)
+            ok = await print_dry_run(
+                lines, settings.out, settings.options, as_json=settings.report.stdout
+            )
+    return EXIT_OK if ok else EXIT_FAILED

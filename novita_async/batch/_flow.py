@@ -23,7 +23,6 @@ from .._client import NovitaClient
 from .._events import ClientEvent, EventKind
 from .._exceptions import (
     InvalidResponseError,
-    LocalIOError,
     RateLimitError,
     TaskFailedError,
 )
@@ -40,12 +39,13 @@ from ._failures import (
     run_stop_advice,
 )
 from ._inputs import PreparedJob
-from ._job import InvalidJob, Job, JobError, JobOutcome, JobStatus
+from ._job import InvalidJob, Job, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal
 from ._limits import RunGate, RunStopped
 from ._options import BatchOptions
 from ._plan import Action, Planner
 from ._poller import Poller
+from ._recording import Recorder, failed_outcome
 from ._results import ResultsFile
 from ._submission import DiskSpace, Submitter
 from ._summary import SummaryCounter
@@ -110,6 +110,7 @@ class JobFlow:
         self._on_event = on_event
         self._on_request = on_request
         self._planner = Planner(journal.jobs, options, out_dir)
+        self._recorder = Recorder(journal, results, counter, gate, self._emit)
         self.webhook_url: str | None = None
         """Where the service sends the run's webhooks (set once the receiver listens)."""
         self._disk = DiskSpace(out_dir)
@@ -176,20 +177,22 @@ class JobFlow:
         fingerprint = prior.fingerprint if prior is not None else None
         if plan.action is Action.DUPLICATE:
             assert error is not None
-            return self._end(_failed(job.id, error, None), None, record=False)
+            return self._recorder.end(failed_outcome(job.id, error, None), None, record=False)
         if plan.action is Action.REPLAY:
             assert prior is not None
-            return self._end(prior.outcome(job.id, replayed=True), fingerprint, record=False)
+            return self._recorder.end(
+                prior.outcome(job.id, replayed=True), fingerprint, record=False
+            )
         if plan.action is Action.CHANGED:
             assert prior is not None and error is not None
-            outcome = _failed(job.id, error, prior.task_id, prior.files)
+            outcome = failed_outcome(job.id, error, prior.task_id, prior.files)
             # Recorded (with the earlier task and images) unless the journal holds an unanswered
             # submission: that must stay an unknown outcome.
             recorded = prior.phase is not JobPhase.SUBMITTING
-            return self._end(outcome, fingerprint, record=recorded)
+            return self._recorder.end(outcome, fingerprint, record=recorded)
         if plan.action is Action.UNKNOWN or plan.action is Action.INVALID:
             assert error is not None
-            return self._fail(job.id, error, None, fingerprint)
+            return self._recorder.fail(job.id, error, None, fingerprint)
         if plan.action is Action.FOLLOW:
             assert prior is not None and prior.task_id is not None
             return await self._resume(job.id, prior.task_id, fingerprint)
@@ -274,7 +277,7 @@ class JobFlow:
                     continue
                 await self._judge(job.id, exc, rounds, None, fingerprint, submitting=True)
                 continue
-            self._check_reserve()
+            self._recorder.check_reserve()
             self._gate.answered()
             self._counter.submitted += 1
             self._emit(BatchEventKind.SUBMITTED, job.id, task_id=task_id)
@@ -315,7 +318,7 @@ class JobFlow:
             seed=result.extra.seed,
             files=files,
         )
-        return self._end(outcome, fingerprint, record=True)
+        return self._recorder.end(outcome, fingerprint, record=True)
 
     async def _download(self, job_id: str, task_id: str, result: TaskResult) -> list[str]:
         self._counter.tasks += 1
@@ -367,7 +370,7 @@ class JobFlow:
             self._gate.stop(error)
             raise RunStopped from error
         if fault is not Blame.TRANSIENT:
-            raise _Ended(self._fail(job_id, error, task_id, fingerprint))
+            raise _Ended(self._recorder.fail(job_id, error, task_id, fingerprint))
         if is_outage(error):
             self._gate.unreachable(error)
         if self._gate.answers != rounds.answers_seen:
@@ -376,7 +379,7 @@ class JobFlow:
             rounds.count += 1
             if rounds.count > MAX_JOB_ROUNDS:
                 exhausted = RetriesExhaustedError(MAX_JOB_ROUNDS, error)
-                raise _Ended(self._fail(job_id, exhausted, task_id, fingerprint))
+                raise _Ended(self._recorder.fail(job_id, exhausted, task_id, fingerprint))
         # The client's backoff, round by round: the one policy for how long to wait.
         delay = self._client.config.retry.backoff(max(rounds.count, 1))
         self._emit(
@@ -403,70 +406,12 @@ class JobFlow:
             message=f"submissions paused for {pause:.1f}s",
         )
 
-    def _check_reserve(self) -> None:
-        if self._journal.reserve_used:
-            error = LocalIOError(
-                f"the output disk is full: the journal used its reserve ({self._journal.path})",
-                errno=28,  # ENOSPC
-                path=str(self._journal.path),
-            )
-            self._gate.stop(error)
-
-    # --- ending ----------------------------------------------------------------------------------
-
-    def _fail(
-        self, job_id: str, error: BaseException, task_id: str | None, fingerprint: str | None
-    ) -> JobOutcome:
-        return self._end(_failed(job_id, error, task_id), fingerprint, record=True)
-
-    def _end(self, outcome: JobOutcome, fingerprint: str | None, *, record: bool) -> JobOutcome:
-        if record:
-            try:
-                self._journal.record_outcome(outcome, fingerprint)
-                self._results.append(outcome)
-            except LocalIOError as error:
-                self._gate.stop(error)
-                raise RunStopped from error
-            self._check_reserve()
-        self._counter.count_outcome(outcome)
-        if outcome.ok:
-            self._emit(
-                BatchEventKind.SUCCEEDED,
-                outcome.job_id,
-                task_id=outcome.task_id,
-                files=outcome.files,
-                replayed=outcome.replayed,
-            )
-        else:
-            assert outcome.error is not None
-            self._emit(
-                BatchEventKind.FAILED,
-                outcome.job_id,
-                task_id=outcome.task_id,
-                reason=outcome.error.reason,
-                message=outcome.error.message,
-                replayed=outcome.replayed,
-            )
-        return outcome
-
 
 def run_retry(client: NovitaClient, options: BatchOptions) -> RetryPolicy:
     """The client's retry policy, with ``Retry-After`` capped as the run's options say: no
     request of a run waits longer than ``retry_after_cap`` on the server's word."""
     retry = client.config.retry
     return attrs.evolve(retry, retry_after_cap=min(retry.retry_after_cap, options.retry_after_cap))
-
-
-def _failed(
-    job_id: str, error: BaseException, task_id: str | None, files: tuple[str, ...] = ()
-) -> JobOutcome:
-    return JobOutcome(
-        job_id=job_id,
-        status=JobStatus.FAILED,
-        task_id=task_id,
-        files=files,
-        error=JobError.from_exception(error),
-    )
 
 
 def _asset_ids(body: dict[str, Any]) -> list[str]:

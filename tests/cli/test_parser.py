@@ -199,7 +199,9 @@ def test_batch_flags_help_and_defaults_come_from_the_fields() -> None:
         shown = field.metadata["help"]
         if spec.type is not None and field.default is not None:
             shown += f" (default: {field.default:g})"
-        metavar = "" if spec.type is None else {int: "N", float: "X"}.get(spec.type, "PATH")
+        metavar = (
+            "" if spec.type is None else {int: "N", float: "X", str: "TEXT"}.get(spec.type, "PATH")
+        )
         assert "".join(f"{spec.flag} {metavar} {shown}".split()) in text
 
 
