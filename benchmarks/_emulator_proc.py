@@ -18,10 +18,11 @@ __all__ = ["EmulatorProcess", "contender_env", "cpu_ticks", "emulators"]
 
 
 @contextlib.contextmanager
-def emulators(args: list[str], logs: list[Path]) -> Iterator[list[EmulatorProcess]]:
-    """One fresh emulator per log, all started at once (their start-ups overlap, before any
-    contender runs) and all stopped together at the end. An idle emulator costs no CPU."""
-    started = [EmulatorProcess(*args, log=log) for log in logs]
+def emulators(commands: list[list[str]], logs: list[Path]) -> Iterator[list[EmulatorProcess]]:
+    """One fresh emulator per command and log, all started at once (their start-ups overlap,
+    before any contender runs) and all stopped together at the end. An idle emulator costs no
+    CPU."""
+    started = [EmulatorProcess(*args, log=log) for args, log in zip(commands, logs, strict=True)]
     try:
         for emulator in started:
             emulator.start()

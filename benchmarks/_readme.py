@@ -7,6 +7,7 @@ import re
 import textwrap
 from collections.abc import Callable
 
+from benchmarks._scenarios import WEBHOOKS, WEBHOOKS_DROPPED
 from benchmarks._summary import Medians, ScenarioResult
 from benchmarks._targets import OURS, cpu_vs_floor, medians_of, peak_rss, x_ideal
 
@@ -41,6 +42,7 @@ def readme_figures(results: list[ScenarioResult]) -> str:
         _throughput(by_name.get("throughput")),
         _rate_limited(by_name.get("rate-limited")),
         _faults(by_name.get("faults")),
+        _webhooks(by_name.get("webhooks")),
     ]
     sentences += [clause for clause in clauses if clause]
     small, large = peak_rss(results, "scale-10k"), peak_rss(results, "scale-100k")
@@ -53,7 +55,7 @@ def readme_figures(results: list[ScenarioResult]) -> str:
         minutes = sum(e for e in elapsed if e is not None) / 60
         sentences.append(f"The run took {minutes:.0f} minutes.")
     # A figure and its unit ("1.09 x", "97.3 %") stay on one line.
-    text = re.sub(r"(\d) ([x%]|MB)", "\\1\u00a0\\2", " ".join(sentences))
+    text = re.sub(r"(\d) ([x%]|MB|ms)", "\\1\u00a0\\2", " ".join(sentences))
     return textwrap.fill(text, width=100, break_on_hyphens=False).replace("\u00a0", " ")
 
 
@@ -119,4 +121,39 @@ def _faults(result: ScenarioResult | None) -> str | None:
             " lost, which it does not send twice (a second paid task is worse than a reported"
             " failure)"
         )
+    return text + "."
+
+
+def _webhooks(result: ScenarioResult | None) -> str | None:
+    hooks = medians_of(result, WEBHOOKS) if result else None
+    if result is None or hooks is None:
+        return None
+
+    def lag(m: Medians, p: int) -> str:
+        value = m.own.get(f"end_to_disk_p{p}_ms")
+        return "?" if value is None else f"{value:.0f}"
+
+    polling = medians_of(result, OURS)
+    text = (
+        f"Told of each task's end by webhook ({result.jobs:,} jobs), it made"
+        f" {hooks['task_requests_per_job']:.2f} requests per job besides uploads"
+    )
+    if polling is not None:
+        text += f" (polling: {polling['task_requests_per_job']:.2f})"
+    text += (
+        f" and had an image on disk a median {lag(hooks, 50)} ms after its task ended,"
+        f" {lag(hooks, 95)} ms at p95"
+    )
+    if polling is not None:
+        text += f" (polling: {lag(polling, 50)} and {lag(polling, 95)} ms)"
+    if (x := x_ideal(result, hooks)) is not None:
+        text += f", at {x:.2f} x the ideal wall time"
+    dropped = medians_of(result, WEBHOOKS_DROPPED)
+    if dropped is not None:
+        text += (
+            f"; with 10 % of the events dropped it finished {dropped['succeeded']:,.0f} of"
+            f" {result.jobs:,} jobs"
+        )
+        if (polls := dropped["polls_per_dropped_event"]) is not None:
+            text += f", polling {polls:.2f} times per lost event"
     return text + "."

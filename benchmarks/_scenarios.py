@@ -1,5 +1,6 @@
 """The benchmark scenarios, at full and at ``--quick`` scale, and how the emulator is set up for
-each (its own process, tiny images unless image size is the point)."""
+each (its own process, tiny images unless image size is the point); the contenders, and what sets
+one apart (its script, webhooks, its emulator's own faults)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import attrs
 
 ALL_CONTENDERS = ("novita-async", "official-sdk", "naive-asyncio", "floor")
 THIS_PACKAGE = ("novita-async",)
+WEBHOOKS = "novita-async-webhooks"
+WEBHOOKS_DROPPED = "novita-async-webhooks-drop"
 MIB = 1024 * 1024
 
 # Quick runs shrink spreads of task times by this factor (2..20 s to 0.05..0.5 s), base task times
@@ -19,6 +22,28 @@ def _faults(spec: str) -> tuple[str, ...]:
     """The same fault spec on every route a batch uses."""
     routes = ("upload", "submit", "result", "image")
     return tuple(arg for route in routes for arg in ("--fault", f"{route}:{spec}"))
+
+
+@attrs.frozen
+class Contender:
+    """What runs as a contender: a script, told whether to take tasks' ends by webhook, against
+    an emulator given ``emulator_args`` on top of the scenario's."""
+
+    module: str
+    webhooks: bool = False
+    emulator_args: tuple[str, ...] = ()
+
+
+CONTENDERS: dict[str, Contender] = {
+    "novita-async": Contender("benchmarks.contenders.ours"),
+    "official-sdk": Contender("benchmarks.contenders.sdk"),
+    "naive-asyncio": Contender("benchmarks.contenders.naive"),
+    "floor": Contender("benchmarks.contenders.floor"),
+    WEBHOOKS: Contender("benchmarks.contenders.ours", webhooks=True),
+    WEBHOOKS_DROPPED: Contender(
+        "benchmarks.contenders.ours", webhooks=True, emulator_args=("--webhook-faults", "drop=0.1")
+    ),
+}
 
 
 @attrs.frozen
@@ -51,6 +76,9 @@ class Scenario:
     one minute to the next (file-system work costs several times more at times), so a ratio of
     two single runs minutes apart measures the drift as much as the code."""
     repeated: tuple[str, ...] = ("novita-async", "floor")
+    end_to_disk: bool = False
+    """Contenders report when each task's image was on disk, and the harness measures each from
+    the moment the emulator ended the task (the latency a webhook exists to cut)."""
 
     def __attrs_post_init__(self) -> None:
         if self._raw_base() < -1e-9:
@@ -108,8 +136,9 @@ class Scenario:
             ideal = max(ideal, self.jobs / self.rate)
         return ideal
 
-    def emulator_command(self) -> list[str]:
-        """Arguments of ``python -m novita_async.emulator`` after ``--port``."""
+    def emulator_command(self, contender: str | None = None) -> list[str]:
+        """Arguments of ``python -m novita_async.emulator`` after ``--port``: the scenario's, and
+        ``contender``'s own (see :attr:`Contender.emulator_args`)."""
         # The service runs as many tasks at once as the scenario's concurrency: a contender that
         # sends more at once (the naive loop) finds them queued, as it would on the real service.
         args = ["--image-mode", "tiny", "--workers", str(self.concurrency)]
@@ -120,7 +149,8 @@ class Scenario:
             args += ["--rate-limit", f"{self.rate:g}"]
         if self.image_size_bytes:
             args += ["--image-size-bytes", str(self.image_size_bytes)]
-        return [*args, *self.emulator_args]
+        own = CONTENDERS[contender].emulator_args if contender else ()
+        return [*args, *self.emulator_args, *own]
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -192,6 +222,19 @@ SCENARIOS: dict[str, Scenario] = {
             concurrency=200,
             task_seconds=1.0,
             emulator_args=_faults("error_5xx=0.05,rate_429=0.05,reset_before=0.02,retry_after=0"),
+        ),
+        Scenario(
+            name="webhooks",
+            description="1,000 of throughput's jobs, 1 s tasks, 200 in flight, each task's end"
+            " learnt by polling, by webhook, and by webhook with 10% of the events dropped",
+            jobs=1000,
+            quick_jobs=30,
+            concurrency=200,
+            task_seconds=1.0,
+            contenders=("novita-async", WEBHOOKS, WEBHOOKS_DROPPED, "floor"),
+            repeated=("novita-async", WEBHOOKS, WEBHOOKS_DROPPED, "floor"),
+            repeats=5,
+            end_to_disk=True,
         ),
     )
 }

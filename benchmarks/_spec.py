@@ -36,6 +36,10 @@ class RunSpec:
     steps_range: tuple[int, int] | None = None
     """Inclusive bounds of a per-job ``steps``, spread over the jobs (None: ``steps`` for all)."""
     image_type: str = "jpeg"
+    webhooks: bool = False
+    """Learn each task's end by webhook (the contenders that can), polling only for lost events."""
+    end_to_disk: bool = False
+    """Report when each task's images were on disk (:attr:`RunReport.on_disk`)."""
 
     def steps_for(self, index: int) -> int:
         """The ``steps`` of job ``index``: spread evenly over ``steps_range`` for any number of
@@ -81,10 +85,18 @@ class RunReport:
     peak_rss_kib: int = 0
     """This process's peak resident set (``VmHWM``), filled in by :func:`emit`. Not the
     harness's ``ru_maxrss``: that one keeps the harness's own size from before ``exec``."""
+    on_disk: dict[str, float] = attrs.Factory(dict)
+    """Task id -> ``time.time()`` its job's images were all on disk, when the spec asks
+    (``end_to_disk``): the harness compares them with the emulator's ends of the tasks, then
+    keeps only percentiles."""
 
     def success(self) -> None:
         self.succeeded += 1
         self.completions.append(time.time())
+
+    def saved(self, task_id: str) -> None:
+        """The images of ``task_id``'s job are on disk now."""
+        self.on_disk[task_id] = time.time()
 
     def failure(self, exc: BaseException | str) -> None:
         self.failed += 1

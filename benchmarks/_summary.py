@@ -3,7 +3,9 @@
 A result file (``benchmarks/results/<scenario>.json``) is one :class:`ScenarioResult`: the
 scenario's settings and, per contender, one :class:`RunSummary` per run, in run order. A summary
 holds a run's own totals and the emulator's counters, never per-job data: the completion times a
-contender reports are reduced to :attr:`RunSummary.progress`, a hundred points at most.
+contender reports are reduced to :attr:`RunSummary.progress`, a hundred points at most, and the
+moments each task's images were on disk to percentiles of their lag behind the task's end
+(:func:`end_to_disk`).
 
 Every figure the report prints for a contender is the median over its runs, each figure taken
 from its own values (the median wall time from the wall times, the median CPU from the CPU
@@ -26,7 +28,11 @@ import cattrs
 _converter = cattrs.Converter(forbid_extra_keys=True)  # an older format is refused
 ROUTES = ("upload", "submit", "result", "image")
 """The routes a batch uses: the requests counted per job."""
+PER_TASK = ("submit", "result", "image")
+"""The routes a task's requests go to (uploads are per file, shared by many jobs)."""
 PROGRESS_POINTS = 100
+END_TO_DISK = ("end_to_disk_p50_ms", "end_to_disk_p95_ms", "end_to_disk_jobs")
+"""The figures :func:`end_to_disk` makes, in :attr:`RunSummary.figures`."""
 
 
 @attrs.frozen
@@ -65,11 +71,19 @@ class RunSummary:
         value = self.server.get(name, 0)
         return float(sum(value.values()) if isinstance(value, dict) else value)
 
+    def webhooks(self, name: str) -> float | None:
+        """One of the emulator's webhook counters (``events``, ``delivered``, ``dropped``...)."""
+        if self.server is None or "webhooks" not in self.server:
+            return None
+        return float(self.server["webhooks"].get(name, 0))
+
 
 @attrs.frozen
 class ContenderResult:
     contender: str
     runs: list[RunSummary]
+    emulator_args: list[str] = attrs.field(factory=list)
+    """Options its emulators had on top of the scenario's (``ScenarioResult.emulator``)."""
 
 
 @attrs.frozen
@@ -103,6 +117,20 @@ def progress(completions: Iterable[float], jobs: int) -> list[tuple[int, float]]
     times = sorted(completions)
     levels = sorted({math.ceil(k * jobs / PROGRESS_POINTS) for k in range(1, PROGRESS_POINTS + 1)})
     return [(done, round(times[done - 1], 3)) for done in levels if done <= len(times)]
+
+
+def end_to_disk(on_disk: dict[str, float], task_ends: dict[str, float]) -> dict[str, float]:
+    """From when each task's images were on disk and when the emulator ended it (both Unix times,
+    one machine's clock): the lag's 50th and 95th percentiles in ms (nearest rank), and over how
+    many tasks; nothing if no task is in both."""
+    lags = sorted(saved - task_ends[task] for task, saved in on_disk.items() if task in task_ends)
+    if not lags:
+        return {}
+
+    def percentile(p: int) -> float:
+        return round(1000 * lags[max(math.ceil(p / 100 * len(lags)) - 1, 0)], 1)
+
+    return dict(zip(END_TO_DISK, (percentile(50), percentile(95), len(lags)), strict=True))
 
 
 def median_progress(runs: list[RunSummary]) -> list[tuple[int, float]]:
@@ -145,11 +173,18 @@ RUN_FIGURES: dict[str, Callable[[RunSummary, int], float | None]] = {
     "peak_rss_mb": lambda run, jobs: run.peak_rss_mb,
     # Requests made for all the jobs given, done or failed.
     "requests_per_job": lambda run, jobs: _ratio(run.requests(), jobs),
+    "task_requests_per_job": lambda run, jobs: _ratio(run.requests(PER_TASK), jobs),
     # Result requests over the tasks the emulator created: polls are only made for those.
     "polls_per_task": lambda run, _: _ratio(run.requests(["result"]), run.counter("submissions")),
     "faults_injected": lambda run, jobs: run.counter("faults"),
     "duplicate_submissions": lambda run, jobs: run.counter("duplicate_submissions"),
     "refused_429": lambda run, jobs: run.counter("rate_limited"),
+    "webhook_events": lambda run, _: run.webhooks("events"),
+    "webhooks_dropped": lambda run, _: run.webhooks("dropped"),
+    # What a lost event costs: the polls made, over the events lost (None if none was).
+    "polls_per_dropped_event": lambda run, _: _ratio(
+        run.requests(["result"]), run.webhooks("dropped")
+    ),
 }
 
 

@@ -1,16 +1,20 @@
-"""This package's targets (issues 6 and 11), checked against the medians of a scenario's runs:
+"""This package's targets (issues 6, 11 and 14), checked against the medians of a scenario's runs:
 what BENCHMARKS.md says was met or missed, and the ratios behind them."""
 
 from __future__ import annotations
 
 import attrs
 
+from benchmarks._scenarios import WEBHOOKS, WEBHOOKS_DROPPED
 from benchmarks._summary import Medians, ScenarioResult, medians
 
 OURS = "novita-async"
 FLOOR = "floor"
 CPU_VS_FLOOR = 1.5
 """CPU per job at most this many times the bare aiohttp floor's, on throughput."""
+WEBHOOK_REQUESTS = 2.1
+"""Requests per job with webhooks, uploads aside: a submission and a download, and a poll for
+one job in ten at most."""
 
 
 def medians_of(result: ScenarioResult, contender: str) -> Medians | None:
@@ -61,6 +65,8 @@ class Check:
 
 def scenario_checks(result: ScenarioResult) -> list[Check]:
     """This package's targets in one scenario (none where it did not run)."""
+    if result.scenario == "webhooks":
+        return webhook_checks(result)
     ours = medians_of(result, OURS)
     if ours is None:
         return []
@@ -83,6 +89,31 @@ def scenario_checks(result: ScenarioResult) -> list[Check]:
         growth = ours.own.get("rss_growth_mb")
         return [Check("RSS growth during the download", growth, 16, strict=True, unit=" MB")]
     return []
+
+
+def webhook_checks(result: ScenarioResult) -> list[Check]:
+    """Issue 14's goals: with webhooks, few requests, images on disk soon after each task's end,
+    the wall time close to the ideal; with events lost, every job still ends."""
+    checks = []
+    if (hooks := medians_of(result, WEBHOOKS)) is not None:
+        checks += [
+            Check(
+                "HTTP requests per job with webhooks, uploads aside",
+                hooks["task_requests_per_job"],
+                WEBHOOK_REQUESTS,
+            ),
+            Check(
+                "task's end to its image on disk with webhooks, p95",
+                hooks.own.get("end_to_disk_p95_ms"),
+                50,
+                strict=True,
+                unit=" ms",
+            ),
+            Check("wall / ideal with webhooks", x_ideal(result, hooks), 1.05),
+        ]
+    if (dropped := medians_of(result, WEBHOOKS_DROPPED)) is not None:
+        checks.append(Check("failed jobs with 10% of the events dropped", dropped["lost"], 0))
+    return checks
 
 
 def peak_rss(results: list[ScenarioResult], scenario: str) -> float | None:

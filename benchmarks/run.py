@@ -4,7 +4,8 @@ For each scenario, a fresh emulator process serves each run of each contender (a
 emulators all start before its first run, and idle until their turn); each contender runs in its
 own process, so the figures are that process's alone: wall time (spawn to exit), client CPU (user
 + system, start-up included), peak RSS, jobs done and lost, and the HTTP requests the emulator
-counted by route. A scenario's repeated contenders run several times, interleaved.
+counted by route; where a scenario asks, how long after the emulator ended each task its image
+was on disk. A scenario's repeated contenders run several times, interleaved.
 
 Each scenario's runs are summarised (no per-job data) in ``benchmarks/results/<scenario>.json``,
 drawn in ``benchmarks/results/<scenario>.png``; then ``BENCHMARKS.md`` (every figure the median
@@ -33,12 +34,13 @@ from benchmarks._inputs import make_inputs
 from benchmarks._plot import write_plot
 from benchmarks._readme import with_readme_figures
 from benchmarks._report import render_markdown, write_text_atomic
-from benchmarks._scenarios import SCENARIOS, Scenario
+from benchmarks._scenarios import CONTENDERS, SCENARIOS, Scenario
 from benchmarks._spec import RunReport, RunSpec, dump_spec, parse_report
 from benchmarks._summary import (
     ContenderResult,
     RunSummary,
     ScenarioResult,
+    end_to_disk,
     load_results,
     progress,
     write_result,
@@ -48,12 +50,6 @@ from benchmarks.contenders.sdk import usable as sdk_unusable
 RESULTS = Path(__file__).parent / "results"
 BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
 README = Path(__file__).parent.parent / "README.md"
-MODULES = {
-    "novita-async": "benchmarks.contenders.ours",
-    "official-sdk": "benchmarks.contenders.sdk",
-    "naive-asyncio": "benchmarks.contenders.naive",
-    "floor": "benchmarks.contenders.floor",
-}
 
 
 def run_contender(
@@ -76,10 +72,12 @@ def run_contender(
         width=scenario.width,
         height=scenario.height,
         steps_range=scenario.steps_range,
+        webhooks=CONTENDERS[contender].webhooks,
+        end_to_disk=scenario.end_to_disk,
     )
     spec_path = work / f"{contender}.json"
     dump_spec(spec, str(spec_path))
-    module = scenario.module or MODULES[contender]
+    module = scenario.module or CONTENDERS[contender].module
     stdout_path, stderr_path = work / f"{contender}.stdout", work / f"{contender}.stderr"
     with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
         started = time.time()
@@ -96,7 +94,9 @@ def run_contender(
     if report is None:
         last = stderr_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         report = RunReport(failed=scenario.jobs, errors={f"no report: {last[0][:200]}": 1})
-    # The per-job completion times stay here: the summary keeps a hundred points of progress.
+    if scenario.end_to_disk:
+        report.figures.update(end_to_disk(report.on_disk, emulator.task_ends()))
+    # The per-job times stay here: the summary keeps a hundred points of progress, percentiles.
     return RunSummary(
         wall_s=round(wall, 3),
         cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
@@ -112,11 +112,11 @@ def run_contender(
 
 
 def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> list[ContenderResult]:
-    """Every contender's runs of ``scenario``, in the order the contenders were given."""
+    """The runs of the scenario's contenders among ``contenders``, in the scenario's order."""
     inputs = make_inputs(work / "inputs", scenario.faces, scenario.refs)
     chosen = []
-    for contender in contenders:
-        if contender not in scenario.contenders:
+    for contender in scenario.contenders:
+        if contender not in contenders:
             continue
         if contender == "official-sdk" and (why := sdk_unusable()):
             print(f"  {contender}: skipped ({why})", flush=True)
@@ -131,8 +131,9 @@ def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> list[
     ]
     logs = [work / f"{contender}-{round_}.emulator.log" for contender, round_ in schedule]
     done: dict[str, list[RunSummary]] = {contender: [] for contender in chosen}
+    commands = [scenario.emulator_command(contender) for contender, _ in schedule]
     # A fresh emulator for each run, so none inherits another's tasks or counters.
-    with emulators(scenario.emulator_command(), logs) as fresh:
+    with emulators(commands, logs) as fresh:
         for (contender, round_), emulator in zip(schedule, fresh, strict=True):
             label = f"{contender} #{round_ + 1}" if scenario.repeats > 1 else contender
             print(f"  {label} ...", end="", flush=True)
@@ -142,14 +143,17 @@ def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> list[
                 flush=True,
             )
             done[contender].append(run)
-    return [ContenderResult(contender, runs) for contender, runs in done.items()]
+    return [
+        ContenderResult(contender, runs, list(CONTENDERS[contender].emulator_args))
+        for contender, runs in done.items()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="every scenario at small scale")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
-    parser.add_argument("--contender", action="append", choices=sorted(MODULES))
+    parser.add_argument("--contender", action="append", choices=sorted(CONTENDERS))
     parser.add_argument(
         "--results",
         type=Path,
@@ -175,12 +179,13 @@ def run_all(args: argparse.Namespace, results_dir: Path, argv: list[str] | None)
     command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     now = datetime.datetime.now()
+    chosen = args.contender or list(CONTENDERS)
     with tempfile.TemporaryDirectory(prefix="novita-bench-") as tmp:
         for name in args.scenario or list(SCENARIOS):
             scenario = SCENARIOS[name].scaled(args.quick)
             print(f"{scenario.name}: {scenario.description} (N={scenario.jobs})", flush=True)
             started = time.monotonic()
-            contenders = run_scenario(scenario, args.contender or list(MODULES), Path(tmp) / name)
+            contenders = run_scenario(scenario, chosen, Path(tmp) / name)
             result = ScenarioResult(
                 scenario=scenario.name,
                 description=scenario.description,

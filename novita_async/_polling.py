@@ -92,6 +92,7 @@ class PollTracker:
     """
 
     __slots__ = (
+        "_predicted_end",
         "deadline",
         "errors",
         "expected_end",
@@ -122,9 +123,16 @@ class PollTracker:
         self.last_task: Task | None = None
         self.expected_end: float | None = None
         """Seconds after ``started`` when the task said (by its last ``eta``) it would end."""
+        self._predicted_end: float | None = None
 
     def first_poll(self, predicted: float | None) -> float:
-        """When to poll first: at the task's predicted end (seconds from start), or at once."""
+        """When to poll first: at the task's predicted end (seconds from start), or at once.
+
+        A prediction also times the poll after one that came a little early: ``margin`` after
+        the predicted end, rather than the answer's ``eta`` (whole seconds on the real service,
+        which would wait up to a second past the task's end)."""
+        if predicted is not None:
+            self._predicted_end = self.started + predicted
         return self._bounded(self.started + (predicted or 0.0))
 
     def answered(self, result: TaskResult, now: float) -> float | None:
@@ -142,7 +150,12 @@ class PollTracker:
         if task.eta is not None and task.eta > 0:
             self.expected_end = elapsed + task.eta
         self._check_deadline(now, None)
-        return self._bounded(now + self.policy.next_delay(task, polls=self.polls, elapsed=elapsed))
+        delay = self.policy.next_delay(task, polls=self.polls, elapsed=elapsed)
+        if self._predicted_end is not None:
+            # Once only: a task still running past its predicted end is timed by its answers.
+            delay = min(delay, max(self._predicted_end - now, 0.0) + self.policy.margin)
+            self._predicted_end = None
+        return self._bounded(now + delay)
 
     def failed(self, error: Exception, now: float) -> float:
         """After a failed poll: when to poll next, or the error raised if it cannot be ridden out

@@ -22,13 +22,20 @@ if str(ROOT) not in sys.path:  # the harness lives beside the package; plain `py
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._report import render_markdown  # noqa: E402
-from benchmarks._scenarios import SCENARIOS, Scenario  # noqa: E402
+from benchmarks._scenarios import (  # noqa: E402
+    CONTENDERS,
+    SCENARIOS,
+    WEBHOOKS,
+    WEBHOOKS_DROPPED,
+    Scenario,
+)
 from benchmarks._spec import RunSpec  # noqa: E402
 from benchmarks._summary import (  # noqa: E402
     PROGRESS_POINTS,
     ContenderResult,
     RunSummary,
     ScenarioResult,
+    end_to_disk,
     load_result,
     load_results,
     median_progress,
@@ -48,6 +55,7 @@ MUST_COMPLETE = {
     "scale-10k": ("novita-async",),
     "scale-100k": ("novita-async",),
     "big-image": ("novita-async",),
+    "webhooks": ("novita-async", WEBHOOKS, WEBHOOKS_DROPPED, "floor"),
 }
 
 
@@ -128,7 +136,10 @@ def test_server_counted_the_requests(quick: Path) -> None:
             if run["succeeded"]:
                 assert server["submissions"] >= run["succeeded"], (name, contender)
                 assert server["image_downloads"] >= run["succeeded"], (name, contender)
-                assert sum(server["requests"]["result"].values()) >= run["succeeded"]
+                polls = sum(server["requests"].get("result", {}).values())
+                # Told of an end by webhook, a task needs no poll.
+                told = server["webhooks"]["delivered"] if CONTENDERS[contender].webhooks else 0
+                assert polls + told >= run["succeeded"], (name, contender)
             assert server["unexpected_auth"] == 0, (name, contender)
 
 
@@ -159,6 +170,58 @@ def test_polling_spreads_task_times(quick: Path) -> None:
     assert float(command[command.index("--step-seconds") + 1]) > 0
 
 
+def test_webhook_contenders_are_told_of_every_end_and_poll_for_the_lost_ones(quick: Path) -> None:
+    jobs, runs = _result(quick, "webhooks")["jobs"], _runs(quick, "webhooks")
+    for contender, run in runs.items():
+        webhooks, polls = run["server"]["webhooks"], run["server"]["requests"].get("result", {})
+        # Every task of a webhook contender asked for an event; no other contender's did.
+        assert webhooks["events"] == (jobs if CONTENDERS[contender].webhooks else 0), contender
+        assert run["server"]["duplicate_submissions"] == 0
+        if contender == WEBHOOKS_DROPPED:
+            # A lost event is never a stuck job: its task is polled (the job ended: see above).
+            assert sum(polls.values()) >= webhooks["dropped"]
+        else:
+            assert webhooks["dropped"] == 0
+    emulator_args = {
+        c["contender"]: c["emulator_args"] for c in _result(quick, "webhooks")["contenders"]
+    }
+    assert emulator_args[WEBHOOKS_DROPPED] == ["--webhook-faults", "drop=0.1"]
+    assert emulator_args[WEBHOOKS] == emulator_args["novita-async"] == []
+
+
+def test_webhooks_scenario_measures_each_end_to_disk_and_keeps_only_percentiles(
+    quick: Path,
+) -> None:
+    for contender, run in _runs(quick, "webhooks").items():
+        figures = run["figures"]
+        assert set(figures) == {"end_to_disk_p50_ms", "end_to_disk_p95_ms", "end_to_disk_jobs"}
+        # Every job's end matched to its task's end in the emulator, which came first.
+        assert figures["end_to_disk_jobs"] == run["succeeded"], contender
+        assert 0 <= figures["end_to_disk_p50_ms"] <= figures["end_to_disk_p95_ms"], contender
+    for name in SCENARIOS:  # the other scenarios do not pay for the measure
+        if not SCENARIOS[name].end_to_disk:
+            for run in _runs(quick, name).values():
+                assert not any(key.startswith("end_to_disk") for key in run["figures"])
+
+
+def test_end_to_disk_percentiles_are_nearest_rank_over_the_tasks_both_saw() -> None:
+    ends = {f"t{k}": 1000.0 + k for k in range(1, 101)}
+    on_disk = {task: end + int(task[1:]) / 1000 for task, end in ends.items()}  # 1..100 ms late
+    on_disk["never-ended"] = 2000.0  # no end in the emulator: not counted
+    figures = end_to_disk(on_disk, ends)
+    assert figures == {
+        "end_to_disk_p50_ms": pytest.approx(50, abs=0.1),
+        "end_to_disk_p95_ms": pytest.approx(95, abs=0.1),
+        "end_to_disk_jobs": 100,
+    }
+    assert end_to_disk({"t1": 1001.25}, {"t1": 1001.0}) == {
+        "end_to_disk_p50_ms": 250.0,
+        "end_to_disk_p95_ms": 250.0,
+        "end_to_disk_jobs": 1,
+    }
+    assert end_to_disk({}, ends) == {}
+
+
 def test_big_image_reports_memory_growth(quick: Path) -> None:
     figures = _runs(quick, "big-image")["novita-async"]["figures"]
     assert figures["image_mb"] == 64
@@ -181,6 +244,9 @@ def test_table_and_plots_are_written(quick: Path) -> None:
     assert "peak RSS at 100k jobs / at 10k jobs" in table
     assert "RSS growth during the download" in table
     assert "polls per task" in table
+    assert "| contender | requests/job, uploads aside | polls/task | webhook events |" in table
+    assert "task's end to its image on disk with webhooks, p95" in table
+    assert "failed jobs with 10% of the events dropped" in table
 
 
 def _has_matplotlib() -> bool:
@@ -340,6 +406,55 @@ def test_cpu_target_is_one_and_a_half_times_the_floor(ours_cpu: float, met: bool
     result = _scenario(("novita-async", [_run(ours_cpu, 11.0)]), ("floor", [_run(2.0, 11.0)]))
     (check,) = [c for c in scenario_checks(result) if c.what == "CPU per job / the floor's"]
     assert (check.limit, check.met) == (1.5, met)
+
+
+def _webhook_run(polls: int, p95: float, wall: float, succeeded: int = 10) -> RunSummary:
+    """A run of 10 jobs: a submission and a download each, ``polls`` polls, 3 uploads."""
+    requests = {"upload": 3, "submit": 10, "image": succeeded, "result": polls}
+    server = {
+        "requests": {route: {"200": n} for route, n in requests.items()},
+        "submissions": 10,
+        "webhooks": {"events": 10, "dropped": 1},
+    }
+    figures = {"end_to_disk_p50_ms": p95 / 2, "end_to_disk_p95_ms": p95, "end_to_disk_jobs": 10}
+    return RunSummary(wall, 1.0, succeeded, 10 - succeeded, server=server, figures=figures)
+
+
+@pytest.mark.parametrize(
+    ("polls", "p95", "wall", "met"),
+    [
+        (1, 49.9, 10.5, (True, True, True)),  # 2.1 requests per job, uploads aside
+        (2, 50.0, 10.6, (False, False, False)),  # 2.2; p95 must be under 50 ms
+    ],
+)
+def test_webhook_targets_are_requests_end_to_disk_and_wall(
+    polls: int, p95: float, wall: float, met: tuple[bool, ...]
+) -> None:
+    result = ScenarioResult(
+        scenario="webhooks", description="", jobs=10, concurrency=10, task_seconds=1.0, rate=None,
+        ideal_wall_s=10.0, emulator=[], command="", machine="", date="", run="",
+        contenders=[
+            ContenderResult(WEBHOOKS, [_webhook_run(polls, p95, wall)] * 3),
+            ContenderResult(WEBHOOKS_DROPPED, [_webhook_run(polls, p95, wall, succeeded=9)]),
+        ],
+    )  # fmt: skip
+    *hooks, dropped = scenario_checks(result)
+    assert [c.what for c in hooks] == [
+        "HTTP requests per job with webhooks, uploads aside",
+        "task's end to its image on disk with webhooks, p95",
+        "wall / ideal with webhooks",
+    ]
+    assert tuple(c.met for c in hooks) == met
+    # A job lost with events dropped is a missed target, whatever else.
+    assert (dropped.what, dropped.value, dropped.met) == (
+        "failed jobs with 10% of the events dropped",
+        1,
+        False,
+    )
+    table = render_markdown([result])
+    # 10 submissions, 9 downloads, the polls, over 10 jobs; each poll for the one event lost.
+    per_job, per_task = f"{(19 + polls) / 10:.2f}", f"{polls / 10:.2f}"
+    assert f"| {WEBHOOKS_DROPPED} | {per_job} | {per_task} | 10 | 1 | {polls:.2f} |" in table
 
 
 def test_progress_is_a_hundred_points_at_most_and_medians_are_per_level() -> None:

@@ -73,6 +73,8 @@ async def main() -> None:
                                     f.write(chunk)
                         os.replace(final + ".part", final)
                     report.success()
+                    if spec.end_to_disk:
+                        report.saved(task_id)
                 except Exception as exc:
                     report.failure(exc)
 

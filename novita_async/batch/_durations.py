@@ -17,10 +17,10 @@ from .._models import InstantIDRequest, TaskResult
 
 __all__ = ["DurationModel", "request_cost", "server_seconds"]
 
-# Aim slightly late: a poll that lands early costs a request, one that lands late costs a sliver
-# of wall time.
-_LATE_RATIO = 1.02
-_LATE_SECONDS = 0.02
+# Aim a little late: a poll that lands early costs a request (and, see PollTracker, one more
+# poll a margin later), one that lands late costs a sliver of wall time.
+_LATE_RATIO = 1.005
+_LATE_SECONDS = 0.01
 
 
 def request_cost(request: InstantIDRequest) -> float:

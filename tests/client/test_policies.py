@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async import ConfigurationError, PollPolicy, RetryPolicy, Task, TaskStatus
+from novita_async import (
+    ConfigurationError,
+    PollPolicy,
+    RetryPolicy,
+    Task,
+    TaskResult,
+    TaskStatus,
+)
+from novita_async._polling import PollTracker
 from novita_async._redact import mask_secret, redact_url, scrub
 from novita_async._retry import FailureKind, parse_retry_after, should_retry
 
@@ -148,6 +156,21 @@ def test_no_hint_backs_off_geometrically() -> None:
     policy = PollPolicy(min_delay=0.1, max_delay=100.0, initial_delay=2.0, growth=1.5)
     delays = [policy.next_delay(task(eta=0), polls=n, elapsed=1.0) for n in (1, 2, 3)]
     assert delays == [2.0, 3.0, 4.5]
+
+
+def test_a_poll_just_before_the_predicted_end_is_followed_a_margin_later_not_at_eta() -> None:
+    # The service's eta is whole seconds: a task 10 ms from its end says "1". With a prediction,
+    # the next poll lands a margin after the predicted end, once; then the answers time it again.
+    policy = PollPolicy(min_delay=0.01, max_delay=30.0, margin=0.1)
+    tracker = PollTracker("t", policy, started=100.0, timeout=None)
+    assert tracker.first_poll(1.0) == 101.0
+    running = TaskResult(task=task(eta=1))
+    assert tracker.answered(running, now=101.0) == pytest.approx(101.1)
+    assert tracker.answered(running, now=101.1) == pytest.approx(102.2)  # eta + margin now
+    # Without a prediction, the eta decides from the start.
+    plain = PollTracker("t", policy, started=100.0, timeout=None)
+    assert plain.first_poll(None) == 100.0
+    assert plain.answered(running, now=100.99) == pytest.approx(102.09)
 
 
 def test_poll_policy_rejects_inverted_bounds() -> None:
