@@ -6,6 +6,9 @@ killed run never leaves its folder locked.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from .._exceptions import ConfigurationError
 
 try:  # pragma: no cover - always present on POSIX
@@ -13,7 +16,7 @@ try:  # pragma: no cover - always present on POSIX
 except ImportError:  # pragma: no cover - Windows: no advisory locks, nothing is refused
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["lock_or_refuse"]
+__all__ = ["is_locked", "lock_or_refuse"]
 
 
 def lock_or_refuse(fd: int, in_use: str) -> None:
@@ -24,3 +27,21 @@ def lock_or_refuse(fd: int, in_use: str) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise ConfigurationError(in_use) from None
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a run holds ``path`` locked (a shared lock is refused while it does; ours, if
+    granted, goes with the descriptor at once). A missing file is not locked."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

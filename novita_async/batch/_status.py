@@ -23,6 +23,7 @@ import attrs
 
 from ._failures import RETRYABLE_REASONS
 from ._journal import JOURNAL_NAME, JobPhase, JobState, fold
+from ._locks import is_locked
 from ._outputs import LOCK_NAME
 from ._records import scan_journal
 from ._results import RESULTS_NAME, ResultLine
@@ -93,7 +94,7 @@ def read_status(
     """
     out = Path(out_dir)
     journal = Path(journal_path) if journal_path is not None else out / JOURNAL_NAME
-    in_use = _held(out / LOCK_NAME) or _held(journal)
+    in_use = is_locked(out / LOCK_NAME) or is_locked(journal)
     found = journal.is_file()
     scan = scan_journal(journal)
     _, jobs = fold(scan.records)
@@ -156,21 +157,3 @@ def _results_listed(path: Path) -> int | None:
             with contextlib.suppress(ValueError):  # torn by a crash: the next run rebuilds it
                 listed.add(ResultLine.decode(line).id)
     return len(listed)
-
-
-def _held(path: Path) -> bool:
-    """Whether a run holds ``path`` locked: a shared lock is refused while it does. Ours, if
-    granted, goes with the descriptor at once."""
-    if fcntl is None:  # pragma: no cover - Windows: no lock to ask
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False  # no such file: nothing to hold
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
