@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,14 @@ from .._webhooks import WebhookReceiver
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import run_stop_advice
 from ._flow import JobFlow, run_retry
-from ._job import InvalidJob, Job, JobInput, JobOutcome
+from ._job import JobInput, JobOutcome
 from ._journal import JOURNAL_NAME, Journal
 from ._limits import RunGate
 from ._options import BatchOptions
 from ._outputs import OutputLock
 from ._poller import Poller
 from ._results import RESULTS_NAME, ResultsFile
+from ._source import JobSource
 from ._summary import BatchSummary, SummaryCounter
 from ._uploads import AssetUploader
 
@@ -331,7 +332,7 @@ class BatchRunner:
 
             everything.start_soon(bound_the_stop)
 
-            async def worker(source: _JobSource) -> None:
+            async def worker(source: JobSource) -> None:
                 nonlocal stopped
                 while not flow.stopping_submissions and (job := await source.next()) is not None:
                     outcome = await flow.process(job)
@@ -350,61 +351,8 @@ class BatchRunner:
             # A fixed set of workers, each holding one job from its reading to its outcome's
             # delivery: the jobs read ahead are bounded by their number, and a batch of any size
             # costs that many task spawns rather than one per job.
-            async with _JobSource(jobs) as source, anyio.create_task_group() as workers:
+            async with JobSource(jobs) as source, anyio.create_task_group() as workers:
                 for _ in range(self._workers):
                     workers.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller
         return not stopped
-
-
-_END = object()
-
-
-class _JobSource:
-    """The run's input, read one job at a time by many workers; closed when the run stops."""
-
-    def __init__(self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]) -> None:
-        self._jobs: Iterator[JobInput] | None = None
-        self._async_jobs: AsyncIterator[JobInput] | None = None
-        if isinstance(jobs, AsyncIterable):
-            self._async_jobs = aiter(jobs)
-        else:
-            self._jobs = iter(jobs)
-        # An async iterator cannot be advanced by two tasks at once; a plain one is advanced
-        # without a pause, so no other task can come between.
-        self._reading = anyio.Lock(fast_acquire=True)
-        self._exhausted = False
-
-    async def next(self) -> JobInput | None:
-        """The next job, or None once the input is exhausted."""
-        job: object
-        if self._jobs is not None:
-            job = next(self._jobs, _END)
-            if job is _END:
-                return None
-        else:
-            assert self._async_jobs is not None
-            async with self._reading:
-                if self._exhausted:
-                    return None
-                try:
-                    job = await anext(self._async_jobs)
-                except StopAsyncIteration:
-                    self._exhausted = True
-                    return None
-        if not isinstance(job, Job | InvalidJob):
-            raise TypeError(f"BatchRunner.run takes Job or InvalidJob objects, got {job!r}")
-        return job
-
-    async def __aenter__(self) -> _JobSource:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        # A generator given is closed now, not whenever it is collected (its finally blocks run).
-        if self._async_jobs is not None:
-            aclose = getattr(self._async_jobs, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-        elif isinstance(self._jobs, Generator):
-            self._jobs.close()
