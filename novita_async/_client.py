@@ -14,18 +14,14 @@ import aiohttp
 import anyio
 import attrs
 
-from . import _spec
 from ._concurrency import map_limited
 from ._config import ClientConfig, Timeouts
 from ._converter import structure, unstructure_request
 from ._events import EventHook
-from ._exceptions import (
-    ImageURLExpiredError,
-    InvalidResponseError,
-    ValidationError,
-)
+from ._exceptions import ImageURLExpiredError, InvalidResponseError, ValidationError
 from ._image_urls import Renewal, image_extension
-from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
+from ._model_listing import MODELS_PATH, model_pages, model_query
+from ._models import InstantIDRequest, Model, ResultImage, TaskResult
 from ._polling import PollPolicy, ProgressHook, wait_until_done
 from ._retry import RetryPolicy
 from ._sources import UploadSource, read_source, sniff_content_type
@@ -40,7 +36,6 @@ logger = logging.getLogger("novita_async")
 
 _SUBMIT_PATH = "/v3/async/instant-id"
 _RESULT_PATH = "/v3/async/task-result"
-_MODELS_PATH = "/v3/model"
 
 
 @attrs.frozen
@@ -89,6 +84,7 @@ class NovitaClient:
         self._transport = Transport(self._config, self._session_for, on_event)
         self._submit_url = self._config.api_url(_SUBMIT_PATH)
         self._result_url = self._config.api_url(_RESULT_PATH)
+        self._models_url = self._config.api_url(MODELS_PATH)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -368,43 +364,9 @@ class NovitaClient:
         ``types`` is one model type or several (a list, or comma-separated); ``None`` filters
         nothing out, as do the other filters left as ``None``.
         """
-        kinds = [types] if isinstance(types, str) else list(types or ())
-        kinds = [k.strip() for kind in kinds for k in kind.split(",") if k.strip()]
-        for kind in kinds:
-            if kind not in _spec.MODEL_TYPES:
-                allowed = ", ".join(_spec.MODEL_TYPES)
-                raise ValidationError("types", kind, f"must be one of {allowed}")
-        if visibility is not None and visibility not in ("public", "private"):
-            raise ValidationError("visibility", visibility, "must be public or private")
-        if (
-            isinstance(page_size, bool)
-            or not isinstance(page_size, int)
-            or not 1 <= page_size <= 100
-        ):
-            raise ValidationError("page_size", page_size, "must be an integer in [1, 100]")
-        params = {"pagination.limit": str(page_size)}
-        if kinds:
-            params["filter.types"] = ",".join(kinds)
-        for name, value in (("query", query), ("visibility", visibility),
-                            ("source", source), ("is_sdxl", is_sdxl),
-                            ("is_inpainting", is_inpainting)):  # fmt: skip
-            if value is not None:
-                params[f"filter.{name}"] = str(value).lower() if isinstance(value, bool) else value
-        seen: set[str] = set()
-        while True:
-            answer = await self._transport.call_json(
-                "GET", "models", self._config.api_url(_MODELS_PATH), auth=True, params=params
-            )
-            page: ModelPage = structure(answer, ModelPage)
-            for model in page.models:
-                yield model
-            cursor = page.next_cursor
-            if not cursor:
-                return
-            if cursor in seen:
-                raise InvalidResponseError(f"the model listing repeated cursor {cursor!r}")
-            seen.add(cursor)
-            params["pagination.cursor"] = cursor
+        params = model_query(types, is_sdxl, query, visibility, source, is_inpainting, page_size)
+        async for model in model_pages(self._transport, self._models_url, params):
+            yield model
 
     # --- all in one -------------------------------------------------------------------------------
 

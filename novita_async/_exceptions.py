@@ -6,6 +6,7 @@ Everything derives from :class:`NovitaError`, so ``except NovitaError`` catches 
     ├── ValidationError (also ValueError)        bad input, raised before anything is sent
     ├── ConfigurationError                       missing API key, bad URL, bad option
     ├── LocalIOError                             this machine's file system refused a write or read
+    ├── StorageError                             the object store of an OUT URL (s3://, gs://, az://)
     ├── RunStoppedError                          a batch run stopped for a run-level cause (exit 3)
     ├── APIError                                 the service or the network failed a call
     │   ├── APIStatusError                       non-2xx: status, code, reason, message, metadata
@@ -51,6 +52,7 @@ __all__ = [
     "RateLimitError",
     "RunStoppedError",
     "ServerError",
+    "StorageError",
     "SubmitOutcomeUnknownError",
     "TaskError",
     "TaskFailedError",
@@ -123,6 +125,34 @@ _LOCAL_REASONS = {
     _errno.EPERM: "PERMISSION_DENIED",
     _errno.ENAMETOOLONG: "NAME_TOO_LONG",
 }
+
+
+class StorageError(NovitaError):
+    """The object store holding a run's output (``s3://``, ``gs://``, ``az://``) refused or failed
+    an operation, after the store client's own retries: run-level, never a job's failure.
+
+    ``reason`` is ``STORAGE_NOT_FOUND``, ``STORAGE_PERMISSION`` (credentials missing or refused),
+    ``STORAGE_CONFLICT`` (an object that must be new exists: another run writes the same journal),
+    ``STORAGE_CONNECTION`` (the store unreachable) or ``STORAGE_ERROR``. Messages name the object
+    by its URL and never hold credentials.
+    """
+
+    def __init__(self, message: str, *, reason: str = "STORAGE_ERROR", url: str = "") -> None:
+        self.url = url
+        self._reason = reason
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses processes whole (a Ray shard's error reaches the driver with its reason).
+        return (_storage_error, (str(self), self._reason, self.url))
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+
+def _storage_error(message: str, reason: str, url: str) -> StorageError:
+    return StorageError(message, reason=reason, url=url)
 
 
 class RunStoppedError(NovitaError):

@@ -8,11 +8,13 @@ test names with ``@pytest.mark.emulator(task_base_seconds=3600, ...)``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -103,3 +105,91 @@ def small_fs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SmallFi
     finally:
         # Fails (EBUSY) if a test left a file open on it: that is a leak worth seeing.
         subprocess.run(["umount", str(path)], check=True)
+
+
+# --- object storage (moto's S3 server on loopback) --------------------------------------------
+
+S3_SECRET = "moto-secret-key-that-must-never-show-0x5EC"
+"""The secret access key the tests' S3 credentials carry: no output may hold it."""
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server in a thread on loopback, for the whole session; its endpoint URL."""
+    pytest.importorskip("obstore")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The variables obstore reads to reach ``endpoint`` (as a user would set them)."""
+    return {
+        "AWS_ACCESS_KEY_ID": "novita-test-key-id",
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }
+
+
+@attrs.frozen
+class S3Bucket:
+    """A fresh bucket of ``s3_server``, looked at with boto3 (the tests' own S3 client)."""
+
+    endpoint: str
+    name: str
+    env: dict[str, str]
+
+    def url(self, prefix: str = "run") -> str:
+        return f"s3://{self.name}/{prefix}"
+
+    def _client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_SECRET,
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        client = self._client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", ()))
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self._client().get_object(Bucket=self.name, Key=key)["Body"].read()
+        return body
+
+    def etag(self, key: str) -> str:
+        etag: str = self._client().head_object(Bucket=self.name, Key=key)["ETag"]
+        return etag.strip('"')
+
+
+def create_bucket(endpoint: str, name: str) -> S3Bucket:
+    bucket = S3Bucket(endpoint, name, s3_env(endpoint))
+    bucket._client().create_bucket(Bucket=name)
+    return bucket
+
+
+@pytest.fixture
+def s3_bucket(
+    s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> S3Bucket:
+    """A new bucket, this process's environment pointing obstore at it, and a staging root of
+    this test's own (``$NOVITA_ASYNC_STAGING``), never the user's cache."""
+    name = "novita-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
+    bucket = create_bucket(s3_server, name)
+    for variable, value in bucket.env.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("NOVITA_ASYNC_STAGING", str(tmp_path / "staging"))
+    return bucket

@@ -29,6 +29,7 @@ from .._exceptions import (
     LocalIOError,
     NovitaError,
     RunStoppedError,
+    StorageError,
     ValidationError,
 )
 from .._redact import scrub
@@ -41,9 +42,9 @@ from ._run import (
     EXIT_INTERRUPTED,
     EXIT_STOPPED,
     EXIT_USAGE,
-    real_error,
 )
 from ._run_report import ReportTo
+from ._signals import real_error
 
 __all__ = ["main"]
 
@@ -98,7 +99,8 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, RunStoppedError):
         status = EXIT_BUDGET if exc.reason == "BUDGET_REACHED" else EXIT_STOPPED
         return f"run stopped: {exc}", status
-    if isinstance(exc, LocalIOError):
+    if isinstance(exc, LocalIOError | StorageError):
+        # The run's own place (this disk, the bucket) failed: a plain rerun continues.
         return f"{exc.reason}: {exc}", EXIT_STOPPED
     if isinstance(exc, NovitaError | OSError | aiohttp.ClientError):
         return f"{type(exc).__name__}: {exc}", EXIT_FAILED

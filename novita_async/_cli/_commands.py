@@ -20,7 +20,7 @@ import attrs
 from .. import Model, NovitaClient, TaskResult, TaskStatus, Timeouts, ValidationError
 from .._converter import converter
 from ._fields import build_request
-from ._parser import request_fields
+from ._request_flags import request_fields
 
 __all__ = ["generate", "make_client", "models", "result", "upload"]
 

@@ -1,126 +1,39 @@
-"""The ``novita-async`` command line: subcommands, request flags and their validation.
+"""The ``novita-async`` command line: subcommands, their flags and the flags' validation.
 
-Request flags are named after the API's fields (``--width`` for ``width``, ``--image-type`` for
-``extra.response_image_type``) and hold no defaults of their own: a flag left out means "the line's
-value, else the model's default", and the help shows the model's default. Ranges are checked by the
-models themselves (:mod:`novita_async._spec`), then reported against the flag that set them.
-
-The run command's batch flags are :class:`BatchOptions`' fields in the same way: one flag per
-field, its help, default and validation the field's; :func:`options_from_args` builds the options.
+Request flags are in :mod:`._request_flags`. The run command's batch flags are
+:class:`BatchOptions`' fields: one flag per field, its help, default and validation the field's;
+:func:`options_from_args` builds the options.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
 
-from .. import ConfigurationError, InstantIDRequest, Timeouts, ValidationError, __version__, _spec
+from .. import ConfigurationError, Timeouts, ValidationError, __version__, _spec
 from ..batch import BatchOptions
-from ._fields import build_request
+from ..batch._destination import looks_like_url
 from ._journal_cmd import add_journal_arguments
+from ._request_flags import (
+    METAVARS,
+    add_request_flags,
+    check_request_flags,
+)
 from ._run_report import ReportTo
 from ._status import add_status_arguments
 
 __all__ = [
     "BATCH_FLAGS",
-    "REQUEST_FLAGS",
     "RUN_EPILOG",
     "BatchFlag",
-    "RequestFlag",
     "build_parser",
     "options_from_args",
     "parse_args",
-    "request_fields",
 ]
-
-
-def _lora(text: str) -> dict[str, Any]:
-    name, sep, strength = text.rpartition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {text!r}")
-    try:
-        return {"model_name": name, "strength": float(strength)}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
-
-
-def _controlnet(text: str) -> dict[str, Any]:
-    parts = text.rsplit(":", 2)
-    if len(parts) != 3 or not parts[0]:
-        raise argparse.ArgumentTypeError(f"expected MODEL:STRENGTH:PREPROCESSOR, got {text!r}")
-    name, strength, preprocessor = parts
-    try:
-        return {"model_name": name, "strength": float(strength), "preprocessor": preprocessor}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
-
-
-@attrs.frozen
-class RequestFlag:
-    """One command-line flag that sets one request field (``path`` inside the JSON body)."""
-
-    flag: str
-    path: tuple[str, ...]
-    type: Callable[[str], Any] | None
-    help: str
-    metavar: str | None = None
-    repeatable: bool = False
-
-    @property
-    def dest(self) -> str:
-        return "req_" + self.flag.lstrip("-").replace("-", "_")
-
-
-def _default(name: str) -> str:
-    default = attrs.fields_dict(InstantIDRequest)[name].default
-    return f" (default: {default})" if default is not None else ""
-
-
-def _numeric(flag: str, path: str, what: str = "") -> RequestFlag:
-    name = path.rpartition(".")[2]
-    allowed, integer = _spec.NUMERIC_FIELDS[name]
-    default = _default(name) if name == path else ""
-    text = f"{what}{', ' if what else ''}in {allowed}{default}"
-    return RequestFlag(flag, tuple(path.split(".")), int if integer else float, text)
-
-
-def _choice(flag: str, path: str, choices: tuple[str, ...], default: str) -> RequestFlag:
-    return RequestFlag(flag, tuple(path.split(".")), str, f"one of: {', '.join(choices)}{default}")
-
-
-REQUEST_FLAGS: tuple[RequestFlag, ...] = (
-    RequestFlag("--prompt", ("prompt",), str, "what to generate, 1 to 1024 characters"),
-    RequestFlag("--negative-prompt", ("negative_prompt",), str, "what to keep out of the image"),
-    RequestFlag("--model", ("model_name",), str,
-                "an SDXL checkpoint's sd_name" + _default("model_name")),
-    _numeric("--width", "width", "pixels"),
-    _numeric("--height", "height", "pixels"),
-    _numeric("--image-num", "image_num", "images per task"),
-    _numeric("--steps", "steps", "denoising steps"),
-    _numeric("--guidance-scale", "guidance_scale"),
-    _choice("--sampler", "sampler_name", _spec.SAMPLERS, _default("sampler_name")),
-    _numeric("--seed", "seed", "random when -1 (the service's default)"),
-    _numeric("--id-strength", "id_strength", "identity fidelity"),
-    _numeric("--adapter-strength", "adapter_strength", "detail"),
-    _numeric("--clip-skip", "clip_skip"),
-    _numeric("--control-guidance-start", "control_guidance_start"),
-    _numeric("--control-guidance-end", "control_guidance_end"),
-    RequestFlag("--lora", ("loras",), _lora, f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
-                "NAME:STRENGTH", repeatable=True),
-    RequestFlag("--controlnet", ("controlnet", "units"), _controlnet,
-                "a ControlNet unit, repeatable", "MODEL:STRENGTH:PREPROCESSOR", repeatable=True),
-    _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES, " (default: png)"),
-    RequestFlag("--nsfw-detection", ("extra", "enable_nsfw_detection"), None,
-                "ask the service to check images for NSFW content"),
-    _numeric("--nsfw-detection-level", "extra.nsfw_detection_level", "0 is strictest"),
-    RequestFlag("--webhook", ("extra", "webhook", "url"), str,
-                "a URL the service calls when a task ends", "URL"),
-)  # fmt: skip
 
 
 @attrs.frozen
@@ -155,62 +68,9 @@ BATCH_FLAGS: tuple[BatchFlag, ...] = (
     BatchFlag("--max-tasks", "max_tasks", int),
     BatchFlag("--webhook-listen", "webhook_listen", str),
     BatchFlag("--webhook-url", "webhook_url", str),
+    BatchFlag("--staging-dir", "staging_dir", Path),
+    BatchFlag("--shard", "shard", str),
 )
-
-_METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
-
-
-def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
-    group = parser.add_argument_group(
-        "request fields",
-        "named after the API's fields" + ("" if prompt_required else "; defaults for job lines"),
-    )
-    for spec in REQUEST_FLAGS:
-        if spec.type is None:
-            group.add_argument(spec.flag, dest=spec.dest, action=argparse.BooleanOptionalAction,
-                               default=None, help=spec.help)  # fmt: skip
-            continue
-        group.add_argument(
-            spec.flag,
-            dest=spec.dest,
-            type=spec.type,
-            default=None,
-            metavar=spec.metavar or _METAVARS.get(spec.type, "TEXT"),
-            action="append" if spec.repeatable else "store",
-            required=prompt_required and spec.flag == "--prompt",
-            help=spec.help,
-        )
-
-
-def request_fields(ns: argparse.Namespace) -> dict[str, Any]:
-    """The request fields the flags set, as a nested API-named dict (unset flags are absent)."""
-    fields: dict[str, Any] = {}
-    for spec in REQUEST_FLAGS:
-        value = getattr(ns, spec.dest, None)
-        if value is None:
-            continue
-        target = fields
-        for key in spec.path[:-1]:
-            target = target.setdefault(key, {})
-        target[spec.path[-1]] = value
-    return fields
-
-
-def _flag_for(field: str) -> str | None:
-    path = tuple(re.sub(r"\[\d+\]", "", field).split("."))
-    for spec in REQUEST_FLAGS:
-        if path[: len(spec.path)] == spec.path or spec.path[: len(path)] == path:
-            return spec.flag
-    return None
-
-
-def _check_request_flags(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
-    fields = request_fields(ns)
-    try:
-        build_request({"prompt": "placeholder", **fields})
-    except ValidationError as exc:
-        flag = _flag_for(exc.field) or exc.field
-        parser.error(f"argument {flag}: {exc.value!r} is not allowed: {exc.allowed}")
 
 
 def _check_summary_path(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
@@ -254,9 +114,44 @@ def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
             dest=spec.field,
             type=_option_value(spec),
             default=None,
-            metavar=_METAVARS[spec.type],
+            metavar=METAVARS[spec.type],
             help=option.metadata["help"] + default,
         )
+
+
+def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "shards on Ray", "needs pip install 'novita-async[ray]' (see novita_async.ray)"
+    )
+    group.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the jobs in --shards Ray actors that share --rate, each with its own journal "
+        "(a dead one is restarted and resumes); one progress display",
+    )
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the Ray cluster to join (default: start a local Ray instance)",
+    )
+    group.add_argument(
+        "--shards",
+        type=_positive(int),
+        default=None,
+        metavar="K",
+        help="shards (Ray actors) for --ray; an output folder keeps its number of shards",
+    )
+
+
+def _check_ray_flags(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    if not ns.ray:
+        if ns.shards is not None or ns.ray_address is not None:
+            parser.error("argument --shards/--ray-address: needs --ray")
+    elif ns.shards is None:
+        parser.error("argument --ray: needs --shards K")
+    elif ns.shard is not None:
+        parser.error("argument --shard: not with --ray, which runs every shard")
 
 
 def options_from_args(ns: argparse.Namespace) -> BatchOptions:
@@ -363,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "run every job of a JSONL job file; rerun to resume", connection,
                   epilog=RUN_EPILOG)  # fmt: skip
     run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
-    run.add_argument("--out", required=True, metavar="DIR", help="output folder (images, results)")
+    run.add_argument("--out", required=True, metavar="DIR|URL", help="output folder (images, "
+                     "results), or an object store: s3://BUCKET/PREFIX, gs://..., az://... "
+                     "(credentials from the environment, as obstore reads them)")  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
     run.add_argument("--summary-json", default=None, metavar="PATH", help="also write how the "
                      "run ended (summary, exit status) as JSON to PATH")  # fmt: skip
@@ -374,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "some lines cannot run)")  # fmt: skip
     _add_download_timeout(run)
     _add_batch_flags(run)
-    _add_request_flags(run, prompt_required=False)
+    _add_ray_flags(run)
+    add_request_flags(run, prompt_required=False)
 
     generate = command("generate", "one task end to end: upload, submit, wait, download",
                        connection)  # fmt: skip
@@ -387,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default=".", metavar="DIR", help="where images go (default: .)")
     generate.add_argument("--no-progress", action="store_true", help="no progress line")
     _add_download_timeout(generate)
-    _add_request_flags(generate, prompt_required=True)
+    add_request_flags(generate, prompt_required=True)
 
     upload = command("upload", "upload images; prints one asset id per file", connection)
     upload.add_argument("files", nargs="+", metavar="FILE")
@@ -434,7 +332,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ns = parser.parse_args(argv)
     ns.debug = ns.debug or ns.debug_anywhere
     if ns.command in ("run", "generate"):
-        _check_request_flags(ns.subparser, ns)
+        check_request_flags(ns.subparser, ns)
     if ns.command == "run":
         _check_summary_path(ns.subparser, ns)
+        _check_ray_flags(ns.subparser, ns)
+    if ns.command in ("status", "journal") and (scheme := looks_like_url(getattr(ns, "out", ""))):
+        ns.subparser.error(
+            f"argument OUT: {scheme}:// outputs are not read by `{ns.command}` yet: it reads a "
+            "local output folder (an object-store run keeps its working copy in its staging "
+            "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
+        )
     return ns

@@ -10,21 +10,15 @@ endpoint, this machine, a long outage), named in one line with its fix; 4 the ru
 ``--max-tasks`` budget; 130 interrupted. ``--dry-run`` exits 0 when every line can run, 1 when
 some cannot.
 
-Signals: the first SIGINT or SIGTERM stops the run (nothing new is submitted; submissions awaiting
-their answer get ``stop_grace`` seconds). Later ones never kill the process, which would abandon
-those submissions silently and make a rerun pay for them again: the second says how many are still
-awaiting their answer and keeps waiting, the third abandons them (each recorded
-``SUBMIT_OUTCOME_UNKNOWN``) and the command exits with 130. Rerunning the same command resumes.
+Signals: see :mod:`._signals`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,10 +29,9 @@ import anyio.to_thread
 import attrs
 
 from .. import (
-    ConfigurationError,
     LocalIOError,
-    NovitaError,
     RunStoppedError,
+    StorageError,
     ValidationError,
 )
 from ..batch import (
@@ -50,13 +43,19 @@ from ..batch import (
     JobInputError,
     is_run_output,
 )
+from ..batch._destination import Destination, LocalOutput, ObjectOutput, parse_out
+from ..batch._journal import JOURNAL_NAME
+from ..batch._journal_segments import JOURNAL_KEY, JournalMirror
+from ..batch._shards import merge_shard_results
 from ._commands import make_client
 from ._dry_run import print_dry_run
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
-from ._parser import options_from_args, request_fields
+from ._parser import options_from_args
 from ._progress import BatchProgress
+from ._request_flags import request_fields
 from ._run_report import ReportTo, RunReport, StopReport
+from ._signals import plural, until_signalled
 
 __all__ = [
     "EXIT_BUDGET",
@@ -69,11 +68,9 @@ __all__ = [
     "RunEnd",
     "RunSettings",
     "format_summary",
-    "real_error",
     "report_end",
     "run",
     "run_batch",
-    "until_signalled",
     "write_gallery_if_possible",
 ]
 
@@ -86,127 +83,6 @@ EXIT_INTERRUPTED = INTERRUPTED = 130
 _T = TypeVar("_T")
 
 
-# The error worth showing first when a task group gathered several: the run's own verdict, then
-# this machine's, then the user's input, then the rest; a cancellation one failure caused in
-# another task says nothing.
-_MOST_TELLING: tuple[type[BaseException], ...] = (
-    SystemExit,
-    KeyboardInterrupt,
-    RunStoppedError,
-    LocalIOError,
-    ValidationError,
-    ConfigurationError,
-    NovitaError,
-    Exception,
-)
-
-
-def _leaves(error: BaseException) -> Iterable[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
-
-
-def _rank(error: BaseException) -> int:
-    if isinstance(error, asyncio.CancelledError):
-        return len(_MOST_TELLING) + 1
-    kinds = (n for n, kind in enumerate(_MOST_TELLING) if isinstance(error, kind))
-    return next(kinds, len(_MOST_TELLING))
-
-
-def real_error(error: BaseException) -> BaseException:
-    """What went wrong: ``error`` itself, or out of the exception groups task groups wrap errors
-    in, the one leaf that tells most (the first of the most telling kind)."""
-    leaves = list(_leaves(error))
-    return min(leaves, key=_rank) if leaves else error
-
-
-def _plural(count: int, one: str, many: str) -> str:
-    return f"{count} {one if count == 1 else many}"
-
-
-class _Signals:
-    """What each SIGINT/SIGTERM does to a run: stop it, say what it waits for, abandon that."""
-
-    def __init__(self, runner: BatchRunner | None, say: Callable[[str], object]) -> None:
-        self.runner = runner
-        self.say = say
-        self.count = 0
-
-    def _awaiting(self) -> int:
-        return 0 if self.runner is None else self.runner.awaiting_answers
-
-    def handle(self, stop: anyio.CancelScope) -> None:
-        self.count += 1
-        awaiting = self._awaiting()
-        if self.count == 1:
-            stop.cancel()
-            waiting = ""
-            if awaiting and self.runner is not None:
-                them = _plural(awaiting, "submission", "submissions")
-                waiting = f"; {them} awaiting an answer get {self.runner.options.stop_grace:g}s"
-            self.say(
-                f"stopping: nothing new is submitted{waiting} (press Ctrl-C again to see what "
-                "the run still waits for)"
-            )
-        elif self.count == 2 and awaiting:
-            them = _plural(awaiting, "submission is", "submissions are")
-            self.say(
-                f"{them} still awaiting the answer that records the task; waiting for "
-                f"{'it' if awaiting == 1 else 'them'} so that no task is paid for twice "
-                "(press Ctrl-C again to abandon them; they will be reported as unknown outcome)"
-            )
-        elif awaiting and self.runner is not None:
-            self.runner.abandon_submissions()
-            them = _plural(awaiting, "submission", "submissions")
-            self.say(
-                f"abandoning {them} awaiting an answer: each is recorded SUBMIT_OUTCOME_UNKNOWN "
-                "(a task may exist and be billed; the summary says what to do)"
-            )
-        else:
-            self.say("no submission awaits its answer; the run is writing its journal and results")
-
-
-async def until_signalled(
-    body: Callable[[], Awaitable[_T]],
-    runner: BatchRunner | None = None,
-    *,
-    say: Callable[[str], object] = print,
-) -> tuple[_T | None, bool]:
-    """Run ``body`` until it returns or SIGINT/SIGTERM stops it; (its result, interrupted).
-
-    The first signal cancels ``body``; the signals are listened to until ``body`` has returned,
-    so later ones never kill the process: the second tells (``say``) how many of ``runner``'s
-    submissions are still awaiting their answer, the third abandons them (see the module's
-    docstring). An exception ``body`` raises comes out as itself (:func:`real_error`), not
-    wrapped in an exception group.
-    """
-    outcome: list[_T] = []
-    failure: list[Exception] = []
-    signals = _Signals(runner, say)
-    stop = anyio.CancelScope()
-
-    async def watch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-            task_status.started()  # from here on, no signal reaches the default handler
-            async for _ in received:
-                signals.handle(stop)
-
-    async with anyio.create_task_group() as group:
-        await group.start(watch)
-        with stop:
-            try:
-                outcome.append(await body())
-            except Exception as exc:  # raised below, out of this task group
-                failure.append(exc)
-        group.cancel_scope.cancel()
-    if failure:
-        raise real_error(failure[0])
-    return (outcome[0] if outcome else None), signals.count > 0
-
-
 @attrs.frozen
 class RunSettings:
     """What ``novita-async run`` was asked to do, read from its arguments once."""
@@ -214,7 +90,8 @@ class RunSettings:
     jobs: Path
     """The job file."""
     out: Path
-    """The output folder: images, ``results.jsonl``, the journal and the gallery."""
+    """The output folder: images, ``results.jsonl``, the journal and the gallery (for an
+    object-store ``--out``, the local staging folder the run works in)."""
     request_defaults: Mapping[str, Any]
     """The request fields the flags set, as API-named fields: defaults for every line."""
     options: BatchOptions
@@ -224,14 +101,20 @@ class RunSettings:
     """Decide what the run would do, and send nothing (``--dry-run``)."""
     report: ReportTo = attrs.field(factory=ReportTo)
     """Where the run's JSON report goes (``--summary-json``, ``--json``)."""
+    destination: Destination | None = None
+    """Where ``--out`` points: the folder, or an object store (None: ``out`` itself)."""
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> RunSettings:
+        options = options_from_args(ns)
+        # A URL the package cannot write is refused here, before anything is sent.
+        destination = parse_out(ns.out, staging_dir=options.staging_dir)
         return cls(
             jobs=Path(ns.jobs),
-            out=Path(ns.out),
+            out=destination.local_dir,
+            destination=destination,
             request_defaults=request_fields(ns),
-            options=options_from_args(ns),
+            options=options,
             plain=ns.no_progress,
             dry=bool(getattr(ns, "dry_run", False)),
             report=ReportTo.from_args(ns),
@@ -342,7 +225,7 @@ def format_summary(summary: BatchSummary) -> str:
     if own:
         which = ", ".join(f"{r}: {n}" for r, n in sorted(own.items()))
         lines.append(
-            f"  {_plural(sum(own.values()), 'job', 'jobs')} failed for their own reason "
+            f"  {plural(sum(own.values()), 'job', 'jobs')} failed for their own reason "
             f"({which}; {_OWN_FAULT})"
         )
     if summary.not_finished:
@@ -352,7 +235,7 @@ def format_summary(summary: BatchSummary) -> str:
 
 
 def report_end(
-    end: RunEnd, results: Path, gallery: Path | None, report: ReportTo | None = None
+    end: RunEnd, results: Path | str, gallery: Path | str | None, report: ReportTo | None = None
 ) -> int:
     """Print how the run ended (as text, or as the JSON ``report`` asks for); its exit status.
     A run-level stop is raised again, for the command's one error line (naming the cause and
@@ -396,6 +279,10 @@ async def run(ns: argparse.Namespace) -> int:
         )
     if settings.dry:
         return await _dry_run(settings)
+    if ns.ray:
+        from ._sharded import run_on_ray  # Ray is optional: imported only when asked for
+
+        return await run_on_ray(ns, settings)
     total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
     prompts: dict[str, str] = {}
     async with (
@@ -406,22 +293,53 @@ async def run(ns: argparse.Namespace) -> int:
         # With the report on stdout, stdout holds nothing else.
         stream = sys.stderr if settings.report.stdout else None
         with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
-            runner = BatchRunner(client, out, settings.options, on_event=progress.on_event)
+            destination = settings.destination or LocalOutput(out)
+            runner = BatchRunner(client, destination, settings.options, on_event=progress.on_event)
             lines = job_lines(settings, fetcher, prompts, progress)
             end = await run_batch(runner, lines, progress)
+            if (shard := settings.options.shard) is not None:
+                # One shard run by hand: OUT's results gather every shard's, as they stand.
+                await anyio.to_thread.run_sync(merge_shard_results, out, shard.count)
+            if isinstance(destination, ObjectOutput):
+                return await _end_in_store(end, destination, prompts, progress, settings.report)
             gallery = await write_gallery_if_possible(out, prompts, progress)
     return report_end(end, out / "results.jsonl", gallery, settings.report)
+
+
+async def _end_in_store(
+    end: RunEnd,
+    destination: ObjectOutput,
+    prompts: Mapping[str, str],
+    progress: BatchProgress,
+    report: ReportTo,
+) -> int:
+    """The gallery written in staging and uploaded beside the images (its links are relative,
+    so the page works wherever the store serves it); how the run ended."""
+    title = f"{destination.url.rpartition('/')[2]} results"
+    page = await write_gallery_if_possible(destination.staging, prompts, progress, title)
+    gallery: str | None = None
+    if page is not None:
+        try:
+            await destination.publish_file(page, page.name)
+            gallery = destination.key_url(page.name)
+        except StorageError as exc:
+            progress.note(f"the gallery could not be uploaded: {exc}")
+    return report_end(end, destination.key_url("results.jsonl"), gallery, report)
 
 
 async def _dry_run(settings: RunSettings) -> int:
     # No key and no client: nothing is sent to the API. Inputs named by URL are fetched to a
     # temporary folder (to check they are images), not into the output folder.
     with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
+        out = settings.out
+        if isinstance(settings.destination, ObjectOutput):
+            # The store's journal, read into a scratch folder: nothing is written to the store.
+            out = Path(cache) / "out"
+            journal = out / JOURNAL_NAME
+            await JournalMirror(settings.destination, JOURNAL_KEY, journal).pull()
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session:
             fetcher = InputFetcher(plain_session, Path(cache))
             quiet = BatchProgress(0, plain=True, stream=sys.stderr)
             lines = job_lines(settings, fetcher, {}, quiet, note_invalid=False)
-            ok = await print_dry_run(
-                lines, settings.out, settings.options, as_json=settings.report.stdout
-            )
+            ok = await print_dry_run(lines, out, settings.options, as_json=settings.report.stdout)
     return EXIT_OK if ok else EXIT_FAILED

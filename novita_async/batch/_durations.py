@@ -5,12 +5,17 @@ afterwards costs a second request per task. Tasks of one batch are alike, so the
 their duration as it goes: a least-squares line ``seconds = a + b * cost`` over the most recent
 finished tasks, where ``cost`` is steps x pixels x images (what the service's time grows with).
 A task's first poll is then timed for just after its predicted end, so most tasks need one poll.
-Until the model has seen a task, the first poll happens at once and the answer's ``eta`` times the
-next one.
+
+Until a task of some cost has finished, a running one's answer bounds it: it said it would end
+within ``eta`` seconds (the service rounds up to whole seconds), ``elapsed + eta`` after its start.
+The tightest such bound times the first polls of its cost meanwhile, so that a first wave of alike
+tasks is not polled at once and again at ``eta`` (two polls each, the second up to a ``margin``
+late), but once, at that bound. Until even that is known, the first poll happens at once.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from .._models import InstantIDRequest, TaskResult
@@ -43,6 +48,7 @@ class DurationModel:
     def __init__(self, window: int = 256) -> None:
         self._points: deque[tuple[float, float]] = deque()
         self._window = window
+        self._bounds: dict[float, float] = {}  # cost -> the soonest end a running task promised
         self._n = 0
         self._sx = self._sy = self._sxx = self._sxy = 0.0
 
@@ -51,6 +57,14 @@ class DurationModel:
         self._points.append((cost, seconds))
         if len(self._points) > self._window:
             self._add(*self._points.popleft(), -1)
+
+    def bound(self, cost: float, seconds: float) -> None:
+        """A running task of ``cost`` said it would have ended ``seconds`` after its start."""
+        if seconds < self._bounds.get(cost, math.inf):
+            self._bounds.pop(cost, None)  # kept in the order last tightened: the oldest go first
+            self._bounds[cost] = seconds
+            if len(self._bounds) > self._window:
+                del self._bounds[next(iter(self._bounds))]
 
     def _add(self, x: float, y: float, sign: int) -> None:
         self._n += sign
@@ -61,6 +75,13 @@ class DurationModel:
 
     def predict(self, cost: float) -> float | None:
         """Seconds a task of ``cost`` should take, aimed slightly late; None before any data."""
+        estimate = self._fit(cost)
+        if estimate is None:
+            bound = self._bounds.get(cost)
+            return None if bound is None else bound + _LATE_SECONDS
+        return estimate * _LATE_RATIO + _LATE_SECONDS
+
+    def _fit(self, cost: float) -> float | None:
         if self._n == 0:
             return None
         mean_x, mean_y = self._sx / self._n, self._sy / self._n
@@ -73,4 +94,4 @@ class DurationModel:
         else:
             slope = max((self._sxy / self._n - mean_x * mean_y) / spread, 0.0)
             estimate = max(mean_y + slope * (cost - mean_x), 0.0)
-        return estimate * _LATE_RATIO + _LATE_SECONDS
+        return estimate

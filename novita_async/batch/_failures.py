@@ -13,7 +13,9 @@ blame                   errors                                      what the run
                         ``BILLING_BALANCE_NOT_ENOUGH`` /             the tasks paid for finish where
                         ``MISSING_API_KEY``), the endpoint (404      it can, records nothing against
                         ``API_NOT_FOUND``), this machine (disk       the jobs it did not finish, and
-                        full, read-only, permission denied)          exits with status 3
+                        full, read-only, permission denied), the     exits with status 3
+                        output's object store (``StorageError``,
+                        after the store client's own retries)
 ``TRANSIENT``           connection refused or reset, DNS, timeouts,  never a job failure: the run
                         5xx, 429, image URLs that keep expiring     pauses and tries again; a job
                                                                     that alone keeps failing is
@@ -43,6 +45,7 @@ from .._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    StorageError,
     SubmitOutcomeUnknownError,
 )
 
@@ -129,6 +132,8 @@ def blame(error: BaseException, *, submitting: bool = False) -> Blame:
         return Blame.TRANSIENT if error.status in (408, 409, 425) else Blame.JOB
     if isinstance(error, LocalIOError):
         return Blame.JOB if error.reason in _LOCAL_JOB_REASONS else Blame.RUN
+    if isinstance(error, StorageError):
+        return Blame.RUN
     return Blame.JOB
 
 
@@ -165,6 +170,13 @@ def run_stop_advice(error: BaseException) -> tuple[str, str]:
         return str(error), "as max_tasks (--max-tasks) asked"
     if reason == "OUTAGE":
         return str(error), "check the network or the service's status"
+    if isinstance(error, StorageError):
+        if reason == "STORAGE_CONFLICT":
+            return f"another run writes this output's journal ({error})", "run one at a time"
+        return (
+            f"the output's object store failed ({error})",
+            "check the store and its credentials (AWS_*, GOOGLE_*, AZURE_* variables)",
+        )
     if reason == "LOCAL_IO_ERROR":
         return f"a file of the run could not be written ({error})", "check the output disk"
     return str(error), "fix the cause"

@@ -1,5 +1,7 @@
 """One job's way through a run: check, upload, submit, follow, download, record.
 
+(The download step, a task's images into OUT, is :class:`~._saving.ImageSaver`.)
+
 Every error of a step is judged in one place, :meth:`JobFlow._judge`, by whose fault it is
 (``_failures``): the job's own fault ends it, recorded failed; a run-level failure stops the run
 (:class:`RunStopped`: the job ends unrecorded, and a rerun continues it); a transient one is
@@ -12,7 +14,7 @@ then the progress event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,9 +22,7 @@ import anyio
 import attrs
 
 from .._client import NovitaClient
-from .._events import ClientEvent, EventKind
 from .._exceptions import (
-    InvalidResponseError,
     RateLimitError,
     TaskFailedError,
 )
@@ -47,6 +47,7 @@ from ._plan import Action, Planner
 from ._poller import Poller
 from ._recording import Recorder, failed_outcome
 from ._results import ResultsFile
+from ._saving import ImageSaver
 from ._submission import DiskSpace, Submitter
 from ._summary import SummaryCounter
 from ._uploads import AssetUploader
@@ -57,9 +58,6 @@ logger = logging.getLogger("novita_async.batch")
 
 T = TypeVar("T")
 
-# Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
-# longer than an interactive caller would (the task is paid for; its image must not be lost).
-MIN_DOWNLOAD_ATTEMPTS = 4
 # Rounds of retries a job gets for transient failures while the service answers other jobs
 # (rounds during an outage are not counted: the run pauses instead), each after the client's
 # backoff for that round.
@@ -97,9 +95,10 @@ class JobFlow:
         gate: RunGate,
         on_event: BatchEventHook | None,
         on_request: Callable[[str], None],
+        publish: Callable[[Sequence[Path]], Awaitable[None]] | None = None,
+        durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
-        self._out_dir = out_dir
         self._options = options
         self._journal = journal
         self._results = results
@@ -125,9 +124,16 @@ class JobFlow:
             max_tasks=options.max_tasks,
             on_request=on_request,
             on_paused=self._rate_limited,
+            durable=durable,
         )
-        self._download_retry = attrs.evolve(
-            retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS)
+        self._images = ImageSaver(
+            client=client,
+            out_dir=out_dir,
+            retry=retry,
+            counter=counter,
+            on_request=on_request,
+            emit=self._emit,
+            publish=publish,
         )
         # A job holds a slot from its submission to its end: ``concurrency`` tasks in flight.
         self._slots = anyio.Semaphore(options.concurrency, fast_acquire=True)
@@ -141,6 +147,10 @@ class JobFlow:
     @property
     def stopping_submissions(self) -> bool:
         return self._gate.stopped is not None
+
+    def stop_run(self, error: BaseException) -> None:
+        """Stop the run for a run-level ``error`` found outside any job (the output's store)."""
+        self._gate.stop(error)
 
     async def stopping(self) -> None:
         """Return once a run-level failure stops the run."""
@@ -304,7 +314,7 @@ class JobFlow:
             result = await self._poller.wait(task_id, progress, cost)
             if result.status is TaskStatus.FAILED:
                 raise TaskFailedError(task_id, result.task.reason)
-            return await self._download(job_id, task_id, result), result
+            return await self._images.save(job_id, task_id, result), result
 
         self._in_flight += 1
         try:
@@ -319,35 +329,6 @@ class JobFlow:
             files=files,
         )
         return self._recorder.end(outcome, fingerprint, record=True)
-
-    async def _download(self, job_id: str, task_id: str, result: TaskResult) -> list[str]:
-        self._counter.tasks += 1
-        if not result.images:
-            raise InvalidResponseError(f"task {task_id} succeeded without images")
-
-        def observe(event: ClientEvent) -> None:
-            if event.kind is EventKind.RETRY:
-                message = f"image download retried in {event.delay or 0.0:.1f}s"
-                if event.error == "IMAGE_URL_EXPIRED":
-                    message = "image URL expired: fetching fresh ones"
-                    self._on_request("result")  # the renewal's call
-                    self._on_request("image")  # and the image's again
-                self._emit(
-                    BatchEventKind.RETRIED,
-                    job_id,
-                    task_id=task_id,
-                    reason=event.error,
-                    message=message,
-                )
-
-        for _ in result.images:
-            self._on_request("image")
-        # One folder for every image (no folder per job): the job id names the file.
-        paths = await self._client.download_images(
-            result, self._out_dir, stem=f"{job_id}_", retry=self._download_retry, on_event=observe
-        )
-        self._counter.images += len(paths)
-        return [path.name for path in paths]
 
     # --- judging failures ------------------------------------------------------------------------
 

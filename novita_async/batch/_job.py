@@ -131,6 +131,10 @@ class JobInputError(NovitaError, ValueError):
         self._reason = reason
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[type[JobInputError], tuple[str, str]]:
+        # Crosses processes whole (an InvalidJob sent to a Ray shard).
+        return (type(self), (self._reason, str(self)))
+
     @property
     def reason(self) -> str:
         return self._reason

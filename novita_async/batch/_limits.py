@@ -8,6 +8,10 @@ with one backoff that doubles up to ``_OUTAGE_BACKOFF_MAX`` and ends at the serv
 an outage longer than ``max_outage`` stops the run. Each pause is announced with how long it lasts.
 The steady rate (submissions per second) is an :class:`aiolimiter.AsyncLimiter`.
 
+Several runners that share one account's rate (the shards of ``novita_async.ray``) are given one
+:class:`SubmitPermits` instead: each submission takes its turn there, and a 429 one of them sees is
+told there too, so that every runner holds back, not only the one that was refused.
+
 A run-level failure (the key, the account, the endpoint, this machine: see ``_failures``) stops the
 run through :meth:`RunGate.stop`: every later :meth:`RunGate.wait` raises :class:`RunStopped`, so
 nothing more is submitted while the tasks already paid for are followed to their end.
@@ -19,13 +23,14 @@ import logging
 import math
 import random
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 from aiolimiter import AsyncLimiter
 
 from .._exceptions import NovitaError
 
-__all__ = ["OutageError", "RunGate", "RunStopped"]
+__all__ = ["OutageError", "RunGate", "RunStopped", "SubmitPermits"]
 
 logger = logging.getLogger("novita_async.batch")
 
@@ -36,6 +41,17 @@ _SPACING_MARGIN = 1.02
 
 PauseHook = Callable[[str, bool], None]
 """Told ``(message, paused)``: the run pauses (True) or goes on (False)."""
+
+
+class SubmitPermits(Protocol):
+    """Turns to submit, shared by several runners (and the pauses a 429 imposes on them all)."""
+
+    async def acquire(self) -> None:
+        """Return when one submission may go now (the rate and any pause allow it)."""
+
+    def rate_limited(self, seconds: float) -> None:
+        """A runner was refused with a 429: hold every runner's submissions ``seconds`` from now.
+        Must not block: called as the refusal is handled."""
 
 
 class RunStopped(Exception):
@@ -59,7 +75,8 @@ class RunGate:
     """Admit requests under ``rate`` submissions per second and any pause in force.
 
     ``rate`` is None or > 0 (as :class:`BatchOptions` checks); an infinite rate is no limit.
-    ``on_pause`` is told, in words, when the run pauses and when it goes on.
+    ``on_pause`` is told, in words, when the run pauses and when it goes on. With ``permits``,
+    submissions take their turns there instead of under ``rate`` (see :class:`SubmitPermits`).
     """
 
     def __init__(
@@ -70,6 +87,7 @@ class RunGate:
         max_outage: float = math.inf,
         on_pause: PauseHook | None = None,
         rand: random.Random | None = None,
+        permits: SubmitPermits | None = None,
     ) -> None:
         if rate is not None and math.isinf(rate):
             rate = None
@@ -79,6 +97,7 @@ class RunGate:
         # jitter bunches a few arrivals together. A burst of a second's worth, the leaky bucket's
         # default, would exceed such a window at once.
         self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
+        self._permits = permits
         self._retry_after_cap = retry_after_cap
         self._max_outage = max_outage
         self._on_pause = on_pause
@@ -133,9 +152,13 @@ class RunGate:
                 with anyio.move_on_after(pause):
                     await self._stop_event.wait()
                 continue  # the pause may have been extended meanwhile
-            if self._limiter is None or not submission:
+            if not submission or (self._limiter is None and self._permits is None):
                 return
-            await self._limiter.acquire()
+            if self._permits is not None:
+                await self._permits.acquire()
+            else:
+                assert self._limiter is not None
+                await self._limiter.acquire()
             # A pause may have begun (or the run stopped) while this submitter waited its turn.
             if self._left(submission=True) == 0.0 and self.stopped is None:
                 return
@@ -194,6 +217,8 @@ class RunGate:
             pause = self._rand.uniform(ceiling / 2, ceiling)
             hint = "no Retry-After"
         self._rate_paused_until = max(self._rate_paused_until, anyio.current_time() + pause)
+        if self._permits is not None:
+            self._permits.rate_limited(pause)
         self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
         return pause
 

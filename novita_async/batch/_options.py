@@ -18,6 +18,7 @@ from attrs import validators as v
 
 from .._exceptions import ConfigurationError
 from .._polling import PollPolicy
+from ._shards import Shard
 
 __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 
@@ -60,6 +61,15 @@ _SWITCH = _must_be("True or False", v.instance_of(bool))
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _shard_of_text(value: Shard | str | None) -> Shard | None:
+    if not isinstance(value, str):
+        return value
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"shard must be INDEX/COUNT with INDEX < COUNT: {exc}") from None
 
 
 def _poll_or_default(poll: PollPolicy | None) -> PollPolicy:
@@ -203,6 +213,24 @@ class BatchOptions:
         metadata={
             "help": "the public URL that reaches webhook_listen (default: http://HOST:PORT, "
             "enough when the service can reach this machine directly)"
+        },
+    )
+    staging_dir: Path | None = attrs.field(
+        default=None,
+        converter=_optional_path,
+        metadata={
+            "help": "an object-store output's local working folders go under this folder "
+            "(default: $NOVITA_ASYNC_STAGING, else ~/.cache/novita-async/staging)"
+        },
+    )
+    shard: Shard | None = attrs.field(
+        default=None,
+        converter=_shard_of_text,
+        validator=_must_be("a Shard or INDEX/COUNT", v.optional(v.instance_of(Shard))),
+        metadata={
+            "help": "run only the jobs whose id hashes to shard INDEX of COUNT (INDEX/COUNT, "
+            "e.g. 0/4), with its own journal and results under OUT/.novita-shards/; the images "
+            "go to OUT (`run --ray --shards COUNT` runs every shard and merges their results)"
         },
     )
 

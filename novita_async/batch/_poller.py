@@ -8,8 +8,9 @@ task has timed out are decided by :class:`~novita_async._polling.PollTracker`, t
 :meth:`NovitaClient.wait_for_task` uses. The poll runs in the job's own task, so cancelling the job
 cancels its poll, and no task is spawned per poll. The first poll is timed by
 :class:`~._durations.DurationModel` from the tasks that already finished, so that most tasks need a
-single poll; before it knows a task's kind, the first poll is immediate and the answer's ``eta``
-times the second.
+single poll; until one of its kind finished, a running one's ``elapsed + eta`` bounds the others'
+first polls, and before even that the first poll is immediate and the answer's ``eta`` times the
+second.
 """
 
 from __future__ import annotations
@@ -47,7 +48,17 @@ WEBHOOK_GRACE = 1.0
 class _Entry:
     """A task in the heap: its tracker, and its waiter's turn to poll."""
 
-    __slots__ = ("abandoned", "cost", "granted", "on_progress", "pushed", "tracker", "turn")
+    __slots__ = (
+        "abandoned",
+        "by_event",
+        "cost",
+        "granted",
+        "on_progress",
+        "pushed",
+        "scout",
+        "tracker",
+        "turn",
+    )
 
     def __init__(
         self, tracker: PollTracker, on_progress: ProgressCallback, cost: float | None
@@ -59,6 +70,8 @@ class _Entry:
         self.granted = False  # the loop took a poll slot for this task, not yet given back
         self.abandoned = False
         self.pushed: TaskResult | None = None  # the task's end, by webhook
+        self.by_event = False  # its event should end it: polls only check on one that never came
+        self.scout = False  # polled at once, nothing known of its kind: its answer bounds them
 
 
 class Poller:
@@ -103,7 +116,8 @@ class Poller:
         """The task's final result (succeeded or failed).
 
         ``cost`` (see :func:`~._durations.request_cost`) lets the first poll wait for the task's
-        predicted end; without it, or before any task of that kind finished, it is immediate.
+        predicted end; without it (a task resumed from an earlier run), or before anything is
+        known of that kind, it is immediate.
         """
         tracker = PollTracker(
             task_id,
@@ -114,12 +128,20 @@ class Poller:
         )
         entry = _Entry(tracker, on_progress, cost)
         predicted = None if cost is None else self._durations.predict(cost)
-        first = tracker.first_poll(predicted)
         if self._events is not None:
-            # The event should end the task: the first poll only checks on one that never came.
             self._events.expect(task_id)
             self._by_task[task_id] = entry
-            first = tracker.first_poll((predicted or 0.0) * (1 + WEBHOOK_SLACK) + WEBHOOK_GRACE)
+            # A task of an earlier run (no cost) is only polled: its event went to that run's
+            # address.
+            entry.by_event = cost is not None
+        if entry.by_event:
+            # The event should end the task: the first poll only checks on one that never came.
+            first = tracker.first_poll(self._after_event(0.0, predicted or 0.0))
+        else:
+            # At its predicted end; with nothing known of its kind yet, at once: the answer's
+            # eta then bounds the first polls of its kind (see _durations).
+            first = tracker.first_poll(predicted)
+            entry.scout = cost is not None and predicted is None
         self._schedule(entry, first)
         try:
             while True:
@@ -154,9 +176,14 @@ class Poller:
             entry.turn.set()
 
     def _ended_by_event(self, entry: _Entry, result: TaskResult) -> TaskResult:
-        entry.tracker.answered(result, anyio.current_time())
         self._learn(entry, result)
         return result
+
+    @staticmethod
+    def _after_event(now: float, due: float) -> float:
+        """When to check on a task whose event should come at ``due``: later by a share of the
+        wait and WEBHOOK_GRACE, time for its event to come."""
+        return now + max(due - now, 0.0) * (1 + WEBHOOK_SLACK) + WEBHOOK_GRACE
 
     def _schedule(self, entry: _Entry, when: float) -> None:
         entry.turn = anyio.Event()
@@ -214,6 +241,19 @@ class Poller:
         if next_poll is None:
             self._learn(entry, result)
             return result
+        now = anyio.current_time()
+        scout, entry.scout = entry.scout, False
+        if entry.cost is not None and tracker.expected_end is not None:
+            self._durations.bound(entry.cost, tracker.expected_end)
+            # A scout's next poll goes where its kind's first polls now go: at the end it
+            # promised, rather than a margin after.
+            promised = self._durations.predict(entry.cost) if scout else None
+            if promised is not None and tracker.started + promised > now:
+                next_poll = min(next_poll, tracker.started + promised)
+        if entry.by_event:
+            next_poll = self._after_event(now, next_poll)
+            if tracker.deadline is not None:
+                next_poll = min(next_poll, tracker.deadline)
         entry.on_progress(result.task)
         self._schedule(entry, next_poll)
         return None

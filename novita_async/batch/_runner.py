@@ -33,27 +33,27 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._atomic import remove_stale_temp_files
 from .._client import NovitaClient
-from .._exceptions import LocalIOError, RunStoppedError
+from .._exceptions import RunStoppedError, StorageError
 from .._webhooks import WebhookReceiver
+from ._destination import Destination
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import run_stop_advice
 from ._flow import JobFlow, run_retry
 from ._job import JobInput, JobOutcome
-from ._journal import JOURNAL_NAME, Journal
-from ._limits import RunGate
+from ._journal import Journal
+from ._journal_segments import JournalMirror
+from ._limits import RunGate, SubmitPermits
 from ._options import BatchOptions
-from ._outputs import OutputLock
 from ._poller import Poller
-from ._results import RESULTS_NAME, ResultsFile
+from ._results import ResultsFile
+from ._run_folder import RunFolder
 from ._source import JobSource
 from ._summary import BatchSummary, SummaryCounter
 from ._uploads import AssetUploader
@@ -68,6 +68,9 @@ class BatchRunner:
     answer, ``ext`` its ``image_type`` as the service names it: ``png``, ``jpeg`` or ``webp``, as
     :meth:`NovitaClient.download_images` names them), all in the one folder, ``results.jsonl``
     and, unless ``journal_path`` says otherwise, the journal ``.novita-journal.jsonl``.
+    ``out_dir`` may also name an object store (``s3://BUCKET/PREFIX``, ``gs://``, ``az://``): the
+    run then works in a local staging folder, uploads each image as its task ends and keeps the
+    journal in the store as segments (see ``_destination`` and ``_journal_segments``).
 
     Rerunning with the same output folder resumes: ended jobs are replayed from the journal (their
     outcomes are yielded again with ``replayed=True``), submitted tasks are followed again (never
@@ -86,19 +89,25 @@ class BatchRunner:
     def __init__(
         self,
         client: NovitaClient,
-        out_dir: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str] | Destination,
         options: BatchOptions | None = None,
         *,
         on_event: BatchEventHook | None = None,
+        permits: SubmitPermits | None = None,
         **overrides: Any,
     ) -> None:
         if options is not None and not isinstance(options, BatchOptions):
             raise TypeError(f"options must be a BatchOptions, got {options!r}")
         self.client = client
-        self.out_dir = Path(out_dir)
         self.options = attrs.evolve(options or BatchOptions(), **overrides)
+        self.folder = RunFolder(out_dir, self.options)
+        self.destination = self.folder.destination
+        self.out_dir = self.folder.out_dir
+        """The local folder the run writes in: OUT, or an object-store OUT's staging folder."""
         self.on_event = on_event
-        self._journal_path = self.options.journal_path or self.out_dir / JOURNAL_NAME
+        self.permits = permits
+        """Where submissions take their turns when several runners share one account's rate
+        (the shards of ``novita_async.ray``); None: this run's own ``rate``."""
         self._counter = SummaryCounter()
         self._running = False
         self._flow: JobFlow | None = None
@@ -118,7 +127,7 @@ class BatchRunner:
 
     def __repr__(self) -> str:
         concurrency = self.options.concurrency
-        return f"<BatchRunner out_dir={str(self.out_dir)!r} concurrency={concurrency}>"
+        return f"<BatchRunner out={self.destination.url!r} concurrency={concurrency}>"
 
     @property
     def _workers(self) -> int:
@@ -153,13 +162,17 @@ class BatchRunner:
         self._stopped_by = None
         try:
             async with (
-                self._open() as (journal, results),
+                self.folder.open() as (journal, results),
                 self._stream(jobs, journal, results) as outcomes,
             ):
                 yield outcomes
         finally:
             self._running = False
             self._flow = None
+        if self._stopped_by is None and (error := self.folder.end_error) is not None:
+            # The store failed as the run closed: a rerun finishes what the run could not.
+            self._stopped_by = error
+            self._counter.stopped = error.reason
         if self._stopped_by is not None:
             what, fix = run_stop_advice(self._stopped_by)
             summary = self.summary
@@ -170,47 +183,6 @@ class BatchRunner:
                 tasks_submitted=summary.submitted,
                 summary=summary,
             )
-
-    @contextlib.asynccontextmanager
-    async def _open(self) -> AsyncIterator[tuple[Journal, ResultsFile]]:
-        """The journal (locked) and the results file, rebuilt on the way in and on the way out."""
-        results = ResultsFile(self.out_dir / RESULTS_NAME)
-        lock = OutputLock(self.out_dir)
-
-        def open_journal() -> Journal:
-            # The folder's lock first: a second run on this OUT is refused whatever its journal.
-            lock.acquire()
-            try:
-                return Journal(self._journal_path, fsync=self.options.journal_fsync)
-            except BaseException:
-                lock.release()
-                raise
-
-        # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
-        with anyio.CancelScope(shield=True):
-            try:
-                await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise LocalIOError.from_os_error(
-                    exc, "creating the output folder", str(self.out_dir)
-                ) from exc
-            journal = await anyio.to_thread.run_sync(open_journal)
-        try:
-
-            def prepare() -> None:
-                # A run killed mid-download (kill -9) left partial files: those whose writer
-                # process no longer exists are removed.
-                remove_stale_temp_files(self.out_dir)
-                results.rebuild(list(journal.ended_outcomes()))
-
-            await anyio.to_thread.run_sync(prepare)
-            yield journal, results
-        finally:
-            try:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._finish, journal, results)
-            finally:
-                lock.release()
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -247,14 +219,6 @@ class BatchRunner:
             if flow.stopped_by is not None:
                 counter.stopped = getattr(flow.stopped_by, "reason", type(flow.stopped_by).__name__)
 
-    def _finish(self, journal: Journal, results: ResultsFile) -> None:
-        try:
-            results.merge(journal.ended_outcomes(), journal.jobs)
-        finally:
-            results.close()
-            journal.close()
-            OutputLock(self.out_dir).release()
-
     def _build(
         self, journal: Journal, results: ResultsFile, counter: SummaryCounter
     ) -> tuple[JobFlow, Poller]:
@@ -271,6 +235,7 @@ class BatchRunner:
             retry_after_cap=options.retry_after_cap,
             max_outage=options.max_outage,
             on_pause=on_pause,
+            permits=self.permits,
         )
         self._webhooks = None if options.webhook_listen is None else WebhookReceiver()
         poller = Poller(
@@ -298,8 +263,17 @@ class BatchRunner:
             gate=gate,
             on_event=self.on_event,
             on_request=on_request,
+            publish=self.destination.publish,
+            durable=None if (mirror := self.folder.mirror) is None else mirror.durable,
         )
         return flow, poller
+
+    @staticmethod
+    async def _keep_journal_flushed(mirror: JournalMirror, flow: JobFlow) -> None:
+        try:
+            await mirror.keep_flushing()
+        except StorageError as exc:
+            flow.stop_run(exc)  # run-level: no job is blamed for the store
 
     async def _drive(
         self,
@@ -319,6 +293,8 @@ class BatchRunner:
                 flow.webhook_url = self._webhooks.url(self.options.webhook_url or listening)
             everything = await stack.enter_async_context(anyio.create_task_group())
             everything.start_soon(poller.run)
+            if self.folder.mirror is not None:
+                everything.start_soon(self._keep_journal_flushed, self.folder.mirror, flow)
 
             async def bound_the_stop() -> None:
                 # Cancelled when the run stops (or ends): from then on, the submissions in
@@ -351,7 +327,8 @@ class BatchRunner:
             # A fixed set of workers, each holding one job from its reading to its outcome's
             # delivery: the jobs read ahead are bounded by their number, and a batch of any size
             # costs that many task spawns rather than one per job.
-            async with JobSource(jobs) as source, anyio.create_task_group() as workers:
+            source = JobSource(jobs, self.options.shard)
+            async with source, anyio.create_task_group() as workers:
                 for _ in range(self._workers):
                     workers.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller

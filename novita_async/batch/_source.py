@@ -1,4 +1,8 @@
-"""The run's input: jobs read one at a time by many workers, lazily, and closed with the run."""
+"""The run's input: jobs read one at a time by many workers, lazily, and closed with the run.
+
+A sharded run (``options.shard``) reads every job and is given only its own: the others are
+skipped here, counted nowhere.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, I
 import anyio
 
 from ._job import InvalidJob, Job, JobInput
+from ._shards import Shard
 
 __all__ = ["JobSource"]
 
@@ -17,7 +22,10 @@ _END = object()
 class JobSource:
     """The run's input, read one job at a time by many workers; closed when the run stops."""
 
-    def __init__(self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]) -> None:
+    def __init__(
+        self, jobs: Iterable[JobInput] | AsyncIterable[JobInput], shard: Shard | None = None
+    ) -> None:
+        self._shard = shard
         self._jobs: Iterator[JobInput] | None = None
         self._async_jobs: AsyncIterator[JobInput] | None = None
         if isinstance(jobs, AsyncIterable):
@@ -30,7 +38,13 @@ class JobSource:
         self._exhausted = False
 
     async def next(self) -> JobInput | None:
-        """The next job, or None once the input is exhausted."""
+        """The next job (of this shard), or None once the input is exhausted."""
+        while (job := await self._next()) is not None:
+            if self._shard is None or self._shard.owns(job.id):
+                return job
+        return None
+
+    async def _next(self) -> JobInput | None:
         job: object
         if self._jobs is not None:
             job = next(self._jobs, _END)

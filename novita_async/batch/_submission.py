@@ -3,7 +3,8 @@
 Every submission passes the run's gate (the rate, any pause, the run's stop) and a check of the
 free space on the output disk, then, with at most ``submit_concurrency`` POSTs in flight:
 
-1. the journal records the intent (``submitting``) before anything is sent;
+1. the journal records the intent (``submitting``) before anything is sent (an object-store
+   journal: the intent is in the store's segments before the POST; see ``_journal_segments``);
 2. the POST is sent, shielded from cancellation: a stopping run still reads the answer of a POST it
    sent, for ``stop_grace`` seconds (or until :meth:`Submitter.abandon`);
 3. the answer is recorded in the same step that receives it: ``submitted`` with the task id, or
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,11 @@ class Submitter:
         max_tasks: int | None,
         on_request: Callable[[str], None],
         on_paused: Callable[[str, RateLimitError, float], None],
+        durable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
+        # An object-store journal: the intent is in the store before its POST goes.
+        self._durable = durable
         self._journal = journal
         self._gate = gate
         self._disk = disk
@@ -154,6 +158,12 @@ class Submitter:
                 self._gate.stop(BudgetReachedError(self._max_tasks))
                 raise RunStopped
             self._journal.record_submitting(job_id, fingerprint)
+            if self._durable is not None:
+                try:
+                    await self._durable()
+                except BaseException:
+                    self._journal.record_not_submitted(job_id)  # nothing was sent
+                    raise
             self._spent += 1
             with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
                 self._posts.add(post)

@@ -15,13 +15,8 @@ from hypothesis import strategies as st
 from novita_async import BatchOptions, Timeouts, _spec
 from novita_async._cli import main
 from novita_async._cli._commands import make_client
-from novita_async._cli._parser import (
-    BATCH_FLAGS,
-    REQUEST_FLAGS,
-    options_from_args,
-    parse_args,
-    request_fields,
-)
+from novita_async._cli._parser import BATCH_FLAGS, options_from_args, parse_args
+from novita_async._cli._request_flags import REQUEST_FLAGS, request_fields
 
 BASE = ["generate", "--face", "f.png", "--ref", "r.png", "--prompt", "a portrait"]
 

@@ -19,7 +19,8 @@ from novita_async import (
     ValidationError,
 )
 from novita_async._cli import _run, main
-from novita_async._cli._run import RunEnd, format_summary, real_error
+from novita_async._cli._run import RunEnd, format_summary
+from novita_async._cli._signals import real_error
 from novita_async.batch import BatchSummary
 
 

@@ -1,0 +1,380 @@
+"""Shards on Ray: one batch run split among K Ray actors that share the account's rate.
+
+::
+
+    from novita_async.ray import run_sharded
+
+    summary = await run_sharded(jobs, "out", shards=4, rate=8.0)
+
+Needs ``pip install 'novita-async[ray]'``. Without ``address`` (and outside a Ray instance this
+process already joined) a local Ray instance is started for the run and shut down after it.
+
+- Job ``id`` goes to shard ``shard_of(id, K)`` (a sha256 of the id: the same on every machine).
+  Shard k is a Ray actor running the ordinary :class:`~novita_async.BatchRunner` with
+  ``options.shard = Shard(k, K)``: its journal, results and lock in ``OUT/.novita-shards/k-of-K/``,
+  its images straight into OUT. OUT must be the same folder for every shard: on one machine (a
+  local Ray instance) any folder is; across machines, a shared file system, or an object store
+  (``s3://BUCKET/PREFIX``, ``gs://``, ``az://``): each shard then works in a staging folder on
+  its node and keeps its journal as segments under ``PREFIX/.novita-shards/k-of-K/``, and the
+  driver merges the shards' results from the store. The other options (``concurrency``,
+  ``max_tasks``...) apply to each shard.
+- One small :data:`RatePermits` actor holds the account's ``rate``
+  (submissions per second for all shards together; default ``options.rate``) and hands out the
+  turns to submit; a 429 one shard sees pauses every shard's submissions there.
+- A shard actor that dies is restarted by Ray, and its run is called again: it resumes from its
+  journal like any rerun, so nothing is submitted twice (a submission whose answer the dead process
+  never recorded ends ``SUBMIT_OUTCOME_UNKNOWN``, as after ``kill -9``). The summary counts every
+  attempt's submissions, tasks, images and requests (a dead attempt's as the driver last saw them,
+  at most half a second old); each job is counted once, as its shard's last attempt ended it.
+- The driver follows every shard (their events, every half second) into ``on_progress``, and at the
+  end writes ``OUT/results.jsonl`` from the shards' results: the lines one process would write
+  over the same jobs. An output folder keeps its number of shards: another is refused.
+
+The API key is resolved here (argument or ``NOVITA_API_KEY``) and reaches the shards wrapped in a
+:class:`~novita_async._ray_actors.SecretKey`, whose repr is masked. The object store's credentials
+never leave the driver: each shard's store client reads its own node's environment (``AWS_*``...,
+or the node's instance role). A local Ray instance started here inherits this process's
+environment; on a cluster, give the nodes their credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import Counter
+from collections.abc import AsyncIterable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from . import _ray_actors
+from ._config import ClientConfig, Timeouts
+from ._exceptions import ConfigurationError, NovitaError, RunStoppedError
+from ._ray_actors import Connection, SecretKey, ShardEnd, ShardProgress, ShardRunner
+from .batch import BatchEvent, BatchEventHook, BatchEventKind, BatchOptions, BatchSummary
+from .batch._destination import Destination, ObjectOutput, parse_out
+from .batch._events import emit
+from .batch._job import InvalidJob, Job, JobInput
+from .batch._outputs import OutputLock
+from .batch._shards import (
+    Shard,
+    check_layout,
+    check_stored_layout,
+    merge_shard_results,
+    merge_stored_shard_results,
+    shard_of,
+)
+
+__all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
+
+MAX_RESTARTS = 3
+"""Times Ray restarts a shard (or the permits) after its process died, in one run."""
+_POLL_SECONDS = 0.5
+_ENDED = (BatchEventKind.SUCCEEDED, BatchEventKind.FAILED)
+
+RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS)(_ray_actors.RatePermits)
+"""The actor holding the account's rate: ``RatePermits.remote(rate)`` (see
+:class:`novita_async._ray_actors.RatePermits`)."""
+_Shard = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=0)(ShardRunner)
+
+
+def shard_actor_name(out: str | os.PathLike[str] | Destination, shard: Shard) -> str:
+    """The Ray name of the actor running ``shard`` of the run into ``out`` (in the driver's
+    namespace): ``ray.get_actor(shard_actor_name(out, Shard(0, 4)))``."""
+    return f"novita-async:{_where(parse_out(out))}:{shard.name}"
+
+
+def _where(destination: Destination) -> str:
+    """OUT as the shards are given it: the store's URL, or the folder's absolute path."""
+    if isinstance(destination, ObjectOutput):
+        return destination.url
+    return str(destination.folder.absolute())
+
+
+class _ShardStop(NovitaError):
+    """A shard's run-level stop, as the shard told it (its cause stayed in the shard)."""
+
+    def __init__(self, reason: str, what: str) -> None:
+        self._reason = reason
+        super().__init__(what)
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+
+async def run_sharded(
+    jobs: Iterable[JobInput] | AsyncIterable[JobInput],
+    out: str | os.PathLike[str] | Destination,
+    *,
+    shards: int,
+    rate: float | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    assets_url: str | None = None,
+    timeouts: Timeouts | None = None,
+    options: BatchOptions | None = None,
+    address: str | None = None,
+    on_progress: BatchEventHook | None = None,
+) -> BatchSummary:
+    """Run ``jobs`` in ``shards`` Ray actors into ``out``; the summed :class:`BatchSummary`.
+
+    ``on_progress`` is called with every shard's :class:`BatchEvent` (a job's end once, though a
+    restarted shard replays it). A shard stopped by a run-level cause raises
+    :class:`RunStoppedError` once every shard has ended, after the results are merged.
+    """
+    options = options or BatchOptions()
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise ConfigurationError(f"shards must be an integer >= 1, got {shards!r}")
+    rate = options.rate if rate is None else rate
+    if rate is not None and not rate > 0:
+        raise ConfigurationError("rate must be a number of submissions per second > 0")
+    config = ClientConfig.resolve(
+        api_key, base_url=base_url, assets_url=assets_url, timeouts=timeouts
+    )
+    destination = parse_out(out, staging_dir=options.staging_dir)
+    if isinstance(destination, ObjectOutput) and destination.url.startswith("memory:"):
+        raise ConfigurationError(
+            f"out {destination.url!r}: a memory:// store lives in one process; shards need a "
+            "folder or a store every node reaches (s3://, gs://, az://)"
+        )
+    # The driver's working folder: OUT itself, or an object-store OUT's staging folder here.
+    out_dir = destination.local_dir.absolute()
+    parts = await _partition(jobs, shards)
+    lock = OutputLock(out_dir)
+    await check_stored_layout(destination, Shard(0, shards))
+
+    def take_folder() -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        check_layout(out_dir, Shard(0, shards))
+        lock.acquire()  # one driver per OUT; each shard also locks its own folder
+
+    await anyio.to_thread.run_sync(take_folder)
+    started = _connect(address)
+    try:
+        run = _ShardedRun(destination, shards, attrs.evolve(options, rate=None), on_progress)
+        ends = await run.run(parts, rate, Connection.of(config))
+    finally:
+        lock.release()
+        if started:
+            ray.shutdown()
+    summary = _sum(
+        [_every_attempt(end, seen) for end, seen in zip(ends, run.attempts, strict=True)],
+        wall=run.wall,
+    )
+    stopped = next((end for end in ends if end.stop_reason is not None), None)
+    if stopped is not None:
+        assert stopped.stop_reason is not None
+        raise RunStoppedError(
+            _ShardStop(stopped.stop_reason, stopped.stop_what),
+            what=stopped.stop_what,
+            fix=stopped.stop_fix,
+            tasks_submitted=summary.submitted,
+            summary=attrs.evolve(summary, stopped=stopped.stop_reason),
+        )
+    return summary
+
+
+def _connect(address: str | None) -> bool:
+    """Join Ray (``address``, or a local instance started here); whether it was started here."""
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    else:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    return True
+
+
+async def _partition(
+    jobs: Iterable[JobInput] | AsyncIterable[JobInput], shards: int
+) -> list[list[JobInput]]:
+    parts: list[list[JobInput]] = [[] for _ in range(shards)]
+
+    def place(job: JobInput) -> None:
+        if not isinstance(job, Job | InvalidJob):
+            raise TypeError(f"run_sharded takes Job or InvalidJob objects, got {job!r}")
+        parts[shard_of(job.id, shards)].append(_absolute(job))
+
+    if isinstance(jobs, AsyncIterable):
+        async for job in jobs:
+            place(job)
+    else:
+        for job in jobs:
+            place(job)
+    return parts
+
+
+def _absolute(job: JobInput) -> JobInput:
+    """``job`` with its input paths absolute: a shard's working folder is not the driver's."""
+    if isinstance(job, InvalidJob):
+        return job
+
+    def fix(sources: Sequence[Any] | None) -> Any:
+        if sources is None:
+            return None
+        return tuple(s if isinstance(s, bytes) else Path(s).absolute() for s in sources)
+
+    return attrs.evolve(
+        job,
+        face_images=fix(job.face_images),
+        ref_images=fix(job.ref_images),
+        face_kps_images=fix(job.face_kps_images),
+    )
+
+
+class _ShardedRun:
+    """The driver's side of one run: the actors, following them, merging their results."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        count: int,
+        options: BatchOptions,
+        on_progress: BatchEventHook | None,
+    ) -> None:
+        self.destination = destination
+        self.out = _where(destination)
+        self.count = count
+        self.options = options
+        self.on_progress = on_progress
+        self.wall = 0.0
+        self.attempts: list[dict[str, BatchSummary]] = [{} for _ in range(count)]
+        """Per shard, the last summary seen of each attempt (each actor process) at its run."""
+        self._ended: set[str] = set()
+        self._actors: list[Any] = []
+        self._calls: list[Any] = [None] * count
+
+    async def run(
+        self, parts: list[list[JobInput]], rate: float | None, connection: Connection
+    ) -> list[ShardEnd]:
+        started = anyio.current_time()
+        permits = RatePermits.remote(rate)
+        self._actors = [
+            _Shard.options(
+                name=f"novita-async:{self.out}:{shard.name}", scheduling_strategy="SPREAD"
+            ).remote(self.out, attrs.evolve(self.options, shard=shard), connection, permits)
+            for shard in (Shard(k, self.count) for k in range(self.count))
+        ]
+        ends: list[ShardEnd | None] = [None] * self.count
+        try:
+            refs = [ray.put(part) for part in parts]
+            async with anyio.create_task_group() as following:
+                following.start_soon(self._follow)
+                async with anyio.create_task_group() as shards:
+                    for k in range(self.count):
+                        shards.start_soon(self._run_shard, k, refs[k], ends)
+                following.cancel_scope.cancel()
+            await self._drain()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stop()
+            raise
+        finally:
+            for actor in [*self._actors, permits]:
+                ray.kill(actor, no_restart=True)
+            self.wall = anyio.current_time() - started
+            with anyio.CancelScope(shield=True):
+                await self._merge()
+        return [end for end in ends if end is not None]
+
+    async def _merge(self) -> None:
+        if isinstance(self.destination, ObjectOutput):
+            await merge_stored_shard_results(self.destination, self.count)
+        else:
+            await anyio.to_thread.run_sync(merge_shard_results, Path(self.out), self.count)
+
+    async def _run_shard(self, k: int, jobs: Any, ends: list[ShardEnd | None]) -> None:
+        for attempt in range(MAX_RESTARTS + 1):
+            self._calls[k] = call = self._actors[k].run.remote(jobs)
+            try:
+                ends[k] = await call
+                return
+            except RayActorError:
+                if attempt == MAX_RESTARTS:
+                    raise  # Ray gave up restarting it: the shard's jobs are left for a rerun
+            except RayTaskError as exc:
+                raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
+
+    async def _follow(self) -> None:
+        while True:
+            await anyio.sleep(_POLL_SECONDS)
+            await self._drain()
+
+    async def _drain(self) -> None:
+        for k, actor in enumerate(self._actors):
+            try:
+                drained: ShardProgress = await actor.drain.remote()
+            except RayActorError:
+                continue  # being restarted: its events come with its rerun
+            if drained.summary is not None:
+                self.attempts[k][drained.attempt] = drained.summary
+            for event in drained.events:
+                self._show(event)
+
+    def _show(self, event: BatchEvent) -> None:
+        if event.kind in _ENDED:
+            if event.job_id in self._ended:
+                return  # replayed by a restarted shard
+            self._ended.add(event.job_id)
+        emit(self.on_progress, event)
+
+    async def _stop(self) -> None:
+        """The driver is stopping: stop every shard cleanly and wait for its run to end."""
+        for actor in self._actors:
+            actor.stop.remote()
+        with anyio.move_on_after(self.options.stop_grace + 30.0):
+            for call in self._calls:
+                if call is not None:
+                    # Whatever it ended with, its journal holds where it stands; a rerun resumes.
+                    with contextlib.suppress(Exception):
+                        await call
+        await self._drain()
+
+
+_PER_ATTEMPT = ("submitted", "resumed", "tasks", "images")
+
+
+def _every_attempt(end: ShardEnd, seen: dict[str, BatchSummary]) -> BatchSummary:
+    """A shard's summary over all its attempts: what each attempt did (submissions, tasks,
+    images, requests) summed; its jobs as the last attempt ended them (it replayed the others')."""
+    earlier = [summary for attempt, summary in seen.items() if attempt != end.attempt]
+    if not earlier:
+        return end.summary
+    requests = Counter(end.summary.http_requests)
+    for summary in earlier:
+        requests.update(summary.http_requests)
+    return attrs.evolve(
+        end.summary,
+        **{
+            name: getattr(end.summary, name) + sum(getattr(s, name) for s in earlier)
+            for name in _PER_ATTEMPT
+        },
+        http_requests=dict(requests),
+    )
+
+
+def _sum(summaries: Sequence[BatchSummary], *, wall: float) -> BatchSummary:
+    def total(name: str) -> int:
+        return sum(getattr(s, name) for s in summaries)
+
+    failures: Counter[str] = Counter()
+    requests: Counter[str] = Counter()
+    for s in summaries:
+        failures.update(s.failures_by_reason)
+        requests.update(s.http_requests)
+    counts = ("jobs", "succeeded", "failed", "replayed", "submitted", "resumed", "tasks", "images")
+    return BatchSummary(
+        **{name: total(name) for name in counts},
+        failures_by_reason=dict(failures),
+        http_requests=dict(requests),
+        wall_seconds=wall,
+        interrupted=any(s.interrupted for s in summaries),
+        stopped=next((s.stopped for s in summaries if s.stopped), None),
+        not_finished=total("not_finished"),
+    )

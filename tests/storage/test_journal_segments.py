@@ -1,0 +1,116 @@
+"""The journal kept in an object store as segments: pull, group commit, compaction, one writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from novita_async import StorageError
+from novita_async.batch._destination import ObjectOutput, parse_out
+from novita_async.batch._journal import Journal
+from novita_async.batch._journal_segments import JournalMirror, segment_key
+from novita_async.batch._records import SubmittingRecord, encode_record
+
+
+def memory_output(tmp_path: Path) -> ObjectOutput:
+    out = parse_out("memory://bucket/run", staging_dir=tmp_path / "staging")
+    assert isinstance(out, ObjectOutput)
+    return out
+
+
+def line(job_id: str) -> bytes:
+    return encode_record(SubmittingRecord(id=job_id, fingerprint="f-" + job_id, t=1.0))
+
+
+async def stored_segments(out: ObjectOutput) -> dict[str, bytes]:
+    keys = await out.list_keys(".novita-journal/")
+    return {key: await out.get_bytes(key) or b"" for key in sorted(keys)}
+
+
+async def test_a_fresh_machine_resumes_from_the_segments_alone(tmp_path: Path) -> None:
+    out = memory_output(tmp_path)
+    first = JournalMirror(out, ".novita-journal", tmp_path / "a" / "journal.jsonl")
+    await first.pull()
+    with Journal(first.journal_path) as journal:
+        journal.record_submitting("job-1", "f1")
+        await first.durable()
+        journal.record_submitted("job-1", "task-1", "f1")
+        await first.flush()
+        journal.record_submitting("job-2", "f2")
+        await first.durable()
+    assert first.segments_written == 3
+    await first.close()  # compacted: one segment holds everything
+    segments = await stored_segments(out)
+    assert list(segments) == [segment_key(".novita-journal", 3)]
+    assert segments[segment_key(".novita-journal", 3)] == first.journal_path.read_bytes()
+
+    second = JournalMirror(out, ".novita-journal", tmp_path / "b" / "journal.jsonl")
+    await second.pull()
+    assert second.journal_path.read_bytes() == first.journal_path.read_bytes()
+    with Journal(second.journal_path) as journal:
+        assert journal.jobs["job-1"].task_id == "task-1"
+        assert journal.jobs["job-2"].phase == "submitting"
+
+
+async def test_local_lines_no_segment_holds_are_kept_and_go_up_next(tmp_path: Path) -> None:
+    out = memory_output(tmp_path)
+    path = tmp_path / "journal.jsonl"
+    await out.put_bytes(segment_key(".novita-journal", 0), line("a") + line("b"), create=True)
+    # The same machine crashed after writing "c" and before its segment went up (and tore "d").
+    path.write_bytes(line("a") + line("b") + line("c") + line("d")[:-5])
+    mirror = JournalMirror(out, ".novita-journal", path)
+    await mirror.pull()
+    assert path.read_bytes() == line("a") + line("b") + line("c")
+    await mirror.durable()
+    segments = await stored_segments(out)
+    assert segments[segment_key(".novita-journal", 1)] == line("c")
+
+
+async def test_a_crash_between_compaction_and_deletion_doubles_nothing(tmp_path: Path) -> None:
+    out = memory_output(tmp_path)
+    key = ".novita-journal"
+    await out.put_bytes(segment_key(key, 0), line("a"), create=True)
+    await out.put_bytes(segment_key(key, 1), line("b"), create=True)
+    await out.put_bytes(segment_key(key, 2), line("a") + line("b"), create=True)  # compacted
+    await out.put_bytes(segment_key(key, 3), line("c"), create=True)
+    mirror = JournalMirror(out, key, tmp_path / "journal.jsonl")
+    await mirror.pull()
+    assert mirror.journal_path.read_bytes() == line("a") + line("b") + line("c")
+
+
+async def test_concurrent_callers_share_segments(tmp_path: Path) -> None:
+    out = memory_output(tmp_path)
+    mirror = JournalMirror(out, ".novita-journal", tmp_path / "journal.jsonl")
+    await mirror.pull()
+    durable_before_return: list[bool] = []
+    with Journal(mirror.journal_path) as journal:
+
+        async def submit(n: int) -> None:
+            journal.record_submitting(f"job-{n}", None)
+            await mirror.durable()
+            stored = b"".join((await stored_segments(out)).values())
+            durable_before_return.append(f'"id":"job-{n}"'.encode() in stored)
+
+        async with anyio.create_task_group() as group:
+            for n in range(50):
+                group.start_soon(submit, n)
+    assert durable_before_return == [True] * 50
+    # At most the first caller's segment, then one for all who came while it was written.
+    assert 1 <= mirror.segments_written <= 2
+
+
+async def test_a_second_writer_fails_loudly(tmp_path: Path) -> None:
+    out = memory_output(tmp_path)
+    one = JournalMirror(out, ".novita-journal", tmp_path / "one.jsonl")
+    two = JournalMirror(out, ".novita-journal", tmp_path / "two.jsonl")
+    await one.pull()
+    await two.pull()
+    one.journal_path.write_bytes(line("a"))
+    two.journal_path.write_bytes(line("b"))
+    await one.durable()
+    with pytest.raises(StorageError) as conflict:
+        await two.durable()
+    assert conflict.value.reason == "STORAGE_CONFLICT"
+    assert (await stored_segments(out)) == {segment_key(".novita-journal", 0): line("a")}
