@@ -10,6 +10,8 @@ ALL_CONTENDERS = ("novita-async", "official-sdk", "naive-asyncio", "floor")
 THIS_PACKAGE = ("novita-async",)
 WEBHOOKS = "novita-async-webhooks"
 WEBHOOKS_DROPPED = "novita-async-webhooks-drop"
+OBJECT_STORE = "novita-async-s3"
+RAY_2, RAY_4 = "ray-2-shards", "ray-4-shards"
 MIB = 1024 * 1024
 
 # Quick runs shrink spreads of task times by this factor (2..20 s to 0.05..0.5 s), base task times
@@ -32,6 +34,7 @@ class Contender:
     module: str
     webhooks: bool = False
     emulator_args: tuple[str, ...] = ()
+    shards: int = 0
 
 
 CONTENDERS: dict[str, Contender] = {
@@ -43,6 +46,9 @@ CONTENDERS: dict[str, Contender] = {
     WEBHOOKS_DROPPED: Contender(
         "benchmarks.contenders.ours", webhooks=True, emulator_args=("--webhook-faults", "drop=0.1")
     ),
+    OBJECT_STORE: Contender("benchmarks.contenders.object_store"),
+    RAY_2: Contender("benchmarks.contenders.sharded", shards=2),
+    RAY_4: Contender("benchmarks.contenders.sharded", shards=4),
 }
 
 
@@ -235,6 +241,20 @@ SCENARIOS: dict[str, Scenario] = {
             repeated=("novita-async", WEBHOOKS, WEBHOOKS_DROPPED, "floor"),
             repeats=5,
             end_to_disk=True,
+        ),
+        Scenario(
+            name="scale-out",
+            description="600 jobs, 1 s tasks, 100 in flight in all, against a limit of 20"
+            " submissions/s (told rate=20): one process into a folder, one into s3:// (a local"
+            " S3 server), and 2 and 4 shards on a local Ray instance",
+            jobs=600,
+            quick_jobs=20,
+            concurrency=100,
+            task_seconds=1.0,
+            rate=20.0,
+            contenders=("novita-async", OBJECT_STORE, RAY_2, RAY_4),
+            repeated=("novita-async", OBJECT_STORE, RAY_2, RAY_4),
+            repeats=3,
         ),
     )
 }

@@ -40,6 +40,8 @@ class RunSpec:
     """Learn each task's end by webhook (the contenders that can), polling only for lost events."""
     end_to_disk: bool = False
     """Report when each task's images were on disk (:attr:`RunReport.on_disk`)."""
+    shards: int = 0
+    """Ray shards to split the run among (the sharded contender; 0 elsewhere)."""
 
     def steps_for(self, index: int) -> int:
         """The ``steps`` of job ``index``: spread evenly over ``steps_range`` for any number of

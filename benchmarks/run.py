@@ -34,6 +34,7 @@ from benchmarks._inputs import make_inputs
 from benchmarks._plot import write_plot
 from benchmarks._readme import with_readme_figures
 from benchmarks._report import render_markdown, write_text_atomic
+from benchmarks._scale_out import with_scale_out_figures
 from benchmarks._scenarios import CONTENDERS, SCENARIOS, Scenario
 from benchmarks._spec import RunReport, RunSpec, dump_spec, parse_report
 from benchmarks._summary import (
@@ -50,6 +51,7 @@ from benchmarks.contenders.sdk import usable as sdk_unusable
 RESULTS = Path(__file__).parent / "results"
 BENCHMARKS_MD = Path(__file__).parent.parent / "BENCHMARKS.md"
 README = Path(__file__).parent.parent / "README.md"
+SCALE_OUT = Path(__file__).parent.parent / "docs" / "scale-out.md"
 
 
 def run_contender(
@@ -74,6 +76,7 @@ def run_contender(
         steps_range=scenario.steps_range,
         webhooks=CONTENDERS[contender].webhooks,
         end_to_disk=scenario.end_to_disk,
+        shards=CONTENDERS[contender].shards,
     )
     spec_path = work / f"{contender}.json"
     dump_spec(spec, str(spec_path))
@@ -224,7 +227,9 @@ def report(results_dir: Path, *, quick: bool, redraw: bool) -> None:
     if into_repo:
         readme = with_readme_figures(README.read_text(encoding="utf-8"), results)
         write_text_atomic(README, readme)
-        where += f", figures in {README}"
+        scale_out = with_scale_out_figures(SCALE_OUT.read_text(encoding="utf-8"), results)
+        write_text_atomic(SCALE_OUT, scale_out)
+        where += f", figures in {README} and {SCALE_OUT}"
     print(f"results in {results_dir}; {where}", flush=True)
 
 

@@ -24,6 +24,9 @@ if str(ROOT) not in sys.path:  # the harness lives beside the package; plain `py
 from benchmarks._report import render_markdown  # noqa: E402
 from benchmarks._scenarios import (  # noqa: E402
     CONTENDERS,
+    OBJECT_STORE,
+    RAY_2,
+    RAY_4,
     SCENARIOS,
     WEBHOOKS,
     WEBHOOKS_DROPPED,
@@ -46,6 +49,9 @@ from benchmarks._targets import cpu_vs_floor, scenario_checks, x_ideal  # noqa: 
 from benchmarks.contenders.sdk import usable as sdk_unusable  # noqa: E402
 from benchmarks.run import BENCHMARKS_MD, RESULTS  # noqa: E402
 
+# The quick run (every scenario, Ray's start-up twice included) takes its first test's time.
+pytestmark = pytest.mark.timeout(300)
+
 # Scenarios without injected faults, and which contenders must finish every job in each (the
 # floor has no retries, so a rate limit costs it jobs by design).
 MUST_COMPLETE = {
@@ -56,6 +62,7 @@ MUST_COMPLETE = {
     "scale-100k": ("novita-async",),
     "big-image": ("novita-async",),
     "webhooks": ("novita-async", WEBHOOKS, WEBHOOKS_DROPPED, "floor"),
+    "scale-out": ("novita-async", OBJECT_STORE, RAY_2, RAY_4),
 }
 
 
@@ -74,7 +81,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=250,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert _repo_files() == before, "--quick wrote over the repo's benchmark files"

@@ -46,7 +46,7 @@ from ..batch import (
 from ..batch._destination import Destination, LocalOutput, ObjectOutput, parse_out
 from ..batch._journal import JOURNAL_NAME
 from ..batch._journal_segments import JOURNAL_KEY, JournalMirror
-from ..batch._shards import merge_shard_results
+from ..batch._shards import merge_shard_results, merge_stored_shard_results
 from ._commands import make_client
 from ._dry_run import print_dry_run
 from ._gallery import write_gallery
@@ -67,6 +67,7 @@ __all__ = [
     "INTERRUPTED",
     "RunEnd",
     "RunSettings",
+    "end_in_store",
     "format_summary",
     "report_end",
     "run",
@@ -299,14 +300,17 @@ async def run(ns: argparse.Namespace) -> int:
             end = await run_batch(runner, lines, progress)
             if (shard := settings.options.shard) is not None:
                 # One shard run by hand: OUT's results gather every shard's, as they stand.
-                await anyio.to_thread.run_sync(merge_shard_results, out, shard.count)
+                if isinstance(destination, ObjectOutput):
+                    await merge_stored_shard_results(destination, shard.count)
+                else:
+                    await anyio.to_thread.run_sync(merge_shard_results, out, shard.count)
             if isinstance(destination, ObjectOutput):
-                return await _end_in_store(end, destination, prompts, progress, settings.report)
+                return await end_in_store(end, destination, prompts, progress, settings.report)
             gallery = await write_gallery_if_possible(out, prompts, progress)
     return report_end(end, out / "results.jsonl", gallery, settings.report)
 
 
-async def _end_in_store(
+async def end_in_store(
     end: RunEnd,
     destination: ObjectOutput,
     prompts: Mapping[str, str],

@@ -20,8 +20,7 @@ from ..batch import BatchSummary, InvalidJob, Job
 from ..batch._destination import LocalOutput, ObjectOutput
 from ._jobfile import InputFetcher, count_lines
 from ._progress import BatchProgress
-from ._run import RunEnd, RunSettings, job_lines, report_end
-from ._run import _end_in_store as end_in_store
+from ._run import RunEnd, RunSettings, end_in_store, job_lines, report_end
 from ._run import write_gallery_if_possible as write_gallery
 from ._signals import until_signalled
 

@@ -6,11 +6,13 @@ their duration as it goes: a least-squares line ``seconds = a + b * cost`` over 
 finished tasks, where ``cost`` is steps x pixels x images (what the service's time grows with).
 A task's first poll is then timed for just after its predicted end, so most tasks need one poll.
 
-Until a task of some cost has finished, a running one's answer bounds it: it said it would end
+Until a task of some cost has finished, running ones' answers bound it: each said it would end
 within ``eta`` seconds (the service rounds up to whole seconds), ``elapsed + eta`` after its start.
-The tightest such bound times the first polls of its cost meanwhile, so that a first wave of alike
-tasks is not polled at once and again at ``eta`` (two polls each, the second up to a ``margin``
-late), but once, at that bound. Until even that is known, the first poll happens at once.
+Once PROMISES of them have answered, the tightest of their bounds times the first polls of their
+cost meanwhile, so that a first wave of alike tasks is not polled at once and again at ``eta`` (two
+polls each, the second up to a ``margin`` late) but once, at that bound. The tightest of several:
+one odd task that takes far longer (queued, or asked for more) must not hold the others back,
+while a bound too tight costs only a poll. Until then, the first poll happens at once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = ["DurationModel", "request_cost", "server_seconds"]
 # poll a margin later), one that lands late costs a sliver of wall time.
 _LATE_RATIO = 1.005
 _LATE_SECONDS = 0.01
+PROMISES = 2
+"""Running tasks of a cost whose answers must bound it before their bound times the others."""
 
 
 def request_cost(request: InstantIDRequest) -> float:
@@ -48,7 +52,8 @@ class DurationModel:
     def __init__(self, window: int = 256) -> None:
         self._points: deque[tuple[float, float]] = deque()
         self._window = window
-        self._bounds: dict[float, float] = {}  # cost -> the soonest end a running task promised
+        # cost -> (the soonest end running tasks promised, how many promised)
+        self._bounds: dict[float, tuple[float, int]] = {}
         self._n = 0
         self._sx = self._sy = self._sxx = self._sxy = 0.0
 
@@ -60,11 +65,20 @@ class DurationModel:
 
     def bound(self, cost: float, seconds: float) -> None:
         """A running task of ``cost`` said it would have ended ``seconds`` after its start."""
-        if seconds < self._bounds.get(cost, math.inf):
-            self._bounds.pop(cost, None)  # kept in the order last tightened: the oldest go first
-            self._bounds[cost] = seconds
-            if len(self._bounds) > self._window:
-                del self._bounds[next(iter(self._bounds))]
+        soonest, promises = self._bounds.pop(cost, (math.inf, 0))
+        # Kept in the order last promised: the oldest go first.
+        self._bounds[cost] = (min(seconds, soonest), promises + 1)
+        if len(self._bounds) > self._window:
+            del self._bounds[next(iter(self._bounds))]
+
+    def promises(self, cost: float) -> int:
+        """How many running tasks of ``cost`` have bounded it so far."""
+        return self._bounds.get(cost, (math.inf, 0))[1]
+
+    @staticmethod
+    def promised(seconds: float) -> float:
+        """A poll time aimed just after a promised end, ``seconds`` after the task's start."""
+        return seconds + _LATE_SECONDS
 
     def _add(self, x: float, y: float, sign: int) -> None:
         self._n += sign
@@ -77,8 +91,8 @@ class DurationModel:
         """Seconds a task of ``cost`` should take, aimed slightly late; None before any data."""
         estimate = self._fit(cost)
         if estimate is None:
-            bound = self._bounds.get(cost)
-            return None if bound is None else bound + _LATE_SECONDS
+            soonest, promises = self._bounds.get(cost, (math.inf, 0))
+            return self.promised(soonest) if promises >= PROMISES else None
         return estimate * _LATE_RATIO + _LATE_SECONDS
 
     def _fit(self, cost: float) -> float | None:

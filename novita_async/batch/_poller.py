@@ -8,9 +8,9 @@ task has timed out are decided by :class:`~novita_async._polling.PollTracker`, t
 :meth:`NovitaClient.wait_for_task` uses. The poll runs in the job's own task, so cancelling the job
 cancels its poll, and no task is spawned per poll. The first poll is timed by
 :class:`~._durations.DurationModel` from the tasks that already finished, so that most tasks need a
-single poll; until one of its kind finished, a running one's ``elapsed + eta`` bounds the others'
-first polls, and before even that the first poll is immediate and the answer's ``eta`` times the
-second.
+single poll. Until one of its kind has finished, running ones' ``elapsed + eta`` bound the
+others' first polls; before even that, a few tasks of the kind (its scouts) are polled at once, and
+the others wait for their answers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .._client import NovitaClient
 from .._models import Task, TaskResult, TaskStatus
 from .._polling import PollPolicy, PollTracker
 from .._retry import RetryPolicy
-from ._durations import DurationModel, server_seconds
+from ._durations import PROMISES, DurationModel, server_seconds
 from ._failures import is_outage
 from ._limits import RunGate
 
@@ -71,7 +71,17 @@ class _Entry:
         self.abandoned = False
         self.pushed: TaskResult | None = None  # the task's end, by webhook
         self.by_event = False  # its event should end it: polls only check on one that never came
-        self.scout = False  # polled at once, nothing known of its kind: its answer bounds them
+        self.scout = False  # polled at once, nothing being known of its kind: see _scouted
+
+
+class _Scouts:
+    """Tasks of one cost polled at once, nothing being known of it, until they have answered."""
+
+    __slots__ = ("answered", "polling")
+
+    def __init__(self) -> None:
+        self.polling = 0
+        self.answered = anyio.Event()  # set once every one of them has its first answer
 
 
 class Poller:
@@ -105,6 +115,7 @@ class Poller:
         self._wakeup = anyio.Event()
         self._wake_at = math.inf  # when the loop's current sleep ends on its own
         self._durations = DurationModel()
+        self._scouts: dict[float, _Scouts] = {}  # by cost: the tasks polled at once to bound it
 
     @property
     def in_flight(self) -> int:
@@ -138,10 +149,9 @@ class Poller:
             # The event should end the task: the first poll only checks on one that never came.
             first = tracker.first_poll(self._after_event(0.0, predicted or 0.0))
         else:
-            # At its predicted end; with nothing known of its kind yet, at once: the answer's
-            # eta then bounds the first polls of its kind (see _durations).
+            if cost is not None and predicted is None:
+                predicted = await self._scouted(entry, cost)
             first = tracker.first_poll(predicted)
-            entry.scout = cost is not None and predicted is None
         self._schedule(entry, first)
         try:
             while True:
@@ -159,12 +169,38 @@ class Poller:
                     return result
         finally:
             entry.abandoned = True  # a cancelled waiter: the loop drops the entry
+            self._end_scouting(entry)
             if entry.granted:  # cancelled between being given its turn and taking it
                 entry.granted = False
                 self._gets.release()
             if self._events is not None:
                 self._by_task.pop(task_id, None)
                 self._events.forget(task_id)  # a later event for it is counted, and dropped
+
+    async def _scouted(self, entry: _Entry, cost: float) -> float | None:
+        """With nothing known of tasks of ``cost``, PROMISES of them (scouts) are polled at once;
+        the others wait for their first answers, whose etas bound them all (see _durations).
+        Returns None for a scout, else the prediction made then (None: poll at once)."""
+        scouts = self._scouts.get(cost)
+        polling = 0 if scouts is None else scouts.polling
+        if scouts is None or polling + self._durations.promises(cost) < PROMISES:
+            scouts = self._scouts.setdefault(cost, _Scouts())
+            scouts.polling += 1
+            entry.scout = True
+            return None
+        await scouts.answered.wait()
+        return self._durations.predict(cost)
+
+    def _end_scouting(self, entry: _Entry) -> None:
+        """A scout has its first answer (or will never have one)."""
+        if entry.scout:
+            entry.scout = False
+            assert entry.cost is not None
+            scouts = self._scouts[entry.cost]
+            scouts.polling -= 1
+            if not scouts.polling:
+                del self._scouts[entry.cost]
+                scouts.answered.set()
 
     def _on_event(self, event: WebhookEvent) -> None:
         """A webhook: the task's end, handed to its waiter (duplicates never get this far)."""
@@ -234,22 +270,24 @@ class Poller:
         except Exception as exc:
             if is_outage(exc):
                 self._gate.unreachable(exc)
+            self._end_scouting(entry)
             self._schedule(entry, tracker.failed(exc, anyio.current_time()))
             return None
         self._gate.answered()
         next_poll = tracker.answered(result, anyio.current_time())
         if next_poll is None:
             self._learn(entry, result)
+            self._end_scouting(entry)
             return result
         now = anyio.current_time()
-        scout, entry.scout = entry.scout, False
         if entry.cost is not None and tracker.expected_end is not None:
             self._durations.bound(entry.cost, tracker.expected_end)
-            # A scout's next poll goes where its kind's first polls now go: at the end it
-            # promised, rather than a margin after.
-            promised = self._durations.predict(entry.cost) if scout else None
-            if promised is not None and tracker.started + promised > now:
-                next_poll = min(next_poll, tracker.started + promised)
+            if entry.scout:
+                # Its next poll goes at the end it promised, as its kind's first polls will,
+                # rather than a margin after.
+                promised = tracker.started + self._durations.promised(tracker.expected_end)
+                next_poll = min(next_poll, max(promised, now))
+        self._end_scouting(entry)
         if entry.by_event:
             next_poll = self._after_event(now, next_poll)
             if tracker.deadline is not None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SmallFileSystem  # tests/conftest.py: the small_fs fixture's file system
+from support import SmallFileSystem
 
 from novita_async import ConfigurationError
 from novita_async.batch import (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import SmallFileSystem  # tests/conftest.py: the small_fs fixture's file system
+from support import SmallFileSystem
 
 from novita_async import NovitaClient, RetryPolicy, RunStoppedError
 from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job

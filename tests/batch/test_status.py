@@ -147,7 +147,9 @@ async def test_a_run_holding_the_folder_is_seen_and_left_undisturbed(
     emu.faults.hold("result")
     async with anyio.create_task_group() as tg:
         tg.start_soon(BatchRunner(client, out, concurrency=3).run_all, jobs)
-        await emu.wait_in_flight("result", 3)  # every task submitted, its first poll held
+        await emu.wait_stats(lambda stats: stats.submissions == 3)  # every intent written
+        # The first polls held: two scouts' (the third task waits for their answers).
+        await emu.wait_in_flight("result", 2)
         files = folder_state(out)
         status = await anyio.to_thread.run_sync(read_status, out)
         assert status.in_use and (status.jobs, status.unfinished) == (3, 3)

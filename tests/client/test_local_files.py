@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SmallFileSystem  # tests/conftest.py: the small_fs fixture's file system
+from support import SmallFileSystem
 
 from novita_async import (
     InstantIDRequest,

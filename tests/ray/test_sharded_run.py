@@ -14,25 +14,24 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import S3_SECRET, S3Bucket, s3_env
+import ray
 from PIL import Image
+from support import S3_SECRET, S3Bucket, s3_env
 
-ray = pytest.importorskip("ray")
-
-from novita_async import BatchOptions, BatchRunner, InstantIDRequest, NovitaClient  # noqa: E402
-from novita_async._config import ClientConfig  # noqa: E402
-from novita_async._ray_actors import (  # noqa: E402
+from novita_async import BatchOptions, BatchRunner, InstantIDRequest, NovitaClient
+from novita_async._config import ClientConfig
+from novita_async._ray_actors import (
     Connection,
     PermitsProxy,
     SecretKey,
     ShardRunner,
 )
-from novita_async.batch import BatchEvent, BatchEventKind, InvalidJob, Job  # noqa: E402
-from novita_async.batch._job import JobInputError  # noqa: E402
-from novita_async.batch._limits import RunGate  # noqa: E402
-from novita_async.batch._shards import Shard, shard_of  # noqa: E402
-from novita_async.emulator import EmulatorProcess  # noqa: E402
-from novita_async.ray import RatePermits, run_sharded, shard_actor_name  # noqa: E402
+from novita_async.batch import BatchEvent, BatchEventKind, InvalidJob, Job
+from novita_async.batch._job import JobInputError
+from novita_async.batch._limits import RunGate
+from novita_async.batch._shards import Shard, shard_of
+from novita_async.emulator import EmulatorProcess
+from novita_async.ray import RatePermits, run_sharded, shard_actor_name
 
 EMULATOR_LIMIT = 4  # submissions per second per key (a sliding one-second window)
 

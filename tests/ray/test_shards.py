@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import S3Bucket
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from support import S3Bucket
 
 from novita_async import (
     BatchOptions,
@@ -135,20 +135,19 @@ async def test_an_output_folder_keeps_its_number_of_shards(emu: Emulator, tmp_pa
 
 
 async def test_run_sharded_refuses_another_count_before_starting_ray(tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+    import ray
+
     from novita_async.ray import run_sharded
 
     Shard(0, 2).folder(tmp_path).mkdir(parents=True)
     with pytest.raises(ConfigurationError) as refused:
         await run_sharded([], tmp_path, shards=3, api_key="k" * 20, base_url="http://127.0.0.1:9")
     assert "2 shards" in str(refused.value) and "3 shards" in str(refused.value)
-    import ray
 
     assert not ray.is_initialized()
 
 
 async def test_a_bucket_keeps_its_number_of_shards(s3_bucket: S3Bucket, tmp_path: Path) -> None:
-    pytest.importorskip("ray")
     import ray
 
     from novita_async.ray import run_sharded

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import S3_SECRET, S3Bucket  # tests/conftest.py: the s3_bucket fixture
+from support import S3_SECRET, S3Bucket
 
 from novita_async import ConfigurationError, StorageError
 from novita_async.batch._destination import LocalOutput, ObjectOutput, parse_out

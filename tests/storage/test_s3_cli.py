@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import S3_SECRET, S3Bucket
 from PIL import Image
+from support import S3_SECRET, S3Bucket
 
 from novita_async.emulator import EmulatorProcess
 
@@ -189,3 +189,25 @@ def test_a_kill_9_resumes_from_the_bucket_on_a_fresh_machine(
     unknown = sum(line["status"] != "succeeded" for line in lines)
     assert stats["submissions"] - before <= JOBS
     assert stats["submissions"] - before >= JOBS - unknown
+
+
+def test_shards_run_by_hand_into_the_bucket_merge_every_shards_results(
+    emulator: EmulatorProcess, s3_bucket: S3Bucket, tmp_path: Path
+) -> None:
+    # Each shard on its "own machine" (its own staging folder): the merge reads the store.
+    jobs = write_jobs(tmp_path / "jobs", 6)
+    url = s3_bucket.url("by-hand")
+    ids = {f"job{n:03d}" for n in range(6)}
+    for k in range(2):
+        env = env_for(emulator, s3_bucket, tmp_path / f"staging-{k}")
+        done = run_cli(
+            "run", str(jobs), "--out", url, "--shard", f"{k}/2", "--no-progress",
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        merged = [json.loads(line) for line in s3_bucket.get("by-hand/results.jsonl").splitlines()]
+        # After the first shard, its own jobs; after the second, every job, each once.
+        assert len({line["id"] for line in merged}) == len(merged)
+    assert {line["id"] for line in merged} == ids
+    assert all(line["status"] == "succeeded" for line in merged)
+    assert {f"by-hand/{job}_0.png" for job in ids} <= set(s3_bucket.keys("by-hand/"))

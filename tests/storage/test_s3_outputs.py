@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import S3_SECRET, S3Bucket, create_bucket, s3_env
 from PIL import Image
+from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
 from novita_async import InstantIDRequest, NovitaClient, RunStoppedError
 from novita_async.batch import BatchRunner, Job
@@ -147,7 +147,7 @@ async def test_a_large_image_goes_up_in_parts(
 @pytest.fixture
 def own_s3_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """An S3 server of this test's own, to stop and start again (moto keeps its buckets)."""
-    moto_server = pytest.importorskip("moto.server")
+    import moto.server as moto_server
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -187,7 +187,7 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
     assert runner.summary.failed == 0  # the store's failure is the run's, no job's
     assert runner.summary.succeeded < 10
 
-    moto_server = pytest.importorskip("moto.server")
+    import moto.server as moto_server
     server = moto_server.ThreadedMotoServer(
         ip_address="127.0.0.1", port=own_s3_server["port"], verbose=False
     )
