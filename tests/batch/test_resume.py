@@ -97,13 +97,19 @@ async def test_a_cancelled_run_resumes_without_submitting_twice(
     assert seen == [] and first.summary.interrupted
     assert emu.stats().submissions == 4
     assert stray_files(out) == []
+    # An upload the cancel cut off before its answer was recorded is made again (uploads cost
+    # nothing); every one the journal recorded is reused.
+    journal = (out / ".novita-journal.jsonl").read_text().splitlines()
+    recorded = {json.loads(line)["sha256"] for line in journal if '"type":"asset"' in line}
+    uploaded_first = emu.stats().uploads
 
     second = BatchRunner(client, out, concurrency=4)
     summary = await second.run_all(jobs)
     assert (summary.succeeded, summary.resumed, summary.submitted) == (12, 4, 8)
     stats = emu.stats()
     assert stats.submissions == 12 and stats.duplicate_submissions == 0
-    assert stats.uploads == 4  # three faces and one reference, across both runs
+    # Three faces and one reference: the second run uploads only those the first did not record.
+    assert stats.uploads - uploaded_first == 4 - len(recorded)
     rows = read_results(out)
     assert sorted(r["id"] for r in rows) == sorted(j.id for j in jobs)
     assert_images_decode(out, rows)
