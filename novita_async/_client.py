@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
-import anyio
 import attrs
 
 from ._concurrency import map_limited
@@ -24,6 +23,7 @@ from ._model_listing import MODELS_PATH, model_pages, model_query
 from ._models import InstantIDRequest, Model, ResultImage, TaskResult
 from ._polling import PollPolicy, ProgressHook, wait_until_done
 from ._retry import RetryPolicy
+from ._sessions import Sessions
 from ._sources import UploadSource, read_source, sniff_content_type
 from ._transport import Transport
 
@@ -77,17 +77,14 @@ class NovitaClient:
             retry=retry,
             send_auth_to_assets=send_auth_to_assets,
         )
-        self._user_session = session
-        self._own_session: aiohttp.ClientSession | None = None
-        self._bare_session: aiohttp.ClientSession | None = None
-        self._closed = False
-        self._transport = Transport(self._config, self._session_for, on_event)
+        self._sessions = Sessions(self._config, session)
+        self._transport = Transport(self._config, self._sessions.for_request, on_event)
         self._submit_url = self._config.api_url(_SUBMIT_PATH)
         self._result_url = self._config.api_url(_RESULT_PATH)
         self._models_url = self._config.api_url(MODELS_PATH)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._sessions.closed else "open"
         return f"<NovitaClient base_url={str(self._config.base_url)!r} {state}>"
 
     @property
@@ -109,38 +106,7 @@ class NovitaClient:
 
     async def aclose(self) -> None:
         """Close the sessions this client opened (never a session the caller passed in)."""
-        self._closed = True
-        owned = [s for s in (self._own_session, self._bare_session) if s is not None]
-        self._own_session = self._bare_session = None
-        # Shielded: closing must complete even when the caller is being cancelled.
-        with anyio.CancelScope(shield=True):
-            for session in owned:
-                await session.close()
-
-    def _new_session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-            # No cookies and no default headers: credentials are added per request, per origin.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
-    # Sessions are created on first use. There is no await between the check and the assignment,
-    # so concurrent first calls cannot create two sessions (asyncio switches tasks only at awaits).
-    def _session_for(self, credentials: bool) -> aiohttp.ClientSession:
-        """The session for a request that carries our key (``credentials``) or must carry none."""
-        user = self._user_session
-        if user is not None and (credentials or not _adds_credentials(user)):
-            return user
-        if self._closed:
-            raise RuntimeError("this NovitaClient is closed")
-        if user is None:
-            if self._own_session is None:
-                self._own_session = self._new_session()
-            return self._own_session
-        # The caller's session would add its own credentials to an asset or image request.
-        if self._bare_session is None:
-            self._bare_session = self._new_session()
-        return self._bare_session
+        await self._sessions.aclose()
 
     # --- assets -----------------------------------------------------------------------------------
 
@@ -398,7 +364,3 @@ class NovitaClient:
         result = await self.wait_for_task(task_id, timeout, poll, on_progress)
         files = await self.download_images(result, out_dir)
         return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
-
-
-def _adds_credentials(session: aiohttp.ClientSession) -> bool:
-    return session.auth is not None or "Authorization" in session.headers

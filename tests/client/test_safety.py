@@ -127,11 +127,11 @@ async def test_session_is_created_lazily_and_closed_on_exit(
     make_client: Callable[..., NovitaClient],
 ) -> None:
     client = make_client()
-    assert client._own_session is None  # nothing opened by construction
+    assert client._sessions.own is None  # nothing opened by construction
     async with client:
         async for _ in client.list_models(page_size=1):
             break
-        session = client._own_session
+        session = client._sessions.own
         assert session is not None and not session.closed
     assert session.closed
     with pytest.raises(RuntimeError, match="closed"):
@@ -151,7 +151,7 @@ async def test_cancelling_a_request_mid_flight_then_leaving_closes_everything(
                     await anyio.lowlevel.checkpoint()
                 scope.cancel()
         assert scope.cancelled_caught
-        session = client._own_session
+        session = client._sessions.own
     emu.faults.release("result")
     assert session is not None and session.closed
     # An unclosed session or connector would warn here, and warnings are errors.
@@ -167,7 +167,7 @@ async def test_leaving_the_context_while_cancelled_still_closes(
         async with client:
             await client.get_task_result("t")  # parked until the deadline cancels it
     emu.faults.release("result")
-    assert client._own_session is None
+    assert client._sessions.own is None
     gc.collect()
 
 
