@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import anyio
 import attrs
-from aiolimiter import AsyncLimiter
 
 from ._client import NovitaClient
 from ._config import ClientConfig, Timeouts
@@ -31,15 +30,12 @@ from .batch._limits import SubmitPermits
 __all__ = [
     "Connection",
     "PermitsProxy",
-    "RatePermits",
     "SecretKey",
     "ShardEnd",
     "ShardProgress",
     "ShardRunner",
 ]
 
-# As RunGate: one submission per 1/rate seconds aimed 2% under the rate, with no burst.
-_SPACING_MARGIN = 1.02
 # The events a shard keeps for the driver between two of its polls (a driver that stopped
 # polling must not make a shard's memory grow).
 _EVENTS_KEPT = 100_000
@@ -93,45 +89,9 @@ class Connection:
         )
 
 
-class RatePermits:
-    """The account's submission rate, shared by every shard: one turn per ``1.02 / rate``
-    seconds (None: no limit), and one pause that a 429 seen by any shard imposes on all."""
-
-    def __init__(self, rate: float | None) -> None:
-        self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
-        self._paused_until = 0.0
-        self._stop = anyio.Event()
-        self.granted = 0
-        self.pauses = 0
-
-    async def acquire(self) -> None:
-        """Return when one submission may go now."""
-        while True:
-            left = self._paused_until - anyio.current_time()
-            if left > 0:
-                await anyio.sleep(left)
-                continue  # the pause may have been extended meanwhile
-            if self._limiter is not None:
-                await self._limiter.acquire()
-            if self._paused_until <= anyio.current_time():
-                self.granted += 1
-                return
-
-    async def rate_limited(self, seconds: float) -> None:
-        """A shard was refused (429): no shard submits for ``seconds`` from now."""
-        self.pauses += 1
-        self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
-
-    async def paused_for(self) -> float:
-        return max(0.0, self._paused_until - anyio.current_time())
-
-    async def counts(self) -> dict[str, int]:
-        """Turns granted and pauses imposed so far."""
-        return {"granted": self.granted, "pauses": self.pauses}
-
-
 class PermitsProxy:
-    """A shard's side of :class:`RatePermits` (a Ray actor handle): a :class:`SubmitPermits`."""
+    """A shard's side of the shared :class:`RatePermits` (a Ray actor handle): a
+    :class:`SubmitPermits`."""
 
     def __init__(self, actor: object) -> None:
         self._actor = actor

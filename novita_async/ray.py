@@ -52,11 +52,10 @@ import attrs
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from . import _ray_actors
 from ._config import ClientConfig, Timeouts
 from ._exceptions import ConfigurationError, NovitaError, RunStoppedError
 from ._ray_actors import Connection, SecretKey, ShardEnd, ShardProgress, ShardRunner
-from .batch import BatchEvent, BatchEventHook, BatchEventKind, BatchOptions, BatchSummary
+from .batch import BatchEvent, BatchEventHook, BatchEventKind, BatchOptions, BatchSummary, _limits
 from .batch._destination import Destination, ObjectOutput, parse_out
 from .batch._events import emit
 from .batch._job import InvalidJob, Job, JobInput
@@ -77,9 +76,9 @@ MAX_RESTARTS = 3
 _POLL_SECONDS = 0.5
 _ENDED = (BatchEventKind.SUCCEEDED, BatchEventKind.FAILED)
 
-RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS)(_ray_actors.RatePermits)
+RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS)(_limits.RatePermits)
 """The actor holding the account's rate: ``RatePermits.remote(rate)`` (see
-:class:`novita_async._ray_actors.RatePermits`)."""
+:class:`novita_async.batch._limits.RatePermits`, the same permits one run uses alone)."""
 _Shard = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=0)(ShardRunner)
 
 

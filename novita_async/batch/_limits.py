@@ -30,7 +30,7 @@ from aiolimiter import AsyncLimiter
 
 from .._exceptions import NovitaError
 
-__all__ = ["OutageError", "RunGate", "RunStopped", "SubmitPermits"]
+__all__ = ["OutageError", "RatePermits", "RunGate", "RunStopped", "SubmitPermits"]
 
 logger = logging.getLogger("novita_async.batch")
 
@@ -54,6 +54,49 @@ class SubmitPermits(Protocol):
         Must not block: called as the refusal is handled."""
 
 
+class RatePermits:
+    """Turns to submit under ``rate`` per second (None or infinite: no limit), and the pause a
+    429 imposes on them: the :class:`SubmitPermits` of one run, and what ``novita_async.ray``'s
+    shared actor holds for all the shards.
+
+    One submission per 1/rate seconds, with no burst, and aimed 2% under the rate: a service that
+    counts submissions over a sliding window (as the emulator does, and rate limits commonly do)
+    then never sees one too many in any window, even when network jitter bunches a few arrivals
+    together. A burst of a second's worth, the leaky bucket's default, would exceed such a window
+    at once.
+    """
+
+    def __init__(self, rate: float | None) -> None:
+        if rate is not None and math.isinf(rate):
+            rate = None
+        self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
+        self._paused_until = 0.0
+        self.granted = 0
+        self.pauses = 0
+
+    async def acquire(self) -> None:
+        """Return when one submission may go now."""
+        # Without a pause ever set, the clock is not read: a run with no rate pays nothing here.
+        while True:
+            if self._paused_until and (left := self._paused_until - anyio.current_time()) > 0:
+                await anyio.sleep(left)
+                continue  # the pause may have been extended meanwhile
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            if not self._paused_until or self._paused_until <= anyio.current_time():
+                self.granted += 1
+                return
+
+    def rate_limited(self, seconds: float) -> None:
+        """A submission was refused (429): none goes for ``seconds`` from now."""
+        self.pauses += 1
+        self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
+
+    def counts(self) -> dict[str, int]:
+        """Turns granted and pauses imposed so far."""
+        return {"granted": self.granted, "pauses": self.pauses}
+
+
 class RunStopped(Exception):
     """Internal: the run has stopped (see :attr:`RunGate.stopped`); the job ends unrecorded."""
 
@@ -75,8 +118,9 @@ class RunGate:
     """Admit requests under ``rate`` submissions per second and any pause in force.
 
     ``rate`` is None or > 0 (as :class:`BatchOptions` checks); an infinite rate is no limit.
-    ``on_pause`` is told, in words, when the run pauses and when it goes on. With ``permits``,
-    submissions take their turns there instead of under ``rate`` (see :class:`SubmitPermits`).
+    ``on_pause`` is told, in words, when the run pauses and when it goes on. Submissions take
+    their turns from ``permits`` (see :class:`SubmitPermits`), by default this run's own
+    :class:`RatePermits` under ``rate``.
     """
 
     def __init__(
@@ -89,15 +133,7 @@ class RunGate:
         rand: random.Random | None = None,
         permits: SubmitPermits | None = None,
     ) -> None:
-        if rate is not None and math.isinf(rate):
-            rate = None
-        # One submission per 1/rate seconds, with no burst, and aimed 2% under the rate: a
-        # service that counts submissions over a sliding window (as the emulator does, and rate
-        # limits commonly do) then never sees one too many in any window, even when network
-        # jitter bunches a few arrivals together. A burst of a second's worth, the leaky bucket's
-        # default, would exceed such a window at once.
-        self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
-        self._permits = permits
+        self._permits = permits or RatePermits(rate)
         self._retry_after_cap = retry_after_cap
         self._max_outage = max_outage
         self._on_pause = on_pause
@@ -152,13 +188,9 @@ class RunGate:
                 with anyio.move_on_after(pause):
                     await self._stop_event.wait()
                 continue  # the pause may have been extended meanwhile
-            if not submission or (self._limiter is None and self._permits is None):
+            if not submission:
                 return
-            if self._permits is not None:
-                await self._permits.acquire()
-            else:
-                assert self._limiter is not None
-                await self._limiter.acquire()
+            await self._permits.acquire()
             # A pause may have begun (or the run stopped) while this submitter waited its turn.
             if self._left(submission=True) == 0.0 and self.stopped is None:
                 return
@@ -217,8 +249,7 @@ class RunGate:
             pause = self._rand.uniform(ceiling / 2, ceiling)
             hint = "no Retry-After"
         self._rate_paused_until = max(self._rate_paused_until, anyio.current_time() + pause)
-        if self._permits is not None:
-            self._permits.rate_limited(pause)
+        self._permits.rate_limited(pause)
         self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
         return pause
 
