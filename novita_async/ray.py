@@ -58,7 +58,7 @@ from ._ray_actors import Connection, SecretKey, ShardEnd, ShardProgress, ShardRu
 from .batch import BatchEvent, BatchEventHook, BatchEventKind, BatchOptions, BatchSummary, _limits
 from .batch._destination import Destination, ObjectOutput, parse_out
 from .batch._events import emit
-from .batch._job import InvalidJob, Job, JobInput
+from .batch._job import InvalidJob, JobInput
 from .batch._outputs import OutputLock
 from .batch._shards import (
     Shard,
@@ -68,6 +68,7 @@ from .batch._shards import (
     merge_stored_shard_results,
     shard_of,
 )
+from .batch._source import JobSource
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 
@@ -194,18 +195,9 @@ async def _partition(
     jobs: Iterable[JobInput] | AsyncIterable[JobInput], shards: int
 ) -> list[list[JobInput]]:
     parts: list[list[JobInput]] = [[] for _ in range(shards)]
-
-    def place(job: JobInput) -> None:
-        if not isinstance(job, Job | InvalidJob):
-            raise TypeError(f"run_sharded takes Job or InvalidJob objects, got {job!r}")
-        parts[shard_of(job.id, shards)].append(_absolute(job))
-
-    if isinstance(jobs, AsyncIterable):
-        async for job in jobs:
-            place(job)
-    else:
-        for job in jobs:
-            place(job)
+    async with JobSource(jobs) as source:
+        while (job := await source.next()) is not None:
+            parts[shard_of(job.id, shards)].append(_absolute(job))
     return parts
 
 
@@ -337,6 +329,18 @@ class _ShardedRun:
 
 
 _PER_ATTEMPT = ("submitted", "resumed", "tasks", "images")
+_COUNTS = ("jobs", "succeeded", "failed", "replayed", *_PER_ATTEMPT, "not_finished")
+
+
+def _added(summaries: Sequence[BatchSummary], names: Sequence[str]) -> dict[str, Any]:
+    """The counts ``names`` and the HTTP requests of ``summaries``, each summed."""
+    requests: Counter[str] = Counter()
+    for summary in summaries:
+        requests.update(summary.http_requests)
+    return {
+        **{name: sum(getattr(summary, name) for summary in summaries) for name in names},
+        "http_requests": dict(requests),
+    }
 
 
 def _every_attempt(end: ShardEnd, seen: dict[str, BatchSummary]) -> BatchSummary:
@@ -345,35 +349,17 @@ def _every_attempt(end: ShardEnd, seen: dict[str, BatchSummary]) -> BatchSummary
     earlier = [summary for attempt, summary in seen.items() if attempt != end.attempt]
     if not earlier:
         return end.summary
-    requests = Counter(end.summary.http_requests)
-    for summary in earlier:
-        requests.update(summary.http_requests)
-    return attrs.evolve(
-        end.summary,
-        **{
-            name: getattr(end.summary, name) + sum(getattr(s, name) for s in earlier)
-            for name in _PER_ATTEMPT
-        },
-        http_requests=dict(requests),
-    )
+    return attrs.evolve(end.summary, **_added([end.summary, *earlier], _PER_ATTEMPT))
 
 
 def _sum(summaries: Sequence[BatchSummary], *, wall: float) -> BatchSummary:
-    def total(name: str) -> int:
-        return sum(getattr(s, name) for s in summaries)
-
     failures: Counter[str] = Counter()
-    requests: Counter[str] = Counter()
-    for s in summaries:
-        failures.update(s.failures_by_reason)
-        requests.update(s.http_requests)
-    counts = ("jobs", "succeeded", "failed", "replayed", "submitted", "resumed", "tasks", "images")
+    for summary in summaries:
+        failures.update(summary.failures_by_reason)
     return BatchSummary(
-        **{name: total(name) for name in counts},
+        **_added(summaries, _COUNTS),
         failures_by_reason=dict(failures),
-        http_requests=dict(requests),
         wall_seconds=wall,
         interrupted=any(s.interrupted for s in summaries),
         stopped=next((s.stopped for s in summaries if s.stopped), None),
-        not_finished=total("not_finished"),
     )

@@ -183,17 +183,6 @@ class ObjectOutput:
         with self._errors("deleting", keys[0]):
             await obstore.delete_async(self._store, [self._path(key) for key in keys])
 
-    async def head_etag(self, key: str) -> str | None:
-        """The object's ETag (a multipart upload's ends in ``-<parts>``); None if absent."""
-        import obstore  # present: parse_out made this output
-
-        with self._errors("reading", key):
-            try:
-                meta = await obstore.head_async(self._store, self._path(key))
-            except FileNotFoundError:
-                return None
-        return meta["e_tag"]
-
     async def publish(self, paths: Sequence[Path]) -> None:
         """Upload each image under its name, then remove it from staging."""
         for path in paths:

@@ -61,7 +61,7 @@ class JobSource:
                     self._exhausted = True
                     return None
         if not isinstance(job, Job | InvalidJob):
-            raise TypeError(f"BatchRunner.run takes Job or InvalidJob objects, got {job!r}")
+            raise TypeError(f"jobs must be Job or InvalidJob objects, got {job!r}")
         return job
 
     async def __aenter__(self) -> JobSource:
