@@ -2,13 +2,9 @@
 
 (The download step, a task's images into OUT, is :class:`~._saving.ImageSaver`.)
 
-Every error of a step is judged in one place, :meth:`JobFlow._judge`, by whose fault it is
-(``_failures``): the job's own fault ends it, recorded failed; a run-level failure stops the run
-(:class:`RunStopped`: the job ends unrecorded, and a rerun continues it); a transient one is
-ridden out (the run pauses in an outage) and the step tried again, a bounded number of rounds
-while the service answers other jobs. Every step that ends the job goes through
-:meth:`JobFlow._end`, which writes the journal first (the source of truth), then the results file,
-then the progress event.
+Every error of a step is judged in one place, :meth:`~._judging.Judge.judge`. Every step that
+ends the job goes through :class:`~._recording.Recorder`, which writes the journal first (the
+source of truth), then the results file, then the progress event.
 """
 
 from __future__ import annotations
@@ -31,16 +27,13 @@ from .._retry import RetryPolicy
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
 from ._failures import (
-    Blame,
-    RetriesExhaustedError,
-    blame,
-    is_outage,
     is_unknown_asset,
     run_stop_advice,
 )
 from ._inputs import PreparedJob
 from ._job import InvalidJob, Job, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal
+from ._judging import Ended, Judge, Rounds
 from ._limits import RunGate, RunStopped
 from ._options import BatchOptions
 from ._plan import Action, Planner
@@ -57,27 +50,6 @@ __all__ = ["JobFlow"]
 logger = logging.getLogger("novita_async.batch")
 
 T = TypeVar("T")
-
-# Rounds of retries a job gets for transient failures while the service answers other jobs
-# (rounds during an outage are not counted: the run pauses instead), each after the client's
-# backoff for that round.
-MAX_JOB_ROUNDS = 5
-
-
-class _Ended(Exception):
-    """Internal: the job has ended (recorded); carries its outcome."""
-
-    def __init__(self, outcome: JobOutcome) -> None:
-        super().__init__(outcome.job_id)
-        self.outcome = outcome
-
-
-@attrs.define
-class _Rounds:
-    """A job's rounds of retries, counted only while the service answers others."""
-
-    count: int = 0
-    answers_seen: int = -1
 
 
 class JobFlow:
@@ -110,6 +82,7 @@ class JobFlow:
         self._on_request = on_request
         self._planner = Planner(journal.jobs, options, out_dir)
         self._recorder = Recorder(journal, results, counter, gate, self._emit)
+        self._judge = Judge(client, gate, self._recorder, self._emit)
         self.webhook_url: str | None = None
         """Where the service sends the run's webhooks (set once the receiver listens)."""
         self._disk = DiskSpace(out_dir)
@@ -174,7 +147,7 @@ class JobFlow:
         """The job's outcome; None if the run stopped before the job ended (nothing recorded)."""
         try:
             return await self._decide(job)
-        except _Ended as ended:
+        except Ended as ended:
             return ended.outcome
         except RunStopped:
             self._counter.not_finished += 1
@@ -213,11 +186,11 @@ class JobFlow:
         async with self._slots:
             self._counter.resumed += 1
             self._emit(BatchEventKind.RESUMED, job_id, task_id=task_id)
-            return await self._follow(job_id, task_id, fingerprint, _Rounds())
+            return await self._follow(job_id, task_id, fingerprint, Rounds())
 
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
-        rounds = _Rounds()
+        rounds = Rounds()
         body = await self._step(
             job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
         )
@@ -231,7 +204,7 @@ class JobFlow:
     async def _step(
         self,
         job_id: str,
-        rounds: _Rounds,
+        rounds: Rounds,
         task_id: str | None,
         fingerprint: str | None,
         step: Callable[[], Awaitable[T]],
@@ -240,10 +213,10 @@ class JobFlow:
         while True:
             try:
                 result = await step()
-            except (_Ended, RunStopped):
+            except (Ended, RunStopped):
                 raise
             except Exception as exc:
-                await self._judge(job_id, exc, rounds, task_id, fingerprint)
+                await self._judge.judge(job_id, exc, rounds, task_id, fingerprint)
                 continue
             return result
 
@@ -263,7 +236,7 @@ class JobFlow:
         return body
 
     async def _submit(
-        self, job: Job, prepared: PreparedJob, body: dict[str, Any], rounds: _Rounds
+        self, job: Job, prepared: PreparedJob, body: dict[str, Any], rounds: Rounds
     ) -> str:
         fingerprint = prepared.fingerprint
         uploaded_again = False
@@ -272,7 +245,7 @@ class JobFlow:
                 task_id = await self.submitter.submit(
                     job.id, body, job.request.image_num, fingerprint, self._in_flight
                 )
-            except (_Ended, RunStopped):
+            except (Ended, RunStopped):
                 raise
             except Exception as exc:
                 if is_unknown_asset(exc) and not uploaded_again:
@@ -285,7 +258,7 @@ class JobFlow:
                         job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
                     )
                     continue
-                await self._judge(job.id, exc, rounds, None, fingerprint, submitting=True)
+                await self._judge.judge(job.id, exc, rounds, None, fingerprint, submitting=True)
                 continue
             self._recorder.check_reserve()
             self._gate.answered()
@@ -298,7 +271,7 @@ class JobFlow:
         job_id: str,
         task_id: str,
         fingerprint: str | None,
-        rounds: _Rounds,
+        rounds: Rounds,
         cost: float | None = None,
     ) -> JobOutcome:
         def progress(task: Task) -> None:
@@ -329,55 +302,6 @@ class JobFlow:
             files=files,
         )
         return self._recorder.end(outcome, fingerprint, record=True)
-
-    # --- judging failures ------------------------------------------------------------------------
-
-    async def _judge(
-        self,
-        job_id: str,
-        error: Exception,
-        rounds: _Rounds,
-        task_id: str | None,
-        fingerprint: str | None,
-        *,
-        submitting: bool = False,
-    ) -> None:
-        """Return to try the failed step again, or end the job (:class:`_Ended`), or stop the run
-        (:class:`RunStopped`), by whose fault ``error`` is."""
-        fault = blame(error, submitting=submitting)
-        if fault is Blame.RUN:
-            # The key, the account, the endpoint or this machine: nothing more is submitted;
-            # the tasks paid for are still followed, unless their requests fail the same way.
-            self._gate.stop(error)
-            raise RunStopped from error
-        if fault is not Blame.TRANSIENT:
-            raise _Ended(self._recorder.fail(job_id, error, task_id, fingerprint))
-        if is_outage(error):
-            self._gate.unreachable(error)
-        if self._gate.answers != rounds.answers_seen:
-            # The service answered something since this job's last failure: one round of its own.
-            rounds.answers_seen = self._gate.answers
-            rounds.count += 1
-            if rounds.count > MAX_JOB_ROUNDS:
-                exhausted = RetriesExhaustedError(MAX_JOB_ROUNDS, error)
-                raise _Ended(self._recorder.fail(job_id, exhausted, task_id, fingerprint))
-        # The client's backoff, round by round: the one policy for how long to wait.
-        delay = self._client.config.retry.backoff(max(rounds.count, 1))
-        self._emit(
-            BatchEventKind.RETRIED,
-            job_id,
-            task_id=task_id,
-            reason=getattr(error, "reason", type(error).__name__),
-            message=f"{error}; trying again in {delay:.1f}s "
-            f"(round {rounds.count} of {MAX_JOB_ROUNDS})",
-        )
-        await self._sleep(delay)
-        await self._gate.wait(submission=False)
-
-    async def _sleep(self, seconds: float) -> None:
-        # A stop must not wait for this job's backoff.
-        with anyio.move_on_after(seconds):
-            await self._gate.stopping()
 
     def _rate_limited(self, job_id: str, error: RateLimitError, pause: float) -> None:
         self._emit(
