@@ -26,7 +26,7 @@ from novita_async._ray_actors import (
     SecretKey,
     ShardRunner,
 )
-from novita_async.batch import BatchEvent, BatchEventKind, InvalidJob, Job
+from novita_async.batch import BatchEvent, BatchEventKind, BatchSummary, InvalidJob, Job
 from novita_async.batch._job import JobInputError
 from novita_async.batch._limits import RunGate
 from novita_async.batch._shards import Shard, shard_of
@@ -148,18 +148,19 @@ async def test_a_429_seen_by_one_shard_pauses_every_shard(local_ray: None) -> No
     ray.kill(permits)
 
 
-async def test_a_killed_shard_is_restarted_and_resumes_from_its_journal(
-    local_ray: None, tmp_path: Path
-) -> None:
-    jobs = _jobs(6)
-    out = tmp_path / "out"
-    killed: list[str] = []
+async def _run_killing_shard_0(
+    jobs: list[Job], out: str | Path, after: int
+) -> tuple[BatchSummary, dict[str, Any]]:
+    """Run ``jobs`` in 2 shards, one task at a time each; shard 0's actor is killed (as a node
+    dies) once ``after`` of its jobs have ended, and Ray restarts it. The summary, the emulator's
+    stats."""
+    ended: list[str] = []
 
     def on_progress(event: BatchEvent) -> None:
-        # Shard 0 dies (as a node would) once one of its jobs has ended: five are left.
-        if not killed and event.kind is BatchEventKind.SUCCEEDED and shard_of(event.job_id, 2) == 0:
-            killed.append(event.job_id)
-            ray.kill(ray.get_actor(shard_actor_name(out, Shard(0, 2))), no_restart=False)
+        if event.kind is BatchEventKind.SUCCEEDED and shard_of(event.job_id, 2) == 0:
+            ended.append(event.job_id)
+            if len(ended) == after:
+                ray.kill(ray.get_actor(shard_actor_name(out, Shard(0, 2))), no_restart=False)
 
     with _emulator("--task-seconds", "0.3") as emulator:
         summary = await run_sharded(
@@ -170,9 +171,14 @@ async def test_a_killed_shard_is_restarted_and_resumes_from_its_journal(
             on_progress=on_progress,
             **_connection(emulator),
         )
-        stats = emulator.stats()
-    assert killed
-    lines = _lines_by_id(out)
+        stats: dict[str, Any] = emulator.stats()
+    assert len(ended) >= after  # the kill happened
+    return summary, stats
+
+
+def _each_job_once_none_paid_twice(
+    lines: dict[str, tuple[str, tuple[str, ...], Any]], jobs: list[Job], stats: dict[str, Any]
+) -> None:
     assert sorted(lines) == sorted(job.id for job in jobs)  # every job accounted for, once
     # A submission the dead process sent without recording its answer is of unknown outcome
     # (never sent again); every other job succeeded.
@@ -181,6 +187,16 @@ async def test_a_killed_shard_is_restarted_and_resumes_from_its_journal(
     assert all(status == "succeeded" for i, (status, _, _) in lines.items() if i not in unknown)
     assert stats["duplicate_submissions"] == 0
     assert stats["submissions"] <= len(jobs)
+
+
+async def test_a_killed_shard_is_restarted_and_resumes_from_its_journal(
+    local_ray: None, tmp_path: Path
+) -> None:
+    jobs = _jobs(6)
+    out = tmp_path / "out"
+    # Shard 0 dies once one of its jobs has ended: five are left.
+    summary, stats = await _run_killing_shard_0(jobs, out, after=1)
+    _each_job_once_none_paid_twice(_lines_by_id(out), jobs, stats)
     assert summary.replayed >= 1  # the restarted shard found its ended jobs in its journal
     assert summary.jobs == len(jobs)
 
@@ -328,35 +344,10 @@ async def test_a_shard_killed_while_writing_to_the_bucket_resumes_from_its_segme
 ) -> None:
     jobs = _jobs(6)
     url = s3_bucket.url("killed")
-    ended: list[str] = []
-    killed: list[str] = []
-
-    def on_progress(event: BatchEvent) -> None:
-        # Shard 0 dies once two of its jobs have ended: it has submitted two tasks or three.
-        if event.kind is BatchEventKind.SUCCEEDED and shard_of(event.job_id, 2) == 0:
-            ended.append(event.job_id)
-            if len(ended) == 2 and not killed:
-                killed.append(event.job_id)
-                ray.kill(ray.get_actor(shard_actor_name(url, Shard(0, 2))), no_restart=False)
-
-    with _emulator("--task-seconds", "0.3") as emulator:
-        summary = await run_sharded(
-            jobs,
-            url,
-            shards=2,
-            options=BatchOptions(concurrency=1),
-            on_progress=on_progress,
-            **_connection(emulator),
-        )
-        stats = emulator.stats()
-    assert killed
+    # Shard 0 dies once two of its jobs have ended: it has submitted two tasks or three.
+    summary, stats = await _run_killing_shard_0(jobs, url, after=2)
     lines = _stored_lines(s3_bucket, "killed")
-    assert sorted(lines) == sorted(job.id for job in jobs)  # every job accounted for, once
-    unknown = [i for i, (_, _, reason) in lines.items() if reason == "SUBMIT_OUTCOME_UNKNOWN"]
-    assert len(unknown) <= 1
-    assert all(status == "succeeded" for i, (status, _, _) in lines.items() if i not in unknown)
-    assert stats["duplicate_submissions"] == 0
-    assert stats["submissions"] <= len(jobs)
+    _each_job_once_none_paid_twice(lines, jobs, stats)
     keys = s3_bucket.keys("killed/")
     for job_id, (_, files, _) in lines.items():
         assert all(f"killed/{name}" in keys for name in files), job_id

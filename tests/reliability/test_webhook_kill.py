@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from .checks import API_KEY, leaks_in_folder, read_results, results_problems, tree_problems
 from .crashes import (
@@ -30,13 +28,13 @@ from .crashes import (
     journal_records,
     unanswered,
     watch,
-    write_job_file,
 )
 
 CONCURRENCY = 8
 JOBS = 3 * CONCURRENCY  # three waves: ended by webhook, cut off by the kill, left to the rerun
 # Tasks long enough that a wave still runs when the kill lands (it lands as soon as the journal
 # shows the wave submitted); webhook retries a hundred times faster than the documented 1..16 s.
+# Read by the emulator and crash_run fixtures (tests/reliability/conftest.py).
 EMULATOR_OPTIONS = (
     "--seed",
     "14",
@@ -48,18 +46,6 @@ EMULATOR_OPTIONS = (
     "0.01",
 )
 WEBHOOKS = ("--webhook-listen", "127.0.0.1:0")
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess(*EMULATOR_OPTIONS) as process:
-        yield process
-
-
-@pytest.fixture
-def crash_run(emulator: EmulatorProcess, tmp_path: Path) -> CrashRun:
-    jobs_file = write_job_file(tmp_path / "jobs", JOBS)
-    return CrashRun(emulator, jobs_file, tmp_path / "out", tmp_path / "logs", JOBS, CONCURRENCY)
 
 
 def every_slot_holds_a_running_task(out: Path) -> Callable[[], bool]:
