@@ -15,18 +15,28 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 NAMES = {"official-sdk": "the official SDK", "naive-asyncio": "the naive loop"}
 
 
+def with_block(text: str, start: str, end: str, block: str) -> str:
+    """``text`` with what stands between its ``start`` and ``end`` markers replaced by ``block``."""
+    before, found_start, rest = text.partition(start)
+    _, found_end, after = rest.partition(end)
+    if not found_start or not found_end:
+        raise ValueError(f"no {start} ... {end} block to write the figures in")
+    return f"{before}{start}\n{block}\n{end}{after}"
+
+
+def block_of(text: str, start: str, end: str) -> str:
+    """What stands between ``text``'s markers, as :func:`with_block` writes it."""
+    return text.partition(start)[2].partition(end)[0].strip("\n")
+
+
 def with_readme_figures(readme: str, results: list[ScenarioResult]) -> str:
     """``readme`` with the text between its markers written from ``results``."""
-    before, start, rest = readme.partition(START)
-    _, end, after = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"the README has no {START} ... {END} block")
-    return f"{before}{START}\n{readme_figures(results)}\n{END}{after}"
+    return with_block(readme, START, END, readme_figures(results))
 
 
 def readme_block(readme: str) -> str:
     """The text between the README's markers, as :func:`with_readme_figures` writes it."""
-    return readme.partition(START)[2].partition(END)[0].strip("\n")
+    return block_of(readme, START, END)
 
 
 def readme_figures(results: list[ScenarioResult]) -> str:

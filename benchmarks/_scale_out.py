@@ -4,6 +4,7 @@ an object-store output and 2 and 4 Ray shards."""
 
 from __future__ import annotations
 
+from benchmarks._readme import block_of, with_block
 from benchmarks._scenarios import OBJECT_STORE, RAY_2, RAY_4
 from benchmarks._summary import ScenarioResult
 from benchmarks._targets import OURS, medians_of, x_ideal
@@ -13,11 +14,12 @@ START, END = "<!-- bench:scale-out:start -->", "<!-- bench:scale-out:end -->"
 
 def with_scale_out_figures(doc: str, results: list[ScenarioResult]) -> str:
     """``doc`` with the text between its markers written from ``results``."""
-    before, start, rest = doc.partition(START)
-    _, end, after = rest.partition(END)
-    if not start or not end:
-        raise ValueError(f"the page has no {START} ... {END} block")
-    return f"{before}{START}\n{scale_out_figures(results)}\n{END}{after}"
+    return with_block(doc, START, END, scale_out_figures(results))
+
+
+def scale_out_block(doc: str) -> str:
+    """The text between the page's markers, as :func:`with_scale_out_figures` writes it."""
+    return block_of(doc, START, END)
 
 
 def scale_out_figures(results: list[ScenarioResult]) -> str:

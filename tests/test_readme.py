@@ -25,6 +25,7 @@ import pytest
 from cli.conftest import EmulatorProcess, emulator_process
 
 from benchmarks._readme import readme_block, readme_figures
+from benchmarks._scale_out import scale_out_block, scale_out_figures
 from benchmarks._scenarios import SCENARIOS
 from benchmarks._summary import load_results
 from benchmarks.run import RESULTS
@@ -143,6 +144,11 @@ def test_benchmark_figures_are_written_from_the_committed_results() -> None:
     results = load_results(RESULTS, list(SCENARIOS), quick=False)
     assert readme_block(README) == readme_figures(results), (
         "the README's figures are not what the results make: python -m benchmarks.run --report"
+    )
+    scale_out = (ROOT / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    assert scale_out_block(scale_out) == scale_out_figures(results), (
+        "docs/scale-out.md's figures are not what the results make: "
+        "python -m benchmarks.run --report"
     )
 
 

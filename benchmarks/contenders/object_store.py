@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import boto3
 
 from benchmarks._spec import RunReport, emit, load_spec
-from benchmarks.contenders.ours import jobs
+from benchmarks.contenders.ours import tally
 from novita_async import NovitaClient
 from novita_async.batch import BatchRunner
 
@@ -98,12 +98,7 @@ async def main() -> None:
 
             # The flow takes the mirror's durable() when the run starts: time each call.
             mirror.durable = timed_durable  # type: ignore[method-assign]
-            async with runner.run(jobs(spec)) as outcomes:
-                async for outcome in outcomes:
-                    if outcome.status == "succeeded":
-                        report.success()
-                    else:
-                        report.failure(outcome.error.reason if outcome.error else "failed")
+            await tally(runner, spec, report)
         tasks = max(1, runner.summary.tasks)
         report.figures.update(
             journal_puts_per_task=round(mirror.segments_written / tasks, 3),

@@ -48,13 +48,18 @@ async def main() -> None:
             rate=spec.rate,
             webhook_listen="127.0.0.1:0" if spec.webhooks else None,
         )
-        async with runner.run(jobs(spec)) as outcomes:
-            async for outcome in outcomes:
-                if outcome.status == "succeeded":
-                    report.success()
-                else:
-                    report.failure(outcome.error.reason if outcome.error else "failed")
+        await tally(runner, spec, report)
     emit(report)
+
+
+async def tally(runner: BatchRunner, spec: RunSpec, report: RunReport) -> None:
+    """Run the spec's jobs, each outcome counted in ``report`` as it comes."""
+    async with runner.run(jobs(spec)) as outcomes:
+        async for outcome in outcomes:
+            if outcome.status == "succeeded":
+                report.success()
+            else:
+                report.failure(outcome.error.reason if outcome.error else "failed")
 
 
 if __name__ == "__main__":
