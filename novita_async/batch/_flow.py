@@ -250,7 +250,18 @@ class JobFlow:
         self, job: Job, prepared: PreparedJob, request: _Request, rounds: Rounds
     ) -> str:
         fingerprint = prepared.fingerprint
+
+        async def again() -> _Request:
+            return await self._step(
+                job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
+            )
+
+        uploaded_again = False
         while True:
+            if not uploaded_again and self._uploader.replaced(request.cached):
+                # Another job had these ids refused and uploaded the files again meanwhile:
+                # its ids, rather than one more refusal of the old ones.
+                request = await again()
             try:
                 task_id = await self.submitter.submit(
                     job.id, request.body, job.request.image_num, fingerprint, self._in_flight
@@ -258,19 +269,17 @@ class JobFlow:
             except (Ended, RunStopped):
                 raise
             except Exception as exc:
-                if request.cached and may_be_unknown_asset(exc):
+                if request.cached and not uploaded_again and may_be_unknown_asset(exc):
                     # The service documents no asset lifetime and no error of its own for an
                     # asset it no longer knows: a refused body that named cached ids is sent once
                     # more, with those files uploaded again. A 400 made no task (the journal says
-                    # not_submitted), so this cannot pay twice; refused again, with ids uploaded
-                    # just now, the refusal is the job's own.
+                    # not_submitted), so this cannot pay twice; refused again, the refusal is the
+                    # job's own.
+                    uploaded_again = True
                     self._gate.answered()
                     for image, asset_id in request.cached:
                         self._uploader.forget(image, asset_id)
-                    request = await self._step(
-                        job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
-                    )
-                    request = attrs.evolve(request, cached=[])  # once only
+                    request = await again()
                     continue
                 await self._judge.judge(job.id, exc, rounds, None, fingerprint, submitting=True)
                 continue

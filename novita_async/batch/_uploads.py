@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 import yarl
@@ -67,6 +67,11 @@ class AssetUploader:
         if (known := self._journal.assets.get(key)) is not None:
             return known, True
         return await self._uploads.get(key, lambda: self._upload(image)), False
+
+    def replaced(self, cached: Iterable[tuple[PreparedImage, str]]) -> bool:
+        """Whether the cache has dropped or replaced any of these ``(image, asset id)`` pairs."""
+        assets = self._journal.assets
+        return any(assets.get(self._key(image)) != asset_id for image, asset_id in cached)
 
     def forget(self, image: PreparedImage, asset_id: str) -> None:
         """``asset_id`` of ``image`` may be unknown to the service: upload it again when next
