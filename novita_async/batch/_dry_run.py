@@ -14,11 +14,13 @@ from pathlib import Path
 
 import attrs
 
+from .._config import DEFAULT_ASSETS_URL, ENV_ASSETS_URL
 from ._job import InvalidJob, Job
 from ._journal import JOURNAL_NAME, JobPhase, fold
 from ._options import BatchOptions
 from ._plan import Action, Planner
 from ._records import JournalDamagedError, scan_journal
+from ._uploads import asset_endpoint
 
 __all__ = ["DryRun", "JobProblem", "dry_run"]
 
@@ -68,10 +70,14 @@ async def dry_run(
     jobs: Iterable[Job | InvalidJob] | AsyncIterable[Job | InvalidJob],
     out_dir: str | os.PathLike[str],
     options: BatchOptions | None = None,
+    *,
+    assets_url: str | None = None,
 ) -> DryRun:
     """Decide, for every job, what ``BatchRunner(client, out_dir, options).run(jobs)`` would do,
     without a client: nothing is sent, uploaded or written. A damaged journal raises
-    :class:`JournalDamagedError`, as the run would."""
+    :class:`JournalDamagedError`, as the run would. ``assets_url``: the client's asset URL, which
+    decides the uploads the journal saves (default: ``NOVITA_ASSETS_URL``, else the service's)."""
+    endpoint = asset_endpoint(assets_url or os.environ.get(ENV_ASSETS_URL) or DEFAULT_ASSETS_URL)
     options = options or BatchOptions()
     out = Path(out_dir)
     journal_path = options.journal_path or out / JOURNAL_NAME
@@ -98,7 +104,7 @@ async def dry_run(
             counts["images"] += job.request.image_num
             prepared = plan.prepared
             for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
-                if image.sha256 not in assets:
+                if (endpoint, image.sha256) not in assets:
                     uploads.add(image.sha256)
         elif action is Action.FOLLOW:
             counts["to_follow"] += 1

@@ -9,6 +9,9 @@ blame                   errors                                      what the run
                         missing or not an image, a name too long,
                         ``TASK_NOT_FOUND`` for a journaled task,
                         an answer about it that does not parse
+                        (but 400 ``INVALID_REQUEST_BODY`` to a      (first: the files uploaded
+                        body naming asset ids from the cache:       again, the body sent once
+                        :func:`may_be_unknown_asset`)               more; see ``_flow``)
 ``RUN``                 the key or the account (401, 403, 400        the run stops submitting, lets
                         ``BILLING_BALANCE_NOT_ENOUGH`` /             the tasks paid for finish where
                         ``MISSING_API_KEY``), the endpoint (404      it can, records nothing against
@@ -56,7 +59,7 @@ __all__ = [
     "RetriesExhaustedError",
     "blame",
     "is_outage",
-    "is_unknown_asset",
+    "may_be_unknown_asset",
     "run_stop_advice",
 ]
 
@@ -72,7 +75,6 @@ class Blame(enum.Enum):
 
 # 400s that are about the account, not the request's content.
 _ACCOUNT_REASONS = frozenset({"BILLING_BALANCE_NOT_ENOUGH", "MISSING_API_KEY"})
-_ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
 _LOCAL_JOB_REASONS = frozenset({"NAME_TOO_LONG"})
 
 RETRYABLE_REASONS = frozenset({"RETRIES_EXHAUSTED"})
@@ -137,12 +139,14 @@ def blame(error: BaseException, *, submitting: bool = False) -> Blame:
     return Blame.JOB
 
 
-def is_unknown_asset(error: BaseException) -> bool:
-    """A 400 naming one of the request's asset ids: the service no longer knows that asset."""
-    if not isinstance(error, BadRequestError):
-        return False
-    field = str(error.metadata.get("field", ""))
-    return field.startswith(_ASSET_FIELDS) and "asset" in str(error).lower()
+def may_be_unknown_asset(error: BaseException) -> bool:
+    """A refusal that may mean the body named an asset the service no longer knows.
+
+    The service documents no asset lifetime and no error code of its own for an unknown asset,
+    so nothing in the answer (its message, its metadata) can be relied on to say so: any 400
+    ``INVALID_REQUEST_BODY`` may. Other reasons (``ILLEGAL_PROMPT``, ``IMAGE_NO_FACE_DETECTED``,
+    ...) say what is wrong, and it is not the asset's age."""
+    return isinstance(error, BadRequestError) and error.reason == "INVALID_REQUEST_BODY"
 
 
 def run_stop_advice(error: BaseException) -> tuple[str, str]:

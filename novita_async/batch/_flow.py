@@ -26,11 +26,8 @@ from .._models import Task, TaskResult, TaskStatus
 from .._retry import RetryPolicy
 from ._durations import request_cost
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
-from ._failures import (
-    is_unknown_asset,
-    run_stop_advice,
-)
-from ._inputs import PreparedJob
+from ._failures import may_be_unknown_asset, run_stop_advice
+from ._inputs import PreparedImage, PreparedJob
 from ._job import InvalidJob, Job, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal
 from ._judging import Ended, Judge, Rounds
@@ -191,11 +188,11 @@ class JobFlow:
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
         rounds = Rounds()
-        body = await self._step(
+        request = await self._step(
             job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
         )
         async with self._slots:
-            task_id = await self._submit(job, prepared, body, rounds)
+            task_id = await self._submit(job, prepared, request, rounds)
             cost = request_cost(job.request)
             return await self._follow(job.id, task_id, fingerprint, rounds, cost)
 
@@ -220,43 +217,69 @@ class JobFlow:
                 continue
             return result
 
-    async def _request(self, job: Job, prepared: PreparedJob) -> dict[str, Any]:
+    async def _request(self, job: Job, prepared: PreparedJob) -> _Request:
         """The body to submit: the job's request (validated when it was made, its body made once
-        to fingerprint the job) with the uploaded inputs' asset ids and the run's webhook."""
-        faces = [await self._uploader.asset_id(image) for image in prepared.faces]
-        refs = [await self._uploader.asset_id(image) for image in prepared.refs]
-        body = {**prepared.body, "face_image_assets_ids": faces, "ref_image_assets_ids": refs}
+        to fingerprint the job) with the uploaded inputs' asset ids and the run's webhook; and
+        the ids in it that came from the cache."""
+        cached: list[tuple[PreparedImage, str]] = []
+
+        async def ids(images: Sequence[PreparedImage]) -> list[str]:
+            found = []
+            for image in images:
+                asset_id, from_cache = await self._uploader.asset_id(image)
+                if from_cache:
+                    cached.append((image, asset_id))
+                found.append(asset_id)
+            return found
+
+        body = {
+            **prepared.body,
+            "face_image_assets_ids": await ids(prepared.faces),
+            "ref_image_assets_ids": await ids(prepared.refs),
+        }
         if prepared.kps is not None:
-            body["face_kps_assets_ids"] = [await self._uploader.asset_id(i) for i in prepared.kps]
+            body["face_kps_assets_ids"] = await ids(prepared.kps)
         self._emit(BatchEventKind.UPLOADED, job.id)
         extra = body.get("extra") or {}
         if self.webhook_url is not None and "webhook" not in extra:
             # A job that names its own webhook keeps it: its task is then followed by polling.
             body["extra"] = {**extra, "webhook": {"url": self.webhook_url}}
-        return body
+        return _Request(body, cached)
 
     async def _submit(
-        self, job: Job, prepared: PreparedJob, body: dict[str, Any], rounds: Rounds
+        self, job: Job, prepared: PreparedJob, request: _Request, rounds: Rounds
     ) -> str:
         fingerprint = prepared.fingerprint
+
+        async def again() -> _Request:
+            return await self._step(
+                job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
+            )
+
         uploaded_again = False
         while True:
+            if not uploaded_again and self._uploader.replaced(request.cached):
+                # Another job had these ids refused and uploaded the files again meanwhile:
+                # its ids, rather than one more refusal of the old ones.
+                request = await again()
             try:
                 task_id = await self.submitter.submit(
-                    job.id, body, job.request.image_num, fingerprint, self._in_flight
+                    job.id, request.body, job.request.image_num, fingerprint, self._in_flight
                 )
             except (Ended, RunStopped):
                 raise
             except Exception as exc:
-                if is_unknown_asset(exc) and not uploaded_again:
-                    # The service forgot an asset: upload the inputs again (no task exists).
+                if request.cached and not uploaded_again and may_be_unknown_asset(exc):
+                    # The service documents no asset lifetime and no error of its own for an
+                    # asset it no longer knows: a refused body that named cached ids is sent once
+                    # more, with those files uploaded again. A 400 made no task (the journal says
+                    # not_submitted), so this cannot pay twice; refused again, the refusal is the
+                    # job's own.
                     uploaded_again = True
                     self._gate.answered()
-                    for asset_id in _asset_ids(body):
-                        self._journal.forget_asset(asset_id)
-                    body = await self._step(
-                        job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
-                    )
+                    for image, asset_id in request.cached:
+                        self._uploader.forget(image, asset_id)
+                    request = await again()
                     continue
                 await self._judge.judge(job.id, exc, rounds, None, fingerprint, submitting=True)
                 continue
@@ -319,9 +342,9 @@ def run_retry(client: NovitaClient, options: BatchOptions) -> RetryPolicy:
     return attrs.evolve(retry, retry_after_cap=min(retry.retry_after_cap, options.retry_after_cap))
 
 
-def _asset_ids(body: dict[str, Any]) -> list[str]:
-    return [
-        asset_id
-        for field in ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
-        for asset_id in body.get(field) or ()
-    ]
+@attrs.frozen
+class _Request:
+    """A body to submit, and the asset ids in it that came from the cache (with their images)."""
+
+    body: dict[str, Any]
+    cached: list[tuple[PreparedImage, str]]

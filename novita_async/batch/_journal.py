@@ -2,7 +2,7 @@
 
 Records (``"t"`` is a Unix timestamp on each), attrs classes told apart by ``type``::
 
-    {"type": "asset", "sha256", "asset_id"}                 an input content was uploaded
+    {"type": "asset", "sha256", "asset_id", "endpoint"}     an input content was uploaded
     {"type": "submitting", "id", "fingerprint"}             a POST is about to be sent (the intent)
     {"type": "not_submitted", "id"}                         it was answered with a refusal: no task
     {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
@@ -63,6 +63,7 @@ from ._records import (
 __all__ = [
     "JOURNAL_NAME",
     "RESERVE_BYTES",
+    "AssetKey",
     "JobPhase",
     "JobState",
     "Journal",
@@ -73,6 +74,9 @@ __all__ = [
 ]
 
 JOURNAL_NAME = ".novita-journal.jsonl"
+
+AssetKey = tuple[str, str]
+"""An uploaded content's key: the asset endpoint it was uploaded to, and its SHA-256."""
 RESERVE_BYTES = 1 << 20
 """Room kept beside the journal for its last records when the disk fills up (~5,000 records)."""
 
@@ -122,10 +126,11 @@ class JobState:
         )
 
 
-def fold(records: Iterable[JournalRecord]) -> tuple[dict[str, str], dict[str, JobState]]:
+def fold(records: Iterable[JournalRecord]) -> tuple[dict[AssetKey, str], dict[str, JobState]]:
     """What a journal's ``records`` (in order) say: the asset id of each uploaded content (by its
-    SHA-256), and the state of each job, in the order the jobs last ended (``results.jsonl``'s)."""
-    assets: dict[str, str] = {}
+    endpoint and SHA-256), and the state of each job, in the order the jobs last ended
+    (``results.jsonl``'s)."""
+    assets: dict[AssetKey, str] = {}
     jobs: dict[str, JobState] = {}
     for record in records:
         apply_record(record, assets, jobs)
@@ -134,7 +139,7 @@ def fold(records: Iterable[JournalRecord]) -> tuple[dict[str, str], dict[str, Jo
 
 def apply_record(
     record: JournalRecord,
-    assets: dict[str, str],
+    assets: dict[AssetKey, str],
     jobs: dict[str, JobState],
     *,
     new_jobs: bool = True,
@@ -142,7 +147,11 @@ def apply_record(
     """Fold one record into ``assets`` and ``jobs``; the record of a job ``jobs`` does not hold
     is left out unless ``new_jobs``."""
     if isinstance(record, AssetRecord):
-        assets[record.sha256] = record.asset_id
+        # An id recorded without its endpoint (an older journal) may have been issued by any
+        # endpoint, and one endpoint refuses another's ids: it is not reused. That costs one
+        # upload of each content, which is free; reusing it could cost a refused submission.
+        if record.endpoint is not None:
+            assets[(record.endpoint, record.sha256)] = record.asset_id
         return
     previous = jobs.get(record.id)
     if previous is None and not new_jobs:
@@ -185,7 +194,7 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = path
         self._fsync = fsync
-        self.assets: dict[str, str] = {}
+        self.assets: dict[AssetKey, str] = {}
         self.jobs: dict[str, JobState] = {}
         self._fd: int | None = None
         self._size = 0
@@ -302,16 +311,17 @@ class Journal:
         self.reserve_used = True
         return True
 
-    def record_asset(self, sha256: str, asset_id: str) -> None:
-        if self.assets.get(sha256) != asset_id:
-            self._append(AssetRecord(sha256=sha256, asset_id=asset_id))
+    def record_asset(self, key: AssetKey, asset_id: str) -> None:
+        if self.assets.get(key) != asset_id:
+            endpoint, sha256 = key
+            self._append(AssetRecord(sha256=sha256, asset_id=asset_id, endpoint=endpoint))
 
-    def forget_asset(self, asset_id: str) -> None:
-        """The service no longer knows ``asset_id``: the next job that needs its content uploads
-        it again (and that upload's record supersedes this one's)."""
-        for sha, known in list(self.assets.items()):
-            if known == asset_id:
-                del self.assets[sha]
+    def forget_asset(self, key: AssetKey, asset_id: str) -> None:
+        """The service may no longer know ``asset_id``: the next job that needs its content
+        uploads it again, and that upload's record supersedes this one's on disk. (An entry that
+        already names another id, uploaded since, is kept.)"""
+        if self.assets.get(key) == asset_id:
+            del self.assets[key]
 
     def record_submitting(self, job_id: str, fingerprint: str | None) -> None:
         self._append(SubmittingRecord(id=job_id, fingerprint=fingerprint))

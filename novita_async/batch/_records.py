@@ -52,11 +52,16 @@ def _now() -> float:
 
 @attrs.frozen(kw_only=True)
 class AssetRecord:
-    """An input content (by its SHA-256) was uploaded as ``asset_id``."""
+    """An input content (by its SHA-256) was uploaded to ``endpoint`` as ``asset_id``.
+
+    ``endpoint`` is the asset URL's origin and path (never its user, password or query): an id
+    is reused only by a run that uploads to the same endpoint. Records written before it existed
+    have none, and their ids are never reused (see :func:`~._journal.apply_record`)."""
 
     type: Literal["asset"] = "asset"
     sha256: str
     asset_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    endpoint: str | None = None
     t: float = attrs.field(factory=_now)
 
 

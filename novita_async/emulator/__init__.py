@@ -26,8 +26,14 @@ Faults (``emu.faults``; over HTTP under ``/__emulator/``; on the command line as
   connections (a client sees "connection refused") on the first request once 20 more tasks are
   created (or at once, without ``after``), and listens again on the same port 15 s later;
 - memory: ``forget_tasks(ids)`` (their results answer 404 ``TASK_NOT_FOUND``) and
-  ``forget_assets(ids)`` (a submission naming one answers 400 naming it); ``emu.task_ids()`` and
-  ``emu.asset_ids()`` list them all.
+  ``forget_assets(ids)`` (a submission naming one answers 400); ``emu.task_ids()`` and
+  ``emu.asset_ids()`` list them all. ``asset_ttl`` (``--asset-ttl SECONDS``) forgets each asset
+  that long after its upload. A submission naming an asset the emulator does not know (forgotten,
+  expired, or never uploaded here) answers 400 ``INVALID_REQUEST_BODY``: with
+  ``asset_errors="named"`` (the default) its message names the id and its metadata the field;
+  with ``asset_errors="plain"`` (``--asset-errors plain``) it is a generic message and no
+  metadata, which is all the real service promises (it documents no asset lifetime and no error
+  of its own for an unknown asset).
 
 Webhooks: a task whose submission set ``extra.webhook.url`` (http or https) gets, when it ends
 (succeeded or failed), ``POST <url>`` with ``{"event_type": "ASYNC_TASK_RESULT", "payload":

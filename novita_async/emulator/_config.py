@@ -15,9 +15,10 @@ from attrs import validators as v
 from ._fault_specs import ROUTES, AccountError, FaultSpec, Outage, check_route, parse_script_token
 from ._webhook_faults import WebhookFaultSpec, parse_webhook_token
 
-__all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "Flag", "ImageMode"]
+__all__ = ["DEFAULT_API_KEY", "AssetErrors", "EmulatorConfig", "Flag", "ImageMode"]
 
 ImageMode = Literal["full", "tiny"]
+AssetErrors = Literal["named", "plain"]
 
 DEFAULT_API_KEY = "emulator-key"
 
@@ -180,6 +181,26 @@ class EmulatorConfig:
     max_asset_bytes: int = attrs.field(
         default=30 * 1024 * 1024, validator=v.gt(0), metadata=_flag("largest asset upload")
     )
+    asset_ttl: float | None = attrs.field(
+        default=None,
+        validator=v.optional(v.ge(0.0)),
+        metadata=_flag("forget each asset this many seconds after its upload", metavar="SECONDS"),
+    )
+    """Seconds an uploaded asset stays known (None: for good). The real service documents no
+    lifetime, so a client must not rely on one either way."""
+    asset_errors: AssetErrors = attrs.field(
+        default="named",
+        validator=v.in_(("named", "plain")),
+        metadata=_flag(
+            "how a submission naming an unknown asset is refused: named (400 naming the field "
+            "and the id) or plain (400 INVALID_REQUEST_BODY with a message only, as the real "
+            "service may answer)"
+        ),
+    )
+    """``named``: 400 ``INVALID_REQUEST_BODY`` whose message names the id and whose metadata names
+    the field (a helpful diagnosis). ``plain``: 400 ``INVALID_REQUEST_BODY`` with a generic
+    message and no metadata at all: the real service documents no error for an asset it no longer
+    knows, so a client must cope without being told which id it was."""
 
     rate_limit_per_second: float | None = attrs.field(
         default=None,

@@ -23,6 +23,8 @@ class APIProblem(Exception):
         message: str,
         metadata: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        with_metadata: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -30,9 +32,17 @@ class APIProblem(Exception):
         self.message = message
         self.metadata = dict(metadata or {})
         self.headers = dict(headers or {})
+        self.with_metadata = with_metadata
 
     def response(self) -> web.Response:
-        return api_error(self.status, self.reason, self.message, self.metadata, self.headers)
+        return api_error(
+            self.status,
+            self.reason,
+            self.message,
+            self.metadata if self.with_metadata else None,
+            self.headers,
+            with_metadata=self.with_metadata,
+        )
 
 
 def api_error(
@@ -41,14 +51,14 @@ def api_error(
     message: str,
     metadata: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    *,
+    with_metadata: bool = True,
 ) -> web.Response:
-    """``{"code", "reason", "message", "metadata"}``, as every documented error looks."""
-    body: dict[str, Any] = {
-        "code": status,
-        "reason": reason,
-        "message": message,
-        "metadata": dict(metadata or {}),
-    }
+    """``{"code", "reason", "message", "metadata"}``, as every documented error looks
+    (``with_metadata=False``: without ``metadata``, as an undocumented answer may be)."""
+    body: dict[str, Any] = {"code": status, "reason": reason, "message": message}
+    if with_metadata:
+        body["metadata"] = dict(metadata or {})
     return web.json_response(body, status=status, headers=headers)
 
 

@@ -47,7 +47,7 @@ async def submit(request: web.Request) -> web.Response:
         body = json.loads(raw)
     except ValueError:
         raise APIProblem(400, INVALID_REQUEST_BODY, "request body is not valid JSON") from None
-    validate_instant_id(body, state.asset_known)
+    validate_instant_id(body, state.asset_known, named_assets=state.config.asset_errors == "named")
     wait = state.limiter.admit(key, body["image_num"])
     if wait is not None:
         state.stats.rate_limited += 1

@@ -56,7 +56,7 @@ async def upload(request: web.Request) -> web.Response:
     if sniff_image(data) is None:
         raise APIProblem(400, "INVALID_IMAGE_FORMAT", "the body is not a png, jpeg or webp image")
     asset_id = _new_asset_id(state)
-    state.assets[asset_id] = data
+    state.add_asset(asset_id, data)
     state.stats.uploads += 1
     return web.json_response({"assets_id": asset_id})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import anyio
 import attrs
 from aiohttp import web
 
@@ -30,6 +31,8 @@ class EmulatorState:
     limiter: SubmissionLimiter
     webhooks: WebhookSender
     assets: dict[str, bytes] = attrs.field(factory=dict, repr=False)
+    asset_times: dict[str, float] = attrs.field(factory=dict, repr=False)
+    """When each asset was uploaded, on the event loop's clock (for ``asset_ttl``)."""
     asset_rng: random.Random = attrs.field(factory=random.Random, repr=False)
     images_origin: str = ""
 
@@ -66,11 +69,21 @@ class EmulatorState:
         return self.stats.snapshot(self.tasks.counts(), self.faults.outage_active)
 
     def asset_known(self, asset_id: str) -> bool:
-        """Whether a submission may name ``asset_id`` (uploaded, and not forgotten)."""
+        """Whether a submission may name ``asset_id`` (uploaded, not forgotten, not expired)."""
         if self.faults.forgets(asset_id):
             self.stats.faults["forgotten_asset"] += 1
             return False
+        ttl = self.config.asset_ttl
+        uploaded = self.asset_times.get(asset_id)
+        if ttl is not None and uploaded is not None and anyio.current_time() - uploaded >= ttl:
+            # Its bytes stay: the pictures of tasks made from it still show them.
+            self.stats.faults["expired_asset"] += 1
+            return False
         return asset_id in self.assets
+
+    def add_asset(self, asset_id: str, data: bytes) -> None:
+        self.assets[asset_id] = data
+        self.asset_times[asset_id] = anyio.current_time()
 
 
 STATE = web.AppKey("novita_emulator_state", EmulatorState)

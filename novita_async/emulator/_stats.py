@@ -57,7 +57,8 @@ class EmulatorStats:
     """Injected outcomes by name: the drawn or scripted ones (``error_5xx``, ``reset_after``, ...),
     ``account_error`` (requests refused by it), ``outage_reset`` (requests reset as they reached
     the API origin while it was going down), ``forgotten_task`` (404 TASK_NOT_FOUND answered for a
-    forgotten task), ``forgotten_asset`` (submissions refused naming a forgotten asset)."""
+    forgotten task), ``forgotten_asset`` (submissions refused naming a forgotten asset),
+    ``expired_asset`` (naming an asset older than ``asset_ttl``)."""
     tasks: dict[str, int]
     """Tasks by current status."""
     in_flight: dict[str, int]

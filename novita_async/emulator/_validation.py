@@ -66,7 +66,9 @@ def _object(value: object, field: str) -> dict[str, Any]:
     return value
 
 
-def _asset_ids(body: dict[str, Any], name: str, asset_exists: Callable[[str], bool]) -> list[str]:
+def _asset_ids(
+    body: dict[str, Any], name: str, asset_exists: Callable[[str], bool], named_assets: bool
+) -> list[str]:
     value = body[name]
     if not isinstance(value, list) or not value:
         raise invalid(name, "must be a non-empty list of asset ids")
@@ -74,6 +76,11 @@ def _asset_ids(body: dict[str, Any], name: str, asset_exists: Callable[[str], bo
         if not isinstance(item, str) or not item:
             raise invalid(f"{name}[{index}]", "must be a non-empty string")
         if not asset_exists(item):
+            if not named_assets:
+                # What a client must be ready for: no word of which id, or that it was an id.
+                raise APIProblem(
+                    400, INVALID_REQUEST_BODY, "invalid request body", with_metadata=False
+                )
             raise invalid(f"{name}[{index}]", f"unknown asset id {item!r}")
     return value
 
@@ -140,8 +147,11 @@ def _webhook(value: object) -> None:
         raise invalid(field, "must be one of " + ", ".join(_TEST_STATUSES))
 
 
-def validate_instant_id(body: object, asset_exists: Callable[[str], bool]) -> dict[str, Any]:
-    """Return the body if it is a valid request, else raise :class:`APIProblem` (400)."""
+def validate_instant_id(
+    body: object, asset_exists: Callable[[str], bool], *, named_assets: bool = True
+) -> dict[str, Any]:
+    """Return the body if it is a valid request, else raise :class:`APIProblem` (400).
+    ``named_assets``: an unknown asset id is named in the answer (else a plain 400)."""
     if not isinstance(body, dict):
         raise APIProblem(400, INVALID_REQUEST_BODY, "request body must be a JSON object")
     for name in _spec.REQUIRED_FIELDS:
@@ -152,8 +162,8 @@ def validate_instant_id(body: object, asset_exists: Callable[[str], bool]) -> di
     _name(model_name, "model_name")
     if model_name not in _spec.SDXL_CHECKPOINTS:
         raise invalid("model_name", f"unknown model {model_name!r}; use an SDXL checkpoint")
-    faces = _asset_ids(body, "face_image_assets_ids", asset_exists)
-    _asset_ids(body, "ref_image_assets_ids", asset_exists)
+    faces = _asset_ids(body, "face_image_assets_ids", asset_exists, named_assets)
+    _asset_ids(body, "ref_image_assets_ids", asset_exists, named_assets)
     _text(body, "prompt")
     if body.get("negative_prompt") is not None:
         _text(body, "negative_prompt")
@@ -163,7 +173,7 @@ def validate_instant_id(body: object, asset_exists: Callable[[str], bool]) -> di
     if body["sampler_name"] not in _spec.SAMPLERS:
         raise invalid("sampler_name", "must be one of " + ", ".join(_spec.SAMPLERS))
     if body.get("face_kps_assets_ids") is not None:
-        kps = _asset_ids(body, "face_kps_assets_ids", asset_exists)
+        kps = _asset_ids(body, "face_kps_assets_ids", asset_exists, named_assets)
         if len(kps) != len(faces):
             raise invalid(
                 "face_kps_assets_ids",

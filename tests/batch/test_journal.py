@@ -37,13 +37,13 @@ def _failed(job_id: str, reason: str = "TASK_FAILED", task_id: str | None = "t")
 def test_states_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     with Journal(path) as journal:
-        journal.record_asset("abc", "asset-1")
+        journal.record_asset(("http://assets/image", "abc"), "asset-1")
         journal.record_submitted("a", "task-a", "fp-a")
         journal.record_submitted("b", "task-b", "fp-b")
         journal.record_outcome(_ok("b", "task-b"), "fp-b")
         journal.record_outcome(_failed("c", "INPUT_NOT_FOUND", None), "fp-c")
     with Journal(path) as journal:
-        assert journal.assets == {"abc": "asset-1"}
+        assert journal.assets == {("http://assets/image", "abc"): "asset-1"}
         a, b, c = journal.jobs["a"], journal.jobs["b"], journal.jobs["c"]
         assert (a.phase, a.task_id, a.fingerprint) == ("submitted", "task-a", "fp-a")
         assert (b.phase, b.seed, b.files, b.fingerprint) == ("succeeded", 7, ("b_0.png",), "fp-b")
@@ -177,13 +177,13 @@ def test_records_of_an_unknown_kind_or_shape_are_damage(tmp_path: Path) -> None:
 def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     with Journal(path) as journal:
-        journal.record_asset("abc", "asset-1")
+        journal.record_asset(("http://assets/image", "abc"), "asset-1")
         journal.record_submitted("a", "task-a", "fp")
         journal.record_outcome(_ok("a", "task-a"), "fp")
         journal.record_outcome(_failed("b", task_id=None), None)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [list(row) for row in rows] == [
-        ["type", "sha256", "asset_id", "t", "c"],
+        ["type", "sha256", "asset_id", "endpoint", "t", "c"],
         ["type", "id", "task_id", "fingerprint", "t", "c"],
         ["type", "id", "task_id", "fingerprint", "seed", "files", "t", "c"],
         ["type", "id", "task_id", "fingerprint", "error", "files", "t", "c"],
@@ -192,14 +192,17 @@ def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
     # The checksum: CRC-32 of the line without it, in 8 hex digits.
     assert all(len(row.pop("c")) == 8 for row in rows)
     assert rows == [
-        {"type": "asset", "sha256": "abc", "asset_id": "asset-1"},
+        {"type": "asset", "sha256": "abc", "asset_id": "asset-1",
+         "endpoint": "http://assets/image"},
         {"type": "submitted", "id": "a", "task_id": "task-a", "fingerprint": "fp"},
         {"type": "succeeded", "id": "a", "task_id": "task-a", "fingerprint": "fp", "seed": 7,
          "files": ["a_0.png"]},
         {"type": "failed", "id": "b", "task_id": None, "fingerprint": None,
          "error": {"type": "E", "reason": "TASK_FAILED", "message": "boom"}, "files": []},
     ]  # fmt: skip
-    assert path.read_text().startswith('{"type":"asset","sha256":"abc","asset_id":"asset-1","t":')
+    assert path.read_text().startswith(
+        '{"type":"asset","sha256":"abc","asset_id":"asset-1","endpoint":"http://assets/image","t":'
+    )
 
 
 def test_phases_and_statuses_are_enums_that_read_as_their_json(tmp_path: Path) -> None:

@@ -101,7 +101,6 @@ async def test_a_budget_stops_submitting_finishes_what_it_paid_for_and_a_rerun_c
     assert emu.stats().submissions == 10 and emu.stats().duplicate_submissions == 0
 
 
-
 async def test_a_dry_run_counts_what_a_run_would_do_against_finished_work_and_sends_nothing(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
@@ -121,7 +120,7 @@ async def test_a_dry_run_counts_what_a_run_would_do_against_finished_work_and_se
         InvalidJob("7", JobInputError("INVALID_JOB_LINE", "line 7, field steps: must be ...")),
         make_job("gone", tmp_path / "missing.png", images(2)),
     ]
-    plan = await dry_run(jobs, out, BatchOptions(rate=4.0))
+    plan = await dry_run(jobs, out, BatchOptions(rate=4.0), assets_url=emu.assets_url)
     assert (plan.jobs, plan.done, plan.failed, plan.changed) == (8, 2, 0, 1)
     assert (plan.to_submit, plan.images, plan.uploads, plan.seconds) == (2, 3, 2, 0.5)
     assert [(p.job_id, p.reason) for p in plan.problems] == [

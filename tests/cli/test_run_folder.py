@@ -69,8 +69,15 @@ def test_dry_run_counts_against_finished_work_sends_nothing_and_writes_nothing(
     requests = emulator.stats()["requests"]
 
     done = cli(
-        "run", str(more), "--out", str(out), "--dry-run", "--rate", "2", env={"NOVITA_API_KEY": ""}
-    )  # fmt: skip  (no key needed: nothing is sent)
+        "run",
+        str(more),
+        "--out",
+        str(out),
+        "--dry-run",
+        "--rate",
+        "2",
+        env={**emulator.env, "NOVITA_API_KEY": ""},
+    )  # fmt: skip  (no key needed: nothing is sent; the asset URL says which uploads are saved)
     assert done.returncode == 1, done.stderr
     assert "dry run: nothing was sent" in done.stdout
     assert "5 jobs: 0 already done, 0 failed earlier" in done.stdout

@@ -221,6 +221,34 @@ async def test_a_forgotten_asset_is_refused_by_name(
     assert stats.submissions == 2
 
 
+@pytest.mark.emulator(asset_errors="plain")
+async def test_in_plain_mode_an_unknown_asset_is_refused_as_the_service_may_without_naming_it(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    face, ref = await upload(session, emu), await upload(session, emu)
+    emu.faults.forget_assets([face])
+    never_issued = "aWQtZnJvbS1lbHNld2hlcmU="
+    for sent in (body(face, ref), body(ref, never_issued)):
+        status, answer = await post_task(session, emu, sent)
+        # No metadata and no word of an asset: all a client may count on is the reason.
+        assert status == 400
+        assert answer == {
+            "code": 400,
+            "reason": "INVALID_REQUEST_BODY",
+            "message": "invalid request body",
+        }
+    assert (await post_task(session, emu, body(ref, ref)))[0] == 200
+    assert emu.stats().faults == {"forgotten_asset": 1}
+
+
+@pytest.mark.emulator(asset_ttl=0.0, asset_errors="plain")
+async def test_assets_expire_after_asset_ttl(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    face = await upload(session, emu)  # at once too old, with a TTL of 0
+    status, answer = await post_task(session, emu, body(face, face))
+    assert (status, answer["reason"]) == (400, "INVALID_REQUEST_BODY")
+    assert emu.stats().faults == {"expired_asset": 1} and emu.stats().submissions == 0
+
+
 async def test_forget_over_http(emu: Emulator, session: aiohttp.ClientSession) -> None:
     face = await upload(session, emu)
     task_id = (await finished_task(session, emu, body(face, face)))["task"]["task_id"]
