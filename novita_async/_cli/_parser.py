@@ -1,13 +1,17 @@
 """The ``novita-async`` command line: subcommands, their flags and the flags' validation.
 
 Request flags are in :mod:`._request_flags`. The run command's batch flags are
-:class:`BatchOptions`' fields: one flag per field, its help, default and validation the field's;
-:func:`options_from_args` builds the options.
+:class:`BatchOptions`' fields: one flag per field, its help, default and validation the field's.
+Each flag's text is only converted to its type while parsing; :func:`options_from_args` then builds
+the options once, from every flag together, so that a rule between two fields (``webhook_url``
+needs ``webhook_listen``) sees them both, and a value refused is reported against the flags of the
+fields it names (:func:`parse_args` stores the options as ``ns.batch_options``).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -82,20 +86,17 @@ def _check_summary_path(parser: argparse.ArgumentParser, ns: argparse.Namespace)
 
 
 def _option_value(spec: BatchFlag) -> Callable[[str], Any]:
-    """Parse a batch flag's text and check it with its field's own validators."""
+    """Convert a batch flag's text to its type; the fields' validators run once every flag is
+    read (:func:`_checked_options`): one flag alone is a half-built object to a rule between
+    fields."""
     assert spec.type is not None
     kind = spec.type
 
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
+            return kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        try:
-            BatchOptions(**{spec.field: value})
-        except ConfigurationError as exc:
-            raise argparse.ArgumentTypeError(f"{text} is not allowed: {exc}") from None
-        return value
 
     return parse
 
@@ -155,10 +156,42 @@ def _check_ray_flags(parser: argparse.ArgumentParser, ns: argparse.Namespace) ->
 
 
 def options_from_args(ns: argparse.Namespace) -> BatchOptions:
-    """The batch options the ``run`` flags set; a flag left out keeps the field's default."""
+    """The batch options the ``run`` flags set; a flag left out keeps the field's default.
+
+    Raises :class:`ConfigurationError` for a value, or a combination, the fields refuse.
+    """
     values = vars(ns)
     given = {spec.field: values[spec.field] for spec in BATCH_FLAGS}
     return BatchOptions(**{name: value for name, value in given.items() if value is not None})
+
+
+def _named_flags(message: str) -> list[BatchFlag]:
+    """The batch flags whose fields ``message`` names, in the order it names them."""
+    found = [
+        (match.start(), spec)
+        for spec in BATCH_FLAGS
+        if (match := re.search(rf"\b{spec.field}\b", message)) is not None
+    ]
+    return [spec for _, spec in sorted(found, key=lambda item: item[0])]
+
+
+def _checked_options(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> BatchOptions:
+    """:func:`options_from_args`, or exit 2 naming the flag (or flags) whose values are refused."""
+    try:
+        return options_from_args(ns)
+    except ConfigurationError as exc:
+        message = str(exc)
+        named = _named_flags(message)
+        if not named:
+            parser.error(f"batch options: {message}")
+        if len(named) == 1:
+            value = getattr(ns, named[0].field)
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            parser.error(f"argument {named[0].flag}: {shown} is not allowed: {message}")
+        # A rule between fields: said in the flags' names, which a command-line user typed.
+        for spec in named:
+            message = re.sub(rf"\b{spec.field}\b", spec.flag, message)
+        parser.error(f"argument {'/'.join(spec.flag for spec in named)}: {message}")
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
@@ -334,6 +367,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if ns.command in ("run", "generate"):
         check_request_flags(ns.subparser, ns)
     if ns.command == "run":
+        ns.batch_options = _checked_options(ns.subparser, ns)
         _check_summary_path(ns.subparser, ns)
         _check_ray_flags(ns.subparser, ns)
     if ns.command in ("status", "journal") and (scheme := looks_like_url(getattr(ns, "out", ""))):

@@ -51,7 +51,6 @@ from ._commands import make_client
 from ._dry_run import print_dry_run
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
-from ._parser import options_from_args
 from ._progress import BatchProgress
 from ._request_flags import request_fields
 from ._run_report import ReportTo, RunReport, StopReport
@@ -107,7 +106,7 @@ class RunSettings:
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> RunSettings:
-        options = options_from_args(ns)
+        options: BatchOptions = ns.batch_options  # built once, from every flag, by parse_args
         # A URL the package cannot write is refused here, before anything is sent.
         destination = parse_out(ns.out, staging_dir=options.staging_dir)
         return cls(

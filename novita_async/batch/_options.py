@@ -236,4 +236,7 @@ class BatchOptions:
 
     def __attrs_post_init__(self) -> None:
         if self.webhook_url is not None and self.webhook_listen is None:
-            raise ConfigurationError("webhook_url needs webhook_listen: something must receive")
+            raise ConfigurationError(
+                "webhook_url needs webhook_listen: the URL must lead to the receiver this run "
+                "listens with, on HOST:PORT"
+            )
