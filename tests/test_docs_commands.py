@@ -64,7 +64,7 @@ SUBSTITUTIONS: dict[str, str] = {
 
 Besides these, every step's environment holds what the reader's would: ``NOVITA_*`` pointing at
 the emulator (what ``novita-async emulator`` prints), ``RAY_ADDRESS`` = the local Ray instance
-for the Ray scenario (so the command documented as starting "a local Ray instance" joins the
+for the Ray scenarios (so the command documented as starting "a local Ray instance" joins the
 test's instead of starting its own: ``ray.init()`` reads it), ``AWS_*`` for moto's server where a
 command names ``s3://`` and the docs say the machine has credentials (not for the object-storage
 block, which sets them itself), and ``NOVITA_ASYNC_STAGING`` in the scratch folder.
@@ -625,18 +625,27 @@ def run_long_running(step: Step, services: Services) -> None:
             process.stdout.close()
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def uses_ray(scenario: str) -> bool:
+    return any("--ray" in s.text or "novita_async.ray" in s.text for s in SCENARIOS[scenario])
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        # Ray's scenarios on one worker (with the suite's other Ray tests): one Ray at a time.
+        pytest.param(name, marks=[pytest.mark.xdist_group("ray")] if uses_ray(name) else [])
+        for name in SCENARIOS
+    ],
+)
 def test_documented_commands(
     scenario: str, tmp_path: Path, docs_emulator: EmulatorProcess, request: pytest.FixtureRequest
 ) -> None:
     scratch_folder(tmp_path)
-    texts = "".join(step.text for step in SCENARIOS[scenario])
     bucket = None
-    if "s3://" in texts:
+    if any("s3://" in step.text for step in SCENARIOS[scenario]):
         s3_server = request.getfixturevalue("s3_server")
         bucket = create_bucket(s3_server, f"docs-{scenario}")
-    uses_ray = "--ray" in texts or "novita_async.ray" in texts
-    ray_address = request.getfixturevalue("docs_ray") if uses_ray else None
+    ray_address = request.getfixturevalue("docs_ray") if uses_ray(scenario) else None
     services = Services(tmp_path, docs_emulator, bucket, ray_address)
     for step in SCENARIOS[scenario]:
         if step.kind == "long-running":
