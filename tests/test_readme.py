@@ -1,9 +1,8 @@
 """The README's commands and code, run against an emulator process.
 
 Fenced blocks are run by their info string:
-- ``sh``: each block runs with bash (``set -e``) in one scratch folder, in order, with the
-  ``NOVITA_*`` variables pointing at an emulator and the job file of the ``jsonl`` block on disk;
-- ``sh long-running``: started, expected to print ``NOVITA_BASE_URL=``, stopped with SIGINT;
+- ``sh`` and ``sh long-running``, and every ``novita-async`` command of any block here or in
+  ``docs/``: ``test_docs_commands.py``, each with the result the docs give it;
 - ``sh benchmark``: the benchmark entry point must exist and answer ``--help`` (its ``--quick`` run
   is the benchmarks' own test); the figures between ``<!-- bench:start -->`` and
   ``<!-- bench:end -->`` must be those the benchmark report writes from the committed results;
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -94,21 +92,6 @@ def scratch(tmp_path: Path, readme_emulator: EmulatorProcess) -> tuple[Path, dic
     return tmp_path, env
 
 
-def test_shell_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
-    folder, env = scratch
-    for body in blocks("sh"):
-        script = body.replace("python examples/", f"python {ROOT}/examples/")
-        done = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", "-c", script], cwd=folder, env=env,
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, f"{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-        assert "Traceback" not in done.stderr
-    results = (folder / "results" / "results.jsonl").read_text().splitlines()
-    assert len(results) == len(blocks("jsonl")[0].strip().splitlines())
-    assert (folder / "results" / "index.html").is_file()
-
-
 def test_python_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
     folder, env = scratch
     for body in blocks("python"):
@@ -117,27 +100,6 @@ def test_python_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
             timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, f"{body}\n--- stderr\n{done.stderr}"
-
-
-def test_long_running_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
-    folder, env = scratch
-    for body in blocks("sh long-running"):
-        process = subprocess.Popen(
-            ["bash", "-c", "exec " + body.strip()], cwd=folder, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        try:
-            assert process.stdout is not None
-            first = process.stdout.readline()
-            assert first.startswith("NOVITA_BASE_URL=http://127.0.0.1:"), first
-            process.send_signal(signal.SIGINT)
-            assert process.wait(timeout=30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
 
 
 def test_benchmark_figures_are_written_from_the_committed_results() -> None:
