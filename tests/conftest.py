@@ -20,7 +20,7 @@ import pytest
 from support import S3Bucket, SmallFileSystem, create_bucket, mount
 
 from novita_async.emulator import Emulator, EmulatorConfig
-from novita_async.testing import emulated
+from novita_async.testing import EmulatedNovita, emulated
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,13 +41,19 @@ def emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture
-async def emu(
+async def kit(
     request: pytest.FixtureRequest, emulator_config: EmulatorConfig
-) -> AsyncIterator[Emulator]:
+) -> AsyncIterator[EmulatedNovita]:
+    """The testing kit: ``emu`` and a client with the default options pointed at it."""
     marker = request.node.get_closest_marker("emulator")
     config = emulator_config if marker is None else attrs.evolve(emulator_config, **marker.kwargs)
-    async with emulated(config) as kit:
-        yield kit.emulator
+    async with emulated(config) as running:
+        yield running
+
+
+@pytest.fixture
+def emu(kit: EmulatedNovita) -> Emulator:
+    return kit.emulator
 
 
 @pytest.fixture
