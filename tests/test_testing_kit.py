@@ -90,7 +90,6 @@ import pytest
 from novita_async import NovitaClient, RetryPolicy
 from novita_async.testing import kit_config
 
-MARK = pytest.mark.{mark}
 
 
 @pytest.fixture
@@ -103,7 +102,7 @@ def novita_client_options():
     return {{"retry": RetryPolicy(attempts=3, backoff_base=0.001, backoff_max=0.01)}}
 
 
-@MARK
+{mark}
 async def test_fixtures(novita_client, novita_emulator):
     novita_emulator.faults.script("models", ["503", "429", "ok"])
     assert [m async for m in novita_client.list_models(query="juggernaut")]
@@ -115,7 +114,7 @@ async def test_fixtures(novita_client, novita_emulator):
     assert novita_emulator.stats().count("models", 200) == 2
 
 
-@MARK
+{mark}
 async def test_a_new_emulator_per_test(novita_emulator):
     assert novita_emulator.stats().count("models") == 0
 """
@@ -160,17 +159,15 @@ def last_line(done: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    ("plugin", "ini", "disabled"),
-    [
-        ("anyio", "anyio_mode = auto\n", "asyncio"),
-        ("asyncio", "asyncio_mode = auto\n", "anyio"),
-    ],
+    ("ini", "disabled"),
+    [("anyio_mode = auto\n", "asyncio"), ("asyncio_mode = auto\n", "anyio")],
     ids=["anyio-auto", "pytest-asyncio-auto"],  # strict mode: in the test with both plugins
 )
 def test_the_fixtures_run_under_either_async_plugin(
-    tmp_path: Path, plugin: str, ini: str, disabled: str
+    tmp_path: Path, ini: str, disabled: str
 ) -> None:
-    write_session(tmp_path, {"test_user.py": USER_TESTS.format(mark=plugin)}, ini)
+    # Auto mode: the tests are not marked.
+    write_session(tmp_path, {"test_user.py": USER_TESTS.format(mark="")}, ini)
     done = run_pytest(tmp_path, "-q", "-p", f"no:{disabled}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert last_line(done).startswith("2 passed"), done.stdout
@@ -180,8 +177,8 @@ def test_with_both_plugins_each_test_gets_the_kit_from_its_own_and_a_sync_test_a
     tmp_path: Path,
 ) -> None:
     files = {
-        "test_anyio.py": USER_TESTS.format(mark="anyio"),
-        "test_asyncio.py": USER_TESTS.format(mark="asyncio"),
+        "test_anyio.py": USER_TESTS.format(mark="@pytest.mark.anyio"),
+        "test_asyncio.py": USER_TESTS.format(mark="@pytest.mark.asyncio"),
         "test_sync.py": SYNC_TEST,
     }
     write_session(tmp_path, files)
