@@ -64,6 +64,14 @@ async def test_the_kit_takes_an_emulator_configuration_and_the_client_s_key() ->
         assert kit.stats().count("models", 403) == 1
 
 
+def test_outside_asyncio_the_kit_says_it_needs_asyncio() -> None:
+    # What trio (anyio's other backend) meets: no asyncio loop is running.
+    entering = emulated().__aenter__()
+    with pytest.raises(RuntimeError, match="run this test on asyncio"):
+        entering.send(None)
+    entering.close()
+
+
 def test_the_emulator_process_has_the_kit_s_defaults_and_the_options_given() -> None:
     async def list_models(env: dict[str, str]) -> None:
         retry = RetryPolicy(attempts=2, backoff_base=0.0)
