@@ -1,6 +1,7 @@
 """Shared test configuration: anyio on asyncio (aiohttp is asyncio-only), shared fixtures.
 
-``emu`` is the emulator on loopback every in-process test uses. Its configuration is the
+``emu`` is the emulator on loopback every in-process test uses: the testing kit's
+(``novita_async.testing.emulated``), as our users get it. Its configuration is the
 ``emulator_config`` fixture (a test folder's or module's conftest overrides it), plus the fields a
 test names with ``@pytest.mark.emulator(task_base_seconds=3600, ...)``.
 """
@@ -19,6 +20,7 @@ import pytest
 from support import S3Bucket, SmallFileSystem, create_bucket, mount
 
 from novita_async.emulator import Emulator, EmulatorConfig
+from novita_async.testing import EmulatedNovita, emulated
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,13 +41,19 @@ def emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture
-async def emu(
+async def kit(
     request: pytest.FixtureRequest, emulator_config: EmulatorConfig
-) -> AsyncIterator[Emulator]:
+) -> AsyncIterator[EmulatedNovita]:
+    """The testing kit: ``emu`` and a client with the default options pointed at it."""
     marker = request.node.get_closest_marker("emulator")
     config = emulator_config if marker is None else attrs.evolve(emulator_config, **marker.kwargs)
-    async with Emulator(config) as emulator:
-        yield emulator
+    async with emulated(config) as running:
+        yield running
+
+
+@pytest.fixture
+def emu(kit: EmulatedNovita) -> Emulator:
+    return kit.emulator
 
 
 @pytest.fixture

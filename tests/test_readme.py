@@ -7,7 +7,8 @@ Fenced blocks are run by their info string:
   is the benchmarks' own test); the figures between ``<!-- bench:start -->`` and
   ``<!-- bench:end -->`` must be those the benchmark report writes from the committed results;
 - ``sh setup``: the two set-up commands, which CI runs itself; checked against ``.ci/run``;
-- ``python``: each block runs as a script in the scratch folder.
+- ``python``: each block runs as a script in the scratch folder;
+- ``python pytest``: each block is a test file, run by pytest (the testing kit's plugin) there.
 """
 
 from __future__ import annotations
@@ -59,9 +60,13 @@ def test_setup_commands_are_the_two_of_the_issue_and_the_test_one_is_what_ci_run
 
 
 def test_every_fenced_block_has_a_known_kind() -> None:
-    known = {"sh", "sh setup", "sh long-running", "sh benchmark", "python", "jsonl", "json", ""}
+    known = {
+        "sh", "sh setup", "sh long-running", "sh benchmark", "python", "python pytest", "jsonl",
+        "json", "",
+    }  # fmt: skip
     assert {kind for kind, _ in BLOCKS} <= known
-    assert blocks("sh") and blocks("python") and len(blocks("jsonl")) == 1
+    assert blocks("sh") and blocks("python") and blocks("python pytest")
+    assert len(blocks("jsonl")) == 1
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +105,21 @@ def test_python_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
             timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, f"{body}\n--- stderr\n{done.stderr}"
+
+
+def test_pytest_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
+    folder, env = scratch
+    for number, body in enumerate(blocks("python pytest")):
+        test_file = folder / f"test_readme_{number}.py"
+        test_file.write_text(body, encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+             test_file.name],
+            cwd=folder, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        summary = done.stdout.strip().splitlines()[-1:]
+        assert done.returncode == 0, f"{body}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        assert summary and summary[0].startswith("1 passed"), done.stdout
 
 
 def test_benchmark_figures_are_written_from_the_committed_results() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,8 @@ from PIL import Image
 
 from novita_async import InstantIDRequest, NovitaClient
 from novita_async.batch import Job
-from novita_async.emulator import Emulator, EmulatorConfig
+from novita_async.emulator import EmulatorConfig
+from novita_async.testing import EmulatedNovita
 
 
 def png_bytes(shade: int) -> bytes:
@@ -27,9 +28,8 @@ def emulator_config() -> EmulatorConfig:
 
 
 @pytest.fixture
-async def client(emu: Emulator) -> AsyncIterator[NovitaClient]:
-    async with NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as c:
-        yield c
+def client(kit: EmulatedNovita) -> NovitaClient:
+    return kit.client
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from novita_async.emulator import EmulatorProcess
+from novita_async.testing import emulator_process
 
 from .conftest import png_bytes
 from .test_resume import stray_files
@@ -69,7 +70,7 @@ async def read_line(stream: BufferedByteReceiveStream) -> str:
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorProcess]:
-    with EmulatorProcess("--seed", "3", "--task-seconds", "0", "--image-mode", "tiny") as running:
+    with emulator_process("--seed", "3") as running:
         yield running
 
 

@@ -13,11 +13,13 @@ import pytest
 
 from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 from novita_async.emulator import EmulatorProcess
+from novita_async.testing import emulator_process as kit_emulator_process
 
 
 def emulator_process(*options: str) -> EmulatorProcess:
-    """``python -m novita_async.emulator --seed 1 OPTIONS``: ``with`` starts and stops it."""
-    return EmulatorProcess("--seed", "1", *options)
+    """The testing kit's emulator process with ``--seed 1 OPTIONS``: ``with`` starts and stops
+    it."""
+    return kit_emulator_process("--seed", "1", *options)
 
 
 @pytest.fixture(scope="session")
