@@ -53,7 +53,7 @@ def test_setup_commands_are_the_two_of_the_issue_and_the_test_one_is_what_ci_run
     )
     ci_lines = [
         line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-        if "pytest" in line and not line.lstrip().startswith("#")
+        if "-m pytest" in line and not line.lstrip().startswith("#")
     ]  # fmt: skip
     assert len(ci_lines) == 1
     assert ci_lines[0] == tests
