@@ -31,7 +31,7 @@ import yarl
 from .._exceptions import ValidationError
 from .._models import InstantIDRequest
 from .._redact import redact_url
-from .._sources import sniff_content_type
+from .._sources import NotRegularFileError, open_regular, sniff_content_type
 from ..batch import JobInputError, check_job_id
 from ._fields import build_request, merge_fields
 
@@ -173,13 +173,15 @@ def _probe_all(paths: list[Path]) -> list[str | None]:
 
 
 def _probe(path: Path) -> str | None:
+    # Through the library's one checked opening: a FIFO, a device or a socket is refused before
+    # it is opened (opening a FIFO waits for a writer, for ever, in a thread no stop can end).
     try:
-        with path.open("rb") as handle:
+        with open_regular(str(path)) as handle:
             head = handle.read(16)
+    except NotRegularFileError as exc:
+        return f"is not a regular file ({exc.kind}): {path}"
     except FileNotFoundError:
         return f"no such file: {path}"
-    except IsADirectoryError:
-        return f"is a folder, not an image file: {path}"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc}): {path}"
     if sniff_content_type(head) is None:
