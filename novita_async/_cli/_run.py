@@ -264,10 +264,38 @@ def report_end(
     return end.status
 
 
+def _wrong_kind(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be the folder (``folder``) or the file the run makes of it, if so."""
+    if folder and path.exists() and not path.is_dir():
+        return "must be a folder (it names a file)"
+    if not folder and path.is_dir():
+        return "must be a file (it names a folder)"
+    # The nearest thing that exists on the way must be a folder, for the run to make the rest.
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be made: {above} is a file, not a folder"
+    return None
+
+
+def check_places(settings: RunSettings) -> None:
+    """Refuse, as bad usage and before anything is sent, an output folder or a journal this
+    machine cannot make: found only when the run opens them, they were a run-level stop (exit 3)
+    with nothing to rerun."""
+    places: list[tuple[str, Path, bool]] = []
+    if settings.destination is None or isinstance(settings.destination, LocalOutput):
+        places.append(("--out", settings.out, True))
+    if (journal := settings.options.journal_path) is not None:
+        places.append(("--journal", journal, False))
+    for flag, path, folder in places:
+        if (why := _wrong_kind(path, folder=folder)) is not None:
+            raise ValidationError(flag, str(path), why)
+
+
 async def run(ns: argparse.Namespace) -> int:
     settings = RunSettings.from_args(ns)
     if not await anyio.Path(settings.jobs).is_file():
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
+    await anyio.to_thread.run_sync(check_places, settings)
     out = settings.out
     journal = settings.options.journal_path
     if is_run_output(settings.jobs, out) or (
