@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -249,7 +250,7 @@ async def read_job_file(
     line = 0
     async for text in _lines(path):
         line += 1
-        if not text.strip():
+        if not text.strip():  # as _blank decides
             continue
         job_id = str(line)
         try:
@@ -277,6 +278,13 @@ async def read_job_file(
 
 
 def count_lines(path: Path) -> int:
-    """How many jobs ``path`` holds (its non-blank lines), for a progress bar's total."""
+    """How many jobs ``path`` holds (its non-blank lines, blank as :func:`read_job_file` sees
+    them), read a line at a time: a progress bar's total, and what a run that stops early
+    did not reach."""
     with path.open("rb") as source:
-        return sum(1 for text in source if text.strip())
+        first = source.readline().removeprefix(codecs.BOM_UTF8)
+        return sum(1 for raw in itertools.chain([first], source) if not _blank(raw))
+
+
+def _blank(raw: bytes) -> bool:
+    return not raw.decode("utf-8", "replace").strip()

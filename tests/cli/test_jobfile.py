@@ -131,6 +131,15 @@ async def test_an_input_that_is_not_a_regular_file_is_the_lines_error_unopened(
     assert isinstance(job, JobLine)
 
 
+async def test_the_count_of_jobs_is_the_number_of_jobs_read(folder: Path) -> None:
+    # A byte-order mark, a line of Unicode spaces and one of ASCII ones are all blank.
+    path = folder / "jobs.jsonl"
+    job = json.dumps(JOB).encode()
+    blank = "\u00a0\u2003".encode()
+    path.write_bytes(b"\xef\xbb\xbf\n" + job + b"\n" + blank + b"\n \t\r\n" + job + b"\n" + job)
+    assert count_lines(path) == len(await read_all(path)) == 3
+
+
 async def test_a_byte_order_mark_is_not_part_of_the_first_line(folder: Path) -> None:
     path = write_lines(folder, [{**JOB, "id": "first"}, {**JOB, "id": "second"}])
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Notepad saves "UTF-8"

@@ -4,7 +4,6 @@ the display and forge lines)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
