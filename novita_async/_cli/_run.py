@@ -52,6 +52,7 @@ from ._dry_run import print_dry_run
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
 from ._parser import options_from_args
+from ._printable import printable, printable_lines
 from ._progress import BatchProgress
 from ._request_flags import request_fields
 from ._run_report import ReportTo, RunReport, StopReport
@@ -255,7 +256,7 @@ def format_summary(summary: BatchSummary) -> str:
         lines.append(f"  {summary.not_finished} not finished ({why}; rerun to continue)")
     if summary.not_reached:
         lines.append(f"  {summary.not_reached} not reached ({why}; rerun to continue)")
-    return "\n".join(lines)
+    return printable_lines(lines)
 
 
 def report_end(
@@ -278,9 +279,11 @@ def report_end(
         print(format_summary(end.summary))
         shown = "not written" if gallery is None else str(gallery)
         if end.interrupted and end.stopped is None:
-            print(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
+            print(
+                printable(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
+            )
         else:
-            print(f"results: {results}\ngallery: {shown}")
+            print(printable_lines([f"results: {results}", f"gallery: {shown}"]))
         sys.stdout.flush()
     if end.stopped is not None:
         raise end.stopped
