@@ -36,7 +36,7 @@ from .._redact import scrub
 from ..batch import JournalDamagedError
 from . import _commands, _demo, _journal_cmd, _run, _status
 from ._parser import parse_args
-from ._printable import printable
+from ._printable import PrintableFormatter, printable
 from ._run import (
     EXIT_BUDGET,
     EXIT_FAILED,
@@ -147,10 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not hasattr(ns, "api_key"):
         ns.api_key = None
-    logging.basicConfig(
-        level=logging.DEBUG if ns.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, handlers=[handler])
     if ns.command == "emulator":
         return _emulator(args)
     batch_log = logging.getLogger("novita_async.batch")

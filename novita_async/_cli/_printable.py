@@ -11,10 +11,11 @@ emoji, is left as it is. Files (results.jsonl, the journal, JSON reports) keep t
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Iterable
 
-__all__ = ["printable", "printable_lines"]
+__all__ = ["PrintableFormatter", "printable", "printable_lines"]
 
 # Format characters that join emoji and shape scripts, and do nothing else on a terminal.
 _JOINERS = frozenset("\u200c\u200d")
@@ -39,3 +40,10 @@ def printable_lines(lines: Iterable[str]) -> str:
     """``lines``, each made :func:`printable`, joined by newlines: a block of output whose line
     breaks are only its own."""
     return "\n".join(printable(line) for line in lines)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines through :func:`printable` (a traceback, with ``--debug``, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import unicodedata
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async._cli._printable import printable, printable_lines
+from novita_async._cli._printable import PrintableFormatter, printable, printable_lines
 
 # What a terminal acts on or reorders, and what ends a line.
 ACTED_ON = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
@@ -29,3 +31,16 @@ def test_escapes_read_as_in_python_and_letters_and_emoji_stay() -> None:
     kept = "Zoë 北京 \u00a0 👩\u200d👩\u200d👧 \\n 'quoted'"
     assert printable(kept) == kept
     assert printable_lines(["one\ntwo", "three"]) == "one\\ntwo\nthree"
+
+
+def test_log_lines_are_printable_and_a_traceback_keeps_its_lines() -> None:
+    formatter = PrintableFormatter("%(levelname)s %(message)s")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "n", logging.WARNING, __file__, 1, "job %s: %s", ("a\nb", "\x1b[2J"), sys.exc_info()
+        )
+    first, *rest = formatter.format(record).splitlines()
+    assert first == "WARNING job a\\nb: \\x1b[2J"
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "ValueError: boom"
