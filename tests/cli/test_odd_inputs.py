@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
-from .conftest import EmulatorProcess, cli
-from .test_run import job, results, write_jobs
+from .conftest import EmulatorProcess, cli, emulator_process
+from .test_run import job, results, wait_for_submission, write_jobs
 
 SMALL = ("--width", "128", "--height", "128", "--no-progress")
 
@@ -110,3 +112,26 @@ def test_ids_and_messages_with_control_characters_are_shown_escaped(
     status = guarded("status", str(out), "--jobs", str(jobs), env=emulator.env)
     assert status.returncode == 0, status.stdout + status.stderr
     no_raw_control(status)
+
+
+def test_sigterm_ends_a_run_whose_job_file_names_a_fifo(tmp_path: Path, pictures: Path) -> None:
+    jobs, out = fifo_jobs(tmp_path), tmp_path / "out"
+    with emulator_process("--task-seconds", "600", "--image-mode", "tiny") as slow:
+        command = [sys.executable, "-m", "novita_async", "run", str(jobs), "--out", str(out),
+                   "--concurrency", "1", *SMALL]  # fmt: skip
+        process = subprocess.Popen(
+            command, env={**os.environ, **slow.env}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_for_submission(out / ".novita-journal.jsonl", process)
+            process.send_signal(signal.SIGTERM)
+            # A guard against a hang (the stop takes well under a second), not a measure.
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, stdout + stderr
+    assert "rerun the same command to resume" in stdout
+    assert "Traceback" not in stderr
