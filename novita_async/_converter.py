@@ -3,7 +3,11 @@
 - **Requests** unstructure to the API's JSON, omitting fields left as ``None``.
 - **Answers** structure leniently where the real service drifts: numbers that arrive as strings
   (``"seed": "1099016411"``, ``"image_url_ttl": "3600"``), empty strings where a number belongs,
-  ``null`` where a string belongs, unknown task statuses, unknown keys and missing lists.
+  ``null`` where a string belongs, unknown task statuses, unknown keys and missing lists. A
+  boolean field (``is_sdxl``, NSFW ``valid``) takes ``true``/``false``/``1``/``0`` in any case
+  or form; anything else is ``None`` with a warning naming the field, so one drifted value
+  never fails a whole listing. A plain ``bool`` (our own files) takes the same and refuses the
+  rest.
 - **Request fields from a job file or flags** structure strictly (:func:`structure_request`): an
   unknown key is refused with its path (``loras[1].strength``, ``extra.webhook.urll``), and JSON
   values reach the models as they are, so ``"512"`` is not a width; every range, enum and type is
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import typing
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,6 +33,7 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from . import _models
 from ._exceptions import InvalidResponseError, ValidationError
 from ._models import (
     ControlNet,
@@ -48,6 +54,7 @@ from ._webhook_events import EventType, WebhookEvent
 __all__ = ["converter", "structure", "structure_request", "unstructure_request"]
 
 converter = cattrs.Converter()
+logger = logging.getLogger("novita_async")
 
 
 # Every answer a batch polls passes through these hooks: each tests the type the service sends
@@ -98,10 +105,56 @@ def _lenient_str(value: Any, _: Any) -> str:
     return "" if value is None else value if isinstance(value, str) else str(value)
 
 
-def _lenient_bool(value: Any, _: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _boolean(value: Any, _: Any = None) -> bool:
+    """``value`` as a boolean: JSON's, ``0``/``1``, or the text ``true``/``false``/``1``/``0``
+    in any case; anything else is ``ValueError`` (``"yes"`` is not a boolean the service sends,
+    and guessing would turn ``"false"`` into ``True``, as ``bool(...)`` does)."""
+    if type(value) is bool:
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and (parsed := _BOOLEANS.get(value.strip().lower())) is not None:
+        return parsed
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _answer_flag(field: str) -> Any:
+    """The hook of an answer's ``bool | None`` field: lenient, as answers are (one drifted value
+    must not fail a whole model listing): what is not a boolean is unknown, and said."""
+
+    def hook(value: Any, _: Any) -> bool | None:
+        if value is None or type(value) is bool:
+            return value
+        try:
+            return _boolean(value)
+        except ValueError:
+            logger.warning(
+                "%s: %r is not a boolean the service sends; taken as unknown", field, value
+            )
+            return None
+
+    return hook
+
+
+def _has_answer_flags(cl: Any) -> bool:
+    # The answers' classes (_models, not the request's, which are strict): those with a flag.
+    answer = isinstance(cl, type) and getattr(_models, cl.__name__, None) is cl
+    if not answer or not attrs.has(cl) or cl in _REQUEST_CLASSES:
+        return False
+    attrs.resolve_types(cl)
+    return any(field.type == bool | None for field in attrs.fields(cl))
+
+
+def _answer_with_flags_hook(cl: Any) -> Any:
+    flags: dict[str, Any] = {
+        field.name: override(struct_hook=_answer_flag(f"{cl.__name__}.{field.name}"))
+        for field in attrs.fields(cl)
+        if field.type == bool | None
+    }
+    return make_dict_structure_fn(cl, converter, **flags)
 
 
 _STATUSES = {status.value: status for status in TaskStatus}
@@ -119,10 +172,10 @@ def _status(value: Any, _: Any) -> TaskStatus:
 converter.register_structure_hook(int, _lenient_int)
 converter.register_structure_hook(float, _lenient_float)
 converter.register_structure_hook(str, _lenient_str)
-converter.register_structure_hook(bool, _lenient_bool)
+converter.register_structure_hook(bool, _boolean)
 converter.register_structure_hook(int | None, _optional(_lenient_int, int))
 converter.register_structure_hook(float | None, _optional(_lenient_float, float))
-converter.register_structure_hook(bool | None, lambda v, _: None if v is None else bool(v))
+converter.register_structure_hook(bool | None, lambda v, _: None if v is None else _boolean(v))
 # Any other str-valued enum (a job's status) must be one of its values: without this hook the
 # lenient str hook above would take it, as a subclass of str, and let any string through.
 converter.register_structure_hook(enum.StrEnum, lambda value, cls: cls(value))
@@ -281,6 +334,7 @@ def _strict_request_list_hook(cl: Any) -> Any:
 
 
 converter.register_structure_hook_factory(lambda cl: cl in _REQUEST_CLASSES, _strict_request_hook)
+converter.register_structure_hook_factory(_has_answer_flags, _answer_with_flags_hook)
 converter.register_structure_hook_factory(
     lambda cl: _is_homogeneous_tuple(cl) and typing.get_args(cl)[0] in _REQUEST_CLASSES,
     _strict_request_list_hook,

@@ -36,6 +36,7 @@ from .._redact import scrub
 from ..batch import JournalDamagedError
 from . import _commands, _demo, _journal_cmd, _run, _status
 from ._parser import parse_args
+from ._printable import PrintableFormatter, printable
 from ._run import (
     EXIT_BUDGET,
     EXIT_FAILED,
@@ -120,7 +121,7 @@ def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -
     if isinstance(exc, KeyboardInterrupt):
         print("novita-async: interrupted", file=sys.stderr)
     else:
-        print(f"novita-async: error: {message}", file=sys.stderr)
+        print(f"novita-async: error: {printable(message)}", file=sys.stderr)
     if ns.command == "run" and not isinstance(exc, RunStoppedError):
         ReportTo.from_args(ns).write_error(status, message)
     return status
@@ -146,10 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not hasattr(ns, "api_key"):
         ns.api_key = None
-    logging.basicConfig(
-        level=logging.DEBUG if ns.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, handlers=[handler])
     if ns.command == "emulator":
         return _emulator(args)
     batch_log = logging.getLogger("novita_async.batch")

@@ -20,6 +20,7 @@ import attrs
 from .. import Model, NovitaClient, TaskResult, TaskStatus, Timeouts, ValidationError
 from .._converter import converter
 from ._fields import build_request
+from ._printable import printable, printable_lines
 from ._request_flags import request_fields
 
 __all__ = ["generate", "make_client", "models", "result", "upload"]
@@ -39,7 +40,7 @@ def make_client(ns: argparse.Namespace) -> NovitaClient:
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
 
 
 async def _existing(flag: str, names: list[str] | None) -> list[Path]:
@@ -133,7 +134,7 @@ async def result(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(converter.unstructure(answer), indent=2, default=str))
     else:
-        print("\n".join(_describe(answer)))
+        print(printable_lines(_describe(answer)))
     for path in files:
         print(path)
     if ns.download is not None and answer.status is not TaskStatus.SUCCEED:
@@ -154,7 +155,7 @@ async def models(ns: argparse.Namespace) -> int:
         count = 0
         async with aclosing(listing) as models:
             async for model in models:
-                print(model.sd_name)
+                print(printable(model.sd_name))
                 count += 1
                 if ns.limit is not None and count >= ns.limit:
                     break

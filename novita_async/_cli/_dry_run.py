@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .._converter import converter
 from ..batch import BatchOptions, DryRun, InvalidJob, Job, dry_run
+from ._printable import printable_lines
 
 __all__ = ["format_dry_run", "print_dry_run"]
 
@@ -43,4 +44,4 @@ def format_dry_run(plan: DryRun, rate: float | None) -> str:
     if plan.problems:
         lines.append(f"{len(plan.problems)} jobs cannot run as given:")
         lines += [f"  {p.job_id}: {p.reason}: {p.message}" for p in plan.problems]
-    return "\n".join(lines)
+    return printable_lines(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -31,7 +32,7 @@ import yarl
 from .._exceptions import ValidationError
 from .._models import InstantIDRequest
 from .._redact import redact_url
-from .._sources import sniff_content_type
+from .._sources import NotRegularFileError, open_regular, sniff_content_type
 from ..batch import JobInputError, check_job_id
 from ._fields import build_request, merge_fields
 
@@ -173,13 +174,15 @@ def _probe_all(paths: list[Path]) -> list[str | None]:
 
 
 def _probe(path: Path) -> str | None:
+    # Through the library's one checked opening: a FIFO, a device or a socket is refused before
+    # it is opened (opening a FIFO waits for a writer, for ever, in a thread no stop can end).
     try:
-        with path.open("rb") as handle:
+        with open_regular(str(path)) as handle:
             head = handle.read(16)
+    except NotRegularFileError as exc:
+        return f"is not a regular file ({exc.kind}): {path}"
     except FileNotFoundError:
         return f"no such file: {path}"
-    except IsADirectoryError:
-        return f"is a folder, not an image file: {path}"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc}): {path}"
     if sniff_content_type(head) is None:
@@ -247,7 +250,7 @@ async def read_job_file(
     line = 0
     async for text in _lines(path):
         line += 1
-        if not text.strip():
+        if not text.strip():  # as _blank decides
             continue
         job_id = str(line)
         try:
@@ -275,6 +278,13 @@ async def read_job_file(
 
 
 def count_lines(path: Path) -> int:
-    """How many jobs ``path`` holds (its non-blank lines), for a progress bar's total."""
+    """How many jobs ``path`` holds (its non-blank lines, blank as :func:`read_job_file` sees
+    them), read a line at a time: a progress bar's total, and what a run that stops early
+    did not reach."""
     with path.open("rb") as source:
-        return sum(1 for text in source if text.strip())
+        first = source.readline().removeprefix(codecs.BOM_UTF8)
+        return sum(1 for raw in itertools.chain([first], source) if not _blank(raw))
+
+
+def _blank(raw: bytes) -> bool:
+    return not raw.decode("utf-8", "replace").strip()

@@ -15,6 +15,7 @@ import anyio.to_thread
 
 from ..batch import RepairReport, repair_journal
 from ..batch._journal import JOURNAL_NAME
+from ._printable import printable_lines
 
 __all__ = ["add_journal_arguments", "format_repair", "journal"]
 
@@ -61,7 +62,7 @@ def format_repair(report: RepairReport) -> str:
             "(look at them in the damaged original)"
         )
     lines.append(f"  the damaged original is kept as {report.backup}")
-    return "\n".join(lines)
+    return printable_lines(lines)
 
 
 async def journal(ns: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..batch import BatchEvent, BatchEventKind
+from ._printable import printable
 
 __all__ = ["RUN_EVENTS", "BatchProgress", "Tally", "run_status"]
 
@@ -36,7 +37,8 @@ RUN_EVENTS = frozenset({BatchEventKind.PAUSED, BatchEventKind.CONTINUED, BatchEv
 def run_status(event: BatchEvent) -> str:
     """One line for a run event: its message, named by its kind unless the message does so."""
     text = event.message or event.reason or ""
-    return text if event.kind.value in text else f"{event.kind.value}: {text}".rstrip(": ")
+    line = text if event.kind.value in text else f"{event.kind.value}: {text}".rstrip(": ")
+    return printable(line)
 
 
 class Tally:
@@ -183,7 +185,7 @@ class BatchProgress:
     def note(self, text: str) -> None:
         """A line above the bar (or in the log)."""
         if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
+            self._progress.console.print(printable(text), markup=False, highlight=False)
         else:
             self._line(text)
 
@@ -198,4 +200,5 @@ class BatchProgress:
 
     def _line(self, text: str) -> None:
         elapsed = self._clock() - self._started
-        print(f"{elapsed:7.1f}s {text}", file=self._stream, flush=True)
+        # One line each: an id or a message cannot break it, or forge another.
+        print(f"{elapsed:7.1f}s {printable(text)}", file=self._stream, flush=True)

@@ -51,6 +51,7 @@ from ._commands import make_client
 from ._dry_run import print_dry_run
 from ._gallery import write_gallery
 from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
+from ._printable import printable, printable_lines
 from ._progress import BatchProgress
 from ._request_flags import request_fields
 from ._run_report import ReportTo, RunReport, StopReport
@@ -129,6 +130,11 @@ class RunEnd:
     interrupted: bool = False
     stopped: RunStoppedError | None = None
 
+    def reaching(self, lines: JobLinesRead) -> RunEnd:
+        """This end, its summary counting the job file's jobs the run never read."""
+        not_reached = max(lines.total - lines.read, 0)
+        return attrs.evolve(self, summary=attrs.evolve(self.summary, not_reached=not_reached))
+
     @property
     def status(self) -> int:
         """The command's exit status."""
@@ -167,6 +173,14 @@ async def write_gallery_if_possible(
         return None
 
 
+@attrs.define
+class JobLinesRead:
+    """How many jobs the job file holds (``total``) and how many of them the run read."""
+
+    total: int
+    read: int = 0
+
+
 async def job_lines(
     settings: RunSettings,
     fetcher: InputFetcher,
@@ -174,8 +188,11 @@ async def job_lines(
     progress: BatchProgress,
     *,
     note_invalid: bool = True,
+    counted: JobLinesRead | None = None,
 ) -> AsyncIterator[Job | InvalidJob]:
     async for item in read_job_file(settings.jobs, settings.request_defaults, fetcher):
+        if counted is not None:
+            counted.read += 1  # each item is yielded to the run, which takes it
         if isinstance(item, JobLine):
             prompts[item.id] = item.request.prompt
             yield Job(
@@ -213,8 +230,13 @@ def format_summary(summary: BatchSummary) -> str:
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.failures_by_reason.items()))
     failed = f"{summary.failed} failed" + (f" ({reasons})" if reasons else "")
     earlier = f", {summary.replayed} from an earlier run" if summary.replayed else ""
+    jobs = f"{summary.jobs} jobs"
+    if summary.not_reached:
+        # The file's jobs, not only those the run had read when it stopped.
+        total = summary.jobs + summary.not_finished + summary.not_reached
+        jobs = f"{summary.jobs} of {total} jobs ended"
     lines = [
-        f"{summary.jobs} jobs: {summary.succeeded} succeeded, {failed}{earlier}; "
+        f"{jobs}: {summary.succeeded} succeeded, {failed}{earlier}; "
         f"{summary.images} images in {summary.wall_seconds:.1f}s "
         f"({summary.images_per_minute:.0f}/min), {summary.requests_per_task:.1f} requests per task"
     ]
@@ -228,10 +250,12 @@ def format_summary(summary: BatchSummary) -> str:
             f"  {plural(sum(own.values()), 'job', 'jobs')} failed for their own reason "
             f"({which}; {_OWN_FAULT})"
         )
+    why = "the run stopped" if summary.stopped else "the run ended before them"
     if summary.not_finished:
-        why = "the run stopped" if summary.stopped else "the run ended before them"
         lines.append(f"  {summary.not_finished} not finished ({why}; rerun to continue)")
-    return "\n".join(lines)
+    if summary.not_reached:
+        lines.append(f"  {summary.not_reached} not reached ({why}; rerun to continue)")
+    return printable_lines(lines)
 
 
 def report_end(
@@ -254,19 +278,49 @@ def report_end(
         print(format_summary(end.summary))
         shown = "not written" if gallery is None else str(gallery)
         if end.interrupted and end.stopped is None:
-            print(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
+            print(
+                printable(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
+            )
         else:
-            print(f"results: {results}\ngallery: {shown}")
+            print(printable_lines([f"results: {results}", f"gallery: {shown}"]))
         sys.stdout.flush()
     if end.stopped is not None:
         raise end.stopped
     return end.status
 
 
+def _wrong_kind(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be the folder (``folder``) or the file the run makes of it, if so."""
+    if folder and path.exists() and not path.is_dir():
+        return "must be a folder (it names a file)"
+    if not folder and path.is_dir():
+        return "must be a file (it names a folder)"
+    # The nearest thing that exists on the way must be a folder, for the run to make the rest.
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be made: {above} is a file, not a folder"
+    return None
+
+
+def check_places(settings: RunSettings) -> None:
+    """Refuse, as bad usage and before anything is sent, an output folder or a journal this
+    machine cannot make: found only when the run opens them, they were a run-level stop (exit 3)
+    with nothing to rerun."""
+    places: list[tuple[str, Path, bool]] = []
+    if settings.destination is None or isinstance(settings.destination, LocalOutput):
+        places.append(("--out", settings.out, True))
+    if (journal := settings.options.journal_path) is not None:
+        places.append(("--journal", journal, False))
+    for flag, path, folder in places:
+        if (why := _wrong_kind(path, folder=folder)) is not None:
+            raise ValidationError(flag, str(path), why)
+
+
 async def run(ns: argparse.Namespace) -> int:
     settings = RunSettings.from_args(ns)
     if not await anyio.Path(settings.jobs).is_file():
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
+    await anyio.to_thread.run_sync(check_places, settings)
     out = settings.out
     journal = settings.options.journal_path
     if is_run_output(settings.jobs, out) or (
@@ -283,7 +337,10 @@ async def run(ns: argparse.Namespace) -> int:
         from ._sharded import run_on_ray  # Ray is optional: imported only when asked for
 
         return await run_on_ray(ns, settings)
-    total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
+    # Counted before the run, in a pass that holds one line at a time: a run that stops early
+    # says how many jobs it never reached.
+    lines_read = JobLinesRead(await anyio.to_thread.run_sync(count_lines, settings.jobs))
+    total = lines_read.total
     prompts: dict[str, str] = {}
     async with (
         make_client(ns) as client,
@@ -295,8 +352,8 @@ async def run(ns: argparse.Namespace) -> int:
         with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
             destination = settings.destination or LocalOutput(out)
             runner = BatchRunner(client, destination, settings.options, on_event=progress.on_event)
-            lines = job_lines(settings, fetcher, prompts, progress)
-            end = await run_batch(runner, lines, progress)
+            lines = job_lines(settings, fetcher, prompts, progress, counted=lines_read)
+            end = (await run_batch(runner, lines, progress)).reaching(lines_read)
             if (shard := settings.options.shard) is not None:
                 # One shard run by hand: OUT's results gather every shard's, as they stand.
                 if isinstance(destination, ObjectOutput):

@@ -25,6 +25,7 @@ from .._converter import converter
 from .._exceptions import LocalIOError, RunStoppedError, ValidationError
 from .._redact import scrub
 from ..batch import BatchSummary, is_run_output
+from ._printable import printable
 
 __all__ = ["ReportTo", "RunReport", "StopReport"]
 
@@ -112,4 +113,5 @@ class ReportTo:
             self.write(RunReport(exit_status=exit_status, error=message))
         except (OSError, LocalIOError) as exc:
             with contextlib.suppress(OSError):
-                print(f"novita-async: the run report could not be written: {exc}", file=sys.stderr)
+                message = f"novita-async: the run report could not be written: {exc}"
+                print(printable(message), file=sys.stderr)

@@ -20,7 +20,7 @@ from ..batch import BatchSummary, InvalidJob, Job
 from ..batch._destination import LocalOutput, ObjectOutput
 from ._jobfile import InputFetcher, count_lines
 from ._progress import BatchProgress
-from ._run import RunEnd, RunSettings, end_in_store, job_lines, report_end
+from ._run import JobLinesRead, RunEnd, RunSettings, end_in_store, job_lines, report_end
 from ._run import write_gallery_if_possible as write_gallery
 from ._signals import until_signalled
 
@@ -66,6 +66,9 @@ async def run_on_ray(ns: argparse.Namespace, settings: RunSettings) -> int:
                 end = RunEnd(summary or BatchSummary(interrupted=True), interrupted=interrupted)
             except RunStoppedError as stop:
                 end = RunEnd(stop.summary or BatchSummary(), stopped=stop)
+            # Every job went to a shard; those no shard read were not reached.
+            taken = end.summary.jobs + end.summary.not_finished
+            end = end.reaching(JobLinesRead(total, read=taken))
             if isinstance(destination, ObjectOutput):
                 return await end_in_store(end, destination, prompts, progress, settings.report)
             gallery = await write_gallery(out, prompts, progress)

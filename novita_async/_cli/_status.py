@@ -20,6 +20,7 @@ from .._converter import converter
 from .._exceptions import ValidationError
 from ..batch import RunStatus, read_status
 from ._jobfile import _LineProblem, _lines, _load
+from ._printable import printable_lines
 
 __all__ = ["add_status_arguments", "format_status", "job_ids", "status"]
 
@@ -105,7 +106,7 @@ def format_status(status: RunStatus) -> str:
             f"({shown}{more}) cannot be read, so jobs may be missing above; no run starts "
             f"until `novita-async journal repair {status.out_dir}`"
         )
-    return "\n".join(lines)
+    return printable_lines(lines)
 
 
 def _images(status: RunStatus) -> str:

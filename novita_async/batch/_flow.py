@@ -147,8 +147,7 @@ class JobFlow:
         except Ended as ended:
             return ended.outcome
         except RunStopped:
-            self._counter.not_finished += 1
-            return None
+            return None  # counted not finished (SummaryCounter.snapshot)
 
     async def _decide(self, job: Job | InvalidJob) -> JobOutcome:
         self._emit(BatchEventKind.QUEUED, job.id)

@@ -46,7 +46,8 @@ class JobStatus(enum.StrEnum):
 # Names the runner itself writes in OUT; a job id may not be one of them.
 RESERVED_NAMES = frozenset({"results.jsonl"})
 MAX_JOB_ID_LENGTH = 200
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+# C0, DEL and C1 (\x9b is a terminal's CSI as \x1b[ is): none belongs in a file name.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _sources(value: Iterable[ImageSource] | ImageSource) -> tuple[ImageSource, ...]:

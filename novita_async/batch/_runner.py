@@ -311,6 +311,7 @@ class BatchRunner:
             async def worker(source: JobSource) -> None:
                 nonlocal stopped
                 while not flow.stopping_submissions and (job := await source.next()) is not None:
+                    self._counter.taken += 1
                     outcome = await flow.process(job)
                     if outcome is None:
                         continue  # the run stopped before the job ended

@@ -25,8 +25,11 @@ class BatchSummary:
     ``requests_per_task`` divides the non-upload calls by ``tasks``. ``interrupted`` is true when
     the run was cancelled or stopped by ``fail_fast`` before every job ended. ``stopped`` is the
     reason of a run-level failure that stopped the run (``INVALID_API_KEY``, ``DISK_FULL``,
-    ``OUTAGE``...), and ``not_finished`` counts the jobs it had begun and left unrecorded: a rerun
-    continues them.
+    ``OUTAGE``...). ``not_finished`` counts the jobs the run had read and left unrecorded (it
+    stopped or was interrupted before they ended): a rerun continues them. ``not_reached`` counts
+    the jobs of the input the run never read; the runner reads its input lazily and cannot know
+    it, so it is 0 unless the caller, who knows the input's size, fills it in (the command does,
+    from its job file). ``jobs + not_finished + not_reached`` is then the size of the input.
     """
 
     jobs: int = 0
@@ -43,6 +46,7 @@ class BatchSummary:
     interrupted: bool = False
     stopped: str | None = None
     not_finished: int = 0
+    not_reached: int = 0
 
     @property
     def images_per_minute(self) -> float:
@@ -76,7 +80,7 @@ class SummaryCounter:
         self.requests: Counter[str] = Counter()
         self.interrupted = False
         self.stopped: str | None = None
-        self.not_finished = 0
+        self.taken = 0  # jobs the workers read from the input
 
     def start(self) -> None:
         self.started = anyio.current_time()
@@ -113,5 +117,7 @@ class SummaryCounter:
             wall_seconds=wall,
             interrupted=self.interrupted,
             stopped=self.stopped,
-            not_finished=self.not_finished,
+            # Whatever ended the run early (a stop, a cancellation), a job read is either
+            # counted by its outcome or not finished.
+            not_finished=max(self.taken - self.jobs, 0),
         )

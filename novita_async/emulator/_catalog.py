@@ -85,8 +85,22 @@ def _decode_cursor(cursor: str) -> int:
     raise invalid("pagination.cursor", "is not a cursor this service gave out")
 
 
-def query_models(query: Mapping[str, str]) -> dict[str, Any]:
-    """Filter and page :data:`CATALOG` by the documented query parameters."""
+# How a drifting service might spell a boolean: the client must read each as it means.
+_SPELLINGS = {True: ("true", "True", "TRUE", "1"), False: ("false", "False", "FALSE", "0")}
+
+
+def _drift(model: dict[str, Any], index: int) -> dict[str, Any]:
+    spellings = _SPELLINGS[model["is_sdxl"]]
+    return {
+        **model,
+        "is_sdxl": spellings[index % len(spellings)],
+        "is_inpainting": "unknown",
+    }
+
+
+def query_models(query: Mapping[str, str], *, drifted_flags: bool = False) -> dict[str, Any]:
+    """Filter and page :data:`CATALOG` by the documented query parameters (its booleans as text
+    with ``drifted_flags``: see ``EmulatorConfig.drifted_model_flags``)."""
     visibility = query.get("filter.visibility") or None
     if visibility is not None and visibility not in ("public", "private"):
         raise invalid("filter.visibility", "must be public or private")
@@ -121,6 +135,8 @@ def query_models(query: Mapping[str, str]) -> dict[str, Any]:
 
     matching = [model for model in CATALOG if keep(model)]
     page = matching[offset : offset + limit]
+    if drifted_flags:
+        page = [_drift(model, offset + n) for n, model in enumerate(page)]
     more = offset + limit < len(matching)
     return {
         "models": page,

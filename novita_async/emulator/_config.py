@@ -163,6 +163,16 @@ class EmulatorConfig:
     )
     """True: ``eta`` is the true remaining time. False: a seeded random lie in [0, 3x truth]."""
 
+    drifted_model_flags: bool = attrs.field(
+        default=False,
+        metadata=_flag(
+            "send the model listing's is_sdxl as text (true, FALSE, 1, 0...) and is_inpainting "
+            "as 'unknown', as a drifting service might"
+        ),
+    )
+    """True: the model listing's booleans arrive as a drifting service might send them: each
+    ``is_sdxl`` as text in one of several spellings, each ``is_inpainting`` as ``"unknown"``."""
+
     image_url_ttl: int = attrs.field(
         default=3600, validator=v.ge(0), metadata=_flag("lifetime of image URLs in seconds")
     )

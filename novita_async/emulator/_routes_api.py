@@ -84,7 +84,9 @@ async def task_result(request: web.Request) -> web.Response:
 async def models(request: web.Request) -> web.Response:
     state = request.app[STATE]
     authenticate(state, request)
-    return web.json_response(query_models(request.query))
+    return web.json_response(
+        query_models(request.query, drifted_flags=state.config.drifted_model_flags)
+    )
 
 
 async def not_found(request: web.Request) -> web.Response:

@@ -10,9 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from novita_async.batch import _inputs
+from novita_async import NovitaClient
+from novita_async.batch import BatchRunner, _inputs
 from novita_async.batch._inputs import InputReader
 from novita_async.batch._job import JobInputError
+from novita_async.emulator import Emulator
 
 from .conftest import make_job, png_bytes
 
@@ -97,3 +99,21 @@ def test_reading_an_input_that_became_something_else_refuses_it(
     with pytest.raises(JobInputError, match=f"is not a regular file \\(a {kind}\\)") as caught:
         read(str(path))
     assert caught.value.reason == "INPUT_NOT_A_FILE"
+
+
+@pytest.mark.timeout(30)  # opening the FIFO would wait for a writer for ever
+async def test_a_run_fails_the_job_whose_face_is_a_fifo_and_runs_the_others(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    jobs = [make_job("good", images(1), images(2)), make_job("piped", pipe, images(2))]
+    runner = BatchRunner(client, tmp_path / "out", concurrency=2)
+    async with runner.run(jobs) as outcomes:
+        ended = {outcome.job_id: outcome async for outcome in outcomes}
+    assert ended["good"].ok
+    error = ended["piped"].error
+    assert error is not None and error.reason == "INPUT_NOT_A_FILE"
+    assert error.message == f"input {str(pipe)!r} is not a regular file (a FIFO)"
+    stats = emu.stats()
+    assert stats.submissions == 1 and stats.uploads == 2  # nothing sent for the piped job

@@ -48,14 +48,15 @@ def pictures(tmp_path: Path) -> Path:
 
 
 def cli(
-    *args: str, env: dict[str, str] | None = None, **kwargs: Any
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m novita_async ARGS`` in a subprocess (stdout is a pipe: no terminal)."""
+    """``python -m novita_async ARGS`` in a subprocess (stdout is a pipe: no terminal), killed
+    after ``timeout`` seconds (a guard against a hang, never a measure)."""
     return subprocess.run(
         [sys.executable, "-m", "novita_async", *args],
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         **kwargs,
     )

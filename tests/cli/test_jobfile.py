@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,32 @@ async def test_bad_line_names_line_and_field_and_the_rest_go_on(
     assert str(error).startswith("line 2")
     assert isinstance(before, JobLine) and isinstance(after, JobLine)
     assert after.id == "after"
+
+
+@pytest.mark.timeout(30)  # opening a FIFO would wait for a writer for ever
+@pytest.mark.parametrize("kind", ["FIFO", "directory"])
+async def test_an_input_that_is_not_a_regular_file_is_the_lines_error_unopened(
+    folder: Path, kind: str
+) -> None:
+    odd = folder / "faces" / "odd.png"
+    if kind == "FIFO":
+        os.mkfifo(odd)
+    else:
+        odd.mkdir()
+    path = write_lines(folder, [{**JOB, "id": "odd", "face_images": ["faces/odd.png"]}, JOB])
+    error, job = await read_all(path)
+    assert isinstance(error, LineError) and error.field == "face_images[0]"
+    assert error.message == f"is not a regular file (a {kind}): {odd}"
+    assert isinstance(job, JobLine)
+
+
+async def test_the_count_of_jobs_is_the_number_of_jobs_read(folder: Path) -> None:
+    # A byte-order mark, a line of Unicode spaces and one of ASCII ones are all blank.
+    path = folder / "jobs.jsonl"
+    job = json.dumps(JOB).encode()
+    blank = "\u00a0\u2003".encode()
+    path.write_bytes(b"\xef\xbb\xbf\n" + job + b"\n" + blank + b"\n \t\r\n" + job + b"\n" + job)
+    assert count_lines(path) == len(await read_all(path)) == 3
 
 
 async def test_a_byte_order_mark_is_not_part_of_the_first_line(folder: Path) -> None:
