@@ -204,6 +204,10 @@ _ADVICE = {
     "submit them afresh",
     "INVALID_JOB_LINE": "lines of the job file that are not valid jobs, named above; fix them "
     "and rerun with --retry-failed",
+    "OUTPUT_MISSING": "their images went missing from the output; a rerun with these jobs "
+    "fetches them again from their tasks, at no cost",
+    "OUTPUT_LOST": "their images are missing and the service no longer has their tasks; rerun "
+    "with --retry-failed to pay for new ones",
 }
 _OWN_FAULT = "each job's error is in results.jsonl; rerun with --retry-failed to run them again"
 
@@ -214,6 +218,8 @@ def format_summary(summary: BatchSummary) -> str:
     reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.failures_by_reason.items()))
     failed = f"{summary.failed} failed" + (f" ({reasons})" if reasons else "")
     earlier = f", {summary.replayed} from an earlier run" if summary.replayed else ""
+    if summary.restored:
+        earlier += f", {summary.restored} restored from their tasks"
     lines = [
         f"{summary.jobs} jobs: {summary.succeeded} succeeded, {failed}{earlier}; "
         f"{summary.images} images in {summary.wall_seconds:.1f}s "

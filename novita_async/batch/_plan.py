@@ -22,12 +22,13 @@ from ._job import InvalidJob, Job, JobInputError, check_job_id
 from ._journal import JobPhase, JobState
 from ._options import BatchOptions
 from ._outputs import check_output_names, is_run_output
+from ._verify import OUTPUT_LOST, OUTPUT_MISSING
 
 __all__ = ["RESUBMIT_REASONS", "Action", "Plan", "Planner"]
 
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
-RESUBMIT_REASONS = frozenset({"TASK_FAILED", "TASK_NOT_FOUND"})
+RESUBMIT_REASONS = frozenset({"TASK_FAILED", "TASK_NOT_FOUND", OUTPUT_LOST})
 
 
 class Action(enum.Enum):
@@ -47,7 +48,8 @@ class Action(enum.Enum):
     """An earlier run sent its submission and never had the answer: recorded
     ``SUBMIT_OUTCOME_UNKNOWN``, nothing sent."""
     FOLLOW = "follow"
-    """A task of an earlier run exists: it is followed to its end, never submitted again."""
+    """A task of an earlier run exists: it is followed to its end, never submitted again (also
+    the task of a job whose images went missing from OUT: they are fetched again from it)."""
     SUBMIT = "submit"
     """Its inputs are uploaded (those not known yet) and a new task is paid for."""
 
@@ -147,6 +149,8 @@ def _runs_again(prior: JobState, options: BatchOptions) -> bool:
     if prior.phase is not JobPhase.FAILED or prior.error is None:
         return False
     reason = prior.error.reason
+    if reason == OUTPUT_MISSING:
+        return True  # its images are fetched again from its task: nothing is paid
     if reason == "SUBMIT_OUTCOME_UNKNOWN" and options.retry_unknown_submits:
         return True
     return options.retry_failed or reason in RETRYABLE_REASONS
