@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import anyio.to_thread
@@ -38,7 +38,10 @@ __all__ = [
     "OutputMissingError",
     "Problem",
     "check_outputs",
+    "find_output_errors",
     "local_problems",
+    "output_errors",
+    "stored_problems",
 ]
 
 OUTPUT_MISSING = "OUTPUT_MISSING"
@@ -138,38 +141,50 @@ def stored_problems(sizes: Mapping[str, int], state: JobState) -> list[FileProbl
     return problems
 
 
+def _succeeded(jobs: Mapping[str, JobState]) -> dict[str, JobState]:
+    return {job_id: state for job_id, state in jobs.items() if state.phase is JobPhase.SUCCEEDED}
+
+
+def output_errors(
+    jobs: Mapping[str, JobState], where: str, look: Callable[[JobState], list[FileProblem]]
+) -> dict[str, NovitaError]:
+    """The jobs of ``jobs`` recorded succeeded whose files ``look`` finds wrong, each with the
+    error to record: ``OUTPUT_MISSING`` (fetched again from its task), or ``OUTPUT_LOST`` when
+    no task id was recorded to fetch them from."""
+    errors: dict[str, NovitaError] = {}
+    for job_id, state in _succeeded(jobs).items():
+        problems = tuple(look(state))
+        if not problems:
+            continue
+        if state.task_id is None:
+            detail = f"recorded succeeded, but in {where} {_shown(problems)}"
+            errors[job_id] = OutputLostError(None, detail)
+        else:
+            errors[job_id] = OutputMissingError(where, state.task_id, problems)
+    return errors
+
+
+async def find_output_errors(
+    destination: Destination, out_dir: Path, jobs: Mapping[str, JobState]
+) -> dict[str, NovitaError]:
+    """:func:`output_errors` of ``jobs`` in ``destination``: a local OUT's files looked at in a
+    worker thread, a store's in one listing of its prefix."""
+    if not _succeeded(jobs):
+        return {}
+    if isinstance(destination, ObjectOutput):
+        sizes = await destination.list_sizes()
+        return output_errors(jobs, destination.url, lambda state: stored_problems(sizes, state))
+    return await anyio.to_thread.run_sync(
+        lambda: output_errors(jobs, str(out_dir), lambda state: local_problems(out_dir, state))
+    )
+
+
 async def check_outputs(destination: Destination, out_dir: Path, journal: Journal) -> int:
     """Check the outputs of every job ``journal`` calls succeeded; record those whose images are
     missing or of another size ``OUTPUT_MISSING`` (``OUTPUT_LOST`` without a task id to fetch
     them from). Returns how many were recorded."""
-    succeeded = {
-        job_id: state for job_id, state in journal.jobs.items() if state.phase is JobPhase.SUCCEEDED
-    }
-    if not succeeded:
-        return 0
-    found: dict[str, list[FileProblem]]
-    if isinstance(destination, ObjectOutput):
-        sizes = await destination.list_sizes()
-        found = {job_id: stored_problems(sizes, state) for job_id, state in succeeded.items()}
-        where = destination.url
-    else:
-
-        def look() -> dict[str, list[FileProblem]]:
-            return {job_id: local_problems(out_dir, state) for job_id, state in succeeded.items()}
-
-        found = await anyio.to_thread.run_sync(look)
-        where = str(out_dir)
-    recorded = 0
-    for job_id, problems in found.items():
-        if not problems:
-            continue
-        state = succeeded[job_id]
-        error: NovitaError
-        if state.task_id is None:
-            shown = _shown(tuple(problems))
-            error = OutputLostError(None, f"recorded succeeded, but in {where} {shown}")
-        else:
-            error = OutputMissingError(where, state.task_id, tuple(problems))
+    errors = await find_output_errors(destination, out_dir, journal.jobs)
+    for job_id, error in errors.items():
+        state = journal.jobs[job_id]
         journal.record_outcome(failed_outcome(job_id, error, state.task_id), state.fingerprint)
-        recorded += 1
-    return recorded
+    return len(errors)

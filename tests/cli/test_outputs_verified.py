@@ -191,3 +191,16 @@ def test_a_journal_from_before_sizes_were_kept_loads_and_its_images_are_checked_
     assert "1 restored from their tasks" in rerun.stdout
     assert submissions(emulator) == before
     assert (out / "j1_0.png").read_bytes() == original
+
+
+def test_a_dry_run_says_a_missing_image_is_fetched_again_not_done(
+    tmp_path: Path, pictures: Path, emulator: EmulatorProcess
+) -> None:
+    jobs, out = first_run(tmp_path, emulator)
+    (out / "j2_0.png").unlink()
+    planned = cli("run", str(jobs), "--out", str(out), "--dry-run", "--json", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert (plan["done"], plan["to_restore"], plan["to_submit"]) == (JOBS - 1, 1, 0)
+    said = cli("run", str(jobs), "--out", str(out), "--dry-run", cwd=tmp_path)
+    assert "1 with images missing to fetch again from their tasks (free)" in said.stdout

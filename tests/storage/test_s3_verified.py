@@ -101,6 +101,10 @@ def test_a_wiped_prefix_is_restored_from_the_staging_journal_for_free(
 
     s3_bucket.delete_prefix("p/")  # the images, results.jsonl and the store's journal
     before = submissions(emulator)
+    planned = run_cli("run", str(jobs), "--out", url, "--dry-run", "--json", env=env, cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert (plan["to_restore"], plan["to_submit"], plan["done"]) == (JOBS, 0, 0)
     rerun = run_cli("run", str(jobs), "--out", url, "--no-progress", env=env, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert submissions(emulator) == before  # fetched from the tasks' results: nothing paid
