@@ -41,7 +41,13 @@ from .._atomic import local_io, write_atomically
 from .._concurrency import map_limited
 from .._exceptions import ConfigurationError, LocalIOError, StorageError
 from ._destination import ObjectOutput
-from ._records import FailedRecord, SubmittedRecord, SucceededRecord, decode_record
+from ._records import (
+    AssetRecord,
+    FailedRecord,
+    SubmittedRecord,
+    SucceededRecord,
+    decode_record,
+)
 
 __all__ = [
     "JOURNAL_FLUSH_SECONDS",
@@ -93,10 +99,11 @@ def _tasks(data: bytes) -> dict[str, set[str]]:
             record = decode_record(raw)
         except ValueError:
             continue
-        if isinstance(record, SubmittedRecord | SucceededRecord | FailedRecord):
-            known = tasks.setdefault(record.id, set())
-            if record.task_id is not None:
-                known.add(record.task_id)
+        if isinstance(record, AssetRecord):
+            continue
+        known = tasks.setdefault(record.id, set())  # an intent alone makes the job known
+        if isinstance(record, SubmittedRecord | SucceededRecord | FailedRecord) and record.task_id:
+            known.add(record.task_id)
     return tasks
 
 
