@@ -116,6 +116,9 @@ class Planner:
                 # The line is back to the request the task was paid for: follow that task.
                 rerun = True
         if prior is not None and prior.ended and not rerun:
+            if _output_missing(prior):
+                # Its images went missing from OUT: fetched again from its task, nothing paid.
+                return Plan(Action.FOLLOW, job, prior, prepared)
             return Plan(Action.REPLAY, job, prior)
         if prior is not None and prior.phase is JobPhase.SUBMITTING and not rerun:
             unknown = SubmitOutcomeUnknownError(
@@ -149,8 +152,6 @@ def _runs_again(prior: JobState, options: BatchOptions) -> bool:
     if prior.phase is not JobPhase.FAILED or prior.error is None:
         return False
     reason = prior.error.reason
-    if reason == OUTPUT_MISSING:
-        return True  # its images are fetched again from its task: nothing is paid
     if reason == "SUBMIT_OUTCOME_UNKNOWN" and options.retry_unknown_submits:
         return True
     return options.retry_failed or reason in RETRYABLE_REASONS
@@ -158,6 +159,11 @@ def _runs_again(prior: JobState, options: BatchOptions) -> bool:
 
 def _changed(prior: JobState, prepared: PreparedJob) -> bool:
     return prior.fingerprint is not None and prior.fingerprint != prepared.fingerprint
+
+
+def _output_missing(prior: JobState) -> bool:
+    error = prior.error
+    return error is not None and error.reason == OUTPUT_MISSING and prior.task_id is not None
 
 
 def _is_changed_record(prior: JobState) -> bool:

@@ -204,3 +204,18 @@ def test_a_dry_run_says_a_missing_image_is_fetched_again_not_done(
     assert (plan["done"], plan["to_restore"], plan["to_submit"]) == (JOBS - 1, 1, 0)
     said = cli("run", str(jobs), "--out", str(out), "--dry-run", cwd=tmp_path)
     assert "1 with images missing to fetch again from their tasks (free)" in said.stdout
+
+
+def test_a_job_changed_since_its_image_went_missing_is_not_paid_for_silently(
+    tmp_path: Path, pictures: Path, emulator: EmulatorProcess
+) -> None:
+    jobs, out = first_run(tmp_path, emulator)
+    (out / "j2_0.png").unlink()
+    lines = [json.loads(line) for line in jobs.read_text(encoding="utf-8").splitlines()]
+    lines[2]["prompt"] = "another request"
+    write_jobs(tmp_path, lines)
+    before = submissions(emulator)
+    rerun = run(jobs, out, emulator)
+    assert rerun.returncode == 1, rerun.stderr
+    assert submissions(emulator) == before
+    assert results(out)["j2"]["error"]["reason"] == "JOB_CHANGED"
