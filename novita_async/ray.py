@@ -328,7 +328,7 @@ class _ShardedRun:
         await self._drain()
 
 
-_PER_ATTEMPT = ("submitted", "resumed", "tasks", "images")
+_PER_ATTEMPT = ("submitted", "resumed", "restored", "tasks", "images")
 _COUNTS = ("jobs", "succeeded", "failed", "replayed", *_PER_ATTEMPT, "not_finished")
 
 

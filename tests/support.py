@@ -95,6 +95,12 @@ class S3Bucket:
         body: bytes = self._client().get_object(Bucket=self.name, Key=key)["Body"].read()
         return body
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (as a wiped prefix leaves the bucket)."""
+        client = self._client()
+        for key in self.keys(prefix):
+            client.delete_object(Bucket=self.name, Key=key)
+
     def etag(self, key: str) -> str:
         etag: str = self._client().head_object(Bucket=self.name, Key=key)["ETag"]
         return etag.strip('"')

@@ -7,7 +7,7 @@ they are images). Exit 0 when every line can run, 1 when some cannot.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from .._converter import converter
@@ -18,10 +18,16 @@ __all__ = ["format_dry_run", "print_dry_run"]
 
 
 async def print_dry_run(
-    jobs: AsyncIterator[Job | InvalidJob], out: Path, options: BatchOptions, *, as_json: bool
+    jobs: AsyncIterator[Job | InvalidJob],
+    out: Path,
+    options: BatchOptions,
+    *,
+    as_json: bool,
+    stored: Mapping[str, int] | None = None,
 ) -> bool:
-    """Decide what a run of ``jobs`` into ``out`` would do, print it; True if every job can run."""
-    plan = await dry_run(jobs, out, options)
+    """Decide what a run of ``jobs`` into ``out`` would do, print it; True if every job can run.
+    ``stored``: an object-store OUT's objects and sizes (see :func:`dry_run`)."""
+    plan = await dry_run(jobs, out, options, stored=stored)
     if as_json:
         print(json.dumps(converter.unstructure(plan), indent=2))
     else:
@@ -35,7 +41,12 @@ def format_dry_run(plan: DryRun, rate: float | None) -> str:
         f"{plan.jobs} jobs: {plan.done} already done, {plan.failed} failed earlier (left alone; "
         f"--retry-failed runs them again), {plan.to_submit} to submit, {plan.to_follow} "
         f"submitted earlier to follow, {plan.unknown} of unknown outcome, {plan.changed} "
-        "changed since their task was made",
+        "changed since their task was made"
+        + (
+            f", {plan.to_restore} with images missing to fetch again from their tasks (free)"
+            if plan.to_restore
+            else ""
+        ),
         f"{plan.to_submit} tasks and {plan.images} images would be paid for; "
         f"{plan.uploads} distinct files would be uploaded",
     ]

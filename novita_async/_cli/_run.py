@@ -220,6 +220,10 @@ _ADVICE = {
     "submit them afresh",
     "INVALID_JOB_LINE": "lines of the job file that are not valid jobs, named above; fix them "
     "and rerun with --retry-failed",
+    "OUTPUT_MISSING": "their images went missing from the output; a rerun with these jobs "
+    "fetches them again from their tasks, at no cost",
+    "OUTPUT_LOST": "their images are missing and the service no longer has their tasks; rerun "
+    "with --retry-failed to pay for new ones",
 }
 _OWN_FAULT = "each job's error is in results.jsonl; rerun with --retry-failed to run them again"
 
@@ -235,6 +239,8 @@ def format_summary(summary: BatchSummary) -> str:
         # The file's jobs, not only those the run had read when it stopped.
         total = summary.jobs + summary.not_finished + summary.not_reached
         jobs = f"{summary.jobs} of {total} jobs ended"
+    if summary.restored:
+        earlier += f", {summary.restored} restored from their tasks"
     lines = [
         f"{jobs}: {summary.succeeded} succeeded, {failed}{earlier}; "
         f"{summary.images} images in {summary.wall_seconds:.1f}s "
@@ -392,14 +398,23 @@ async def _dry_run(settings: RunSettings) -> int:
     # temporary folder (to check they are images), not into the output folder.
     with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
         out = settings.out
+        stored: dict[str, int] | None = None
         if isinstance(settings.destination, ObjectOutput):
             # The store's journal, read into a scratch folder: nothing is written to the store.
             out = Path(cache) / "out"
             journal = out / JOURNAL_NAME
+            # With the staging copy, as the run would read it (a wiped prefix's jobs restored).
+            staged = anyio.Path(settings.destination.staging / JOURNAL_NAME)
+            if await staged.is_file():
+                await anyio.Path(out).mkdir(parents=True)
+                await anyio.Path(journal).write_bytes(await staged.read_bytes())
             await JournalMirror(settings.destination, JOURNAL_KEY, journal).pull()
+            stored = await settings.destination.list_sizes()  # where its images are
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session:
             fetcher = InputFetcher(plain_session, Path(cache))
             quiet = BatchProgress(0, plain=True, stream=sys.stderr)
             lines = job_lines(settings, fetcher, {}, quiet, note_invalid=False)
-            ok = await print_dry_run(lines, out, settings.options, as_json=settings.report.stdout)
+            ok = await print_dry_run(
+                lines, out, settings.options, as_json=settings.report.stdout, stored=stored
+            )
     return EXIT_OK if ok else EXIT_FAILED

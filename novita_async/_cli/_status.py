@@ -3,8 +3,10 @@
 A short table (or, with ``--json``, :class:`~novita_async.batch.RunStatus` through the one
 converter), read by :func:`~novita_async.batch.read_status`; safe while a run holds the folder.
 ``--jobs JOBS.jsonl`` also counts the jobs of that file the journal does not know (never
-submitted), reading only their ids, as ``run`` would name them. Exit status 0, or 1 when the
-journal is damaged (``novita-async journal repair OUT``).
+submitted), reading only their ids, as ``run`` would name them. Each image of a succeeded job
+is checked to be there, of the size recorded; ``--verify`` also hashes it against the SHA-256
+the journal recorded, as ``rclone check`` does. Exit status 0, or 1 when the journal is damaged
+(``novita-async journal repair OUT``) or, with ``--verify``, an image is missing or damaged.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
         help="the run's job file: also count its jobs never submitted",
     )
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every image of the succeeded jobs against the SHA-256 the journal recorded; "
+        "exit 1 if one is missing or damaged",
+    )
 
 
 async def job_ids(path: Path) -> set[str]:
@@ -82,6 +90,16 @@ def format_status(status: RunStatus) -> str:
         ("succeeded", status.succeeded, _images(status)),
         ("failed", status.failed, reasons),
     ]
+    if status.outputs_missing:
+        always.insert(
+            2,
+            (
+                "images missing",
+                status.outputs_missing,
+                "recorded succeeded, an image missing or damaged: a rerun with these jobs "
+                "fetches them again from their tasks, at no cost",
+            ),
+        )
     when_any: list[tuple[str, int | None, str]] = [
         ("submitted, not ended", status.unfinished, f"{who} follows their tasks"),
         ("unknown outcome", status.unknown_outcome, _unknown(status)),
@@ -110,10 +128,17 @@ def format_status(status: RunStatus) -> str:
 
 
 def _images(status: RunStatus) -> str:
-    if not status.succeeded:
+    if not status.succeeded and not status.outputs_missing:
         return ""
-    text = f"{_count(status.images, 'image', 'images')} on disk"
-    return text + (f", {status.images_missing} missing" if status.images_missing else "")
+    checked = "verified" if status.verified else "on disk"
+    text = f"{_count(status.images - status.images_damaged, 'image', 'images')} {checked}"
+    if status.images_missing:
+        text += f", {status.images_missing} missing"
+    if status.images_damaged:
+        text += f", {status.images_damaged} damaged"
+    if status.unverifiable:
+        text += f", {status.unverifiable} with no size or SHA-256 recorded (checked there only)"
+    return text
 
 
 def _unknown(status: RunStatus) -> str:
@@ -132,9 +157,15 @@ async def status(ns: argparse.Namespace) -> int:
         if not await anyio.Path(jobs).is_file():
             raise ValidationError("--jobs", str(jobs), "must name an existing job file")
         ids = await job_ids(jobs)
-    found = await anyio.to_thread.run_sync(lambda: read_status(ns.out, ns.journal, job_ids=ids))
+    found = await anyio.to_thread.run_sync(
+        lambda: read_status(ns.out, ns.journal, job_ids=ids, verify=ns.verify)
+    )
     if ns.json:
         print(json.dumps(converter.unstructure(found), indent=2, ensure_ascii=False))
     else:
         print(format_status(found))
-    return _EXIT_DAMAGED if found.damaged_lines else _EXIT_OK
+    if found.damaged_lines:
+        return _EXIT_DAMAGED
+    if ns.verify and (found.images_missing or found.images_damaged):
+        return _EXIT_DAMAGED
+    return _EXIT_OK

@@ -9,7 +9,10 @@ write must not become a local folder named ``s3:``.
 
 An object-store run works in a local **staging** folder (its lock, the journal's working copy,
 images while they download, ``results.jsonl`` and ``index.html`` before they are uploaded):
-``<root>/<sha256(url)[:16]>``, the root being ``BatchOptions.staging_dir``, else
+``<root>/<key>``, the key being the first 16 hex digits of the SHA-256 of the store's endpoint
+(``AWS_ENDPOINT_URL`` and the like, as obstore reads them), bucket and prefix, so that the same
+URL naming another endpoint's bucket gets another staging folder; the root being
+``BatchOptions.staging_dir``, else
 ``$NOVITA_ASYNC_STAGING``, else ``~/.cache/novita-async/staging``. Each image is uploaded under
 ``PREFIX/<job id>_<n>.<ext>`` as its task ends, then removed from staging; an object is whole or
 absent (a large one goes up in parts that appear together), so no temporary names show in the
@@ -47,6 +50,7 @@ __all__ = [
     "ObjectOutput",
     "looks_like_url",
     "parse_out",
+    "staging_key",
     "staging_root",
 ]
 
@@ -175,6 +179,16 @@ class ObjectOutput:
                 keys.extend(str(meta["path"])[strip:] for meta in batch)
         return keys
 
+    async def list_sizes(self) -> dict[str, int]:
+        """The size of each object directly under the output's prefix (not in sub-folders),
+        by key: one listing, however many images a run made."""
+        import obstore  # present: parse_out made this output
+
+        strip = len(self._prefix) + 1 if self._prefix else 0
+        with self._errors("listing", ""):
+            found = await obstore.list_with_delimiter_async(self._store, self._prefix or None)
+        return {str(meta["path"])[strip:]: int(meta["size"]) for meta in found["objects"]}
+
     async def delete(self, keys: Sequence[str]) -> None:
         if not keys:
             return
@@ -251,7 +265,7 @@ def parse_out(
     if not parts.netloc and scheme != "memory":
         raise ConfigurationError(f"out {shown!r} names no bucket: write {scheme}://BUCKET/PREFIX")
     url = f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
-    staging = staging_root(staging_dir) / hashlib.sha256(url.encode()).hexdigest()[:16]
+    staging = staging_root(staging_dir) / staging_key(scheme, url)
     _require_obstore(url)
     import obstore.store
 
@@ -272,6 +286,31 @@ def parse_out(
             f"out {url!r}: the object store refused its configuration: {_detail(exc)}"
         ) from None
     return ObjectOutput(url, staging, store)
+
+
+# The variables through which obstore points a URL at one endpoint or another (a URL names a
+# bucket, not where it lives): part of the staging folder's key.
+_ENDPOINT_VARIABLES = {
+    "s3": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
+    "az": (
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "AZURE_ENDPOINT",
+        "AZURE_STORAGE_ENDPOINT",
+        "AZURE_USE_EMULATOR",
+    ),
+}
+_ENDPOINT_VARIABLES["s3a"] = _ENDPOINT_VARIABLES["s3"]
+for _alias in ("abfs", "abfss", "azure"):
+    _ENDPOINT_VARIABLES[_alias] = _ENDPOINT_VARIABLES["az"]
+
+
+def staging_key(scheme: str, url: str) -> str:
+    """The name of the staging folder of ``url``: endpoint, bucket and prefix, hashed."""
+    endpoint = [
+        f"{name}={os.environ.get(name, '')}" for name in _ENDPOINT_VARIABLES.get(scheme, ())
+    ]
+    keyed = "\n".join([url, *endpoint])
+    return hashlib.sha256(keyed.encode()).hexdigest()[:16]
 
 
 def staging_root(staging_dir: str | os.PathLike[str] | None = None) -> Path:

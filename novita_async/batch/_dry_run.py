@@ -3,24 +3,27 @@ nothing.
 
 Every job passes the same :class:`~._plan.Planner` a real run uses (ids, output names, inputs
 read and checked to be images, what the journal already holds), with the journal read as it is
-(no lock, nothing written: a run may hold it meanwhile).
+(no lock, nothing written: a run may hold it meanwhile), and the images of the jobs it calls
+succeeded looked for as a run looks for them (``_verify``): one missing is to be fetched again
+from its task, which the run would do for nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from pathlib import Path
 
 import attrs
 
 from .._config import DEFAULT_ASSETS_URL, ENV_ASSETS_URL
-from ._job import InvalidJob, Job
-from ._journal import JOURNAL_NAME, JobPhase, fold
+from ._job import InvalidJob, Job, JobError
+from ._journal import JOURNAL_NAME, JobPhase, JobState, fold
 from ._options import BatchOptions
 from ._plan import Action, Planner
 from ._records import JournalDamagedError, scan_journal
 from ._uploads import asset_endpoint
+from ._verify import OUTPUT_MISSING, local_problems, output_errors, stored_problems
 
 __all__ = ["DryRun", "JobProblem", "dry_run"]
 
@@ -47,6 +50,9 @@ class DryRun:
     """New tasks the run would pay for."""
     to_follow: int = 0
     """Tasks of earlier runs it would follow to their end (nothing paid)."""
+    to_restore: int = 0
+    """Jobs done earlier whose images are missing or damaged: fetched again from their tasks
+    (nothing paid)."""
     unknown: int = 0
     """Submissions of earlier runs whose outcome is unknown: reported, not sent."""
     changed: int = 0
@@ -72,11 +78,14 @@ async def dry_run(
     options: BatchOptions | None = None,
     *,
     assets_url: str | None = None,
+    stored: Mapping[str, int] | None = None,
 ) -> DryRun:
     """Decide, for every job, what ``BatchRunner(client, out_dir, options).run(jobs)`` would do,
     without a client: nothing is sent, uploaded or written. A damaged journal raises
     :class:`JournalDamagedError`, as the run would. ``assets_url``: the client's asset URL, which
-    decides the uploads the journal saves (default: ``NOVITA_ASSETS_URL``, else the service's)."""
+    decides the uploads the journal saves (default: ``NOVITA_ASSETS_URL``, else the service's).
+    ``stored``: for an object-store OUT whose journal was read into ``out_dir``, the size of each
+    object of its prefix by key (one listing), where its images are looked for instead."""
     endpoint = asset_endpoint(assets_url or os.environ.get(ENV_ASSETS_URL) or DEFAULT_ASSETS_URL)
     options = options or BatchOptions()
     out = Path(out_dir)
@@ -85,9 +94,18 @@ async def dry_run(
     if scan.damaged:
         raise JournalDamagedError(journal_path, scan.damaged)
     assets, known = fold(scan.records)
+    if stored is None:
+        errors = output_errors(known, str(out), lambda state: local_problems(out, state))
+    else:
+        errors = output_errors(known, "the store", lambda state: stored_problems(stored, state))
+    for job_id, error in errors.items():
+        # As the run records it: its task followed again, or (no task) lost.
+        state = known[job_id]
+        failed = JobError.from_exception(error)
+        known[job_id] = JobState(JobPhase.FAILED, state.fingerprint, state.task_id, error=failed)
     planner = Planner(known, options, out)
-    counts = dict.fromkeys(("jobs", "done", "failed", "to_submit", "to_follow", "unknown",
-                            "changed", "images"), 0)  # fmt: skip
+    counts = dict.fromkeys(("jobs", "done", "failed", "to_submit", "to_follow", "to_restore",
+                            "unknown", "changed", "images"), 0)  # fmt: skip
     problems: list[JobProblem] = []
     uploads: set[str] = set()
 
@@ -107,7 +125,9 @@ async def dry_run(
                 if (endpoint, image.sha256) not in assets:
                     uploads.add(image.sha256)
         elif action is Action.FOLLOW:
-            counts["to_follow"] += 1
+            earlier = plan.prior.error if plan.prior is not None else None
+            restoring = earlier is not None and earlier.reason == OUTPUT_MISSING
+            counts["to_restore" if restoring else "to_follow"] += 1
         elif action is Action.UNKNOWN:
             counts["unknown"] += 1
         elif action is Action.CHANGED:

@@ -19,6 +19,7 @@ import attrs
 
 from .._client import NovitaClient
 from .._exceptions import (
+    NotFoundError,
     RateLimitError,
     TaskFailedError,
 )
@@ -37,10 +38,11 @@ from ._plan import Action, Planner
 from ._poller import Poller
 from ._recording import Recorder, failed_outcome
 from ._results import ResultsFile
-from ._saving import ImageSaver
+from ._saving import ImageSaver, SavedImages
 from ._submission import DiskSpace, Submitter
 from ._summary import SummaryCounter
 from ._uploads import AssetUploader
+from ._verify import OUTPUT_MISSING, OutputLostError
 
 __all__ = ["JobFlow"]
 
@@ -174,15 +176,23 @@ class JobFlow:
             return self._recorder.fail(job.id, error, None, fingerprint)
         if plan.action is Action.FOLLOW:
             assert prior is not None and prior.task_id is not None
-            return await self._resume(job.id, prior.task_id, fingerprint)
+            restoring = prior.error is not None and prior.error.reason == OUTPUT_MISSING
+            return await self._resume(job.id, prior.task_id, fingerprint, restoring=restoring)
         assert isinstance(job, Job) and plan.prepared is not None
         return await self._fresh(job, plan.prepared)
 
-    async def _resume(self, job_id: str, task_id: str, fingerprint: str | None) -> JobOutcome:
+    async def _resume(
+        self, job_id: str, task_id: str, fingerprint: str | None, *, restoring: bool = False
+    ) -> JobOutcome:
+        """Follow a task of an earlier run to its end; ``restoring``: the task had succeeded and
+        its images are gone from OUT, fetched again from its result (nothing is submitted)."""
         async with self._slots:
-            self._counter.resumed += 1
+            if restoring:
+                self._counter.restored += 1
+            else:
+                self._counter.resumed += 1
             self._emit(BatchEventKind.RESUMED, job_id, task_id=task_id)
-            return await self._follow(job_id, task_id, fingerprint, Rounds())
+            return await self._follow(job_id, task_id, fingerprint, Rounds(), restoring=restoring)
 
     async def _fresh(self, job: Job, prepared: PreparedJob) -> JobOutcome:
         fingerprint = prepared.fingerprint
@@ -295,6 +305,8 @@ class JobFlow:
         fingerprint: str | None,
         rounds: Rounds,
         cost: float | None = None,
+        *,
+        restoring: bool = False,
     ) -> JobOutcome:
         def progress(task: Task) -> None:
             self._emit(
@@ -305,15 +317,22 @@ class JobFlow:
                 eta=task.eta,
             )
 
-        async def to_the_end() -> tuple[list[str], TaskResult]:
-            result = await self._poller.wait(task_id, progress, cost)
+        async def to_the_end() -> tuple[SavedImages, TaskResult]:
+            try:
+                result = await self._poller.wait(task_id, progress, cost)
+            except NotFoundError as exc:
+                if restoring and exc.reason == "TASK_NOT_FOUND":
+                    # Paid for once already: a new task only when the user says so.
+                    detail = "its images are missing from the output"
+                    raise OutputLostError(task_id, detail) from exc
+                raise
             if result.status is TaskStatus.FAILED:
                 raise TaskFailedError(task_id, result.task.reason)
             return await self._images.save(job_id, task_id, result), result
 
         self._in_flight += 1
         try:
-            files, result = await self._step(job_id, rounds, task_id, fingerprint, to_the_end)
+            saved, result = await self._step(job_id, rounds, task_id, fingerprint, to_the_end)
         finally:
             self._in_flight -= 1
         outcome = JobOutcome(
@@ -321,9 +340,11 @@ class JobFlow:
             status=JobStatus.SUCCEEDED,
             task_id=task_id,
             seed=result.extra.seed,
-            files=files,
+            files=saved.names,
         )
-        return self._recorder.end(outcome, fingerprint, record=True)
+        return self._recorder.end(
+            outcome, fingerprint, record=True, sizes=saved.sizes, digests=saved.digests
+        )
 
     def _rate_limited(self, job_id: str, error: RateLimitError, pause: float) -> None:
         self._emit(

@@ -6,7 +6,9 @@ Records (``"t"`` is a Unix timestamp on each), attrs classes told apart by ``typ
     {"type": "submitting", "id", "fingerprint"}             a POST is about to be sent (the intent)
     {"type": "not_submitted", "id"}                         it was answered with a refusal: no task
     {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
-    {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files"}   every image is on disk
+    {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files", "sizes", "digests"}
+                                                            every image is on disk (its size
+                                                            and SHA-256 beside its name)
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}}
 
 Durability: each record is one ``os.write`` of one line to a file descriptor opened with
@@ -105,6 +107,10 @@ class JobState:
     files: tuple[str, ...] = ()
     error: JobError | None = None
     before: JobState | None = None
+    sizes: tuple[int, ...] = ()
+    """Of a succeeded job: each file's size in bytes (none in a journal from before sizes)."""
+    digests: tuple[str, ...] = ()
+    """Of a succeeded job: each file's SHA-256, hex (none in a journal from before digests)."""
     """While submitting: the state to go back to if the service refuses the submission."""
 
     @property
@@ -172,7 +178,15 @@ def apply_record(
         jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id)
         return
     if isinstance(record, SucceededRecord):
-        state = JobState(JobPhase.SUCCEEDED, fingerprint, record.task_id, record.seed, record.files)
+        state = JobState(
+            JobPhase.SUCCEEDED,
+            fingerprint,
+            record.task_id,
+            record.seed,
+            record.files,
+            sizes=record.sizes,
+            digests=record.digests,
+        )
     else:
         state = JobState(
             JobPhase.FAILED, fingerprint, record.task_id, files=record.files, error=record.error
@@ -332,7 +346,16 @@ class Journal:
     def record_submitted(self, job_id: str, task_id: str, fingerprint: str | None) -> None:
         self._append(SubmittedRecord(id=job_id, task_id=task_id, fingerprint=fingerprint))
 
-    def record_outcome(self, outcome: JobOutcome, fingerprint: str | None) -> None:
+    def record_outcome(
+        self,
+        outcome: JobOutcome,
+        fingerprint: str | None,
+        *,
+        sizes: tuple[int, ...] = (),
+        digests: tuple[str, ...] = (),
+    ) -> None:
+        """Record how a job ended; a succeeded one with each file's ``sizes`` and ``digests``
+        (what a rerun and ``status --verify`` check the files against)."""
         job_id, task_id = outcome.job_id, outcome.task_id
         record: JournalRecord
         if outcome.ok:
@@ -342,6 +365,8 @@ class Journal:
                 fingerprint=fingerprint,
                 seed=outcome.seed,
                 files=outcome.files,
+                sizes=sizes,
+                digests=digests,
             )
         else:
             record = FailedRecord(

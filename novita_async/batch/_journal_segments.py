@@ -8,7 +8,11 @@ written once (``mode="create"``: a second run writing the same journal fails lou
 
 - :meth:`JournalMirror.pull`, before the journal opens: the segments, in order, become the local
   file, followed by the local lines no segment holds (a run on the same machine that crashed
-  before they went up). A run on a machine with an empty staging folder resumes from the store.
+  before they went up). A run on a machine with an empty staging folder resumes from the store;
+  a store whose journal is gone (a wiped prefix) or behind gets the staging copy's lines (the run
+  then checks the outputs and fetches the missing ones again from their tasks). When the two
+  tell different stories (the staging copy knows a task the store's journal does not, or another
+  task for the same job), the run is refused (:class:`JournalsDisagreeError`), naming both.
 - :meth:`JournalMirror.durable`, awaited by the submitter between a job's intent (``submitting``)
   and its POST: returns once every line written before the call is in a segment. Callers that
   arrive while a segment is being written share the next one (group commit): one PUT per wave of
@@ -35,10 +39,23 @@ import anyio
 
 from .._atomic import local_io, write_atomically
 from .._concurrency import map_limited
-from .._exceptions import LocalIOError, StorageError
+from .._exceptions import ConfigurationError, LocalIOError, StorageError
 from ._destination import ObjectOutput
+from ._records import (
+    AssetRecord,
+    FailedRecord,
+    SubmittedRecord,
+    SucceededRecord,
+    decode_record,
+)
 
-__all__ = ["JOURNAL_FLUSH_SECONDS", "JOURNAL_KEY", "JournalMirror", "segment_key"]
+__all__ = [
+    "JOURNAL_FLUSH_SECONDS",
+    "JOURNAL_KEY",
+    "JournalMirror",
+    "JournalsDisagreeError",
+    "segment_key",
+]
 
 JOURNAL_FLUSH_SECONDS = 1.0
 """How often records other than intents go up to the store."""
@@ -51,6 +68,62 @@ _READ_AT_ONCE = 16
 
 def segment_key(key_prefix: str, seq: int) -> str:
     return f"{key_prefix}/{seq:010d}.jsonl"
+
+
+class JournalsDisagreeError(ConfigurationError):
+    """The store's journal and the staging folder's copy of it are of different runs: which one
+    is right is the user's call, so nothing is sent until one of them is removed."""
+
+    def __init__(self, stored: str, local: Path, detail: str) -> None:
+        self.stored = stored
+        self.local = local
+        super().__init__(
+            f"the journal in the store ({stored}) and the staging copy ({local}) disagree: "
+            f"{detail}. Nothing was sent. To keep the store's, remove the staging folder "
+            f"{local.parent}; to keep the staging copy's, remove the store's journal ({stored}) "
+            "or write to another prefix"
+        )
+
+    @property
+    def reason(self) -> str:
+        return "JOURNALS_DISAGREE"
+
+
+def _tasks(data: bytes) -> dict[str, set[str]]:
+    """The task ids each job has in the journal lines ``data`` (lines not read are left out)."""
+    tasks: dict[str, set[str]] = {}
+    for raw in data.splitlines(keepends=True):
+        if not raw.endswith(b"\n"):
+            continue
+        try:
+            record = decode_record(raw)
+        except ValueError:
+            continue
+        if isinstance(record, AssetRecord):
+            continue
+        known = tasks.setdefault(record.id, set())  # an intent alone makes the job known
+        if isinstance(record, SubmittedRecord | SucceededRecord | FailedRecord) and record.task_id:
+            known.add(record.task_id)
+    return tasks
+
+
+def _disagreement(stored: bytes, local: bytes) -> str | None:
+    """Why the staging copy ``local`` cannot be of the same run as the store's ``stored`` lines,
+    or None. Every intent is in the store before its POST is sent, so each task the staging copy
+    knows is of a job the store's journal knows too, unless the two are of different runs."""
+    if not stored or not local or local.startswith(stored) or stored.startswith(local):
+        return None
+    in_store = _tasks(stored)
+    for job_id, tasks in _tasks(local).items():
+        if not tasks:
+            continue
+        if job_id not in in_store:
+            return f"job {job_id!r} has task {min(tasks)} here and is unknown there"
+        if in_store[job_id] and not tasks & in_store[job_id]:
+            return (
+                f"job {job_id!r} has task {min(tasks)} here and task {min(in_store[job_id])} there"
+            )
+    return None
 
 
 class JournalMirror:
@@ -115,7 +188,8 @@ class JournalMirror:
         await anyio.to_thread.run_sync(write)
 
     def _local_tail(self, stored: bytes) -> list[bytes] | None:
-        """The whole local lines no segment holds, or None if the local file equals ``stored``."""
+        """The whole local lines no segment holds, or None if the local file equals ``stored``;
+        :class:`JournalsDisagreeError` if the two are of different runs."""
         try:
             local = self.journal_path.read_bytes()
         except FileNotFoundError:
@@ -124,6 +198,9 @@ class JournalMirror:
             raise LocalIOError.from_os_error(exc, "reading the journal") from exc
         if local == stored:
             return None
+        if (detail := _disagreement(stored, local)) is not None:
+            where = self.output.key_url(self.key_prefix) + "/"
+            raise JournalsDisagreeError(where, self.journal_path, detail)
         known = set(stored.splitlines(keepends=True))
         return [
             line

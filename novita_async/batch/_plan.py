@@ -22,12 +22,13 @@ from ._job import InvalidJob, Job, JobInputError, check_job_id
 from ._journal import JobPhase, JobState
 from ._options import BatchOptions
 from ._outputs import check_output_names, is_run_output
+from ._verify import OUTPUT_LOST, OUTPUT_MISSING
 
 __all__ = ["RESUBMIT_REASONS", "Action", "Plan", "Planner"]
 
 # Failures after which retrying the job means submitting it again; any other failure of a job
 # with a task id is retried by following that task again (it may well have finished).
-RESUBMIT_REASONS = frozenset({"TASK_FAILED", "TASK_NOT_FOUND"})
+RESUBMIT_REASONS = frozenset({"TASK_FAILED", "TASK_NOT_FOUND", OUTPUT_LOST})
 
 
 class Action(enum.Enum):
@@ -47,7 +48,8 @@ class Action(enum.Enum):
     """An earlier run sent its submission and never had the answer: recorded
     ``SUBMIT_OUTCOME_UNKNOWN``, nothing sent."""
     FOLLOW = "follow"
-    """A task of an earlier run exists: it is followed to its end, never submitted again."""
+    """A task of an earlier run exists: it is followed to its end, never submitted again (also
+    the task of a job whose images went missing from OUT: they are fetched again from it)."""
     SUBMIT = "submit"
     """Its inputs are uploaded (those not known yet) and a new task is paid for."""
 
@@ -114,6 +116,9 @@ class Planner:
                 # The line is back to the request the task was paid for: follow that task.
                 rerun = True
         if prior is not None and prior.ended and not rerun:
+            if _output_missing(prior):
+                # Its images went missing from OUT: fetched again from its task, nothing paid.
+                return Plan(Action.FOLLOW, job, prior, prepared)
             return Plan(Action.REPLAY, job, prior)
         if prior is not None and prior.phase is JobPhase.SUBMITTING and not rerun:
             unknown = SubmitOutcomeUnknownError(
@@ -154,6 +159,11 @@ def _runs_again(prior: JobState, options: BatchOptions) -> bool:
 
 def _changed(prior: JobState, prepared: PreparedJob) -> bool:
     return prior.fingerprint is not None and prior.fingerprint != prepared.fingerprint
+
+
+def _output_missing(prior: JobState) -> bool:
+    error = prior.error
+    return error is not None and error.reason == OUTPUT_MISSING and prior.task_id is not None
 
 
 def _is_changed_record(prior: JobState) -> bool:

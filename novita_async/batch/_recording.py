@@ -55,10 +55,18 @@ class Recorder:
     ) -> JobOutcome:
         return self.end(failed_outcome(job_id, error, task_id), fingerprint, record=True)
 
-    def end(self, outcome: JobOutcome, fingerprint: str | None, *, record: bool) -> JobOutcome:
+    def end(
+        self,
+        outcome: JobOutcome,
+        fingerprint: str | None,
+        *,
+        record: bool,
+        sizes: tuple[int, ...] = (),
+        digests: tuple[str, ...] = (),
+    ) -> JobOutcome:
         if record:
             try:
-                self._journal.record_outcome(outcome, fingerprint)
+                self._journal.record_outcome(outcome, fingerprint, sizes=sizes, digests=digests)
                 self._results.append(outcome)
             except LocalIOError as error:
                 self._gate.stop(error)

@@ -97,7 +97,9 @@ class SubmittedRecord:
 
 @attrs.frozen(kw_only=True)
 class SucceededRecord:
-    """Job ``id`` succeeded: its ``files`` are on disk."""
+    """Job ``id`` succeeded: its ``files`` are on disk, each of ``sizes[n]`` bytes with the
+    SHA-256 ``digests[n]`` (hex). A journal written before sizes and digests were kept has
+    neither: its files can only be checked for being there."""
 
     type: Literal["succeeded"] = "succeeded"
     id: str
@@ -105,6 +107,8 @@ class SucceededRecord:
     fingerprint: str | None = None
     seed: int | None = None
     files: tuple[str, ...] = ()
+    sizes: tuple[int, ...] = ()
+    digests: tuple[str, ...] = ()
     t: float = attrs.field(factory=_now)
 
 

@@ -7,7 +7,9 @@ always go to OUT. An object-store OUT keeps its journal in the store too, as seg
 (``_journal_segments``), so that a run restarted on another machine resumes from it.
 
 Opening: the layout check, the lock (one run per folder), the store's segments pulled into the
-local journal, the journal opened, stale temporary files removed, ``results.jsonl`` rebuilt.
+local journal, the journal opened, the outputs of the jobs it calls succeeded checked against OUT
+or the store (``_verify``: a missing image makes its job ``OUTPUT_MISSING``, fetched again), stale
+temporary files removed, ``results.jsonl`` rebuilt.
 Closing (shielded: a cancelled run closes too): the results merged and closed, the journal closed,
 then for an object-store OUT its last segment (compacted) and ``results.jsonl`` uploaded; the
 store failing there is kept as :attr:`RunFolder.end_error`, which stops the run like anywhere else.
@@ -31,6 +33,7 @@ from ._options import BatchOptions
 from ._outputs import OutputLock
 from ._results import RESULTS_NAME, ResultsFile
 from ._shards import check_layout, check_stored_layout
+from ._verify import check_outputs
 
 __all__ = ["RunFolder"]
 
@@ -101,6 +104,7 @@ class RunFolder:
                 ) from exc
             journal = await anyio.to_thread.run_sync(open_journal)
         try:
+            await check_outputs(self.destination, self.out_dir, journal)
 
             def prepare() -> None:
                 # A run killed mid-download (kill -9) left partial files: those whose writer

@@ -74,10 +74,14 @@ class BatchRunner:
 
     Rerunning with the same output folder resumes: ended jobs are replayed from the journal (their
     outcomes are yielded again with ``replayed=True``), submitted tasks are followed again (never
-    resubmitted), and only jobs never submitted are submitted. ``retry_failed`` runs failed jobs
-    again: a job whose task failed is submitted again; one that failed after its task was created
-    for another reason (timeout, download error) follows that task again; one whose submission's
-    answer was lost (``SUBMIT_OUTCOME_UNKNOWN``) is submitted again, knowingly.
+    resubmitted), and only jobs never submitted are submitted. What is in OUT (or the store) is
+    the truth: a succeeded job whose image is missing or of another size than recorded is fetched
+    again from its task's result, at no cost (``summary.restored``), or ends ``OUTPUT_LOST`` if
+    the service no longer has that task (submitted again only with ``retry_failed``).
+    ``retry_failed`` runs failed jobs again: a job whose task failed is submitted again; one that
+    failed after its task was created for another reason (timeout, download error) follows that
+    task again; one whose submission's answer was lost (``SUBMIT_OUTCOME_UNKNOWN``) is submitted
+    again, knowingly.
 
     ``options`` (a :class:`BatchOptions`) bound and pace the run; keyword ``overrides`` replace
     some of them (``BatchRunner(client, out, concurrency=10)``), and a value refused raises

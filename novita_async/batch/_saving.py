@@ -4,16 +4,21 @@ Each image goes to ``OUT/<job id>_<n>.<ext>`` (one folder for every image: the j
 file), through :meth:`NovitaClient.download_images` (expired URLs renewed within its budget). For
 an object-store OUT, ``publish`` then uploads the files from the staging folder; both happen
 before the job is recorded succeeded, so a record never names an image that is not there.
+Each image's size and SHA-256 are taken from the file written (before it leaves staging) for the
+journal's record, which a rerun and ``status --verify`` check the outputs against.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import attrs
 
+from .._atomic import local_io
 from .._client import NovitaClient
 from .._events import ClientEvent, EventKind
 from .._exceptions import InvalidResponseError
@@ -22,11 +27,40 @@ from .._retry import RetryPolicy
 from ._events import BatchEventKind
 from ._summary import SummaryCounter
 
-__all__ = ["MIN_DOWNLOAD_ATTEMPTS", "ImageSaver"]
+__all__ = ["MIN_DOWNLOAD_ATTEMPTS", "ImageSaver", "SavedImages", "file_digest"]
 
 # Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
 # longer than an interactive caller would (the task is paid for; its image must not be lost).
 MIN_DOWNLOAD_ATTEMPTS = 4
+_READ_CHUNK = 1 << 20
+
+
+@attrs.frozen
+class SavedImages:
+    """A task's images as saved: their names in OUT, sizes in bytes and SHA-256 (hex)."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    digests: tuple[str, ...]
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """The size and SHA-256 (hex) of the file at ``path``; blocking."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _digests(paths: Sequence[Path]) -> list[tuple[int, str]]:
+    measured = []
+    for path in paths:
+        with local_io("reading an image saved", path):
+            measured.append(file_digest(path))
+    return measured
 
 
 class ImageSaver:
@@ -49,8 +83,8 @@ class ImageSaver:
         self._emit = emit
         self._publish = publish
 
-    async def save(self, job_id: str, task_id: str, result: TaskResult) -> list[str]:
-        """The names of the task's images, every one of them in OUT."""
+    async def save(self, job_id: str, task_id: str, result: TaskResult) -> SavedImages:
+        """The task's images, every one of them in OUT."""
         self._counter.tasks += 1
         if not result.images:
             raise InvalidResponseError(f"task {task_id} succeeded without images")
@@ -70,7 +104,12 @@ class ImageSaver:
         paths = await self._client.download_images(
             result, self._out_dir, stem=f"{job_id}_", retry=self._retry, on_event=observe
         )
+        measured = await anyio.to_thread.run_sync(_digests, paths)
         if self._publish is not None:
             await self._publish(paths)
         self._counter.images += len(paths)
-        return [path.name for path in paths]
+        return SavedImages(
+            names=tuple(path.name for path in paths),
+            sizes=tuple(size for size, _ in measured),
+            digests=tuple(digest for _, digest in measured),
+        )

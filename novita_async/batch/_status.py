@@ -2,9 +2,11 @@
 
 :func:`read_status` sends nothing and needs no key: it reads the journal's lines (the good ones,
 as a run would fold them into each job's state) and ``results.jsonl``, and looks at the images
-on disk. It is safe while a run holds the folder: it takes no lock but a shared one, at once
-released, to ask whether a run holds it; it writes nothing and makes no reserve file. A damaged
-journal is reported (its line numbers) rather than refused, with what its good lines say.
+on disk (each one there and of the size recorded; with ``verify``, its SHA-256 too, as
+``rclone check`` does). It is safe while a run holds the folder: it takes no lock but a shared
+one, at once released, to ask whether a run holds it; it writes nothing and makes no reserve
+file. A damaged journal is reported (its line numbers) rather than refused, with what its good
+lines say.
 
 Without the job file, jobs never submitted cannot be known: the journal only names the jobs a run
 reached. Given the ids of the job file (``job_ids``), those the journal does not know are counted.
@@ -27,6 +29,7 @@ from ._locks import is_locked
 from ._outputs import LOCK_NAME
 from ._records import scan_journal
 from ._results import RESULTS_NAME, ResultLine
+from ._verify import Problem, local_problems
 
 try:  # pragma: no cover - always present on POSIX
     import fcntl
@@ -42,7 +45,9 @@ _UNKNOWN_OUTCOME = "SUBMIT_OUTCOME_UNKNOWN"
 class RunStatus:
     """Where the run of one output folder stands (see :func:`read_status`).
 
-    The jobs the journal knows are ``succeeded + failed + unfinished + unanswered``.
+    The jobs the journal knows are ``succeeded + outputs_missing + failed + unfinished +
+    unanswered``: a job the journal recorded succeeded whose images are not all in the folder, as
+    recorded, is not counted succeeded.
     """
 
     out_dir: Path
@@ -59,6 +64,10 @@ class RunStatus:
     jobs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     """Jobs the journal knows."""
     succeeded: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs recorded succeeded whose images are all in the folder (as checked)."""
+    outputs_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs recorded succeeded with an image missing or damaged: a rerun with them fetches
+    their images again from their tasks, at no cost."""
     failed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     failures_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     """The failed jobs by their error's reason (``TASK_FAILED``, ``RETRIES_EXHAUSTED``...)."""
@@ -77,6 +86,14 @@ class RunStatus:
     """Images of the succeeded jobs that are in the output folder."""
     images_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     """Images of the succeeded jobs that are not (moved or deleted since)."""
+    images_damaged: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Images of the succeeded jobs that are there but not as recorded: of another size, or
+    (``verified``) of another SHA-256."""
+    verified: bool = False
+    """The images were hashed against the SHA-256 the journal recorded (``verify``)."""
+    unverifiable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Images checked for being there only: their journal (from an older version) recorded no
+    size or SHA-256 for them."""
     results_listed: int | None = None
     """Jobs ``results.jsonl`` lists; None when there is no such file."""
 
@@ -86,9 +103,11 @@ def read_status(
     journal_path: str | os.PathLike[str] | None = None,
     *,
     job_ids: Iterable[str] | None = None,
+    verify: bool = False,
 ) -> RunStatus:
     """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path`` is the
-    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known.
+    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known;
+    ``verify``: hash every image of the succeeded jobs against the journal's SHA-256.
 
     Blocking (it reads files): call it from a worker thread in async code.
     """
@@ -100,7 +119,7 @@ def read_status(
     _, jobs = fold(scan.records)
     phases = Counter(state.phase for state in jobs.values())
     reasons = Counter(_reason(state) for state in jobs.values() if state.phase is JobPhase.FAILED)
-    images, missing = _images(out, jobs.values())
+    images = _images(out, jobs.values(), verify)
     unanswered = phases[JobPhase.SUBMITTING]
     return RunStatus(
         out_dir=out,
@@ -110,7 +129,8 @@ def read_status(
         damaged_lines=scan.damaged,
         last_run=datetime.fromtimestamp(scan.records[-1].t, UTC) if scan.records else None,
         jobs=len(jobs),
-        succeeded=phases[JobPhase.SUCCEEDED],
+        succeeded=phases[JobPhase.SUCCEEDED] - images.jobs_short,
+        outputs_missing=images.jobs_short,
         failed=phases[JobPhase.FAILED],
         failures_by_reason=dict(sorted(reasons.items())),
         unfinished=phases[JobPhase.SUBMITTED],
@@ -118,8 +138,11 @@ def read_status(
         unknown_outcome=unanswered + reasons[_UNKNOWN_OUTCOME],
         retryable=sum(reasons[reason] for reason in RETRYABLE_REASONS),
         never_submitted=None if job_ids is None else _unknown_to(jobs, job_ids),
-        images=images,
-        images_missing=missing,
+        images=images.found,
+        images_missing=images.missing,
+        images_damaged=images.damaged,
+        verified=verify,
+        unverifiable=images.unverifiable,
         results_listed=_results_listed(out / RESULTS_NAME),
     )
 
@@ -132,18 +155,31 @@ def _unknown_to(jobs: Collection[str], job_ids: Iterable[str]) -> int:
     return len({job_id for job_id in job_ids if job_id not in jobs})
 
 
-def _images(out: Path, states: Iterable[JobState]) -> tuple[int, int]:
-    """How many images of the succeeded jobs are in ``out``, and how many are not."""
-    found = missing = 0
+@attrs.define
+class _Images:
+    found: int = 0
+    missing: int = 0
+    damaged: int = 0
+    unverifiable: int = 0
+    jobs_short: int = 0
+    """Succeeded jobs with an image missing or damaged."""
+
+
+def _images(out: Path, states: Iterable[JobState], verify: bool) -> _Images:
+    """The images of the succeeded jobs in ``out``: there (as recorded), missing or damaged."""
+    images = _Images()
     for state in states:
         if state.phase is not JobPhase.SUCCEEDED:
             continue
-        for name in state.files:
-            if (out / name).is_file():
-                found += 1
-            else:
-                missing += 1
-    return found, missing
+        problems = local_problems(out, state, rehash=verify)
+        missing = sum(problem.problem is Problem.MISSING for problem in problems)
+        images.missing += missing
+        images.damaged += len(problems) - missing
+        images.found += len(state.files) - missing
+        recorded = len(state.digests) if verify else len(state.sizes)
+        images.unverifiable += max(0, len(state.files) - recorded)
+        images.jobs_short += bool(problems)
+    return images
 
 
 def _results_listed(path: Path) -> int | None:

@@ -19,9 +19,11 @@ class BatchSummary:
 
     ``succeeded`` and ``failed`` count every job of the input, including those ``replayed`` from an
     earlier run's journal. ``submitted`` counts tasks created by this run, ``resumed`` tasks of an
-    earlier run followed again, ``tasks`` the tasks this run saw end. ``http_requests`` counts the
-    client calls the runner made, by route (``upload``, ``submit``, ``result``, ``image``); the
-    client's own retries are not included (count those with the client's ``on_event``).
+    earlier run followed again, ``restored`` jobs of an earlier run whose images were missing or
+    damaged and were fetched again from their tasks (nothing paid), ``tasks`` the tasks this run
+    saw end. ``http_requests`` counts the client calls the runner made, by route (``upload``,
+    ``submit``, ``result``, ``image``); the client's own retries are not included (count those
+    with the client's ``on_event``).
     ``requests_per_task`` divides the non-upload calls by ``tasks``. ``interrupted`` is true when
     the run was cancelled or stopped by ``fail_fast`` before every job ended. ``stopped`` is the
     reason of a run-level failure that stopped the run (``INVALID_API_KEY``, ``DISK_FULL``,
@@ -47,6 +49,7 @@ class BatchSummary:
     stopped: str | None = None
     not_finished: int = 0
     not_reached: int = 0
+    restored: int = 0
 
     @property
     def images_per_minute(self) -> float:
@@ -74,6 +77,7 @@ class SummaryCounter:
         self.replayed = 0
         self.submitted = 0
         self.resumed = 0
+        self.restored = 0
         self.tasks = 0
         self.images = 0
         self.failures: Counter[str] = Counter()
@@ -111,6 +115,7 @@ class SummaryCounter:
             submitted=self.submitted,
             resumed=self.resumed,
             tasks=self.tasks,
+            restored=self.restored,
             images=self.images,
             failures_by_reason=dict(self.failures),
             http_requests=dict(self.requests),

@@ -185,7 +185,7 @@ def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
     assert [list(row) for row in rows] == [
         ["type", "sha256", "asset_id", "endpoint", "t", "c"],
         ["type", "id", "task_id", "fingerprint", "t", "c"],
-        ["type", "id", "task_id", "fingerprint", "seed", "files", "t", "c"],
+        ["type", "id", "task_id", "fingerprint", "seed", "files", "sizes", "digests", "t", "c"],
         ["type", "id", "task_id", "fingerprint", "error", "files", "t", "c"],
     ]
     assert all(isinstance(row.pop("t"), float) for row in rows)
@@ -196,7 +196,7 @@ def test_records_on_disk_keep_their_keys_and_order(tmp_path: Path) -> None:
          "endpoint": "http://assets/image"},
         {"type": "submitted", "id": "a", "task_id": "task-a", "fingerprint": "fp"},
         {"type": "succeeded", "id": "a", "task_id": "task-a", "fingerprint": "fp", "seed": 7,
-         "files": ["a_0.png"]},
+         "files": ["a_0.png"], "sizes": [], "digests": []},
         {"type": "failed", "id": "b", "task_id": None, "fingerprint": None,
          "error": {"type": "E", "reason": "TASK_FAILED", "message": "boom"}, "files": []},
     ]  # fmt: skip

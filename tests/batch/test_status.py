@@ -127,12 +127,19 @@ def test_each_state_a_job_can_be_in_is_counted_once(tmp_path: Path) -> None:
     (out / JOURNAL_NAME).with_name(JOURNAL_NAME + ".reserve").unlink()
 
     status = read_status(out, job_ids=["ok", "refused", "new"])
-    assert (status.jobs, status.succeeded, status.failed) == (7, 1, 3)
+    # "ok" was recorded succeeded, but one of its images is gone: not counted succeeded.
+    assert (status.jobs, status.succeeded, status.outputs_missing, status.failed) == (7, 0, 1, 3)
     assert status.failures_by_reason == {
         "RETRIES_EXHAUSTED": 1, "SUBMIT_OUTCOME_UNKNOWN": 1, "TASK_FAILED": 1,
     }  # fmt: skip
     assert (status.unfinished, status.unanswered) == (1, 2)
-    assert status.jobs == status.succeeded + status.failed + status.unfinished + status.unanswered
+    assert status.jobs == (
+        status.succeeded
+        + status.outputs_missing
+        + status.failed
+        + status.unfinished
+        + status.unanswered
+    )
     assert (status.unknown_outcome, status.retryable) == (3, 1)
     assert status.never_submitted == 2  # "refused" and "new"
     assert (status.images, status.images_missing) == (1, 1)

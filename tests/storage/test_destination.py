@@ -106,3 +106,16 @@ async def test_objects_round_trip_and_errors_are_storage_errors(s3_bucket: S3Buc
         failed.value.reason,
         str(failed.value),
     )
+
+
+def test_staging_is_per_endpoint_as_well(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    one = parse_out("s3://bucket/p", staging_dir=tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9001")
+    other = parse_out("s3://bucket/p", staging_dir=tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    again = parse_out("s3://bucket/p", staging_dir=tmp_path)
+    assert isinstance(one, ObjectOutput) and isinstance(other, ObjectOutput)
+    assert one.staging != other.staging  # the same URL, another endpoint's bucket
+    assert one.staging == again.staging

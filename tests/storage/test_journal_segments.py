@@ -10,8 +10,12 @@ import pytest
 from novita_async import StorageError
 from novita_async.batch._destination import ObjectOutput, parse_out
 from novita_async.batch._journal import Journal
-from novita_async.batch._journal_segments import JournalMirror, segment_key
-from novita_async.batch._records import SubmittingRecord, encode_record
+from novita_async.batch._journal_segments import (
+    JournalMirror,
+    JournalsDisagreeError,
+    segment_key,
+)
+from novita_async.batch._records import SubmittedRecord, SubmittingRecord, encode_record
 
 
 def memory_output(tmp_path: Path) -> ObjectOutput:
@@ -114,3 +118,57 @@ async def test_a_second_writer_fails_loudly(tmp_path: Path) -> None:
         await two.durable()
     assert conflict.value.reason == "STORAGE_CONFLICT"
     assert (await stored_segments(out)) == {segment_key(".novita-journal", 0): line("a")}
+
+
+def submitted(job_id: str, task_id: str) -> bytes:
+    return encode_record(SubmittedRecord(id=job_id, task_id=task_id, t=2.0))
+
+
+async def test_a_wiped_store_gets_the_staging_copy_back(tmp_path: Path) -> None:
+    out = memory_output(tmp_path)
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(line("a") + submitted("a", "task-a"))  # the store's segments are gone
+    mirror = JournalMirror(out, ".novita-journal", path)
+    await mirror.pull()
+    assert path.read_bytes() == line("a") + submitted("a", "task-a")
+    await mirror.durable()
+    segments = await stored_segments(out)
+    assert segments == {segment_key(".novita-journal", 0): path.read_bytes()}
+
+
+@pytest.mark.parametrize(
+    ("stored", "detail"),
+    [
+        (line("b") + submitted("b", "task-b"), "job 'a' has task task-a here and is unknown there"),
+        (
+            line("a") + submitted("a", "task-z"),
+            "job 'a' has task task-a here and task task-z there",
+        ),
+    ],
+)
+async def test_a_store_journal_of_another_run_is_refused_naming_both(
+    tmp_path: Path, stored: bytes, detail: str
+) -> None:
+    out = memory_output(tmp_path)
+    await out.put_bytes(segment_key(".novita-journal", 0), stored, create=True)
+    path = tmp_path / "staging-copy" / "journal.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(line("a") + submitted("a", "task-a"))
+    with pytest.raises(JournalsDisagreeError) as refused:
+        await JournalMirror(out, ".novita-journal", path).pull()
+    message = str(refused.value)
+    assert detail in message
+    assert "memory://bucket/run/.novita-journal/" in message and str(path) in message
+    assert path.read_bytes() == line("a") + submitted("a", "task-a")  # nothing rewritten
+
+
+async def test_an_answer_the_store_missed_is_no_disagreement(tmp_path: Path) -> None:
+    # The intent went up before its POST; the answer did not (the machine was lost), and
+    # another machine went on meanwhile: the same run, told in two parts.
+    out = memory_output(tmp_path)
+    await out.put_bytes(segment_key(".novita-journal", 0), line("a") + line("b"), create=True)
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(line("a") + submitted("a", "task-a"))
+    mirror = JournalMirror(out, ".novita-journal", path)
+    await mirror.pull()
+    assert path.read_bytes() == line("a") + line("b") + submitted("a", "task-a")
