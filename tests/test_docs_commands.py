@@ -397,6 +397,8 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
         Step("novita-async status nightly", sent=0,
              stdout=("nightly: journal nightly/.novita-journal.jsonl", "(5 images on disk)")),
         Step("novita-async status nightly --jobs jobs.jsonl --json", sent=0, checks=(status_json,)),
+        # "--verify also hashes each image against the SHA-256 the journal recorded"
+        Step("novita-async status nightly --verify", sent=0, stdout=("(5 images verified)",)),
         # "On a sound journal it changes nothing"
         Step("novita-async journal repair nightly", sent=0, checks=(journal_unchanged,)),
     ),
