@@ -24,10 +24,12 @@ async def print_dry_run(
     *,
     as_json: bool,
     stored: Mapping[str, int] | None = None,
+    assets_url: str | None = None,
 ) -> bool:
     """Decide what a run of ``jobs`` into ``out`` would do, print it; True if every job can run.
-    ``stored``: an object-store OUT's objects and sizes (see :func:`dry_run`)."""
-    plan = await dry_run(jobs, out, options, stored=stored)
+    ``stored``: an object-store OUT's objects and sizes, ``assets_url`` the uploads' endpoint
+    (see :func:`dry_run`)."""
+    plan = await dry_run(jobs, out, options, stored=stored, assets_url=assets_url)
     if as_json:
         print(json.dumps(converter.unstructure(plan), indent=2))
     else:

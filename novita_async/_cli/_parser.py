@@ -368,6 +368,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         check_request_flags(ns.subparser, ns)
     if ns.command == "run":
         ns.batch_options = _checked_options(ns.subparser, ns)
+        if ns.batch_options.webhook_listen is not None and ns.req_webhook is not None:
+            # A job's own webhook wins over the run's receiver (its events go there), so every
+            # task would quietly be followed by polling instead.
+            ns.subparser.error(
+                "argument --webhook/--webhook-listen: --webhook sends every task's event to its "
+                "URL, so the run's receiver (--webhook-listen) would get none: give one of them "
+                "(behind a proxy or tunnel, --webhook-url names the receiver's public address)"
+            )
         _check_summary_path(ns.subparser, ns)
         _check_ray_flags(ns.subparser, ns)
     if ns.command in ("status", "journal") and (scheme := looks_like_url(getattr(ns, "out", ""))):

@@ -104,6 +104,9 @@ class RunSettings:
     """Where the run's JSON report goes (``--summary-json``, ``--json``)."""
     destination: Destination | None = None
     """Where ``--out`` points: the folder, or an object store (None: ``out`` itself)."""
+    assets_url: str | None = None
+    """The asset upload URL (``--assets-url``; None: ``NOVITA_ASSETS_URL`` or the service's),
+    which decides the uploads a dry run counts as saved."""
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> RunSettings:
@@ -119,6 +122,7 @@ class RunSettings:
             plain=ns.no_progress,
             dry=bool(getattr(ns, "dry_run", False)),
             report=ReportTo.from_args(ns),
+            assets_url=ns.assets_url,
         )
 
 
@@ -415,6 +419,11 @@ async def _dry_run(settings: RunSettings) -> int:
             quiet = BatchProgress(0, plain=True, stream=sys.stderr)
             lines = job_lines(settings, fetcher, {}, quiet, note_invalid=False)
             ok = await print_dry_run(
-                lines, out, settings.options, as_json=settings.report.stdout, stored=stored
+                lines,
+                out,
+                settings.options,
+                as_json=settings.report.stdout,
+                stored=stored,
+                assets_url=settings.assets_url,
             )
     return EXIT_OK if ok else EXIT_FAILED

@@ -90,6 +90,16 @@ def test_dry_run_counts_against_finished_work_sends_nothing_and_writes_nothing(
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written in OUT
     assert emulator.stats()["requests"] == requests
 
+    # The journal's asset ids belong to the emulator's asset endpoint: against another one
+    # (--assets-url, as a run would upload to) every distinct file is counted as an upload.
+    elsewhere = cli(
+        "run", str(more), "--out", str(out), "--dry-run",
+        "--assets-url", "http://127.0.0.1:9/image", env={**emulator.env, "NOVITA_API_KEY": ""},
+    )  # fmt: skip
+    assert elsewhere.returncode == 1, elsewhere.stderr
+    assert "0 distinct files would be uploaded" not in elsewhere.stdout
+    assert "distinct files would be uploaded" in elsewhere.stdout
+
     same = cli("run", str(jobs), "--out", str(out), "--dry-run", "--json", env=emulator.env)
     assert same.returncode == 0
     report = json.loads(same.stdout)

@@ -144,3 +144,21 @@ def test_webhook_url_without_webhook_listen_is_refused_naming_both(
     after = webhook_emulator.stats()
     assert after["requests"] == before["requests"]  # nothing sent, nothing uploaded
     assert not (tmp_path / "out").exists()
+
+
+def test_a_webhook_flag_with_webhook_listen_is_refused_naming_both(
+    tmp_path: Path, pictures: Path, webhook_emulator: EmulatorProcess
+) -> None:
+    """Every task's event would go to --webhook's URL, never to the run's receiver: the run
+    would quietly poll every task. Refused before anything is sent."""
+    jobs = write_jobs(tmp_path, [job("ada", "beach", id="a")])
+    before = webhook_emulator.stats()
+    listen = f"127.0.0.1:{free_port()}"
+    done = cli("run", str(jobs), "--out", str(tmp_path / "out"), "--no-progress",
+               "--webhook", "https://example.invalid/hook",
+               "--webhook-listen", listen, env=webhook_emulator.env)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--webhook/--webhook-listen" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert webhook_emulator.stats()["requests"] == before["requests"]
+    assert not (tmp_path / "out").exists()
