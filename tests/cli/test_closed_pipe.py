@@ -72,3 +72,25 @@ def test_dry_run_json_into_a_closed_pipe_ends_quietly(
     shown = cli(*args)
     assert shown.returncode == 1
     assert len(json.loads(shown.stdout)["problems"]) == jobs
+
+
+def test_a_run_whose_reader_went_away_finishes_its_work_quietly(
+    pictures: Path, tmp_path: Path, emulator: EmulatorProcess
+) -> None:
+    job_file = tmp_path / "jobs.jsonl"
+    ids = [f"job-{n}" for n in range(3)]
+    job_file.write_text(
+        "".join(
+            json.dumps({"id": i, "face_images": [str(pictures / "ada.png")],
+                        "ref_images": [str(pictures / "beach.png")], "prompt": "p",
+                        "width": 128, "height": 128}) + "\n"
+            for i in ids
+        )
+    )  # fmt: skip
+    out = tmp_path / "out"
+    # The progress lines go to stdout (no --json): each one meets the closed pipe.
+    done = _into_a_pipe_nobody_reads("run", str(job_file), "--out", str(out), env=emulator.env)
+    _ended_quietly(done)
+    # The run's work is OUT, not its lines: every job ended, as with a reader.
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["id"], r["status"]) for r in results) == [(i, "succeeded") for i in ids]
