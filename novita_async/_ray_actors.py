@@ -142,21 +142,30 @@ class ShardRunner:
     again after Ray restarted the actor (a new process) continues where the dead one stopped.
 
     ``out`` is a folder's absolute path or an object store's URL: a shard's store client reads
-    the credentials of its own node's environment; none travels with the actor's arguments."""
+    the credentials of its own node's environment; none travels with the actor's arguments.
+
+    ``permits`` is the Ray name of the run's :class:`RatePermits` actor, looked up here, not its
+    handle: Ray keeps a handle argument in its object store, and a constructor argument there may
+    be gone when Ray restarts the actor (Ray warns of it on every run); a name is a plain value.
+    """
 
     def __init__(
         self,
         out: str,
         options: BatchOptions,
         connection: Connection,
-        permits: object | None,
+        permits: str | None,
     ) -> None:
         self._out = out
         # Ray runs __init__ again in the process that replaces a dead one: a new attempt.
         self._attempt = secrets.token_hex(8)
         self._options = options
         self._connection = connection
-        self._permits: SubmitPermits | None = None if permits is None else PermitsProxy(permits)
+        self._permits: SubmitPermits | None = None
+        if permits is not None:
+            import ray
+
+            self._permits = PermitsProxy(ray.get_actor(permits))
         self._events: collections.deque[BatchEvent] = collections.deque(maxlen=_EVENTS_KEPT)
         self._runner: BatchRunner | None = None
         self._scope = anyio.CancelScope()

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterable, Iterable, Sequence
 from pathlib import Path
@@ -245,11 +246,13 @@ class _ShardedRun:
         self, parts: list[list[JobInput]], rate: float | None, connection: Connection
     ) -> list[ShardEnd]:
         started = anyio.current_time()
-        permits = RatePermits.remote(rate)
+        # The shards find the permits by this name (see ShardRunner): one per run, never reused.
+        permits_name = f"novita-async:{self.out}:permits:{secrets.token_hex(8)}"
+        permits = RatePermits.options(name=permits_name).remote(rate)
         self._actors = [
             _Shard.options(
                 name=f"novita-async:{self.out}:{shard.name}", scheduling_strategy="SPREAD"
-            ).remote(self.out, attrs.evolve(self.options, shard=shard), connection, permits)
+            ).remote(self.out, attrs.evolve(self.options, shard=shard), connection, permits_name)
             for shard in (Shard(k, self.count) for k in range(self.count))
         ]
         ends: list[ShardEnd | None] = [None] * self.count

@@ -4,7 +4,8 @@ Exit status: 0 success; 1 some job or call failed (``status``: the journal is da
 usage (an out-of-range request flag, caught before anything is uploaded; a damaged journal, named
 with its repair command; a folder in use by a run); 3 a run-level cause stopped the work (a batch
 run's :class:`RunStoppedError`, or this machine refused a file: disk full, read-only, permission
-denied, name too long); 130 interrupted. Errors print one line on stderr, never an exception group
+denied, name too long); 130 interrupted; 141 the reader of the output went away (``... | head -1``),
+ended quietly. Errors print one line on stderr, never an exception group
 (the most telling error inside it is shown); ``--debug`` adds the traceback and debug logging. The
 API key is never printed.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import socket
 import ssl
 import sys
@@ -127,6 +129,39 @@ def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -
     return status
 
 
+# The reader of our output went away (``novita-async result T --json | head -1``): end as a Unix
+# tool killed by SIGPIPE does, quietly (no traceback, no error line: nobody is wrong) with the
+# status a shell shows for it, 128 + SIGPIPE = 141 (``yes | head -1``'s ``yes``; git exits so
+# too). Not 0: the output was cut short, and a script with ``set -o pipefail`` that cares can tell,
+# exactly as it can for cat or grep in the same place.
+EXIT_READER_GONE = 141
+
+
+def _reader_gone() -> bool:
+    """Whether stdout's or stderr's reader went away (a pipe with no reader left); each such
+    stream is pointed at devnull, so that the interpreter's final flush of what is still
+    buffered does not raise again (the recipe of Python's ``signal`` documentation)."""
+    gone = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            continue  # not a file (a test's capture): not a pipe whose reader left
+        if not hasattr(select, "poll"):
+            widowed = stream is sys.stdout  # no poll (Windows): the usual culprit
+        else:
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            # A pipe's writing end polls POLLERR once no reader is left.
+            widowed = any(events & select.POLLERR for _, events in poller.poll(0))
+        if widowed:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            gone = True
+    return gone
+
+
 def _emulator(argv: list[str]) -> int:
     # Imported here, not at the top: the emulator needs Pillow, an optional dependency (the
     # [emulator] extra) that the rest of the command does not.
@@ -156,9 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ns.debug:
         batch_log.addFilter(_shown_as_events)
     try:
-        return anyio.run(_dispatch, ns, backend="asyncio")
+        status = anyio.run(_dispatch, ns, backend="asyncio")
+        # Now, not at the interpreter's exit: a reader gone before the last bytes is told below.
+        sys.stdout.flush()
+        return status
     except BaseException as exc:
         inner = real_error(exc)
+        if isinstance(inner, BrokenPipeError) and _reader_gone():
+            return EXIT_READER_GONE
         if isinstance(inner, SystemExit):
             raise inner from None
         if not isinstance(inner, Exception | KeyboardInterrupt):

@@ -125,6 +125,7 @@ class BatchProgress:
         self._progress: _Bar | None = None
         self._task: TaskID | None = None
         self._paused = False
+        self._reader_gone = False
 
     def __enter__(self) -> Self:
         self._started = self._clock()
@@ -199,6 +200,13 @@ class BatchProgress:
         return f"{head}: {event.reason or 'error'}: {event.message or ''}".rstrip(": ")
 
     def _line(self, text: str) -> None:
+        if self._reader_gone:
+            return
         elapsed = self._clock() - self._started
-        # One line each: an id or a message cannot break it, or forge another.
-        print(f"{elapsed:7.1f}s {printable(text)}", file=self._stream, flush=True)
+        try:
+            # One line each: an id or a message cannot break it, or forge another.
+            print(f"{elapsed:7.1f}s {printable(text)}", file=self._stream, flush=True)
+        except BrokenPipeError:
+            # Nobody reads these lines any more (``run ... | head -1``): the run goes on, its
+            # work is OUT, not them; the command's end meets the closed pipe and exits 141.
+            self._reader_gone = True

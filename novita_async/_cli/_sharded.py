@@ -10,6 +10,7 @@ every shard cleanly (each resumes from its journal on the next run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import aiohttp
@@ -48,18 +49,24 @@ async def run_on_ray(ns: argparse.Namespace, settings: RunSettings) -> int:
             ]
 
             async def body() -> BatchSummary:
-                return await run_sharded(
-                    jobs,
-                    destination,
-                    shards=ns.shards,
-                    api_key=ns.api_key,
-                    base_url=ns.base_url,
-                    assets_url=ns.assets_url,
-                    timeouts=timeouts,
-                    options=settings.options,
-                    address=ns.ray_address,
-                    on_progress=progress.on_event,
-                )
+                # Ray prints what its processes tell the driver (a raylet's warning, a worker's
+                # death) on sys.stdout, looked up at each print, until ray.shutdown (which
+                # run_sharded calls): stderr is where such lines belong, and stdout then holds
+                # only the run's own output (with --json, only the document). The progress
+                # display took its stream before this.
+                with contextlib.redirect_stdout(sys.stderr):
+                    return await run_sharded(
+                        jobs,
+                        destination,
+                        shards=ns.shards,
+                        api_key=ns.api_key,
+                        base_url=ns.base_url,
+                        assets_url=ns.assets_url,
+                        timeouts=timeouts,
+                        options=settings.options,
+                        address=ns.ray_address,
+                        on_progress=progress.on_event,
+                    )
 
             try:
                 summary, interrupted = await until_signalled(body, say=progress.note)

@@ -73,6 +73,8 @@ _SECRET_VARIABLES = (
     "AZURE_CLIENT_SECRET",
     "NOVITA_API_KEY",
 )
+# The paths of AWS's instance-metadata service (at 169.254.169.254 or $AWS_METADATA_ENDPOINT).
+_INSTANCE_METADATA_PATHS = ("/latest/api/token", "/latest/meta-data/")
 _QUERY_IN_TEXT = re.compile(r"(\w+://[^\s?\"']+)\?[^\s\"']*")
 
 
@@ -344,6 +346,17 @@ def _storage_error(exc: BaseException, doing: str, url: str) -> StorageError:
     from obstore import exceptions as errors
 
     detail = _detail(exc)
+    if any(path in detail for path in _INSTANCE_METADATA_PATHS):
+        # With no AWS_ACCESS_KEY_ID in the environment, obstore's last place for credentials is
+        # the instance-metadata service; off EC2 its failure (a 403, a timeout) hides the cause.
+        said = (detail.rsplit(" - ", 1)[-1] if " - " in detail else detail).rstrip(": ")
+        return StorageError(
+            f"{doing} failed: no credentials for the store were found: set AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY (or run where an instance role provides them); the "
+            f"instance-metadata service, asked last, gave none ({said})",
+            reason="STORAGE_PERMISSION",
+            url=url,
+        )
     if isinstance(exc, FileNotFoundError):
         reason = "STORAGE_NOT_FOUND"
     elif isinstance(exc, errors.PermissionDeniedError | errors.UnauthenticatedError):

@@ -241,10 +241,16 @@ class JournalMirror:
         ):
             handle.seek(self._durable)
             data = handle.read(end - self._durable)
-        await self.output.put_bytes(segment_key(self.key_prefix, self._next_seq), data, create=True)
-        self._next_seq += 1
-        self.segments_written += 1
-        self._durable = end
+        # Once sent, a segment is seen through and counted: a flush cancelled while its PUT is
+        # in flight (the run's periodic flush is, as the run ends) left the store holding it
+        # and this mirror not knowing, so the closing flush wrote the same key again: a false
+        # STORAGE_CONFLICT ("another run writes this output's journal") on a sound run.
+        with anyio.CancelScope(shield=True):
+            key = segment_key(self.key_prefix, self._next_seq)
+            await self.output.put_bytes(key, data, create=True)
+            self._next_seq += 1
+            self.segments_written += 1
+            self._durable = end
 
     async def flush(self) -> None:
         """Put every line written so far into a segment (none if there is nothing new)."""

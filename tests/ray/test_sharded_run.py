@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,65 @@ def test_cli_runs_the_shards_with_one_progress_display(local_ray: None, tmp_path
     )
     assert again.returncode == 2
     assert "2 shards" in again.stderr and "3 shards" in again.stderr
+
+
+def _ray_says_to_every_driver(message: str) -> None:
+    # What a raylet does when it warns (too many workers started, a worker died): an error
+    # message published to every driver of the instance, which Ray's driver prints on stdout.
+    # Ray has no public call for it; this is the one its own processes use.
+    from ray._private.utils import publish_error_to_driver
+
+    publish_error_to_driver("novita-test", message, ray._private.worker.global_worker.gcs_client)
+
+
+def test_cli_json_on_ray_keeps_stdout_to_the_document_and_warns_of_nothing(
+    local_ray: None, tmp_path: Path
+) -> None:
+    (tmp_path / "face.png").write_bytes(_png(3))
+    job_file = tmp_path / "jobs.jsonl"
+    ids = [job.id for job in _jobs(1, shards=4)]
+    job_file.write_text(
+        "".join(
+            json.dumps({"id": i, "face_images": ["face.png"], "ref_images": ["face.png"],
+                        "prompt": f"p {i}"}) + "\n"
+            for i in ids
+        )
+    )  # fmt: skip
+    out = tmp_path / "out"
+    address = ray.get_runtime_context().gcs_address
+    marker = "novita-test: a raylet's warning to every driver"
+    # Each task takes two seconds: the run is still connected to Ray when the marker goes out.
+    with _emulator("--task-seconds", "2") as emulator:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "novita_async", "run", str(job_file), "--out", str(out),
+             "--ray", "--ray-address", address, "--shards", "4", "--json",
+             "--width", "128", "--height", "128"],
+            env={**os.environ, **emulator.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            # The run's driver has joined Ray (and listens) once its shards exist.
+            shards = f"novita-async:{out.absolute()}:"
+            while run.poll() is None and not any(
+                actor["name"].startswith(shards)
+                for actor in ray.util.list_named_actors(all_namespaces=True)
+            ):
+                time.sleep(0.05)
+            _ray_says_to_every_driver(marker)
+            stdout, stderr = run.communicate(timeout=120)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+    assert run.returncode == 0, stderr + stdout
+    document = json.loads(stdout)  # stdout holds the document and nothing else
+    assert document["summary"]["succeeded"] == len(ids) == 4
+    assert marker in stderr  # Ray's line was told, where diagnostics go
+    # The shards' constructor takes no argument Ray must keep in its object store (Ray warns
+    # that a restart would fail without it, on every run).
+    assert "constructor arguments in the object store" not in stderr, stderr
 
 
 # --- into object storage ------------------------------------------------------------------------

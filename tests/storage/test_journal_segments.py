@@ -172,3 +172,38 @@ async def test_an_answer_the_store_missed_is_no_disagreement(tmp_path: Path) -> 
     mirror = JournalMirror(out, ".novita-journal", path)
     await mirror.pull()
     assert path.read_bytes() == line("a") + line("b") + submitted("a", "task-a")
+
+
+class AnsweringLate(ObjectOutput):
+    """A store that applies a PUT at once but whose answer comes only when the test lets it:
+    the window in which the run's end cancels its periodic flush."""
+
+    def __init__(self, inner: ObjectOutput) -> None:
+        super().__init__(inner.url, inner.staging, inner._store, inner._prefix)
+        self.landed = anyio.Event()
+        self.answer = anyio.Event()
+
+    async def put_bytes(self, key: str, data: bytes, *, create: bool = False) -> None:
+        await super().put_bytes(key, data, create=create)
+        self.landed.set()
+        await self.answer.wait()
+
+
+async def test_a_flush_cancelled_while_its_segment_is_written_still_counts_it(
+    tmp_path: Path,
+) -> None:
+    out = AnsweringLate(memory_output(tmp_path))
+    mirror = JournalMirror(out, ".novita-journal", tmp_path / "journal.jsonl")
+    await mirror.pull()
+    mirror.journal_path.write_bytes(line("a"))
+    async with anyio.create_task_group() as run:
+        run.start_soon(mirror.flush)
+        await out.landed.wait()  # the store holds segment 0; its answer is on the way
+        run.cancel_scope.cancel()  # the run ends, cancelling its periodic flush
+        out.answer.set()
+    with mirror.journal_path.open("ab") as journal:
+        journal.write(line("b"))
+    await mirror.close()  # was: STORAGE_CONFLICT, segment 0 written again
+    fresh = JournalMirror(out, ".novita-journal", tmp_path / "fresh.jsonl")
+    await fresh.pull()
+    assert fresh.journal_path.read_bytes() == line("a") + line("b")

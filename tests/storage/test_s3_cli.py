@@ -4,14 +4,17 @@ refused before anything is sent, and a kill -9 resumed from the bucket alone."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -139,6 +142,69 @@ def test_a_run_into_the_bucket_with_its_gallery_and_no_secret_anywhere(
     assert local  # the staging copies of the journal and results
     for path in local:
         assert secrets_in(path.read_bytes(), *secrets) == [], path
+
+
+class _NoInstanceRole(http.server.BaseHTTPRequestHandler):
+    """An instance-metadata service off EC2 (what the network at 169.254.169.254 answers on
+    many machines): 403 to every request, each one's method and path noted."""
+
+    asked: ClassVar[list[str]] = []
+
+    def _refuse(self) -> None:
+        self.asked.append(f"{self.command} {self.path}")
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = _refuse
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def no_instance_role() -> Iterator[tuple[str, list[str]]]:
+    """A loopback stand-in for the instance-metadata service (the test sends nothing to
+    169.254.169.254); its URL, and the requests it got."""
+    asked: list[str] = []
+    handler = type("Handler", (_NoInstanceRole,), {"asked": asked})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_no_credentials_stop_the_run_naming_them_before_anything_is_paid(
+    emulator: EmulatorProcess,
+    s3_bucket: S3Bucket,
+    no_instance_role: tuple[str, list[str]],
+    tmp_path: Path,
+) -> None:
+    jobs = write_jobs(tmp_path / "jobs", 2)
+    metadata, asked = no_instance_role
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(emulator.env)
+    env.update(
+        AWS_ENDPOINT_URL=s3_bucket.endpoint,
+        AWS_ALLOW_HTTP="true",
+        AWS_REGION="us-east-1",
+        AWS_METADATA_ENDPOINT=metadata,  # where obstore looks for an instance role last
+        NOVITA_ASYNC_STAGING=str(tmp_path / "staging"),
+    )
+    before = emulator.stats()["submissions"]
+    done = run_cli("run", str(jobs), "--out", s3_bucket.url("portraits"), "--no-progress",
+                   env=env, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "no credentials for the store were found" in done.stderr, done.stderr
+    assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in done.stderr
+    assert "STORAGE_PERMISSION" in done.stderr
+    assert "PUT /latest/api/token" in asked  # the role was looked for, on loopback
+    assert emulator.stats()["submissions"] == before  # nothing paid
 
 
 def test_a_kill_9_resumes_from_the_bucket_on_a_fresh_machine(
