@@ -6,15 +6,47 @@ They live here, not in ``conftest.py``: several folders have a ``conftest.py`` o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-__all__ = ["S3_SECRET", "S3Bucket", "SmallFileSystem", "create_bucket", "mount", "s3_env"]
+__all__ = [
+    "S3_SECRET",
+    "S3Bucket",
+    "SmallFileSystem",
+    "create_bucket",
+    "mount",
+    "reap",
+    "reaped",
+    "s3_env",
+]
+
+
+def reap(process: subprocess.Popen[Any]) -> None:
+    """Kill ``process`` if it still runs, wait for it and close its pipes: a test never leaves a
+    child behind, whichever way it ends (a child left running fails a later test with a
+    ``ResourceWarning``)."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@contextlib.contextmanager
+def reaped(process: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """``with reaped(subprocess.Popen(...)) as process:``, :func:`reap` on leaving, every path."""
+    try:
+        yield process
+    finally:
+        reap(process)
 
 
 class SmallFileSystem:
