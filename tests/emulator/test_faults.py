@@ -16,6 +16,9 @@ from novita_async import _spec
 from novita_async.emulator import AccountError, Emulator, EmulatorConfig, FaultSpec, Outage
 from novita_async.emulator._cli import add_arguments, config_from_args
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 MODELS = "/v3/model"
 
 
