@@ -72,6 +72,10 @@ def _repo_files() -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in paths if path.is_file()}
 
 
+# Over 20 s (about 50 s on a quiet 2-core machine): every scenario runs every contender once, each
+# a fresh process against a fresh emulator process, and the scale-out scenario starts Ray for its
+# shards. Fewer scenarios or contenders would leave parts of the harness untried; the job counts
+# are already the smallest that show what the tests below check (faults, 429s, waves).
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = tmp_path_factory.mktemp("bench-results")

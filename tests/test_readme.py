@@ -94,6 +94,8 @@ def scratch(tmp_path: Path, readme_emulator: EmulatorProcess) -> tuple[Path, dic
     return tmp_path, env
 
 
+# Up to about 20 s: each of the README's commands is a real CLI process (about half a second of
+# start-up each), run in order in one folder, as a reader would; no command can be left out.
 def test_shell_snippets(scratch: tuple[Path, dict[str, str]]) -> None:
     folder, env = scratch
     for body in blocks("sh"):
