@@ -302,7 +302,10 @@ class _ShardedRun:
     async def _follow(self) -> None:
         while True:
             await anyio.sleep(_POLL_SECONDS)
-            await self._drain()
+            # Events a drain took from the actors exist nowhere else: the end of the run cancels
+            # this loop while it sleeps, never halfway through a drain (which lost job lines).
+            with anyio.CancelScope(shield=True):
+                await self._drain()
 
     async def _drain(self) -> None:
         for k, actor in enumerate(self._actors):
