@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
+import hypothesis
 import pytest
 from support import (
     S3Bucket,
@@ -26,6 +27,11 @@ from support import (
 )
 
 from novita_async.emulator import Emulator, EmulatorConfig
+
+# No per-example deadline: on a shared 2-core machine a CLI parse or a process start can take ten
+# times its usual time, and a timing threshold is not what these properties are about.
+hypothesis.settings.register_profile("suite", deadline=None)
+hypothesis.settings.load_profile("suite")
 
 
 def pytest_configure(config: pytest.Config) -> None:
