@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import aiohttp
-import pytest
 from emu_helpers import body, post_task, upload
 
 from novita_async.emulator import Emulator, EmulatorConfig
-
-# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
-pytestmark = pytest.mark.virtual_time
 
 
 async def test_submissions_per_second_limit(session: aiohttp.ClientSession) -> None:
