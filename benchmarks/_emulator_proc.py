@@ -18,17 +18,21 @@ __all__ = ["EmulatorProcess", "contender_env", "cpu_ticks", "emulators"]
 
 
 @contextlib.contextmanager
-def emulators(commands: list[list[str]], logs: list[Path]) -> Iterator[list[EmulatorProcess]]:
+def emulators(
+    commands: list[list[str]], logs: list[Path], *, settle: bool = True
+) -> Iterator[list[EmulatorProcess]]:
     """One fresh emulator per command and log, all started at once (their start-ups overlap,
     before any contender runs) and all stopped together at the end. An idle emulator costs no
-    CPU."""
+    CPU. Without ``settle`` (a quick run, whose figures mean nothing), contenders do not wait for
+    the emulators' start-ups to end."""
     started = [EmulatorProcess(*args, log=log) for args, log in zip(commands, logs, strict=True)]
     try:
         for emulator in started:
             emulator.start()
         for emulator in started:
             emulator.wait_ready()
-        _settle(started)
+        if settle:
+            _settle(started)
         yield started
     finally:
         for emulator in started:

@@ -114,7 +114,9 @@ def run_contender(
     )
 
 
-def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> list[ContenderResult]:
+def run_scenario(
+    scenario: Scenario, contenders: list[str], work: Path, *, quick: bool = False
+) -> list[ContenderResult]:
     """The runs of the scenario's contenders among ``contenders``, in the scenario's order."""
     inputs = make_inputs(work / "inputs", scenario.faces, scenario.refs)
     chosen = []
@@ -136,7 +138,7 @@ def run_scenario(scenario: Scenario, contenders: list[str], work: Path) -> list[
     done: dict[str, list[RunSummary]] = {contender: [] for contender in chosen}
     commands = [scenario.emulator_command(contender) for contender, _ in schedule]
     # A fresh emulator for each run, so none inherits another's tasks or counters.
-    with emulators(commands, logs) as fresh:
+    with emulators(commands, logs, settle=not quick) as fresh:
         for (contender, round_), emulator in zip(schedule, fresh, strict=True):
             label = f"{contender} #{round_ + 1}" if scenario.repeats > 1 else contender
             print(f"  {label} ...", end="", flush=True)
@@ -188,7 +190,7 @@ def run_all(args: argparse.Namespace, results_dir: Path, argv: list[str] | None)
             scenario = SCENARIOS[name].scaled(args.quick)
             print(f"{scenario.name}: {scenario.description} (N={scenario.jobs})", flush=True)
             started = time.monotonic()
-            contenders = run_scenario(scenario, chosen, Path(tmp) / name)
+            contenders = run_scenario(scenario, chosen, Path(tmp) / name, quick=args.quick)
             result = ScenarioResult(
                 scenario=scenario.name,
                 description=scenario.description,

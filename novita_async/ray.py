@@ -51,7 +51,7 @@ from typing import Any
 import anyio
 import attrs
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from ._config import ClientConfig, Timeouts
 from ._exceptions import ConfigurationError, NovitaError, RunStoppedError
@@ -284,13 +284,20 @@ class _ShardedRun:
             await anyio.to_thread.run_sync(merge_shard_results, Path(self.out), self.count)
 
     async def _run_shard(self, k: int, jobs: Any, ends: list[ShardEnd | None]) -> None:
-        for attempt in range(MAX_RESTARTS + 1):
+        deaths = 0
+        while True:
             self._calls[k] = call = self._actors[k].run.remote(jobs)
             try:
                 ends[k] = await call
                 return
+            except ActorUnavailableError:
+                # Being restarted: Ray refuses the call at once rather than when the actor is
+                # back, and this is no new death; counted as one, a restart that took a few
+                # calls used up every attempt. Asked again a poll later (Ray has no event).
+                await anyio.sleep(_POLL_SECONDS)
             except RayActorError:
-                if attempt == MAX_RESTARTS:
+                deaths += 1
+                if deaths > MAX_RESTARTS:
                     raise  # Ray gave up restarting it: the shard's jobs are left for a rerun
             except RayTaskError as exc:
                 raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
@@ -298,7 +305,10 @@ class _ShardedRun:
     async def _follow(self) -> None:
         while True:
             await anyio.sleep(_POLL_SECONDS)
-            await self._drain()
+            # Events a drain took from the actors exist nowhere else: the end of the run cancels
+            # this loop while it sleeps, never halfway through a drain (which lost job lines).
+            with anyio.CancelScope(shield=True):
+                await self._drain()
 
     async def _drain(self) -> None:
         for k, actor in enumerate(self._actors):

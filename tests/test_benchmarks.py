@@ -48,8 +48,9 @@ from benchmarks._targets import cpu_vs_floor, scenario_checks, x_ideal  # noqa: 
 from benchmarks.contenders.sdk import usable as sdk_unusable  # noqa: E402
 from benchmarks.run import BENCHMARKS_MD, RESULTS  # noqa: E402
 
-# The quick run (every scenario, Ray's start-up twice included) takes its first test's time.
-pytestmark = pytest.mark.timeout(300)
+# The quick run (every scenario, Ray's start-up included) takes its first test's time. It starts
+# Ray: on the worker of the tests that do (see tests/ray/test_sharded_run.py).
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("ray")]
 
 # Scenarios without injected faults, and which contenders must finish every job in each (the
 # floor has no retries, so a rate limit costs it jobs by design).
@@ -71,6 +72,10 @@ def _repo_files() -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in paths if path.is_file()}
 
 
+# Over 20 s (about 50 s on a quiet 2-core machine): every scenario runs every contender once, each
+# a fresh process against a fresh emulator process, and the scale-out scenario starts Ray for its
+# shards. Fewer scenarios or contenders would leave parts of the harness untried; the job counts
+# are already the smallest that show what the tests below check (faults, 429s, waves).
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     results = tmp_path_factory.mktemp("bench-results")

@@ -2,7 +2,8 @@
 
 Each distinct file uploaded once, then per job: submit, one poll timed by the known task time (then
 by ``eta`` if not done), download, ``os.replace``. No validation, journal, retries or progress: the
-CPU lower bound of this work on the machine at hand.
+CPU lower bound of this work on the machine at hand. Each answer's status is checked, though: a
+job whose image GET was refused is a failure, not an error page saved as its image.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ async def main() -> None:
             with open(path, "rb") as f:
                 data = f.read()
             async with session.put(assets, data=data) as r:
+                r.raise_for_status()
                 return str((await r.json())["assets_id"])
 
         # Only the files some job uses, each once: a bare flow knows its inputs up front.
@@ -48,6 +50,7 @@ async def main() -> None:
                     async with session.post(
                         base + "/v3/async/instant-id", json=body, headers=auth
                     ) as r:
+                        r.raise_for_status()
                         task_id = (await r.json())["task_id"]
                     # Just past the known task time: polling on the dot races the task's end,
                     # and a lost race costs a second poll a whole second later (eta is whole s).
@@ -58,6 +61,7 @@ async def main() -> None:
                             params={"task_id": task_id},
                             headers=auth,
                         ) as r:
+                            r.raise_for_status()
                             result = await r.json()
                         status = result["task"]["status"]
                         if status == "TASK_STATUS_SUCCEED":
@@ -68,6 +72,8 @@ async def main() -> None:
                     for n, image in enumerate(result["images"]):
                         final = os.path.join(spec.out_dir, f"{index}-{n}.{image['image_type']}")
                         async with session.get(image["image_url"]) as r:
+                            # An error page saved as the image would count as a success.
+                            r.raise_for_status()
                             with open(final + ".part", "wb") as f:
                                 async for chunk in r.content.iter_chunked(65536):
                                     f.write(chunk)

@@ -14,6 +14,9 @@ from novita_async.emulator import Emulator
 from .conftest import make_job
 from .test_runner import assert_images_decode, read_results
 
+# Backoff between rounds, Retry-After pauses and task times: on the virtual clock, not waited.
+pytestmark = pytest.mark.virtual_time
+
 
 @pytest.fixture
 async def single_try_client(emu: Emulator) -> AsyncIterator[NovitaClient]:

@@ -22,6 +22,9 @@ from novita_async.emulator import Emulator
 from .conftest import make_job
 from .test_runner import read_results
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 FAST_POLLS = PollPolicy(min_delay=0.02, margin=0.02, initial_delay=0.02, max_delay=0.05)
 
 

@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from novita_async import APIConnectionError, AuthenticationError
 from novita_async.batch._limits import OutageError, RunGate, RunStopped
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 # A bad rate is refused where it is set, by BatchOptions (tests/batch/test_options.py).
 
 

@@ -18,6 +18,9 @@ from novita_async.emulator import Emulator
 
 from .conftest import make_job
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 FAST = RetryPolicy(attempts=3, backoff_base=0.01, backoff_max=0.05, retry_after_cap=0.2)
 
 

@@ -15,7 +15,7 @@ from novita_async.emulator import Emulator
 from .conftest import make_job
 
 # Tasks that take a while, so each event comes well after its submission was answered.
-pytestmark = pytest.mark.emulator(task_base_seconds=0.3)
+pytestmark = [pytest.mark.emulator(task_base_seconds=0.3), pytest.mark.virtual_time]
 
 
 def jobs_for(images: Callable[[int], Path], count: int) -> list[Job]:

@@ -32,6 +32,9 @@ from novita_async.emulator import Emulator, EmulatorConfig
 
 from .conftest import FAST_POLL, FAST_RETRY, EventLog
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 
 async def ready_request(client: NovitaClient, face: Path, **fields: object) -> InstantIDRequest:
     asset = await client.upload_asset(face)

@@ -21,6 +21,9 @@ from novita_async._polling import PollTracker
 from novita_async._redact import mask_secret, redact_url, scrub
 from novita_async._retry import FailureKind, parse_retry_after, should_retry
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 NOT_SENT, LOST, STATUS = FailureKind.NOT_SENT, FailureKind.ANSWER_LOST, FailureKind.STATUS
 
 

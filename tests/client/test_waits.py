@@ -23,6 +23,9 @@ from novita_async.emulator import Emulator
 
 from .conftest import FAST_POLL, FAST_RETRY, EventLog
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 
 @pytest.mark.timeout(60)  # with no overall deadline the trickle would hold the call for ever
 @pytest.mark.emulator(image_size_bytes=1024 * 1024)

@@ -35,6 +35,9 @@ from novita_async.webhooks import WebhookStats
 from .conftest import FAST_POLL
 from .webhook_support import Served, event_body, served
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 # Once the task says it runs, the next poll would come only a minute later.
 SLOW_POLL = PollPolicy(min_delay=60, max_delay=60)
 

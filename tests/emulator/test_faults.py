@@ -16,6 +16,9 @@ from novita_async import _spec
 from novita_async.emulator import AccountError, Emulator, EmulatorConfig, FaultSpec, Outage
 from novita_async.emulator._cli import add_arguments, config_from_args
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 MODELS = "/v3/model"
 
 
@@ -138,7 +141,8 @@ async def test_latency_delays_the_answer(emu: Emulator, session: aiohttp.ClientS
     emu.faults.set("models", FaultSpec(latency=0.2, jitter=0.05))
     started = anyio.current_time()
     assert await _models_status(session, emu) == 200
-    assert anyio.current_time() - started >= 0.2  # a lower bound: the injected sleep
+    # A lower bound: the injected sleep (on the virtual clock, up to a float's rounding).
+    assert anyio.current_time() - started >= 0.2 - 1e-9
 
 
 async def test_bandwidth_cap_slows_the_body(session: aiohttp.ClientSession) -> None:
@@ -166,7 +170,8 @@ async def test_a_trickle_sends_one_byte_per_interval(
         assert resp.status == 200
         await resp.content.readexactly(5)
         resp.close()
-    assert anyio.current_time() - started >= 0.2  # a lower bound: 4 intervals between 5 bytes
+    # 4 intervals between 5 bytes, exactly: on the virtual clock only the emulator's sleeps count.
+    assert anyio.current_time() - started == pytest.approx(0.2)
     with anyio.fail_after(10):
         await emu.wait_stats(lambda s: s.count("image", "client_closed") == 1)
 

@@ -11,6 +11,9 @@ from emu_helpers import auth, body, finished_task, get_result, post_task, upload
 from novita_async import _spec
 from novita_async.emulator import API_ROUTES, AccountError, Emulator, EmulatorStats, Outage
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 MODELS = "/v3/model"
 ERROR_KEYS = {"code", "reason", "message", "metadata"}
 

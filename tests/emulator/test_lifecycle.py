@@ -10,6 +10,9 @@ from emu_helpers import auth, body, submit, upload
 from novita_async import _spec
 from novita_async.emulator import Emulator, EmulatorConfig, FaultSpec
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 
 async def test_urls_need_a_running_emulator() -> None:
     emu = Emulator()

@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 from novita_async import _spec
 from novita_async.emulator import Emulator, EmulatorConfig
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 SUBMIT = "/v3/async/instant-id"
 
 

@@ -18,6 +18,9 @@ from emu_helpers import (
 from novita_async import _spec
 from novita_async.emulator import Emulator, EmulatorConfig
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 
 async def test_tasks_queue_then_process_with_rising_progress_and_falling_eta(
     session: aiohttp.ClientSession,

@@ -24,6 +24,9 @@ from novita_async._models import TaskResult, TaskStatus
 from novita_async.emulator import Emulator, EmulatorConfig, WebhookFaultSpec
 from novita_async.emulator._cli import add_arguments, config_from_args
 
+# Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
+pytestmark = pytest.mark.virtual_time
+
 STALL = 0
 """A scripted answer of the receiver: never answer (until the test ends)."""
 

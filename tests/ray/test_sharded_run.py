@@ -34,6 +34,10 @@ from novita_async.batch._shards import Shard, shard_of
 from novita_async.emulator import EmulatorProcess
 from novita_async.ray import RatePermits, run_sharded, shard_actor_name
 
+# One worker runs every test that starts Ray (here and the benchmark run's shards): two Ray
+# instances starting at once on two cores make both slow enough to time out.
+pytestmark = pytest.mark.xdist_group("ray")
+
 EMULATOR_LIMIT = 4  # submissions per second per key (a sliding one-second window)
 
 

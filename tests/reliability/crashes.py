@@ -41,16 +41,14 @@ from typing import Any
 
 import attrs
 from PIL import Image
+from support import reap
 
 from novita_async.emulator import EmulatorProcess as SharedEmulatorProcess
 
 from .checks import API_KEY, JOURNAL_NAME
 
-# The batch runner's defaults for ``poll_concurrency`` and ``submit_concurrency`` (the CLI has no
-# flag for them). With more jobs in flight than POLL_SLOTS, some wait for a poll slot instead of
-# being parked, and a run cannot be frozen on the result route. SUBMIT_SLOTS POSTs parked hold
-# every permit to send one.
-POLL_SLOTS = 16
+# The batch runner's default ``submit_concurrency`` (the CLI has no flag for it): SUBMIT_SLOTS
+# POSTs parked hold every permit to send one.
 SUBMIT_SLOTS = 8
 # A parked request sleeps this long before the emulator runs it: longer than any run, so a parked
 # POST never creates a task; the emulator's shutdown cancels them all.
@@ -265,22 +263,22 @@ class CrashRun:
     def _frozen(self, freeze: Freeze) -> Callable[[], bool]:
         """True once no POST can be on its way: a kill then cannot leave a task unjournaled.
 
-        A job sends a request only while it holds a slot (``--concurrency``), one request at a
-        time, and a job whose request is parked stays parked, holding its slot. Parked requests
-        are read first and the journal second: the parked stay parked, ended jobs stay ended. So
-        when the parked requests number ``min(concurrency, jobs not ended)``, either every slot is
-        held by a parked job, or every job not ended is parked: no job is left to send a POST,
-        none is being sent or read, none sits unread in the emulator's socket. Or: SUBMIT_SLOTS
-        POSTs are parked and hold every permit to send one. Either way a POST the run sent is
-        answered and journaled, or parked for good. A job waiting for a slot, an upload, a job
-        that ended but has not let go of its slot: none of them sends a POST.
+        From :meth:`Freeze.start` on, every POST the emulator reads is parked (the script holds
+        ``concurrency`` of them, and a parked POST keeps its job's slot), so it creates no task.
+        A POST that can still create one was sent before: its intent is in the journal, and it
+        stays an intent until its answer is journaled. Parked POSTs are read first and the journal
+        second (parked ones stay parked, intents only get answered): once the intents of this run
+        number the POSTs parked, each intent is a parked POST, and no POST is between its task and
+        its journaled answer. The ``result``/``image`` requests parked as well only vary the moment.
+
+        This does not ask every job to be parked: a job can hold its slot without sending
+        anything for as long as another's request is parked (its poll waits for the first polls
+        of its kind, see ``batch._poller``), and waiting for it to be parked never ends.
         """
 
         def frozen() -> bool:
-            parked = freeze.parked()
-            live = self.jobs - len(ended_jobs(journal_records(self.out)))
-            slots = min(self.concurrency, live)
-            return parked["submit"] == SUBMIT_SLOTS or 0 < slots == sum(parked.values())
+            parked = freeze.parked()["submit"]
+            return len(unanswered(journal_records(self.out)) - self.unknown_jobs) == parked
 
         return frozen
 
@@ -313,8 +311,6 @@ class CrashRun:
         (``"post"``) or a task's answer is (``"answer"``): the kill may then cut POSTs off, whose
         jobs are added to :attr:`unknown_jobs`, and the tasks unknown to the journal are counted
         (``unjournaled_tasks``, cumulative). Returns False if the run ended first."""
-        if route == "result" and self.concurrency > POLL_SLOTS:
-            raise ValueError(f"parking on result needs concurrency <= {POLL_SLOTS}")
         if wait_for is not None and route is not None:
             raise ValueError("a frozen kill waits for its freeze")
         base = len(journal_records(self.out))
@@ -332,6 +328,8 @@ class CrashRun:
                     return False
             process.send_signal(signal.SIGKILL)
         finally:
+            # On every path, a failed wait included: a run left alive outlives the test.
+            reap(process)
             self.finish(process)
             if freeze is not None:
                 if freeze.queued:
@@ -371,14 +369,19 @@ class CrashRun:
             if not watch(process, self._grown(base, more), 120):
                 return None
             process.send_signal(signal.SIGINT)
-        finally:
             code = self.finish(process)
+        finally:
+            reap(process)
         grown = len(journal_records(self.out)) - base
         self.kills.append({"signal": "SIGINT", "after_records": grown, "exit": code})
         return code
 
     def run_to_end(self, *options: str) -> int:
-        return self.finish(self.start(*options))
+        process = self.start(*options)
+        try:
+            return self.finish(process)
+        finally:
+            reap(process)
 
 
 def kill_points(seed: int, count: int, span: int) -> Iterator[tuple[int, str]]:

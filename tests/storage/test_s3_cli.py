@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import pytest
 from PIL import Image
-from support import S3_SECRET, S3Bucket
+from support import S3_SECRET, S3Bucket, reap
 
 from novita_async.emulator import EmulatorProcess
 
@@ -227,7 +227,7 @@ def test_a_kill_9_resumes_from_the_bucket_on_a_fresh_machine(
             time.sleep(WATCH_INTERVAL)
         first.send_signal(signal.SIGKILL)
     finally:
-        first.wait()
+        reap(first)  # killed here too if a check above failed
     assert first.returncode == -signal.SIGKILL
     assert "crash/results.jsonl" not in s3_bucket.keys("crash/")
 
