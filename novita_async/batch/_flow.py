@@ -110,6 +110,8 @@ class JobFlow:
         # A job holds a slot from its submission to its end: ``concurrency`` tasks in flight.
         self._slots = anyio.Semaphore(options.concurrency, fast_acquire=True)
         self._in_flight = 0
+        self._fail_fast = options.fail_fast
+        self._failed_fast = False
 
     @property
     def stopped_by(self) -> BaseException | None:
@@ -118,7 +120,8 @@ class JobFlow:
 
     @property
     def stopping_submissions(self) -> bool:
-        return self._gate.stopped is not None
+        """A run-level failure stopped the run, or a job failed under ``fail_fast``."""
+        return self._gate.stopped is not None or self._failed_fast
 
     def stop_run(self, error: BaseException) -> None:
         """Stop the run for a run-level ``error`` found outside any job (the output's store)."""
@@ -145,11 +148,16 @@ class JobFlow:
     async def process(self, job: Job | InvalidJob) -> JobOutcome | None:
         """The job's outcome; None if the run stopped before the job ended (nothing recorded)."""
         try:
-            return await self._decide(job)
+            outcome = await self._decide(job)
         except Ended as ended:
-            return ended.outcome
+            outcome = ended.outcome
         except RunStopped:
             return None  # counted not finished (SummaryCounter.snapshot)
+        if self._fail_fast and not outcome.ok and not outcome.replayed:
+            # Said before this task yields: the job that takes the slot just freed must not
+            # submit (the runner's cancel of the workers comes a step later).
+            self._failed_fast = True
+        return outcome
 
     async def _decide(self, job: Job | InvalidJob) -> JobOutcome:
         self._emit(BatchEventKind.QUEUED, job.id)
@@ -201,6 +209,8 @@ class JobFlow:
             job.id, rounds, None, fingerprint, lambda: self._request(job, prepared)
         )
         async with self._slots:
+            if self._failed_fast:
+                raise RunStopped  # --fail-fast: a job failed, nothing more is paid for
             task_id = await self._submit(job, prepared, request, rounds)
             cost = request_cost(job.request)
             return await self._follow(job.id, task_id, fingerprint, rounds, cost)

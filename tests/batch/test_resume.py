@@ -338,3 +338,32 @@ async def test_an_async_generator_input_is_closed_when_the_run_stops(
         assert not closed
     emu.faults.release("result")
     assert closed and runner.summary.interrupted
+
+
+
+async def test_fail_fast_pays_for_nothing_after_the_failure_even_with_the_outcomes_unread(
+    emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
+) -> None:
+    """One task at a time: the job that takes the slot the failed job frees must not submit.
+    The reader takes no outcome until every task is blocked after the failure, so the failed
+    job's hand-over waits for room in the buffer (one place per worker, filled by the jobs
+    before it): the moment in which the next job used to take the slot and pay."""
+    workers = 1 + 1  # concurrency + upload_concurrency
+    jobs = [make_job(f"ok{n}", images(1), images(2)) for n in range(workers)]
+    jobs.append(make_job("bad", images(1), images(2), "[[fail]]"))
+    jobs += [make_job(f"after{n}", images(1), images(2)) for n in range(3)]
+    failed = anyio.Event()
+
+    def on_event(event: BatchEvent) -> None:
+        if event.kind is BatchEventKind.FAILED:
+            failed.set()
+
+    runner = BatchRunner(client, tmp_path / "out", concurrency=1, upload_concurrency=1,
+                         fail_fast=True, on_event=on_event)  # fmt: skip
+    async with runner.run(jobs) as outcomes:
+        await failed.wait()
+        await anyio.wait_all_tasks_blocked()  # a job that took the freed slot is in its POST by now
+        seen = [outcome.job_id async for outcome in outcomes]
+    assert seen == ["ok0", "ok1", "bad"]
+    assert runner.summary.interrupted
+    assert emu.stats().submissions == workers + 1  # nothing after "bad"
