@@ -15,6 +15,8 @@ import anyio.to_thread
 
 from novita_async import NovitaClient
 from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
     BatchRunner,
     JobError,
     JobOutcome,
@@ -152,9 +154,21 @@ async def test_a_run_holding_the_folder_is_seen_and_left_undisturbed(
     out = tmp_path / "out"
     jobs = [make_job(f"j{n}", images(n), images(9)) for n in range(3)]
     emu.faults.hold("result")
+    submitted: list[str] = []
+    all_submitted = anyio.Event()
+
+    def on_event(event: BatchEvent) -> None:
+        if event.kind is BatchEventKind.SUBMITTED:
+            submitted.append(event.job_id)
+            if len(submitted) == len(jobs):
+                all_submitted.set()
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(BatchRunner(client, out, concurrency=3).run_all, jobs)
-        await emu.wait_stats(lambda stats: stats.submissions == 3)  # every intent written
+        runner = BatchRunner(client, out, concurrency=3, on_event=on_event)
+        tg.start_soon(runner.run_all, jobs)
+        # Every answer recorded (the emulator counting a POST comes before the run records
+        # its answer): the run writes nothing more until a poll is answered.
+        await all_submitted.wait()
         # The first polls held: two scouts' (the third task waits for their answers).
         await emu.wait_in_flight("result", 2)
         files = folder_state(out)
