@@ -13,6 +13,7 @@ API key is never printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import select
@@ -49,7 +50,7 @@ from ._run import (
 from ._run_report import ReportTo
 from ._signals import real_error
 
-__all__ = ["main"]
+__all__ = ["command", "main"]
 
 # OSErrors that are the network's, not this machine's file system.
 _NETWORK_ERRORS = (
@@ -206,3 +207,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(inner, ns, exc)
     finally:
         batch_log.removeFilter(_shown_as_events)  # main() may be called again in one process
+
+
+def command() -> None:
+    """The ``novita-async`` executable: :func:`main`, then the process's exit.
+
+    With obstore loaded (an object-store ``--out``) the process ends without the interpreter's
+    finalisation: obstore's Rust runtime keeps worker threads that, racing ``Py_Finalize``,
+    abort the process now and then (status 134 instead of the run's own, after everything was
+    written and said). Nothing is lost by skipping it: the run has ended, its files are closed,
+    and the streams and the logging handlers are flushed here first."""
+    status = main()
+    if "obstore" not in sys.modules:
+        sys.exit(status)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # A reader gone (status 141 says so) or a closed stream: nothing more to say there.
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
+    os._exit(status)
