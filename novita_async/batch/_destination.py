@@ -357,6 +357,18 @@ def _storage_error(exc: BaseException, doing: str, url: str) -> StorageError:
             reason="STORAGE_PERMISSION",
             url=url,
         )
+    if "NoSuchBucket" in detail or (
+        "list request" in detail and "404 Not Found" in detail and not isinstance(exc, OSError)
+    ):
+        # A listing answered 404 names no key: the bucket itself is not there (S3 says
+        # NoSuchBucket in the XML body obstore shows only in part).
+        bucket = urlsplit(url).netloc
+        return StorageError(
+            f"{doing} failed: the bucket {bucket!r} does not exist at this endpoint (or these "
+            "credentials cannot see it): create it, or check the URL and AWS_ENDPOINT_URL",
+            reason="STORAGE_NOT_FOUND",
+            url=url,
+        )
     if isinstance(exc, FileNotFoundError):
         reason = "STORAGE_NOT_FOUND"
     elif isinstance(exc, errors.PermissionDeniedError | errors.UnauthenticatedError):

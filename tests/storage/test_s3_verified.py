@@ -180,5 +180,6 @@ def test_a_bucket_that_does_not_exist_is_refused_before_anything_is_paid(
     env = env_for(emulator, s3_bucket, tmp_path / "staging")
     done = run_cli("run", str(jobs), "--out", url, "--no-progress", env=env, cwd=tmp_path)
     assert done.returncode == 3, done.stderr
-    assert "STORAGE" in done.stderr and f"{s3_bucket.name}-missing" in done.stderr
+    assert "STORAGE_NOT_FOUND" in done.stderr
+    assert f"the bucket '{s3_bucket.name}-missing' does not exist" in done.stderr  # the cause
     assert emulator.stats()["requests"] == before  # nothing sent, nothing paid
