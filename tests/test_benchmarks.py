@@ -50,7 +50,7 @@ from benchmarks.run import BENCHMARKS_MD, RESULTS  # noqa: E402
 
 # The quick run (every scenario, Ray's start-up included) takes its first test's time. It starts
 # Ray: on the worker of the tests that do (see tests/ray/test_sharded_run.py).
-pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("ray")]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("bench")]
 
 # Scenarios without injected faults, and which contenders must finish every job in each (the
 # floor has no retries, so a rate limit costs it jobs by design).
