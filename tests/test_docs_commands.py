@@ -408,6 +408,9 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
     ),
     # README, "Shards on Ray", and docs/scale-out.md: one local Ray instance; a scenario for
     # each command (they share nothing but Ray), so that parallel workers can share them out.
+    # The three "--shards 16" scenarios take about 20 s each, over the suite's 20 s: each starts
+    # sixteen shard actors (a Ray worker process apiece) on two cores, and they run as the docs
+    # write them, since "more shards than jobs" is a case they show (12 shards with no job).
     "ray-local": (
         Step("novita-async run jobs.jsonl --out out/ --ray --shards 4 --rate 8        "
              "# a local Ray instance",
