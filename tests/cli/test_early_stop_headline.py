@@ -4,9 +4,7 @@ summary and its JSON report, and the report's counts add up to the file's jobs."
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import cli, emulator_process
-from .test_run import job, wait_for_submission, write_jobs
+from .test_run import job, signalled_run, write_jobs
 
 SMALL = ("--width", "128", "--height", "128", "--no-progress")
 JOBS = 30
@@ -69,19 +67,8 @@ def test_an_interrupted_run_counts_the_jobs_it_never_reached_and_those_it_left(
     with emulator_process("--task-seconds", "600", "--image-mode", "tiny") as slow:
         command = [sys.executable, "-m", "novita_async", "run", str(jobs), "--out", str(out),
                    *FEW, *SMALL, "--summary-json", str(report)]  # fmt: skip
-        process = subprocess.Popen(
-            command, env={**os.environ, **slow.env}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            wait_for_submission(out / ".novita-journal.jsonl", process)
-            process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode == 130, stdout + stderr
+        status, stdout, stderr = signalled_run(command, slow.env, out, signal.SIGINT)
+    assert status == 130, stdout + stderr
     summary = json.loads(report.read_text(encoding="utf-8"))["summary"]
     # The submitted job was begun and left unrecorded: not finished, not forgotten.
     assert summary["not_finished"] >= 1

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .conftest import EmulatorProcess, cli, emulator_process
-from .test_run import job, results, wait_for_submission, write_jobs
+from .test_run import job, results, signalled_run, write_jobs
 
 SMALL = ("--width", "128", "--height", "128", "--no-progress")
 
@@ -119,19 +119,7 @@ def test_sigterm_ends_a_run_whose_job_file_names_a_fifo(tmp_path: Path, pictures
     with emulator_process("--task-seconds", "600", "--image-mode", "tiny") as slow:
         command = [sys.executable, "-m", "novita_async", "run", str(jobs), "--out", str(out),
                    "--concurrency", "1", *SMALL]  # fmt: skip
-        process = subprocess.Popen(
-            command, env={**os.environ, **slow.env}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            wait_for_submission(out / ".novita-journal.jsonl", process)
-            process.send_signal(signal.SIGTERM)
-            # A guard against a hang (the stop takes well under a second), not a measure.
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    assert process.returncode == 130, stdout + stderr
+        status, stdout, stderr = signalled_run(command, slow.env, out, signal.SIGTERM)
+    assert status == 130, stdout + stderr
     assert "rerun the same command to resume" in stdout
     assert "Traceback" not in stderr

@@ -179,6 +179,27 @@ def wait_for_submission(journal: Path, process: subprocess.Popen[str]) -> None:
     raise AssertionError("no submission was journaled")
 
 
+def signalled_run(
+    command: list[str], env: dict[str, str], out: Path, signum: int
+) -> tuple[int, str, str]:
+    """Start ``command`` (a ``run`` into ``out``), send it ``signum`` once its first submission is
+    journaled, and return its exit status, stdout and stderr; the process is reaped on every
+    path (a guard of 60 s against a hang, not a measure)."""
+    process = subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for_submission(out / ".novita-journal.jsonl", process)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr
+
+
 def test_sigint_exits_130_and_a_rerun_resumes_without_resubmitting(
     tmp_path: Path, pictures: Path
 ) -> None:
@@ -187,19 +208,8 @@ def test_sigint_exits_130_and_a_rerun_resumes_without_resubmitting(
     with emulator_process("--task-seconds", "2", "--image-mode", "tiny") as slow:
         command = [sys.executable, "-m", "novita_async", "run", str(jobs), "--out", str(out),
                    "--concurrency", "1", "--width", "128", "--height", "128"]  # fmt: skip
-        process = subprocess.Popen(
-            command, env={**os.environ, **slow.env}, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            wait_for_submission(out / ".novita-journal.jsonl", process)
-            process.send_signal(signal.SIGINT)
-            stdout, stderr = process.communicate(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-        assert process.returncode == 130, stderr
+        status, stdout, stderr = signalled_run(command, slow.env, out, signal.SIGINT)
+        assert status == 130, stderr
         assert "rerun the same command to resume" in stdout
         assert "Traceback" not in stderr
         assert slow.stats()["submissions"] == 1
