@@ -12,7 +12,9 @@ import errno
 import functools
 import os
 import selectors
+import socketserver
 import subprocess
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,6 +54,23 @@ def reaped(process: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
         yield process
     finally:
         reap(process)
+
+
+_Server = TypeVar("_Server", bound=socketserver.BaseServer)
+
+
+@contextlib.contextmanager
+def served(server: _Server) -> Iterator[_Server]:
+    """``server`` serving from a thread of its own until the block ends; then shut down, its
+    thread joined and its socket closed."""
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
 
 
 class SmallFileSystem:

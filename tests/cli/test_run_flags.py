@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from support import S3Bucket
+from support import S3Bucket, served
 
 from novita_async import _spec
 from novita_async._cli._parser import build_parser
@@ -319,15 +319,8 @@ class _HookHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hooks() -> Iterator[Hooks]:
-    server = Hooks()
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
+    with served(Hooks()) as server:
         yield server
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def free_port() -> int:

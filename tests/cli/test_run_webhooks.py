@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import served
 
 from .conftest import EmulatorProcess, cli, emulator_process
 from .test_run import job, write_jobs
@@ -81,15 +82,8 @@ class Relay(socketserver.ThreadingTCPServer):
 
 @pytest.fixture
 def relay() -> Iterator[Relay]:
-    server = Relay(free_port())
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
+    with served(Relay(free_port())) as server:
         yield server
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
 
 
 def test_webhook_listen_with_a_public_url_completes_by_events(
