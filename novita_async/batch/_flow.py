@@ -119,6 +119,11 @@ class JobFlow:
         return self._gate.stopped
 
     @property
+    def failed_fast(self) -> bool:
+        """A job failed under ``fail_fast``: nothing more is submitted, and the run ends early."""
+        return self._failed_fast
+
+    @property
     def stopping_submissions(self) -> bool:
         """A run-level failure stopped the run, or a job failed under ``fail_fast``."""
         return self._gate.stopped is not None or self._failed_fast

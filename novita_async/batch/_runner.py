@@ -287,7 +287,6 @@ class BatchRunner:
         send: MemoryObjectSendStream[JobOutcome],
     ) -> bool:
         """Run every job; return False if stopped early (fail_fast)."""
-        stopped = False
         async with send, contextlib.AsyncExitStack() as stack:
             if self._webhooks is not None:
                 # Listening before the first submission asks for webhooks to come here.
@@ -313,7 +312,6 @@ class BatchRunner:
             everything.start_soon(bound_the_stop)
 
             async def worker(source: JobSource) -> None:
-                nonlocal stopped
                 while not flow.stopping_submissions and (job := await source.next()) is not None:
                     self._counter.taken += 1
                     outcome = await flow.process(job)
@@ -325,8 +323,7 @@ class BatchRunner:
                         send.send_nowait(outcome)
                     except anyio.WouldBlock:
                         await send.send(outcome)
-                    if self.options.fail_fast and not outcome.ok and not outcome.replayed:
-                        stopped = True
+                    if flow.failed_fast:  # decided by the flow as the job ended
                         everything.cancel_scope.cancel()
 
             # A fixed set of workers, each holding one job from its reading to its outcome's
@@ -337,4 +334,4 @@ class BatchRunner:
                 for _ in range(self._workers):
                     workers.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller
-        return not stopped
+        return not flow.failed_fast
