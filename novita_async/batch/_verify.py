@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -104,41 +105,53 @@ class OutputLostError(NovitaError):
         return OUTPUT_LOST
 
 
-def local_problems(folder: Path, state: JobState, *, rehash: bool = False) -> list[FileProblem]:
-    """What is wrong with the files of a succeeded job in ``folder`` (blocking): missing, of
-    another size than recorded, or (``rehash``) of another SHA-256."""
+def _problems(
+    state: JobState,
+    size_of: Callable[[str], int | None],
+    digest_of: Callable[[str], str | None] | None = None,
+) -> list[FileProblem]:
+    """What is wrong with the files of a succeeded job, each file's size (None: not there) and,
+    with ``digest_of``, its SHA-256 given by name: missing, of another size than recorded, or of
+    another SHA-256."""
     problems = []
     for n, name in enumerate(state.files):
-        path = folder / name
-        try:
-            size = os.stat(path).st_size if path.is_file() else None
-        except OSError:
-            size = None
+        size = size_of(name)
         if size is None:
             problems.append(FileProblem(name, Problem.MISSING))
         elif n < len(state.sizes) and size != state.sizes[n]:
             problems.append(FileProblem(name, Problem.WRONG_SIZE))
-        elif rehash and n < len(state.digests):
-            try:
-                _, digest = file_digest(path)
-            except OSError:
+        elif digest_of is not None and n < len(state.digests):
+            digest = digest_of(name)
+            if digest is None:
                 problems.append(FileProblem(name, Problem.MISSING))
-                continue
-            if digest != state.digests[n]:
+            elif digest != state.digests[n]:
                 problems.append(FileProblem(name, Problem.DAMAGED))
     return problems
 
 
+def local_problems(folder: Path, state: JobState, *, rehash: bool = False) -> list[FileProblem]:
+    """What is wrong with the files of a succeeded job in ``folder`` (blocking): one ``stat`` per
+    file, and (``rehash``) its content hashed."""
+
+    def size_of(name: str) -> int | None:
+        try:
+            found = os.stat(folder / name)
+        except OSError:
+            return None
+        return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+    def digest_of(name: str) -> str | None:
+        try:
+            return file_digest(folder / name)[1]
+        except OSError:
+            return None
+
+    return _problems(state, size_of, digest_of if rehash else None)
+
+
 def stored_problems(sizes: Mapping[str, int], state: JobState) -> list[FileProblem]:
     """What is wrong with the files of a succeeded job, given the store's ``sizes`` by key."""
-    problems = []
-    for n, name in enumerate(state.files):
-        size = sizes.get(name)
-        if size is None:
-            problems.append(FileProblem(name, Problem.MISSING))
-        elif n < len(state.sizes) and size != state.sizes[n]:
-            problems.append(FileProblem(name, Problem.WRONG_SIZE))
-    return problems
+    return _problems(state, sizes.get)
 
 
 def _succeeded(jobs: Mapping[str, JobState]) -> dict[str, JobState]:
