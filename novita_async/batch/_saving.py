@@ -32,7 +32,6 @@ __all__ = ["MIN_DOWNLOAD_ATTEMPTS", "ImageSaver", "SavedImages", "file_digest"]
 # Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
 # longer than an interactive caller would (the task is paid for; its image must not be lost).
 MIN_DOWNLOAD_ATTEMPTS = 4
-_READ_CHUNK = 1 << 20
 
 
 @attrs.frozen
@@ -46,13 +45,9 @@ class SavedImages:
 
 def file_digest(path: Path) -> tuple[int, str]:
     """The size and SHA-256 (hex) of the file at ``path``; blocking."""
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
+        digest = hashlib.file_digest(handle, "sha256")
+        return handle.tell(), digest.hexdigest()
 
 
 def _digests(paths: Sequence[Path]) -> list[tuple[int, str]]:
