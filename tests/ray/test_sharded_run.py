@@ -79,6 +79,20 @@ def _png(shade: int) -> bytes:
     return buffer.getvalue()
 
 
+def _job_file(folder: Path, ids: list[str]) -> Path:
+    """A job file in ``folder`` with one line per id, each job's face and reference one picture."""
+    (folder / "face.png").write_bytes(_png(3))
+    job_file = folder / "jobs.jsonl"
+    job_file.write_text(
+        "".join(
+            json.dumps({"id": i, "face_images": ["face.png"], "ref_images": ["face.png"],
+                        "prompt": f"p {i}"}) + "\n"
+            for i in ids
+        )
+    )  # fmt: skip
+    return job_file
+
+
 def _job(job_id: str, n: int) -> Job:
     # Each prompt differs: the emulator's duplicate count then means "the same job twice".
     request = InstantIDRequest(prompt=f"portrait of {job_id}", width=128, height=128)
@@ -233,24 +247,8 @@ def test_the_api_key_shows_masked() -> None:
 
 
 def test_cli_runs_the_shards_with_one_progress_display(local_ray: None, tmp_path: Path) -> None:
-    faces = tmp_path / "face.png"
-    faces.write_bytes(_png(3))
-    job_file = tmp_path / "jobs.jsonl"
     ids = [job.id for job in _jobs(2)]
-    job_file.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": i,
-                    "face_images": ["face.png"],
-                    "ref_images": ["face.png"],
-                    "prompt": f"p {i}",
-                }
-            )
-            + "\n"
-            for i in ids
-        )
-    )
+    job_file = _job_file(tmp_path, ids)
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
     with _emulator("--task-seconds", "0") as emulator:
@@ -296,16 +294,8 @@ def _ray_says_to_every_driver(message: str) -> None:
 def test_cli_json_on_ray_keeps_stdout_to_the_document_and_warns_of_nothing(
     local_ray: None, tmp_path: Path
 ) -> None:
-    (tmp_path / "face.png").write_bytes(_png(3))
-    job_file = tmp_path / "jobs.jsonl"
     ids = [job.id for job in _jobs(1, shards=4)]
-    job_file.write_text(
-        "".join(
-            json.dumps({"id": i, "face_images": ["face.png"], "ref_images": ["face.png"],
-                        "prompt": f"p {i}"}) + "\n"
-            for i in ids
-        )
-    )  # fmt: skip
+    job_file = _job_file(tmp_path, ids)
     out = tmp_path / "out"
     address = ray.get_runtime_context().gcs_address
     marker = "novita-test: a raylet's warning to every driver"
@@ -437,17 +427,8 @@ async def test_a_shard_killed_while_writing_to_the_bucket_resumes_from_its_segme
 def test_cli_runs_the_shards_into_the_bucket_and_keeps_its_layout(
     local_ray: None, s3_bucket: S3Bucket, tmp_path: Path
 ) -> None:
-    face = tmp_path / "face.png"
-    face.write_bytes(_png(3))
-    job_file = tmp_path / "jobs.jsonl"
     ids = [job.id for job in _jobs(2)]
-    job_file.write_text(
-        "".join(
-            json.dumps({"id": i, "face_images": ["face.png"], "ref_images": ["face.png"],
-                        "prompt": f"p {i}"}) + "\n"
-            for i in ids
-        )
-    )  # fmt: skip
+    job_file = _job_file(tmp_path, ids)
     url = s3_bucket.url("cli")
     address = ray.get_runtime_context().gcs_address
 
