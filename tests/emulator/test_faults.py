@@ -279,8 +279,12 @@ def test_fault_options_on_the_command_line() -> None:
         "--script", "result:503,429date",
         "--seed", "9", "--workers", "3", "--task-seconds", "0.5", "--image-url-ttl", "60",
         "--rate-limit", "5", "--image-mode", "tiny",
+        "--asset-ttl", "30", "--asset-errors", "plain", "--drifted-model-flags",
     ])  # fmt: skip
     config = config_from_args(ns)
+    assert (config.asset_ttl, config.asset_errors, config.drifted_model_flags) == (
+        30.0, "plain", True,
+    )  # fmt: skip
     assert config.faults["submit"] == FaultSpec(error_5xx=0.05, reset_before=0.02)
     assert config.faults["image"] == FaultSpec(truncate=0.02, bandwidth=1_000_000)
     assert config.fault_scripts == {"result": ("503", "429date")}
