@@ -16,7 +16,7 @@ import sys
 import aiohttp
 import anyio
 
-from .. import ConfigurationError, RunStoppedError, Timeouts
+from .. import ClientConfig, ConfigurationError, RunStoppedError, Timeouts
 from ..batch import BatchSummary, InvalidJob, Job
 from ..batch._destination import LocalOutput, ObjectOutput
 from ._jobfile import InputFetcher, count_lines
@@ -58,14 +58,16 @@ async def run_on_ray(ns: argparse.Namespace, settings: RunSettings) -> int:
                     return await run_sharded(
                         jobs,
                         destination,
+                        settings.options,
                         shards=ns.shards,
-                        api_key=ns.api_key,
-                        base_url=ns.base_url,
-                        assets_url=ns.assets_url,
-                        timeouts=timeouts,
-                        options=settings.options,
+                        connection=ClientConfig.resolve(
+                            ns.api_key,
+                            base_url=ns.base_url,
+                            assets_url=ns.assets_url,
+                            timeouts=timeouts,
+                        ),
                         address=ns.ray_address,
-                        on_progress=progress.on_event,
+                        on_event=progress.on_event,
                     )
 
             try:

@@ -18,6 +18,7 @@ from support import S3Bucket
 from novita_async import (
     BatchOptions,
     BatchRunner,
+    ClientConfig,
     ConfigurationError,
     InstantIDRequest,
     NovitaClient,
@@ -134,6 +135,10 @@ async def test_an_output_folder_keeps_its_number_of_shards(emu: Emulator, tmp_pa
     assert not (unsharded / SHARDS_FOLDER).exists()
 
 
+def _unreachable() -> ClientConfig:
+    return ClientConfig.resolve("k" * 20, base_url="http://127.0.0.1:9")
+
+
 async def test_run_sharded_refuses_another_count_before_starting_ray(tmp_path: Path) -> None:
     import ray
 
@@ -141,7 +146,7 @@ async def test_run_sharded_refuses_another_count_before_starting_ray(tmp_path: P
 
     Shard(0, 2).folder(tmp_path).mkdir(parents=True)
     with pytest.raises(ConfigurationError) as refused:
-        await run_sharded([], tmp_path, shards=3, api_key="k" * 20, base_url="http://127.0.0.1:9")
+        await run_sharded([], tmp_path, shards=3, connection=_unreachable())
     assert "2 shards" in str(refused.value) and "3 shards" in str(refused.value)
 
     assert not ray.is_initialized()
@@ -158,7 +163,7 @@ async def test_a_bucket_keeps_its_number_of_shards(s3_bucket: S3Bucket, tmp_path
     )
     url = s3_bucket.url("run")
     with pytest.raises(ConfigurationError) as refused:
-        await run_sharded([], url, shards=3, api_key="k" * 20, base_url="http://127.0.0.1:9")
+        await run_sharded([], url, shards=3, connection=_unreachable())
     assert f"{url} holds a run in 2 shards; this run asks for 3 shards" in str(refused.value)
     assert not ray.is_initialized()
     async with NovitaClient("k" * 20, base_url="http://127.0.0.1:9") as client:
