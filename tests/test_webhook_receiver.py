@@ -308,6 +308,18 @@ async def test_answers_come_at_once_while_the_consumer_is_stuck(hook: Served) ->
     assert receiver.stats() == WebhookStats(accepted=3)
 
 
+async def test_an_iteration_sees_the_events_its_waits_take_too(hook: Served) -> None:
+    receiver = hook.receiver
+    events = aiter(receiver)  # from now on every accepted event is iterated
+    got = handed(receiver, "t-1")  # a wait for t-1; t-2 is only expected
+    receiver.expect("t-2")
+    assert await hook.post(event_body("t-1")) == 200
+    assert await hook.post(event_body("t-2")) == 200
+    assert [result.task_id for result in got] == ["t-1"]
+    assert [(await anext(events)).task_id for _ in range(2)] == ["t-1", "t-2"]
+    assert receiver.expecting == 0  # both handed over: forgotten
+
+
 async def test_a_full_buffer_is_answered_503_and_the_services_retry_gets_through() -> None:
     receiver = WebhookReceiver(max_buffered=2)
     async for hook in served(receiver):
