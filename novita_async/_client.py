@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Self
 import aiohttp
 import attrs
 
+from ._completion import PollPolicy, ProgressHook, wait_until_done
 from ._concurrency import map_limited
 from ._config import ClientConfig, Timeouts
 from ._converter import structure, unstructure_request
@@ -21,14 +21,13 @@ from ._exceptions import ImageURLExpiredError, InvalidResponseError, ValidationE
 from ._image_urls import Renewal, image_extension
 from ._model_listing import MODELS_PATH, model_pages, model_query
 from ._models import InstantIDRequest, Model, ResultImage, TaskResult
-from ._polling import PollPolicy, ProgressHook, wait_until_done
 from ._retry import RetryPolicy
 from ._sessions import Sessions
 from ._sources import UploadSource, read_source, sniff_content_type
 from ._transport import Transport
 
 if TYPE_CHECKING:
-    from ._webhooks import WebhookReceiver
+    from .webhooks import WebhookReceiver
 
 __all__ = ["InstantIDOutcome", "NovitaClient"]
 
@@ -208,10 +207,10 @@ class NovitaClient:
     async def wait_for_task(
         self,
         task_id: str,
+        *,
         timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
         poll: PollPolicy | None = None,
         on_progress: ProgressHook | None = None,
-        *,
         events: WebhookReceiver | None = None,
         event_grace: float | None = None,
     ) -> TaskResult:
@@ -231,30 +230,21 @@ class NovitaClient:
         one costs only the polls the policy makes. The task is forgotten by ``events`` when the
         wait ends.
         """
-        policy = poll or PollPolicy()
-        if events is None:
-            return await wait_until_done(
-                self.get_task_result, task_id, timeout, policy, on_progress
-            )
         if event_grace is not None and (
             isinstance(event_grace, bool)
             or not isinstance(event_grace, int | float)
             or not event_grace >= 0
         ):
             raise ValidationError("event_grace", event_grace, "must be a number >= 0")
-        events.expect(task_id)
-        try:
-            return await wait_until_done(
-                self.get_task_result,
-                task_id,
-                timeout,
-                policy,
-                on_progress,
-                first_poll=event_grace or 0.0,
-                ended=functools.partial(events.wait, task_id),
-            )
-        finally:
-            events.forget(task_id)
+        return await wait_until_done(
+            self.get_task_result,
+            task_id,
+            timeout=timeout,
+            policy=poll or PollPolicy(),
+            on_progress=on_progress,
+            events=events,
+            first_poll=(event_grace or 0.0) if events is not None else 0.0,
+        )
 
     # --- images -----------------------------------------------------------------------------------
 
@@ -361,6 +351,8 @@ class NovitaClient:
             ref_image_assets_ids=ids[len(face_images) :],
         )
         task_id = await self.submit_instant_id(request)
-        result = await self.wait_for_task(task_id, timeout, poll, on_progress)
+        result = await self.wait_for_task(
+            task_id, timeout=timeout, poll=poll, on_progress=on_progress
+        )
         files = await self.download_images(result, out_dir)
         return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
