@@ -180,9 +180,8 @@ class ShardRunner:
         if self._stopped:
             self._scope.cancel()
         async with self._connection.client() as client:
-            self._runner = runner = BatchRunner(
-                client, self._out, self._options, on_event=self._events.append,
-                permits=self._permits,
+            self._runner = runner = BatchRunner._sharing(
+                self._permits, client, self._out, self._options, on_event=self._events.append
             )  # fmt: skip
             try:
                 with self._scope:
