@@ -180,9 +180,10 @@ class ShardRunner:
         if self._stopped:
             self._scope.cancel()
         async with self._connection.client() as client:
-            self._runner = runner = BatchRunner._sharing(
-                self._permits, client, self._out, self._options, on_event=self._events.append
+            self._runner = runner = BatchRunner(
+                client, self._out, self._options, on_event=self._events.append
             )  # fmt: skip
+            runner._permits = self._permits
             try:
                 with self._scope:
                     await runner.run_all(jobs)

@@ -70,9 +70,9 @@ from ._poller import Poller
 from ._results import ResultsFile
 from ._saving import ImageSaver, SavedImages
 from ._uploads import AssetUploader
-from ._verify import OUTPUT_MISSING, OutputLostError
+from ._verify import OutputLostError
 
-__all__ = ["DiskSpace", "JobFlow", "RunContext", "run_retry"]
+__all__ = ["DiskSpace", "JobFlow", "RunContext"]
 
 logger = logging.getLogger("novita_async.batch")
 
@@ -86,11 +86,12 @@ _SPARE_BYTES = 4 << 20
 _RECHECK = 32
 
 
-def run_retry(client: NovitaClient, options: BatchOptions) -> RetryPolicy:
+def _capped(run: RunContext) -> RetryPolicy:
     """The client's retry policy, with ``Retry-After`` capped as the run's options say: no
     request of a run waits longer than ``retry_after_cap`` on the server's word."""
-    retry = client.config.retry
-    return attrs.evolve(retry, retry_after_cap=min(retry.retry_after_cap, options.retry_after_cap))
+    retry = run.client.config.retry
+    cap = min(retry.retry_after_cap, run.options.retry_after_cap)
+    return attrs.evolve(retry, retry_after_cap=cap)
 
 
 @attrs.frozen(kw_only=True)
@@ -111,7 +112,7 @@ class RunContext:
     durable: Callable[[], Awaitable[None]] | None = None
     """Makes the journal's last records durable (an object-store journal: in the store)."""
     retry: RetryPolicy = attrs.field(
-        default=attrs.Factory(lambda run: run_retry(run.client, run.options), takes_self=True)
+        default=attrs.Factory(lambda run: _capped(run), takes_self=True)
     )
     submit_retry: RetryPolicy = attrs.field(
         # A 429 on a submission comes straight back to the job's loop, where it pauses every
@@ -303,10 +304,8 @@ class JobFlow:
             assert error is not None
             return self._recorder.fail(job.id, error, None, fingerprint)
         if plan.action is Action.FOLLOW:
-            # A task of an earlier run, followed to its end; ``restoring``: it had succeeded and
-            # its images are gone from OUT, fetched again from its result (nothing submitted).
             assert prior is not None and prior.task_id is not None
-            restoring = prior.error is not None and prior.error.reason == OUTPUT_MISSING
+            restoring = plan.restoring
             async with self._slots:
                 if restoring:
                     self._counter.restored += 1

@@ -78,6 +78,12 @@ class Plan:
     error: Exception | None = None
     """Why the job is refused (DUPLICATE, INVALID, CHANGED, UNKNOWN)."""
 
+    @property
+    def restoring(self) -> bool:
+        """FOLLOW a task that had succeeded, its images gone from OUT: fetched again from its
+        result, nothing submitted."""
+        return self.prior is not None and _output_missing(self.prior)
+
 
 class Planner:
     def __init__(
@@ -314,9 +320,7 @@ async def dry_run(
                 if (endpoint, image.sha256) not in assets:
                     uploads.add(image.sha256)
         elif action is Action.FOLLOW:
-            earlier = plan.prior.error if plan.prior is not None else None
-            restoring = earlier is not None and earlier.reason == OUTPUT_MISSING
-            counts["to_restore" if restoring else "to_follow"] += 1
+            counts["to_restore" if plan.restoring else "to_follow"] += 1
         elif action is Action.UNKNOWN:
             counts["unknown"] += 1
         elif action is Action.CHANGED:

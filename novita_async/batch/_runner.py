@@ -131,28 +131,11 @@ class BatchRunner:
         self.on_event = on_event
         self._permits: SubmitPermits | None = None
         """Where submissions take their turns when several runners share one account's rate
-        (the shards of ``novita_async.ray``, through :meth:`_sharing`); None: ``options.rate``."""
+        (the shards of ``novita_async.ray`` set it before running); None: ``options.rate``."""
         self._counter = SummaryCounter()
         self._running = False
         self._flow: JobFlow | None = None
-        self._webhooks: WebhookReceiver | None = None
         self._stopped_by: BaseException | None = None
-
-    @classmethod
-    def _sharing(
-        cls,
-        permits: SubmitPermits | None,
-        client: NovitaClient,
-        out_dir: str | os.PathLike[str] | Destination,
-        options: BatchOptions,
-        *,
-        on_event: BatchEventHook | None = None,
-    ) -> BatchRunner:
-        """A runner whose submissions take their turns from ``permits``, shared with other
-        runners of the same account (``novita_async.ray``'s shards)."""
-        runner = cls(client, out_dir, options, on_event=on_event)
-        runner._permits = permits
-        return runner
 
     @property
     def awaiting_answers(self) -> int:
@@ -272,7 +255,6 @@ class BatchRunner:
             on_pause=on_pause,
             permits=self._permits,
         )
-        self._webhooks = None if options.webhook_listen is None else WebhookReceiver()
         mirror = self.folder.mirror
         self._flow = JobFlow(
             RunContext(
@@ -284,19 +266,12 @@ class BatchRunner:
                 counter=counter,
                 gate=gate,
                 on_event=self.on_event,
-                webhooks=self._webhooks,
+                webhooks=None if options.webhook_listen is None else WebhookReceiver(),
                 publish=self.destination.publish,
                 durable=None if mirror is None else mirror.durable,
             )
         )
         return self._flow
-
-    @staticmethod
-    async def _keep_journal_flushed(mirror: JournalMirror, gate: RunGate) -> None:
-        try:
-            await mirror.keep_flushing()
-        except StorageError as exc:
-            gate.stop(exc)  # run-level: no job is blamed for the store
 
     async def _drive(
         self,
@@ -305,25 +280,31 @@ class BatchRunner:
         send: MemoryObjectSendStream[JobOutcome],
     ) -> bool:
         """Run every job; return False if stopped early (fail_fast)."""
+        gate, webhooks = flow.context.gate, flow.context.webhooks
         async with send, contextlib.AsyncExitStack() as stack:
-            if self._webhooks is not None:
+            if webhooks is not None:
                 # Listening before the first submission asks for webhooks to come here.
                 assert self.options.webhook_listen is not None
                 host, _, port = self.options.webhook_listen.rpartition(":")
-                listening = await stack.enter_async_context(self._webhooks.serve(host, int(port)))
-                flow.webhook_url = self._webhooks.url(self.options.webhook_url or listening)
+                listening = await stack.enter_async_context(webhooks.serve(host, int(port)))
+                flow.webhook_url = webhooks.url(self.options.webhook_url or listening)
             everything = await stack.enter_async_context(anyio.create_task_group())
             everything.start_soon(flow.poller.run)
+
+            async def keep_journal_flushed(mirror: JournalMirror) -> None:
+                try:
+                    await mirror.keep_flushing()
+                except StorageError as exc:
+                    gate.stop(exc)  # run-level: no job is blamed for the store
+
             if self.folder.mirror is not None:
-                everything.start_soon(
-                    self._keep_journal_flushed, self.folder.mirror, flow.context.gate
-                )
+                everything.start_soon(keep_journal_flushed, self.folder.mirror)
 
             async def bound_the_stop() -> None:
                 # Cancelled when the run stops (or ends): from then on, the submissions in
                 # flight (shielded) get a bounded grace.
                 try:
-                    await flow.context.gate.stopping()
+                    await gate.stopping()
                     flow.announce_stop()
                     await anyio.sleep_forever()
                 finally:

@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from novita_async import ConfigurationError, NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, JobOutcome
+from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchOptions,
+    BatchRunner,
+    BatchSummary,
+    JobOutcome,
+)
+from novita_async.batch._runner import Executor
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -147,6 +155,15 @@ def test_the_runner_takes_its_options_whole_and_no_keyword_overrides(tmp_path: P
         BatchRunner(client, tmp_path, concurrency=5)  # type: ignore[call-arg]  # no overrides
     with pytest.raises(TypeError):
         BatchRunner(client, tmp_path, 5)  # type: ignore[arg-type]
+
+
+def test_a_runner_is_an_executor_with_nothing_in_flight_before_its_run(tmp_path: Path) -> None:
+    client = NovitaClient("test-key", base_url="http://127.0.0.1:9")  # never opened
+    executor: Executor = BatchRunner(client, tmp_path, BatchOptions(stop_grace=2.0))
+    assert executor.options.stop_grace == 2.0
+    assert executor.awaiting_answers == 0
+    executor.abandon_submissions()  # nothing sent: nothing to give up, and no error
+    assert executor.summary == BatchSummary()
 
 
 async def test_a_run_follows_the_options_given(
