@@ -177,12 +177,13 @@ class _Submission:
     """The asset ids in the body that came from the cache, with their images."""
     uploaded_again: bool = False
     posting: bool = False
-    """The step failed in the POST (its answer then says whether a task exists)."""
+    """The step has reached the POST: a failure from there on is the submission's (its answer,
+    or the lack of one, says whether a task exists)."""
 
 
 class JobFlow:
-    def __init__(self, run: RunContext) -> None:
-        self.context = run
+    def __init__(self, context: RunContext) -> None:
+        self.context = run = context
         self._gate = gate = run.gate
         self._journal = journal = run.journal
         self._counter = run.counter
