@@ -2,8 +2,7 @@
 
 Each field carries its own validator (``attrs.validators``) and its help text
 (``metadata["help"]``, also the ``novita-async run`` flag's help); a value refused raises
-:class:`ConfigurationError` naming the option. ``BatchRunner(client, out, options, **overrides)``
-takes an instance, keyword overrides, or both.
+:class:`ConfigurationError` naming the option.
 """
 
 from __future__ import annotations

@@ -152,7 +152,9 @@ async def test_shards_together_keep_under_the_account_rate(local_ray: None, tmp_
             anyio.create_task_group() as both,
         ):
             for k in range(2):
-                runner = BatchRunner(client, tmp_path / "apart", shard=Shard(k, 2), rate=rate)
+                runner = BatchRunner(
+                    client, tmp_path / "apart", BatchOptions(shard=Shard(k, 2), rate=rate)
+                )
                 both.start_soon(runner.run_all, _jobs(6, prefix="apart"))
         assert emulator.stats()["rate_limited"] > 0
 

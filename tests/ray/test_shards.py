@@ -97,7 +97,7 @@ async def test_shards_share_out_and_keep_their_journals(emu: Emulator, tmp_path:
     jobs = _jobs(8)
     async with NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as c:
         for k in range(2):
-            summary = await BatchRunner(c, tmp_path, shard=Shard(k, 2)).run_all(jobs)
+            summary = await BatchRunner(c, tmp_path, BatchOptions(shard=Shard(k, 2))).run_all(jobs)
             assert summary.jobs == sum(shard_of(job.id, 2) == k for job in jobs)
     shards = tmp_path / SHARDS_FOLDER
     assert sorted(p.name for p in shards.iterdir() if p.is_dir()) == ["0-of-2", "1-of-2"]
@@ -117,16 +117,16 @@ async def test_an_output_folder_keeps_its_number_of_shards(emu: Emulator, tmp_pa
     jobs = _jobs(2)
     sharded, unsharded = tmp_path / "sharded", tmp_path / "unsharded"
     async with NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as c:
-        await BatchRunner(c, sharded, shard=Shard(0, 2)).run_all(jobs)
+        await BatchRunner(c, sharded, BatchOptions(shard=Shard(0, 2))).run_all(jobs)
         await BatchRunner(c, unsharded).run_all(jobs)
         with pytest.raises(ConfigurationError, match=r"in 2 shards; this run asks for 3 shards"):
-            await BatchRunner(c, sharded, shard=Shard(0, 3)).run_all(jobs)
+            await BatchRunner(c, sharded, BatchOptions(shard=Shard(0, 3))).run_all(jobs)
         with pytest.raises(ConfigurationError, match=r"in 2 shards; this run is unsharded"):
             await BatchRunner(c, sharded).run_all(jobs)
         with pytest.raises(ConfigurationError, match=r"one process \(unsharded\); this run asks"):
-            await BatchRunner(c, unsharded, shard=Shard(1, 2)).run_all(jobs)
+            await BatchRunner(c, unsharded, BatchOptions(shard=Shard(1, 2))).run_all(jobs)
         # The other shard of the same count is welcome.
-        await BatchRunner(c, sharded, shard=Shard(1, 2)).run_all(jobs)
+        await BatchRunner(c, sharded, BatchOptions(shard=Shard(1, 2))).run_all(jobs)
     # A refused run left no folder behind that would claim another layout.
     assert sorted(p.name for p in (sharded / SHARDS_FOLDER).iterdir() if p.is_dir()) == [
         "0-of-2",

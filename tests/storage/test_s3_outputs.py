@@ -17,7 +17,7 @@ from PIL import Image
 from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
 from novita_async import InstantIDRequest, NovitaClient, RunStoppedError
-from novita_async.batch import BatchRunner, Job
+from novita_async.batch import BatchOptions, BatchRunner, Job
 from novita_async.batch._destination import MULTIPART_CHUNK, ObjectOutput, parse_out
 from novita_async.emulator import Emulator, EmulatorConfig
 
@@ -71,7 +71,7 @@ async def test_a_batch_lands_in_the_bucket(
     make_jobs: Callable[[int], list[Job]],
     tmp_path: Path,
 ) -> None:
-    runner = BatchRunner(client, s3_bucket.url("run"), concurrency=4)
+    runner = BatchRunner(client, s3_bucket.url("run"), BatchOptions(concurrency=4))
     summary = await runner.run_all(make_jobs(6))
     assert (summary.succeeded, summary.failed) == (6, 0)
     keys = s3_bucket.keys("run/")
@@ -117,7 +117,9 @@ async def test_each_intent_is_stored_before_its_post_and_puts_are_shared(
         return await post(body, **kwargs)
 
     monkeypatch.setattr(client, "submit_instant_id_body", checked_post)
-    runner = BatchRunner(client, s3_bucket.url("run"), concurrency=20, submit_concurrency=20)
+    runner = BatchRunner(
+        client, s3_bucket.url("run"), BatchOptions(concurrency=20, submit_concurrency=20)
+    )
     summary = await runner.run_all(jobs)
     assert summary.succeeded == 50
     assert stored_first == [True] * 50
@@ -152,6 +154,7 @@ async def test_a_large_image_goes_up_in_parts(
 def own_s3_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """An S3 server of this test's own, to stop and start again (moto keeps its buckets)."""
     import moto.server as moto_server
+
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -179,7 +182,7 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
     out = parse_out(bucket.url("run"), retry_timeout=1.0)
     assert isinstance(out, ObjectOutput)
     caplog.set_level(logging.DEBUG)
-    runner = BatchRunner(client, out, concurrency=2)
+    runner = BatchRunner(client, out, BatchOptions(concurrency=2))
     with pytest.raises(RunStoppedError) as stopped:
         async with runner.run(jobs) as outcomes:
             async for outcome in outcomes:
@@ -192,12 +195,13 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
     assert runner.summary.succeeded < 10
 
     import moto.server as moto_server
+
     server = moto_server.ThreadedMotoServer(
         ip_address="127.0.0.1", port=own_s3_server["port"], verbose=False
     )
     server.start()
     own_s3_server["server"] = server
-    again = BatchRunner(client, out, concurrency=2)
+    again = BatchRunner(client, out, BatchOptions(concurrency=2))
     summary = await again.run_all(jobs)
     assert summary.succeeded == 10 and summary.failed == 0
     assert sorted(k for k in bucket.keys("run/") if k.endswith(".png")) == [
