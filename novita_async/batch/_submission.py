@@ -169,7 +169,7 @@ class Submitter:
                 self._posts.add(post)
                 try:
                     self._on_request("submit")
-                    task_id = await self._client.submit_instant_id_body(body, retry=self._retry)
+                    task_id = await self._client._submit_body("instant-id", body, retry=self._retry)
                 except Exception as exc:
                     if blame(exc, submitting=True) is not Blame.UNKNOWN_OUTCOME:
                         self._spent -= 1

@@ -77,12 +77,10 @@ async def test_instant_id_convenience_call(
     client: NovitaClient, emu: Emulator, face_png: Path, tmp_path: Path
 ) -> None:
     outcome = await client.instant_id(
+        InstantIDRequest(prompt="a portrait", width=128, height=128),
         face_images=[face_png],
         ref_images=[image_bytes("WEBP")],
-        prompt="a portrait",
         out_dir=tmp_path / "o",
-        width=128,
-        height=128,
         poll=FAST_POLL,
     )
     assert outcome.result.task_id == outcome.task_id
@@ -96,7 +94,10 @@ async def test_instant_id_validates_fields_before_uploading(
 ) -> None:
     with pytest.raises(ValidationError, match="steps"):
         await client.instant_id(
-            face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path, steps=500
+            InstantIDRequest(prompt="p", steps=500),
+            face_images=[face_png],
+            ref_images=[face_png],
+            out_dir=tmp_path,
         )
     assert emu.stats().uploads == 0
 

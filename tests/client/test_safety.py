@@ -41,8 +41,8 @@ async def test_key_reaches_no_log_record_exception_or_event(
     errors: list[BaseException] = []
     async with make_client(api_key=SECRET) as client:
         outcome = await client.instant_id(
-            face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path / "o",
-            width=128, height=128, poll=FAST_POLL,
+            InstantIDRequest(prompt="p", width=128, height=128),
+            face_images=[face_png], ref_images=[face_png], out_dir=tmp_path / "o", poll=FAST_POLL,
         )  # fmt: skip
         for script in (["500"] * 3, ["html502"] * 3, ["truncate"] * 3):
             emu.faults.script("result", script)
@@ -99,8 +99,8 @@ async def test_user_session_is_used_and_left_open(
     async with aiohttp.ClientSession() as session:
         async with make_client(session=session) as client:
             outcome = await client.instant_id(
-                face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path,
-                width=128, height=128, poll=FAST_POLL,
+                InstantIDRequest(prompt="p", width=128, height=128),
+                face_images=[face_png], ref_images=[face_png], out_dir=tmp_path, poll=FAST_POLL,
             )  # fmt: skip
         assert not session.closed
         assert outcome.files
@@ -115,8 +115,8 @@ async def test_user_session_with_credentials_never_lends_them_to_assets_or_image
     async with aiohttp.ClientSession(headers=headers) as session:
         async with make_client(session=session) as client:
             outcome = await client.instant_id(
-                face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path,
-                width=128, height=128, poll=FAST_POLL,
+                InstantIDRequest(prompt="p", width=128, height=128),
+                face_images=[face_png], ref_images=[face_png], out_dir=tmp_path, poll=FAST_POLL,
             )  # fmt: skip
         assert not session.closed
     assert outcome.files
