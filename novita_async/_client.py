@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["INSTANT_ID", "MODELS_PATH", "InstantIDOutcome", "NovitaClient", "map_limited"]
 
-logger = logging.getLogger("novita_async")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -304,31 +302,27 @@ class NovitaClient:
         ``on_event`` hears its retries (each renewal of expired URLs is one, ``IMAGE_URL_EXPIRED``)
         and its failure.
         """
-        saved = await self._download_images(
-            result, dest_dir, stem=stem, retry=retry, on_event=on_event
-        )
+        saved = await self._download_images(result, dest_dir, stem, retry, on_event)
         return [image.path for image in saved]
 
     async def _download_images(
         self,
         result: TaskResult,
         dest_dir: str | os.PathLike[str],
-        *,
         stem: str = "",
         retry: RetryPolicy | None = None,
         on_event: EventHook | None = None,
     ) -> list[Downloaded]:
-        """:meth:`download_images` with each file's size and SHA-256, hashed as it streamed (the
-        batch runner records them)."""
+        """:meth:`download_images` with each file's size and SHA-256, hashed as it streamed."""
         policy = retry or self._config.retry
         fetch = functools.partial(self.get_task_result, retry=policy, on_event=on_event)
-        renewal = Renewal(result, policy, fetch)
+        renewal = Renewal(result, policy.expired_url_refreshes, fetch)
         folder = Path(dest_dir)
 
         async def one(index: int) -> Downloaded:
             image = result.images[index]
             dest = folder / f"{stem}{index}.{image_extension(image)}"
-            renew = renewal.renew(index)
+            renew = functools.partial(renewal, index)
             return await self._transport.download(
                 image.image_url, dest, retry=retry, on_event=on_event, renew=renew
             )

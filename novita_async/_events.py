@@ -1,4 +1,4 @@
 # Shim (re-exports only), removed in Phase B.
-from ._http import ClientEvent, EventHook, EventKind, emit
+from ._http import ClientEvent, EventHook, EventKind
 
-__all__ = ["ClientEvent", "EventHook", "EventKind", "emit"]
+__all__ = ["ClientEvent", "EventHook", "EventKind"]

@@ -1,27 +1,22 @@
-"""One logical HTTP call: its session, its attempts, its errors, its events, and for an image, the
-file it streams to and the fresh URLs it needs when a signed one has expired.
+"""One logical HTTP call: its session, its attempts, its errors, its events, and for an image,
+the file it streams to and the fresh URLs it needs when its signed URL has expired.
 
-A call (:meth:`Transport.call_json`, :meth:`Transport.download`) makes up to
-``RetryPolicy.attempts`` attempts in the one loop of :meth:`Transport._attempts`. An attempt reports
-how far it got by raising :class:`AttemptFailed` with a :class:`~._retry.FailureKind`;
-:meth:`_Call.after` decides, with :func:`~._retry.should_retry`, whether to wait and try again or
-to raise. A download has a second budget in the same loop: an expired image URL is renewed (the
-task's result fetched again, through the ``fetch_result`` callable the client passes) at most
-``RetryPolicy.expired_url_refreshes`` times for all the images of one result, each fresh URL with
-its attempts anew. Callers that need a different budget pass their own policy for the call.
+A call makes up to ``RetryPolicy.attempts`` attempts in the one loop of :meth:`Transport._attempts`.
+An attempt that fails raises :class:`AttemptFailed` with a :class:`~._retry.FailureKind` (how far it
+got); :meth:`_Call.after` asks :func:`~._retry.should_retry` whether to wait and try again. A
+download has a second budget in the same loop: an expired URL is renewed (through the client's
+``fetch_result``) at most ``RetryPolicy.expired_url_refreshes`` times for all the images of one
+result (:class:`Renewal`), each fresh URL with its attempts anew.
 
-Log lines and :class:`ClientEvent` s (``on_event=``, to count or log calls without monkeypatching)
-carry the method, the route name and the URL without its query string, never headers. An observer
-runs synchronously in the calling task; an exception it raises is logged and swallowed, because a
-failing observer must never lose the answer to a paid submission.
+Log lines and :class:`ClientEvent` s carry the method, the route name and the URL without its query
+string, never headers. An observer (``on_event=``) runs synchronously in the calling task; what it
+raises is logged and swallowed: a failing observer must never lose the answer to a paid submission.
 
-An image streams to a temporary name in its folder and is renamed over the target, so a file is
-whole or absent after any crash (not fsynced: power loss is left to the file system); it is hashed
-(SHA-256) as it arrives. A body shorter than its ``Content-Length`` is an
-:class:`APIConnectionError`, a body that is not an image an :class:`InvalidResponseError`, an
-expired signed URL an :class:`ImageURLExpiredError`; a failed file operation (a full disk, a name
-too long) is a :class:`LocalIOError`, never retried. No credential ever reaches an image or asset
-host: those requests go on a session that adds none (:class:`Sessions`).
+An image streams to a temporary name in its folder, hashed (SHA-256) as it arrives, then is renamed
+over the target: whole or absent after any crash (not fsynced: power loss is left to the file
+system). A short body is an :class:`APIConnectionError`, one that is no image an
+:class:`InvalidResponseError`; a failed file operation is a :class:`LocalIOError`, never retried. No
+credential ever reaches an image or asset host (:class:`Sessions`).
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -65,18 +59,7 @@ from ._redact import redact_url, scrub
 from ._retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
 from ._sources import sniff_content_type
 
-__all__ = [
-    "AttemptFailed",
-    "ClientEvent",
-    "Downloaded",
-    "EventHook",
-    "EventKind",
-    "Renewal",
-    "Sessions",
-    "Transport",
-    "emit",
-    "image_extension",
-]
+__all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Sessions", "Transport"]
 
 T = TypeVar("T")
 
@@ -129,15 +112,6 @@ EventHook = Callable[[ClientEvent], object]
 
 # The events a call's own observer hears; the client's observer hears every event.
 _CALL_HOOK_KINDS = frozenset({EventKind.RETRY, EventKind.ERROR})
-
-
-def emit(hook: EventHook | None, event: ClientEvent) -> None:
-    if hook is None:
-        return
-    try:
-        hook(event)
-    except Exception:
-        logger.exception("on_event hook raised on a %s event; ignored", event.kind)
 
 
 # --- sessions -------------------------------------------------------------------------------------
@@ -281,7 +255,7 @@ class _Call:
     started: float = attrs.field(factory=anyio.current_time)
     attempt: int = 1
     maybe_created: bool = False
-    _shown_url: str | None = None
+    redacted: str | None = None
 
     def responded(self, status: int) -> None:
         self.event(EventKind.RESPONSE, self.attempt, status=status)
@@ -310,16 +284,12 @@ class _Call:
         self.event(EventKind.ERROR, attempt, status=status, error=error.reason)
         raise error from failure.__cause__
 
-    def renewed(self, url: str) -> None:
-        """The image's URL expired and was renewed: the fresh one gets its attempts anew."""
-        self.raw_url, self._shown_url, self.attempt = url, None, 1
-
     @property
     def url(self) -> str:
         """The URL as logs and errors show it, redacted only when first needed."""
-        if self._shown_url is None:
-            self._shown_url = redact_url(self.raw_url)
-        return self._shown_url
+        if self.redacted is None:
+            self.redacted = redact_url(self.raw_url)
+        return self.redacted
 
     def event(self, kind: EventKind, attempt: int, **fields: Any) -> None:
         level = logging.INFO if kind is EventKind.RETRY else logging.DEBUG
@@ -335,13 +305,12 @@ class _Call:
                 kind, self.route, self.method, self.url, attempt, elapsed, extra,
             )  # fmt: skip
         event = ClientEvent(kind, self.method, self.route, self.url, attempt, elapsed, **fields)
-        emit(self.hook, event)
-        emit(call_hook, event)
-
-
-Renew = Callable[[ImageURLExpiredError, Callable[[], object]], Awaitable[str]]
-"""Given an image URL's expiry, a fresh URL for the same image, or the expiry re-raised; the
-callback announces (a RETRY event) a fetch of fresh URLs before it is made."""
+        for hook in (self.hook, call_hook):
+            try:
+                if hook is not None:
+                    hook(event)
+            except Exception:
+                logger.exception("on_event hook raised on a %s event; ignored", kind)
 
 
 @attrs.frozen
@@ -435,10 +404,7 @@ class Transport:
         renew: Renew | None = None,
     ) -> Downloaded:
         """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth.
-
-        Without ``renew``, an expired URL raises :class:`ImageURLExpiredError`; with it, the call
-        goes on with the URL ``renew`` gives (or raises what it raises).
-        """
+        An expired URL raises :class:`ImageURLExpiredError`, unless ``renew`` gives a fresh one."""
         call = self._call("GET", "image", url, retry, on_event)
 
         async def attempt() -> Downloaded:
@@ -452,7 +418,7 @@ class Transport:
                 ) as response:
                     call.responded(response.status)
                     if response.status != 200:
-                        raise await _answer_error(response, call.url)
+                        raise await self._answer_error(response, call.url)
                     return await _write_body(response, dest, call.url)
             except APIStatusError as answered:
                 raise AttemptFailed(answered, FailureKind.STATUS) from answered
@@ -466,6 +432,27 @@ class Transport:
 
         result: Downloaded = await self._attempts(call, attempt, renew)
         return result
+
+    @staticmethod
+    async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> APIError:
+        try:
+            body = await response.content.read(_ERROR_PREFIX)
+        except aiohttp.ClientError:
+            body = b""
+        if is_expired_answer(response.status, body):
+            return ImageURLExpiredError(
+                f"the image URL has expired; fetch the task result again (GET {shown_url})",
+                method="GET",
+                url=shown_url,
+            )
+        # An object store's error body is no API error: its status names it (HTTP_503, ...).
+        return status_error(
+            response.status,
+            body=body.decode("utf-8", "replace"),
+            method="GET",
+            url=shown_url,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
 
     def _call(
         self,
@@ -495,58 +482,39 @@ class Transport:
                 call.event(EventKind.ERROR, call.attempt, error=error.reason)
                 if renew is None or not isinstance(error, ImageURLExpiredError):
                     raise
-                retrying = functools.partial(
-                    call.event, EventKind.RETRY, call.attempt, error=error.reason, delay=0.0
-                )
-                call.renewed(await renew(error, retrying))
+                await renew(call, error)
 
 
 # --- expired image URLs ---------------------------------------------------------------------------
 
 
 class Renewal:
-    """Fresh URLs for the images of one result, at most ``RetryPolicy.expired_url_refreshes``
-    times for them all; ``fetch_result(task_id)`` fetches the task's result again."""
+    """Fresh URLs for the images of one result, ``refreshes`` times at most for them all;
+    ``fetch_result(task_id)`` fetches the task's result again."""
 
     def __init__(
         self,
         result: TaskResult,
-        policy: RetryPolicy,
+        refreshes: int,
         fetch_result: Callable[[str], Awaitable[TaskResult]],
     ) -> None:
         self._latest = result
-        self._left = policy.expired_url_refreshes
+        self._left = refreshes
         self._fetch_result = fetch_result
         self._lock: anyio.Lock | None = None  # made on the first expiry: most calls see none
 
-    def renew(self, index: int) -> Renew:
-        """The ``renew`` of :meth:`Transport.download` for image ``index``."""
-        url = self._latest.images[index].image_url
-
-        async def renew(expired: ImageURLExpiredError, retrying: Callable[[], object]) -> str:
-            nonlocal url
-            url = await self._fresh_url(index, url, expired, retrying)
-            return url
-
-        return renew
-
-    async def _fresh_url(
-        self,
-        index: int,
-        expired_url: str,
-        expired: ImageURLExpiredError,
-        retrying: Callable[[], object],
-    ) -> str:
+    async def __call__(self, index: int, call: _Call, expired: ImageURLExpiredError) -> None:
+        """Point ``call`` (image ``index``'s download) at a fresh URL, or re-raise ``expired``."""
         task_id = self._latest.task_id
         self._lock = self._lock or anyio.Lock()
         async with self._lock:
             # Another image may have renewed the URLs already while this one waited.
-            if self._latest.images[index].image_url == expired_url:
+            if self._latest.images[index].image_url == call.raw_url:
                 if self._left <= 0:
                     raise expired
                 self._left -= 1
                 logger.info("image %d of task %s expired; fetching fresh URLs", index, task_id)
-                retrying()
+                call.event(EventKind.RETRY, call.attempt, error=expired.reason, delay=0.0)
                 renewed = await self._fetch_result(task_id)
                 if len(renewed.images) != len(self._latest.images):
                     raise InvalidResponseError(
@@ -554,7 +522,11 @@ class Renewal:
                         f"then {len(renewed.images)}"
                     ) from expired
                 self._latest = renewed
-            return self._latest.images[index].image_url
+            fresh = self._latest.images[index].image_url
+            call.raw_url, call.redacted, call.attempt = fresh, None, 1  # its attempts anew
+
+
+Renew = Callable[[_Call, ImageURLExpiredError], Awaitable[None]]  # e.g. a Renewal, partial'd
 
 
 def image_extension(image: ResultImage) -> str:
@@ -566,26 +538,6 @@ def image_extension(image: ResultImage) -> str:
 
 
 # --- an image to its file -------------------------------------------------------------------------
-
-
-async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> APIError:
-    try:
-        body = await response.content.read(_ERROR_PREFIX)
-    except aiohttp.ClientError:
-        body = b""
-    if is_expired_answer(response.status, body):
-        return ImageURLExpiredError(
-            f"the image URL has expired; fetch the task result again (GET {shown_url})",
-            method="GET",
-            url=shown_url,
-        )
-    return status_error(
-        response.status,
-        body=body.decode("utf-8", "replace"),
-        method="GET",
-        url=shown_url,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-    )
 
 
 async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: str) -> Downloaded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tracemalloc
 from pathlib import Path
@@ -137,6 +138,20 @@ async def test_download_streams_without_holding_the_image(face_png: Path, tmp_pa
     # Streamed in chunks: far less than the image was ever held in memory at once.
     assert peak < size // 4
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "size", [100 * 1024, 512 * 1024, 3 * 1024 * 1024], ids=["inline", "in-a-thread", "streamed"]
+)
+async def test_each_image_is_hashed_as_it_is_written(
+    face_png: Path, tmp_path: Path, size: int
+) -> None:
+    async with big_image_task(face_png, size) as (_, client, result):
+        [saved] = await client._download_images(result, tmp_path / "out", stem="j_")
+    assert saved.path == tmp_path / "out" / "j_0.png"
+    data = saved.path.read_bytes()
+    assert (saved.size, saved.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert len(data) == size
 
 
 async def test_download_replaces_an_existing_file_atomically(
