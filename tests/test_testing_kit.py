@@ -44,7 +44,10 @@ async def test_the_kit_gives_a_client_pointed_at_the_emulator_its_faults_and_cou
         kit.faults.fail_next_tasks(1)
         with pytest.raises(TaskFailedError):
             await kit.client.instant_id(
-                InstantIDRequest(prompt="p"), face_images=[png()], ref_images=[png()], out_dir=tmp_path
+                InstantIDRequest(prompt="p"),
+                face_images=[png()],
+                ref_images=[png()],
+                out_dir=tmp_path,
             )
         stats = kit.stats()
         assert stats.count("submit", 503) == 1
