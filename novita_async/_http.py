@@ -39,7 +39,6 @@ import aiohttp
 import anyio
 import attrs
 import yarl
-from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from ._atomic import local_io, temp_path_for, write_atomically
 from ._config import ClientConfig
@@ -553,7 +552,10 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
         head += chunk
         if len(head) >= BUFFER_LIMIT:
             _check_image(head, shown_url)
-            return await _stream_to_file(head, chunks, expected, dest, shown_url)
+            hasher = hashlib.sha256()
+            body = _hashed(head, chunks, hasher, expected, shown_url)
+            written = await _stream_to_file(body, dest, doing=f"writing image {dest.name}")
+            return Downloaded(dest, written, hasher.hexdigest())
     _check_length(len(head), expected, shown_url)
     _check_image(head, shown_url)
     if len(head) <= INLINE_LIMIT:
@@ -599,32 +601,49 @@ def _check_image(head: bytes | bytearray, shown_url: str) -> None:
         )
 
 
-async def _stream_to_file(
+async def _hashed(
     head: bytearray,
-    chunks: AsyncIterator[bytes],
+    rest: AsyncIterator[bytes],
+    digest: hashlib._Hash,
     expected: int | None,
-    dest: Path,
     shown_url: str,
-) -> Downloaded:
+) -> AsyncIterator[bytes | bytearray]:
+    """The body as it arrives, hashed into ``digest``; one short of ``expected`` bytes ends in an
+    :class:`APIConnectionError` before its file is made whole."""
+    digest.update(head)
+    yield head
+    received = len(head)
+    async for chunk in rest:
+        digest.update(chunk)
+        received += len(chunk)
+        yield chunk
+    _check_length(received, expected, shown_url)
+
+
+# The same as D's _files.stream_to_file (Phase B: use that one and delete this).
+async def _stream_to_file(
+    chunks: AsyncIterator[bytes | bytearray], dest: Path, *, doing: str
+) -> int:
+    """Write ``chunks`` to ``dest`` as they arrive, whole or not at all; the bytes written.
+
+    aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
+    opening and closing are shielded: the handle is always closed, the temporary file removed.
+    Only the file operations are under :func:`local_io`: the body's own errors are the network's.
+    """
     tmp = temp_path_for(dest)
-    doing = f"writing image {dest.name}"
-    digest = hashlib.sha256(head)
-    # aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
-    # opening and closing are shielded: the handle is always closed and the temporary file always
-    # removed. Only the file operations are under local_io: the body's own errors are the network's.
     with anyio.CancelScope(shield=True), local_io(doing, dest):
-        out = await _create(tmp)
+        try:
+            out = await aiofiles.open(tmp, "xb")
+        except FileNotFoundError:  # the folder does not exist yet
+            await aiofiles.os.makedirs(os.path.dirname(tmp), exist_ok=True)
+            out = await aiofiles.open(tmp, "xb")
+    written = 0
     try:
         try:
-            with local_io(doing, dest):
-                await out.write(head)
-            written = len(head)
             async for chunk in chunks:
                 with local_io(doing, dest):
                     await out.write(chunk)
-                digest.update(chunk)
                 written += len(chunk)
-            _check_length(written, expected, shown_url)
         finally:
             with anyio.CancelScope(shield=True), local_io(doing, dest):
                 await out.close()
@@ -634,12 +653,4 @@ async def _stream_to_file(
         with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
             await aiofiles.os.remove(tmp)
         raise
-    return Downloaded(dest, written, digest.hexdigest())
-
-
-async def _create(path: str) -> AsyncBufferedIOBase:
-    try:
-        return await aiofiles.open(path, "xb")
-    except FileNotFoundError:  # the folder does not exist yet
-        await aiofiles.os.makedirs(os.path.dirname(path), exist_ok=True)
-        return await aiofiles.open(path, "xb")
+    return written

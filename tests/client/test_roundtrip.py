@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from novita_async import (
+    APIConnectionError,
     Extra,
     InstantIDRequest,
     NovitaClient,
@@ -152,6 +153,19 @@ async def test_each_image_is_hashed_as_it_is_written(
     data = saved.path.read_bytes()
     assert (saved.size, saved.sha256) == (size, hashlib.sha256(data).hexdigest())
     assert len(data) == size
+
+
+async def test_a_large_truncated_download_is_retried_and_leaves_no_file(
+    face_png: Path, tmp_path: Path
+) -> None:
+    # Half of 3 MiB is past the in-memory buffer: the body was streaming to a temporary file.
+    async with big_image_task(face_png, 3 * 1024 * 1024) as (emu, client, result):
+        emu.faults.script("image", ["truncate"] * 3)
+        out = tmp_path / "out"
+        with pytest.raises(APIConnectionError):
+            await client.download_image(result.images[0], out / "0.png")
+        assert emu.stats().count("image") == 3
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 async def test_download_replaces_an_existing_file_atomically(
