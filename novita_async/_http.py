@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -553,8 +553,11 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
         if len(head) >= BUFFER_LIMIT:
             _check_image(head, shown_url)
             hasher = hashlib.sha256()
-            body = _hashed(head, chunks, hasher, expected, shown_url)
-            written = await _stream_to_file(body, dest, doing=f"writing image {dest.name}")
+            # Closed here if the file fails first, not left to the garbage collector.
+            async with contextlib.aclosing(
+                _hashed(head, chunks, hasher, expected, shown_url)
+            ) as body:
+                written = await _stream_to_file(body, dest, doing=f"writing image {dest.name}")
             return Downloaded(dest, written, hasher.hexdigest())
     _check_length(len(head), expected, shown_url)
     _check_image(head, shown_url)
@@ -607,7 +610,7 @@ async def _hashed(
     digest: hashlib._Hash,
     expected: int | None,
     shown_url: str,
-) -> AsyncIterator[bytes | bytearray]:
+) -> AsyncGenerator[bytes | bytearray, None]:
     """The body as it arrives, hashed into ``digest``; one short of ``expected`` bytes ends in an
     :class:`APIConnectionError` before its file is made whole."""
     digest.update(head)
