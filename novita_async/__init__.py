@@ -11,7 +11,6 @@ import attrs
 from . import batch, webhooks
 from ._client import InstantIDOutcome, NovitaClient
 from ._config import ClientConfig, Timeouts
-from ._events import ClientEvent, EventKind
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -36,6 +35,7 @@ from ._exceptions import (
     TaskTimeoutError,
     ValidationError,
 )
+from ._http import ClientEvent, EventKind
 from ._models import (
     ControlNet,
     ControlNetUnit,

@@ -226,9 +226,9 @@ class ShardRunner:
             self._scope.cancel()
         async with self._connection.client() as client:
             self._runner = runner = BatchRunner(
-                client, self._out, self._options, on_event=self._events.append,
-                permits=self._permits,
-            )  # fmt: skip
+                client, self._out, self._options, on_event=self._events.append
+            )
+            runner._permits = self._permits  # the account's, shared by every shard
             try:
                 with self._scope:
                     await runner.run_all(jobs)

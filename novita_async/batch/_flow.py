@@ -437,8 +437,8 @@ class JobFlow:
                 self._posts.add(post)
                 try:
                     self.context.on_request("submit")
-                    task_id = await self._client.submit_instant_id_body(
-                        submission.body, retry=self.context.submit_retry
+                    task_id = await self._client._submit_body(
+                        "instant-id", submission.body, retry=self.context.submit_retry
                     )
                 except Exception as exc:
                     if blame(exc, submitting=True) is not Blame.UNKNOWN_OUTCOME:

@@ -102,21 +102,21 @@ async def test_each_intent_is_stored_before_its_post_and_puts_are_shared(
     jobs = make_jobs(50)
     by_prompt = {job.request.prompt: job.id for job in jobs}
     stored_first: list[bool] = []
-    post = client.submit_instant_id_body
+    post = client._submit_body
 
     def stored_journal() -> bytes:
         segments = s3_bucket.keys("run/.novita-journal/")
         return b"".join(s3_bucket.get(key) for key in segments)
 
-    async def checked_post(body: dict[str, Any], **kwargs: Any) -> str:
+    async def checked_post(endpoint: str, body: dict[str, Any], **kwargs: Any) -> str:
         # At the moment the POST is about to go: is the job's intent in the bucket?
         job_id = by_prompt[body["prompt"]]
         # boto3 blocks: in a thread, or the run's loop would stall at every POST.
         stored = await anyio.to_thread.run_sync(stored_journal)
         stored_first.append(f'"type":"submitting","id":"{job_id}"'.encode() in stored)
-        return await post(body, **kwargs)
+        return await post(endpoint, body, **kwargs)
 
-    monkeypatch.setattr(client, "submit_instant_id_body", checked_post)
+    monkeypatch.setattr(client, "_submit_body", checked_post)
     runner = BatchRunner(
         client, s3_bucket.url("run"), BatchOptions(concurrency=20, submit_concurrency=20)
     )
