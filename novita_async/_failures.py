@@ -6,19 +6,6 @@ batch job does next; :func:`attempt_may_repeat` whether one call tries again; :c
 (one formula, four rows) how long to wait; :func:`exit_status` what a command exits with. Nothing
 here sleeps: the sites sleep, for as long as this module says. The README's failure table is
 rendered from :data:`TABLE` (``python -m novita_async._failures --markdown``).
-
-The call's decision (:func:`attempt_may_repeat`):
-
-================================  ===============  ==========================================
-failure                           ordinary call    task submission (``POST /v3/async/...``)
-================================  ===============  ==========================================
-nothing sent (refused, DNS,       retry            retry
-connect timeout)
-sent, answer lost (disconnect,    retry            **raise SubmitOutcomeUnknownError**, unless
-reset, read timeout, truncated)                    ``RetryPolicy(retry_unknown_submits=True)``
-408, 429, 5xx answer              retry            retry (the service answered: no task made)
-any other status                  raise            raise
-================================  ===============  ==========================================
 """
 
 from __future__ import annotations
@@ -59,38 +46,6 @@ from ._exceptions import (
     TaskFailedError,
     ValidationError,
 )
-
-__all__ = [
-    "MAX_JOB_ROUNDS",
-    "MAX_RAY_RESTARTS",
-    "OUTAGE",
-    "PERMITS_TRIES",
-    "RATE_LIMITED",
-    "RETRYABLE_REASONS",
-    "TABLE",
-    "Action",
-    "Backoff",
-    "ExitStatus",
-    "FailureKind",
-    "Kind",
-    "Next",
-    "Pause",
-    "RetryPolicy",
-    "Rounds",
-    "Step",
-    "Verdict",
-    "attempt_may_repeat",
-    "call_backoff",
-    "classify",
-    "decide",
-    "exit_status",
-    "may_be_unknown_asset",
-    "parse_retry_after",
-    "poll_backoff",
-    "rides_out_poll_failure",
-    "run_exit_status",
-]
-
 
 # --- what an error means ---------------------------------------------------------------------
 
@@ -394,7 +349,10 @@ def attempt_may_repeat(
     status: int | None = None,
     creates_task: bool = False,
 ) -> bool:
-    """Whether to try again after failed attempt number ``attempt`` (1-based)."""
+    """Whether to try again after failed attempt number ``attempt`` (1-based): yes if nothing
+    was sent, or the answer was lost (but a task submission's only with ``retry_unknown_submits``:
+    a task may exist and be billed), or the answer was 408, 429 or 5xx; never for other statuses.
+    """
     if attempt >= policy.attempts:
         return False
     if kind is FailureKind.NOT_SENT:
@@ -596,52 +554,30 @@ _ROUNDS = (
 
 TABLE: tuple[Row, ...] = (
     Row(
-        "the request refused for this job's content",
+        "the job's own: its request refused for its content, its task failed or unknown to the "
+        "service, its line invalid, a name too long",
         (
             BadRequestError(400, reason="ILLEGAL_PROMPT"),
-            BadRequestError(400, reason="IMAGE_NO_FACE_DETECTED"),
             BadRequestError(400, reason="INVALID_REQUEST_BODY"),
+            TaskFailedError("t", "TASK_STATUS_FAILED"),
+            NotFoundError(404, reason="TASK_NOT_FOUND"),
+            ValidationError("steps", 0, "1 to 100"),
+            LocalIOError("too long", errno=36),
         ),
         Kind.JOB,
-        "the job is recorded failed with the reason, the others go on; `INVALID_REQUEST_BODY` to a "
-        "body naming cached assets first uploads the files again and sends it once more",
+        "recorded failed with the reason, the others go on; a rerun leaves it alone unless "
+        "`--retry-failed` (`INVALID_REQUEST_BODY` to a body naming cached assets first uploads "
+        "the files again and sends it once more)",
         ExitStatus.FAILED,
     ),
     Row(
-        "the task failed, or the service no longer knows a journaled task",
-        (TaskFailedError("t", "TASK_STATUS_FAILED"), NotFoundError(404, reason="TASK_NOT_FOUND")),
-        Kind.JOB,
-        "recorded failed; a rerun leaves it alone unless `--retry-failed`",
-        ExitStatus.FAILED,
-    ),
-    Row(
-        "a job's line invalid, a name too long",
-        (ValidationError("steps", 0, "1 to 100"), LocalIOError("too long", errno=36)),
-        Kind.JOB,
-        "recorded failed; a rerun leaves it alone unless `--retry-failed`",
-        ExitStatus.FAILED,
-    ),
-    Row(
-        "the key or the account",
+        "the run's: the key, the account, the endpoint (`NOVITA_BASE_URL`), this machine's disk, "
+        "the output's store",
         (
             AuthenticationError(401, reason="INVALID_API_KEY"),
             PermissionDeniedError(403, reason="BILLING_AUTH_FAILED"),
             BadRequestError(400, reason="BILLING_BALANCE_NOT_ENOUGH"),
-        ),
-        Kind.RUN,
-        _RUN_STOPS,
-        ExitStatus.STOPPED,
-    ),
-    Row(
-        "the endpoint: `NOVITA_BASE_URL` wrong",
-        (NotFoundError(404, reason="API_NOT_FOUND"),),
-        Kind.RUN,
-        _RUN_STOPS,
-        ExitStatus.STOPPED,
-    ),
-    Row(
-        "this machine or the output's store: disk full, read-only, permission denied",
-        (
+            NotFoundError(404, reason="API_NOT_FOUND"),
             LocalIOError("full", errno=28),
             LocalIOError("read-only", errno=30),
             StorageError("refused", reason="STORAGE_PERMISSION"),
@@ -662,10 +598,7 @@ TABLE: tuple[Row, ...] = (
     ),
     Row(
         "an outage: connection refused or reset, DNS, timeouts, 5xx",
-        (
-            APIConnectionError("refused"),
-            ServerError(503, reason="SERVICE_UNAVAILABLE"),
-        ),
+        (APIConnectionError("refused"), ServerError(503, reason="SERVICE_UNAVAILABLE")),
         Kind.TRANSIENT,
         f"every request of the run pauses together, {OUTAGE.describe()} (equal jitter), ending at "
         "the service's next answer; the tasks paid for are still followed",
