@@ -471,17 +471,13 @@ def decide(
 
 
 class ExitStatus(enum.IntEnum):
-    """What a ``novita-async`` command exits with."""
+    """What a ``novita-async`` command exits with (:data:`EXITS` says what each means)."""
 
     OK = 0
     FAILED = 1
-    """A job or call failed (its own fault, ``RETRIES_EXHAUSTED``, ``SUBMIT_OUTCOME_UNKNOWN``)."""
     USAGE = 2
-    """Bad usage or invalid input, found before anything was sent."""
     STOPPED = 3
-    """The run stopped for a run-level cause."""
     BUDGET = 4
-    """The run stopped having spent its ``max_tasks``."""
     INTERRUPTED = 130
 
 
@@ -491,7 +487,8 @@ _NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError)
 _USAGE_REASONS = frozenset({"JOURNAL_DAMAGED"})  # its message names the repair command
 
 
-def _is_network(error: OSError) -> bool:
+def is_network_error(error: BaseException) -> bool:
+    """Whether an ``OSError`` is the network's rather than this machine's file system's."""
     return isinstance(error, _NETWORK_ERRORS) or any(
         cls.__module__.partition(".")[0] == "aiohttp" for cls in type(error).__mro__
     )
@@ -508,7 +505,7 @@ def exit_status(error: BaseException) -> ExitStatus:
     if isinstance(error, RunStoppedError):
         return ExitStatus.BUDGET if error.reason == "BUDGET_REACHED" else ExitStatus.STOPPED
     if isinstance(error, LocalIOError | StorageError) or (
-        isinstance(error, OSError) and not _is_network(error)
+        isinstance(error, OSError) and not is_network_error(error)
     ):
         # The run's own place (this disk, the bucket) failed: a plain rerun continues.
         return ExitStatus.STOPPED
