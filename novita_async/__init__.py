@@ -18,14 +18,17 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetReachedError,
     ConfigurationError,
     ImageURLExpiredError,
     InvalidResponseError,
     LocalIOError,
     NotFoundError,
     NovitaError,
+    OutageError,
     PermissionDeniedError,
     RateLimitError,
+    RetriesExhaustedError,
     RunStoppedError,
     ServerError,
     StorageError,
@@ -35,6 +38,7 @@ from ._exceptions import (
     TaskTimeoutError,
     ValidationError,
 )
+from ._failures import ExitStatus, RetryPolicy
 from ._http import ClientEvent, EventKind
 from ._models import (
     ControlNet,
@@ -52,7 +56,6 @@ from ._models import (
     WebhookTestMode,
 )
 from ._polling import PollPolicy
-from ._retry import RetryPolicy
 from .batch import (
     BatchEvent,
     BatchEventKind,
@@ -79,12 +82,14 @@ __all__ = [
     "BatchOptions",
     "BatchRunner",
     "BatchSummary",
+    "BudgetReachedError",
     "ClientConfig",
     "ClientEvent",
     "ConfigurationError",
     "ControlNet",
     "ControlNetUnit",
     "EventKind",
+    "ExitStatus",
     "Extra",
     "ImageURLExpiredError",
     "InstantIDOutcome",
@@ -100,10 +105,12 @@ __all__ = [
     "NotFoundError",
     "NovitaClient",
     "NovitaError",
+    "OutageError",
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
     "ResultImage",
+    "RetriesExhaustedError",
     "RetryPolicy",
     "RunStoppedError",
     "ServerError",

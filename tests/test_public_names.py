@@ -65,3 +65,20 @@ def test_answers_still_parse_into_relabelled_models() -> None:
     result = structure(answer, novita_async.TaskResult)
     assert result.status is novita_async.TaskStatus.SUCCEED
     assert result.images[0].image_url == "https://x/a.png"
+
+
+def test_the_failure_policys_public_names() -> None:
+    # Users meet these as a RunStoppedError's cause or a JobOutcome's error; ExitStatus is what
+    # the command line exits with.
+    assert issubclass(novita_async.RetriesExhaustedError, novita_async.NovitaError)
+    assert issubclass(novita_async.BudgetReachedError, novita_async.NovitaError)
+    assert issubclass(novita_async.OutageError, novita_async.NovitaError)
+    assert {status.name: int(status) for status in novita_async.ExitStatus} == {
+        "OK": 0,
+        "FAILED": 1,
+        "USAGE": 2,
+        "STOPPED": 3,
+        "BUDGET": 4,
+        "INTERRUPTED": 130,
+    }
+    assert novita_async.RetryPolicy.__module__ == "novita_async"
