@@ -7,38 +7,26 @@ Lines (attrs records told apart by ``type``; ``"t"`` is a Unix timestamp on each
     {"type": "not_submitted", "id"}                         it was answered with a refusal: no task
     {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
     {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files", "sizes", "digests"}
-                                                            every image is on disk (its size
-                                                            and SHA-256 beside its name)
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}, "files"}
 
-Each line is compact JSON whose last key ``c`` is a checksum: the CRC-32 (8 hex digits) of the
-line without ``c`` (lines written before checksums existed have none and are read as they are).
-Folded in order, the lines give each job's :class:`JobState` (:func:`fold`).
-
-**Durability.** Each record is one ``os.write`` of one line to a descriptor opened with
-``O_APPEND``, so ``kill -9`` loses nothing written and can tear at most the last line, which is cut
-before appending (``fsync=True`` survives a power loss too). Any other line that cannot be read is
-**damage**: :class:`Journal` refuses to open (:class:`JournalDamagedError`) until
-:func:`repair_journal` keeps every good record and marks the jobs whose records were lost as of
-unknown outcome. A full disk cannot keep the record of a paid task from being written: a reserve
-file beside the journal (:data:`RESERVE_BYTES`) is deleted to make room, and the runner stops
-(``reserve_used``). The journal is locked (``flock``) while a run holds it.
+Each line is compact JSON whose last key ``c`` is the CRC-32 (8 hex digits) of the line without
+it (lines from before checksums have none). Folded in order, the lines give each job's
+:class:`JobState`. Each record is one ``os.write`` on an ``O_APPEND`` descriptor, so ``kill -9``
+tears at most the last line, which is cut before appending (``fsync=True`` survives a power loss
+too). Any other unreadable line is **damage**: :class:`Journal` refuses to open until
+:func:`repair_journal` runs. A full disk cannot keep the record of a paid task from being
+written: a reserve file (:data:`RESERVE_BYTES`) is deleted to make room, and the runner stops.
 
 **Nothing is paid twice by default.** ``submitting`` is written before its POST is sent and
-``submitted`` (with the task id) in the step that receives the answer, with no ``await`` between.
-A rerun finds every job whose POST may have been sent: with its task id, which it follows, or with
-an intent and no answer, reported as ``SUBMIT_OUTCOME_UNKNOWN`` and not sent again unless told to
+``submitted`` in the step that receives the answer, with no ``await`` between. A rerun finds every
+job whose POST may have been sent: with its task id, which it follows, or with an intent and no
+answer, reported ``SUBMIT_OUTCOME_UNKNOWN`` and not sent again unless told to
 (``retry_unknown_submits``). A refusal (no task made) is recorded ``not_submitted``.
 
-**results.jsonl** lists each job's last outcome (:class:`ResultLine`), appended as jobs end and
-rebuilt from the journal by each run (:class:`ResultsFile`).
-
-**An object-store output** keeps the journal in the store as it grows (:class:`JournalMirror`):
-segments ``<prefix>/<seq:010d>.jsonl``, each the lines written since the one before, written once
-(``mode="create"``: a second run writing the same journal fails with ``STORAGE_CONFLICT``). Each
-intent is in a segment before its POST is sent (:meth:`JournalMirror.durable`, one PUT per wave
-of submissions), other lines go up every :data:`JOURNAL_FLUSH_SECONDS`, and closing compacts
-the segments into one. Losing the node loses at most those seconds of records, never an intent.
+``results.jsonl`` (:class:`ResultsFile`) lists each job's last outcome, rebuilt from the journal by
+each run. An object-store output keeps the journal in the store as it grows
+(:class:`JournalMirror`): each intent is in the store before its POST is sent, so losing the node
+loses at most :data:`JOURNAL_FLUSH_SECONDS` of other records, never an intent.
 """
 
 from __future__ import annotations
@@ -261,19 +249,8 @@ def _read(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes, JournalRecord | 
 class JournalScan:
     """A journal's good records and the numbers (from 1) of its damaged lines."""
 
-    records: tuple[JournalRecord, ...]
-    damaged: tuple[int, ...]
-
-
-def _scan(lines: Iterable[bytes]) -> JournalScan:
-    records: list[JournalRecord] = []
-    damaged: list[int] = []
-    for number, _, record in _read(lines):
-        if record is None:
-            damaged.append(number)
-        else:
-            records.append(record)
-    return JournalScan(tuple(records), tuple(damaged))
+    records: tuple[JournalRecord, ...] = ()
+    damaged: tuple[int, ...] = ()
 
 
 def scan_journal(path: Path) -> JournalScan:
@@ -281,9 +258,13 @@ def scan_journal(path: Path) -> JournalScan:
     try:
         handle = path.open("rb")
     except FileNotFoundError:
-        return JournalScan((), ())
+        return JournalScan()
     with handle:
-        return _scan(handle)
+        lines = list(_read(handle))
+    return JournalScan(
+        tuple(record for _, _, record in lines if record is not None),
+        tuple(number for number, _, record in lines if record is None),
+    )
 
 
 def read_records(path: Path) -> Iterator[JournalRecord]:
@@ -317,17 +298,17 @@ class JobState:
     phase: JobPhase
     fingerprint: str | None = None
     task_id: str | None = None
+    tasks: frozenset[str] = frozenset()
+    """Every task id the journal recorded for the job, this one's and earlier attempts'."""
     seed: int | None = None
     files: tuple[str, ...] = ()
-    error: JobError | None = None
-    before: JobState | None = None
-    """While submitting: the state to go back to if the service refuses the submission."""
     sizes: tuple[int, ...] = ()
     """Of a succeeded job: each file's size in bytes (none in a journal from before sizes)."""
     digests: tuple[str, ...] = ()
     """Of a succeeded job: each file's SHA-256, hex (none in a journal from before digests)."""
-    tasks: frozenset[str] = frozenset()
-    """Every task id the journal recorded for the job, this one's and earlier attempts'."""
+    error: JobError | None = None
+    before: JobState | None = None
+    """While submitting: the state to go back to if the service refuses the submission."""
 
     @property
     def ended(self) -> bool:
@@ -337,15 +318,7 @@ class JobState:
         status = _STATUS_OF_PHASE.get(self.phase)
         if status is None:
             raise ValueError(f"job {job_id!r} has not ended")
-        return JobOutcome(
-            job_id=job_id,
-            status=status,
-            task_id=self.task_id,
-            seed=self.seed,
-            files=self.files,
-            error=self.error,
-            replayed=replayed,
-        )
+        return JobOutcome(job_id, status, self.task_id, self.seed, self.files, self.error, replayed)
 
 
 def fold(records: Iterable[JournalRecord]) -> tuple[dict[AssetKey, str], dict[str, JobState]]:
@@ -384,33 +357,20 @@ def apply_record(
     fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
     tasks = previous.tasks if previous else frozenset()
     if isinstance(record, SubmittingRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, before=previous, tasks=tasks)
+        jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, None, tasks, before=previous)
         return
     if record.task_id:
         tasks |= {record.task_id}
     if isinstance(record, SubmittedRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id, tasks=tasks)
+        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id, tasks)
         return
-    if isinstance(record, SucceededRecord):
+    r, fp = record, fingerprint
+    if isinstance(r, SucceededRecord):
         state = JobState(
-            JobPhase.SUCCEEDED,
-            fingerprint,
-            record.task_id,
-            record.seed,
-            record.files,
-            sizes=record.sizes,
-            digests=record.digests,
-            tasks=tasks,
+            JobPhase.SUCCEEDED, fp, r.task_id, tasks, r.seed, r.files, r.sizes, r.digests
         )
     else:
-        state = JobState(
-            JobPhase.FAILED,
-            fingerprint,
-            record.task_id,
-            files=record.files,
-            error=record.error,
-            tasks=tasks,
-        )
+        state = JobState(JobPhase.FAILED, fp, r.task_id, tasks, files=r.files, error=r.error)
     # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
     jobs.pop(record.id, None)
     jobs[record.id] = state
@@ -567,22 +527,21 @@ class Journal:
     ) -> None:
         """Record how a job ended; a succeeded one with each file's ``sizes`` and ``digests``
         (what a rerun and ``status --verify`` check the files against)."""
-        job_id, task_id, files = outcome.job_id, outcome.task_id, outcome.files
+        o, fp = outcome, fingerprint
         record: JournalRecord
-        if outcome.ok:
+        if o.ok:
             record = SucceededRecord(
-                id=job_id,
-                task_id=task_id,
-                fingerprint=fingerprint,
-                seed=outcome.seed,
-                files=files,
+                id=o.job_id,
+                task_id=o.task_id,
+                fingerprint=fp,
+                seed=o.seed,
+                files=o.files,
                 sizes=sizes,
                 digests=digests,
             )
         else:
-            error = outcome.error
             record = FailedRecord(
-                id=job_id, task_id=task_id, fingerprint=fingerprint, error=error, files=files
+                id=o.job_id, task_id=o.task_id, fingerprint=fp, error=o.error, files=o.files
             )
         self._append(record)
 
@@ -701,10 +660,8 @@ class ResultLine:
 
     @classmethod
     def of(cls, outcome: JobOutcome) -> ResultLine:
-        return cls(
-            outcome.job_id, outcome.status, outcome.task_id, outcome.seed, outcome.files,
-            outcome.error,
-        )  # fmt: skip
+        o = outcome
+        return cls(o.job_id, o.status, o.task_id, o.seed, o.files, o.error)
 
     def encode(self) -> bytes:
         return (_RESULTS_ENCODER.encode(converter.unstructure(self)) + "\n").encode()
@@ -716,20 +673,13 @@ class ResultLine:
             raise ValueError("a torn line")  # by a crash: the job's state is in the journal
         try:
             parsed: ResultLine = converter.structure(json.loads(line), cls)
-        except (TypeError, KeyError, AttributeError, cattrs.BaseValidationError) as exc:
+        except _UNREADABLE as exc:
             raise ValueError(f"not a results line: {exc}") from None
         return parsed
 
 
 def _encoded(outcome: JobOutcome) -> bytes:
     return ResultLine.of(outcome).encode()
-
-
-def _job_id(line: bytes) -> str | None:
-    try:
-        return ResultLine.decode(line).id
-    except ValueError:
-        return None
 
 
 class ResultsFile:
@@ -746,10 +696,7 @@ class ResultsFile:
 
     def rebuild(self, outcomes: Iterable[JobOutcome]) -> None:
         """Replace the file with exactly ``outcomes``, atomically; then reopen it for appending."""
-        self.close()
-        self._make_folder()
-        write_atomically(self.path, map(_encoded, outcomes))
-        self._open()
+        self._rewrite(map(_encoded, outcomes))
 
     def merge(self, outcomes: Iterable[JobOutcome], known: Container[str]) -> None:
         """Bring the lines of the ``known`` jobs up to date with ``outcomes``, in place.
@@ -764,7 +711,6 @@ class ResultsFile:
             return  # a run that began with no jobs known: its lines are the ones it appended
         final = {outcome.job_id: outcome for outcome in outcomes}
         self.close()
-        self._make_folder()
         lines_left = dict.fromkeys(final, 0)
         with local_io(f"reading {self.path.name}", self.path):
             for job_id, _ in self._lines():
@@ -785,14 +731,14 @@ class ResultsFile:
             for job_id in missing:  # no line at all (the file was lost): at the end
                 yield _encoded(final[job_id])
 
-        write_atomically(self.path, merged())
-        self._open()
+        self._rewrite(merged())
 
-    def _make_folder(self) -> None:
+    def _rewrite(self, lines: Iterable[bytes]) -> None:
+        """Replace the file with ``lines``, atomically; then reopen it for appending."""
+        self.close()
         with local_io(f"creating the folder of {self.path.name}", self.path.parent):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def _open(self) -> None:
+        write_atomically(self.path, lines)
         with local_io(f"opening {self.path.name}", self.path):
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -804,7 +750,10 @@ class ResultsFile:
             return
         with handle:
             for line in handle:
-                yield _job_id(line), line
+                try:
+                    yield ResultLine.decode(line).id, line
+                except ValueError:
+                    yield None, line
 
     def listed(self) -> int | None:
         """How many jobs the file lists (None if there is no file)."""
@@ -867,7 +816,7 @@ class JournalsDisagreeError(ConfigurationError):
 
 def _tasks(data: bytes) -> dict[str, frozenset[str]]:
     """The task ids of each job the journal lines ``data`` name (an intent alone names one)."""
-    records = _scan(data.splitlines(keepends=True)).records
+    records = [r for _, _, r in _read(data.splitlines(keepends=True)) if r is not None]
     jobs = fold(records)[1]
     empty: frozenset[str] = frozenset()
     return {

@@ -2,30 +2,27 @@
 and read by ``status`` without a run.
 
 OUT is a local folder, or for an object-store OUT (``s3://BUCKET/PREFIX``...) a local staging
-folder the run works in (see ``_destination``). Its state (journal, ``results.jsonl``, lock) lives
-in OUT itself, or for a shard in ``OUT/.novita-shards/<k>-of-<K>/`` (see ``_shards``); the images
-always go to OUT. An object-store OUT keeps its journal in the store too, as segments
-(:class:`~._journal.JournalMirror`), so that a run restarted on another machine resumes from it.
+folder the run works in, its journal mirrored in the store (:class:`~._journal.JournalMirror`).
+Its state (journal, ``results.jsonl``, lock) lives in OUT, or for a shard in
+``OUT/.novita-shards/<k>-of-<K>/``; the images always go to OUT.
 
-**Opening** (:meth:`RunFolder.open`): the layout check, the lock (one run per folder), the store's
-segments pulled into the local journal, the journal opened, stale temporary files removed,
-``results.jsonl`` rebuilt, and the outputs checked: what is in OUT (or the store) is the truth. In
-a local OUT one ``stat`` per file of each job the journal calls succeeded (there, and of the size
-recorded), in a store one listing of the prefix; a job whose image is missing or of another size is
-recorded failed ``OUTPUT_MISSING`` with its task id, and the run fetches its images again from that
-task (no submission, no cost); a job the service no longer has a task for ends ``OUTPUT_LOST``,
-paid for again only with ``retry_failed``. A journal from before sizes and digests were recorded
-has neither: its files are only checked for being there.
-**Closing** (shielded: a cancelled run closes too): the results merged and closed, the journal
-closed, then for an object-store OUT its last segment (compacted) and ``results.jsonl`` uploaded;
-the store failing there is kept as :attr:`RunFolder.end_error`, which stops the run.
+**Opening**: the layout check, the lock (one run per folder), the store's journal pulled, the
+journal opened, stale temporary files removed, ``results.jsonl`` rebuilt, and the outputs checked:
+what is in OUT (or the store) is the truth. Each file of a job the journal calls succeeded is
+looked at (one ``stat``, or one listing of the store's prefix): there, and of the size recorded.
+A job whose image is not is recorded failed ``OUTPUT_MISSING`` with its task id, and the run
+fetches its images again from that task at no cost; without a task to fetch them from it ends
+``OUTPUT_LOST``, paid for again only with ``retry_failed``. A journal from before sizes and
+digests were recorded has neither: its files are only checked for being there.
+**Closing** (shielded: a cancelled run closes too): the results merged, the journal closed, then
+for an object-store OUT the journal's last segment and ``results.jsonl`` uploaded; the store
+failing there is kept as :attr:`RunFolder.end_error`, which stops the run.
 
-**Status** (:func:`read_status`) sends nothing and needs no key: it folds the journal's good lines
-as a run would, reads ``results.jsonl`` and looks at the images on disk (with ``verify``, hashing
-each against its recorded SHA-256, as ``rclone check`` does). It is safe while a run holds the
-folder: it takes no lock but a shared one, at once released, to ask whether a run holds it, and
-writes nothing. A damaged journal is reported (its line numbers) rather than refused. Without the
-job file, jobs never submitted cannot be known; given its ids (``job_ids``), they are counted.
+**Status** (:func:`read_status`) sends nothing, needs no key and writes nothing: it folds the
+journal's good lines as a run would (a damaged journal is reported, not refused), reads
+``results.jsonl`` and looks at the images (with ``verify``, hashing each against its recorded
+SHA-256, as ``rclone check`` does). It is safe while a run holds the folder. Given the ids of
+the job file (``job_ids``), the jobs the journal does not know are counted.
 """
 
 from __future__ import annotations
@@ -179,14 +176,9 @@ class RunFolder:
                 lambda: output_errors(jobs, str(out), lambda s: local_problems(out, s))
             )
         for job_id, error in errors.items():
-            state = jobs[job_id]
-            failed = JobOutcome(
-                job_id=job_id,
-                status=JobStatus.FAILED,
-                task_id=state.task_id,
-                error=JobError.from_exception(error),
-            )
-            journal.record_outcome(failed, state.fingerprint)
+            state, failed = jobs[job_id], JobError.from_exception(error)
+            outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
+            journal.record_outcome(outcome, state.fingerprint)
 
     async def _publish_end(self, results: Path) -> None:
         """An object-store OUT: the journal's last segment (then compacted), and results.jsonl."""
