@@ -259,12 +259,15 @@ def scan_journal(path: Path) -> JournalScan:
         handle = path.open("rb")
     except FileNotFoundError:
         return JournalScan()
+    records: list[JournalRecord] = []
+    damaged: list[int] = []
     with handle:
-        lines = list(_read(handle))
-    return JournalScan(
-        tuple(record for _, _, record in lines if record is not None),
-        tuple(number for number, _, record in lines if record is None),
-    )
+        for number, _, record in _read(handle):
+            if record is None:
+                damaged.append(number)
+            else:
+                records.append(record)
+    return JournalScan(tuple(records), tuple(damaged))
 
 
 def read_records(path: Path) -> Iterator[JournalRecord]:
@@ -298,8 +301,8 @@ class JobState:
     phase: JobPhase
     fingerprint: str | None = None
     task_id: str | None = None
-    tasks: frozenset[str] = frozenset()
-    """Every task id the journal recorded for the job, this one's and earlier attempts'."""
+    other_tasks: tuple[str, ...] = ()
+    """The task ids of the job's other attempts (none for most jobs: no memory is spent)."""
     seed: int | None = None
     files: tuple[str, ...] = ()
     sizes: tuple[int, ...] = ()
@@ -309,6 +312,11 @@ class JobState:
     error: JobError | None = None
     before: JobState | None = None
     """While submitting: the state to go back to if the service refuses the submission."""
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        """Every task id the journal recorded for the job, this attempt's and the others'."""
+        return frozenset((*self.other_tasks, self.task_id) if self.task_id else self.other_tasks)
 
     @property
     def ended(self) -> bool:
@@ -355,12 +363,13 @@ def apply_record(
         return
     # A record without a fingerprint keeps the one known before.
     fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
-    tasks = previous.tasks if previous else frozenset()
+    known = previous.tasks if previous else frozenset()
     if isinstance(record, SubmittingRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, None, tasks, before=previous)
+        jobs[record.id] = JobState(
+            JobPhase.SUBMITTING, fingerprint, None, (*known,), before=previous
+        )
         return
-    if record.task_id:
-        tasks |= {record.task_id}
+    tasks = (*(known - {record.task_id}),)
     if isinstance(record, SubmittedRecord):
         jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id, tasks)
         return
