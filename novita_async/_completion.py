@@ -6,8 +6,9 @@ honest ``eta`` lets a waiter poll about twice per task: once right after submitt
 without either, the delay grows geometrically. Every delay is clamped to ``[min_delay, max_delay]``.
 
 :class:`PollTracker` holds one task's polling state and makes every decision about it: the time of
-the next poll after an answer or a failed poll, which errors are ridden out
-(:data:`TRANSIENT_ERRORS`), and when the task's deadline has passed. Both ways of waiting use it:
+the next poll after an answer or a failed poll, which errors are ridden out (those
+:func:`~._failures.rides_out_poll_failure` names), and when the task's deadline has passed. Both
+ways of waiting use it:
 :func:`wait_until_done` (one task, :meth:`NovitaClient.wait_for_task`) and :class:`Poller` (the
 batch runner's many tasks in one heap). Both take a task's webhook event the same way, by
 subscribing to the task on a :class:`~novita_async.webhooks.WebhookReceiver`: the first to learn
@@ -35,20 +36,16 @@ import attrs
 from attrs.validators import gt
 
 from ._exceptions import (
-    APIConnectionError,
     ConfigurationError,
-    RateLimitError,
-    ServerError,
     TaskFailedError,
     TaskTimeoutError,
 )
+from ._failures import Pause, RetryPolicy, Step, classify, poll_backoff, rides_out_poll_failure
 from ._models import InstantIDRequest, Task, TaskResult, TaskStatus
-from ._retry import RetryPolicy
 from ._validators import NUMBER, setting
 from .webhooks import WebhookReceiver
 
 __all__ = [
-    "TRANSIENT_ERRORS",
     "DurationModel",
     "PollPolicy",
     "PollTracker",
@@ -62,11 +59,6 @@ __all__ = [
 logger = logging.getLogger("novita_async")
 
 ProgressHook = Callable[[TaskResult], object]
-
-# Errors a wait rides out (after the call's own retries): the service may be back on the next poll.
-TRANSIENT_ERRORS = (APIConnectionError, ServerError, RateLimitError)
-# Of those, the ones that say the service is down (batch._failures.is_outage): the run pauses.
-_OUTAGE_ERRORS = (APIConnectionError, ServerError)
 
 # With webhooks, the runner polls a task first at its predicted end plus this share of it plus
 # WEBHOOK_GRACE seconds: time for its event to come; only a task whose event never came is polled.
@@ -115,7 +107,7 @@ class PollPolicy:
                 estimates.append(elapsed * (100 - progress) / progress + self.margin)
             if estimates:
                 return min(estimates)
-        return self.initial_delay * self.growth ** max(polls - 1, 0)
+        return poll_backoff(self).delay(max(polls, 1))
 
 
 class PollTracker:
@@ -187,15 +179,16 @@ class PollTracker:
         """After a failed poll: when to poll next, or the error raised if it cannot be ridden out
         (not transient, too many in a row, or the deadline passed: :class:`TaskTimeoutError`)."""
         self.polls += 1
-        if not isinstance(error, TRANSIENT_ERRORS):
+        if not rides_out_poll_failure(error):
             raise error
         self.errors += 1
         if self.max_errors is not None and self.errors >= self.max_errors:
             raise error
-        logger.info("polling task %s failed (%s); polling on", self.task_id, error.reason)
+        logger.info(
+            "polling task %s failed (%s); polling on", self.task_id, getattr(error, "reason", error)
+        )
         self._check_deadline(now, error)
-        elapsed = now - self.started
-        return self._bounded(now + self.policy.next_delay(None, polls=self.errors, elapsed=elapsed))
+        return self._bounded(now + poll_backoff(self.policy).delay(self.errors))
 
     def timed_out(self, now: float, cause: BaseException | None = None) -> TaskTimeoutError:
         last = self.last_task.status.value if self.last_task is not None else ""
@@ -611,7 +604,7 @@ class Poller:
         try:
             result = await self._client.get_task_result(tracker.task_id, retry=self._retry)
         except Exception as exc:
-            if isinstance(exc, _OUTAGE_ERRORS):
+            if classify(exc, step=Step.POLL).pause is Pause.EVERYTHING:
                 self._gate.unreachable(exc)
             self._end_scouting(entry)
             self._schedule(entry, tracker.failed(exc, anyio.current_time()))

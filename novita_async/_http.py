@@ -2,11 +2,11 @@
 the file it streams to and the fresh URLs it needs when its signed URL has expired.
 
 A call makes up to ``RetryPolicy.attempts`` attempts in the one loop of :meth:`Transport._attempts`.
-An attempt that fails raises :class:`AttemptFailed` with a :class:`~._retry.FailureKind` (how far it
-got); :meth:`_Call.after` asks :func:`~._retry.should_retry` whether to wait and try again. A
-download has a second budget in the same loop: an expired URL is renewed (through the client's
-``fetch_result``) at most ``RetryPolicy.expired_url_refreshes`` times for all the images of one
-result (:class:`Renewal`), each fresh URL with its attempts anew.
+An attempt that fails raises :class:`AttemptFailed` with a :class:`~._failures.FailureKind` (how
+far it got); :meth:`_Call.after` asks :func:`~._failures.attempt_may_repeat` whether to wait and
+try again. A download has a second budget in the same loop: an expired URL is renewed (through
+the client's ``fetch_result``) at most ``RetryPolicy.expired_url_refreshes`` times for all the
+images of one result (:class:`Renewal`), each fresh URL with its attempts anew.
 
 Log lines and :class:`ClientEvent` s carry the method, the route name and the URL without its query
 string, never headers. An observer (``on_event=``) runs synchronously in the calling task; what it
@@ -53,9 +53,9 @@ from ._exceptions import (
     SubmitOutcomeUnknownError,
     status_error,
 )
+from ._failures import FailureKind, RetryPolicy, attempt_may_repeat, parse_retry_after
 from ._models import ResultImage, TaskResult
 from ._redact import redact_url, scrub
-from ._retry import FailureKind, RetryPolicy, parse_retry_after, should_retry
 from ._sources import sniff_content_type
 
 __all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Sessions", "Transport"]
@@ -265,7 +265,7 @@ class _Call:
         self.maybe_created |= self.creates_task and kind is FailureKind.ANSWER_LOST
         status = error.status if isinstance(error, APIStatusError) else None
         attempt = self.attempt
-        if should_retry(
+        if attempt_may_repeat(
             self.policy, kind, attempt=attempt, status=status, creates_task=self.creates_task
         ):
             retry_after = error.retry_after if isinstance(error, APIStatusError) else None

@@ -59,6 +59,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ._client import NovitaClient
 from ._config import ClientConfig
 from ._exceptions import ConfigurationError, NovitaError, RunStoppedError
+from ._failures import MAX_RAY_RESTARTS, PERMITS_TRIES
 from ._redact import mask_secret
 from .batch import (
     BatchEvent,
@@ -89,8 +90,6 @@ __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 # The events a shard keeps for the driver between two of its polls (a driver that stopped
 # polling must not make a shard's memory grow).
 _EVENTS_KEPT = 100_000
-_PERMITS_TRIES = 4
-"""Calls to the permits' actor while Ray restarts it, before a shard gives up."""
 
 
 class SecretKey:
@@ -146,14 +145,14 @@ class PermitsProxy:
         self._actor = actor
 
     async def acquire(self) -> None:
-        for attempt in range(_PERMITS_TRIES):
+        for attempt in range(PERMITS_TRIES):
             try:
                 await self._actor.acquire.remote()  # type: ignore[attr-defined]
                 return
             except RayActorError:
                 # Ray restarts the permits' actor (its pause forgotten, not the run's own);
                 # the next call waits for it.
-                if attempt == _PERMITS_TRIES - 1:
+                if attempt == PERMITS_TRIES - 1:
                     raise
 
     def rate_limited(self, seconds: float) -> None:
@@ -253,15 +252,13 @@ class ShardRunner:
         return os.getpid()
 
 
-MAX_RESTARTS = 3
-"""Times Ray restarts a shard (or the permits) after its process died, in one run."""
 _POLL_SECONDS = 0.5
 _ENDED = (BatchEventKind.SUCCEEDED, BatchEventKind.FAILED)
 
-RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS)(_limits.RatePermits)
+RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS)(_limits.RatePermits)
 """The actor holding the account's rate: ``RatePermits.remote(rate)`` (see
 :class:`novita_async.batch._limits.RatePermits`, the same permits one run uses alone)."""
-_Shard = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=0)(ShardRunner)
+_Shard = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS, max_task_retries=0)(ShardRunner)
 
 
 def shard_actor_name(out: str | os.PathLike[str] | Destination, shard: Shard) -> str:
@@ -471,7 +468,7 @@ class _ShardedRun:
                 await anyio.sleep(_POLL_SECONDS)
             except RayActorError:
                 deaths += 1
-                if deaths > MAX_RESTARTS:
+                if deaths > MAX_RAY_RESTARTS:
                     raise  # Ray gave up restarting it: the shard's jobs are left for a rerun
             except RayTaskError as exc:
                 raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None

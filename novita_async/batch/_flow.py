@@ -39,12 +39,14 @@ import attrs
 
 from .._client import NovitaClient
 from .._exceptions import (
+    BudgetReachedError,
     LocalIOError,
     NotFoundError,
     RateLimitError,
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
+from .._failures import Kind, Step, classify, may_be_unknown_asset
 from .._models import Task, TaskResult, TaskStatus
 from .._retry import RetryPolicy
 from .._webhooks import WebhookReceiver
@@ -58,7 +60,6 @@ from ._events import (
     emit,
     failed_outcome,
 )
-from ._failures import Blame, BudgetReachedError, blame, may_be_unknown_asset, run_stop_advice
 from ._inputs import PreparedImage, PreparedJob
 from ._job import InvalidJob, Job, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal
@@ -262,7 +263,7 @@ class JobFlow:
     def announce_stop(self) -> None:
         error = self._gate.stopped
         if error is not None:
-            what, fix = run_stop_advice(error)
+            what, fix = classify(error).advice()
             reason = getattr(error, "reason", type(error).__name__)
             logger.error("the run stops: %s (%s): %s", what, reason, fix)
             self.context.emit(BatchEventKind.STOPPED, "", reason=reason, message=f"{what}: {fix}")
@@ -441,7 +442,7 @@ class JobFlow:
                         "instant-id", submission.body, retry=self.context.submit_retry
                     )
                 except Exception as exc:
-                    if blame(exc, submitting=True) is not Blame.UNKNOWN_OUTCOME:
+                    if classify(exc, step=Step.SUBMIT).kind is not Kind.UNKNOWN_OUTCOME:
                         self._spent -= 1
                         self._journal.record_not_submitted(job_id)  # answered: no task made
                     raise

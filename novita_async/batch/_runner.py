@@ -40,10 +40,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._client import NovitaClient
 from .._exceptions import RunStoppedError, StorageError
+from .._failures import classify
 from .._webhooks import WebhookReceiver
 from ._destination import Destination
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary, SummaryCounter, emit
-from ._failures import run_stop_advice
 from ._flow import JobFlow, RunContext
 from ._job import JobInput, JobOutcome
 from ._journal import Journal
@@ -197,7 +197,7 @@ class BatchRunner:
             self._stopped_by = error
             self._counter.stopped = error.reason
         if self._stopped_by is not None:
-            what, fix = run_stop_advice(self._stopped_by)
+            what, fix = classify(self._stopped_by).advice()
             summary = self.summary
             raise RunStoppedError(
                 self._stopped_by,
