@@ -87,8 +87,7 @@ _TEMP_OVERHEAD = len(".") + len(".") + 7 + len("-") + 20 + len(".part")
 
 
 def shard_name(index: int, count: int) -> str:
-    """The folder (a key prefix in a store) of shard ``index`` of ``count``, under
-    :data:`SHARDS_FOLDER`."""
+    """The folder (in a store, key prefix) of shard ``index`` of ``count`` in SHARDS_FOLDER."""
     return f"{index}-of-{count}"
 
 
@@ -133,8 +132,8 @@ def check_output_names(job: Job, name_max: int) -> None:
 
 
 class OutputLock:
-    """The lock (``flock`` on ``OUT/.novita-lock``) that makes one run per output folder, whatever
-    each run's journal path; the operating system releases it if the process dies."""
+    """``flock`` on ``OUT/.novita-lock``: one run per output folder, whatever its journal path
+    (the operating system releases it if the process dies)."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / LOCK_NAME
@@ -301,9 +300,6 @@ class LocalOutput(Output):
 
     def __repr__(self) -> str:
         return f"LocalOutput({self.url!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (LocalOutput, (self.folder,))
 
     def check_usable(self) -> None:
         why = None
@@ -587,17 +583,17 @@ def open_output(
 
 # The variables through which obstore points a URL at one endpoint or another (a URL names a
 # bucket, not where it lives): part of the staging folder's key.
-_S3_ENDPOINT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
-_AZURE_ENDPOINT = (
-    "AZURE_STORAGE_ACCOUNT_NAME",
-    "AZURE_ENDPOINT",
-    "AZURE_STORAGE_ENDPOINT",
-    "AZURE_USE_EMULATOR",
-)
 _ENDPOINT_VARIABLES = {
-    "s3": _S3_ENDPOINT,
-    "s3a": _S3_ENDPOINT,
-    **dict.fromkeys(("az", "abfs", "abfss", "azure"), _AZURE_ENDPOINT),
+    **dict.fromkeys(("s3", "s3a"), ("AWS_ENDPOINT_URL", "AWS_ENDPOINT")),
+    **dict.fromkeys(
+        ("az", "abfs", "abfss", "azure"),
+        (
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            "AZURE_ENDPOINT",
+            "AZURE_STORAGE_ENDPOINT",
+            "AZURE_USE_EMULATOR",
+        ),
+    ),
 }
 
 
@@ -620,8 +616,7 @@ def staging_root(staging_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _obstore(shown: str) -> Any:
-    """obstore, the one place it is imported: optional (the ``[s3]`` extra), so only an
-    object-store output needs it."""
+    """obstore, imported here only: optional (the ``[s3]`` extra), for a store's output."""
     try:
         import obstore.exceptions
         import obstore.store
@@ -635,15 +630,9 @@ def _obstore(shown: str) -> Any:
 
 # Environment variables whose values must never reach a message, whatever the store says.
 _SECRET_VARIABLES = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "GOOGLE_SERVICE_ACCOUNT_KEY",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_ACCESS_KEY",
-    "AZURE_STORAGE_SAS_KEY",
-    "AZURE_STORAGE_TOKEN",
-    "AZURE_CLIENT_SECRET",
-    "NOVITA_API_KEY",
+    *("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_SERVICE_ACCOUNT_KEY", "NOVITA_API_KEY"),
+    *("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_SAS_KEY"),
+    *("AZURE_STORAGE_TOKEN", "AZURE_CLIENT_SECRET"),
 )
 # The paths of AWS's instance-metadata service (at 169.254.169.254 or $AWS_METADATA_ENDPOINT).
 _INSTANCE_METADATA_PATHS = ("/latest/api/token", "/latest/meta-data/")
@@ -727,25 +716,19 @@ def _digests(paths: Sequence[Path]) -> list[tuple[int, str]]:
     return measured
 
 
+def _patient(retry: RetryPolicy) -> RetryPolicy:
+    return attrs.evolve(retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS))
+
+
+@attrs.define(kw_only=True)
 class ImageSaver:
-    def __init__(
-        self,
-        *,
-        client: NovitaClient,
-        out_dir: Path,
-        retry: RetryPolicy,
-        counter: SummaryCounter,
-        on_request: Callable[[str], None],
-        emit: Callable[..., None],
-        publish: Callable[[Sequence[Path]], Awaitable[None]] | None,
-    ) -> None:
-        self._client = client
-        self._out_dir = out_dir
-        self._retry = attrs.evolve(retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS))
-        self._counter = counter
-        self._on_request = on_request
-        self._emit = emit
-        self._publish = publish
+    _client: NovitaClient
+    _out_dir: Path
+    _retry: RetryPolicy = attrs.field(converter=_patient)
+    _counter: SummaryCounter
+    _on_request: Callable[[str], None]
+    _emit: Callable[..., None]
+    _publish: Callable[[Sequence[Path]], Awaitable[None]] | None
 
     async def save(self, job_id: str, task_id: str, result: TaskResult) -> SavedImages:
         """The task's images, every one of them in OUT."""
