@@ -19,7 +19,7 @@ from ._job import (
     check_job_id,
 )
 from ._options import BatchOptions
-from ._outputs import is_run_output
+from ._outputs import Output, is_run_output, open_output
 from ._records import JournalDamagedError
 from ._repair import RepairReport, repair_journal
 from ._runner import BatchRunner
@@ -43,11 +43,13 @@ __all__ = [
     "JobProblem",
     "JobStatus",
     "JournalDamagedError",
+    "Output",
     "RepairReport",
     "RunStatus",
     "check_job_id",
     "dry_run",
     "is_run_output",
+    "open_output",
     "read_status",
     "repair_journal",
 ]

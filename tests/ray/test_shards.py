@@ -23,8 +23,8 @@ from novita_async import (
     InstantIDRequest,
     NovitaClient,
 )
-from novita_async.batch import Job
-from novita_async.batch._shards import SHARDS_FOLDER, Shard, merge_shard_results, shard_of
+from novita_async.batch import Job, open_output
+from novita_async.batch._shards import SHARDS_FOLDER, Shard, shard_of
 from novita_async.emulator import Emulator, EmulatorConfig
 
 _IDS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
@@ -104,7 +104,7 @@ async def test_shards_share_out_and_keep_their_journals(emu: Emulator, tmp_path:
     for k in range(2):
         assert (shards / f"{k}-of-2" / ".novita-journal.jsonl").is_file()
     assert not (tmp_path / ".novita-journal.jsonl").exists()
-    merged = merge_shard_results(tmp_path, 2)
+    merged = await open_output(tmp_path).merge_shard_results(2)
     lines = [json.loads(line) for line in merged.read_text().splitlines()]
     assert sorted(line["id"] for line in lines) == sorted(job.id for job in jobs)
     for line in lines:  # every image in OUT itself, named by its job
