@@ -68,21 +68,15 @@ from .batch import (
     BatchOptions,
     BatchRunner,
     BatchSummary,
+    Output,
     _limits,
+    open_output,
 )
-from .batch._destination import Destination, ObjectOutput, parse_out
 from .batch._events import emit
 from .batch._job import InvalidJob, JobInput
 from .batch._limits import SubmitPermits
 from .batch._outputs import OutputLock
-from .batch._shards import (
-    Shard,
-    check_layout,
-    check_stored_layout,
-    merge_shard_results,
-    merge_stored_shard_results,
-    shard_of,
-)
+from .batch._shards import Shard, shard_of
 from .batch._source import JobSource
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
@@ -261,17 +255,10 @@ RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS)(_limits.Rate
 _Shard = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS, max_task_retries=0)(ShardRunner)
 
 
-def shard_actor_name(out: str | os.PathLike[str] | Destination, shard: Shard) -> str:
+def shard_actor_name(out: str | os.PathLike[str] | Output, shard: Shard) -> str:
     """The Ray name of the actor running ``shard`` of the run into ``out`` (in the driver's
     namespace): ``ray.get_actor(shard_actor_name(out, Shard(0, 4)))``."""
-    return f"novita-async:{_where(parse_out(out))}:{shard.name}"
-
-
-def _where(destination: Destination) -> str:
-    """OUT as the shards are given it: the store's URL, or the folder's absolute path."""
-    if isinstance(destination, ObjectOutput):
-        return destination.url
-    return str(destination.folder.absolute())
+    return f"novita-async:{open_output(out).actor_key()}:{shard.name}"
 
 
 class _ShardStop(NovitaError):
@@ -288,7 +275,7 @@ class _ShardStop(NovitaError):
 
 async def run_sharded(
     jobs: Iterable[JobInput] | AsyncIterable[JobInput],
-    out: str | os.PathLike[str] | Destination,
+    out: str | os.PathLike[str] | Output,
     options: BatchOptions | None = None,
     *,
     shards: int,
@@ -309,21 +296,16 @@ async def run_sharded(
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise ConfigurationError(f"shards must be an integer >= 1, got {shards!r}")
     config = connection if connection is not None else ClientConfig.resolve()
-    destination = parse_out(out, staging_dir=options.staging_dir)
-    if isinstance(destination, ObjectOutput) and destination.url.startswith("memory:"):
-        raise ConfigurationError(
-            f"out {destination.url!r}: a memory:// store lives in one process; shards need a "
-            "folder or a store every node reaches (s3://, gs://, az://)"
-        )
+    # For the shards, in other processes (a memory:// store refused: it lives in this one).
+    destination = open_output(out, staging_dir=options.staging_dir).for_process()
     # The driver's working folder: OUT itself, or an object-store OUT's staging folder here.
     out_dir = destination.local_dir.absolute()
     parts = await _partition(jobs, shards)
     lock = OutputLock(out_dir)
-    await check_stored_layout(destination, Shard(0, shards))
+    await destination.check_layout(Shard(0, shards))
 
     def take_folder() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        check_layout(out_dir, Shard(0, shards))
         lock.acquire()  # one driver per OUT; each shard also locks its own folder
 
     await anyio.to_thread.run_sync(take_folder)
@@ -396,13 +378,13 @@ class _ShardedRun:
 
     def __init__(
         self,
-        destination: Destination,
+        destination: Output,
         count: int,
         options: BatchOptions,
         on_event: BatchEventHook | None,
     ) -> None:
         self.destination = destination
-        self.out = _where(destination)
+        self.out = destination.actor_key()
         self.count = count
         self.options = options
         self.on_event = on_event
@@ -449,10 +431,7 @@ class _ShardedRun:
         return [end for end in ends if end is not None]
 
     async def _merge(self) -> None:
-        if isinstance(self.destination, ObjectOutput):
-            await merge_stored_shard_results(self.destination, self.count)
-        else:
-            await anyio.to_thread.run_sync(merge_shard_results, Path(self.out), self.count)
+        await self.destination.merge_shard_results(self.count)
 
     async def _run_shard(self, k: int, jobs: Any, ends: list[ShardEnd | None]) -> None:
         deaths = 0

@@ -19,7 +19,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import aiohttp
@@ -41,12 +41,11 @@ from ..batch import (
     InvalidJob,
     Job,
     JobInputError,
+    Output,
     is_run_output,
+    open_output,
 )
-from ..batch._destination import Destination, LocalOutput, ObjectOutput, parse_out
 from ..batch._journal import JOURNAL_NAME
-from ..batch._journal_segments import JOURNAL_KEY, JournalMirror
-from ..batch._shards import merge_shard_results, merge_stored_shard_results
 from ._commands import make_client
 from ._dry_run import print_dry_run
 from ._gallery import write_gallery
@@ -67,7 +66,7 @@ __all__ = [
     "INTERRUPTED",
     "RunEnd",
     "RunSettings",
-    "end_in_store",
+    "end_in_output",
     "format_summary",
     "report_end",
     "run",
@@ -102,7 +101,7 @@ class RunSettings:
     """Decide what the run would do, and send nothing (``--dry-run``)."""
     report: ReportTo = attrs.field(factory=ReportTo)
     """Where the run's JSON report goes (``--summary-json``, ``--json``)."""
-    destination: Destination | None = None
+    destination: Output | None = None
     """Where ``--out`` points: the folder, or an object store (None: ``out`` itself)."""
     assets_url: str | None = None
     """The asset upload URL (``--assets-url``; None: ``NOVITA_ASSETS_URL`` or the service's),
@@ -112,7 +111,7 @@ class RunSettings:
     def from_args(cls, ns: argparse.Namespace) -> RunSettings:
         options: BatchOptions = ns.batch_options  # built once, from every flag, by parse_args
         # A URL the package cannot write is refused here, before anything is sent.
-        destination = parse_out(ns.out, staging_dir=options.staging_dir)
+        destination = open_output(ns.out, staging_dir=options.staging_dir)
         return cls(
             jobs=Path(ns.jobs),
             out=destination.local_dir,
@@ -299,11 +298,9 @@ def report_end(
     return end.status
 
 
-def _wrong_kind(path: Path, *, folder: bool) -> str | None:
-    """Why ``path`` cannot be the folder (``folder``) or the file the run makes of it, if so."""
-    if folder and path.exists() and not path.is_dir():
-        return "must be a folder (it names a file)"
-    if not folder and path.is_dir():
+def _wrong_kind(path: Path) -> str | None:
+    """Why ``path`` cannot be the file the run makes of it, if so."""
+    if path.is_dir():
         return "must be a file (it names a folder)"
     # The nearest thing that exists on the way must be a folder, for the run to make the rest.
     above = next((p for p in path.parents if p.exists()), None)
@@ -316,14 +313,13 @@ def check_places(settings: RunSettings) -> None:
     """Refuse, as bad usage and before anything is sent, an output folder or a journal this
     machine cannot make: found only when the run opens them, they were a run-level stop (exit 3)
     with nothing to rerun."""
-    places: list[tuple[str, Path, bool]] = []
-    if settings.destination is None or isinstance(settings.destination, LocalOutput):
-        places.append(("--out", settings.out, True))
-    if (journal := settings.options.journal_path) is not None:
-        places.append(("--journal", journal, False))
-    for flag, path, folder in places:
-        if (why := _wrong_kind(path, folder=folder)) is not None:
-            raise ValidationError(flag, str(path), why)
+    try:
+        (settings.destination or open_output(settings.out)).check_usable()
+    except ValidationError as exc:
+        raise ValidationError("--out", exc.value, exc.allowed) from None
+    journal = settings.options.journal_path
+    if journal is not None and (why := _wrong_kind(journal)) is not None:
+        raise ValidationError("--journal", str(journal), why)
 
 
 async def run(ns: argparse.Namespace) -> int:
@@ -360,41 +356,35 @@ async def run(ns: argparse.Namespace) -> int:
         # With the report on stdout, stdout holds nothing else.
         stream = sys.stderr if settings.report.stdout else None
         with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
-            destination = settings.destination or LocalOutput(out)
+            destination = settings.destination or open_output(out)
             runner = BatchRunner(client, destination, settings.options, on_event=progress.on_event)
             lines = job_lines(settings, fetcher, prompts, progress, counted=lines_read)
             end = (await run_batch(runner, lines, progress)).reaching(lines_read)
             if (shard := settings.options.shard) is not None:
                 # One shard run by hand: OUT's results gather every shard's, as they stand.
-                if isinstance(destination, ObjectOutput):
-                    await merge_stored_shard_results(destination, shard.count)
-                else:
-                    await anyio.to_thread.run_sync(merge_shard_results, out, shard.count)
-            if isinstance(destination, ObjectOutput):
-                return await end_in_store(end, destination, prompts, progress, settings.report)
-            gallery = await write_gallery_if_possible(out, prompts, progress)
-    return report_end(end, out / "results.jsonl", gallery, settings.report)
+                await destination.merge_shard_results(shard.count)
+            return await end_in_output(end, destination, prompts, progress, settings.report)
 
 
-async def end_in_store(
+async def end_in_output(
     end: RunEnd,
-    destination: ObjectOutput,
+    output: Output,
     prompts: Mapping[str, str],
     progress: BatchProgress,
     report: ReportTo,
 ) -> int:
-    """The gallery written in staging and uploaded beside the images (its links are relative,
-    so the page works wherever the store serves it); how the run ended."""
-    title = f"{destination.url.rpartition('/')[2]} results"
-    page = await write_gallery_if_possible(destination.staging, prompts, progress, title)
+    """The gallery written in the working folder and published beside the images (for a
+    store, uploaded: its links are relative, so the page works wherever the store serves it);
+    how the run ended."""
+    title = f"{PurePosixPath(output.url).name} results"
+    page = await write_gallery_if_possible(output.local_dir, prompts, progress, title)
     gallery: str | None = None
     if page is not None:
         try:
-            await destination.publish_file(page, page.name)
-            gallery = destination.key_url(page.name)
+            gallery = await output.publish_file(page, page.name)
         except StorageError as exc:
             progress.note(f"the gallery could not be uploaded: {exc}")
-    return report_end(end, destination.key_url("results.jsonl"), gallery, report)
+    return report_end(end, output.location("results.jsonl"), gallery, report)
 
 
 async def _dry_run(settings: RunSettings) -> int:
@@ -403,17 +393,17 @@ async def _dry_run(settings: RunSettings) -> int:
     with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
         out = settings.out
         stored: dict[str, int] | None = None
-        if isinstance(settings.destination, ObjectOutput):
-            # The store's journal, read into a scratch folder: nothing is written to the store.
-            out = Path(cache) / "out"
-            journal = out / JOURNAL_NAME
+        output = settings.destination or open_output(out)
+        # A store's journal, read into a scratch folder: nothing is written to the store.
+        if (mirror := output.journal_mirror(Path(cache) / "out" / JOURNAL_NAME)) is not None:
+            out = mirror.journal_path.parent
             # With the staging copy, as the run would read it (a wiped prefix's jobs restored).
-            staged = anyio.Path(settings.destination.staging / JOURNAL_NAME)
+            staged = anyio.Path(output.local_dir / JOURNAL_NAME)
             if await staged.is_file():
                 await anyio.Path(out).mkdir(parents=True)
-                await anyio.Path(journal).write_bytes(await staged.read_bytes())
-            await JournalMirror(settings.destination, JOURNAL_KEY, journal).pull()
-            stored = await settings.destination.list_sizes()  # where its images are
+                await anyio.Path(mirror.journal_path).write_bytes(await staged.read_bytes())
+            await mirror.pull()
+            stored = await output.sizes()  # where its images are
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session:
             fetcher = InputFetcher(plain_session, Path(cache))
             quiet = BatchProgress(0, plain=True, stream=sys.stderr)

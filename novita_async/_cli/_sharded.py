@@ -17,12 +17,10 @@ import aiohttp
 import anyio
 
 from .. import ClientConfig, ConfigurationError, RunStoppedError, Timeouts
-from ..batch import BatchSummary, InvalidJob, Job
-from ..batch._destination import LocalOutput, ObjectOutput
+from ..batch import BatchSummary, InvalidJob, Job, open_output
 from ._jobfile import InputFetcher, count_lines
 from ._progress import BatchProgress
-from ._run import JobLinesRead, RunEnd, RunSettings, end_in_store, job_lines, report_end
-from ._run import write_gallery_if_possible as write_gallery
+from ._run import JobLinesRead, RunEnd, RunSettings, end_in_output, job_lines
 from ._signals import until_signalled
 
 __all__ = ["run_on_ray"]
@@ -35,7 +33,7 @@ async def run_on_ray(ns: argparse.Namespace, settings: RunSettings) -> int:
         raise ConfigurationError(
             f"--ray needs Ray: pip install 'novita-async[ray]' ({exc})"
         ) from None
-    destination = settings.destination or LocalOutput(settings.out)
+    destination = settings.destination or open_output(settings.out)
     out = settings.out
     total = await anyio.to_thread.run_sync(count_lines, settings.jobs)
     prompts: dict[str, str] = {}
@@ -78,7 +76,4 @@ async def run_on_ray(ns: argparse.Namespace, settings: RunSettings) -> int:
             # Every job went to a shard; those no shard read were not reached.
             taken = end.summary.jobs + end.summary.not_finished
             end = end.reaching(JobLinesRead(total, read=taken))
-            if isinstance(destination, ObjectOutput):
-                return await end_in_store(end, destination, prompts, progress, settings.report)
-            gallery = await write_gallery(out, prompts, progress)
-    return report_end(end, out / "results.jsonl", gallery, settings.report)
+            return await end_in_output(end, destination, prompts, progress, settings.report)

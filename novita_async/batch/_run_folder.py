@@ -41,11 +41,9 @@ import attrs
 
 from .._atomic import local_io, remove_stale_temp_files
 from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
-from ._destination import Destination, LocalOutput, ObjectOutput, looks_like_url, parse_out
 from ._failures import RETRYABLE_REASONS
 from ._job import JobError, JobOutcome, JobStatus
 from ._journal import (
-    JOURNAL_KEY,
     JOURNAL_NAME,
     RESULTS_NAME,
     JobPhase,
@@ -58,9 +56,8 @@ from ._journal import (
 )
 from ._locks import is_locked
 from ._options import BatchOptions
-from ._outputs import LOCK_NAME, OutputLock
+from ._outputs import LOCK_NAME, Output, OutputLock, looks_like_url, open_output
 from ._saving import file_digest
-from ._shards import check_layout, check_stored_layout
 
 __all__ = [
     "OUTPUT_LOST",
@@ -85,9 +82,9 @@ _UNKNOWN_OUTCOME = "SUBMIT_OUTCOME_UNKNOWN"
 class RunFolder:
     """OUT as one run sees it: where its images, journal, results and lock are."""
 
-    def __init__(self, out: str | os.PathLike[str] | Destination, options: BatchOptions) -> None:
+    def __init__(self, out: str | os.PathLike[str] | Output, options: BatchOptions) -> None:
         self.options = options
-        self.destination = parse_out(out, staging_dir=options.staging_dir)
+        self.destination = open_output(out, staging_dir=options.staging_dir)
         # An object-store OUT: the run works in its local staging folder and uploads from there.
         self.out_dir = self.destination.local_dir
         if (scheme := looks_like_url(str(options.journal_path or ""))) is not None:
@@ -99,14 +96,8 @@ class RunFolder:
         # A shard's journal, results and lock are its own; its images go to OUT with the others.
         self.state_dir = self.out_dir if shard is None else shard.folder(self.out_dir)
         self.journal_path = options.journal_path or self.state_dir / JOURNAL_NAME
-        self.mirror: JournalMirror | None = None
-        if not isinstance(self.destination, LocalOutput):
-            # The store keeps the journal as segments under the journal's place in staging.
-            try:
-                key = self.journal_path.relative_to(self.out_dir).with_suffix("").as_posix()
-            except ValueError:
-                key = JOURNAL_KEY
-            self.mirror = JournalMirror(self.destination, key, self.journal_path)
+        # A store keeps the journal too (as segments): a run restarted elsewhere resumes.
+        self.mirror: JournalMirror | None = self.destination.journal_mirror(self.journal_path)
         self.end_error: StorageError | None = None
         """The store's failure while closing (the last segment, results.jsonl), if any."""
 
@@ -118,8 +109,6 @@ class RunFolder:
         lock = OutputLock(self.state_dir)
 
         def open_journal() -> Journal:
-            # Before a shard's folder is made: that folder says how OUT is sharded.
-            check_layout(self.out_dir, self.options.shard)
             with local_io("creating the output folder", self.state_dir):
                 self.state_dir.mkdir(parents=True, exist_ok=True)
             # The folder's lock first: a second run on this OUT is refused whatever its journal.
@@ -132,8 +121,8 @@ class RunFolder:
                 lock.release()
                 raise
 
-        # The store's keys say how an object-store OUT is sharded (staging may be new here).
-        await check_stored_layout(self.destination, self.options.shard)
+        # Before a shard's folder is made: OUT's folders (a store's keys) say how it is sharded.
+        await self.destination.check_layout(self.options.shard)
         # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
         with anyio.CancelScope(shield=True):
             try:
@@ -165,16 +154,11 @@ class RunFolder:
     async def _check_outputs(self, journal: Journal) -> None:
         """Record the jobs ``journal`` calls succeeded whose outputs are not as recorded
         ``OUTPUT_MISSING`` (``OUTPUT_LOST`` without a task id to fetch them from)."""
-        jobs, out = journal.jobs, self.out_dir
+        jobs = journal.jobs
         if not any(state.phase is JobPhase.SUCCEEDED for state in jobs.values()):
             return
-        if isinstance(self.destination, ObjectOutput):
-            sizes = await self.destination.list_sizes()
-            errors = output_errors(jobs, self.destination.url, lambda s: stored_problems(sizes, s))
-        else:
-            errors = await anyio.to_thread.run_sync(
-                lambda: output_errors(jobs, str(out), lambda s: local_problems(out, s))
-            )
+        sizes = await self.destination.sizes()  # one listing, of a folder or of a bucket's prefix
+        errors = output_errors(jobs, self.destination.url, lambda s: stored_problems(sizes, s))
         for job_id, error in errors.items():
             state, failed = jobs[job_id], JobError.from_exception(error)
             outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)

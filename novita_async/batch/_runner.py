@@ -42,7 +42,6 @@ from .._client import NovitaClient
 from .._exceptions import RunStoppedError, StorageError
 from .._failures import classify
 from .._webhooks import WebhookReceiver
-from ._destination import Destination
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary, SummaryCounter, emit
 from ._flow import JobFlow, RunContext
 from ._job import JobInput, JobOutcome
@@ -50,6 +49,7 @@ from ._journal import Journal
 from ._journal_segments import JournalMirror
 from ._limits import RunGate, SubmitPermits
 from ._options import BatchOptions
+from ._outputs import Output
 from ._results import ResultsFile
 from ._run_folder import RunFolder
 from ._source import JobSource
@@ -115,7 +115,7 @@ class BatchRunner:
     def __init__(
         self,
         client: NovitaClient,
-        out_dir: str | os.PathLike[str] | Destination,
+        out_dir: str | os.PathLike[str] | Output,
         options: BatchOptions = BatchOptions(),  # noqa: B008  (frozen: one shared default is safe)
         *,
         on_event: BatchEventHook | None = None,
