@@ -65,3 +65,9 @@ def test_answers_still_parse_into_relabelled_models() -> None:
     result = structure(answer, novita_async.TaskResult)
     assert result.status is novita_async.TaskStatus.SUCCEED
     assert result.images[0].image_url == "https://x/a.png"
+
+
+def test_the_job_file_reader_and_the_request_from_fields_are_public() -> None:
+    assert {"read_jobs", "count_jobs", "job_ids"} <= set(batch.__all__)
+    request = novita_async.InstantIDRequest.from_dict({"prompt": "p"}, defaults={"steps": 30})
+    assert request == novita_async.InstantIDRequest(prompt="p", steps=30)

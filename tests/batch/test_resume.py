@@ -340,7 +340,6 @@ async def test_an_async_generator_input_is_closed_when_the_run_stops(
     assert closed and runner.summary.interrupted
 
 
-
 async def test_fail_fast_pays_for_nothing_after_the_failure_even_with_the_outcomes_unread(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:

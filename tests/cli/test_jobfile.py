@@ -196,4 +196,4 @@ async def test_url_inputs_are_fetched_once_without_credentials(folder: Path) -> 
     assert "404" in third.message and "secret" not in third.message
     assert len(seen) == 2  # the second job found the cached copy
     assert not any("Authorization" in headers for headers in seen)
-    assert not list((folder / "out" / ".inputs").glob(".part-*"))
+    assert not list((folder / "out" / ".inputs").glob(".*.part"))

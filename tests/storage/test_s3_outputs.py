@@ -152,6 +152,7 @@ async def test_a_large_image_goes_up_in_parts(
 def own_s3_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """An S3 server of this test's own, to stop and start again (moto keeps its buckets)."""
     import moto.server as moto_server
+
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -192,6 +193,7 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
     assert runner.summary.succeeded < 10
 
     import moto.server as moto_server
+
     server = moto_server.ThreadedMotoServer(
         ip_address="127.0.0.1", port=own_s3_server["port"], verbose=False
     )
