@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import itertools
 import os
 import re
 import stat
 from collections.abc import AsyncIterable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import aiofiles
 import aiofiles.os
@@ -257,7 +258,7 @@ def check_regular(path: str) -> os.stat_result:
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
-def open_regular(path: str) -> BinaryIO:
+def open_regular(path: str) -> io.BufferedReader:
     """``path`` opened for reading if a regular file (checked before it is opened, and again on
     the descriptor); :class:`NotRegularFileError` if not, ``OSError`` if unopenable. Blocking."""
     check_regular(path)
