@@ -190,7 +190,9 @@ class Job:
             _check_id(job_id)
             images, request = _parse(fields, defaults or {})
         except _LineProblem as problem:
-            raise ValidationError(problem.field or "line", line, problem.message) from None
+            field = problem.field or "line"
+            value = line.get(field, line) if isinstance(line, Mapping) else line
+            raise ValidationError(field, value, problem.message) from None
         paths = {name: None if items is None else [Path(base_dir, item) for _, item in items]
                  for name, items in images.items()}  # fmt: skip
         for items in images.values():
@@ -333,14 +335,11 @@ _Images = dict[str, list[tuple[str, str]] | None]
 def _parse(
     fields: Mapping[str, Any], defaults: Mapping[str, Any]
 ) -> tuple[_Images, InstantIDRequest]:
-    """A line's image lists (``(field, item)`` pairs) and its request over ``defaults``."""
+    """A line's image lists (``(field, item)`` pairs) and its request over ``defaults``; a bad
+    request field is a :class:`ValidationError`."""
     images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
     request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
-    try:
-        request = build_request(merge_fields(defaults, request_fields))
-    except ValidationError as exc:
-        raise _LineProblem(exc.field, f"{exc.value!r} is not allowed: {exc.allowed}") from None
-    return images, request
+    return images, build_request(merge_fields(defaults, request_fields))
 
 
 # --- reading a job file -----------------------------------------------------------------------
@@ -488,6 +487,10 @@ async def read_job_file(
                 )
         except _LineProblem as problem:
             yield LineError(line, job_id, problem.field, problem.message)
+            continue
+        except ValidationError as exc:
+            message = f"{exc.value!r} is not allowed: {exc.allowed}"
+            yield LineError(line, job_id, exc.field, message)
             continue
         yield JobLine(line, job_id, faces, refs, request, kps)
 
