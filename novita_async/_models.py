@@ -47,16 +47,14 @@ T = TypeVar("T")
 
 # --- validators -------------------------------------------------------------------------------
 
-Validator = Callable[[Any, "attrs.Attribute[Any]", Any], Any]
-"""What ``attrs.field(validator=...)`` takes; every validator here is one."""
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], Any]  # what attrs.field(validator=) takes
 
 
 def raising(
     error: Callable[[Any, attrs.Attribute[Any], Any], Exception], *checks: Validator
 ) -> Validator:
-    """The ``attrs.validators`` ``checks`` in turn, a failure raised as ``error(instance,
-    attribute, value)``: the package's own error naming the field, not attrs' bare ``TypeError``
-    or ``ValueError``."""
+    """``checks`` in turn, a failure raised as ``error(instance, attribute, value)`` (not attrs'
+    bare ``TypeError``)."""
     check = av.and_(*checks)
 
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -87,9 +85,9 @@ def setting(requirement: str, *checks: Validator) -> Validator:
     return raising(error, *checks)
 
 
+# A bool is an int to Python, never a number to the API. (``not_(instance_of(bool))`` raises
+# and catches an exception for every value that is fine.)
 def _not_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # A bool is an int to Python, never a number to the API. (``not_(instance_of(bool))`` says
-    # the same, but raises and catches an exception for every value that is fine.)
     if isinstance(value, bool):
         raise TypeError(f"{attribute.name} must not be a bool")
 
@@ -231,12 +229,9 @@ def _build_list(cls: type[T], value: object, path: str) -> tuple[T, ...] | None:
 
 def merge_fields(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """``fields`` over ``defaults``; the ``extra`` blocks merge key by key, the rest replace."""
-    merged = dict(defaults)
-    for key, value in fields.items():
-        if key == "extra" and isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
+    merged = {**defaults, **fields}
+    if isinstance(extra := fields.get("extra"), dict) and isinstance(defaults.get("extra"), dict):
+        merged["extra"] = {**defaults["extra"], **extra}
     return merged
 
 

@@ -1,19 +1,13 @@
 """The job file and its jobs: what the batch runner is given, read lazily, and what it gives back.
 
-A job file holds one JSON object per line::
-
-    {"id": "anna-beach", "face_images": ["faces/anna.png"], "ref_images": ["refs/beach.jpg"],
-     "prompt": "a woman on a beach", "steps": 30}
-
-``id`` defaults to the line number; image paths are relative to the job file's folder, or http(s)
-URLs (fetched once, without credentials, into a cache folder); every other key is a request field
-with the API's name, over the defaults given (the command line's flags). A line that cannot
-become a job is an :class:`InvalidJob`, named by its line and field: the runner records it as
-failed with its own reason, so that every input has its result line, and goes on.
-
-A :class:`Job` is deliberately loose at construction (only types are checked): its id and images
-are checked by the runner, so one bad job in a stream of thousands becomes one failed
-:class:`JobOutcome` instead of an exception in the caller's generator.
+A job file holds one JSON object per line, such as ``{"id": "anna-beach", "face_images":
+["faces/anna.png"], "ref_images": ["refs/beach.jpg"], "prompt": "a woman on a beach"}``: ``id``
+defaults to the line number; image paths are relative to the file's folder, or http(s) URLs
+(fetched once, without credentials, into a cache folder); every other key is a request field
+with the API's name, over the defaults given (the command line's flags). A line that cannot be a
+job is an :class:`InvalidJob` naming its line and field, which the runner records as failed.
+A :class:`Job` checks only types when built: the runner checks its id and images, so one bad
+job among thousands is one failed :class:`JobOutcome`, not an exception in the caller's loop.
 """
 
 from __future__ import annotations
@@ -193,14 +187,16 @@ class Job:
             field = problem.field or "line"
             value = line.get(field, line) if isinstance(line, Mapping) else line
             raise ValidationError(field, value, problem.message) from None
-        paths = {name: None if items is None else [Path(base_dir, item) for _, item in items]
-                 for name, items in images.items()}  # fmt: skip
-        for items in images.values():
-            for field, item in items or ():
-                if item.startswith(("http://", "https://")):
-                    raise ValidationError(field, item, "URLs are fetched by read_jobs only")
-        return cls(job_id, paths["face_images"] or (), paths["ref_images"] or (), request,
-                   paths["face_kps_images"])  # fmt: skip
+        for field, item in itertools.chain(*(items or () for items in images.values())):
+            if item.startswith(("http://", "https://")):
+                raise ValidationError(field, item, "URLs are fetched by read_jobs only")
+        faces, refs, kps = [
+            None if items is None else tuple(Path(base_dir, item) for _, item in items)
+            for items in images.values()
+        ]
+        if kps is not None and len(kps) != len(faces or ()):
+            raise ValidationError("face_kps_images", line["face_kps_images"], _ONE_PER_FACE)
+        return cls(job_id, faces or (), refs or (), request, kps)
 
     def __repr__(self) -> str:
         # Image bytes would flood a log line; show their size instead.
@@ -268,6 +264,7 @@ class JobOutcome:
 _ASSET_FIELDS = frozenset({"face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids"})
 REQUEST_FIELDS: frozenset[str] = frozenset(attrs.fields_dict(InstantIDRequest)) - _ASSET_FIELDS
 _IMAGE_LISTS = ("face_images", "ref_images", "face_kps_images")
+_ONE_PER_FACE = "must list one file per face image"
 
 
 def build_request(fields: Mapping[str, Any]) -> InstantIDRequest:
@@ -482,9 +479,7 @@ async def read_job_file(
             ]
             assert faces is not None and refs is not None
             if kps is not None and len(kps) != len(faces):
-                raise _LineProblem(
-                    "face_kps_images", f"must list one file per face image ({len(faces)})"
-                )
+                raise _LineProblem("face_kps_images", f"{_ONE_PER_FACE} ({len(faces)})")
         except _LineProblem as problem:
             yield LineError(line, job_id, problem.field, problem.message)
             continue
