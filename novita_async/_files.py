@@ -45,23 +45,11 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, nothing is
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "AsyncReadable",
-    "NotRegularFileError",
-    "UploadSource",
-    "check_regular",
-    "file_digest",
-    "is_locked",
-    "local_io",
-    "lock_or_refuse",
-    "open_regular",
-    "read_source",
-    "remove_stale_temp_files",
-    "sniff_content_type",
-    "stream_to_file",
-    "temp_path_for",
-    "write_all",
-    "write_atomically",
-]
+    "AsyncReadable", "NotRegularFileError", "UploadSource", "check_regular", "file_digest",
+    "is_locked", "local_io", "lock_or_refuse", "open_regular", "read_source",
+    "remove_stale_temp_files", "sniff_content_type", "stream_to_file", "temp_path_for",
+    "write_all", "write_atomically",
+]  # fmt: skip
 
 # --- writing ----------------------------------------------------------------------------------
 

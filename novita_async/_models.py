@@ -22,26 +22,11 @@ from . import _spec
 from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
-    "ControlNet",
-    "ControlNetUnit",
-    "DebugInfo",
-    "EnterprisePlan",
-    "Extra",
-    "InstantIDRequest",
-    "LoRA",
-    "Model",
-    "ModelPage",
-    "ModelType",
-    "NSFWDetectionResult",
-    "ResultImage",
-    "ResultVideo",
-    "Task",
-    "TaskExtra",
-    "TaskResult",
-    "TaskStatus",
-    "Webhook",
+    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "Extra", "InstantIDRequest",
+    "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult", "ResultImage",
+    "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
     "WebhookTestMode",
-]
+]  # fmt: skip
 
 T = TypeVar("T")
 

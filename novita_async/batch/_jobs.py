@@ -42,25 +42,10 @@ from .._models import InstantIDRequest, merge_fields
 from .._redact import redact_url
 
 __all__ = [
-    "REQUEST_FIELDS",
-    "ImageSource",
-    "InputFetcher",
-    "InvalidJob",
-    "Job",
-    "JobError",
-    "JobInputError",
-    "JobLine",
-    "JobOutcome",
-    "JobSource",
-    "JobStatus",
-    "LineError",
-    "build_request",
-    "check_job_id",
-    "count_jobs",
-    "job_ids",
-    "read_job_file",
-    "read_jobs",
-]
+    "REQUEST_FIELDS", "ImageSource", "InputFetcher", "InvalidJob", "Job", "JobError",
+    "JobInputError", "JobLine", "JobOutcome", "JobSource", "JobStatus", "LineError",
+    "build_request", "check_job_id", "count_jobs", "job_ids", "read_job_file", "read_jobs",
+]  # fmt: skip
 
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes
 """A file path or the image's bytes."""
