@@ -1,23 +1,15 @@
-"""The one file layer: whole-or-nothing writes, appends, streams to a file, reads of regular
-files only, image types from their bytes, SHA-256 of a file, and the advisory lock.
+"""The one file layer: whole-or-nothing writes and streams, appends, reads of regular files only,
+image types from their bytes, a file's SHA-256, and the advisory lock.
 
-- A whole-file job (write atomically, hash or read an input) is plain synchronous code run in a
-  worker thread by its async caller: a cancelled caller waits for the thread, so no handle is
-  left open half-way. A file written piece by piece as data arrives (a download) streams through
-  ``aiofiles`` (:func:`stream_to_file`).
-- Written files appear whole or not at all: under a temporary name next to the target (so the
-  rename stays on one file system), then :func:`os.replace`. The name carries the writer's
-  process id, so :func:`remove_stale_temp_files` tells a killed process's leftovers from the
-  files of a run still writing.
-- The journal and ``results.jsonl`` append each record synchronously (:func:`write_all`), with
-  no ``await`` between the answer and its record.
-- A path is read only if it names a regular file (:func:`open_regular`): opening a FIFO waits
-  for a writer, for ever if none comes, and opening a device can have effects of its own.
-- An ``OSError`` from writing is this machine's problem (a full disk, a read-only file system),
-  never the network's: it is raised as :class:`~._exceptions.LocalIOError` (:func:`local_io`),
-  which no retry loop repeats.
-- ``flock`` is released when its descriptor closes or its process dies, so a killed run never
-  leaves its folder locked.
+A whole-file job is plain synchronous code that its async caller runs in a worker thread (a
+cancelled caller waits for it: no handle is left open); only a stream written as it arrives
+uses ``aiofiles``. A written file appears whole or not at all: under a temporary name next to it
+(carrying the writer's pid, for :func:`remove_stale_temp_files`), then :func:`os.replace`. Records
+are appended synchronously (:func:`write_all`), with no ``await`` between an answer and its
+record. A FIFO or device is refused before it is opened (opening a FIFO waits for a writer, for
+ever). An ``OSError`` from writing is :class:`~._exceptions.LocalIOError` (:func:`local_io`),
+this machine's problem, which no retry repeats. A ``flock`` goes with its descriptor or process,
+so a killed run never leaves its folder locked.
 """
 
 from __future__ import annotations
