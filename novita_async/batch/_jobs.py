@@ -13,6 +13,7 @@ job among thousands is one failed :class:`JobOutcome`, not an exception in the c
 from __future__ import annotations
 
 import codecs
+import contextlib
 import enum
 import hashlib
 import itertools
@@ -487,8 +488,11 @@ async def read_jobs(
     ``defaults`` holds request fields (API names) for keys a line leaves out. http(s) image URLs
     are fetched once into ``cache_dir`` (refused without one), by a session without credentials.
     """
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        fetcher = None if cache_dir is None else InputFetcher(session, Path(cache_dir))
+    async with contextlib.AsyncExitStack() as stack:
+        fetcher = None
+        if cache_dir is not None:  # a plain session: no default headers, no cookies kept
+            plain = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+            fetcher = InputFetcher(await stack.enter_async_context(plain), Path(cache_dir))
         async for item in read_job_file(Path(path), defaults, fetcher):
             if isinstance(item, LineError):
                 yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
