@@ -333,7 +333,7 @@ RUN_SHARDED_SNIPPET = """\
 from novita_async import BatchOptions
 from novita_async.ray import run_sharded
 
-summary = await run_sharded(jobs, "out", BatchOptions(rate=8.0), shards=4)   # key from NOVITA_API_KEY
+summary = await run_sharded(jobs, "out", BatchOptions(rate=8.0), shards=4)  # NOVITA_API_KEY
 """
 SCALE_OUT_COMMAND = """\
 export NOVITA_API_KEY=...                # on the driver only: the shards get it wrapped, masked

@@ -82,3 +82,9 @@ def test_the_failure_policys_public_names() -> None:
         "INTERRUPTED": 130,
     }
     assert novita_async.RetryPolicy.__module__ == "novita_async"
+
+
+def test_the_job_file_reader_and_the_request_from_fields_are_public() -> None:
+    assert {"read_jobs", "count_jobs", "job_ids"} <= set(batch.__all__)
+    request = novita_async.InstantIDRequest.from_dict({"prompt": "p"}, defaults={"steps": 30})
+    assert request == novita_async.InstantIDRequest(prompt="p", steps=30)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._dry_run import DryRun, JobProblem, dry_run
 from ._events import BatchEvent, BatchEventHook, BatchEventKind
-from ._job import (
+from ._jobs import (
     ImageSource,
     InvalidJob,
     Job,
@@ -17,6 +17,9 @@ from ._job import (
     JobOutcome,
     JobStatus,
     check_job_id,
+    count_jobs,
+    job_ids,
+    read_jobs,
 )
 from ._options import BatchOptions
 from ._outputs import Output, is_run_output, open_output
@@ -47,9 +50,12 @@ __all__ = [
     "RepairReport",
     "RunStatus",
     "check_job_id",
+    "count_jobs",
     "dry_run",
     "is_run_output",
+    "job_ids",
     "open_output",
+    "read_jobs",
     "read_status",
     "repair_journal",
 ]
