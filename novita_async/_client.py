@@ -269,8 +269,6 @@ class NovitaClient:
         which fetches fresh URLs). ``retry`` and ``on_event`` apply to this call only.
         """
         url = image.image_url if isinstance(image, ResultImage) else image
-        if not url[:8].lower().startswith(("http://", "https://")):
-            raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
         saved = await self._transport.download(url, Path(dest_path), retry=retry, on_event=on_event)
         return saved.path
 

@@ -51,6 +51,7 @@ from ._exceptions import (
     InvalidResponseError,
     LocalIOError,
     SubmitOutcomeUnknownError,
+    ValidationError,
     status_error,
 )
 from ._failures import FailureKind, RetryPolicy, attempt_may_repeat, parse_retry_after
@@ -404,6 +405,8 @@ class Transport:
     ) -> Downloaded:
         """Stream ``url`` to ``dest`` (temp name, then replace), retried per policy; no auth.
         An expired URL raises :class:`ImageURLExpiredError`, unless ``renew`` gives a fresh one."""
+        if not url[:8].lower().startswith(("http://", "https://")):  # file:///etc/passwd...
+            raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
         call = self._call("GET", "image", url, retry, on_event)
 
         async def attempt() -> Downloaded:
