@@ -136,7 +136,7 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, ConfigurationError | JournalDamagedError):
         return str(exc), EXIT_USAGE  # a damaged journal's message names the repair command
     if isinstance(exc, RunStoppedError):
-        return f"run stopped: {exc}", _stop_status(exc)
+        return f"run stopped: {exc}", run_exit_status(BatchSummary(), stopped=exc)
     if isinstance(exc, LocalIOError | StorageError):
         # The run's own place (this disk, the bucket) failed: a plain rerun continues.
         return f"{exc.reason}: {exc}", EXIT_STOPPED
@@ -145,16 +145,12 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
 
 
-def _stop_status(stop: RunStoppedError) -> int:
-    return EXIT_BUDGET if stop.reason == "BUDGET_REACHED" else EXIT_STOPPED
-
-
 def run_exit_status(
     summary: BatchSummary, *, stopped: RunStoppedError | None = None, interrupted: bool = False
 ) -> int:
     """The exit status of a run that ended so."""
     if stopped is not None:
-        return _stop_status(stopped)
+        return EXIT_BUDGET if stopped.reason == "BUDGET_REACHED" else EXIT_STOPPED
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.failed == 0 and summary.not_finished == 0 else EXIT_FAILED

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -66,15 +66,27 @@ class UsageError(Exception):
 # --- the settings, one class per command ------------------------------------------------------
 
 
+def _path(text: str | Path | None) -> Path | None:
+    return None if text is None else Path(text)
+
+
+def _paths(texts: Iterable[str | Path]) -> tuple[Path, ...]:
+    return tuple(Path(text) for text in texts)
+
+
+def _some_paths(texts: Iterable[str | Path] | None) -> tuple[Path, ...] | None:
+    return None if texts is None else _paths(texts)
+
+
 @attrs.frozen(kw_only=True)
 class Connection:
-    """How a command that talks to the API reaches it (the ``NOVITA_*`` variables fill the gaps)."""
+    """How a command that talks to the API reaches it (the ``NOVITA_*`` variables fill the gaps);
+    ``download_timeout`` replaces one image download's deadline, the other timeouts keep theirs."""
 
     api_key: str | None = attrs.field(default=None, repr=False)
     base_url: str | None = None
     assets_url: str | None = None
     download_timeout: float | None = None
-    """``--download-timeout``: one image download's deadline; the other timeouts keep theirs."""
 
     @property
     def timeouts(self) -> Timeouts | None:
@@ -97,7 +109,7 @@ class Connection:
 class ReportTo:
     """Where ``run``'s JSON report goes: ``path`` (``--summary-json``), and stdout (``--json``)."""
 
-    path: Path | None = None
+    path: Path | None = attrs.field(default=None, converter=_path)
     stdout: bool = False
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
 
@@ -128,11 +140,18 @@ class RaySettings:
 
 
 @attrs.frozen(kw_only=True)
-class RunSettings:
-    """``novita-async run``."""
+class _Settings:
+    debug: bool = False
 
+
+@attrs.frozen(kw_only=True)
+class _Connected(_Settings):
     connection: Connection = attrs.field(factory=Connection)
-    jobs: Path
+
+
+@attrs.frozen(kw_only=True)
+class RunSettings(_Connected):
+    jobs: Path = attrs.field(converter=Path)
     out: str
     """``--out`` as given: a folder, or an object-store URL (opened when the run starts)."""
     options: BatchOptions = attrs.field(factory=BatchOptions)
@@ -143,7 +162,6 @@ class RunSettings:
     dry_run: bool = False
     report: ReportTo = attrs.field(factory=ReportTo)
     ray: RaySettings | None = None
-    debug: bool = False
 
     def __attrs_post_init__(self) -> None:
         webhook = self.request_defaults.get("extra", {}).get("webhook", {}).get("url")
@@ -161,93 +179,70 @@ class RunSettings:
 
 
 @attrs.frozen(kw_only=True)
-class GenerateSettings:
-    """``novita-async generate``: one task end to end."""
-
-    connection: Connection = attrs.field(factory=Connection)
+class GenerateSettings(_Connected):
     request: InstantIDRequest
-    faces: tuple[Path, ...]
-    refs: tuple[Path, ...]
-    face_kps: tuple[Path, ...] | None = None
-    out: Path = Path(".")
+    faces: tuple[Path, ...] = attrs.field(converter=_paths)
+    refs: tuple[Path, ...] = attrs.field(converter=_paths)
+    face_kps: tuple[Path, ...] | None = attrs.field(default=None, converter=_some_paths)
+    out: Path = attrs.field(default=Path("."), converter=Path)
     plain: bool = False
-    debug: bool = False
 
 
 @attrs.frozen(kw_only=True)
-class UploadSettings:
-    connection: Connection = attrs.field(factory=Connection)
-    files: tuple[Path, ...]
-    debug: bool = False
+class UploadSettings(_Connected):
+    files: tuple[Path, ...] = attrs.field(converter=_paths)
 
 
 @attrs.frozen(kw_only=True)
-class ResultSettings:
-    connection: Connection = attrs.field(factory=Connection)
+class ResultSettings(_Connected):
     task_id: str
-    download: Path | None = None
+    download: Path | None = attrs.field(default=None, converter=_path)
     wait: bool = False
     json: bool = False
-    debug: bool = False
 
 
 @attrs.frozen(kw_only=True)
-class ModelsSettings:
-    connection: Connection = attrs.field(factory=Connection)
+class ModelsSettings(_Connected):
     sdxl: bool = False
     model_type: str | None = None
     query: str | None = None
     limit: int | None = None
-    debug: bool = False
 
 
 @attrs.frozen(kw_only=True)
-class DemoSettings:
-    out: Path = Path("novita-demo")
+class DemoSettings(_Settings):
+    out: Path = attrs.field(default=Path("novita-demo"), converter=Path)
     plain: bool = False
-    debug: bool = False
-
-
-def _local_out(command: str, out: str) -> None:
-    if scheme := looks_like_url(out):
-        raise UsageError(
-            f"argument OUT: {scheme}:// outputs are not read by `{command}` yet: it reads a "
-            "local output folder (an object-store run keeps its working copy in its staging "
-            "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
-        )
 
 
 @attrs.frozen(kw_only=True)
-class StatusSettings:
+class StatusSettings(_Settings):
     out: str
-    journal: Path | None = None
-    jobs: Path | None = None
+    journal: Path | None = attrs.field(default=None, converter=_path)
+    jobs: Path | None = attrs.field(default=None, converter=_path)
     json: bool = False
     verify: bool = False
-    debug: bool = False
 
     def __attrs_post_init__(self) -> None:
         _local_out("status", self.out)
 
 
 @attrs.frozen(kw_only=True)
-class RepairSettings:
+class RepairSettings(_Settings):
     """``novita-async journal repair OUT``."""
 
     out: str
-    journal: Path | None = None
-    debug: bool = False
+    journal: Path | None = attrs.field(default=None, converter=_path)
 
     def __attrs_post_init__(self) -> None:
         _local_out("journal", self.out)
 
 
 @attrs.frozen(kw_only=True)
-class EmulatorSettings:
-    """``novita-async emulator``: the emulator parses its own options (checked here first)."""
+class EmulatorSettings(_Settings):
+    """The emulator's options, which it parses itself (the parser here checked them first)."""
 
     args: tuple[str, ...]
-    debug: bool = False
 
 
 Command = (
@@ -261,6 +256,16 @@ Command = (
     | RepairSettings
     | EmulatorSettings
 )
+
+
+def _local_out(command: str, out: str) -> None:
+    if scheme := looks_like_url(out):
+        raise UsageError(
+            f"argument OUT: {scheme}:// outputs are not read by `{command}` yet: it reads a "
+            "local output folder (an object-store run keeps its working copy in its staging "
+            "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
+        )
+
 
 # --- request flags ------------------------------------------------------------------------------
 
@@ -636,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, metavar="DIR|URL", help="output folder (images, "
                      "results), or an object store: s3://BUCKET/PREFIX, gs://..., az://... "
                      "(credentials from the environment, as obstore reads them)")  # fmt: skip
-    run.add_argument("--no-progress", action="store_true", help="plain log lines, no progress bar")
+    run.add_argument("--no-progress", action="store_true", dest="plain",
+                     help="plain log lines, no progress bar")  # fmt: skip
     run.add_argument("--summary-json", default=None, metavar="PATH", help="also write how the "
                      "run ended (summary, exit status) as JSON to PATH")  # fmt: skip
     run.add_argument("--json", action="store_true", help="print that JSON on stdout instead of "
@@ -651,14 +657,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = command("generate", "one task end to end: upload, submit, wait, download",
                        connection)  # fmt: skip
-    generate.add_argument("--face", action="append", required=True, metavar="FILE",
+    generate.add_argument("--face", action="append", required=True, metavar="FILE", dest="faces",
                           help="face image, repeatable")  # fmt: skip
-    generate.add_argument("--ref", action="append", required=True, metavar="FILE",
+    generate.add_argument("--ref", action="append", required=True, metavar="FILE", dest="refs",
                           help="reference image, repeatable")  # fmt: skip
     generate.add_argument("--face-kps", action="append", default=None, metavar="FILE",
                           help="face keypoints image, one per --face")  # fmt: skip
     generate.add_argument("--out", default=".", metavar="DIR", help="where images go (default: .)")
-    generate.add_argument("--no-progress", action="store_true", help="no progress line")
+    generate.add_argument(
+        "--no-progress", action="store_true", dest="plain", help="no progress line"
+    )
     _add_download_timeout(generate)
     _add_request_flags(generate, prompt_required=True)
 
@@ -692,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "generate a dozen pictures against the built-in emulator")
     demo.add_argument("--out", default="novita-demo", metavar="DIR",
                       help="output folder (default: ./novita-demo)")  # fmt: skip
-    demo.add_argument("--no-progress", action="store_true", help="plain log lines")
+    demo.add_argument("--no-progress", action="store_true", dest="plain", help="plain log lines")
 
     status = command("status", "where the run of an output folder stands (no network, no key)")
     _add_out_and_journal(status)
@@ -721,89 +729,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _path(text: str | None) -> Path | None:
-    return None if text is None else Path(text)
-
-
-def _paths(texts: list[str] | None) -> tuple[Path, ...]:
-    return tuple(Path(text) for text in texts or ())
+_COMMANDS: dict[str, Callable[..., Command]] = {
+    "run": RunSettings,
+    "generate": GenerateSettings,
+    "upload": UploadSettings,
+    "result": ResultSettings,
+    "models": ModelsSettings,
+    "demo": DemoSettings,
+    "status": StatusSettings,
+    "journal": RepairSettings,
+    "emulator": EmulatorSettings,
+}
 
 
 def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
-    """The settings of the command ``values`` (argparse's converted flags) name."""
-    debug = bool(values["debug"] or values["debug_anywhere"])
-    connection = Connection(
-        api_key=values.get("api_key"),
-        base_url=values.get("base_url"),
-        assets_url=values.get("assets_url"),
-        download_timeout=values.get("download_timeout"),
+    """The settings of the command ``values`` (argparse's converted flags, named after the
+    settings' fields) name; what is more than one flag's text is made here."""
+    given = dict(values, debug=bool(values["debug"] or values["debug_anywhere"]))
+    given["connection"] = connection = Connection(
+        **{name: values.get(name) for name in attrs.fields_dict(Connection)}
     )
     match values["command"]:
         case "run":
             fields = _request_fields(values)
             _request({"prompt": "placeholder", **fields})  # the flags checked, lines aside
-            options = _options(values)
-            report = ReportTo(_path(values["summary_json"]), values["json"], connection.secrets)
-            return RunSettings(
-                connection=connection,
-                jobs=Path(values["jobs"]),
-                out=values["out"],
-                options=options,
+            given.update(
+                options=_options(values),
                 request_defaults=fields,
-                plain=values["no_progress"],
-                dry_run=values["dry_run"],
-                report=report,
+                report=ReportTo(values["summary_json"], values["json"], connection.secrets),
                 ray=_ray(values),
-                debug=debug,
             )
         case "generate":
-            return GenerateSettings(
-                connection=connection,
-                request=_request(_request_fields(values)),
-                faces=_paths(values["face"]),
-                refs=_paths(values["ref"]),
-                face_kps=_paths(values["face_kps"]) if values["face_kps"] else None,
-                out=Path(values["out"]),
-                plain=values["no_progress"],
-                debug=debug,
-            )
-        case "upload":
-            return UploadSettings(connection=connection, files=_paths(values["files"]), debug=debug)
-        case "result":
-            return ResultSettings(
-                connection=connection,
-                task_id=values["task_id"],
-                download=_path(values["download"]),
-                wait=values["wait"],
-                json=values["json"],
-                debug=debug,
-            )
-        case "models":
-            return ModelsSettings(
-                connection=connection,
-                sdxl=values["sdxl"],
-                model_type=values["model_type"],
-                query=values["query"],
-                limit=values["limit"],
-                debug=debug,
-            )
-        case "demo":
-            return DemoSettings(out=Path(values["out"]), plain=values["no_progress"], debug=debug)
-        case "status":
-            return StatusSettings(
-                out=values["out"],
-                journal=_path(values["journal"]),
-                jobs=_path(values["jobs"]),
-                json=values["json"],
-                verify=values["verify"],
-                debug=debug,
-            )
-        case "journal":
-            return RepairSettings(out=values["out"], journal=_path(values["journal"]), debug=debug)
-        case _:  # emulator
+            given["request"] = _request(_request_fields(values))
+        case "emulator":
             # The emulator parses its own options; --debug is ours (and changes nothing there).
-            rest = [arg for arg in argv[list(argv).index("emulator") + 1 :] if arg != "--debug"]
-            return EmulatorSettings(args=tuple(rest), debug=debug)
+            rest = argv[list(argv).index("emulator") + 1 :]
+            given["args"] = tuple(arg for arg in rest if arg != "--debug")
+    make = _COMMANDS[values["command"]]
+    return make(**{name: given[name] for name in attrs.fields_dict(make)})  # type: ignore[arg-type]
 
 
 def parse(argv: Sequence[str]) -> Command:
