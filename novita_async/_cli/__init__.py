@@ -22,10 +22,17 @@ from collections.abc import Sequence
 
 import anyio
 
-from .._exceptions import NovitaError, RunStoppedError
+from .. import NovitaError, RunStoppedError
 from .._redact import scrub
 from . import _commands, _run
-from ._display import EXIT_FAILED, EXIT_USAGE, PrintableFormatter, describe_error, printable
+from ._display import (
+    EXIT_FAILED,
+    EXIT_READER_GONE,
+    EXIT_USAGE,
+    PrintableFormatter,
+    describe_error,
+    printable,
+)
 from ._run import real_error
 from ._settings import (
     Command,
@@ -81,9 +88,7 @@ def _report(exc: BaseException, command: Command, raised: BaseException) -> int:
     elif status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
         message += " (rerun with --debug for the traceback)"
     # The key never reaches a message on purpose; scrub anyway, it costs nothing.
-    connection = getattr(command, "connection", None)
-    secrets = connection.secrets if connection is not None else ("",)
-    message = scrub(message, *secrets)
+    message = scrub(message, *command.secrets)
     if isinstance(exc, KeyboardInterrupt):
         print("novita-async: interrupted", file=sys.stderr)
     else:
@@ -91,14 +96,6 @@ def _report(exc: BaseException, command: Command, raised: BaseException) -> int:
     if isinstance(command, RunSettings) and not isinstance(exc, RunStoppedError):
         _run.report_error(command.report, status, message)
     return status
-
-
-# The reader of our output went away (``novita-async result T --json | head -1``): end as a Unix
-# tool killed by SIGPIPE does, quietly (no traceback, no error line: nobody is wrong) with the
-# status a shell shows for it, 128 + SIGPIPE = 141 (``yes | head -1``'s ``yes``; git exits so
-# too). Not 0: the output was cut short, and a script with ``set -o pipefail`` that cares can tell,
-# exactly as it can for cat or grep in the same place.
-EXIT_READER_GONE = 141
 
 
 def _reader_gone() -> bool:

@@ -45,18 +45,7 @@ from ._settings import (
     UploadSettings,
 )
 
-__all__ = [
-    "demo",
-    "format_repair",
-    "format_status",
-    "generate",
-    "job_ids",
-    "models",
-    "repair_journal",
-    "result",
-    "status",
-    "upload",
-]
+__all__ = ["demo", "generate", "models", "repair_journal", "result", "status", "upload"]
 
 
 def _note(text: str) -> None:

@@ -50,13 +50,10 @@ from .. import (
 from ..batch import BatchEvent, BatchEventKind, BatchSummary, JournalDamagedError
 
 __all__ = [
-    "EXIT_BUDGET",
     "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
     "EXIT_OK",
-    "EXIT_STOPPED",
+    "EXIT_READER_GONE",
     "EXIT_USAGE",
-    "RUN_EVENTS",
     "BatchProgress",
     "PrintableFormatter",
     "Tally",
@@ -66,7 +63,6 @@ __all__ = [
     "printable",
     "printable_lines",
     "run_exit_status",
-    "run_status",
 ]
 
 # --- text a terminal shows as it is ----------------------------------------------------------
@@ -114,6 +110,12 @@ EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
+# The reader of our output went away (``novita-async result T --json | head -1``): end as a Unix
+# tool killed by SIGPIPE does, quietly (no traceback, no error line: nobody is wrong) with the
+# status a shell shows for it, 128 + SIGPIPE = 141 (``yes | head -1``'s ``yes``; git exits so
+# too). Not 0: the output was cut short, and a script with ``set -o pipefail`` that cares can tell,
+# exactly as it can for cat or grep in the same place.
+EXIT_READER_GONE = 141
 
 # OSErrors that are the network's, not this machine's file system.
 _NETWORK_ERRORS = (

@@ -77,15 +77,11 @@ from ._settings import ReportTo, RunSettings
 
 __all__ = [
     "RunEnd",
-    "RunReport",
-    "StopReport",
-    "format_dry_run",
     "real_error",
     "report_end",
     "report_error",
     "run",
     "run_batch",
-    "until_signalled",
     "write_gallery_if_possible",
 ]
 

@@ -37,23 +37,17 @@ from ._fields import build_request
 __all__ = [
     "BATCH_FLAGS",
     "REQUEST_FLAGS",
-    "RUN_EPILOG",
-    "BatchFlag",
     "Command",
-    "Connection",
     "DemoSettings",
     "EmulatorSettings",
     "GenerateSettings",
     "ModelsSettings",
-    "RaySettings",
     "RepairSettings",
     "ReportTo",
-    "RequestFlag",
     "ResultSettings",
     "RunSettings",
     "StatusSettings",
     "UploadSettings",
-    "UsageError",
     "build_parser",
     "parse",
 ]
@@ -143,10 +137,18 @@ class RaySettings:
 class _Settings:
     debug: bool = False
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return Connection().secrets  # the environment's key, though this command needs none
+
 
 @attrs.frozen(kw_only=True)
 class _Connected(_Settings):
     connection: Connection = attrs.field(factory=Connection)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.connection.secrets
 
 
 @attrs.frozen(kw_only=True)
