@@ -112,7 +112,7 @@ async def run(settings: RunSettings) -> int:
         )
     if settings.dry_run:
         return await _dry_run(settings, destination)
-    if settings.ray is None:
+    if (ray := settings.ray) is None:
         client = settings.connection.client()  # no key: refused now, before anything is read
     else:
         try:
@@ -132,16 +132,38 @@ async def run(settings: RunSettings) -> int:
         fetcher = InputFetcher(plain_session, out / ".novita-inputs")
         with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
             jobs = job_lines(settings, fetcher, prompts, progress.note, read=read)
-            if settings.ray is None:
+            if ray is None:
                 async with client:
                     runner = BatchRunner(
                         client, destination, settings.options, on_event=progress.on_event
                     )
                     end = (await run_batch(runner, jobs, progress)).reaching(total, read[0])
             else:
-                # Every job goes to a shard first; those no shard read were not reached.
                 shard_jobs = [job async for job in jobs]
-                end = await _on_ray(run_sharded, settings, destination, shard_jobs, progress)
+                connection = settings.connection
+
+                async def on_ray() -> BatchSummary:
+                    # Ray prints what its processes tell the driver (a raylet's warning, a
+                    # worker's death) on sys.stdout, looked up at each print, until ray.shutdown
+                    # (which run_sharded calls): stderr is where such lines belong, and stdout
+                    # then holds only the run's own output (with --json, only the document).
+                    # The progress display took its stream before this.
+                    with contextlib.redirect_stdout(sys.stderr):
+                        return await run_sharded(
+                            shard_jobs,
+                            destination,
+                            shards=ray.shards,
+                            api_key=connection.api_key,
+                            base_url=connection.base_url,
+                            assets_url=connection.assets_url,
+                            timeouts=connection.timeouts,
+                            options=settings.options,
+                            address=ray.address,
+                            on_progress=progress.on_event,
+                        )
+
+                end = await _until_end(on_ray, None, progress)
+                # Every job went to a shard; those no shard read were not reached.
                 end = end.reaching(total, end.summary.jobs + end.summary.not_finished)
             if (shard := settings.options.shard) is not None:
                 # One shard run by hand: OUT's results gather every shard's, as they stand.
@@ -151,43 +173,6 @@ async def run(settings: RunSettings) -> int:
                     await anyio.to_thread.run_sync(merge_shard_results, out, shard.count)
             results, gallery = await _publish_gallery(destination, prompts, progress)
     return report_end(end, results, gallery, settings.report)
-
-
-async def _on_ray(
-    run_sharded: Callable[..., Awaitable[BatchSummary]],
-    settings: RunSettings,
-    destination: Destination,
-    jobs: list[Job | InvalidJob],
-    progress: BatchProgress,
-) -> RunEnd:
-    ray = settings.ray
-    assert ray is not None
-    connection = settings.connection
-
-    async def body() -> BatchSummary:
-        # Ray prints what its processes tell the driver (a raylet's warning, a worker's death)
-        # on sys.stdout, looked up at each print, until ray.shutdown (which run_sharded calls):
-        # stderr is where such lines belong, and stdout then holds only the run's own output
-        # (with --json, only the document). The progress display took its stream before this.
-        with contextlib.redirect_stdout(sys.stderr):
-            return await run_sharded(
-                jobs,
-                destination,
-                shards=ray.shards,
-                api_key=connection.api_key,
-                base_url=connection.base_url,
-                assets_url=connection.assets_url,
-                timeouts=connection.timeouts,
-                options=settings.options,
-                address=ray.address,
-                on_progress=progress.on_event,
-            )
-
-    try:
-        summary, interrupted = await until_signalled(body, say=progress.note)
-    except RunStoppedError as stop:
-        return RunEnd(stop.summary or BatchSummary(), stopped=stop)
-    return RunEnd(summary or BatchSummary(interrupted=True), interrupted=interrupted)
 
 
 @attrs.frozen
@@ -215,13 +200,22 @@ async def run_batch(
     progress: BatchProgress,
 ) -> RunEnd:
     """Run ``jobs`` through ``runner`` until they end, a signal stops them or the run stops."""
+    return await _until_end(lambda: runner.run_all(jobs), runner, progress)
+
+
+async def _until_end(
+    body: Callable[[], Awaitable[BatchSummary]], runner: BatchRunner | None, progress: BatchProgress
+) -> RunEnd:
+    """How ``body`` (a run, here or on Ray) ended: by itself, by a signal or by a run-level
+    stop (one signal policy for both; only a local ``runner`` can say what awaits an answer)."""
     try:
-        summary, interrupted = await until_signalled(
-            lambda: runner.run_all(jobs), runner, say=progress.note
-        )
+        summary, interrupted = await until_signalled(body, runner, say=progress.note)
     except RunStoppedError as stop:
-        return RunEnd(stop.summary or runner.summary, stopped=stop)
-    return RunEnd(summary or runner.summary, interrupted=interrupted)
+        return RunEnd(
+            stop.summary or (runner.summary if runner is not None else BatchSummary()), stopped=stop
+        )
+    fallback = runner.summary if runner is not None else BatchSummary(interrupted=True)
+    return RunEnd(summary or fallback, interrupted=interrupted)
 
 
 async def job_lines(
