@@ -322,3 +322,12 @@ def is_locked(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+_URL_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")
+
+
+def looks_like_url(text: str) -> str | None:
+    """The scheme of ``text`` if it reads as ``scheme:/...`` (a URL, or a mistyped one)."""
+    match = _URL_LIKE.match(text)
+    return match.group(1).lower() if match else None

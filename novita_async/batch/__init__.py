@@ -21,6 +21,7 @@ from ._jobs import (
     job_ids,
     read_jobs,
 )
+from ._journal import JOURNAL_NAME, RESULTS_NAME
 from ._options import BatchOptions
 from ._outputs import Output, is_run_output, open_output
 from ._records import JournalDamagedError
@@ -30,6 +31,8 @@ from ._status import RunStatus, read_status
 from ._summary import BatchSummary
 
 __all__ = [
+    "JOURNAL_NAME",
+    "RESULTS_NAME",
     "BatchEvent",
     "BatchEventHook",
     "BatchEventKind",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, cast
 
+from .._files import looks_like_url
 from ._outputs import (
     MULTIPART_CHUNK,
     LocalOutput,
     ObjectOutput,
     Output,
-    looks_like_url,
     open_output,
     staging_key,
     staging_root,

@@ -50,19 +50,20 @@ from .._exceptions import (
     StorageError,
     ValidationError,
 )
+from .._files import looks_like_url
 from .._models import TaskResult
 from .._redact import redact_url, scrub
 from .._retry import RetryPolicy
 from ._events import BatchEventKind
 from ._job import ImageSource, Job, JobInputError
+from ._journal import JOURNAL_KEY, JOURNAL_NAME, RESULTS_NAME, JournalMirror, ResultLine
 from ._locks import lock_or_refuse
+from ._options import SHARDS_FOLDER, Shard, shard_name
 from ._summary import SummaryCounter
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore, RetryConfig
 
-    from ._journal_segments import JournalMirror
-    from ._shards import Shard
 
 try:  # pragma: no cover - always present on POSIX
     import fcntl
@@ -71,24 +72,14 @@ except ImportError:  # pragma: no cover - Windows: merges are not serialised
 
 # --- names: what a run writes in OUT ---------------------------------------------------------
 
-RESULTS_NAME = "results.jsonl"
 GALLERY_NAME = "index.html"
 LOCK_NAME = ".novita-lock"
-JOURNAL_NAME = ".novita-journal.jsonl"
-JOURNAL_KEY = ".novita-journal"
-"""The key prefix of an object-store OUT's journal segments."""
-SHARDS_FOLDER = ".novita-shards"
 _MERGE_LOCK = ".merge-lock"
 _SHARD_NAME = re.compile(r"(\d+)-of-(\d+)")
 # An image the runner names: <job id>_<n>.<ext>.
 _IMAGE_NAME = re.compile(r".+_\d+\.(png|jpeg|jpg|webp)", re.IGNORECASE)
 # The temporary name's additions: ".<name>.<pid>-<counter>.part", at their longest.
 _TEMP_OVERHEAD = len(".") + len(".") + 7 + len("-") + 20 + len(".part")
-
-
-def shard_name(index: int, count: int) -> str:
-    """The folder (in a store, key prefix) of shard ``index`` of ``count`` in SHARDS_FOLDER."""
-    return f"{index}-of-{count}"
 
 
 def is_run_output(path: ImageSource | str | os.PathLike[str], out_dir: Path) -> bool:
@@ -197,8 +188,6 @@ def _in_shards(counts: set[int]) -> str:
 
 
 def _whole_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
-    from ._results import ResultLine  # (the results file's module sits above this one)
-
     for line in lines:
         try:
             ResultLine.decode(line)
@@ -450,8 +439,6 @@ class ObjectOutput(Output):
     def journal_mirror(self, journal: Path) -> JournalMirror:
         """Kept as segments, so that a run restarted on another machine resumes; under the
         journal's place in staging (else :data:`JOURNAL_KEY`)."""
-        from ._journal_segments import JournalMirror  # (the journal's module sits above this one)
-
         try:
             key = journal.relative_to(self.staging).with_suffix("").as_posix()
         except ValueError:
@@ -509,13 +496,6 @@ class ObjectOutput(Output):
 
 _OBJECT_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "memory"})
 _SUPPORTED = "s3://, gs://, az:// (abfs://, azure://), memory://, file:// or a local folder"
-_URL_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")
-
-
-def looks_like_url(text: str) -> str | None:
-    """The scheme of ``text`` if it reads as ``scheme:/...`` (a URL, or a mistyped one)."""
-    match = _URL_LIKE.match(text)
-    return match.group(1).lower() if match else None
 
 
 def open_output(

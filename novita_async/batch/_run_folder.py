@@ -41,6 +41,7 @@ import attrs
 
 from .._atomic import local_io, remove_stale_temp_files
 from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
+from .._files import looks_like_url
 from ._failures import RETRYABLE_REASONS
 from ._job import JobError, JobOutcome, JobStatus
 from ._journal import (
@@ -56,7 +57,7 @@ from ._journal import (
 )
 from ._locks import is_locked
 from ._options import BatchOptions
-from ._outputs import LOCK_NAME, Output, OutputLock, looks_like_url, open_output
+from ._outputs import LOCK_NAME, Output, OutputLock, open_output
 from ._saving import file_digest
 
 __all__ = [
