@@ -10,6 +10,7 @@ import attrs
 
 from . import batch, webhooks
 from ._client import InstantIDOutcome, NovitaClient
+from ._completion import PollPolicy
 from ._config import ClientConfig, Timeouts
 from ._exceptions import (
     APIConnectionError,
@@ -55,7 +56,6 @@ from ._models import (
     Webhook,
     WebhookTestMode,
 )
-from ._polling import PollPolicy
 from .batch import (
     BatchEvent,
     BatchEventKind,

@@ -18,10 +18,10 @@ from ._completion import PollPolicy, ProgressHook, wait_until_done
 from ._config import ClientConfig, Timeouts
 from ._converter import structure, unstructure_request
 from ._exceptions import InvalidResponseError, ValidationError
+from ._failures import RetryPolicy
+from ._files import UploadSource, read_source, sniff_content_type
 from ._http import Downloaded, EventHook, Renewal, Sessions, Transport, image_extension
 from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
-from ._retry import RetryPolicy
-from ._sources import UploadSource, read_source, sniff_content_type
 
 if TYPE_CHECKING:
     from .webhooks import WebhookReceiver

@@ -41,8 +41,7 @@ from ._exceptions import (
     TaskTimeoutError,
 )
 from ._failures import Pause, RetryPolicy, Step, classify, poll_backoff, rides_out_poll_failure
-from ._models import InstantIDRequest, Task, TaskResult, TaskStatus
-from ._validators import NUMBER, setting
+from ._models import NUMBER, InstantIDRequest, Task, TaskResult, TaskStatus, setting
 from .webhooks import WebhookReceiver
 
 __all__ = [

@@ -19,7 +19,7 @@ from attrs.validators import ge, gt, optional
 
 from ._exceptions import ConfigurationError
 from ._failures import RetryPolicy
-from ._validators import INTEGER, NUMBER, Validator, setting
+from ._models import INTEGER, NUMBER, Validator, setting
 
 __all__ = [
     "DEFAULT_ASSETS_URL",

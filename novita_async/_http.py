@@ -40,8 +40,7 @@ import anyio
 import attrs
 import yarl
 
-from ._atomic import local_io, temp_path_for, write_atomically
-from ._config import ClientConfig
+from ._config import ClientConfig, redact_url, scrub
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -55,9 +54,8 @@ from ._exceptions import (
     status_error,
 )
 from ._failures import FailureKind, RetryPolicy, attempt_may_repeat, parse_retry_after
+from ._files import local_io, sniff_content_type, temp_path_for, write_atomically
 from ._models import ResultImage, TaskResult
-from ._redact import redact_url, scrub
-from ._sources import sniff_content_type
 
 __all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Sessions", "Transport"]
 

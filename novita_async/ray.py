@@ -57,10 +57,9 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from ._client import NovitaClient
-from ._config import ClientConfig
+from ._config import ClientConfig, mask_secret
 from ._exceptions import ConfigurationError, NovitaError, RunStoppedError
 from ._failures import MAX_RAY_RESTARTS, PERMITS_TRIES
-from ._redact import mask_secret
 from .batch import (
     BatchEvent,
     BatchEventHook,
@@ -69,15 +68,14 @@ from .batch import (
     BatchRunner,
     BatchSummary,
     Output,
-    _limits,
+    _pacing,
     open_output,
 )
 from .batch._events import emit
-from .batch._job import InvalidJob, JobInput
-from .batch._limits import SubmitPermits
+from .batch._jobs import InvalidJob, JobInput, JobSource
+from .batch._options import Shard, shard_of
 from .batch._outputs import OutputLock
-from .batch._shards import Shard, shard_of
-from .batch._source import JobSource
+from .batch._pacing import SubmitPermits
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 
@@ -249,9 +247,9 @@ class ShardRunner:
 _POLL_SECONDS = 0.5
 _ENDED = (BatchEventKind.SUCCEEDED, BatchEventKind.FAILED)
 
-RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS)(_limits.RatePermits)
+RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS)(_pacing.RatePermits)
 """The actor holding the account's rate: ``RatePermits.remote(rate)`` (see
-:class:`novita_async.batch._limits.RatePermits`, the same permits one run uses alone)."""
+:class:`novita_async.batch._pacing.RatePermits`, the same permits one run uses alone)."""
 _Shard = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS, max_task_retries=0)(ShardRunner)
 
 

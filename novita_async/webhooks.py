@@ -44,10 +44,10 @@ import anyio
 import attrs
 from aiohttp import web
 
+from ._config import mask_secret
 from ._converter import structure
 from ._exceptions import ConfigurationError, InvalidResponseError, ValidationError
 from ._models import TaskResult
-from ._redact import mask_secret
 from ._webhook_events import EventType, WebhookEvent
 
 __all__ = [

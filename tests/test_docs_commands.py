@@ -32,8 +32,8 @@ import pytest
 from cli.conftest import emulator_process
 from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
-from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 from novita_async.emulator import EmulatorProcess
+from novita_async.emulator._images import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import anyio
 
 from .. import NovitaError, RunStoppedError
-from .._redact import scrub
+from .._config import scrub
 from . import _commands, _run
 from ._display import (
     EXIT_FAILED,

@@ -21,9 +21,17 @@ import attrs
 
 from .. import InstantIDRequest, Model, NovitaClient, TaskResult, TaskStatus, ValidationError
 from .._converter import converter
-from ..batch import BatchOptions, BatchRunner, Job, RepairReport, RunStatus, read_status
+from ..batch import (
+    JOURNAL_NAME,
+    BatchOptions,
+    BatchRunner,
+    Job,
+    RepairReport,
+    RunStatus,
+    job_ids,
+    read_status,
+)
 from ..batch import repair_journal as repair_journal_file
-from ..batch._journal import JOURNAL_NAME
 from ._display import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,7 +41,6 @@ from ._display import (
     printable,
     printable_lines,
 )
-from ._jobfile import _LineProblem, _lines, _load
 from ._run import report_end, run_batch, write_gallery_if_possible
 from ._settings import (
     DemoSettings,
@@ -177,23 +184,6 @@ async def models(settings: ModelsSettings) -> int:
 # their ids); ``--verify`` hashes each image against the SHA-256 the journal recorded, as
 # ``rclone check`` does. Exit 1 when the journal is damaged or, with --verify, an image is
 # missing or damaged.
-
-
-async def job_ids(path: Path) -> set[str]:
-    """The ids of the jobs of a job file, as ``run`` names them (a line's id defaults to its
-    number), whether or not the rest of the line is valid."""
-    ids: set[str] = set()
-    line = 0
-    async for text in _lines(path):
-        line += 1
-        if not text.strip():
-            continue
-        try:
-            job_id, _ = _load(text, line)
-        except _LineProblem:
-            job_id = str(line)  # an invalid line is still a job of the run, under its number
-        ids.add(job_id)
-    return ids
 
 
 def format_status(status: RunStatus) -> str:

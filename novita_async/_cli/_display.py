@@ -16,8 +16,6 @@ of their own in the log.
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -47,6 +45,8 @@ from .. import (
     StorageError,
     ValidationError,
 )
+from .._failures import ExitStatus, exit_status, is_network_error
+from .._failures import run_exit_status as exit_status_of_run
 from ..batch import BatchEvent, BatchEventKind, BatchSummary, JournalDamagedError
 
 __all__ = [
@@ -102,14 +102,9 @@ def plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-# --- exit statuses (mapped here only) ------------------------------------------------------------
+# --- exit statuses (ExitStatus; mapped once, in _failures) -------------------------------------
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 3
-EXIT_BUDGET = 4
-EXIT_INTERRUPTED = 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.USAGE
 # The reader of our output went away (``novita-async result T --json | head -1``): end as a Unix
 # tool killed by SIGPIPE does, quietly (no traceback, no error line: nobody is wrong) with the
 # status a shell shows for it, 128 + SIGPIPE = 141 (``yes | head -1``'s ``yes``; git exits so
@@ -117,45 +112,38 @@ EXIT_INTERRUPTED = 130
 # exactly as it can for cat or grep in the same place.
 EXIT_READER_GONE = 141
 
-# OSErrors that are the network's, not this machine's file system.
-_NETWORK_ERRORS = (
-    ConnectionError,
-    TimeoutError,
-    socket.gaierror,
-    ssl.SSLError,
-    aiohttp.ClientError,
-)
-
 
 def describe_error(exc: BaseException) -> tuple[str, int]:
     """What went wrong, in one line, and the command's exit status for it."""
+    status = exit_status(exc)
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
-    if isinstance(exc, OSError) and not isinstance(exc, _NETWORK_ERRORS):
+        return "interrupted", status
+    if isinstance(exc, OSError) and not is_network_error(exc):
         exc = LocalIOError.from_os_error(exc, "a file operation")
     if isinstance(exc, ValidationError):
-        return f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", EXIT_USAGE
+        return f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", status
     if isinstance(exc, ConfigurationError | JournalDamagedError):
-        return str(exc), EXIT_USAGE  # a damaged journal's message names the repair command
+        return str(exc), status  # a damaged journal's message names the repair command
     if isinstance(exc, RunStoppedError):
-        return f"run stopped: {exc}", run_exit_status(BatchSummary(), stopped=exc)
+        return f"run stopped: {exc}", status
     if isinstance(exc, LocalIOError | StorageError):
         # The run's own place (this disk, the bucket) failed: a plain rerun continues.
-        return f"{exc.reason}: {exc}", EXIT_STOPPED
+        return f"{exc.reason}: {exc}", status
     if isinstance(exc, NovitaError | OSError | aiohttp.ClientError):
-        return f"{type(exc).__name__}: {exc}", EXIT_FAILED
-    return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
+        return f"{type(exc).__name__}: {exc}", status
+    return f"unexpected {type(exc).__name__}: {exc}", status
 
 
 def run_exit_status(
     summary: BatchSummary, *, stopped: RunStoppedError | None = None, interrupted: bool = False
 ) -> int:
     """The exit status of a run that ended so."""
-    if stopped is not None:
-        return EXIT_BUDGET if stopped.reason == "BUDGET_REACHED" else EXIT_STOPPED
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if summary.failed == 0 and summary.not_finished == 0 else EXIT_FAILED
+    return exit_status_of_run(
+        failed=summary.failed,
+        not_finished=summary.not_finished,
+        stopped=stopped,
+        interrupted=interrupted,
+    )
 
 
 # --- the summary -------------------------------------------------------------------------------

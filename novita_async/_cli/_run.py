@@ -43,9 +43,9 @@ from .. import (
     StorageError,
     ValidationError,
 )
-from .._atomic import write_atomically
+from .._config import scrub
 from .._converter import converter
-from .._redact import scrub
+from .._files import write_atomically
 from ..batch import (
     JOURNAL_NAME,
     RESULTS_NAME,

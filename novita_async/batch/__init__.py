@@ -6,8 +6,7 @@ paid twice by default), and :mod:`._failures` for what a failure means to a run.
 
 from __future__ import annotations
 
-from ._dry_run import DryRun, JobProblem, dry_run
-from ._events import BatchEvent, BatchEventHook, BatchEventKind
+from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary
 from ._jobs import (
     ImageSource,
     InvalidJob,
@@ -21,14 +20,12 @@ from ._jobs import (
     job_ids,
     read_jobs,
 )
-from ._journal import JOURNAL_NAME, RESULTS_NAME
+from ._journal import JOURNAL_NAME, RESULTS_NAME, JournalDamagedError, RepairReport, repair_journal
 from ._options import BatchOptions
 from ._outputs import Output, is_run_output, open_output
-from ._records import JournalDamagedError
-from ._repair import RepairReport, repair_journal
+from ._plan import DryRun, JobProblem, dry_run
+from ._run_folder import RunStatus, read_status
 from ._runner import BatchRunner
-from ._status import RunStatus, read_status
-from ._summary import BatchSummary
 
 __all__ = [
     "JOURNAL_NAME",

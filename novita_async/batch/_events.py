@@ -22,13 +22,12 @@ import anyio
 import attrs
 
 from .._exceptions import LocalIOError
-from ._job import JobError, JobOutcome, JobStatus
-from ._limits import RunStopped
+from ._jobs import JobError, JobOutcome, JobStatus
+from ._pacing import RunStopped
 
 if TYPE_CHECKING:  # the journal and the results file sit above what a run tells
-    from ._journal import Journal
-    from ._limits import RunGate
-    from ._results import ResultsFile
+    from ._journal import Journal, ResultsFile
+    from ._pacing import RunGate
 
 __all__ = [
     "BatchEvent",

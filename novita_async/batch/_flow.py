@@ -38,6 +38,7 @@ import anyio
 import attrs
 
 from .._client import NovitaClient
+from .._completion import Poller, request_cost
 from .._exceptions import (
     BudgetReachedError,
     LocalIOError,
@@ -46,11 +47,9 @@ from .._exceptions import (
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
-from .._failures import Kind, Step, classify, may_be_unknown_asset
+from .._failures import Kind, RetryPolicy, Step, classify, may_be_unknown_asset
 from .._models import Task, TaskResult, TaskStatus
-from .._retry import RetryPolicy
-from .._webhooks import WebhookReceiver
-from ._durations import request_cost
+from ..webhooks import WebhookReceiver
 from ._events import (
     BatchEvent,
     BatchEventHook,
@@ -60,18 +59,15 @@ from ._events import (
     emit,
     failed_outcome,
 )
-from ._inputs import PreparedImage, PreparedJob
-from ._job import InvalidJob, Job, JobOutcome, JobStatus
-from ._journal import JobPhase, Journal
+from ._inputs import AssetUploader, PreparedImage, PreparedJob
+from ._jobs import InvalidJob, Job, JobOutcome, JobStatus
+from ._journal import JobPhase, Journal, ResultsFile
 from ._judging import Ended, Judge, Rounds
-from ._limits import RunGate, RunStopped
 from ._options import BatchOptions
+from ._outputs import ImageSaver, SavedImages
+from ._pacing import RunGate, RunStopped
 from ._plan import Action, Planner
-from ._poller import Poller
-from ._results import ResultsFile
-from ._saving import ImageSaver, SavedImages
-from ._uploads import AssetUploader
-from ._verify import OutputLostError
+from ._run_folder import OutputLostError
 
 __all__ = ["DiskSpace", "JobFlow", "RunContext"]
 

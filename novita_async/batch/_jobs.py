@@ -37,10 +37,10 @@ import anyio
 import attrs
 import yarl
 
+from .._config import redact_url
 from .._exceptions import LocalIOError, NovitaError, ValidationError
 from .._files import NotRegularFileError, open_regular, sniff_content_type, stream_to_file
 from .._models import InstantIDRequest, merge_fields
-from .._redact import redact_url
 
 __all__ = [
     "REQUEST_FIELDS", "ImageSource", "InputFetcher", "InvalidJob", "Job", "JobError",

@@ -47,12 +47,11 @@ import anyio
 import attrs
 import cattrs
 
-from .._atomic import local_io, write_all, write_atomically
-from .._concurrency import map_limited
+from .._client import map_limited
 from .._converter import converter
 from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
-from ._job import JobError, JobOutcome, JobStatus
-from ._locks import lock_or_refuse
+from .._files import local_io, lock_or_refuse, write_all, write_atomically
+from ._jobs import JobError, JobOutcome, JobStatus
 
 __all__ = [
     "JOURNAL_FLUSH_SECONDS",

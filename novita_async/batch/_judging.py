@@ -13,10 +13,9 @@ import anyio
 
 from .._client import NovitaClient
 from .._failures import MAX_JOB_ROUNDS, Action, Pause, Rounds, Step, decide
-from ._events import BatchEventKind
-from ._job import JobOutcome
+from ._events import BatchEventKind, Recorder
+from ._jobs import JobOutcome
 from ._pacing import RunGate, RunStopped
-from ._recording import Recorder
 
 __all__ = ["MAX_JOB_ROUNDS", "Ended", "Judge", "Rounds"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from .._completion import PollPolicy
 from .._exceptions import ConfigurationError
-from .._polling import PollPolicy
 
 __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 

@@ -40,9 +40,8 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 import attrs
 
-from .._atomic import local_io, write_atomically
 from .._client import NovitaClient
-from .._events import ClientEvent, EventKind
+from .._config import redact_url, scrub
 from .._exceptions import (
     ConfigurationError,
     InvalidResponseError,
@@ -50,16 +49,14 @@ from .._exceptions import (
     StorageError,
     ValidationError,
 )
-from .._files import looks_like_url
+from .._failures import RetryPolicy
+from .._files import local_io, lock_or_refuse, looks_like_url, write_atomically
+from .._http import ClientEvent, EventKind
 from .._models import TaskResult
-from .._redact import redact_url, scrub
-from .._retry import RetryPolicy
-from ._events import BatchEventKind
-from ._job import ImageSource, Job, JobInputError
+from ._events import BatchEventKind, SummaryCounter
+from ._jobs import ImageSource, Job, JobInputError
 from ._journal import JOURNAL_KEY, JOURNAL_NAME, RESULTS_NAME, JournalMirror, ResultLine
-from ._locks import lock_or_refuse
 from ._options import SHARDS_FOLDER, Shard, shard_name
-from ._summary import SummaryCounter
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore, RetryConfig

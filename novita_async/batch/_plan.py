@@ -23,21 +23,13 @@ import attrs
 
 from .._config import DEFAULT_ASSETS_URL, ENV_ASSETS_URL
 from .._exceptions import SubmitOutcomeUnknownError
-from ._failures import RETRYABLE_REASONS
-from ._inputs import InputReader, PreparedJob
-from ._job import InvalidJob, Job, JobError, JobInputError, check_job_id
-from ._journal import JOURNAL_NAME, JobPhase, JobState, fold
+from .._failures import RETRYABLE_REASONS
+from ._inputs import InputReader, PreparedJob, asset_endpoint
+from ._jobs import InvalidJob, Job, JobError, JobInputError, check_job_id
+from ._journal import JOURNAL_NAME, JobPhase, JobState, JournalDamagedError, fold, scan_journal
 from ._options import BatchOptions
 from ._outputs import check_output_names, is_run_output
-from ._records import JournalDamagedError, scan_journal
-from ._uploads import asset_endpoint
-from ._verify import (
-    OUTPUT_LOST,
-    OUTPUT_MISSING,
-    local_problems,
-    output_errors,
-    stored_problems,
-)
+from ._run_folder import OUTPUT_LOST, OUTPUT_MISSING, local_problems, output_errors, stored_problems
 
 __all__ = ["RESUBMIT_REASONS", "Action", "DryRun", "JobProblem", "Plan", "Planner", "dry_run"]
 

@@ -39,11 +39,10 @@ from pathlib import Path
 import anyio
 import attrs
 
-from .._atomic import local_io, remove_stale_temp_files
 from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
-from .._files import looks_like_url
-from ._failures import RETRYABLE_REASONS
-from ._job import JobError, JobOutcome, JobStatus
+from .._failures import RETRYABLE_REASONS
+from .._files import is_locked, local_io, looks_like_url, remove_stale_temp_files
+from ._jobs import JobError, JobOutcome, JobStatus
 from ._journal import (
     JOURNAL_NAME,
     RESULTS_NAME,
@@ -55,10 +54,8 @@ from ._journal import (
     fold,
     scan_journal,
 )
-from ._locks import is_locked
 from ._options import BatchOptions
-from ._outputs import LOCK_NAME, Output, OutputLock, open_output
-from ._saving import file_digest
+from ._outputs import LOCK_NAME, Output, OutputLock, file_digest, open_output
 
 __all__ = [
     "OUTPUT_LOST",

@@ -41,18 +41,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._client import NovitaClient
 from .._exceptions import RunStoppedError, StorageError
 from .._failures import classify
-from .._webhooks import WebhookReceiver
+from ..webhooks import WebhookReceiver
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary, SummaryCounter, emit
 from ._flow import JobFlow, RunContext
-from ._job import JobInput, JobOutcome
-from ._journal import Journal
-from ._journal_segments import JournalMirror
-from ._limits import RunGate, SubmitPermits
+from ._jobs import JobInput, JobOutcome, JobSource
+from ._journal import Journal, JournalMirror, ResultsFile
 from ._options import BatchOptions
 from ._outputs import Output
-from ._results import ResultsFile
+from ._pacing import RunGate, SubmitPermits
 from ._run_folder import RunFolder
-from ._source import JobSource
 
 __all__ = ["BatchRunner", "Executor"]
 

@@ -23,7 +23,7 @@ import anyio.to_thread
 import attrs
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .._atomic import write_atomically
+from .._files import write_atomically
 from .._singleflight import SingleFlight
 
 __all__ = [

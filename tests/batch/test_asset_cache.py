@@ -15,8 +15,8 @@ import pytest
 
 from novita_async import NovitaClient
 from novita_async.batch import BatchOptions, BatchRunner
+from novita_async.batch._inputs import asset_endpoint
 from novita_async.batch._journal import Journal
-from novita_async.batch._uploads import asset_endpoint
 from novita_async.emulator import Emulator, EmulatorConfig
 
 from .conftest import make_job

@@ -8,9 +8,13 @@ import shutil
 from pathlib import Path
 
 from novita_async.batch import BatchRunner, read_status
-from novita_async.batch._journal import JOURNAL_NAME
-from novita_async.batch._records import decode_record, encode_record
-from novita_async.batch._results import RESULTS_NAME, ResultLine
+from novita_async.batch._journal import (
+    JOURNAL_NAME,
+    RESULTS_NAME,
+    ResultLine,
+    decode_record,
+    encode_record,
+)
 from novita_async.testing import EmulatedNovita
 
 from .data.make_compat_run import HERE, compat_jobs

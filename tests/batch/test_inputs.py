@@ -13,7 +13,7 @@ import pytest
 from novita_async import NovitaClient
 from novita_async.batch import BatchOptions, BatchRunner, _inputs
 from novita_async.batch._inputs import InputReader
-from novita_async.batch._job import JobInputError
+from novita_async.batch._jobs import JobInputError
 from novita_async.emulator import Emulator
 
 from .conftest import make_job, png_bytes

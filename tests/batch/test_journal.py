@@ -21,10 +21,11 @@ from novita_async.batch._journal import (
     RESERVE_BYTES,
     JobPhase,
     Journal,
+    ResultLine,
+    ResultsFile,
     fold,
     read_records,
 )
-from novita_async.batch._results import ResultLine, ResultsFile
 
 
 def _ok(job_id: str, task_id: str = "t") -> JobOutcome:

@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from novita_async import NovitaClient
+from novita_async._completion import DurationModel
 from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, Job
-from novita_async.batch._durations import DurationModel
 from novita_async.emulator import Emulator
 
 from .conftest import make_job

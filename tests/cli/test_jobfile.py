@@ -12,14 +12,9 @@ import pytest
 from aiohttp import web
 
 from novita_async import LoRA
-from novita_async._cli._jobfile import (
-    InputFetcher,
-    JobLine,
-    LineError,
-    count_lines,
-    read_job_file,
-)
 from novita_async.batch import InvalidJob, Job, read_jobs
+from novita_async.batch._jobs import InputFetcher, JobLine, LineError, read_job_file
+from novita_async.batch._jobs import count_jobs as count_lines
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 

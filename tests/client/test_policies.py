@@ -27,6 +27,7 @@ from novita_async import (
     TaskResult,
     TaskStatus,
 )
+from novita_async._completion import PollTracker
 from novita_async._config import mask_secret, redact_url, scrub
 from novita_async._failures import (
     MAX_JOB_ROUNDS,
@@ -45,7 +46,6 @@ from novita_async._failures import (
     poll_backoff,
     rides_out_poll_failure,
 )
-from novita_async._polling import PollTracker
 
 # Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
 pytestmark = pytest.mark.virtual_time

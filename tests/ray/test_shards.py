@@ -24,7 +24,7 @@ from novita_async import (
     NovitaClient,
 )
 from novita_async.batch import Job, open_output
-from novita_async.batch._shards import SHARDS_FOLDER, Shard, shard_of
+from novita_async.batch._options import SHARDS_FOLDER, Shard, shard_of
 from novita_async.emulator import Emulator, EmulatorConfig
 
 _IDS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)

@@ -14,11 +14,11 @@ from support import S3Bucket
 
 from novita_async import ConfigurationError, ValidationError, batch
 from novita_async._cli import _gallery
-from novita_async.batch import Output, _journal, _journal_segments, _outputs, _results, open_output
-from novita_async.batch._job import JobStatus
+from novita_async.batch import Output, _outputs, open_output
+from novita_async.batch._jobs import JobStatus
+from novita_async.batch._journal import ResultLine
+from novita_async.batch._options import Shard
 from novita_async.batch._outputs import LocalOutput, ObjectOutput
-from novita_async.batch._results import ResultLine
-from novita_async.batch._shards import Shard
 
 
 @pytest.fixture(params=["folder", "bucket"])
@@ -52,11 +52,9 @@ def test_an_output_is_taken_as_it_is(tmp_path: Path) -> None:
     assert isinstance(output, Output) and isinstance(output, LocalOutput)
 
 
-def test_the_names_of_outs_files_are_the_ones_each_module_reads() -> None:
-    # (one definition each once Phase B points the journal and results modules here)
-    assert _outputs.JOURNAL_NAME == _journal.JOURNAL_NAME
-    assert _outputs.JOURNAL_KEY == _journal_segments.JOURNAL_KEY
-    assert _outputs.RESULTS_NAME == _results.RESULTS_NAME
+def test_the_gallery_is_named_as_the_outputs_module_knows_it() -> None:
+    # The journal's and results' names have one definition (the journal module's); the
+    # gallery's is the command line's, and a run's outputs must know it to keep it apart.
     assert _outputs.GALLERY_NAME == _gallery.GALLERY_NAME
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
 from novita_async import InstantIDRequest, NovitaClient, RunStoppedError
-from novita_async.batch import BatchOptions, BatchRunner, Job
-from novita_async.batch._destination import MULTIPART_CHUNK, ObjectOutput, parse_out
+from novita_async.batch import BatchOptions, BatchRunner, Job, open_output
+from novita_async.batch._outputs import MULTIPART_CHUNK, ObjectOutput
 from novita_async.emulator import Emulator, EmulatorConfig
 
 
@@ -179,7 +179,7 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
 ) -> None:
     bucket = create_bucket(own_s3_server["endpoint"], "novita-outage")
     jobs = make_jobs(10)
-    out = parse_out(bucket.url("run"), retry_timeout=1.0)
+    out = open_output(bucket.url("run"), retry_timeout=1.0)
     assert isinstance(out, ObjectOutput)
     caplog.set_level(logging.DEBUG)
     runner = BatchRunner(client, out, BatchOptions(concurrency=2))

@@ -1,3 +1,0 @@
-from ._flow import DiskSpace  # (shim, removed in Phase B)
-
-__all__ = ["DiskSpace"]
