@@ -21,7 +21,7 @@ from ._jobs import (
     read_jobs,
 )
 from ._journal import JOURNAL_NAME, RESULTS_NAME, JournalDamagedError, RepairReport, repair_journal
-from ._options import BatchOptions
+from ._options import BatchOptions, Shard, shard_of
 from ._outputs import Output, is_run_output, open_output
 from ._plan import DryRun, JobProblem, dry_run
 from ._run_folder import RunStatus, read_status
@@ -49,6 +49,7 @@ __all__ = [
     "Output",
     "RepairReport",
     "RunStatus",
+    "Shard",
     "check_job_id",
     "count_jobs",
     "dry_run",
@@ -58,4 +59,5 @@ __all__ = [
     "read_jobs",
     "read_status",
     "repair_journal",
+    "shard_of",
 ]

@@ -27,7 +27,7 @@ from support import S3Bucket, served
 
 from novita_async import _spec
 from novita_async._cli._settings import build_parser
-from novita_async.batch._options import shard_of
+from novita_async.batch import shard_of
 
 from .conftest import EmulatorProcess, cli
 from .test_run import job, write_jobs

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from novita_async import BatchOptions, InstantIDRequest, _spec
 from novita_async._cli._settings import BATCH_FLAGS, REQUEST_FLAGS, RunSettings, parse
 from novita_async._models import merge_fields
+from novita_async.batch import Shard
 from novita_async.batch._jobs import build_request
-from novita_async.batch._options import Shard
 
 # A drawn flag: its command-line words, and the value the Python API is given for it.
 Drawn = tuple[list[str], Any]

@@ -20,9 +20,16 @@ from PIL import Image
 from support import S3_SECRET, S3Bucket, s3_env
 
 from novita_async import BatchOptions, BatchRunner, ClientConfig, InstantIDRequest, NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchSummary, InvalidJob, Job
+from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchSummary,
+    InvalidJob,
+    Job,
+    Shard,
+    shard_of,
+)
 from novita_async.batch._jobs import JobInputError
-from novita_async.batch._options import Shard, shard_of
 from novita_async.batch._pacing import RunGate
 from novita_async.emulator import EmulatorProcess
 from novita_async.ray import (

@@ -23,8 +23,8 @@ from novita_async import (
     InstantIDRequest,
     NovitaClient,
 )
-from novita_async.batch import Job, open_output
-from novita_async.batch._options import SHARDS_FOLDER, Shard, shard_of
+from novita_async.batch import Job, Shard, open_output, shard_of
+from novita_async.batch._options import SHARDS_FOLDER
 from novita_async.emulator import Emulator, EmulatorConfig
 
 _IDS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
@@ -41,7 +41,7 @@ def test_the_shard_is_the_same_in_another_process() -> None:
     # Another interpreter, with another string-hash salt: Python's hash() would differ there.
     ids = ["job-1", "job-2", "a", "é", "0", "x" * 300, "\U0001f600 face", *map(str, range(200))]
     code = (
-        "import json, sys; from novita_async.batch._shards import shard_of; "
+        "import json, sys; from novita_async.batch import shard_of; "
         "ids = json.load(sys.stdin); print(json.dumps([shard_of(i, 7) for i in ids]))"
     )
     child = subprocess.run(

@@ -14,10 +14,9 @@ from support import S3Bucket
 
 from novita_async import ConfigurationError, ValidationError, batch
 from novita_async._cli import _gallery
-from novita_async.batch import Output, _outputs, open_output
+from novita_async.batch import Output, Shard, _outputs, open_output
 from novita_async.batch._jobs import JobStatus
 from novita_async.batch._journal import ResultLine
-from novita_async.batch._options import Shard
 from novita_async.batch._outputs import LocalOutput, ObjectOutput
 
 
