@@ -18,6 +18,7 @@ from pathlib import Path
 from _support import client, sample_pictures
 
 from novita_async import BatchRunner, InstantIDRequest, Job
+from novita_async.batch import BatchOptions
 
 
 def read_jobs(path: Path) -> Iterator[Job]:
@@ -49,7 +50,7 @@ def write_sample_jobs(folder: Path) -> Path:
 
 async def main(jobs_path: Path, out: Path) -> int:
     async with client() as novita:
-        runner = BatchRunner(novita, out, concurrency=20, rate=10.0)
+        runner = BatchRunner(novita, out, BatchOptions(concurrency=20, rate=10.0))
         async with runner.run(read_jobs(jobs_path)) as outcomes:
             async for outcome in outcomes:  # in the order jobs end
                 detail = ", ".join(outcome.files) if outcome.ok else outcome.error

@@ -21,6 +21,7 @@ from _support import client, sample_pictures
 from PIL import Image, ImageOps
 
 from novita_async import BatchRunner, InstantIDRequest, Job
+from novita_async.batch import BatchOptions
 
 PROMPTS = ["astronaut", "knight in armour", "jazz singer", "chef", "mountaineer", "painter"]
 
@@ -56,7 +57,7 @@ def thumbnail(source: Path) -> Path:
 async def main(out: Path) -> None:
     faces, refs = sample_pictures(out / "inputs")
     async with client() as novita:
-        runner = BatchRunner(novita, out, concurrency=4)
+        runner = BatchRunner(novita, out, BatchOptions(concurrency=4))
         async with runner.run(jobs(faces, refs)) as outcomes:
             async for outcome in outcomes:
                 if not outcome.ok:

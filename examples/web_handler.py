@@ -20,7 +20,7 @@ import aiohttp
 from _support import client, sample_pictures
 from aiohttp import web
 
-from novita_async import NovitaClient, NovitaError
+from novita_async import InstantIDRequest, NovitaClient, NovitaError
 
 CLIENT = web.AppKey("client", NovitaClient)
 FOLDER = web.AppKey("folder", Path)
@@ -31,12 +31,10 @@ async def generate(request: web.Request) -> web.Response:
     folder = request.app[FOLDER]
     try:
         outcome = await request.app[CLIENT].instant_id(
+            InstantIDRequest(prompt=body["prompt"], width=512, height=512),
             face_images=[folder / "face-0.png"],
             ref_images=[folder / "ref-0.png"],
-            prompt=body["prompt"],
             out_dir=folder / "out",
-            width=512,
-            height=512,
             timeout=120,
         )
     except NovitaError as exc:  # the service said no: tell the caller why

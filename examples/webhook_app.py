@@ -65,7 +65,7 @@ def make_app(folder: Path) -> web.Application:
     app = web.Application()
     app[FOLDER] = folder
     receiver = app[RECEIVER] = WebhookReceiver()  # a fresh secret path each start
-    receiver.add_routes(app)  # POST /novita/<token>
+    app.add_subapp(receiver.path_prefix, receiver.app)  # POST /novita/<token>
 
     async def novita_client(app: web.Application) -> AsyncIterator[None]:
         async with client() as shared:  # opened with the app, closed with it

@@ -10,8 +10,8 @@ import attrs
 
 from . import batch, webhooks
 from ._client import InstantIDOutcome, NovitaClient
+from ._completion import PollPolicy
 from ._config import ClientConfig, Timeouts
-from ._events import ClientEvent, EventKind
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -19,14 +19,17 @@ from ._exceptions import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetReachedError,
     ConfigurationError,
     ImageURLExpiredError,
     InvalidResponseError,
     LocalIOError,
     NotFoundError,
     NovitaError,
+    OutageError,
     PermissionDeniedError,
     RateLimitError,
+    RetriesExhaustedError,
     RunStoppedError,
     ServerError,
     StorageError,
@@ -36,6 +39,8 @@ from ._exceptions import (
     TaskTimeoutError,
     ValidationError,
 )
+from ._failures import ExitStatus, RetryPolicy
+from ._http import ClientEvent, EventKind
 from ._models import (
     ControlNet,
     ControlNetUnit,
@@ -51,8 +56,6 @@ from ._models import (
     Webhook,
     WebhookTestMode,
 )
-from ._polling import PollPolicy
-from ._retry import RetryPolicy
 from .batch import (
     BatchEvent,
     BatchEventKind,
@@ -79,12 +82,14 @@ __all__ = [
     "BatchOptions",
     "BatchRunner",
     "BatchSummary",
+    "BudgetReachedError",
     "ClientConfig",
     "ClientEvent",
     "ConfigurationError",
     "ControlNet",
     "ControlNetUnit",
     "EventKind",
+    "ExitStatus",
     "Extra",
     "ImageURLExpiredError",
     "InstantIDOutcome",
@@ -100,10 +105,12 @@ __all__ = [
     "NotFoundError",
     "NovitaClient",
     "NovitaError",
+    "OutageError",
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
     "ResultImage",
+    "RetriesExhaustedError",
     "RetryPolicy",
     "RunStoppedError",
     "ServerError",

@@ -1,41 +1,42 @@
-"""The client: one obvious entry point to the whole InstantID API."""
+"""The client, :class:`NovitaClient`: one obvious entry point to the whole InstantID API."""
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiohttp
+import anyio
 import attrs
 
-from ._concurrency import map_limited
+from . import _spec
+from ._completion import PollPolicy, ProgressHook, wait_until_done
 from ._config import ClientConfig, Timeouts
 from ._converter import structure, unstructure_request
-from ._events import EventHook
-from ._exceptions import ImageURLExpiredError, InvalidResponseError, ValidationError
-from ._image_urls import Renewal, image_extension
-from ._model_listing import MODELS_PATH, model_pages, model_query
-from ._models import InstantIDRequest, Model, ResultImage, TaskResult
-from ._polling import PollPolicy, ProgressHook, wait_until_done
-from ._retry import RetryPolicy
-from ._sessions import Sessions
-from ._sources import UploadSource, read_source, sniff_content_type
-from ._transport import Transport
+from ._exceptions import InvalidResponseError, ValidationError
+from ._failures import RetryPolicy
+from ._files import UploadSource, read_source, sniff_content_type
+from ._http import Downloaded, EventHook, Renewal, Sessions, Transport, image_extension
+from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
 
 if TYPE_CHECKING:
-    from ._webhooks import WebhookReceiver
+    from .webhooks import WebhookReceiver
 
-__all__ = ["InstantIDOutcome", "NovitaClient"]
+__all__ = ["INSTANT_ID", "MODELS_PATH", "InstantIDOutcome", "NovitaClient", "map_limited"]
 
-logger = logging.getLogger("novita_async")
 
-_SUBMIT_PATH = "/v3/async/instant-id"
+T = TypeVar("T")
+R = TypeVar("R")
+
+INSTANT_ID = "instant-id"
+"""The InstantID endpoint's name, as in ``POST /v3/async/<endpoint>``."""
+_ENDPOINTS: dict[type[Any], str] = {InstantIDRequest: INSTANT_ID}
 _RESULT_PATH = "/v3/async/task-result"
+MODELS_PATH = "/v3/model"
 
 
 @attrs.frozen
@@ -51,8 +52,14 @@ class NovitaClient:
     """An asyncio client for Novita AI's InstantID API.
 
     Use it as ``async with NovitaClient() as client:`` (or call :meth:`aclose`). One client holds
-    one connection pool and is safe to share among any number of concurrent tasks. Pass
-    ``session=`` to use your own :class:`aiohttp.ClientSession`; the client then never closes it.
+    one connection pool and is safe to share among any number of concurrent tasks. Every option
+    after ``api_key`` is keyword-only.
+
+    ``session=`` is the seam for tests and for applications that own their HTTP stack: an
+    :class:`aiohttp.ClientSession` of the caller's (a ``TCPConnector`` pointed at a test server,
+    ``aiohttp.test_utils``, a proxy...) carries the requests as it is and is never closed by the
+    client. Asset and image requests carry no credentials: if the session adds its own
+    (``auth=`` or an ``Authorization`` header), those go on a bare session the client opens.
     """
 
     def __init__(
@@ -78,8 +85,7 @@ class NovitaClient:
             send_auth_to_assets=send_auth_to_assets,
         )
         self._sessions = Sessions(self._config, session)
-        self._transport = Transport(self._config, self._sessions.for_request, on_event)
-        self._submit_url = self._config.api_url(_SUBMIT_PATH)
+        self._transport = Transport(self._config, self._sessions, on_event)
         self._result_url = self._config.api_url(_RESULT_PATH)
         self._models_url = self._config.api_url(MODELS_PATH)
 
@@ -110,7 +116,7 @@ class NovitaClient:
 
     # --- assets -----------------------------------------------------------------------------------
 
-    async def upload_asset(self, source: UploadSource, content_type: str | None = None) -> str:
+    async def upload_asset(self, source: UploadSource, *, content_type: str | None = None) -> str:
         """Upload one image (a path, bytes, or anything with ``async read()``); return its id."""
         data, described = await read_source(source)
         if not data:
@@ -134,17 +140,15 @@ class NovitaClient:
         return asset_id
 
     async def upload_assets(
-        self, sources: Sequence[UploadSource], concurrency: int = 8
+        self, sources: Sequence[UploadSource], *, concurrency: int = 8
     ) -> list[str]:
         """Upload many images, ``concurrency`` at a time; ids in the order of ``sources``."""
         return await map_limited(self.upload_asset, list(sources), concurrency)
 
     # --- tasks ------------------------------------------------------------------------------------
 
-    async def submit_instant_id(
-        self, request: InstantIDRequest, *, retry: RetryPolicy | None = None
-    ) -> str:
-        """Submit a task and return its id.
+    async def submit(self, request: InstantIDRequest, *, retry: RetryPolicy | None = None) -> str:
+        """Submit a task and return its id (the endpoint follows from the request's type).
 
         If the answer is lost after the request was sent, this raises
         :class:`SubmitOutcomeUnknownError` rather than resubmitting (which could bill twice),
@@ -153,22 +157,23 @@ class NovitaClient:
         back at once, so that it can pause every submitter together).
         """
         request.check_submittable()
-        return await self.submit_instant_id_body(unstructure_request(request), retry=retry)
+        return await self._submit_body(
+            _ENDPOINTS[type(request)], unstructure_request(request), retry=retry
+        )
 
-    async def submit_instant_id_body(
-        self, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
+    submit_instant_id = submit
+    """:meth:`submit` for an :class:`InstantIDRequest` (the name of 0.1.0)."""
+
+    async def _submit_body(
+        self, endpoint: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
     ) -> str:
-        """Submit a request body as the API names its fields, and return the task id.
-
-        The body is sent as it is, unchecked: build it from a validated request
-        (``unstructure_request``), as :meth:`submit_instant_id` does and as the batch runner does
-        with the body it already made to fingerprint a job. Otherwise as
-        :meth:`submit_instant_id`, lost answers included.
-        """
+        """``POST /v3/async/<endpoint>`` with ``body`` as it is, unchecked; the batch runner's
+        seam (it sends the body it already made to fingerprint a job). Otherwise as
+        :meth:`submit`, lost answers included."""
         answer = await self._transport.call_json(
             "POST",
             "submit",
-            self._submit_url,
+            self._config.api_url(f"/v3/async/{endpoint}"),
             auth=True,
             json_body=body,
             creates_task=True,
@@ -208,10 +213,10 @@ class NovitaClient:
     async def wait_for_task(
         self,
         task_id: str,
+        *,
         timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
         poll: PollPolicy | None = None,
         on_progress: ProgressHook | None = None,
-        *,
         events: WebhookReceiver | None = None,
         event_grace: float | None = None,
     ) -> TaskResult:
@@ -231,30 +236,21 @@ class NovitaClient:
         one costs only the polls the policy makes. The task is forgotten by ``events`` when the
         wait ends.
         """
-        policy = poll or PollPolicy()
-        if events is None:
-            return await wait_until_done(
-                self.get_task_result, task_id, timeout, policy, on_progress
-            )
         if event_grace is not None and (
             isinstance(event_grace, bool)
             or not isinstance(event_grace, int | float)
             or not event_grace >= 0
         ):
             raise ValidationError("event_grace", event_grace, "must be a number >= 0")
-        events.expect(task_id)
-        try:
-            return await wait_until_done(
-                self.get_task_result,
-                task_id,
-                timeout,
-                policy,
-                on_progress,
-                first_poll=event_grace or 0.0,
-                ended=functools.partial(events.wait, task_id),
-            )
-        finally:
-            events.forget(task_id)
+        return await wait_until_done(
+            self.get_task_result,
+            task_id,
+            timeout=timeout,
+            policy=poll or PollPolicy(),
+            on_progress=on_progress,
+            events=events,
+            first_poll=(event_grace or 0.0) if events is not None else 0.0,
+        )
 
     # --- images -----------------------------------------------------------------------------------
 
@@ -266,25 +262,22 @@ class NovitaClient:
         retry: RetryPolicy | None = None,
         on_event: EventHook | None = None,
     ) -> Path:
-        """Stream one image to ``dest_path`` (created atomically); never sends the API key.
+        """Stream one image to ``dest_path`` (created atomically, its folder too); never sends the
+        API key.
 
         An expired signed URL raises :class:`ImageURLExpiredError` (see :meth:`download_images`,
         which fetches fresh URLs). ``retry`` and ``on_event`` apply to this call only.
         """
         url = image.image_url if isinstance(image, ResultImage) else image
-        if not url[:8].lower().startswith(("http://", "https://")):
-            raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
-        dest = Path(dest_path)
-        # Creates dest's folder as it writes.
-        await self._transport.download(url, dest, retry=retry, on_event=on_event)
-        return dest
+        saved = await self._transport.download(url, Path(dest_path), retry=retry, on_event=on_event)
+        return saved.path
 
     async def download_images(
         self,
         result: TaskResult,
         dest_dir: str | os.PathLike[str],
-        stem: str = "",
         *,
+        stem: str = "",
         retry: RetryPolicy | None = None,
         on_event: EventHook | None = None,
     ) -> list[Path]:
@@ -298,18 +291,30 @@ class NovitaClient:
         ``on_event`` hears its retries (each renewal of expired URLs is one, ``IMAGE_URL_EXPIRED``)
         and its failure.
         """
-        policy = retry or self._config.retry
-        folder = Path(dest_dir)
-        renewal = Renewal(self, self._transport, result, policy, on_event)
+        saved = await self._download_images(result, dest_dir, stem, retry, on_event)
+        return [image.path for image in saved]
 
-        async def one(index: int) -> Path:
+    async def _download_images(
+        self,
+        result: TaskResult,
+        dest_dir: str | os.PathLike[str],
+        stem: str = "",
+        retry: RetryPolicy | None = None,
+        on_event: EventHook | None = None,
+    ) -> list[Downloaded]:
+        """:meth:`download_images` with each file's size and SHA-256, hashed as it streamed."""
+        policy = retry or self._config.retry
+        fetch = functools.partial(self.get_task_result, retry=policy, on_event=on_event)
+        renewal = Renewal(result, policy.expired_url_refreshes, fetch)
+        folder = Path(dest_dir)
+
+        async def one(index: int) -> Downloaded:
             image = result.images[index]
-            path = folder / f"{stem}{index}.{image_extension(image)}"
-            while True:
-                try:
-                    return await self.download_image(image, path, retry=retry, on_event=on_event)
-                except ImageURLExpiredError as expired:
-                    image = await renewal.fresh_image(index, image, expired)
+            dest = folder / f"{stem}{index}.{image_extension(image)}"
+            renew = functools.partial(renewal, index)
+            return await self._transport.download(
+                image.image_url, dest, retry=retry, on_event=on_event, renew=renew
+            )
 
         return await map_limited(one, range(len(result.images)), len(result.images) or 1)
 
@@ -317,6 +322,7 @@ class NovitaClient:
 
     async def list_models(
         self,
+        *,
         types: str | Sequence[str] | None = "checkpoint",
         is_sdxl: bool | None = True,
         query: str | None = None,
@@ -325,42 +331,107 @@ class NovitaClient:
         is_inpainting: bool | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Model]:
-        """Every model matching the filters, fetching pages of ``page_size`` as it goes.
+        """Every model matching the filters (``GET /v3/model``), fetching pages of ``page_size``
+        as it goes.
 
         ``types`` is one model type or several (a list, or comma-separated); ``None`` filters
-        nothing out, as do the other filters left as ``None``.
+        nothing out, as do the other filters left as ``None``. A listing that repeats a cursor
+        (and so would never end) is an :class:`InvalidResponseError`.
         """
-        params = model_query(types, is_sdxl, query, visibility, source, is_inpainting, page_size)
-        async for model in model_pages(self._transport, self._models_url, params):
-            yield model
+        kinds = [types] if isinstance(types, str) else list(types or ())
+        kinds = [k.strip() for kind in kinds for k in kind.split(",") if k.strip()]
+        for kind in kinds:
+            if kind not in _spec.MODEL_TYPES:
+                allowed = ", ".join(_spec.MODEL_TYPES)
+                raise ValidationError("types", kind, f"must be one of {allowed}")
+        if visibility is not None and visibility not in ("public", "private"):
+            raise ValidationError("visibility", visibility, "must be public or private")
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not 1 <= page_size <= 100
+        ):
+            raise ValidationError("page_size", page_size, "must be an integer in [1, 100]")
+        params = {"pagination.limit": str(page_size)}
+        if kinds:
+            params["filter.types"] = ",".join(kinds)
+        for name, value in (("query", query), ("visibility", visibility),
+                            ("source", source), ("is_sdxl", is_sdxl),
+                            ("is_inpainting", is_inpainting)):  # fmt: skip
+            if value is not None:
+                params[f"filter.{name}"] = str(value).lower() if isinstance(value, bool) else value
+        seen: set[str] = set()
+        while True:
+            answer = await self._transport.call_json(
+                "GET", "models", self._models_url, auth=True, params=params
+            )
+            page: ModelPage = structure(answer, ModelPage)
+            for model in page.models:
+                yield model
+            cursor = page.next_cursor
+            if not cursor:
+                return
+            if cursor in seen:
+                raise InvalidResponseError(f"the model listing repeated cursor {cursor!r}")
+            seen.add(cursor)
+            params["pagination.cursor"] = cursor
 
     # --- all in one -------------------------------------------------------------------------------
 
     async def instant_id(
         self,
+        request: InstantIDRequest,
         *,
         face_images: Sequence[UploadSource],
         ref_images: Sequence[UploadSource],
-        prompt: str,
         out_dir: str | os.PathLike[str],
         timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
         poll: PollPolicy | None = None,
         on_progress: ProgressHook | None = None,
-        **request_fields: Any,
     ) -> InstantIDOutcome:
-        """Upload the images, submit, wait and download into ``out_dir`` (``0.png``, ...).
-
-        ``request_fields`` are any other :class:`InstantIDRequest` fields; they are validated
-        before anything is uploaded.
-        """
-        template = InstantIDRequest(prompt=prompt, **request_fields)
+        """Upload the images, submit ``request`` with their ids, wait, and download into
+        ``out_dir`` (``0.png``, ...). ``request``'s own asset ids, if any, are replaced."""
         ids = await self.upload_assets([*face_images, *ref_images])
         request = attrs.evolve(
-            template,
+            request,
             face_image_assets_ids=ids[: len(face_images)],
             ref_image_assets_ids=ids[len(face_images) :],
         )
-        task_id = await self.submit_instant_id(request)
-        result = await self.wait_for_task(task_id, timeout, poll, on_progress)
+        task_id = await self.submit(request)
+        result = await self.wait_for_task(
+            task_id, timeout=timeout, poll=poll, on_progress=on_progress
+        )
         files = await self.download_images(result, out_dir)
         return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
+
+
+async def map_limited(fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit: int) -> list[R]:
+    """``[await fn(item) for item in items]``, at most ``limit`` at a time, results in order.
+
+    The first exception cancels the rest and is raised as it is (not wrapped in an exception
+    group), so callers can catch the error types they know.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if len(items) == 1:  # nothing to run beside it: no task group needed
+        return [await fn(items[0])]
+    results: list[R | None] = [None] * len(items)
+    errors: list[Exception] = []
+    limiter = anyio.CapacityLimiter(limit)
+
+    async with anyio.create_task_group() as group:
+
+        async def run(index: int, item: T) -> None:
+            async with limiter:
+                try:
+                    results[index] = await fn(item)
+                except Exception as exc:
+                    errors.append(exc)
+                    group.cancel_scope.cancel()
+
+        for index, item in enumerate(items):
+            group.start_soon(run, index, item)
+
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]  # every slot was filled: no error occurred

@@ -1,7 +1,10 @@
-"""Client configuration: the API key, the three hosts, timeouts and pool size.
+"""Client configuration: the API key, the three hosts, timeouts and pool size; and how each of
+them is shown (redacted) in every log line, event, ``repr`` and exception message.
 
 Values come from the constructor's arguments first, then from the environment
 (``NOVITA_API_KEY``, ``NOVITA_BASE_URL``, ``NOVITA_ASSETS_URL``), then from the defaults below.
+Signed image URLs carry their credentials in the query string, so a URL is shown without query,
+fragment or user info; secrets by their last four characters at most.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ import yarl
 from attrs.validators import ge, gt, optional
 
 from ._exceptions import ConfigurationError
-from ._redact import mask_secret
-from ._retry import RetryPolicy
-from ._validators import INTEGER, NUMBER, Validator, setting
+from ._failures import RetryPolicy
+from ._models import INTEGER, NUMBER, Validator, setting
 
 __all__ = [
     "DEFAULT_ASSETS_URL",
@@ -27,6 +29,9 @@ __all__ = [
     "ENV_BASE_URL",
     "ClientConfig",
     "Timeouts",
+    "mask_secret",
+    "redact_url",
+    "scrub",
 ]
 
 ENV_API_KEY = "NOVITA_API_KEY"
@@ -34,6 +39,31 @@ ENV_BASE_URL = "NOVITA_BASE_URL"
 ENV_ASSETS_URL = "NOVITA_ASSETS_URL"
 DEFAULT_BASE_URL = "https://api.novita.ai"
 DEFAULT_ASSETS_URL = "https://assets.novitai.com/image"
+
+
+def redact_url(url: str | yarl.URL) -> str:
+    """``url`` without query string, fragment or credentials: safe to log."""
+    # Plain string work: this runs for every request, and parsing a URL costs far more.
+    text = str(url).split("#", 1)[0].split("?", 1)[0]
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            authority = authority.rsplit("@", 1)[1]
+        text = f"{scheme}://{authority}{slash}{path}"
+    return text
+
+
+def mask_secret(secret: str) -> str:
+    """A recognisable, useless form of ``secret`` (``'***abcd'``); short ones are all stars."""
+    return "***" + secret[-4:] if len(secret) >= 16 else "***"
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` with every occurrence of each non-empty secret replaced by its masked form."""
+    for secret in filter(None, secrets):
+        text = text.replace(secret, mask_secret(secret))
+    return text
 
 
 _positive_or_none: Validator = optional(setting("a positive number or None", *NUMBER, gt(0)))

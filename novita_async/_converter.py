@@ -8,10 +8,9 @@
   or form; anything else is ``None`` with a warning naming the field, so one drifted value
   never fails a whole listing. A plain ``bool`` (our own files) takes the same and refuses the
   rest.
-- **Request fields from a job file or flags** structure strictly (:func:`structure_request`): an
-  unknown key is refused with its path (``loras[1].strength``, ``extra.webhook.urll``), and JSON
-  values reach the models as they are, so ``"512"`` is not a width; every range, enum and type is
-  then the models' attrs validators' to check. ``null`` is an absent field.
+- **Request fields from a job file or flags** are not this module's: the models build them
+  strictly themselves (:meth:`~._models.InstantIDRequest.from_dict`), so that the models never
+  import the converter.
 - **Webhook bodies** structure into a :class:`WebhookEvent`: the payload of ``ASYNC_TASK_RESULT``
   as leniently as a task-result answer; an unknown ``event_type`` is an event of kind
   ``UNKNOWN`` (its payload unread), not an error.
@@ -30,11 +29,10 @@ from typing import Any
 
 import attrs
 import cattrs
-from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from . import _models
-from ._exceptions import InvalidResponseError, ValidationError
+from ._exceptions import InvalidResponseError
 from ._models import (
     ControlNet,
     ControlNetUnit,
@@ -51,7 +49,7 @@ from ._models import (
 )
 from ._webhook_events import EventType, WebhookEvent
 
-__all__ = ["converter", "structure", "structure_request", "unstructure_request"]
+__all__ = ["converter", "structure", "unstructure_request"]
 
 converter = cattrs.Converter()
 logger = logging.getLogger("novita_async")
@@ -253,106 +251,11 @@ def _omit_none_hook(cl: Any) -> Any:
 
 
 converter.register_unstructure_hook_factory(lambda cl: cl in _REQUEST_CLASSES, _omit_none_hook)
-
-
-# Requests structured from job files and flags: strict, each problem a ValidationError naming its
-# path. Each level names the problem relative to itself; its parent puts its own key in front.
-
-
-def _holds_request_class(cl: Any) -> bool:
-    return cl in _REQUEST_CLASSES or any(_holds_request_class(a) for a in typing.get_args(cl))
-
-
-def _as_given(value: Any, _: Any) -> Any:
-    return value
-
-
-def _within(key: str, exc: ValidationError) -> ValidationError:
-    """``exc`` with ``key`` (an attribute name or ``[index]``) in front of its field's path."""
-    if not exc.field:
-        path = key
-    elif exc.field.startswith("["):
-        path = key + exc.field
-    else:
-        path = f"{key}.{exc.field}"
-    return ValidationError(path, exc.value, exc.allowed)
-
-
-def _first_problem(group: cattrs.ClassValidationError, value: Mapping[str, Any]) -> Exception:
-    """The one problem to report out of cattrs' tree: an unknown key first, then in field order."""
-    for exc in group.exceptions:
-        if isinstance(exc, ForbiddenExtraKeysError):
-            key = next(k for k in value if k in exc.extra_fields)
-            return ValidationError(key, value[key], "unknown field")
-    for exc in group.exceptions:
-        notes = getattr(exc, "__notes__", ())
-        name = next((n.name for n in notes if isinstance(n, AttributeValidationNote)), None)
-        if isinstance(exc, ValidationError):
-            # Raised by a validator of this class (no note), or by a nested part (under its key).
-            return exc if name is None else _within(name, exc)
-        if isinstance(exc, KeyError) and name is not None:
-            return ValidationError(name, None, "is required")
-    return group
-
-
-def _strict_request_hook(cl: Any) -> Any:
-    attrs.resolve_types(cl)
-    # Only nested request parts go through the converter; every other value is passed as it is.
-    as_given: dict[str, Any] = {
-        field.name: override(struct_hook=_as_given)
-        for field in attrs.fields(cl)
-        if not _holds_request_class(field.type)
-    }
-    base = make_dict_structure_fn(cl, converter, _cattrs_forbid_extra_keys=True, **as_given)
-
-    def hook(value: Any, _: Any) -> Any:
-        if not isinstance(value, Mapping):
-            raise ValidationError("", value, "must be an object")
-        try:
-            return base({k: v for k, v in value.items() if v is not None}, cl)
-        except cattrs.ClassValidationError as group:
-            raise _first_problem(group, value) from None
-
-    return hook
-
-
-def _strict_request_list_hook(cl: Any) -> Any:
-    element = typing.get_args(cl)[0]
-
-    def hook(value: Any, _: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple):
-            raise ValidationError("", value, "must be a list")
-        items = []
-        for index, item in enumerate(value):
-            try:
-                items.append(converter.structure(item, element))
-            except ValidationError as exc:
-                raise _within(f"[{index}]", exc) from None
-        return tuple(items)
-
-    return hook
-
-
-converter.register_structure_hook_factory(lambda cl: cl in _REQUEST_CLASSES, _strict_request_hook)
 converter.register_structure_hook_factory(_has_answer_flags, _answer_with_flags_hook)
-converter.register_structure_hook_factory(
-    lambda cl: _is_homogeneous_tuple(cl) and typing.get_args(cl)[0] in _REQUEST_CLASSES,
-    _strict_request_list_hook,
+# A request structured here is as strict as one built from a job file's fields.
+converter.register_structure_hook(
+    InstantIDRequest, lambda value, _: InstantIDRequest.from_dict(value)
 )
-
-
-def structure_request(fields: Mapping[str, Any]) -> InstantIDRequest:
-    """An :class:`InstantIDRequest` from API-named fields, or :class:`ValidationError` naming one.
-
-    Nested fields are named by path (``loras[1].strength``, ``extra.response_image_type``).
-    """
-    try:
-        request: InstantIDRequest = converter.structure(fields, InstantIDRequest)
-    except ValidationError as exc:
-        if not exc.field:
-            raise ValidationError(InstantIDRequest.__name__, exc.value, exc.allowed) from None
-        raise
-    return request
 
 
 def unstructure_request(request: InstantIDRequest) -> dict[str, Any]:

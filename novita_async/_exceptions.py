@@ -8,6 +8,9 @@ Everything derives from :class:`NovitaError`, so ``except NovitaError`` catches 
     ├── LocalIOError                             this machine's file system refused a write or read
     ├── StorageError                             the object store of an OUT URL (s3://, gs://, az://)
     ├── RunStoppedError                          a batch run stopped for a run-level cause (exit 3)
+    ├── BudgetReachedError                       a run's max_tasks spent (a RunStoppedError's cause)
+    ├── OutageError                              the service down past max_outage (a cause too)
+    ├── RetriesExhaustedError                    a job's transient failures outlasted its rounds
     ├── APIError                                 the service or the network failed a call
     │   ├── APIStatusError                       non-2xx: status, code, reason, message, metadata
     │   │   ├── BadRequestError                  400
@@ -42,14 +45,17 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetReachedError",
     "ConfigurationError",
     "ImageURLExpiredError",
     "InvalidResponseError",
     "LocalIOError",
     "NotFoundError",
     "NovitaError",
+    "OutageError",
     "PermissionDeniedError",
     "RateLimitError",
+    "RetriesExhaustedError",
     "RunStoppedError",
     "ServerError",
     "StorageError",
@@ -187,6 +193,47 @@ class RunStoppedError(NovitaError):
     def reason(self) -> str:
         reason = getattr(self.cause, "reason", None)
         return reason if isinstance(reason, str) else type(self.cause).__name__
+
+
+class RetriesExhaustedError(NovitaError):
+    """A job's transient failures outlasted its rounds while the service answered other jobs."""
+
+    def __init__(self, rounds: int, last: BaseException) -> None:
+        self.rounds = rounds
+        self.last = last
+        super().__init__(
+            f"gave up after {rounds} rounds of retries (last: {getattr(last, 'reason', '')} "
+            f"{last}); rerun to try again"
+        )
+
+    @property
+    def reason(self) -> str:
+        return "RETRIES_EXHAUSTED"
+
+
+class BudgetReachedError(NovitaError):
+    """The run submitted the ``max_tasks`` new tasks it was allowed."""
+
+    def __init__(self, max_tasks: int) -> None:
+        self.max_tasks = max_tasks
+        super().__init__(f"the run's budget of {max_tasks} new tasks is spent")
+
+    @property
+    def reason(self) -> str:
+        return "BUDGET_REACHED"
+
+
+class OutageError(NovitaError):
+    """The service stayed unreachable for longer than the run's ``max_outage``."""
+
+    def __init__(self, seconds: float, last: BaseException) -> None:
+        self.seconds = seconds
+        self.last = last
+        super().__init__(f"the API has been unreachable for {seconds:.0f}s (last error: {last})")
+
+    @property
+    def reason(self) -> str:
+        return "OUTAGE"
 
 
 class APIError(NovitaError):

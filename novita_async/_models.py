@@ -1,92 +1,270 @@
-"""Typed models of the InstantID API: the request, the task result and the model list.
+"""Typed models of the InstantID API (the request, the task result, the model list) and the attrs
+validators of their fields and of the client's options.
 
-Requests validate every documented range and enum when they are built (see :mod:`._spec`), so a bad
-value raises :class:`ValidationError` naming the field before anything is sent. Answers are parsed
-leniently by :data:`novita_async._converter.converter`, because the real service drifts (numbers as
-strings, unknown statuses, missing lists).
+A request checks every documented range and enum when built (:mod:`._spec`): a bad value is a
+:class:`ValidationError` naming its path (``loras[1].strength``), before anything is sent.
+:meth:`InstantIDRequest.from_dict` builds one strictly from API-named fields (unknown keys refused,
+JSON values as given, ``null`` absent). Answers are parsed leniently by :mod:`._converter`, which
+imports this module, never the other way round.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import attrs
+from attrs import validators as av
 
 from . import _spec
-from . import _validators as v
-from ._exceptions import ValidationError
+from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
-    "ControlNet",
-    "ControlNetUnit",
-    "DebugInfo",
-    "EnterprisePlan",
-    "Extra",
-    "InstantIDRequest",
-    "LoRA",
-    "Model",
-    "ModelPage",
-    "ModelType",
-    "NSFWDetectionResult",
-    "ResultImage",
-    "ResultVideo",
-    "Task",
-    "TaskExtra",
-    "TaskResult",
-    "TaskStatus",
-    "Webhook",
+    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "Extra", "InstantIDRequest",
+    "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult", "ResultImage",
+    "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
     "WebhookTestMode",
-]
+]  # fmt: skip
+
+T = TypeVar("T")
+
+# --- validators -------------------------------------------------------------------------------
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], Any]  # what attrs.field(validator=) takes
+
+
+def raising(
+    error: Callable[[Any, attrs.Attribute[Any], Any], Exception], *checks: Validator
+) -> Validator:
+    """``checks`` in turn, a failure raised as ``error(instance, attribute, value)`` (not attrs'
+    bare ``TypeError``)."""
+    check = av.and_(*checks)
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            check(instance, attribute, value)
+        except (TypeError, ValueError):
+            raise error(instance, attribute, value) from None
+
+    return validate
+
+
+def refusing(allowed: str, *checks: Validator) -> Validator:
+    """``checks`` for a request field: a failure is a :class:`ValidationError`."""
+    return raising(
+        lambda _, attribute, value: ValidationError(attribute.name, value, allowed), *checks
+    )
+
+
+def setting(requirement: str, *checks: Validator) -> Validator:
+    """``checks`` for an option: a failure is a :class:`ConfigurationError` such as
+    ``RetryPolicy.attempts must be an integer >= 1``."""
+
+    def error(instance: Any, attribute: attrs.Attribute[Any], _: Any) -> Exception:
+        return ConfigurationError(
+            f"{type(instance).__name__}.{attribute.name} must be {requirement}"
+        )
+
+    return raising(error, *checks)
+
+
+# A bool is an int to Python, never a number to the API. (``not_(instance_of(bool))`` raises
+# and catches an exception for every value that is fine.)
+def _not_bool(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must not be a bool")
+
+
+NUMBER = (_not_bool, av.instance_of((int, float)))
+INTEGER = (_not_bool, av.instance_of(int))
+# Every comparison with NaN is false, so these bounds refuse it as well as the infinities.
+FINITE = (av.gt(-math.inf), av.lt(math.inf))
+
+
+def _required(allowed: str) -> Validator:
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            raise ValidationError(attribute.name, value, allowed)
+
+    return check
+
+
+def _numeric(name: str) -> Validator:
+    allowed, integer = _spec.NUMERIC_FIELDS[name]
+    bounds = [av.ge(allowed.low)] + ([] if allowed.high is None else [av.le(allowed.high)])
+    return av.and_(
+        refusing(
+            f"must be {'an integer' if integer else 'a number'} in {allowed}",
+            *(INTEGER if integer else NUMBER),
+        ),
+        refusing(f"must be in {allowed}", *bounds),
+    )
+
+
+_OPTIONAL = {name: av.optional(_numeric(name)) for name in _spec.NUMERIC_FIELDS}
+_REQUIRED = {
+    name: av.and_(_required(f"required: a value in {allowed}"), _numeric(name))
+    for name, (allowed, _) in _spec.NUMERIC_FIELDS.items()
+}
+
+
+def _in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _OPTIONAL[attribute.name](instance, attribute, value)
+
+
+# A numeric field the API requires: None would drop it from the JSON.
+def _required_in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _REQUIRED[attribute.name](instance, attribute, value)
+
+
+_text: Validator = av.optional(
+    av.and_(
+        refusing("must be a string", av.instance_of(str)),
+        refusing(
+            f"length must be in {_spec.PROMPT_LENGTH} characters",
+            av.min_len(int(_spec.PROMPT_LENGTH.low)),
+            av.max_len(int(_spec.PROMPT_LENGTH.high or 0)),
+        ),
+    )
+)
+
+# Something besides whitespace.
+_name: Validator = refusing(
+    "must be a non-empty string", av.instance_of(str), av.matches_re(r"(?s).*\S.*")
+)
+
+
+def _one_of(choices: tuple[str, ...], *, required: bool = False) -> Validator:
+    listed = ", ".join(choices)
+    check = refusing("must be one of " + listed, av.in_(choices))
+    if required:
+        return av.and_(_required("is required: one of " + listed), check)
+    return av.optional(check)
+
+
+_asset_ids: Validator = av.optional(
+    refusing(
+        "must be a list of non-empty asset ids",
+        av.deep_iterable(av.and_(av.instance_of(str), av.min_len(1))),
+    )
+)
+_finite: Validator = refusing("must be a finite number", *NUMBER, *FINITE)
+_boolean: Validator = av.optional(refusing("must be true or false", av.instance_of(bool)))
+
+
+def _str_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        # A bare string would otherwise become a tuple of characters.
+        raise ValidationError("asset ids", value, "must be a list of asset ids, not a string")
+    if not isinstance(value, Iterable):
+        raise ValidationError("asset ids", value, "must be a list of asset ids")
+    return tuple(value)
+
+
+# --- building from fields ---------------------------------------------------------------------
+# Nested parts of a request may be given as their model or as a mapping of their fields (as a
+# job file has them). Each level names a problem relative to itself; its parent puts its own
+# key in front.
+
+
+def _path(key: str, field: str) -> str:
+    """``field`` (a name, ``[index]`` or a path of them) under ``key``."""
+    if not key or not field:
+        return key or field
+    return key + field if field.startswith("[") else f"{key}.{field}"
+
+
+def _build(cls: type[T], value: object, path: str) -> T | None:
+    """``value`` as a ``cls``: an instance kept, a mapping of its fields built strictly."""
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValidationError(path, value, f"must be an object: a {cls.__name__}'s fields")
+    fields = {key: item for key, item in value.items() if item is not None}
+    known = attrs.fields_dict(cls)  # type: ignore[arg-type]
+    for key in fields:
+        if key not in known:
+            raise ValidationError(_path(path, str(key)), fields[key], "unknown field")
+    for name, field in known.items():
+        if field.default is attrs.NOTHING and name not in fields:
+            raise ValidationError(_path(path, name), None, "is required")
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        raise ValidationError(_path(path, exc.field), exc.value, exc.allowed) from None
+
+
+def _build_list(cls: type[T], value: object, path: str) -> tuple[T, ...] | None:
+    """``value`` as a tuple of ``cls``, each item an instance or a mapping of its fields."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ValidationError(path, value, f"must be a list of {cls.__name__}")
+    items = []
+    for index, item in enumerate(value):
+        if (built := _build(cls, item, f"{path}[{index}]")) is None:
+            raise ValidationError(f"{path}[{index}]", item, f"must be a {cls.__name__}")
+        items.append(built)
+    return tuple(items)
+
+
+def merge_fields(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` over ``defaults``; the ``extra`` blocks merge key by key, the rest replace."""
+    merged = {**defaults, **fields}
+    if isinstance(extra := fields.get("extra"), dict) and isinstance(defaults.get("extra"), dict):
+        merged["extra"] = {**defaults["extra"], **extra}
+    return merged
 
 
 # --- request ----------------------------------------------------------------------------------
 
-# Nested parts of a request may be given as their model or as a mapping of their fields (as a
-# job file has them); either way they are checked here, naming the path of a bad field.
 
-
+# The attrs converters of the nested parts (named functions: what mypy's attrs plugin reads).
 def _units(value: object) -> tuple[ControlNetUnit, ...]:
-    return v.nested_list(value, "units", ControlNetUnit) or ()
+    return _build_list(ControlNetUnit, value, "units") or ()
 
 
 def _test_mode(value: object) -> WebhookTestMode | None:
-    return v.nested(value, "test_mode", WebhookTestMode)
+    return _build(WebhookTestMode, value, "test_mode")
 
 
 def _webhook(value: object) -> Webhook | None:
-    return v.nested(value, "webhook", Webhook)
+    return _build(Webhook, value, "webhook")
 
 
 def _enterprise(value: object) -> EnterprisePlan | None:
-    return v.nested(value, "enterprise_plan", EnterprisePlan)
+    return _build(EnterprisePlan, value, "enterprise_plan")
 
 
 def _loras(value: object) -> tuple[LoRA, ...] | None:
-    return v.nested_list(value, "loras", LoRA)
+    return _build_list(LoRA, value, "loras")
 
 
 def _controlnet(value: object) -> ControlNet | None:
-    return v.nested(value, "controlnet", ControlNet)
+    return _build(ControlNet, value, "controlnet")
 
 
 def _extra(value: object) -> Extra | None:
-    return v.nested(value, "extra", Extra)
+    return _build(Extra, value, "extra")
 
 
 @attrs.frozen
 class LoRA:
     """One LoRA applied on top of the checkpoint."""
 
-    model_name: str = attrs.field(validator=v.name)
-    strength: float = attrs.field(validator=v.finite)
+    model_name: str = attrs.field(validator=_name)
+    strength: float = attrs.field(validator=_finite)
 
 
 @attrs.frozen
 class ControlNetUnit:
-    model_name: str = attrs.field(validator=v.name)
-    strength: float = attrs.field(validator=v.finite)
-    preprocessor: str = attrs.field(validator=v.one_of(_spec.CONTROLNET_PREPROCESSORS))
+    model_name: str = attrs.field(validator=_name)
+    strength: float = attrs.field(validator=_finite)
+    preprocessor: str = attrs.field(validator=_one_of(_spec.CONTROLNET_PREPROCESSORS))
 
 
 @attrs.frozen
@@ -96,19 +274,19 @@ class ControlNet:
 
 @attrs.frozen
 class WebhookTestMode:
-    enabled: bool = attrs.field(validator=v.boolean)
+    enabled: bool = attrs.field(validator=_boolean)
     return_task_status: str | None = None
 
 
 @attrs.frozen
 class Webhook:
-    url: str = attrs.field(validator=v.name)
+    url: str = attrs.field(validator=_name)
     test_mode: WebhookTestMode | None = attrs.field(default=None, converter=_test_mode)
 
 
 @attrs.frozen
 class EnterprisePlan:
-    enabled: bool = attrs.field(validator=v.boolean)
+    enabled: bool = attrs.field(validator=_boolean)
 
 
 @attrs.frozen
@@ -116,10 +294,10 @@ class Extra:
     """The ``extra`` block shared by Novita's v3 async endpoints."""
 
     response_image_type: str | None = attrs.field(
-        default=None, validator=v.one_of(_spec.IMAGE_TYPES)
+        default=None, validator=_one_of(_spec.IMAGE_TYPES)
     )
-    enable_nsfw_detection: bool | None = attrs.field(default=None, validator=v.boolean)
-    nsfw_detection_level: int | None = attrs.field(default=None, validator=v.in_range)
+    enable_nsfw_detection: bool | None = attrs.field(default=None, validator=_boolean)
+    nsfw_detection_level: int | None = attrs.field(default=None, validator=_in_range)
     webhook: Webhook | None = attrs.field(default=None, converter=_webhook)
     custom_storage: dict[str, Any] | None = None
     enterprise_plan: EnterprisePlan | None = attrs.field(default=None, converter=_enterprise)
@@ -144,32 +322,32 @@ class InstantIDRequest:
     insists on them.
     """
 
-    prompt: str = attrs.field(validator=v.text)
+    prompt: str = attrs.field(validator=_text)
     face_image_assets_ids: tuple[str, ...] = attrs.field(
-        default=(), converter=v.str_tuple, validator=v.asset_ids
+        default=(), converter=_str_tuple, validator=_asset_ids
     )
     ref_image_assets_ids: tuple[str, ...] = attrs.field(
-        default=(), converter=v.str_tuple, validator=v.asset_ids
+        default=(), converter=_str_tuple, validator=_asset_ids
     )
-    model_name: str = attrs.field(default=_spec.RECOMMENDED_MODEL, validator=v.name)
-    width: int = attrs.field(default=1024, validator=v.required_in_range)
-    height: int = attrs.field(default=1024, validator=v.required_in_range)
-    image_num: int = attrs.field(default=1, validator=v.required_in_range)
-    steps: int = attrs.field(default=25, validator=v.required_in_range)
-    guidance_scale: float = attrs.field(default=7.5, validator=v.required_in_range)
+    model_name: str = attrs.field(default=_spec.RECOMMENDED_MODEL, validator=_name)
+    width: int = attrs.field(default=1024, validator=_required_in_range)
+    height: int = attrs.field(default=1024, validator=_required_in_range)
+    image_num: int = attrs.field(default=1, validator=_required_in_range)
+    steps: int = attrs.field(default=25, validator=_required_in_range)
+    guidance_scale: float = attrs.field(default=7.5, validator=_required_in_range)
     sampler_name: str = attrs.field(
-        default="Euler", validator=v.one_of(_spec.SAMPLERS, required=True)
+        default="Euler", validator=_one_of(_spec.SAMPLERS, required=True)
     )
-    negative_prompt: str | None = attrs.field(default=None, validator=v.text)
-    seed: int | None = attrs.field(default=None, validator=v.in_range)
-    id_strength: float | None = attrs.field(default=None, validator=v.in_range)
-    adapter_strength: float | None = attrs.field(default=None, validator=v.in_range)
-    clip_skip: int | None = attrs.field(default=None, validator=v.in_range)
+    negative_prompt: str | None = attrs.field(default=None, validator=_text)
+    seed: int | None = attrs.field(default=None, validator=_in_range)
+    id_strength: float | None = attrs.field(default=None, validator=_in_range)
+    adapter_strength: float | None = attrs.field(default=None, validator=_in_range)
+    clip_skip: int | None = attrs.field(default=None, validator=_in_range)
     face_kps_assets_ids: tuple[str, ...] | None = attrs.field(
-        default=None, converter=v.str_tuple, validator=v.asset_ids
+        default=None, converter=_str_tuple, validator=_asset_ids
     )
-    control_guidance_start: float | None = attrs.field(default=None, validator=v.in_range)
-    control_guidance_end: float | None = attrs.field(default=None, validator=v.in_range)
+    control_guidance_start: float | None = attrs.field(default=None, validator=_in_range)
+    control_guidance_end: float | None = attrs.field(default=None, validator=_in_range)
     loras: tuple[LoRA, ...] | None = attrs.field(
         default=None, converter=_loras, validator=_max_loras
     )
@@ -188,6 +366,19 @@ class InstantIDRequest:
                 f"{len(kps)} ids",
                 f"must have as many ids as face_image_assets_ids ({len(faces)})",
             )
+
+    @classmethod
+    def from_dict(
+        cls, fields: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
+    ) -> InstantIDRequest:
+        """The request of API-named ``fields`` over ``defaults`` (whose ``extra`` block merges
+        key by key), or :class:`ValidationError` naming the first problem by its path
+        (``loras[1].strength``, ``extra.webhook.urll``): strict, an unknown key is refused."""
+        if not isinstance(fields, Mapping):
+            raise ValidationError(cls.__name__, fields, "must be an object")
+        request = _build(cls, merge_fields(defaults or {}, fields), "")
+        assert request is not None
+        return request
 
     def check_submittable(self) -> None:
         """Raise :class:`ValidationError` unless the request can be sent as it is."""

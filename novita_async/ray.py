@@ -2,9 +2,10 @@
 
 ::
 
+    from novita_async import BatchOptions
     from novita_async.ray import run_sharded
 
-    summary = await run_sharded(jobs, "out", shards=4, rate=8.0)
+    summary = await run_sharded(jobs, "out", BatchOptions(rate=8.0), shards=4)
 
 Needs ``pip install 'novita-async[ray]'``. Without ``address`` (and outside a Ray instance this
 process already joined) a local Ray instance is started for the run and shut down after it.
@@ -18,20 +19,21 @@ process already joined) a local Ray instance is started for the run and shut dow
   its node and keeps its journal as segments under ``PREFIX/.novita-shards/k-of-K/``, and the
   driver merges the shards' results from the store. The other options (``concurrency``,
   ``max_tasks``...) apply to each shard.
-- One small :data:`RatePermits` actor holds the account's ``rate``
-  (submissions per second for all shards together; default ``options.rate``) and hands out the
-  turns to submit; a 429 one shard sees pauses every shard's submissions there.
+- One small :data:`RatePermits` actor holds the account's ``options.rate``
+  (submissions per second for all shards together) and hands out the turns to submit; a 429
+  one shard sees pauses every shard's submissions there.
 - A shard actor that dies is restarted by Ray, and its run is called again: it resumes from its
   journal like any rerun, so nothing is submitted twice (a submission whose answer the dead process
   never recorded ends ``SUBMIT_OUTCOME_UNKNOWN``, as after ``kill -9``). The summary counts every
   attempt's submissions, tasks, images and requests (a dead attempt's as the driver last saw them,
   at most half a second old); each job is counted once, as its shard's last attempt ended it.
-- The driver follows every shard (their events, every half second) into ``on_progress``, and at the
+- The driver follows every shard (their events, every half second) into ``on_event``, and at the
   end writes ``OUT/results.jsonl`` from the shards' results: the lines one process would write
   over the same jobs. An output folder keeps its number of shards: another is refused.
 
-The API key is resolved here (argument or ``NOVITA_API_KEY``) and reaches the shards wrapped in a
-:class:`~novita_async._ray_actors.SecretKey`, whose repr is masked. The object store's credentials
+The shards' client is ``connection`` (a :class:`~novita_async.ClientConfig`; by default resolved
+here from ``NOVITA_API_KEY`` and the other variables a client reads). Its API key reaches the
+shards wrapped in a :class:`SecretKey`, whose repr is masked. The object store's credentials
 never leave the driver: each shard's store client reads its own node's environment (``AWS_*``...,
 or the node's instance role). A local Ray instance started here inherits this process's
 environment; on a cluster, give the nodes their credentials.
@@ -39,6 +41,7 @@ environment; on a cluster, give the nodes their credentials.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -53,48 +56,207 @@ import attrs
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-from ._config import ClientConfig, Timeouts
+from ._client import NovitaClient
+from ._config import ClientConfig, mask_secret
 from ._exceptions import ConfigurationError, NovitaError, RunStoppedError
-from ._ray_actors import Connection, SecretKey, ShardEnd, ShardProgress, ShardRunner
-from .batch import BatchEvent, BatchEventHook, BatchEventKind, BatchOptions, BatchSummary, _limits
-from .batch._destination import Destination, ObjectOutput, parse_out
-from .batch._events import emit
-from .batch._job import InvalidJob, JobInput
-from .batch._outputs import OutputLock
-from .batch._shards import (
-    Shard,
-    check_layout,
-    check_stored_layout,
-    merge_shard_results,
-    merge_stored_shard_results,
-    shard_of,
+from ._failures import MAX_RAY_RESTARTS, PERMITS_TRIES
+from .batch import (
+    BatchEvent,
+    BatchEventHook,
+    BatchEventKind,
+    BatchOptions,
+    BatchRunner,
+    BatchSummary,
+    Output,
+    _pacing,
+    open_output,
 )
-from .batch._source import JobSource
+from .batch._events import emit
+from .batch._jobs import InvalidJob, JobInput, JobSource
+from .batch._options import Shard, shard_of
+from .batch._outputs import OutputLock
+from .batch._pacing import SubmitPermits
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 
-MAX_RESTARTS = 3
-"""Times Ray restarts a shard (or the permits) after its process died, in one run."""
+# The events a shard keeps for the driver between two of its polls (a driver that stopped
+# polling must not make a shard's memory grow).
+_EVENTS_KEPT = 100_000
+
+
+class SecretKey:
+    """An API key that shows itself masked: in a repr, an f-string, a log of a call's arguments."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def reveal(self) -> str:
+        return self._key
+
+    def __repr__(self) -> str:
+        return f"SecretKey({mask_secret(self._key)!r})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[type[SecretKey], tuple[str]]:
+        return (SecretKey, (self._key,))
+
+
+@attrs.frozen
+class Connection:
+    """The shards' client configuration as it crosses to them: the key masked in every repr."""
+
+    api_key: SecretKey
+    config: ClientConfig
+    """Everything else (the key in it blanked: only ``api_key`` carries it)."""
+
+    @classmethod
+    def of(cls, config: ClientConfig) -> Connection:
+        return cls(SecretKey(config.api_key), attrs.evolve(config, api_key=""))
+
+    def client(self) -> NovitaClient:
+        c = self.config
+        return NovitaClient(
+            self.api_key.reveal(),
+            base_url=str(c.base_url),
+            assets_url=str(c.assets_url),
+            timeouts=c.timeouts,
+            max_connections=c.max_connections,
+            retry=c.retry,
+            send_auth_to_assets=c.send_auth_to_assets,
+        )
+
+
+class PermitsProxy:
+    """A shard's side of the shared :class:`RatePermits` (a Ray actor handle): a
+    :class:`SubmitPermits`."""
+
+    def __init__(self, actor: object) -> None:
+        self._actor = actor
+
+    async def acquire(self) -> None:
+        for attempt in range(PERMITS_TRIES):
+            try:
+                await self._actor.acquire.remote()  # type: ignore[attr-defined]
+                return
+            except RayActorError:
+                # Ray restarts the permits' actor (its pause forgotten, not the run's own);
+                # the next call waits for it.
+                if attempt == PERMITS_TRIES - 1:
+                    raise
+
+    def rate_limited(self, seconds: float) -> None:
+        # Sent, not awaited: the refusal's handling must not wait on another process.
+        self._actor.rate_limited.remote(seconds)  # type: ignore[attr-defined]
+
+
+@attrs.frozen
+class ShardEnd:
+    """How one shard's run ended: its summary, and the run-level stop if one ended it."""
+
+    summary: BatchSummary
+    attempt: str
+    """Which attempt (actor process) ended it: the driver adds the earlier attempts' counts."""
+    stop_reason: str | None = None
+    stop_what: str = ""
+    stop_fix: str = ""
+
+
+@attrs.frozen
+class ShardProgress:
+    """What :meth:`ShardRunner.drain` tells the driver: the events since the last call, the
+    summary so far (None before the run began) and the attempt it belongs to."""
+
+    events: list[BatchEvent]
+    summary: BatchSummary | None
+    attempt: str
+
+
+class ShardRunner:
+    """One shard: a :class:`BatchRunner` with ``options.shard`` set, over OUT shared with the
+    other shards. ``run`` resumes from the shard's journal, as any rerun does, so calling it
+    again after Ray restarted the actor (a new process) continues where the dead one stopped.
+
+    ``out`` is a folder's absolute path or an object store's URL: a shard's store client reads
+    the credentials of its own node's environment; none travels with the actor's arguments.
+
+    ``permits`` is the Ray name of the run's :class:`RatePermits` actor, looked up here, not its
+    handle: Ray keeps a handle argument in its object store, and a constructor argument there may
+    be gone when Ray restarts the actor (Ray warns of it on every run); a name is a plain value.
+    """
+
+    def __init__(
+        self,
+        out: str,
+        options: BatchOptions,
+        connection: Connection,
+        permits: str | None,
+    ) -> None:
+        self._out = out
+        # Ray runs __init__ again in the process that replaces a dead one: a new attempt.
+        self._attempt = secrets.token_hex(8)
+        self._options = options
+        self._connection = connection
+        self._permits: SubmitPermits | None = None
+        if permits is not None:
+            self._permits = PermitsProxy(ray.get_actor(permits))
+        self._events: collections.deque[BatchEvent] = collections.deque(maxlen=_EVENTS_KEPT)
+        self._runner: BatchRunner | None = None
+        self._scope = anyio.CancelScope()
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<ShardRunner {self._options.shard} of {self._out}>"
+
+    async def run(self, jobs: Sequence[JobInput]) -> ShardEnd:
+        """Run the shard's ``jobs`` to their end (or until :meth:`stop`)."""
+        self._scope = anyio.CancelScope()
+        if self._stopped:
+            self._scope.cancel()
+        async with self._connection.client() as client:
+            self._runner = runner = BatchRunner(
+                client, self._out, self._options, on_event=self._events.append
+            )
+            runner._permits = self._permits  # the account's, shared by every shard
+            try:
+                with self._scope:
+                    await runner.run_all(jobs)
+            except RunStoppedError as stop:
+                # Its cause may not cross processes whole: the driver gets its words.
+                return ShardEnd(runner.summary, self._attempt, stop.reason, stop.what, stop.fix)
+        return ShardEnd(runner.summary, self._attempt)
+
+    async def drain(self) -> ShardProgress:
+        """The events since the last call, and the summary so far."""
+        events = list(self._events)
+        self._events.clear()
+        summary = None if self._runner is None else self._runner.summary
+        return ShardProgress(events, summary, self._attempt)
+
+    async def stop(self) -> None:
+        """Stop the run cleanly, as a signal would: nothing new is submitted, a rerun resumes."""
+        self._stopped = True
+        self._scope.cancel()
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+
 _POLL_SECONDS = 0.5
 _ENDED = (BatchEventKind.SUCCEEDED, BatchEventKind.FAILED)
 
-RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS)(_limits.RatePermits)
+RatePermits = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS)(_pacing.RatePermits)
 """The actor holding the account's rate: ``RatePermits.remote(rate)`` (see
-:class:`novita_async.batch._limits.RatePermits`, the same permits one run uses alone)."""
-_Shard = ray.remote(num_cpus=0, max_restarts=MAX_RESTARTS, max_task_retries=0)(ShardRunner)
+:class:`novita_async.batch._pacing.RatePermits`, the same permits one run uses alone)."""
+_Shard = ray.remote(num_cpus=0, max_restarts=MAX_RAY_RESTARTS, max_task_retries=0)(ShardRunner)
 
 
-def shard_actor_name(out: str | os.PathLike[str] | Destination, shard: Shard) -> str:
+def shard_actor_name(out: str | os.PathLike[str] | Output, shard: Shard) -> str:
     """The Ray name of the actor running ``shard`` of the run into ``out`` (in the driver's
     namespace): ``ray.get_actor(shard_actor_name(out, Shard(0, 4)))``."""
-    return f"novita-async:{_where(parse_out(out))}:{shard.name}"
-
-
-def _where(destination: Destination) -> str:
-    """OUT as the shards are given it: the store's URL, or the folder's absolute path."""
-    if isinstance(destination, ObjectOutput):
-        return destination.url
-    return str(destination.folder.absolute())
+    return f"novita-async:{open_output(out).actor_key()}:{shard.name}"
 
 
 class _ShardStop(NovitaError):
@@ -111,55 +273,44 @@ class _ShardStop(NovitaError):
 
 async def run_sharded(
     jobs: Iterable[JobInput] | AsyncIterable[JobInput],
-    out: str | os.PathLike[str] | Destination,
+    out: str | os.PathLike[str] | Output,
+    options: BatchOptions | None = None,
     *,
     shards: int,
-    rate: float | None = None,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    assets_url: str | None = None,
-    timeouts: Timeouts | None = None,
-    options: BatchOptions | None = None,
+    connection: ClientConfig | None = None,
     address: str | None = None,
-    on_progress: BatchEventHook | None = None,
+    on_event: BatchEventHook | None = None,
 ) -> BatchSummary:
-    """Run ``jobs`` in ``shards`` Ray actors into ``out``; the summed :class:`BatchSummary`.
+    """Run ``jobs`` in ``shards`` Ray actors into ``out``, with the ``options`` one
+    :class:`BatchRunner` takes; the summed :class:`BatchSummary`.
 
-    ``on_progress`` is called with every shard's :class:`BatchEvent` (a job's end once, though a
-    restarted shard replays it). A shard stopped by a run-level cause raises
+    ``options.rate`` is the account's, for all shards together; the others apply to each shard.
+    ``connection`` is the shards' client (default: ``ClientConfig.resolve()``, from the
+    environment). ``on_event`` is called with every shard's :class:`BatchEvent` (a job's end once,
+    though a restarted shard replays it). A shard stopped by a run-level cause raises
     :class:`RunStoppedError` once every shard has ended, after the results are merged.
     """
     options = options or BatchOptions()
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise ConfigurationError(f"shards must be an integer >= 1, got {shards!r}")
-    rate = options.rate if rate is None else rate
-    if rate is not None and not rate > 0:
-        raise ConfigurationError("rate must be a number of submissions per second > 0")
-    config = ClientConfig.resolve(
-        api_key, base_url=base_url, assets_url=assets_url, timeouts=timeouts
-    )
-    destination = parse_out(out, staging_dir=options.staging_dir)
-    if isinstance(destination, ObjectOutput) and destination.url.startswith("memory:"):
-        raise ConfigurationError(
-            f"out {destination.url!r}: a memory:// store lives in one process; shards need a "
-            "folder or a store every node reaches (s3://, gs://, az://)"
-        )
+    config = connection if connection is not None else ClientConfig.resolve()
+    # For the shards, in other processes (a memory:// store refused: it lives in this one).
+    destination = open_output(out, staging_dir=options.staging_dir).for_process()
     # The driver's working folder: OUT itself, or an object-store OUT's staging folder here.
     out_dir = destination.local_dir.absolute()
     parts = await _partition(jobs, shards)
     lock = OutputLock(out_dir)
-    await check_stored_layout(destination, Shard(0, shards))
+    await destination.check_layout(Shard(0, shards))
 
     def take_folder() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        check_layout(out_dir, Shard(0, shards))
         lock.acquire()  # one driver per OUT; each shard also locks its own folder
 
     await anyio.to_thread.run_sync(take_folder)
     started = _connect(address)
     try:
-        run = _ShardedRun(destination, shards, attrs.evolve(options, rate=None), on_progress)
-        ends = await run.run(parts, rate, Connection.of(config))
+        run = _ShardedRun(destination, shards, attrs.evolve(options, rate=None), on_event)
+        ends = await run.run(parts, options.rate, Connection.of(config))
     finally:
         lock.release()
         if started:
@@ -225,16 +376,16 @@ class _ShardedRun:
 
     def __init__(
         self,
-        destination: Destination,
+        destination: Output,
         count: int,
         options: BatchOptions,
-        on_progress: BatchEventHook | None,
+        on_event: BatchEventHook | None,
     ) -> None:
         self.destination = destination
-        self.out = _where(destination)
+        self.out = destination.actor_key()
         self.count = count
         self.options = options
-        self.on_progress = on_progress
+        self.on_event = on_event
         self.wall = 0.0
         self.attempts: list[dict[str, BatchSummary]] = [{} for _ in range(count)]
         """Per shard, the last summary seen of each attempt (each actor process) at its run."""
@@ -278,10 +429,7 @@ class _ShardedRun:
         return [end for end in ends if end is not None]
 
     async def _merge(self) -> None:
-        if isinstance(self.destination, ObjectOutput):
-            await merge_stored_shard_results(self.destination, self.count)
-        else:
-            await anyio.to_thread.run_sync(merge_shard_results, Path(self.out), self.count)
+        await self.destination.merge_shard_results(self.count)
 
     async def _run_shard(self, k: int, jobs: Any, ends: list[ShardEnd | None]) -> None:
         deaths = 0
@@ -297,7 +445,7 @@ class _ShardedRun:
                 await anyio.sleep(_POLL_SECONDS)
             except RayActorError:
                 deaths += 1
-                if deaths > MAX_RESTARTS:
+                if deaths > MAX_RAY_RESTARTS:
                     raise  # Ray gave up restarting it: the shard's jobs are left for a rerun
             except RayTaskError as exc:
                 raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
@@ -326,7 +474,7 @@ class _ShardedRun:
             if event.job_id in self._ended:
                 return  # replayed by a restarted shard
             self._ended.add(event.job_id)
-        emit(self.on_progress, event)
+        emit(self.on_event, event)
 
     async def _stop(self) -> None:
         """The driver is stopping: stop every shard cleanly and wait for its run to end."""

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from novita_async import LocalIOError
-from novita_async._atomic import remove_stale_temp_files, write_all, write_atomically
+from novita_async._files import (
+    file_digest,
+    remove_stale_temp_files,
+    stream_to_file,
+    write_all,
+    write_atomically,
+)
 
 
 def test_a_written_file_has_the_permissions_of_any_new_file(tmp_path: Path) -> None:
@@ -76,3 +83,30 @@ def test_stale_temporary_files_are_removed_and_nothing_else(
     assert remove_stale_temp_files(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, f".inputs.{dead}-1.part"])
     assert remove_stale_temp_files(tmp_path / "missing") == 0
+
+
+async def test_a_stream_is_written_whole_into_a_folder_it_makes(tmp_path: Path) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"ab"
+        yield b"cd"
+
+    target = tmp_path / "cache" / "input.png"
+    assert await stream_to_file(chunks(), target, doing="saving input") == 4
+    assert target.read_bytes() == b"abcd"
+    assert file_digest(target) == (4, hashlib.sha256(b"abcd").hexdigest())
+    assert os.listdir(target.parent) == ["input.png"]
+
+
+async def test_a_stream_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path: Path) -> None:
+    target = tmp_path / "input.png"
+    target.write_bytes(b"old")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"new, half"
+        raise ConnectionResetError("the network's, not this machine's")
+
+    # The source's own error passes as it is: only the file operations are local.
+    with pytest.raises(ConnectionResetError):
+        await stream_to_file(chunks(), target, doing="saving input")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["input.png"]

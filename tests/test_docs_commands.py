@@ -32,8 +32,8 @@ import pytest
 from cli.conftest import emulator_process
 from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
-from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 from novita_async.emulator import EmulatorProcess
+from novita_async.emulator._images import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -330,9 +330,10 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:9000  AWS_ALLOW_HTTP=true    # an S3-co
 novita-async run jobs.jsonl --out s3://my-bucket/portraits
 """
 RUN_SHARDED_SNIPPET = """\
+from novita_async import BatchOptions
 from novita_async.ray import run_sharded
 
-summary = await run_sharded(jobs, "out", shards=4, rate=8.0)   # key from NOVITA_API_KEY
+summary = await run_sharded(jobs, "out", BatchOptions(rate=8.0), shards=4)  # NOVITA_API_KEY
 """
 SCALE_OUT_COMMAND = """\
 export NOVITA_API_KEY=...                # on the driver only: the shards get it wrapped, masked

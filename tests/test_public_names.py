@@ -65,3 +65,26 @@ def test_answers_still_parse_into_relabelled_models() -> None:
     result = structure(answer, novita_async.TaskResult)
     assert result.status is novita_async.TaskStatus.SUCCEED
     assert result.images[0].image_url == "https://x/a.png"
+
+
+def test_the_failure_policys_public_names() -> None:
+    # Users meet these as a RunStoppedError's cause or a JobOutcome's error; ExitStatus is what
+    # the command line exits with.
+    assert issubclass(novita_async.RetriesExhaustedError, novita_async.NovitaError)
+    assert issubclass(novita_async.BudgetReachedError, novita_async.NovitaError)
+    assert issubclass(novita_async.OutageError, novita_async.NovitaError)
+    assert {status.name: int(status) for status in novita_async.ExitStatus} == {
+        "OK": 0,
+        "FAILED": 1,
+        "USAGE": 2,
+        "STOPPED": 3,
+        "BUDGET": 4,
+        "INTERRUPTED": 130,
+    }
+    assert novita_async.RetryPolicy.__module__ == "novita_async"
+
+
+def test_the_job_file_reader_and_the_request_from_fields_are_public() -> None:
+    assert {"read_jobs", "count_jobs", "job_ids"} <= set(batch.__all__)
+    request = novita_async.InstantIDRequest.from_dict({"prompt": "p"}, defaults={"steps": 30})
+    assert request == novita_async.InstantIDRequest(prompt="p", steps=30)

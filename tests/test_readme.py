@@ -28,7 +28,7 @@ from benchmarks._scale_out import scale_out_block, scale_out_figures
 from benchmarks._scenarios import SCENARIOS
 from benchmarks._summary import load_results
 from benchmarks.run import RESULTS
-from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
+from novita_async.emulator._images import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

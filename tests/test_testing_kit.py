@@ -18,7 +18,7 @@ import anyio
 import pytest
 from PIL import Image
 
-from novita_async import NovitaClient, RetryPolicy, ServerError, TaskFailedError
+from novita_async import InstantIDRequest, NovitaClient, RetryPolicy, ServerError, TaskFailedError
 from novita_async.testing import MISSING_EXTRA, emulated, emulator_process, kit_config
 
 FAST_RETRY = RetryPolicy(attempts=3, backoff_base=0.001, backoff_max=0.01)
@@ -44,7 +44,10 @@ async def test_the_kit_gives_a_client_pointed_at_the_emulator_its_faults_and_cou
         kit.faults.fail_next_tasks(1)
         with pytest.raises(TaskFailedError):
             await kit.client.instant_id(
-                face_images=[png()], ref_images=[png()], prompt="p", out_dir=tmp_path
+                InstantIDRequest(prompt="p"),
+                face_images=[png()],
+                ref_images=[png()],
+                out_dir=tmp_path,
             )
         stats = kit.stats()
         assert stats.count("submit", 503) == 1

@@ -16,7 +16,16 @@ import pytest
 from aiohttp import web
 from client.webhook_support import Served, event_body, served
 
-from novita_async import InvalidResponseError, TaskStatus, WebhookEvent, WebhookReceiver
+from novita_async import (
+    InvalidResponseError,
+    PollPolicy,
+    TaskFailedError,
+    TaskResult,
+    TaskStatus,
+    WebhookEvent,
+    WebhookReceiver,
+)
+from novita_async._completion import wait_until_done
 from novita_async.webhooks import MAX_BODY, EventType, WebhookStats, parse_event
 
 
@@ -24,6 +33,14 @@ from novita_async.webhooks import MAX_BODY, EventType, WebhookStats, parse_event
 async def hook() -> AsyncIterator[Served]:
     async for running in served(WebhookReceiver()):
         yield running
+
+
+def handed(receiver: WebhookReceiver, task_id: str) -> list[TaskResult]:
+    """What the receiver hands a waiter of ``task_id``, subscribed as ``_completion`` does: the
+    task's end at once if it came already, else once it comes."""
+    got: list[TaskResult] = []
+    receiver._subscribe(task_id, got.append)
+    return got
 
 
 # --- the event --------------------------------------------------------------------------------
@@ -119,7 +136,7 @@ async def test_a_wrong_token_or_another_path_under_the_prefix_is_404_and_counted
         assert await hook.post(event_body("t-1"), path) == 404
     assert await hook.post(b"", good, method="GET") == 404
     assert receiver.stats() == WebhookStats(refused_path=5)
-    assert await receiver.wait("t-1", timeout=0) is None  # nothing forged got through
+    assert handed(receiver, "t-1") == []  # nothing forged got through
 
 
 async def test_an_event_for_a_task_nobody_expects_is_answered_2xx_and_ignored(
@@ -131,8 +148,8 @@ async def test_an_event_for_a_task_nobody_expects_is_answered_2xx_and_ignored(
     assert receiver.stats() == WebhookStats(refused_task=1)
     assert receiver.stats().refused == 1
     # Expecting it afterwards does not resurrect the forged event.
-    assert await receiver.wait("someone-elses", timeout=0) is None
-    assert await receiver.wait("mine", timeout=0) is None
+    assert handed(receiver, "someone-elses") == []
+    assert handed(receiver, "mine") == []
 
 
 async def test_a_malformed_or_oversized_body_is_400_or_413(hook: Served) -> None:
@@ -145,11 +162,9 @@ async def test_a_malformed_or_oversized_body_is_400_or_413(hook: Served) -> None
 async def test_an_unknown_event_type_is_answered_2xx_and_ignored(hook: Served) -> None:
     receiver = hook.receiver
     receiver.expect("t-1")
-    seen: list[WebhookEvent] = []
-    receiver.on_event = seen.append
     assert await hook.post(event_body("t-1", event_type="ASYNC_TASK_PROGRESS")) == 200
     assert receiver.stats() == WebhookStats(unknown_types=1)
-    assert seen == [] and receiver.expecting == 1
+    assert receiver.expecting == 1 and handed(receiver, "t-1") == []
 
 
 async def test_the_token_never_reaches_a_log_line(
@@ -177,9 +192,9 @@ async def test_duplicates_are_counted_and_dropped_and_the_first_event_wins(hook:
     # The service's retry, then a contradicting event: the first one stands.
     assert await hook.post(event_body("t-1")) == 200
     assert await hook.post(event_body("t-1", "TASK_STATUS_FAILED", reason="late")) == 200
-    result = await receiver.wait("t-1")
-    assert result is not None and result.status is TaskStatus.SUCCEED
-    assert receiver.expecting == 0  # consumed: forgotten
+    [result] = handed(receiver, "t-1")
+    assert result.status is TaskStatus.SUCCEED
+    assert receiver.expecting == 0  # handed over: forgotten
     assert await hook.post(event_body("t-1")) == 200
     assert receiver.stats() == WebhookStats(accepted=1, duplicates=3)
 
@@ -199,10 +214,22 @@ async def test_out_of_order_events_each_reach_their_own_waiter(hook: Served) -> 
     receiver = hook.receiver
     got: dict[str, TaskStatus] = {}
 
+    async def never(task_id: str) -> TaskResult:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
     async def wait(task_id: str) -> None:
-        result = await receiver.wait(task_id)
-        assert result is not None and result.task_id == task_id
-        got[task_id] = result.status
+        try:
+            result = await wait_until_done(
+                never, task_id, timeout=3600, policy=PollPolicy(), on_progress=None,
+                events=receiver, first_poll=3600,
+            )  # fmt: skip
+        except TaskFailedError as exc:
+            assert exc.task_id == task_id
+            got[task_id] = TaskStatus.FAILED
+        else:
+            assert result.task_id == task_id
+            got[task_id] = result.status
 
     for task_id in ("a", "b", "c", "d"):
         receiver.expect(task_id)
@@ -226,27 +253,29 @@ async def test_an_event_that_is_not_an_end_does_not_take_the_tasks_place(hook: S
     receiver.expect("t-1")
     assert await hook.post(event_body("t-1", "TASK_STATUS_PROCESSING")) == 200
     assert await hook.post(event_body("t-1", "TASK_STATUS_SOMETHING_NEW")) == 200
-    assert await receiver.wait("t-1", timeout=0) is None
+    got = handed(receiver, "t-1")
+    assert got == [] and receiver.expecting == 1
     assert await hook.post(event_body("t-1")) == 200
-    result = await receiver.wait("t-1")
-    assert result is not None and result.status is TaskStatus.SUCCEED
+    assert [result.status for result in got] == [TaskStatus.SUCCEED]
     assert receiver.stats() == WebhookStats(accepted=1, not_final=2)
 
 
-async def test_wait_returns_none_on_timeout_or_when_the_task_is_forgotten(hook: Served) -> None:
+async def test_a_wait_that_ends_by_polling_forgets_the_task_and_its_event_comes_late(
+    hook: Served,
+) -> None:
     receiver = hook.receiver
-    assert await receiver.wait("t-1", timeout=0) is None
-    assert receiver.expecting == 1  # still expected: an event may yet come
-    got: list[object] = []
+    polled = parse_event(event_body("t-1")).result
+    assert polled is not None
 
-    async def wait() -> None:
-        got.append(await receiver.wait("t-1"))
+    async def answer(task_id: str) -> TaskResult:
+        assert receiver.expecting == 1  # expected while the wait lasts
+        return polled
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(wait)
-        await anyio.wait_all_tasks_blocked()
-        receiver.forget("t-1")
-    assert got == [None] and receiver.expecting == 0
+    result = await wait_until_done(answer, "t-1", timeout=60, policy=PollPolicy(),
+                                   on_progress=None, events=receiver)  # fmt: skip
+    assert result is polled and receiver.expecting == 0
+    assert await hook.post(event_body("t-1")) == 200
+    assert receiver.stats() == WebhookStats(late=1)
 
 
 # --- handing over -----------------------------------------------------------------------------
@@ -265,7 +294,7 @@ async def test_answers_come_at_once_while_the_consumer_is_stuck(hook: Served) ->
     for task_id in ("a", "b", "c"):
         receiver.expect(task_id)
     async with anyio.create_task_group() as group:
-        group.start_soon(slow_consumer, receiver.events())
+        group.start_soon(slow_consumer, aiter(receiver))
         assert await hook.post(event_body("a")) == 200
         await anyio.wait_all_tasks_blocked()
         assert consumed == ["a"]
@@ -279,74 +308,39 @@ async def test_answers_come_at_once_while_the_consumer_is_stuck(hook: Served) ->
     assert receiver.stats() == WebhookStats(accepted=3)
 
 
-async def test_a_full_feed_is_answered_503_and_the_services_retry_gets_through() -> None:
+async def test_an_iteration_sees_the_events_its_waits_take_too(hook: Served) -> None:
+    receiver = hook.receiver
+    events = aiter(receiver)  # from now on every accepted event is iterated
+    got = handed(receiver, "t-1")  # a wait for t-1; t-2 is only expected
+    receiver.expect("t-2")
+    assert await hook.post(event_body("t-1")) == 200
+    assert await hook.post(event_body("t-2")) == 200
+    assert [result.task_id for result in got] == ["t-1"]
+    assert [(await anext(events)).task_id for _ in range(2)] == ["t-1", "t-2"]
+    assert receiver.expecting == 0  # both handed over: forgotten
+
+
+async def test_a_full_buffer_is_answered_503_and_the_services_retry_gets_through() -> None:
     receiver = WebhookReceiver(max_buffered=2)
     async for hook in served(receiver):
-        feed = receiver.events()
+        events = aiter(receiver)
         for task_id in ("a", "b", "c"):
             receiver.expect(task_id)
         assert [await hook.post(event_body(t)) for t in "abc"] == [200, 200, 503]
         assert receiver.stats() == WebhookStats(accepted=2, busy=1)
-        assert (await anext(feed)).task_id == "a"
+        assert receiver.expecting == 1  # "c" still waits for its event
+        assert (await anext(events)).task_id == "a"
         assert await hook.post(event_body("c")) == 200  # the retry, once there is room
-        assert [(await anext(feed)).task_id for _ in range(2)] == ["b", "c"]
-        await feed.aclose()
+        assert [(await anext(events)).task_id for _ in range(2)] == ["b", "c"]
         receiver.expect("d")
-        assert await hook.post(event_body("d")) == 200  # nobody listens: nothing to fill
+        assert await hook.post(event_body("d")) == 200  # read: room again
         assert receiver.stats() == WebhookStats(accepted=4, busy=1)
-
-
-async def test_a_closed_or_dropped_feed_stops_buffering() -> None:
-    receiver = WebhookReceiver(max_buffered=1)
-    async for hook in served(receiver):
-        for task_id in "abcd":
-            receiver.expect(task_id)
-        async with receiver.events() as feed:
-            assert await hook.post(event_body("a")) == 200
-        assert await hook.post(event_body("b")) == 200  # closed: nothing to fill
-        assert [event.task_id async for event in feed] == ["a"]  # what it had buffered
-        receiver.events()  # made and dropped at once
-        assert await hook.post(event_body("c")) == 200
-        assert await hook.post(event_body("d")) == 200
-        assert receiver.stats() == WebhookStats(accepted=4)
-
-
-async def test_on_event_runs_after_the_answer_and_its_errors_are_only_logged(
-    hook: Served, caplog: pytest.LogCaptureFixture
-) -> None:
-    receiver = hook.receiver
-    called = anyio.Event()
-    seen: list[WebhookEvent] = []
-
-    def on_event(event: WebhookEvent) -> None:
-        seen.append(event)
-        called.set()
-        raise RuntimeError("the application's bug")
-
-    receiver.on_event = on_event
-    receiver.expect("t-1")
-    assert await hook.post(event_body("t-1")) == 200
-    await called.wait()
-    assert [event.task_id for event in seen] == ["t-1"]
-    assert receiver.expecting == 0  # handed over: forgotten
-    assert "on_event raised" in caplog.text
-
-    async def not_a_plain_function(event: WebhookEvent) -> None:
-        raise AssertionError("never run")
-
-    receiver.on_event = not_a_plain_function
-    receiver.expect("t-2")
-    caplog.clear()
-    assert await hook.post(event_body("t-2")) == 200
-    await anyio.wait_all_tasks_blocked()
-    assert "must be a plain function" in caplog.text  # and no "never awaited" warning
 
 
 # --- mounting ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mount", ["add_routes", "subapp"])
-async def test_the_receiver_mounts_in_an_existing_app(mount: str) -> None:
+async def test_the_receiver_mounts_in_an_existing_app() -> None:
     receiver = WebhookReceiver(path_prefix="/hooks/novita")
     app = web.Application()
 
@@ -354,10 +348,7 @@ async def test_the_receiver_mounts_in_an_existing_app(mount: str) -> None:
         return web.Response(text="hello")
 
     app.router.add_get("/", hello)
-    if mount == "add_routes":
-        receiver.add_routes(app)
-    else:
-        app.add_subapp(receiver.path_prefix, receiver.subapp())
+    app.add_subapp(receiver.path_prefix, receiver.app)
     runner = web.AppRunner(app)
     await runner.setup()
     try:
@@ -373,8 +364,8 @@ async def test_the_receiver_mounts_in_an_existing_app(mount: str) -> None:
                 assert await answer.text() == "hello"
     finally:
         await runner.cleanup()
-    result = await receiver.wait("t-1", timeout=0)
-    assert result is not None and result.task_id == "t-1"
+    [result] = handed(receiver, "t-1")
+    assert result.task_id == "t-1"
     assert receiver.stats() == WebhookStats(accepted=1, refused_path=1)
 
 

@@ -21,7 +21,7 @@ from novita_async import (
     Webhook,
     WebhookTestMode,
 )
-from novita_async._converter import converter, structure, structure_request, unstructure_request
+from novita_async._converter import converter, structure, unstructure_request
 from novita_async._exceptions import InvalidResponseError
 from novita_async._models import ModelPage
 from novita_async._spec import NUMERIC_FIELDS, REQUIRED_FIELDS
@@ -291,14 +291,14 @@ def test_request_fields_structure_strictly_naming_the_path(
 ) -> None:
     # The same converter that reads answers leniently (the test above) refuses these.
     with pytest.raises(ValidationError) as caught:
-        structure_request({"prompt": "p", **fields})
+        InstantIDRequest.from_dict({"prompt": "p", **fields})
     assert caught.value.field == field
     assert allowed in caught.value.allowed
 
 
 def test_a_request_that_is_not_an_object_is_named_by_its_class() -> None:
     with pytest.raises(ValidationError) as caught:
-        structure_request([1])  # type: ignore[arg-type]
+        InstantIDRequest.from_dict([1])  # type: ignore[arg-type]
     assert (caught.value.field, caught.value.allowed) == ("InstantIDRequest", "must be an object")
 
 

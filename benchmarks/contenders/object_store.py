@@ -24,7 +24,7 @@ import boto3
 from benchmarks._spec import RunReport, emit, load_spec
 from benchmarks.contenders.ours import tally
 from novita_async import NovitaClient
-from novita_async.batch import BatchRunner
+from novita_async.batch import BatchOptions, BatchRunner
 
 BUCKET = "novita-bench"
 
@@ -85,7 +85,9 @@ async def main() -> None:
         waits: list[float] = []
         async with NovitaClient(max_connections=spec.concurrency + 16) as client:
             runner = BatchRunner(
-                client, f"s3://{BUCKET}/bench", concurrency=spec.concurrency, rate=spec.rate
+                client,
+                f"s3://{BUCKET}/bench",
+                BatchOptions(concurrency=spec.concurrency, rate=spec.rate),
             )
             mirror = runner.folder.mirror
             assert mirror is not None

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from benchmarks._spec import RunReport, RunSpec, emit, load_spec
 from novita_async import Extra, InstantIDRequest, NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job
+from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, Job
 
 
 def jobs(spec: RunSpec) -> Iterator[Job]:
@@ -39,14 +39,14 @@ async def main() -> None:
             report.saved(event.task_id)
 
     async with NovitaClient(max_connections=spec.concurrency + 16) as client:
-        runner = BatchRunner(
-            client,
-            spec.out_dir,
-            # No hook where no one reads it: the throughput scenario measures the bare runner.
-            on_event=on_event if spec.end_to_disk else None,
+        options = BatchOptions(
             concurrency=spec.concurrency,
             rate=spec.rate,
             webhook_listen="127.0.0.1:0" if spec.webhooks else None,
+        )
+        # No hook where no one reads it: the throughput scenario measures the bare runner.
+        runner = BatchRunner(
+            client, spec.out_dir, options, on_event=on_event if spec.end_to_disk else None
         )
         await tally(runner, spec, report)
     emit(report)

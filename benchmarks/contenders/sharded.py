@@ -52,11 +52,10 @@ async def main() -> None:
         await run_sharded(
             jobs(spec),
             spec.out_dir,
-            shards=shards,
-            rate=spec.rate,
             # The same jobs in flight in all as the one process has.
-            options=BatchOptions(concurrency=max(1, spec.concurrency // shards)),
-            on_progress=on_progress,
+            BatchOptions(concurrency=max(1, spec.concurrency // shards), rate=spec.rate),
+            shards=shards,
+            on_event=on_progress,
         )
         report.figures["ray_cpu_s"] = round(tree_cpu_seconds(), 3)
     finally:

@@ -12,68 +12,64 @@ API key is never printed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import select
-import socket
-import ssl
 import sys
 import traceback
 from collections.abc import Sequence
 
-import aiohttp
 import anyio
 
-from .._config import ENV_API_KEY
-from .._exceptions import (
-    ConfigurationError,
-    LocalIOError,
-    NovitaError,
-    RunStoppedError,
-    StorageError,
-    ValidationError,
-)
-from .._redact import scrub
-from ..batch import JournalDamagedError
-from . import _commands, _demo, _journal_cmd, _run, _status
-from ._parser import parse_args
-from ._printable import PrintableFormatter, printable
-from ._run import (
-    EXIT_BUDGET,
+from .. import NovitaError, RunStoppedError
+from .._config import scrub
+from . import _commands, _run
+from ._display import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_STOPPED,
+    EXIT_READER_GONE,
     EXIT_USAGE,
+    PrintableFormatter,
+    describe_error,
+    printable,
 )
-from ._run_report import ReportTo
-from ._signals import real_error
+from ._run import real_error
+from ._settings import (
+    Command,
+    DemoSettings,
+    EmulatorSettings,
+    GenerateSettings,
+    ModelsSettings,
+    RepairSettings,
+    ResultSettings,
+    RunSettings,
+    StatusSettings,
+    UploadSettings,
+    parse,
+)
 
 __all__ = ["command", "main"]
 
-# OSErrors that are the network's, not this machine's file system.
-_NETWORK_ERRORS = (
-    ConnectionError,
-    TimeoutError,
-    socket.gaierror,
-    ssl.SSLError,
-    aiohttp.ClientError,
-)
 
-
-async def _dispatch(ns: argparse.Namespace) -> int:
-    commands = {
-        "run": _run.run,
-        "generate": _commands.generate,
-        "upload": _commands.upload,
-        "result": _commands.result,
-        "models": _commands.models,
-        "demo": _demo.demo,
-        "status": _status.status,
-        "journal": _journal_cmd.journal,
-    }
-    return await commands[ns.command](ns)
+async def _dispatch(command: Command) -> int:
+    match command:
+        case RunSettings():
+            return await _run.run(command)
+        case GenerateSettings():
+            return await _commands.generate(command)
+        case UploadSettings():
+            return await _commands.upload(command)
+        case ResultSettings():
+            return await _commands.result(command)
+        case ModelsSettings():
+            return await _commands.models(command)
+        case DemoSettings():
+            return await _commands.demo(command)
+        case StatusSettings():
+            return await _commands.status(command)
+        case RepairSettings():
+            return await _commands.repair_journal(command)
+    raise AssertionError(f"no command for {command!r}")
 
 
 def _shown_as_events(record: logging.LogRecord) -> bool:
@@ -83,59 +79,23 @@ def _shown_as_events(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.CRITICAL or record.exc_info is not None
 
 
-def _local_io(exc: OSError) -> LocalIOError | None:
-    """``exc`` as the file-system error it is, or None if it is the network's."""
-    if isinstance(exc, _NETWORK_ERRORS):
-        return None
-    return LocalIOError.from_os_error(exc, "a file operation")
-
-
-def _describe(exc: BaseException) -> tuple[str, int]:
-    """What went wrong, in one line, and the command's exit status for it."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
-    if isinstance(exc, OSError):
-        exc = _local_io(exc) or exc
-    if isinstance(exc, ValidationError):
-        return f"{exc.field}: {exc.value!r} is not allowed: {exc.allowed}", EXIT_USAGE
-    if isinstance(exc, ConfigurationError | JournalDamagedError):
-        return str(exc), EXIT_USAGE  # a damaged journal's message names the repair command
-    if isinstance(exc, RunStoppedError):
-        status = EXIT_BUDGET if exc.reason == "BUDGET_REACHED" else EXIT_STOPPED
-        return f"run stopped: {exc}", status
-    if isinstance(exc, LocalIOError | StorageError):
-        # The run's own place (this disk, the bucket) failed: a plain rerun continues.
-        return f"{exc.reason}: {exc}", EXIT_STOPPED
-    if isinstance(exc, NovitaError | OSError | aiohttp.ClientError):
-        return f"{type(exc).__name__}: {exc}", EXIT_FAILED
-    return f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED
-
-
-def _report(exc: BaseException, ns: argparse.Namespace, raised: BaseException) -> int:
+def _report(exc: BaseException, command: Command, raised: BaseException) -> int:
     """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug); a run
     that ended before it could report its own end says so in its JSON report too."""
-    message, status = _describe(exc)
-    if ns.debug:
+    message, status = describe_error(exc)
+    if command.debug:
         traceback.print_exception(raised)
     elif status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
         message += " (rerun with --debug for the traceback)"
     # The key never reaches a message on purpose; scrub anyway, it costs nothing.
-    message = scrub(message, ns.api_key or "", os.environ.get(ENV_API_KEY, ""))
+    message = scrub(message, *command.secrets)
     if isinstance(exc, KeyboardInterrupt):
         print("novita-async: interrupted", file=sys.stderr)
     else:
         print(f"novita-async: error: {printable(message)}", file=sys.stderr)
-    if ns.command == "run" and not isinstance(exc, RunStoppedError):
-        ReportTo.from_args(ns).write_error(status, message)
+    if isinstance(command, RunSettings) and not isinstance(exc, RunStoppedError):
+        _run.report_error(command.report, status, message)
     return status
-
-
-# The reader of our output went away (``novita-async result T --json | head -1``): end as a Unix
-# tool killed by SIGPIPE does, quietly (no traceback, no error line: nobody is wrong) with the
-# status a shell shows for it, 128 + SIGPIPE = 141 (``yes | head -1``'s ``yes``; git exits so
-# too). Not 0: the output was cut short, and a script with ``set -o pipefail`` that cares can tell,
-# exactly as it can for cat or grep in the same place.
-EXIT_READER_GONE = 141
 
 
 def _reader_gone() -> bool:
@@ -163,14 +123,12 @@ def _reader_gone() -> bool:
     return gone
 
 
-def _emulator(argv: list[str]) -> int:
+def _emulator(settings: EmulatorSettings) -> int:
     # Imported here, not at the top: the emulator needs Pillow, an optional dependency (the
     # [emulator] extra) that the rest of the command does not.
     from ..emulator import _cli as emulator_cli
 
-    # The emulator parses its own options; --debug is ours (and changes nothing there).
-    rest = [arg for arg in argv[argv.index("emulator") + 1 :] if arg != "--debug"]
-    status: int = emulator_cli.main(rest)
+    status: int = emulator_cli.main(list(settings.args))
     return status
 
 
@@ -178,21 +136,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        ns = parse_args(args)
+        settings = parse(args)
     except SystemExit as exc:  # --help, or bad usage (argparse has printed why)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if not hasattr(ns, "api_key"):
-        ns.api_key = None
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if ns.debug else logging.WARNING, handlers=[handler])
-    if ns.command == "emulator":
-        return _emulator(args)
+    logging.basicConfig(
+        level=logging.DEBUG if settings.debug else logging.WARNING, handlers=[handler]
+    )
+    if isinstance(settings, EmulatorSettings):
+        return _emulator(settings)
     batch_log = logging.getLogger("novita_async.batch")
-    if not ns.debug:
+    if not settings.debug:
         batch_log.addFilter(_shown_as_events)
     try:
-        status = anyio.run(_dispatch, ns, backend="asyncio")
+        status = anyio.run(_dispatch, settings, backend="asyncio")
         # Now, not at the interpreter's exit: a reader gone before the last bytes is told below.
         sys.stdout.flush()
         return status
@@ -204,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise inner from None
         if not isinstance(inner, Exception | KeyboardInterrupt):
             raise
-        return _report(inner, ns, exc)
+        return _report(inner, settings, exc)
     finally:
         batch_log.removeFilter(_shown_as_events)  # main() may be called again in one process
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .._atomic import write_atomically
+from .._files import write_atomically
 from ..batch import JobStatus
 
 __all__ = ["GALLERY_NAME", "read_results", "render_gallery", "write_gallery"]

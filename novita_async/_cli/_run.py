@@ -1,129 +1,163 @@
-"""``novita-async run``: a job file through the batch runner, with progress, summary and gallery.
+"""``novita-async run``: a job file through a batch runner (here, or in Ray shards), with
+progress, summary, gallery and an optional JSON report; ``--dry-run`` sends nothing.
 
-The arguments are read once into a :class:`RunSettings` (the batch flags into its
-:class:`BatchOptions`); everything below takes those typed values.
+One driver, :func:`run`, reads top to bottom: check the places, read the jobs, run them (a local
+:class:`BatchRunner`, or :func:`novita_async.ray.run_sharded`, imported only when asked for),
+end, gallery, report. Exit statuses: :mod:`._display`.
 
-Exit statuses (the ``EXIT_*`` constants): 0 every job succeeded; 1 some jobs failed (for their own
-reason, or retryable ones the summary explains); 2 bad usage or invalid input, before anything was
-sent; 3 the run stopped for a run-level cause (:class:`RunStoppedError`: the key, the account, the
-endpoint, this machine, a long outage), named in one line with its fix; 4 the run spent its
-``--max-tasks`` budget; 130 interrupted. ``--dry-run`` exits 0 when every line can run, 1 when
-some cannot.
+Signals: the first SIGINT or SIGTERM stops the run (nothing new is submitted; submissions awaiting
+their answer get ``stop_grace`` seconds). Later ones never kill the process, which would abandon
+those submissions silently and make a rerun pay for them again: the second says how many are still
+awaiting their answer and keeps waiting, the third abandons them (each recorded
+``SUBMIT_OUTCOME_UNKNOWN``) and the command exits with 130. Rerunning the same command resumes.
 
-Signals: see :mod:`._signals`.
+The JSON report (``--summary-json PATH``, ``--json``) is one :class:`RunReport` through the one
+converter: the exit status, the :class:`BatchSummary` (None when the command ended before its run
+did, with ``error`` saying why), a stop's ``reason`` and one-line ``message``, and where the
+results and the gallery are. The file is written atomically; ``--json`` prints it on stdout
+instead of the text summary (the progress lines then go to stderr).
 """
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+import contextlib
+import json
+import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import aiohttp
 import anyio
 import anyio.abc
 import anyio.to_thread
 import attrs
 
 from .. import (
+    ConfigurationError,
     LocalIOError,
+    NovitaError,
     RunStoppedError,
     StorageError,
     ValidationError,
 )
+from .._config import scrub
+from .._converter import converter
+from .._files import write_atomically
 from ..batch import (
-    BatchOptions,
+    JOURNAL_NAME,
+    RESULTS_NAME,
     BatchRunner,
     BatchSummary,
+    DryRun,
     InvalidJob,
     Job,
-    JobInputError,
+    Output,
+    count_jobs,
+    dry_run,
     is_run_output,
+    open_output,
+    read_jobs,
 )
-from ..batch._destination import Destination, LocalOutput, ObjectOutput, parse_out
-from ..batch._journal import JOURNAL_NAME
-from ..batch._journal_segments import JOURNAL_KEY, JournalMirror
-from ..batch._shards import merge_shard_results, merge_stored_shard_results
-from ._commands import make_client
-from ._dry_run import print_dry_run
+from ._display import (
+    EXIT_FAILED,
+    EXIT_OK,
+    BatchProgress,
+    format_summary,
+    plural,
+    printable,
+    printable_lines,
+    run_exit_status,
+)
 from ._gallery import write_gallery
-from ._jobfile import InputFetcher, JobLine, count_lines, read_job_file
-from ._printable import printable, printable_lines
-from ._progress import BatchProgress
-from ._request_flags import request_fields
-from ._run_report import ReportTo, RunReport, StopReport
-from ._signals import plural, until_signalled
+from ._settings import ReportTo, RunSettings
 
 __all__ = [
-    "EXIT_BUDGET",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_STOPPED",
-    "EXIT_USAGE",
-    "INTERRUPTED",
     "RunEnd",
-    "RunSettings",
-    "end_in_store",
-    "format_summary",
+    "real_error",
     "report_end",
+    "report_error",
     "run",
     "run_batch",
     "write_gallery_if_possible",
 ]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 3
-EXIT_BUDGET = 4
-EXIT_INTERRUPTED = INTERRUPTED = 130
 _T = TypeVar("_T")
 
 
-@attrs.frozen
-class RunSettings:
-    """What ``novita-async run`` was asked to do, read from its arguments once."""
-
-    jobs: Path
-    """The job file."""
-    out: Path
-    """The output folder: images, ``results.jsonl``, the journal and the gallery (for an
-    object-store ``--out``, the local staging folder the run works in)."""
-    request_defaults: Mapping[str, Any]
-    """The request fields the flags set, as API-named fields: defaults for every line."""
-    options: BatchOptions
-    plain: bool
-    """Plain log lines instead of a progress bar."""
-    dry: bool = False
-    """Decide what the run would do, and send nothing (``--dry-run``)."""
-    report: ReportTo = attrs.field(factory=ReportTo)
-    """Where the run's JSON report goes (``--summary-json``, ``--json``)."""
-    destination: Destination | None = None
-    """Where ``--out`` points: the folder, or an object store (None: ``out`` itself)."""
-    assets_url: str | None = None
-    """The asset upload URL (``--assets-url``; None: ``NOVITA_ASSETS_URL`` or the service's),
-    which decides the uploads a dry run counts as saved."""
-
-    @classmethod
-    def from_args(cls, ns: argparse.Namespace) -> RunSettings:
-        options: BatchOptions = ns.batch_options  # built once, from every flag, by parse_args
-        # A URL the package cannot write is refused here, before anything is sent.
-        destination = parse_out(ns.out, staging_dir=options.staging_dir)
-        return cls(
-            jobs=Path(ns.jobs),
-            out=destination.local_dir,
-            destination=destination,
-            request_defaults=request_fields(ns),
-            options=options,
-            plain=ns.no_progress,
-            dry=bool(getattr(ns, "dry_run", False)),
-            report=ReportTo.from_args(ns),
-            assets_url=ns.assets_url,
+async def run(settings: RunSettings) -> int:
+    # A URL the package cannot write is refused here, before anything is sent.
+    destination = open_output(settings.out, staging_dir=settings.options.staging_dir)
+    if not await anyio.Path(settings.jobs).is_file():
+        raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
+    await anyio.to_thread.run_sync(_check_places, settings, destination)
+    out = destination.local_dir
+    journal = settings.options.journal_path
+    if is_run_output(settings.jobs, out) or (
+        journal is not None and journal.resolve() == settings.jobs.resolve()
+    ):
+        raise ValidationError(
+            "JOBS.jsonl",
+            str(settings.jobs),
+            "is a file the run writes (in the output folder, or the journal): move it elsewhere",
         )
+    if settings.dry_run:
+        return await _dry_run(settings, destination)
+    if (ray := settings.ray) is None:
+        client = settings.connection.client()  # no key: refused now, before anything is read
+    else:
+        try:
+            from ..ray import run_sharded  # Ray is optional: imported only when asked for
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--ray needs Ray: pip install 'novita-async[ray]' ({exc})"
+            ) from None
+    # Counted before the run, in a pass that holds one line at a time: a run that stops early
+    # says how many jobs it never reached.
+    total = await anyio.to_thread.run_sync(count_jobs, settings.jobs)
+    read = [0]
+    prompts: dict[str, str] = {}
+    # With the report on stdout, stdout holds nothing else.
+    stream = sys.stderr if settings.report.stdout else None
+    with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
+        jobs = job_lines(settings, out / ".novita-inputs", prompts, progress.note, read=read)
+        if ray is None:
+            async with client:
+                runner = BatchRunner(
+                    client, destination, settings.options, on_event=progress.on_event
+                )
+                end = (await run_batch(runner, jobs, progress)).reaching(total, read[0])
+        else:
+            shard_jobs = [job async for job in jobs]
+            connection = settings.connection
+
+            async def on_ray() -> BatchSummary:
+                # Ray prints what its processes tell the driver (a raylet's warning, a
+                # worker's death) on sys.stdout, looked up at each print, until ray.shutdown
+                # (which run_sharded calls): stderr is where such lines belong, and stdout
+                # then holds only the run's own output (with --json, only the document).
+                # The progress display took its stream before this.
+                with contextlib.redirect_stdout(sys.stderr):
+                    return await run_sharded(
+                        shard_jobs,
+                        destination,
+                        settings.options,
+                        shards=ray.shards,
+                        connection=connection.config(),
+                        address=ray.address,
+                        on_event=progress.on_event,
+                    )
+
+            end = await _until_end(on_ray, None, progress)
+            # Every job went to a shard; those no shard read were not reached.
+            end = end.reaching(total, end.summary.jobs + end.summary.not_finished)
+        if (shard := settings.options.shard) is not None:
+            # One shard run by hand: OUT's results gather every shard's, as they stand.
+            await destination.merge_shard_results(shard.count)
+        results, gallery = await _publish_gallery(destination, prompts, progress)
+    return report_end(end, results, gallery, settings.report)
 
 
 @attrs.frozen
@@ -134,20 +168,15 @@ class RunEnd:
     interrupted: bool = False
     stopped: RunStoppedError | None = None
 
-    def reaching(self, lines: JobLinesRead) -> RunEnd:
-        """This end, its summary counting the job file's jobs the run never read."""
-        not_reached = max(lines.total - lines.read, 0)
+    def reaching(self, total: int, read: int) -> RunEnd:
+        """This end, its summary counting the ``total`` jobs of the file the run never read."""
+        not_reached = max(total - read, 0)
         return attrs.evolve(self, summary=attrs.evolve(self.summary, not_reached=not_reached))
 
     @property
     def status(self) -> int:
         """The command's exit status."""
-        if self.stopped is not None:
-            return EXIT_BUDGET if self.stopped.reason == "BUDGET_REACHED" else EXIT_STOPPED
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        clean = self.summary.failed == 0 and self.summary.not_finished == 0
-        return EXIT_OK if clean else EXIT_FAILED
+        return run_exit_status(self.summary, stopped=self.stopped, interrupted=self.interrupted)
 
 
 async def run_batch(
@@ -156,13 +185,74 @@ async def run_batch(
     progress: BatchProgress,
 ) -> RunEnd:
     """Run ``jobs`` through ``runner`` until they end, a signal stops them or the run stops."""
+    return await _until_end(lambda: runner.run_all(jobs), runner, progress)
+
+
+async def _until_end(
+    body: Callable[[], Awaitable[BatchSummary]], runner: BatchRunner | None, progress: BatchProgress
+) -> RunEnd:
+    """How ``body`` (a run, here or on Ray) ended: by itself, by a signal or by a run-level
+    stop (one signal policy for both; only a local ``runner`` can say what awaits an answer)."""
     try:
-        summary, interrupted = await until_signalled(
-            lambda: runner.run_all(jobs), runner, say=progress.note
-        )
+        summary, interrupted = await until_signalled(body, runner, say=progress.note)
     except RunStoppedError as stop:
-        return RunEnd(stop.summary or runner.summary, stopped=stop)
-    return RunEnd(summary or runner.summary, interrupted=interrupted)
+        return RunEnd(
+            stop.summary or (runner.summary if runner is not None else BatchSummary()), stopped=stop
+        )
+    fallback = runner.summary if runner is not None else BatchSummary(interrupted=True)
+    return RunEnd(summary or fallback, interrupted=interrupted)
+
+
+async def job_lines(
+    settings: RunSettings,
+    cache_dir: Path,
+    prompts: dict[str, str],
+    note: Callable[[str], object] | None,
+    *,
+    read: list[int] | None = None,
+) -> AsyncIterator[Job | InvalidJob]:
+    """The job file's jobs, inputs named by URL fetched into ``cache_dir`` (``note``: told of
+    each invalid line; ``read[0]``: counts the lines the run took)."""
+    jobs = read_jobs(settings.jobs, defaults=settings.request_defaults, cache_dir=cache_dir)
+    async for job in jobs:
+        if read is not None:
+            read[0] += 1  # each job is yielded to the run, which takes it
+        if isinstance(job, InvalidJob):
+            # A line that cannot become a job still gets its failed line in results.jsonl, with
+            # the line number and field in the message: one result line per job-file line.
+            prompts.setdefault(job.id, "")
+            if note is not None:
+                note(f"invalid job: {job.error}")
+        else:
+            prompts[job.id] = job.request.prompt
+        yield job
+
+
+def _wrong_kind(path: Path) -> str | None:
+    """Why ``path`` cannot be the file the run makes of it, if so."""
+    if path.is_dir():
+        return "must be a file (it names a folder)"
+    # The nearest thing that exists on the way must be a folder, for the run to make the rest.
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be made: {above} is a file, not a folder"
+    return None
+
+
+def _check_places(settings: RunSettings, destination: Output) -> None:
+    """Refuse, as bad usage and before anything is sent, an output folder or a journal this
+    machine cannot make: found only when the run opens them, they were a run-level stop (exit 3)
+    with nothing to rerun."""
+    try:
+        destination.check_usable()
+    except ValidationError as exc:
+        raise ValidationError("--out", exc.value, exc.allowed) from None
+    journal = settings.options.journal_path
+    if journal is not None and (why := _wrong_kind(journal)) is not None:
+        raise ValidationError("--journal", str(journal), why)
+
+
+# --- the end: gallery and report ---------------------------------------------------------------
 
 
 async def write_gallery_if_possible(
@@ -177,95 +267,67 @@ async def write_gallery_if_possible(
         return None
 
 
-@attrs.define
-class JobLinesRead:
-    """How many jobs the job file holds (``total``) and how many of them the run read."""
-
-    total: int
-    read: int = 0
-
-
-async def job_lines(
-    settings: RunSettings,
-    fetcher: InputFetcher,
-    prompts: dict[str, str],
-    progress: BatchProgress,
-    *,
-    note_invalid: bool = True,
-    counted: JobLinesRead | None = None,
-) -> AsyncIterator[Job | InvalidJob]:
-    async for item in read_job_file(settings.jobs, settings.request_defaults, fetcher):
-        if counted is not None:
-            counted.read += 1  # each item is yielded to the run, which takes it
-        if isinstance(item, JobLine):
-            prompts[item.id] = item.request.prompt
-            yield Job(
-                id=item.id,
-                face_images=item.face_images,
-                ref_images=item.ref_images,
-                request=item.request,
-                face_kps_images=item.face_kps_images,
-            )
-        else:
-            # A line that cannot become a job still gets its failed line in results.jsonl, with
-            # the line number and field in the message: one result line per job-file line.
-            prompts.setdefault(item.id, "")
-            if note_invalid:
-                progress.note(f"invalid job: {item}")
-            yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
+async def _publish_gallery(
+    destination: Output, prompts: Mapping[str, str], progress: BatchProgress
+) -> tuple[str, str | None]:
+    """The gallery written (for a store, in staging, then uploaded beside the images: its links
+    are relative, so the page works wherever the store serves it); where the results and the
+    gallery are."""
+    title = f"{destination.url.rpartition('/')[2]} results"
+    page = await write_gallery_if_possible(destination.local_dir, prompts, progress, title)
+    gallery: str | None = None
+    if page is not None:
+        try:
+            gallery = await destination.publish_file(page, page.name)
+        except StorageError as exc:
+            progress.note(f"the gallery could not be uploaded: {exc}")
+    return destination.location(RESULTS_NAME), gallery
 
 
-# What a job that ended with this reason needs, and the command that acts on it.
-_ADVICE = {
-    "SUBMIT_OUTCOME_UNKNOWN": "a task may exist and be billed; look before paying again: rerun "
-    "with --retry-unknown-submits to submit them anyway",
-    "RETRIES_EXHAUSTED": "the service kept failing for them; rerun the same command to try again",
-    "TASK_NOT_FOUND": "the service no longer knows their tasks; rerun with --retry-failed to "
-    "submit them afresh",
-    "INVALID_JOB_LINE": "lines of the job file that are not valid jobs, named above; fix them "
-    "and rerun with --retry-failed",
-    "OUTPUT_MISSING": "their images went missing from the output; a rerun with these jobs "
-    "fetches them again from their tasks, at no cost",
-    "OUTPUT_LOST": "their images are missing and the service no longer has their tasks; rerun "
-    "with --retry-failed to pay for new ones",
-}
-_OWN_FAULT = "each job's error is in results.jsonl; rerun with --retry-failed to run them again"
+@attrs.frozen
+class StopReport:
+    """The run-level cause that stopped a run: its ``reason`` (``INVALID_API_KEY``,
+    ``DISK_FULL``, ``OUTAGE``...) and the one line naming it and its fix."""
+
+    reason: str
+    message: str
 
 
-def format_summary(summary: BatchSummary) -> str:
-    """The run's numbers on the first line, then a line for each kind of job left undone: what
-    it means and the command that acts on it."""
-    reasons = ", ".join(f"{r}: {n}" for r, n in sorted(summary.failures_by_reason.items()))
-    failed = f"{summary.failed} failed" + (f" ({reasons})" if reasons else "")
-    earlier = f", {summary.replayed} from an earlier run" if summary.replayed else ""
-    jobs = f"{summary.jobs} jobs"
-    if summary.not_reached:
-        # The file's jobs, not only those the run had read when it stopped.
-        total = summary.jobs + summary.not_finished + summary.not_reached
-        jobs = f"{summary.jobs} of {total} jobs ended"
-    if summary.restored:
-        earlier += f", {summary.restored} restored from their tasks"
-    lines = [
-        f"{jobs}: {summary.succeeded} succeeded, {failed}{earlier}; "
-        f"{summary.images} images in {summary.wall_seconds:.1f}s "
-        f"({summary.images_per_minute:.0f}/min), {summary.requests_per_task:.1f} requests per task"
-    ]
-    own = {r: n for r, n in summary.failures_by_reason.items() if r not in _ADVICE}
-    for reason, advice in _ADVICE.items():
-        if count := summary.failures_by_reason.get(reason, 0):
-            lines.append(f"  {count} {reason} ({advice})")
-    if own:
-        which = ", ".join(f"{r}: {n}" for r, n in sorted(own.items()))
-        lines.append(
-            f"  {plural(sum(own.values()), 'job', 'jobs')} failed for their own reason "
-            f"({which}; {_OWN_FAULT})"
-        )
-    why = "the run stopped" if summary.stopped else "the run ended before them"
-    if summary.not_finished:
-        lines.append(f"  {summary.not_finished} not finished ({why}; rerun to continue)")
-    if summary.not_reached:
-        lines.append(f"  {summary.not_reached} not reached ({why}; rerun to continue)")
-    return printable_lines(lines)
+@attrs.frozen(kw_only=True)
+class RunReport:
+    """How ``novita-async run`` ended."""
+
+    exit_status: int
+    summary: BatchSummary | None = None
+    stop: StopReport | None = None
+    error: str | None = None
+    """What ended the command before its run did (bad usage, a damaged journal...)."""
+    results: str | None = None
+    gallery: str | None = None
+
+
+def _write_report(to: ReportTo, report: RunReport) -> None:
+    """Write ``report`` where it is wanted; the file first, so that a scheduler reading stdout
+    to its end finds the file in place."""
+    if to.path is None and not to.stdout:
+        return
+    text = scrub(json.dumps(converter.unstructure(report), indent=2), *to.secrets) + "\n"
+    if to.path is not None:
+        write_atomically(to.path, [text.encode()])
+    if to.stdout:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def report_error(to: ReportTo, exit_status: int, message: str) -> None:
+    """Report a command that ended before its run did; a report that cannot be written is said
+    on stderr, the command's error stays the one to show."""
+    try:
+        _write_report(to, RunReport(exit_status=exit_status, error=message))
+    except (OSError, LocalIOError) as exc:
+        with contextlib.suppress(OSError):
+            message = f"novita-async: the run report could not be written: {exc}"
+            print(printable(message), file=sys.stderr)
 
 
 def report_end(
@@ -275,155 +337,202 @@ def report_end(
     A run-level stop is raised again, for the command's one error line (naming the cause and
     the fix) and its exit status."""
     report = report or ReportTo()
-    report.write(
+    stop = end.stopped
+    _write_report(
+        report,
         RunReport(
             exit_status=end.status,
             summary=end.summary,
-            stop=None if end.stopped is None else StopReport.of(end.stopped),
+            stop=None if stop is None else StopReport(stop.reason, str(stop)),
             results=str(results),
             gallery=None if gallery is None else str(gallery),
-        )
+        ),
     )
     if not report.stdout:
         print(format_summary(end.summary))
         shown = "not written" if gallery is None else str(gallery)
-        if end.interrupted and end.stopped is None:
+        if end.interrupted and stop is None:
             print(
                 printable(f"interrupted; rerun the same command to resume. Gallery so far: {shown}")
             )
         else:
             print(printable_lines([f"results: {results}", f"gallery: {shown}"]))
         sys.stdout.flush()
-    if end.stopped is not None:
-        raise end.stopped
+    if stop is not None:
+        raise stop
     return end.status
 
 
-def _wrong_kind(path: Path, *, folder: bool) -> str | None:
-    """Why ``path`` cannot be the folder (``folder``) or the file the run makes of it, if so."""
-    if folder and path.exists() and not path.is_dir():
-        return "must be a folder (it names a file)"
-    if not folder and path.is_dir():
-        return "must be a file (it names a folder)"
-    # The nearest thing that exists on the way must be a folder, for the run to make the rest.
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        return f"cannot be made: {above} is a file, not a folder"
-    return None
+# --- the dry run -------------------------------------------------------------------------------
 
 
-def check_places(settings: RunSettings) -> None:
-    """Refuse, as bad usage and before anything is sent, an output folder or a journal this
-    machine cannot make: found only when the run opens them, they were a run-level stop (exit 3)
-    with nothing to rerun."""
-    places: list[tuple[str, Path, bool]] = []
-    if settings.destination is None or isinstance(settings.destination, LocalOutput):
-        places.append(("--out", settings.out, True))
-    if (journal := settings.options.journal_path) is not None:
-        places.append(("--journal", journal, False))
-    for flag, path, folder in places:
-        if (why := _wrong_kind(path, folder=folder)) is not None:
-            raise ValidationError(flag, str(path), why)
-
-
-async def run(ns: argparse.Namespace) -> int:
-    settings = RunSettings.from_args(ns)
-    if not await anyio.Path(settings.jobs).is_file():
-        raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
-    await anyio.to_thread.run_sync(check_places, settings)
-    out = settings.out
-    journal = settings.options.journal_path
-    if is_run_output(settings.jobs, out) or (
-        journal is not None and journal.resolve() == settings.jobs.resolve()
-    ):
-        raise ValidationError(
-            "JOBS.jsonl",
-            str(settings.jobs),
-            "is a file the run writes (in the output folder, or the journal): move it elsewhere",
-        )
-    if settings.dry:
-        return await _dry_run(settings)
-    if ns.ray:
-        from ._sharded import run_on_ray  # Ray is optional: imported only when asked for
-
-        return await run_on_ray(ns, settings)
-    # Counted before the run, in a pass that holds one line at a time: a run that stops early
-    # says how many jobs it never reached.
-    lines_read = JobLinesRead(await anyio.to_thread.run_sync(count_lines, settings.jobs))
-    total = lines_read.total
-    prompts: dict[str, str] = {}
-    async with (
-        make_client(ns) as client,
-        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session,
-    ):
-        fetcher = InputFetcher(plain_session, out / ".novita-inputs")
-        # With the report on stdout, stdout holds nothing else.
-        stream = sys.stderr if settings.report.stdout else None
-        with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
-            destination = settings.destination or LocalOutput(out)
-            runner = BatchRunner(client, destination, settings.options, on_event=progress.on_event)
-            lines = job_lines(settings, fetcher, prompts, progress, counted=lines_read)
-            end = (await run_batch(runner, lines, progress)).reaching(lines_read)
-            if (shard := settings.options.shard) is not None:
-                # One shard run by hand: OUT's results gather every shard's, as they stand.
-                if isinstance(destination, ObjectOutput):
-                    await merge_stored_shard_results(destination, shard.count)
-                else:
-                    await anyio.to_thread.run_sync(merge_shard_results, out, shard.count)
-            if isinstance(destination, ObjectOutput):
-                return await end_in_store(end, destination, prompts, progress, settings.report)
-            gallery = await write_gallery_if_possible(out, prompts, progress)
-    return report_end(end, out / "results.jsonl", gallery, settings.report)
-
-
-async def end_in_store(
-    end: RunEnd,
-    destination: ObjectOutput,
-    prompts: Mapping[str, str],
-    progress: BatchProgress,
-    report: ReportTo,
-) -> int:
-    """The gallery written in staging and uploaded beside the images (its links are relative,
-    so the page works wherever the store serves it); how the run ended."""
-    title = f"{destination.url.rpartition('/')[2]} results"
-    page = await write_gallery_if_possible(destination.staging, prompts, progress, title)
-    gallery: str | None = None
-    if page is not None:
-        try:
-            await destination.publish_file(page, page.name)
-            gallery = destination.key_url(page.name)
-        except StorageError as exc:
-            progress.note(f"the gallery could not be uploaded: {exc}")
-    return report_end(end, destination.key_url("results.jsonl"), gallery, report)
-
-
-async def _dry_run(settings: RunSettings) -> int:
-    # No key and no client: nothing is sent to the API. Inputs named by URL are fetched to a
-    # temporary folder (to check they are images), not into the output folder.
+async def _dry_run(settings: RunSettings, destination: Output) -> int:
+    """What a run would do and pay for, deciding every line as the run would, with no key,
+    nothing sent to the API and nothing written in the output (inputs named by URL are fetched
+    to a temporary folder, to check they are images). Exit 0 when every line can run, else 1."""
     with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
-        out = settings.out
+        out = destination.local_dir
         stored: dict[str, int] | None = None
-        if isinstance(settings.destination, ObjectOutput):
-            # The store's journal, read into a scratch folder: nothing is written to the store.
-            out = Path(cache) / "out"
-            journal = out / JOURNAL_NAME
-            # With the staging copy, as the run would read it (a wiped prefix's jobs restored).
-            staged = anyio.Path(settings.destination.staging / JOURNAL_NAME)
+        scratch = Path(cache) / "out" / JOURNAL_NAME
+        if (mirror := destination.journal_mirror(scratch)) is not None:
+            # The store's journal, read into a scratch folder: nothing is written to the store;
+            # with the staging copy, as the run would read it (a wiped prefix's jobs restored).
+            out = scratch.parent
+            staged = anyio.Path(destination.local_dir / JOURNAL_NAME)
             if await staged.is_file():
                 await anyio.Path(out).mkdir(parents=True)
-                await anyio.Path(journal).write_bytes(await staged.read_bytes())
-            await JournalMirror(settings.destination, JOURNAL_KEY, journal).pull()
-            stored = await settings.destination.list_sizes()  # where its images are
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as plain_session:
-            fetcher = InputFetcher(plain_session, Path(cache))
-            quiet = BatchProgress(0, plain=True, stream=sys.stderr)
-            lines = job_lines(settings, fetcher, {}, quiet, note_invalid=False)
-            ok = await print_dry_run(
-                lines,
-                out,
-                settings.options,
-                as_json=settings.report.stdout,
-                stored=stored,
-                assets_url=settings.assets_url,
+                await anyio.Path(scratch).write_bytes(await staged.read_bytes())
+            await mirror.pull()
+            stored = await destination.sizes()  # where its images are
+        lines = job_lines(settings, Path(cache), {}, None)
+        plan = await dry_run(
+            lines,
+            out,
+            settings.options,
+            stored=stored,
+            assets_url=settings.connection.assets_url,
+        )
+    if settings.report.stdout:
+        print(json.dumps(converter.unstructure(plan), indent=2))
+    else:
+        print(format_dry_run(plan, settings.options.rate))
+    return EXIT_OK if plan.ok else EXIT_FAILED
+
+
+def format_dry_run(plan: DryRun, rate: float | None) -> str:
+    lines = [
+        "dry run: nothing was sent",
+        f"{plan.jobs} jobs: {plan.done} already done, {plan.failed} failed earlier (left alone; "
+        f"--retry-failed runs them again), {plan.to_submit} to submit, {plan.to_follow} "
+        f"submitted earlier to follow, {plan.unknown} of unknown outcome, {plan.changed} "
+        "changed since their task was made"
+        + (
+            f", {plan.to_restore} with images missing to fetch again from their tasks (free)"
+            if plan.to_restore
+            else ""
+        ),
+        f"{plan.to_submit} tasks and {plan.images} images would be paid for; "
+        f"{plan.uploads} distinct files would be uploaded",
+    ]
+    if plan.seconds is not None:
+        lines.append(f"at --rate {rate:g}: about {plan.seconds:.1f}s of submissions")
+    if plan.problems:
+        lines.append(f"{len(plan.problems)} jobs cannot run as given:")
+        lines += [f"  {p.job_id}: {p.reason}: {p.message}" for p in plan.problems]
+    return printable_lines(lines)
+
+
+# --- signals, and the one error worth showing out of a task group's ------------------------------
+
+# The error worth showing first when a task group gathered several: the run's own verdict, then
+# this machine's, then the user's input, then the rest; a cancellation one failure caused in
+# another task says nothing.
+_MOST_TELLING: tuple[type[BaseException], ...] = (
+    SystemExit,
+    KeyboardInterrupt,
+    RunStoppedError,
+    LocalIOError,
+    ValidationError,
+    ConfigurationError,
+    NovitaError,
+    Exception,
+)
+
+
+def _leaves(error: BaseException) -> Iterable[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def _rank(error: BaseException) -> int:
+    if isinstance(error, asyncio.CancelledError):
+        return len(_MOST_TELLING) + 1
+    kinds = (n for n, kind in enumerate(_MOST_TELLING) if isinstance(error, kind))
+    return next(kinds, len(_MOST_TELLING))
+
+
+def real_error(error: BaseException) -> BaseException:
+    """What went wrong: ``error`` itself, or out of the exception groups task groups wrap errors
+    in, the one leaf that tells most (the first of the most telling kind)."""
+    leaves = list(_leaves(error))
+    return min(leaves, key=_rank) if leaves else error
+
+
+class _Signals:
+    """What each SIGINT/SIGTERM does to a run: stop it, say what it waits for, abandon that."""
+
+    def __init__(self, runner: BatchRunner | None, say: Callable[[str], object]) -> None:
+        self.runner = runner
+        self.say = say
+        self.count = 0
+
+    def handle(self, stop: anyio.CancelScope) -> None:
+        self.count += 1
+        awaiting = 0 if self.runner is None else self.runner.awaiting_answers
+        if self.count == 1:
+            stop.cancel()
+            waiting = ""
+            if awaiting and self.runner is not None:
+                them = plural(awaiting, "submission", "submissions")
+                waiting = f"; {them} awaiting an answer get {self.runner.options.stop_grace:g}s"
+            self.say(
+                f"stopping: nothing new is submitted{waiting} (press Ctrl-C again to see what "
+                "the run still waits for)"
             )
-    return EXIT_OK if ok else EXIT_FAILED
+        elif self.count == 2 and awaiting:
+            them = plural(awaiting, "submission is", "submissions are")
+            self.say(
+                f"{them} still awaiting the answer that records the task; waiting for "
+                f"{'it' if awaiting == 1 else 'them'} so that no task is paid for twice "
+                "(press Ctrl-C again to abandon them; they will be reported as unknown outcome)"
+            )
+        elif awaiting and self.runner is not None:
+            self.runner.abandon_submissions()
+            them = plural(awaiting, "submission", "submissions")
+            self.say(
+                f"abandoning {them} awaiting an answer: each is recorded SUBMIT_OUTCOME_UNKNOWN "
+                "(a task may exist and be billed; the summary says what to do)"
+            )
+        else:
+            self.say("no submission awaits its answer; the run is writing its journal and results")
+
+
+async def until_signalled(
+    body: Callable[[], Awaitable[_T]],
+    runner: BatchRunner | None = None,
+    *,
+    say: Callable[[str], object] = print,
+) -> tuple[_T | None, bool]:
+    """Run ``body`` until it returns or SIGINT/SIGTERM stops it; (its result, interrupted).
+
+    The first signal cancels ``body``; the signals are listened to until ``body`` has returned,
+    so later ones never kill the process: the second tells (``say``) how many of ``runner``'s
+    submissions are still awaiting their answer, the third abandons them (see the module's
+    docstring). An exception ``body`` raises comes out as itself (:func:`real_error`), not
+    wrapped in an exception group.
+    """
+    outcome: list[_T] = []
+    failure: list[Exception] = []
+    signals = _Signals(runner, say)
+    stop = anyio.CancelScope()
+
+    async def watch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+            task_status.started()  # from here on, no signal reaches the default handler
+            async for _ in received:
+                signals.handle(stop)
+
+    async with anyio.create_task_group() as group:
+        await group.start(watch)
+        with stop:
+            try:
+                outcome.append(await body())
+            except Exception as exc:  # raised below, out of this task group
+                failure.append(exc)
+        group.cancel_scope.cancel()
+    if failure:
+        raise real_error(failure[0])
+    return (outcome[0] if outcome else None), signals.count > 0

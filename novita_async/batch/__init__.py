@@ -6,9 +6,8 @@ paid twice by default), and :mod:`._failures` for what a failure means to a run.
 
 from __future__ import annotations
 
-from ._dry_run import DryRun, JobProblem, dry_run
-from ._events import BatchEvent, BatchEventHook, BatchEventKind
-from ._job import (
+from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary
+from ._jobs import (
     ImageSource,
     InvalidJob,
     Job,
@@ -17,16 +16,20 @@ from ._job import (
     JobOutcome,
     JobStatus,
     check_job_id,
+    count_jobs,
+    job_ids,
+    read_jobs,
 )
-from ._options import BatchOptions
-from ._outputs import is_run_output
-from ._records import JournalDamagedError
-from ._repair import RepairReport, repair_journal
+from ._journal import JOURNAL_NAME, RESULTS_NAME, JournalDamagedError, RepairReport, repair_journal
+from ._options import BatchOptions, Shard, shard_of
+from ._outputs import Output, is_run_output, open_output
+from ._plan import DryRun, JobProblem, dry_run
+from ._run_folder import RunStatus, read_status
 from ._runner import BatchRunner
-from ._status import RunStatus, read_status
-from ._summary import BatchSummary
 
 __all__ = [
+    "JOURNAL_NAME",
+    "RESULTS_NAME",
     "BatchEvent",
     "BatchEventHook",
     "BatchEventKind",
@@ -43,11 +46,18 @@ __all__ = [
     "JobProblem",
     "JobStatus",
     "JournalDamagedError",
+    "Output",
     "RepairReport",
     "RunStatus",
+    "Shard",
     "check_job_id",
+    "count_jobs",
     "dry_run",
     "is_run_output",
+    "job_ids",
+    "open_output",
+    "read_jobs",
     "read_status",
     "repair_journal",
+    "shard_of",
 ]

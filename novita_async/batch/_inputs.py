@@ -1,32 +1,51 @@
-"""Reading a job's input images: content hash, image type, and the job's fingerprint.
+"""A job's inputs: read, checked, hashed, fingerprinted, and uploaded once per asset endpoint.
 
-Files are read in chunks in a worker thread and hashed, never held whole; a file seen before with
-the same size and modification time is not read again (a small LRU cache, shared by the jobs that
-ask at the same moment: :mod:`novita_async._singleflight`), so a face shared by a thousand jobs is
-hashed once. An input that is not a regular file (a FIFO, a directory, a device) is refused before
-it is opened, with ``INPUT_NOT_A_FILE``: opening a FIFO would block the run (see
-:mod:`novita_async._sources`). The fingerprint (a hash of the request template and of every
-input's content) lets a rerun tell "the same job" from "a different job under the same id".
+- **Read and hashed** in a worker thread, never held whole; a file seen before with the same
+  stat (device, inode, size, modification time) is not read again, and the jobs that ask at the
+  same moment share one read (:mod:`novita_async._singleflight`): a face shared by a thousand
+  jobs is hashed once. What is not a regular file (a FIFO, a directory, a device) is refused
+  before it is opened, with ``INPUT_NOT_A_FILE``: opening a FIFO would block the run.
+- **Fingerprinted**: a hash of the request template and of every input's content lets a rerun
+  tell "the same job" from "a different job under the same id".
+- **Uploaded once**, per run and across runs through the journal, keyed by the asset endpoint
+  (the asset URL's origin and path) and the content's SHA-256: an id one endpoint issued is
+  never sent elsewhere. The jobs needing a content while its upload runs wait for that one. A
+  failed upload is not remembered: its waiters fail with its error, a later job tries again.
+  The upload re-reads the file whole and checks it still has the hash it is named by.
+- An id from the journal may be one the service has since forgotten (it documents no asset
+  lifetime): :meth:`AssetUploader.asset_id` says which ids came from there, so a refused
+  submission can drop them (:meth:`AssetUploader.forget`) and upload the files again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 import attrs
+import yarl
 
+from .._client import NovitaClient
 from .._converter import unstructure_request
+from .._files import NotRegularFileError, check_regular, open_regular, sniff_content_type
 from .._singleflight import SingleFlight
-from .._sources import NotRegularFileError, check_regular, open_regular, sniff_content_type
-from ._job import ImageSource, Job, JobInputError
+from ._jobs import ImageSource, Job, JobInputError
+from ._journal import AssetKey, Journal
 
-__all__ = ["InputReader", "PreparedImage", "PreparedJob", "hash_file", "read_file"]
-
-_CHUNK = 1 << 20
+__all__ = [
+    "AssetUploader",
+    "InputReader",
+    "PreparedImage",
+    "PreparedJob",
+    "asset_endpoint",
+    "hash_file",
+    "read_file",
+]
 
 
 @attrs.frozen
@@ -49,17 +68,12 @@ class PreparedJob:
         return self.faces + self.refs + (self.kps or ())
 
 
-def _describe(source: ImageSource) -> str:
-    return f"<{len(source)} bytes>" if isinstance(source, bytes) else repr(os.fspath(source))
-
-
+ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
 _StatKey = tuple[int, int, int, int]
 
 
 class InputReader:
     def __init__(self, cache_size: int = 4096) -> None:
-        # Keyed by what a stat says of the file: the many jobs that start together with the same
-        # face wait for one read instead of each reading it, and later jobs read nothing.
         self._files: SingleFlight[_StatKey, tuple[str, str | None]] = SingleFlight(cache_size)
 
     async def prepare(self, job: Job) -> PreparedJob:
@@ -74,8 +88,9 @@ class InputReader:
                 f"job {job.id!r} has {len(job.face_kps_images)} face keypoint images for "
                 f"{len(job.face_images)} face images; they must pair up",
             )
-        sources = (*job.face_images, *job.ref_images, *(job.face_kps_images or ()))
-        images = await self.images(sources)
+        images = await self.images(
+            (*job.face_images, *job.ref_images, *(job.face_kps_images or ()))
+        )
         n_faces, n_refs = len(job.face_images), len(job.ref_images)
         faces, refs = images[:n_faces], images[n_faces : n_faces + n_refs]
         kps = None if job.face_kps_images is None else images[n_faces + n_refs :]
@@ -89,21 +104,23 @@ class InputReader:
         prepared = []
         for source in sources:
             if isinstance(source, bytes):
-                sha = hashlib.sha256(source).hexdigest()
-                content_type = sniff_content_type(source[:16])
+                sha, content_type = hashlib.sha256(source).hexdigest(), sniff_content_type(source)
             else:
                 sha, content_type = await self._file(os.fspath(source))
             if content_type is None:
-                raise JobInputError(
-                    "INVALID_IMAGE", f"{_describe(source)} is not a PNG, JPEG or WebP image"
+                shown = (
+                    f"<{len(source)} bytes>"
+                    if isinstance(source, bytes)
+                    else repr(os.fspath(source))
                 )
+                raise JobInputError("INVALID_IMAGE", f"{shown} is not a PNG, JPEG or WebP image")
             prepared.append(PreparedImage(source, sha, content_type))
         return tuple(prepared)
 
     async def _file(self, path: str) -> tuple[str, str | None]:
         try:
-            # The stat stays in the event loop: it is what tells whether the file must be read
-            # at all, and it is quick; reading and hashing, which are not, go to a thread.
+            # The stat stays in the event loop: it tells whether the file must be read at all,
+            # and it is quick; reading and hashing, which are not, go to a thread.
             info = check_regular(path)
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
             return await self._files.get(key, lambda: anyio.to_thread.run_sync(_identify, path))
@@ -112,9 +129,7 @@ class InputReader:
         except FileNotFoundError:
             raise JobInputError("INPUT_NOT_FOUND", f"input file {path!r} does not exist") from None
         except OSError as exc:
-            raise JobInputError(
-                "INPUT_UNREADABLE", f"input file {path!r} cannot be read: {exc.strerror or exc}"
-            ) from None
+            raise _unreadable(path, exc) from None
 
 
 def _not_a_file(error: NotRegularFileError) -> JobInputError:
@@ -123,24 +138,25 @@ def _not_a_file(error: NotRegularFileError) -> JobInputError:
     )
 
 
+def _unreadable(path: str, error: OSError) -> JobInputError:
+    return JobInputError(
+        "INPUT_UNREADABLE", f"input file {path!r} cannot be read: {error.strerror or error}"
+    )
+
+
 def _identify(path: str) -> tuple[str, str | None]:
     sha, head = hash_file(path)
     return sha, sniff_content_type(head)
 
 
-# Whole-file work, run in one worker thread per call (see :mod:`novita_async._atomic`): a
-# cancelled caller waits for the thread, so no file handle is ever left open.
-# Both refuse what is not a regular file (JobInputError INPUT_NOT_A_FILE) without opening it.
+# Whole-file work, one worker-thread call each (see :mod:`novita_async._files`). Both refuse
+# what is not a regular file (JobInputError INPUT_NOT_A_FILE) without opening it.
 def hash_file(path: str) -> tuple[str, bytes]:
     """The SHA-256 of the file's content and its first bytes, read in chunks."""
-    digest = hashlib.sha256()
-    head = b""
     with _open(path) as handle:
-        while chunk := handle.read(_CHUNK):
-            if not head:
-                head = chunk[:16]
-            digest.update(chunk)
-    return digest.hexdigest(), head
+        head = handle.read(16)
+        handle.seek(0)
+        return hashlib.file_digest(handle, "sha256").hexdigest(), head
 
 
 def read_file(path: str) -> bytes:
@@ -148,7 +164,7 @@ def read_file(path: str) -> bytes:
         return handle.read()
 
 
-def _open(path: str) -> BinaryIO:
+def _open(path: str) -> io.BufferedReader:
     try:
         return open_regular(path)
     except NotRegularFileError as exc:
@@ -157,8 +173,6 @@ def _open(path: str) -> BinaryIO:
 
 # Built once (json.dumps builds an encoder per call); sorted keys make the text canonical.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=list)
-
-ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
 
 
 def fingerprint(
@@ -174,5 +188,74 @@ def fingerprint(
         "ref_images": [i.sha256 for i in refs],
         "face_kps_images": None if kps is None else [i.sha256 for i in kps],
     }
-    canonical = _CANONICAL.encode(described)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return hashlib.sha256(_CANONICAL.encode(described).encode()).hexdigest()[:32]
+
+
+def asset_endpoint(assets_url: yarl.URL | str) -> str:
+    """The endpoint an asset id belongs to: the asset URL's origin and path, without any user,
+    password, query or fragment (nothing secret goes into the journal)."""
+    url = yarl.URL(assets_url)
+    return str(url.origin().with_path(url.path))
+
+
+class AssetUploader:
+    def __init__(
+        self,
+        client: NovitaClient,
+        journal: Journal,
+        *,
+        concurrency: int,
+        on_request: Callable[[str], None],
+    ) -> None:
+        self._client = client
+        self._journal = journal
+        self.endpoint = asset_endpoint(client.config.assets_url)
+        self._limit = anyio.CapacityLimiter(concurrency)
+        # Nothing is remembered here: the journal remembers every asset uploaded.
+        self._uploads: SingleFlight[AssetKey, str] = SingleFlight()
+        self._on_request = on_request
+        self.uploaded = 0
+        """Uploads this run actually sent (not those answered from the journal or shared)."""
+
+    def _key(self, image: PreparedImage) -> AssetKey:
+        return (self.endpoint, image.sha256)
+
+    async def asset_id(self, image: PreparedImage) -> tuple[str, bool]:
+        """``image``'s asset id, and whether it came from the cache (not uploaded just now, by
+        this call or one it waited for)."""
+        key = self._key(image)
+        if (known := self._journal.assets.get(key)) is not None:
+            return known, True
+        return await self._uploads.get(key, lambda: self._upload(image)), False
+
+    def replaced(self, cached: Iterable[tuple[PreparedImage, str]]) -> bool:
+        """Whether the cache has dropped or replaced any of these ``(image, asset id)`` pairs."""
+        assets = self._journal.assets
+        return any(assets.get(self._key(image)) != asset_id for image, asset_id in cached)
+
+    def forget(self, image: PreparedImage, asset_id: str) -> None:
+        """``asset_id`` of ``image`` may be unknown to the service: upload it again when next
+        asked (unless it was uploaded again meanwhile)."""
+        self._journal.forget_asset(self._key(image), asset_id)
+
+    async def _bytes(self, image: PreparedImage) -> bytes:
+        if isinstance(image.source, bytes):
+            return image.source
+        path = os.fspath(image.source)
+        try:
+            data = await anyio.to_thread.run_sync(read_file, path)
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
+        # The bytes sent must be the bytes the journal will name by their hash.
+        if hashlib.sha256(data).hexdigest() != image.sha256:
+            raise JobInputError("INPUT_CHANGED", f"input file {path!r} changed while in use")
+        return data
+
+    async def _upload(self, image: PreparedImage) -> str:
+        async with self._limit:
+            data = await self._bytes(image)
+            self._on_request("upload")
+            asset_id = await self._client.upload_asset(data, content_type=image.content_type)
+        self.uploaded += 1
+        self._journal.record_asset(self._key(image), asset_id)
+        return asset_id

@@ -1,36 +1,32 @@
-"""The durable journal: one JSON line per state change, the run's memory across crashes.
+"""The journal: the run's memory across crashes, one JSON line per thing that happened to a job.
 
-Records (``"t"`` is a Unix timestamp on each), attrs classes told apart by ``type``::
+Lines (attrs records told apart by ``type``; ``"t"`` is a Unix timestamp on each)::
 
     {"type": "asset", "sha256", "asset_id", "endpoint"}     an input content was uploaded
     {"type": "submitting", "id", "fingerprint"}             a POST is about to be sent (the intent)
     {"type": "not_submitted", "id"}                         it was answered with a refusal: no task
     {"type": "submitted", "id", "task_id", "fingerprint"}   the POST answered with a task id
     {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files", "sizes", "digests"}
-                                                            every image is on disk (its size
-                                                            and SHA-256 beside its name)
-    {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}}
+    {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}, "files"}
 
-Durability: each record is one ``os.write`` of one line to a file descriptor opened with
-``O_APPEND``. The line is in the kernel's page cache when ``write`` returns, so ``kill -9`` at any
-moment loses nothing already written and can tear at most the line being written; the loader
-skips a line it cannot read and cuts a torn tail off before appending. Surviving a power
-loss as well needs ``fsync=True`` (one ``fsync`` per record, which blocks the event loop briefly).
+Each line is compact JSON whose last key ``c`` is the CRC-32 (8 hex digits) of the line without
+it (lines from before checksums have none). Folded in order, the lines give each job's
+:class:`JobState`. Each record is one ``os.write`` on an ``O_APPEND`` descriptor, so ``kill -9``
+tears at most the last line, which is cut before appending (``fsync=True`` survives a power loss
+too). Any other unreadable line is **damage**: :class:`Journal` refuses to open until
+:func:`repair_journal` runs. A full disk cannot keep the record of a paid task from being
+written: a reserve file (:data:`RESERVE_BYTES`) is deleted to make room, and the runner stops.
 
-**Nothing is paid twice by default.** The ``submitting`` record is written before its POST is sent,
-and ``submitted`` (with the task id) in the same step that receives the answer, with no ``await`` in
-between. Whatever stops the process (a crash, ``kill -9``, Ctrl-C pressed three times, a full
-disk), a rerun finds every job whose POST may have been sent: either with its task id, which it
-follows, or with an intent and no answer, which is a submission of unknown outcome: reported as
-``SUBMIT_OUTCOME_UNKNOWN`` and not sent again unless the run is told to
-(``retry_unknown_submits``). A POST answered with a refusal (the service made no task) is
-recorded ``not_submitted``, so the rerun submits that job as if never tried.
+**Nothing is paid twice by default.** ``submitting`` is written before its POST is sent and
+``submitted`` in the step that receives the answer, with no ``await`` between. A rerun finds every
+job whose POST may have been sent: with its task id, which it follows, or with an intent and no
+answer, reported ``SUBMIT_OUTCOME_UNKNOWN`` and not sent again unless told to
+(``retry_unknown_submits``). A refusal (no task made) is recorded ``not_submitted``.
 
-A full disk cannot keep the record of a paid task from being written: the journal keeps a reserve
-file beside itself (:data:`RESERVE_BYTES`), deleted to make room when a write finds no space; the
-runner then stops (``reserve_used``). Writes that fail raise :class:`LocalIOError`.
-
-The journal is locked (``flock``) while a run holds it, so two runs cannot share an output folder.
+``results.jsonl`` (:class:`ResultsFile`) lists each job's last outcome, rebuilt from the journal by
+each run. An object-store output keeps the journal in the store as it grows
+(:class:`JournalMirror`): each intent is in the store before its POST is sent, so losing the node
+loses at most :data:`JOURNAL_FLUSH_SECONDS` of other records, never an intent.
 """
 
 from __future__ import annotations
@@ -38,49 +34,250 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+import time
+import zlib
+from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
+from typing import Literal, Protocol, TypeAlias
 
+import anyio
 import attrs
+import cattrs
 
-from .._atomic import write_all
-from .._exceptions import LocalIOError
-from ._job import JobError, JobOutcome, JobStatus
-from ._locks import lock_or_refuse
-from ._records import (
-    AssetRecord,
-    FailedRecord,
-    JournalDamagedError,
-    JournalRecord,
-    NotSubmittedRecord,
-    SubmittedRecord,
-    SubmittingRecord,
-    SucceededRecord,
-    encode_record,
-    read_records,
-    scan_journal,
-)
+from .._client import map_limited
+from .._converter import converter
+from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
+from .._files import local_io, lock_or_refuse, write_all, write_atomically
+from ._jobs import JobError, JobOutcome, JobStatus
 
 __all__ = [
+    "JOURNAL_FLUSH_SECONDS",
+    "JOURNAL_KEY",
     "JOURNAL_NAME",
     "RESERVE_BYTES",
+    "RESULTS_NAME",
     "AssetKey",
+    "AssetRecord",
+    "FailedRecord",
     "JobPhase",
     "JobState",
     "Journal",
     "JournalDamagedError",
+    "JournalMirror",
+    "JournalRecord",
+    "JournalScan",
+    "JournalsDisagreeError",
+    "NotSubmittedRecord",
+    "RepairReport",
+    "ResultLine",
+    "ResultsFile",
+    "SubmittedRecord",
+    "SubmittingRecord",
+    "SucceededRecord",
     "apply_record",
+    "decode_record",
+    "encode_record",
     "fold",
     "read_records",
+    "repair_journal",
+    "scan_journal",
+    "segment_key",
 ]
 
 JOURNAL_NAME = ".novita-journal.jsonl"
-
-AssetKey = tuple[str, str]
-"""An uploaded content's key: the asset endpoint it was uploaded to, and its SHA-256."""
+RESULTS_NAME = "results.jsonl"
+JOURNAL_KEY = ".novita-journal"
+"""The key prefix of an object-store output's journal segments."""
+JOURNAL_FLUSH_SECONDS = 1.0
+"""How often records other than intents go up to the store."""
 RESERVE_BYTES = 1 << 20
 """Room kept beside the journal for its last records when the disk fills up (~5,000 records)."""
+AssetKey = tuple[str, str]
+"""An uploaded content's key: the asset endpoint it was uploaded to, and its SHA-256."""
+
+# --- the lines ------------------------------------------------------------------------------------
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+@attrs.frozen(kw_only=True)
+class AssetRecord:
+    """An input content (by its SHA-256) was uploaded to ``endpoint`` (the asset URL's origin and
+    path, never its user, password or query) as ``asset_id``. An id recorded without an endpoint
+    (an older journal) is never reused: one endpoint refuses another's ids."""
+
+    type: Literal["asset"] = "asset"
+    sha256: str
+    asset_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    endpoint: str | None = None
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class SubmittingRecord:
+    type: Literal["submitting"] = "submitting"
+    id: str
+    fingerprint: str | None = None
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class NotSubmittedRecord:
+    type: Literal["not_submitted"] = "not_submitted"
+    id: str
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class SubmittedRecord:
+    type: Literal["submitted"] = "submitted"
+    id: str
+    task_id: str | None = None
+    fingerprint: str | None = None
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class SucceededRecord:
+    """``sizes[n]`` and ``digests[n]`` (SHA-256, hex) are of ``files[n]``; a journal written before
+    they were kept has neither, and its files can only be checked for being there."""
+
+    type: Literal["succeeded"] = "succeeded"
+    id: str
+    task_id: str | None = None
+    fingerprint: str | None = None
+    seed: int | None = None
+    files: tuple[str, ...] = ()
+    sizes: tuple[int, ...] = ()
+    digests: tuple[str, ...] = ()
+    t: float = attrs.field(factory=_now)
+
+
+@attrs.frozen(kw_only=True)
+class FailedRecord:
+    """``files``: images of an earlier request still in OUT (``JOB_CHANGED``), or of a job that
+    failed after some landed; never presented as this job's result."""
+
+    type: Literal["failed"] = "failed"
+    id: str
+    task_id: str | None = None
+    fingerprint: str | None = None
+    error: JobError | None = None
+    files: tuple[str, ...] = ()
+    t: float = attrs.field(factory=_now)
+
+
+JournalRecord: TypeAlias = (
+    AssetRecord
+    | SubmittingRecord
+    | NotSubmittedRecord
+    | SubmittedRecord
+    | SucceededRecord
+    | FailedRecord
+)
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per line
+_structure_record = converter.get_structure_hook(JournalRecord)
+# What reading a line can raise: not JSON, or JSON that is not a record the converter knows.
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, cattrs.BaseValidationError)
+
+
+def _checksum(body: bytes) -> str:
+    return f"{zlib.crc32(body):08x}"
+
+
+def encode_record(record: JournalRecord) -> bytes:
+    """The record's line: compact JSON with its checksum as the last key, and a newline."""
+    body = _COMPACT.encode(converter.unstructure(record)).encode()
+    return body[:-1] + b',"c":"' + _checksum(body).encode() + b'"}\n'
+
+
+def decode_record(line: bytes) -> JournalRecord:
+    """The record of one whole line; ``ValueError`` if it is damaged."""
+    try:
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        checksum = data.pop("c", None)
+        if checksum is not None and checksum != _checksum(_COMPACT.encode(data).encode()):
+            raise ValueError("checksum mismatch")
+        record: JournalRecord = _structure_record(data, JournalRecord)
+    except _UNREADABLE as exc:
+        raise ValueError(str(exc)) from exc
+    return record
+
+
+class JournalDamagedError(NovitaError):
+    """Lines of the journal other than a torn last one cannot be read: the record of money spent
+    may be incomplete, so the run refuses to start until the journal is repaired."""
+
+    def __init__(self, path: Path, lines: tuple[int, ...] | list[int]) -> None:
+        self.path = path
+        self.lines = tuple(lines)
+        shown = ", ".join(map(str, self.lines[:10])) + (" ..." if len(self.lines) > 10 else "")
+        where = "line" if len(self.lines) == 1 else "lines"
+        super().__init__(
+            f"the journal {path} is damaged: {where} {shown} cannot be read. Nothing was sent. "
+            f"Run `novita-async journal repair {path.parent}` to keep every good record and "
+            "mark the jobs whose records were lost as of unknown outcome"
+        )
+
+    @property
+    def reason(self) -> str:
+        return "JOURNAL_DAMAGED"
+
+
+def _read(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes, JournalRecord | None]]:
+    """Each whole line (numbered from 1) with its record, None if it is damaged; a torn last line
+    (a crash mid-write) is left out."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.endswith(b"\n"):
+            return
+        try:
+            yield number, raw, decode_record(raw)
+        except ValueError:
+            yield number, raw, None
+
+
+@attrs.frozen
+class JournalScan:
+    """A journal's good records and the numbers (from 1) of its damaged lines."""
+
+    records: tuple[JournalRecord, ...] = ()
+    damaged: tuple[int, ...] = ()
+
+
+def scan_journal(path: Path) -> JournalScan:
+    """Read every line of the journal at ``path`` (none if it does not exist)."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return JournalScan()
+    records: list[JournalRecord] = []
+    damaged: list[int] = []
+    with handle:
+        for number, _, record in _read(handle):
+            if record is None:
+                damaged.append(number)
+            else:
+                records.append(record)
+    return JournalScan(tuple(records), tuple(damaged))
+
+
+def read_records(path: Path) -> Iterator[JournalRecord]:
+    """The journal's good records in order; :class:`JournalDamagedError` if a line is damaged."""
+    scan = scan_journal(path)
+    if scan.damaged:
+        raise JournalDamagedError(path, scan.damaged)
+    yield from scan.records
+
+
+# --- a job's state: the lines folded --------------------------------------------------------------
 
 
 class JobPhase(enum.StrEnum):
@@ -96,22 +293,29 @@ class JobPhase(enum.StrEnum):
 _STATUS_OF_PHASE = {JobPhase.SUCCEEDED: JobStatus.SUCCEEDED, JobPhase.FAILED: JobStatus.FAILED}
 
 
-@attrs.define
+@attrs.frozen
 class JobState:
     """What the journal knows about one job id: the last thing that happened to it."""
 
     phase: JobPhase
     fingerprint: str | None = None
     task_id: str | None = None
+    other_tasks: tuple[str, ...] = ()
+    """The task ids of the job's other attempts (none for most jobs: no memory is spent)."""
     seed: int | None = None
     files: tuple[str, ...] = ()
-    error: JobError | None = None
-    before: JobState | None = None
     sizes: tuple[int, ...] = ()
     """Of a succeeded job: each file's size in bytes (none in a journal from before sizes)."""
     digests: tuple[str, ...] = ()
     """Of a succeeded job: each file's SHA-256, hex (none in a journal from before digests)."""
+    error: JobError | None = None
+    before: JobState | None = None
     """While submitting: the state to go back to if the service refuses the submission."""
+
+    @property
+    def tasks(self) -> frozenset[str]:
+        """Every task id the journal recorded for the job, this attempt's and the others'."""
+        return frozenset((*self.other_tasks, self.task_id) if self.task_id else self.other_tasks)
 
     @property
     def ended(self) -> bool:
@@ -121,21 +325,12 @@ class JobState:
         status = _STATUS_OF_PHASE.get(self.phase)
         if status is None:
             raise ValueError(f"job {job_id!r} has not ended")
-        return JobOutcome(
-            job_id=job_id,
-            status=status,
-            task_id=self.task_id,
-            seed=self.seed,
-            files=self.files,
-            error=self.error,
-            replayed=replayed,
-        )
+        return JobOutcome(job_id, status, self.task_id, self.seed, self.files, self.error, replayed)
 
 
 def fold(records: Iterable[JournalRecord]) -> tuple[dict[AssetKey, str], dict[str, JobState]]:
-    """What a journal's ``records`` (in order) say: the asset id of each uploaded content (by its
-    endpoint and SHA-256), and the state of each job, in the order the jobs last ended
-    (``results.jsonl``'s)."""
+    """What ``records`` (in order) say: the asset id of each uploaded content (by its endpoint
+    and SHA-256), and the state of each job, in the order the jobs last ended (results.jsonl's)."""
     assets: dict[AssetKey, str] = {}
     jobs: dict[str, JobState] = {}
     for record in records:
@@ -153,9 +348,6 @@ def apply_record(
     """Fold one record into ``assets`` and ``jobs``; the record of a job ``jobs`` does not hold
     is left out unless ``new_jobs``."""
     if isinstance(record, AssetRecord):
-        # An id recorded without its endpoint (an older journal) may have been issued by any
-        # endpoint, and one endpoint refuses another's ids: it is not reused. That costs one
-        # upload of each content, which is free; reusing it could cost a refused submission.
         if record.endpoint is not None:
             assets[(record.endpoint, record.sha256)] = record.asset_id
         return
@@ -163,37 +355,46 @@ def apply_record(
     if previous is None and not new_jobs:
         return
     if isinstance(record, NotSubmittedRecord):
-        before = previous.before if previous is not None else None
-        if before is None:
+        if previous is None or previous.before is None:
             jobs.pop(record.id, None)
         else:
-            jobs[record.id] = before
+            jobs[record.id] = previous.before
         return
     # A record without a fingerprint keeps the one known before.
     fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
+    known = previous.tasks if previous else frozenset()
     if isinstance(record, SubmittingRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTING, fingerprint, before=previous)
+        jobs[record.id] = JobState(
+            JobPhase.SUBMITTING, fingerprint, None, (*known,), before=previous
+        )
         return
+    tasks = (*(known - {record.task_id}),)
     if isinstance(record, SubmittedRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id)
+        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id, tasks)
         return
-    if isinstance(record, SucceededRecord):
+    r, fp = record, fingerprint
+    if isinstance(r, SucceededRecord):
         state = JobState(
-            JobPhase.SUCCEEDED,
-            fingerprint,
-            record.task_id,
-            record.seed,
-            record.files,
-            sizes=record.sizes,
-            digests=record.digests,
+            JobPhase.SUCCEEDED, fp, r.task_id, tasks, r.seed, r.files, r.sizes, r.digests
         )
     else:
-        state = JobState(
-            JobPhase.FAILED, fingerprint, record.task_id, files=record.files, error=record.error
-        )
+        state = JobState(JobPhase.FAILED, fp, r.task_id, tasks, files=r.files, error=r.error)
     # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
     jobs.pop(record.id, None)
     jobs[record.id] = state
+
+
+# --- the journal file, open for appending ---------------------------------------------------------
+
+
+def _open_locked(path: Path, flags: int, in_use: str) -> int:
+    fd = os.open(path, flags, 0o644)
+    try:
+        lock_or_refuse(fd, in_use)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class Journal:
@@ -208,49 +409,28 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = path
         self._fsync = fsync
-        self.assets: dict[AssetKey, str] = {}
-        self.jobs: dict[str, JobState] = {}
-        self._fd: int | None = None
-        self._size = 0
+        self.assets, self.jobs = fold(read_records(path))
         self.reserve_path = path.with_name(path.name + ".reserve")
         self.reserve_used = False
         """True once the reserve was spent on a record the full disk would have refused."""
-        self._load()
-        self._open()
-
-    # --- loading ------------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        scan = scan_journal(self.path)
-        if scan.damaged:
-            raise JournalDamagedError(self.path, scan.damaged)
-        self.assets, self.jobs = fold(scan.records)
-
-    def _apply(self, record: JournalRecord) -> None:
-        # A job new to this run: its records are on disk, not needed in memory.
-        apply_record(record, self.assets, self.jobs, new_jobs=False)
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        in_use = f"{path} is in use by another run; one run per output folder"
+        fd = _open_locked(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, in_use)
         try:
-            lock_or_refuse(fd, f"{self.path} is in use by another run; one run per output folder")
             self._cut_torn_tail(fd)
             self._size = os.fstat(fd).st_size
             self._keep_reserve()
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        self._fd: int | None = fd
 
     def _keep_reserve(self) -> None:
         """Make sure the reserve file exists at its full size (a run after a full disk restores
-        it); the disk having no room for it is no reason not to run, so that is only logged."""
-        try:
+        it); the disk having no room for it is no reason not to run."""
+        with contextlib.suppress(OSError):
             if os.path.getsize(self.reserve_path) >= RESERVE_BYTES:
                 return
-        except OSError:
-            pass
         try:
             with open(self.reserve_path, "wb") as reserve:
                 reserve.truncate(0)
@@ -288,8 +468,6 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- appending ----------------------------------------------------------------------------
-
     def _append(self, record: JournalRecord) -> None:
         if self._fd is None:
             raise RuntimeError("the journal is closed")
@@ -300,7 +478,8 @@ class Journal:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._spend_reserve():
                 raise
             self._write(line)
-        self._apply(record)
+        # A job new to this run: its records are on disk, not needed in memory.
+        apply_record(record, self.assets, self.jobs, new_jobs=False)
 
     def _write(self, line: bytes) -> None:
         assert self._fd is not None
@@ -356,25 +535,21 @@ class Journal:
     ) -> None:
         """Record how a job ended; a succeeded one with each file's ``sizes`` and ``digests``
         (what a rerun and ``status --verify`` check the files against)."""
-        job_id, task_id = outcome.job_id, outcome.task_id
+        o, fp = outcome, fingerprint
         record: JournalRecord
-        if outcome.ok:
+        if o.ok:
             record = SucceededRecord(
-                id=job_id,
-                task_id=task_id,
-                fingerprint=fingerprint,
-                seed=outcome.seed,
-                files=outcome.files,
+                id=o.job_id,
+                task_id=o.task_id,
+                fingerprint=fp,
+                seed=o.seed,
+                files=o.files,
                 sizes=sizes,
                 digests=digests,
             )
         else:
             record = FailedRecord(
-                id=job_id,
-                task_id=task_id,
-                fingerprint=fingerprint,
-                error=outcome.error,
-                files=outcome.files,
+                id=o.job_id, task_id=o.task_id, fingerprint=fp, error=o.error, files=o.files
             )
         self._append(record)
 
@@ -383,3 +558,450 @@ class Journal:
         for job_id, state in self.jobs.items():
             if state.ended:
                 yield state.outcome(job_id, replayed=True)
+
+
+# --- repair ---------------------------------------------------------------------------------------
+
+_LOST = (
+    "its journal record was damaged and repaired: a task may exist and be billed; look for it "
+    "before submitting again"
+)
+_ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _id_in(damaged: bytes) -> str | None:
+    """The job id a damaged line names, when it can still be read from it."""
+    match = _ID.search(damaged)
+    if match is None:
+        return None
+    try:
+        value = json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+@attrs.frozen
+class RepairReport:
+    """What :func:`repair_journal` did."""
+
+    path: Path
+    kept: int
+    """Good records kept, in their order."""
+    damaged_lines: tuple[int, ...]
+    """Line numbers (from 1) that could not be read."""
+    marked_unknown: tuple[str, ...]
+    """Jobs recorded ``SUBMIT_OUTCOME_UNKNOWN`` because a damaged line was theirs."""
+    unattributed_lines: tuple[int, ...]
+    """Damaged lines that name no job id that could be read."""
+    backup: Path | None
+    """The damaged original, kept (None when there was nothing to repair)."""
+
+
+def repair_journal(path: str | os.PathLike[str]) -> RepairReport:
+    """Repair the journal at ``path``, refused while a run holds it: keep every good record, and
+    let nothing be paid twice. A damaged line may have been any record, and losing an intent
+    (``submitting``) could let a rerun pay for a job again, so every job a damaged line still
+    names, unless its last good record shows its task (``submitted``) or its images
+    (``succeeded``), is recorded failed ``SUBMIT_OUTCOME_UNKNOWN``. Damaged lines that name no
+    readable job id are listed for the user to look into. The original is kept beside the
+    repaired file (``<journal>.damaged-<time>``)."""
+    path = Path(path)
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except FileNotFoundError:
+        raise ConfigurationError(f"there is no journal at {path}") from None
+    in_use = f"{path} is in use by a run; repair it once the run has ended"
+    fd = _open_locked(path, os.O_RDONLY, in_use)
+    try:
+        kept: list[bytes] = []
+        damaged: list[int] = []
+        named: dict[str, None] = {}
+        unattributed: list[int] = []
+        last: dict[str, JournalRecord] = {}
+        for number, raw, record in _read(lines):
+            if record is None:
+                damaged.append(number)
+                if (job_id := _id_in(raw)) is None:
+                    unattributed.append(number)
+                else:
+                    named[job_id] = None
+                continue
+            kept.append(raw)
+            if not isinstance(record, AssetRecord):
+                last[record.id] = record
+        if not damaged:
+            return RepairReport(path, len(kept), (), (), (), None)
+        unknown = [
+            job_id
+            for job_id in named
+            if not isinstance(last.get(job_id), SubmittedRecord | SucceededRecord)
+        ]
+        error = JobError("SubmitOutcomeUnknownError", "SUBMIT_OUTCOME_UNKNOWN", _LOST)
+        marks = [encode_record(FailedRecord(id=job_id, error=error)) for job_id in unknown]
+        backup = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        os.link(path, backup)
+        write_atomically(path, [*kept, *marks])
+    finally:
+        os.close(fd)
+    return RepairReport(
+        path, len(kept), tuple(damaged), tuple(unknown), tuple(unattributed), backup
+    )
+
+
+# --- results.jsonl --------------------------------------------------------------------------------
+
+_RESULTS_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps builds one per call
+
+
+@attrs.frozen
+class ResultLine:
+    """One line of ``results.jsonl``: ``id``, ``status`` (``"succeeded"`` or ``"failed"``),
+    ``task_id``, ``seed``, ``files`` and ``error`` (``{type, reason, message}`` or ``null``)."""
+
+    id: str
+    status: JobStatus
+    task_id: str | None = None
+    seed: int | None = None
+    files: tuple[str, ...] = ()
+    error: JobError | None = None
+
+    @classmethod
+    def of(cls, outcome: JobOutcome) -> ResultLine:
+        o = outcome
+        return cls(o.job_id, o.status, o.task_id, o.seed, o.files, o.error)
+
+    def encode(self) -> bytes:
+        return (_RESULTS_ENCODER.encode(converter.unstructure(self)) + "\n").encode()
+
+    @classmethod
+    def decode(cls, line: bytes) -> ResultLine:
+        """The line's record; ``ValueError`` if it is torn or not one."""
+        if not line.endswith(b"\n"):
+            raise ValueError("a torn line")  # by a crash: the job's state is in the journal
+        try:
+            parsed: ResultLine = converter.structure(json.loads(line), cls)
+        except _UNREADABLE as exc:
+            raise ValueError(f"not a results line: {exc}") from None
+        return parsed
+
+
+def _encoded(outcome: JobOutcome) -> bytes:
+    return ResultLine.of(outcome).encode()
+
+
+class ResultsFile:
+    """``results.jsonl``: each ended job appends its line during a run (one ``os.write`` on an
+    ``O_APPEND`` descriptor, so the file can be followed live); the journal is the truth, and each
+    run rebuilds the file from it on the way in (:meth:`rebuild`) and brings it up to date on the
+    way out (:meth:`merge`). A crash can leave a torn last line or a job listed twice; the next
+    run's rebuild removes both. A write the file system refuses raises
+    :class:`~novita_async.LocalIOError` and leaves no part of a line behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def rebuild(self, outcomes: Iterable[JobOutcome]) -> None:
+        """Replace the file with exactly ``outcomes``, atomically; then reopen it for appending."""
+        self._rewrite(map(_encoded, outcomes))
+
+    def merge(self, outcomes: Iterable[JobOutcome], known: Container[str]) -> None:
+        """Bring the lines of the ``known`` jobs up to date with ``outcomes``, in place.
+
+        The journal holds only the jobs it knew before the run (see :class:`Journal`), whose
+        ended ``outcomes`` it gives here; the lines this run appended for new jobs are streamed
+        from the file as they are, so memory does not grow with the run. A known job keeps the
+        place of its last line, which is where the journal orders it too (by when it last ended):
+        a later run that only replays the journal writes the very same file.
+        """
+        if not known:
+            return  # a run that began with no jobs known: its lines are the ones it appended
+        final = {outcome.job_id: outcome for outcome in outcomes}
+        self.close()
+        lines_left = dict.fromkeys(final, 0)
+        with local_io(f"reading {self.path.name}", self.path):
+            for job_id, _ in self._lines():
+                if job_id in lines_left:
+                    lines_left[job_id] += 1
+        missing = [job_id for job_id, count in lines_left.items() if count == 0]
+
+        def merged() -> Iterator[bytes]:
+            for job_id, line in self._lines():
+                if job_id is None or (job_id in known and job_id not in final):
+                    continue  # torn or unreadable, or a job that has not ended after all
+                if job_id not in final:
+                    yield line
+                    continue
+                lines_left[job_id] -= 1
+                if lines_left[job_id] == 0:  # its last line: the journal's word, in its place
+                    yield _encoded(final[job_id])
+            for job_id in missing:  # no line at all (the file was lost): at the end
+                yield _encoded(final[job_id])
+
+        self._rewrite(merged())
+
+    def _rewrite(self, lines: Iterable[bytes]) -> None:
+        """Replace the file with ``lines``, atomically; then reopen it for appending."""
+        self.close()
+        with local_io(f"creating the folder of {self.path.name}", self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, lines)
+        with local_io(f"opening {self.path.name}", self.path):
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _lines(self) -> Iterator[tuple[str | None, bytes]]:
+        """Each line of the file with its job id (None for a torn or unreadable line)."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            for line in handle:
+                try:
+                    yield ResultLine.decode(line).id, line
+                except ValueError:
+                    yield None, line
+
+    def listed(self) -> int | None:
+        """How many jobs the file lists (None if there is no file)."""
+        if not self.path.exists():
+            return None
+        return len({job_id for job_id, _ in self._lines() if job_id is not None})
+
+    def append(self, outcome: JobOutcome) -> None:
+        if self._fd is None:
+            raise RuntimeError("results file is not open")
+        write_all(self._fd, _encoded(outcome), path=self.path)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+# --- the object-store mirror: segments ------------------------------------------------------------
+
+
+class SegmentStore(Protocol):
+    """What the mirror needs of an object-store output (``ObjectOutput``)."""
+
+    url: str
+
+    def key_url(self, key: str) -> str: ...
+    async def list_keys(self, prefix: str) -> list[str]: ...
+    async def get_bytes(self, key: str) -> bytes | None: ...
+    async def put_bytes(self, key: str, data: bytes, *, create: bool = False) -> None: ...
+    async def delete(self, keys: list[str]) -> None: ...
+
+
+_SEGMENT = re.compile(r"(\d{10})\.jsonl")
+_READ_AT_ONCE = 16
+
+
+def segment_key(key_prefix: str, seq: int) -> str:
+    return f"{key_prefix}/{seq:010d}.jsonl"
+
+
+class JournalsDisagreeError(ConfigurationError):
+    """The store's journal and the staging folder's copy of it are of different runs: which one
+    is right is the user's call, so nothing is sent until one of them is removed."""
+
+    def __init__(self, stored: str, local: Path, detail: str) -> None:
+        self.stored = stored
+        self.local = local
+        super().__init__(
+            f"the journal in the store ({stored}) and the staging copy ({local}) disagree: "
+            f"{detail}. Nothing was sent. To keep the store's, remove the staging folder "
+            f"{local.parent}; to keep the staging copy's, remove the store's journal ({stored}) "
+            "or write to another prefix"
+        )
+
+    @property
+    def reason(self) -> str:
+        return "JOURNALS_DISAGREE"
+
+
+def _tasks(data: bytes) -> dict[str, frozenset[str]]:
+    """The task ids of each job the journal lines ``data`` name (an intent alone names one)."""
+    records = [r for _, _, r in _read(data.splitlines(keepends=True)) if r is not None]
+    jobs = fold(records)[1]
+    empty: frozenset[str] = frozenset()
+    return {
+        r.id: jobs[r.id].tasks if r.id in jobs else empty
+        for r in records
+        if not isinstance(r, AssetRecord)
+    }
+
+
+def _disagreement(stored: bytes, local: bytes) -> str | None:
+    """Why the staging copy ``local`` cannot be of the same run as the store's ``stored`` lines,
+    or None. Every intent is in the store before its POST is sent, so each task the staging copy
+    knows is of a job the store's journal knows too, unless the two are of different runs."""
+    if not stored or not local or local.startswith(stored) or stored.startswith(local):
+        return None
+    in_store = _tasks(stored)
+    for job_id, tasks in _tasks(local).items():
+        if not tasks:
+            continue
+        if job_id not in in_store:
+            return f"job {job_id!r} has task {min(tasks)} here and is unknown there"
+        if in_store[job_id] and not tasks & in_store[job_id]:
+            return (
+                f"job {job_id!r} has task {min(tasks)} here and task {min(in_store[job_id])} there"
+            )
+    return None
+
+
+class JournalMirror:
+    """The segments of the journal at ``journal_path`` under ``key_prefix`` in ``output``.
+
+    The local journal (in the staging folder) stays the working copy. :meth:`pull`, before it
+    opens, makes it the segments' lines followed by the local lines no segment holds (a run on the
+    same machine that crashed before they went up); a store whose journal is gone or behind gets
+    the staging copy's lines; when the two tell different stories the run is refused
+    (:class:`JournalsDisagreeError`). :meth:`close` puts the last lines up, then one segment
+    holding everything, and deletes the older ones: a segment that repeats everything before it
+    replaces it, so a crash between the two steps loses nothing and doubles nothing.
+    """
+
+    def __init__(self, output: SegmentStore, key_prefix: str, journal_path: Path) -> None:
+        self.output = output
+        self.key_prefix = key_prefix.strip("/")
+        self.journal_path = journal_path
+        self.segments_written = 0
+        """Segments this mirror has written (compaction's included)."""
+        self._next_seq = 0
+        self._durable = 0  # bytes of the local file known to be in segments
+        self._lock = anyio.Lock()
+        self._pulled = False
+
+    def __repr__(self) -> str:
+        return f"<JournalMirror {self.output.key_url(self.key_prefix)}/>"
+
+    async def _segments(self) -> list[tuple[int, str]]:
+        found = []
+        for key in await self.output.list_keys(self.key_prefix + "/"):
+            folder, _, name = key.rpartition("/")
+            if (match := _SEGMENT.fullmatch(name)) is not None and folder == self.key_prefix:
+                found.append((int(match.group(1)), key))
+        return sorted(found)
+
+    async def pull(self) -> None:
+        """Make the local journal file the segments' lines, then the local lines none holds."""
+        segments = await self._segments()
+
+        async def read(item: tuple[int, str]) -> bytes:
+            data = await self.output.get_bytes(item[1])
+            if data is None:
+                raise StorageError(
+                    f"the journal segment {self.output.key_url(item[1])} vanished while read: "
+                    "is another run compacting this journal?",
+                    reason="STORAGE_CONFLICT",
+                    url=self.output.url,
+                )
+            return data
+
+        stored = b""
+        for data in await map_limited(read, segments, _READ_AT_ONCE) if segments else []:
+            # A compacted segment repeats everything before it: it replaces, not extends.
+            stored = data if data.startswith(stored) else stored + data
+        local = await anyio.to_thread.run_sync(self._local_tail, stored)
+        self._next_seq = segments[-1][0] + 1 if segments else 0
+        self._durable = len(stored)
+        self._pulled = True
+        if local is None:
+            return  # the local file is the stored lines already
+
+        def write() -> None:
+            with local_io("creating the staging folder", self.journal_path.parent):
+                self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.journal_path, [stored, *local])
+
+        await anyio.to_thread.run_sync(write)
+
+    def _local_tail(self, stored: bytes) -> list[bytes] | None:
+        """The whole local lines no segment holds, or None if the local file equals ``stored``;
+        :class:`JournalsDisagreeError` if the two are of different runs."""
+        try:
+            local = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            local = b""
+        except OSError as exc:
+            raise LocalIOError.from_os_error(exc, "reading the journal") from exc
+        if local == stored:
+            return None
+        if (detail := _disagreement(stored, local)) is not None:
+            where = self.output.key_url(self.key_prefix) + "/"
+            raise JournalsDisagreeError(where, self.journal_path, detail)
+        known = set(stored.splitlines(keepends=True))
+        return [
+            line
+            for line in local.splitlines(keepends=True)
+            if line.endswith(b"\n") and line not in known
+        ]
+
+    def _size(self) -> int:
+        try:
+            return os.stat(self.journal_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    async def durable(self) -> None:
+        """Return once every line written to the local journal before this call is in a segment
+        (awaited by the submitter between a job's intent and its POST). Callers arriving while a
+        segment is written wait for the next, which carries the lines of them all."""
+        target = self._size()
+        while self._durable < target:
+            async with self._lock:
+                if self._durable < target:
+                    await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pulled:
+            raise RuntimeError("JournalMirror.pull() must come first")
+        # Read up to the file's size now: the journal appends whole lines between awaits.
+        end = self._size()
+        if end <= self._durable:
+            return
+        with (
+            local_io("reading the journal", self.journal_path),
+            self.journal_path.open("rb") as handle,
+        ):
+            handle.seek(self._durable)
+            data = handle.read(end - self._durable)
+        # Once sent, a segment is seen through and counted: a flush cancelled while its PUT is
+        # in flight (the run's periodic flush is, as the run ends) left the store holding it
+        # and this mirror not knowing, so the closing flush wrote the same key again: a false
+        # STORAGE_CONFLICT ("another run writes this output's journal") on a sound run.
+        with anyio.CancelScope(shield=True):
+            await self._put(data)
+            self._durable = end
+
+    async def _put(self, data: bytes) -> None:
+        await self.output.put_bytes(segment_key(self.key_prefix, self._next_seq), data, create=True)
+        self._next_seq += 1
+        self.segments_written += 1
+
+    async def flush(self) -> None:
+        """Put every line written so far into a segment (none if there is nothing new)."""
+        async with self._lock:
+            await self._flush()
+
+    async def keep_flushing(self, every: float = JOURNAL_FLUSH_SECONDS) -> None:
+        """Flush every ``every`` seconds until cancelled (a failure is raised)."""
+        while True:
+            await anyio.sleep(every)
+            await self.flush()
+
+    async def close(self) -> None:
+        """The last lines up, then one segment holding everything; the older ones deleted."""
+        async with self._lock:
+            await self._flush()
+            older = await self._segments()
+            if len(older) <= 1:
+                return
+            with local_io("reading the journal", self.journal_path):
+                everything = self.journal_path.read_bytes()
+            await self._put(everything)
+            await self.output.delete([k for _, k in older])

@@ -2,12 +2,12 @@
 
 Each field carries its own validator (``attrs.validators``) and its help text
 (``metadata["help"]``, also the ``novita-async run`` flag's help); a value refused raises
-:class:`ConfigurationError` naming the option. ``BatchRunner(client, out, options, **overrides)``
-takes an instance, keyword overrides, or both.
+:class:`ConfigurationError` naming the option.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +16,8 @@ from typing import Any
 import attrs
 from attrs import validators as v
 
+from .._completion import PollPolicy
 from .._exceptions import ConfigurationError
-from .._polling import PollPolicy
-from ._shards import Shard
 
 __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 
@@ -31,6 +30,68 @@ BATCH_POLL_POLICY = PollPolicy(min_delay=0.1, margin=0.1, initial_delay=1.0)
 STOP_GRACE = 10.0
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+# --- shards: one run split by job id --------------------------------------------------------------
+
+SHARDS_FOLDER = ".novita-shards"
+"""Where in OUT each shard keeps its journal, results and lock (``<index>-of-<count>/``)."""
+
+
+def shard_name(index: int, count: int) -> str:
+    """The folder (in a store, key prefix) of shard ``index`` of ``count`` in SHARDS_FOLDER."""
+    return f"{index}-of-{count}"
+
+
+def shard_of(job_id: str, count: int) -> int:
+    """The shard (0 to ``count - 1``) that runs the job ``job_id``, the same in every process."""
+    digest = hashlib.sha256(job_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def _whole(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be an integer, got {value!r}")
+
+
+def _below_count(instance: Shard, attribute: attrs.Attribute[int], index: int) -> None:
+    if not 0 <= index < instance.count:
+        raise ValueError(f"{attribute.name} must be 0 to count - 1, got {index!r}")
+
+
+@attrs.frozen
+class Shard:
+    """Shard ``index`` of ``count`` (0 <= index < count): the jobs whose id hashes to it."""
+
+    # Validators run once both are set, so the index's may read the count.
+    index: int = attrs.field(validator=v.and_(_whole, _below_count))
+    count: int = attrs.field(validator=v.and_(_whole, v.ge(1)))
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"INDEX/COUNT"`` (``"0/4"``); ``ValueError`` otherwise."""
+        index, sep, count = text.partition("/")
+        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"{text!r} is not INDEX/COUNT")
+        try:
+            return cls(int(index), int(count))
+        except (TypeError, ValueError):
+            raise ValueError(f"{text!r}: INDEX must be below COUNT and COUNT >= 1") from None
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def name(self) -> str:
+        """Its folder's name: ``<index>-of-<count>``."""
+        return shard_name(self.index, self.count)
+
+    def folder(self, out_dir: Path) -> Path:
+        """Where its journal, results and lock live."""
+        return out_dir / SHARDS_FOLDER / self.name
+
+    def owns(self, job_id: str) -> bool:
+        return shard_of(job_id, self.count) == self.index
 
 
 def _must_be(allowed: str, *validators: _Validator) -> _Validator:

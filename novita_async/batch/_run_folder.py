@@ -1,49 +1,88 @@
-"""The run's folder: what a run keeps beyond itself, opened on the way in, closed on the way out.
+"""The run's folder: what a run keeps beyond itself, opened on the way in, closed on the way out,
+and read by ``status`` without a run.
 
 OUT is a local folder, or for an object-store OUT (``s3://BUCKET/PREFIX``...) a local staging
-folder the run works in (see ``_destination``). Its state (journal, ``results.jsonl``, lock) lives
-in OUT itself, or for a shard in ``OUT/.novita-shards/<k>-of-<K>/`` (see ``_shards``); the images
-always go to OUT. An object-store OUT keeps its journal in the store too, as segments
-(``_journal_segments``), so that a run restarted on another machine resumes from it.
+folder the run works in, its journal mirrored in the store (:class:`~._journal.JournalMirror`).
+Its state (journal, ``results.jsonl``, lock) lives in OUT, or for a shard in
+``OUT/.novita-shards/<k>-of-<K>/``; the images always go to OUT.
 
-Opening: the layout check, the lock (one run per folder), the store's segments pulled into the
-local journal, the journal opened, the outputs of the jobs it calls succeeded checked against OUT
-or the store (``_verify``: a missing image makes its job ``OUTPUT_MISSING``, fetched again), stale
-temporary files removed, ``results.jsonl`` rebuilt.
-Closing (shielded: a cancelled run closes too): the results merged and closed, the journal closed,
-then for an object-store OUT its last segment (compacted) and ``results.jsonl`` uploaded; the
-store failing there is kept as :attr:`RunFolder.end_error`, which stops the run like anywhere else.
+**Opening**: the layout check, the lock (one run per folder), the store's journal pulled, the
+journal opened, stale temporary files removed, ``results.jsonl`` rebuilt, and the outputs checked:
+what is in OUT (or the store) is the truth. Each file of a job the journal calls succeeded is
+looked at (one ``stat``, or one listing of the store's prefix): there, and of the size recorded.
+A job whose image is not is recorded failed ``OUTPUT_MISSING`` with its task id, and the run
+fetches its images again from that task at no cost; without a task to fetch them from it ends
+``OUTPUT_LOST``, paid for again only with ``retry_failed``. A journal from before sizes and
+digests were recorded has neither: its files are only checked for being there.
+**Closing** (shielded: a cancelled run closes too): the results merged, the journal closed, then
+for an object-store OUT the journal's last segment and ``results.jsonl`` uploaded; the store
+failing there is kept as :attr:`RunFolder.end_error`, which stops the run.
+
+**Status** (:func:`read_status`) sends nothing, needs no key and writes nothing: it folds the
+journal's good lines as a run would (a damaged journal is reported, not refused), reads
+``results.jsonl`` and looks at the images (with ``verify``, hashing each against its recorded
+SHA-256, as ``rclone check`` does). It is safe while a run holds the folder. Given the ids of
+the job file (``job_ids``), the jobs the journal does not know are counted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
-from collections.abc import AsyncIterator
+import stat
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import attrs
 
-from .._atomic import local_io, remove_stale_temp_files
-from .._exceptions import ConfigurationError, LocalIOError, StorageError
-from ._destination import Destination, LocalOutput, looks_like_url, parse_out
-from ._journal import JOURNAL_NAME, Journal
-from ._journal_segments import JOURNAL_KEY, JournalMirror
+from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
+from .._failures import RETRYABLE_REASONS
+from .._files import is_locked, local_io, looks_like_url, remove_stale_temp_files
+from ._jobs import JobError, JobOutcome, JobStatus
+from ._journal import (
+    JOURNAL_NAME,
+    RESULTS_NAME,
+    JobPhase,
+    JobState,
+    Journal,
+    JournalMirror,
+    ResultsFile,
+    fold,
+    scan_journal,
+)
 from ._options import BatchOptions
-from ._outputs import OutputLock
-from ._results import RESULTS_NAME, ResultsFile
-from ._shards import check_layout, check_stored_layout
-from ._verify import check_outputs
+from ._outputs import LOCK_NAME, Output, OutputLock, file_digest, open_output
 
-__all__ = ["RunFolder"]
+__all__ = [
+    "OUTPUT_LOST",
+    "OUTPUT_MISSING",
+    "FileProblem",
+    "OutputLostError",
+    "OutputMissingError",
+    "Problem",
+    "RunFolder",
+    "RunStatus",
+    "local_problems",
+    "output_errors",
+    "read_status",
+    "stored_problems",
+]
+
+OUTPUT_MISSING = "OUTPUT_MISSING"
+OUTPUT_LOST = "OUTPUT_LOST"
+_UNKNOWN_OUTCOME = "SUBMIT_OUTCOME_UNKNOWN"
 
 
 class RunFolder:
     """OUT as one run sees it: where its images, journal, results and lock are."""
 
-    def __init__(self, out: str | os.PathLike[str] | Destination, options: BatchOptions) -> None:
+    def __init__(self, out: str | os.PathLike[str] | Output, options: BatchOptions) -> None:
         self.options = options
-        self.destination = parse_out(out, staging_dir=options.staging_dir)
+        self.destination = open_output(out, staging_dir=options.staging_dir)
         # An object-store OUT: the run works in its local staging folder and uploads from there.
         self.out_dir = self.destination.local_dir
         if (scheme := looks_like_url(str(options.journal_path or ""))) is not None:
@@ -55,20 +94,10 @@ class RunFolder:
         # A shard's journal, results and lock are its own; its images go to OUT with the others.
         self.state_dir = self.out_dir if shard is None else shard.folder(self.out_dir)
         self.journal_path = options.journal_path or self.state_dir / JOURNAL_NAME
-        self.mirror = self._journal_mirror()
+        # A store keeps the journal too (as segments): a run restarted elsewhere resumes.
+        self.mirror: JournalMirror | None = self.destination.journal_mirror(self.journal_path)
         self.end_error: StorageError | None = None
         """The store's failure while closing (the last segment, results.jsonl), if any."""
-
-    def _journal_mirror(self) -> JournalMirror | None:
-        """An object-store OUT keeps its journal in the store too (as segments), so that a run
-        restarted on another machine resumes; its key is the journal's place in staging."""
-        if isinstance(self.destination, LocalOutput):
-            return None
-        try:
-            key = self.journal_path.relative_to(self.out_dir).with_suffix("").as_posix()
-        except ValueError:
-            key = JOURNAL_KEY
-        return JournalMirror(self.destination, key, self.journal_path)
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[tuple[Journal, ResultsFile]]:
@@ -78,8 +107,6 @@ class RunFolder:
         lock = OutputLock(self.state_dir)
 
         def open_journal() -> Journal:
-            # Before a shard's folder is made: that folder says how OUT is sharded.
-            check_layout(self.out_dir, self.options.shard)
             with local_io("creating the output folder", self.state_dir):
                 self.state_dir.mkdir(parents=True, exist_ok=True)
             # The folder's lock first: a second run on this OUT is refused whatever its journal.
@@ -92,8 +119,8 @@ class RunFolder:
                 lock.release()
                 raise
 
-        # The store's keys say how an object-store OUT is sharded (staging may be new here).
-        await check_stored_layout(self.destination, self.options.shard)
+        # Before a shard's folder is made: OUT's folders (a store's keys) say how it is sharded.
+        await self.destination.check_layout(self.options.shard)
         # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
         with anyio.CancelScope(shield=True):
             try:
@@ -104,7 +131,7 @@ class RunFolder:
                 ) from exc
             journal = await anyio.to_thread.run_sync(open_journal)
         try:
-            await check_outputs(self.destination, self.out_dir, journal)
+            await self._check_outputs(journal)
 
             def prepare() -> None:
                 # A run killed mid-download (kill -9) left partial files: those whose writer
@@ -121,6 +148,19 @@ class RunFolder:
                     await self._publish_end(results.path)
             finally:
                 lock.release()
+
+    async def _check_outputs(self, journal: Journal) -> None:
+        """Record the jobs ``journal`` calls succeeded whose outputs are not as recorded
+        ``OUTPUT_MISSING`` (``OUTPUT_LOST`` without a task id to fetch them from)."""
+        jobs = journal.jobs
+        if not any(state.phase is JobPhase.SUCCEEDED for state in jobs.values()):
+            return
+        sizes = await self.destination.sizes()  # one listing, of a folder or of a bucket's prefix
+        errors = output_errors(jobs, self.destination.url, lambda s: stored_problems(sizes, s))
+        for job_id, error in errors.items():
+            state, failed = jobs[job_id], JobError.from_exception(error)
+            outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
+            journal.record_outcome(outcome, state.fingerprint)
 
     async def _publish_end(self, results: Path) -> None:
         """An object-store OUT: the journal's last segment (then compacted), and results.jsonl."""
@@ -140,3 +180,253 @@ def _close(journal: Journal, results: ResultsFile) -> None:
     finally:
         results.close()
         journal.close()
+
+
+# --- the outputs of succeeded jobs, checked -------------------------------------------------------
+
+
+class Problem(enum.StrEnum):
+    """What is wrong with one file of a succeeded job."""
+
+    MISSING = "missing"
+    WRONG_SIZE = "of another size than recorded"
+    DAMAGED = "damaged (its SHA-256 differs from the one recorded)"
+
+
+@attrs.frozen
+class FileProblem:
+    name: str
+    problem: Problem
+
+    def __str__(self) -> str:
+        return f"{self.name} is {self.problem}"
+
+
+def _shown(problems: tuple[FileProblem, ...]) -> str:
+    shown = "; ".join(map(str, problems[:3]))
+    return shown + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+
+
+class OutputMissingError(NovitaError):
+    """A job the journal recorded succeeded has an image missing or damaged: the run fetches its
+    images again from its task's result (free: nothing is submitted)."""
+
+    def __init__(self, where: str, task_id: str, problems: tuple[FileProblem, ...]) -> None:
+        self.task_id = task_id
+        self.problems = problems
+        super().__init__(
+            f"recorded succeeded, but in {where} {_shown(problems)}: a run with this job fetches "
+            f"its images again from task {task_id}, at no cost"
+        )
+
+    @property
+    def reason(self) -> str:
+        return OUTPUT_MISSING
+
+
+class OutputLostError(NovitaError):
+    """A job's image is missing and the service no longer has its task: only a new task (paid
+    for) can make it again, which a run does only when told to (``retry_failed``)."""
+
+    def __init__(self, task_id: str | None, detail: str) -> None:
+        self.task_id = task_id
+        what = f"the service no longer has task {task_id}" if task_id else "no task id recorded"
+        super().__init__(
+            f"{detail}, and {what} to fetch it again from; rerun with --retry-failed "
+            "(retry_failed) to pay for a new task"
+        )
+
+    @property
+    def reason(self) -> str:
+        return OUTPUT_LOST
+
+
+def _problems(
+    state: JobState,
+    size_of: Callable[[str], int | None],
+    digest_of: Callable[[str], str | None] | None = None,
+) -> list[FileProblem]:
+    """What is wrong with the files of a succeeded job, given each file's size (None: not there)
+    and, with ``digest_of``, its SHA-256 by name."""
+    problems = []
+    for n, name in enumerate(state.files):
+        size = size_of(name)
+        if size is None:
+            problems.append(FileProblem(name, Problem.MISSING))
+        elif n < len(state.sizes) and size != state.sizes[n]:
+            problems.append(FileProblem(name, Problem.WRONG_SIZE))
+        elif digest_of is not None and n < len(state.digests):
+            digest = digest_of(name)
+            if digest is None:
+                problems.append(FileProblem(name, Problem.MISSING))
+            elif digest != state.digests[n]:
+                problems.append(FileProblem(name, Problem.DAMAGED))
+    return problems
+
+
+def local_problems(folder: Path, state: JobState, *, rehash: bool = False) -> list[FileProblem]:
+    """What is wrong with the files of a succeeded job in ``folder`` (blocking): one ``stat`` per
+    file, and (``rehash``) its content hashed."""
+
+    def size_of(name: str) -> int | None:
+        try:
+            found = os.stat(folder / name)
+        except OSError:
+            return None
+        return found.st_size if stat.S_ISREG(found.st_mode) else None
+
+    def digest_of(name: str) -> str | None:
+        try:
+            return file_digest(folder / name)[1]
+        except OSError:
+            return None
+
+    return _problems(state, size_of, digest_of if rehash else None)
+
+
+def stored_problems(sizes: Mapping[str, int], state: JobState) -> list[FileProblem]:
+    """What is wrong with the files of a succeeded job, given the store's ``sizes`` by key."""
+    return _problems(state, sizes.get)
+
+
+def output_errors(
+    jobs: Mapping[str, JobState], where: str, look: Callable[[JobState], list[FileProblem]]
+) -> dict[str, NovitaError]:
+    """The jobs of ``jobs`` recorded succeeded whose files ``look`` finds wrong, each with the
+    error to record: ``OUTPUT_MISSING`` (fetched again from its task), or ``OUTPUT_LOST`` when
+    no task id was recorded to fetch them from."""
+    errors: dict[str, NovitaError] = {}
+    for job_id, state in jobs.items():
+        if state.phase is not JobPhase.SUCCEEDED or not (problems := tuple(look(state))):
+            continue
+        if state.task_id is None:
+            detail = f"recorded succeeded, but in {where} {_shown(problems)}"
+            errors[job_id] = OutputLostError(None, detail)
+        else:
+            errors[job_id] = OutputMissingError(where, state.task_id, problems)
+    return errors
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class RunStatus:
+    """Where the run of one output folder stands (see :func:`read_status`).
+
+    The jobs the journal knows are ``succeeded + outputs_missing + failed + unfinished +
+    unanswered``: a job the journal recorded succeeded whose images are not all in the folder, as
+    recorded, is not counted succeeded.
+    """
+
+    out_dir: Path
+    journal_path: Path
+    journal_found: bool
+    """False when there is no journal: nothing has run here (or its journal is elsewhere)."""
+    in_use: bool
+    """A run holds the folder now: the numbers are moving, and a submission without an answer
+    may simply be in flight."""
+    damaged_lines: tuple[int, ...] = ()
+    """Lines of the journal (from 1) that cannot be read: ``novita-async journal repair``."""
+    last_run: datetime | None = None
+    """When the journal was last written to (its last record's time, UTC)."""
+    jobs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs the journal knows."""
+    succeeded: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs recorded succeeded whose images are all in the folder (as checked)."""
+    outputs_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs recorded succeeded with an image missing or damaged: a rerun with them fetches
+    their images again from their tasks, at no cost."""
+    failed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    failures_by_reason: Mapping[str, int] = attrs.field(factory=dict)
+    """The failed jobs by their error's reason (``TASK_FAILED``, ``RETRIES_EXHAUSTED``...)."""
+    unfinished: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs submitted (their task id recorded) that have not ended: a rerun follows their tasks."""
+    unanswered: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs whose submission was sent (or about to be) with no answer recorded."""
+    unknown_outcome: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Jobs of unknown outcome: ``unanswered`` ones and those failed ``SUBMIT_OUTCOME_UNKNOWN``
+    (a task may exist and be billed; a rerun does not send them again unless told to)."""
+    retryable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Failed jobs a plain rerun tries again (``RETRIES_EXHAUSTED``)."""
+    never_submitted: int | None = None
+    """Jobs of the job file the journal does not know; None when no job file was given."""
+    images: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Images of the succeeded jobs that are in the output folder."""
+    images_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Images of the succeeded jobs that are not (moved or deleted since)."""
+    images_damaged: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Images of the succeeded jobs that are there but not as recorded: of another size, or
+    (``verified``) of another SHA-256."""
+    verified: bool = False
+    """The images were hashed against the SHA-256 the journal recorded (``verify``)."""
+    unverifiable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Images checked for being there only: their journal (from an older version) recorded no
+    size or SHA-256 for them."""
+    results_listed: int | None = None
+    """Jobs ``results.jsonl`` lists; None when there is no such file."""
+
+
+def read_status(
+    out_dir: str | os.PathLike[str],
+    journal_path: str | os.PathLike[str] | None = None,
+    *,
+    job_ids: Iterable[str] | None = None,
+    verify: bool = False,
+) -> RunStatus:
+    """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path`` is the
+    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known;
+    ``verify``: hash every image of the succeeded jobs against the journal's SHA-256.
+
+    Blocking (it reads files): call it from a worker thread in async code.
+    """
+    out = Path(out_dir)
+    journal = Path(journal_path) if journal_path is not None else out / JOURNAL_NAME
+    in_use = is_locked(out / LOCK_NAME) or is_locked(journal)
+    found = journal.is_file()
+    scan = scan_journal(journal)
+    jobs = fold(scan.records)[1]
+    phases = Counter(state.phase for state in jobs.values())
+    reasons = Counter(
+        state.error.reason if state.error is not None else "UNKNOWN"
+        for state in jobs.values()
+        if state.phase is JobPhase.FAILED
+    )
+    # The images of the succeeded jobs: there (as recorded), missing or damaged.
+    found_images = missing = damaged = unverifiable = jobs_short = 0
+    for state in jobs.values():
+        if state.phase is not JobPhase.SUCCEEDED:
+            continue
+        problems = local_problems(out, state, rehash=verify)
+        lacking = sum(problem.problem is Problem.MISSING for problem in problems)
+        missing += lacking
+        damaged += len(problems) - lacking
+        found_images += len(state.files) - lacking
+        recorded = len(state.digests) if verify else len(state.sizes)
+        unverifiable += max(0, len(state.files) - recorded)
+        jobs_short += bool(problems)
+    unanswered = phases[JobPhase.SUBMITTING]
+    return RunStatus(
+        out_dir=out,
+        journal_path=journal,
+        journal_found=found,
+        in_use=in_use,
+        damaged_lines=scan.damaged,
+        last_run=datetime.fromtimestamp(scan.records[-1].t, UTC) if scan.records else None,
+        jobs=len(jobs),
+        succeeded=phases[JobPhase.SUCCEEDED] - jobs_short,
+        outputs_missing=jobs_short,
+        failed=phases[JobPhase.FAILED],
+        failures_by_reason=dict(sorted(reasons.items())),
+        unfinished=phases[JobPhase.SUBMITTED],
+        unanswered=unanswered,
+        unknown_outcome=unanswered + reasons[_UNKNOWN_OUTCOME],
+        retryable=sum(reasons[reason] for reason in RETRYABLE_REASONS),
+        never_submitted=None if job_ids is None else len(set(job_ids) - jobs.keys()),
+        images=found_images,
+        images_missing=missing,
+        images_damaged=damaged,
+        verified=verify,
+        unverifiable=unverifiable,
+        results_listed=ResultsFile(out / RESULTS_NAME).listed(),
+    )

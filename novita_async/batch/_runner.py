@@ -33,32 +33,53 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from typing import Protocol
 
 import anyio
-import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._client import NovitaClient
 from .._exceptions import RunStoppedError, StorageError
-from .._webhooks import WebhookReceiver
-from ._destination import Destination
-from ._events import BatchEvent, BatchEventHook, BatchEventKind, emit
-from ._failures import run_stop_advice
-from ._flow import JobFlow, run_retry
-from ._job import JobInput, JobOutcome
-from ._journal import Journal
-from ._journal_segments import JournalMirror
-from ._limits import RunGate, SubmitPermits
+from .._failures import classify
+from ..webhooks import WebhookReceiver
+from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary, SummaryCounter, emit
+from ._flow import JobFlow, RunContext
+from ._jobs import JobInput, JobOutcome, JobSource
+from ._journal import Journal, JournalMirror, ResultsFile
 from ._options import BatchOptions
-from ._poller import Poller
-from ._results import ResultsFile
+from ._outputs import Output
+from ._pacing import RunGate, SubmitPermits
 from ._run_folder import RunFolder
-from ._source import JobSource
-from ._summary import BatchSummary, SummaryCounter
-from ._uploads import AssetUploader
 
-__all__ = ["BatchRunner"]
+__all__ = ["BatchRunner", "Executor"]
+
+
+class Executor(Protocol):
+    """What runs a batch: :class:`BatchRunner` in this process, or the shards of
+    ``novita_async.ray``. A driver (the command line's ``run``) needs no more than this."""
+
+    options: BatchOptions
+    on_event: BatchEventHook | None
+
+    async def run_all(self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]) -> BatchSummary:
+        """Run every job to its end and return the summary; :class:`RunStoppedError` when a
+        run-level failure stopped the run."""
+        ...
+
+    @property
+    def summary(self) -> BatchSummary:
+        """Counts of the current (or last) run; live while it runs."""
+        ...
+
+    @property
+    def awaiting_answers(self) -> int:
+        """Submissions sent and not answered yet (a stop waits ``stop_grace`` for them)."""
+        ...
+
+    def abandon_submissions(self) -> None:
+        """Stop waiting for the answers of the submissions in flight: each is recorded
+        ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), never sent again by default."""
+        ...
 
 
 class BatchRunner:
@@ -83,51 +104,46 @@ class BatchRunner:
     task again; one whose submission's answer was lost (``SUBMIT_OUTCOME_UNKNOWN``) is submitted
     again, knowingly.
 
-    ``options`` (a :class:`BatchOptions`) bound and pace the run; keyword ``overrides`` replace
-    some of them (``BatchRunner(client, out, concurrency=10)``), and a value refused raises
-    :class:`ConfigurationError` naming the option. ``runner.options`` holds the result.
-    ``on_event`` is called with every :class:`BatchEvent`; it is an attribute, not an option, so
-    it can be swapped while a run goes on.
+    ``options`` (a :class:`BatchOptions`, checked when it was made) bound and pace the run;
+    ``attrs.evolve(options, concurrency=10)`` makes a variant. ``on_event`` is called with every
+    :class:`BatchEvent`; it is an attribute, not an option, so it can be swapped between runs.
     """
 
     def __init__(
         self,
         client: NovitaClient,
-        out_dir: str | os.PathLike[str] | Destination,
-        options: BatchOptions | None = None,
+        out_dir: str | os.PathLike[str] | Output,
+        options: BatchOptions = BatchOptions(),  # noqa: B008  (frozen: one shared default is safe)
         *,
         on_event: BatchEventHook | None = None,
-        permits: SubmitPermits | None = None,
-        **overrides: Any,
     ) -> None:
-        if options is not None and not isinstance(options, BatchOptions):
+        if not isinstance(options, BatchOptions):
             raise TypeError(f"options must be a BatchOptions, got {options!r}")
         self.client = client
-        self.options = attrs.evolve(options or BatchOptions(), **overrides)
-        self.folder = RunFolder(out_dir, self.options)
+        self.options = options
+        self.folder = RunFolder(out_dir, options)
         self.destination = self.folder.destination
         self.out_dir = self.folder.out_dir
         """The local folder the run writes in: OUT, or an object-store OUT's staging folder."""
         self.on_event = on_event
-        self.permits = permits
+        self._permits: SubmitPermits | None = None
         """Where submissions take their turns when several runners share one account's rate
-        (the shards of ``novita_async.ray``); None: this run's own ``rate``."""
+        (the shards of ``novita_async.ray`` set it before running); None: ``options.rate``."""
         self._counter = SummaryCounter()
         self._running = False
         self._flow: JobFlow | None = None
-        self._webhooks: WebhookReceiver | None = None
         self._stopped_by: BaseException | None = None
 
     @property
     def awaiting_answers(self) -> int:
         """Submissions of the current run sent and not answered yet."""
-        return 0 if self._flow is None else self._flow.submitter.awaiting
+        return 0 if self._flow is None else self._flow.awaiting_answers
 
     def abandon_submissions(self) -> None:
         """Stop waiting for the answers of the submissions in flight: each is recorded
         ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), never sent again by default."""
         if self._flow is not None:
-            self._flow.submitter.abandon()
+            self._flow.abandon_submissions()
 
     def __repr__(self) -> str:
         concurrency = self.options.concurrency
@@ -178,7 +194,7 @@ class BatchRunner:
             self._stopped_by = error
             self._counter.stopped = error.reason
         if self._stopped_by is not None:
-            what, fix = run_stop_advice(self._stopped_by)
+            what, fix = classify(self._stopped_by).advice()
             summary = self.summary
             raise RunStoppedError(
                 self._stopped_by,
@@ -198,7 +214,7 @@ class BatchRunner:
         self._counter = counter = SummaryCounter()
         counter.start()
         completed = False
-        flow, poller = self._build(journal, results, counter)
+        flow = self._build(journal, results, counter)
         # Room for one outcome per worker: when a wave of tasks ends together, no worker waits
         # for the reader to take the ones before; a reader that stops reading still stops them.
         send, receive = anyio.create_memory_object_stream[JobOutcome](self._workers)
@@ -207,7 +223,7 @@ class BatchRunner:
 
                 async def drive() -> None:
                     nonlocal completed
-                    completed = await self._drive(jobs, flow, poller, send)
+                    completed = await self._drive(jobs, flow, send)
 
                 tg.start_soon(drive)
                 try:
@@ -223,12 +239,7 @@ class BatchRunner:
             if flow.stopped_by is not None:
                 counter.stopped = getattr(flow.stopped_by, "reason", type(flow.stopped_by).__name__)
 
-    def _build(
-        self, journal: Journal, results: ResultsFile, counter: SummaryCounter
-    ) -> tuple[JobFlow, Poller]:
-        def on_request(route: str) -> None:
-            counter.requests[route] += 1
-
+    def _build(self, journal: Journal, results: ResultsFile, counter: SummaryCounter) -> JobFlow:
         def on_pause(message: str, paused: bool) -> None:
             kind = BatchEventKind.PAUSED if paused else BatchEventKind.CONTINUED
             emit(self.on_event, BatchEvent(kind, "", message=message))
@@ -239,75 +250,62 @@ class BatchRunner:
             retry_after_cap=options.retry_after_cap,
             max_outage=options.max_outage,
             on_pause=on_pause,
-            permits=self.permits,
+            permits=self._permits,
         )
-        self._webhooks = None if options.webhook_listen is None else WebhookReceiver()
-        poller = Poller(
-            self.client,
-            options.poll,
-            gate,
-            retry=run_retry(self.client, options),
-            events=self._webhooks,
-            max_concurrent=options.poll_concurrency,
-            task_timeout=options.task_timeout,
-            on_request=on_request,
+        mirror = self.folder.mirror
+        self._flow = JobFlow(
+            RunContext(
+                client=self.client,
+                options=options,
+                out_dir=self.out_dir,
+                journal=journal,
+                results=results,
+                counter=counter,
+                gate=gate,
+                on_event=self.on_event,
+                webhooks=None if options.webhook_listen is None else WebhookReceiver(),
+                publish=self.destination.publish,
+                durable=None if mirror is None else mirror.durable,
+            )
         )
-        uploader = AssetUploader(
-            self.client, journal, concurrency=options.upload_concurrency, on_request=on_request
-        )
-        self._flow = flow = JobFlow(
-            client=self.client,
-            out_dir=self.out_dir,
-            options=options,
-            journal=journal,
-            results=results,
-            counter=counter,
-            uploader=uploader,
-            poller=poller,
-            gate=gate,
-            on_event=self.on_event,
-            on_request=on_request,
-            publish=self.destination.publish,
-            durable=None if (mirror := self.folder.mirror) is None else mirror.durable,
-        )
-        return flow, poller
-
-    @staticmethod
-    async def _keep_journal_flushed(mirror: JournalMirror, flow: JobFlow) -> None:
-        try:
-            await mirror.keep_flushing()
-        except StorageError as exc:
-            flow.stop_run(exc)  # run-level: no job is blamed for the store
+        return self._flow
 
     async def _drive(
         self,
         jobs: Iterable[JobInput] | AsyncIterable[JobInput],
         flow: JobFlow,
-        poller: Poller,
         send: MemoryObjectSendStream[JobOutcome],
     ) -> bool:
         """Run every job; return False if stopped early (fail_fast)."""
+        gate, webhooks = flow.context.gate, flow.context.webhooks
         async with send, contextlib.AsyncExitStack() as stack:
-            if self._webhooks is not None:
+            if webhooks is not None:
                 # Listening before the first submission asks for webhooks to come here.
                 assert self.options.webhook_listen is not None
                 host, _, port = self.options.webhook_listen.rpartition(":")
-                listening = await stack.enter_async_context(self._webhooks.serve(host, int(port)))
-                flow.webhook_url = self._webhooks.url(self.options.webhook_url or listening)
+                listening = await stack.enter_async_context(webhooks.serve(host, int(port)))
+                flow.webhook_url = webhooks.url(self.options.webhook_url or listening)
             everything = await stack.enter_async_context(anyio.create_task_group())
-            everything.start_soon(poller.run)
+            everything.start_soon(flow.poller.run)
+
+            async def keep_journal_flushed(mirror: JournalMirror) -> None:
+                try:
+                    await mirror.keep_flushing()
+                except StorageError as exc:
+                    gate.stop(exc)  # run-level: no job is blamed for the store
+
             if self.folder.mirror is not None:
-                everything.start_soon(self._keep_journal_flushed, self.folder.mirror, flow)
+                everything.start_soon(keep_journal_flushed, self.folder.mirror)
 
             async def bound_the_stop() -> None:
                 # Cancelled when the run stops (or ends): from then on, the submissions in
                 # flight (shielded) get a bounded grace.
                 try:
-                    await flow.stopping()
+                    await gate.stopping()
                     flow.announce_stop()
                     await anyio.sleep_forever()
                 finally:
-                    flow.submitter.stop(self.options.stop_grace)
+                    flow.stop_submissions(self.options.stop_grace)
 
             everything.start_soon(bound_the_stop)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from novita_async import NovitaClient
-from novita_async.batch import BatchRunner
+from novita_async.batch import BatchOptions, BatchRunner
+from novita_async.batch._inputs import asset_endpoint
 from novita_async.batch._journal import Journal
-from novita_async.batch._uploads import asset_endpoint
 from novita_async.emulator import Emulator, EmulatorConfig
 
 from .conftest import make_job
@@ -56,7 +56,7 @@ async def test_ids_the_service_forgot_are_uploaded_again_once_and_the_jobs_succe
     # input is uploaded again exactly once, and the jobs that had built their bodies with the
     # old ids meanwhile send the new ones instead of meeting the refusal too.
     jobs = [make_job(f"b{n}", images(1), images(2)) for n in range(3)]
-    later = await BatchRunner(client, out, concurrency=1).run_all(jobs)
+    later = await BatchRunner(client, out, BatchOptions(concurrency=1)).run_all(jobs)
     assert (later.succeeded, later.failed) == (3, 0)
     stats = emu.stats()
     assert stats.uploads == 4
@@ -89,7 +89,7 @@ async def test_a_refusal_of_fresh_ids_is_the_jobs_own_after_one_retry_with_cache
 
     # retry_failed: the journal's ids are sent and refused; the files are uploaded again and the
     # body sent once more; refused again, with fresh ids, the job fails for good.
-    retried = await BatchRunner(client, out, retry_failed=True).run_all([job])
+    retried = await BatchRunner(client, out, BatchOptions(retry_failed=True)).run_all([job])
     assert retried.failures_by_reason == {"INVALID_REQUEST_BODY": 1}
     stats = emu.stats()
     assert (stats.uploads, stats.count("submit", 400), stats.submissions) == (4, 3, 0)

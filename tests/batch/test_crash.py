@@ -39,7 +39,7 @@ CHILD = textwrap.dedent(
     import anyio
 
     from novita_async import InstantIDRequest, NovitaClient, PollPolicy
-    from novita_async.batch import BatchEventKind, BatchRunner, Job
+    from novita_async.batch import BatchEventKind, BatchOptions, BatchRunner, Job
 
     out, face, ref, count = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -55,7 +55,8 @@ CHILD = textwrap.dedent(
     async def main():
         poll = PollPolicy(min_delay=0.02, margin=0.02, initial_delay=0.05)
         async with NovitaClient() as client:
-            runner = BatchRunner(client, out, concurrency=4, on_event=on_event, poll=poll)
+            options = BatchOptions(concurrency=4, poll=poll)
+            runner = BatchRunner(client, out, options, on_event=on_event)
             summary = await runner.run_all(jobs())
         print("DONE", summary.succeeded, summary.failed, summary.resumed, flush=True)
 

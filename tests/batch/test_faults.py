@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from novita_async import NovitaClient, RetryPolicy
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner
+from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -37,7 +37,9 @@ async def test_an_expired_image_url_is_fetched_again(
     emu.faults.script("image", ["expire", "ok", "expire"])
     events: list[BatchEvent] = []
     jobs = [make_job(f"j{n}", images(1), images(2), image_num=2) for n in range(2)]
-    summary = await BatchRunner(client, out, concurrency=1, on_event=events.append).run_all(jobs)
+    summary = await BatchRunner(
+        client, out, BatchOptions(concurrency=1), on_event=events.append
+    ).run_all(jobs)
 
     assert (summary.succeeded, summary.failed, summary.images) == (2, 0, 4)
     retried = [e for e in events if e.kind is BatchEventKind.RETRIED]
@@ -170,7 +172,7 @@ async def test_a_lost_submit_answer_is_recorded_not_resubmitted(
     emu.faults.script("submit", ["reset_after"])
     out = tmp_path / "out"
     jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
-    summary = await BatchRunner(single_try_client, out, concurrency=1).run_all(jobs)
+    summary = await BatchRunner(single_try_client, out, BatchOptions(concurrency=1)).run_all(jobs)
 
     assert summary.failures_by_reason == {"SUBMIT_OUTCOME_UNKNOWN": 1}
     assert summary.succeeded == 2
@@ -183,6 +185,8 @@ async def test_a_lost_submit_answer_is_recorded_not_resubmitted(
     # An ordinary rerun leaves it failed; retry_failed submits it again, knowingly.
     again = await BatchRunner(single_try_client, out).run_all(jobs)
     assert (again.replayed, again.failed, emu.stats().submissions) == (3, 1, 3)
-    retried = await BatchRunner(single_try_client, out, retry_failed=True).run_all(jobs)
+    retried = await BatchRunner(single_try_client, out, BatchOptions(retry_failed=True)).run_all(
+        jobs
+    )
     assert (retried.succeeded, retried.submitted, emu.stats().submissions) == (3, 1, 4)
     assert len(read_results(out)) == 3

@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from novita_async import NovitaClient
-from novita_async.batch import BatchRunner, _inputs
+from novita_async.batch import BatchOptions, BatchRunner, _inputs
 from novita_async.batch._inputs import InputReader
-from novita_async.batch._job import JobInputError
+from novita_async.batch._jobs import JobInputError
 from novita_async.emulator import Emulator
 
 from .conftest import make_job, png_bytes
@@ -108,7 +108,7 @@ async def test_a_run_fails_the_job_whose_face_is_a_fifo_and_runs_the_others(
     pipe = tmp_path / "pipe.png"
     os.mkfifo(pipe)
     jobs = [make_job("good", images(1), images(2)), make_job("piped", pipe, images(2))]
-    runner = BatchRunner(client, tmp_path / "out", concurrency=2)
+    runner = BatchRunner(client, tmp_path / "out", BatchOptions(concurrency=2))
     async with runner.run(jobs) as outcomes:
         ended = {outcome.job_id: outcome async for outcome in outcomes}
     assert ended["good"].ok

@@ -21,9 +21,11 @@ from novita_async.batch._journal import (
     RESERVE_BYTES,
     JobPhase,
     Journal,
+    ResultLine,
+    ResultsFile,
+    fold,
     read_records,
 )
-from novita_async.batch._results import ResultLine, ResultsFile
 
 
 def _ok(job_id: str, task_id: str = "t") -> JobOutcome:
@@ -304,3 +306,21 @@ def test_an_intent_without_an_answer_is_remembered_and_a_refusal_undoes_it(
         assert journal.jobs["sent"].phase is JobPhase.SUBMITTING
         assert journal.jobs["sent"].task_id is None
         assert "refused" not in journal.jobs  # as if never tried
+
+
+def test_a_jobs_state_holds_every_task_it_had_and_a_refusal_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    with Journal(path) as journal:
+        journal.record_submitting("a", "fp")
+        journal.record_submitted("a", "t1", "fp")
+        journal.record_outcome(_failed("a", task_id="t1"), "fp")
+        journal.record_submitting("a", "fp")
+        journal.record_not_submitted("a")  # a retry refused: back to the failed state
+    with Journal(path) as journal:
+        refused = journal.jobs["a"]
+        assert (refused.phase, refused.task_id, refused.tasks) == (JobPhase.FAILED, "t1", {"t1"})
+        journal.record_submitting("a", "fp")
+        journal.record_submitted("a", "t2", "fp")
+        assert journal.jobs["a"].tasks == {"t1", "t2"} and journal.jobs["a"].task_id == "t2"
+        journal.record_outcome(_ok("a", "t2"), "fp")
+    assert fold(read_records(path))[1]["a"].tasks == {"t1", "t2"}

@@ -12,6 +12,7 @@ from novita_async import ConfigurationError, NovitaClient, PollPolicy, Validatio
 from novita_async.batch import (
     BatchEvent,
     BatchEventKind,
+    BatchOptions,
     BatchRunner,
     InvalidJob,
     Job,
@@ -57,14 +58,14 @@ async def test_a_task_timeout_fails_the_job_and_retry_failed_follows_the_same_ta
 ) -> None:
     out = tmp_path / "out"
     jobs = [make_job("long", images(1), images(2), "[[seconds:600]]")]
-    runner = BatchRunner(client, out, task_timeout=0.1, poll=FAST_POLLS)
+    runner = BatchRunner(client, out, BatchOptions(task_timeout=0.1, poll=FAST_POLLS))
     summary = await runner.run_all(jobs)
     assert summary.failures_by_reason == {"TASK_TIMEOUT": 1}
     (row,) = read_results(out)
     assert row["task_id"] is not None
 
     again = await BatchRunner(
-        client, out, task_timeout=0.1, poll=FAST_POLLS, retry_failed=True
+        client, out, BatchOptions(task_timeout=0.1, poll=FAST_POLLS, retry_failed=True)
     ).run_all(jobs)
     assert (again.resumed, again.submitted) == (1, 0)
     assert again.failures_by_reason == {"TASK_TIMEOUT": 1}
@@ -109,7 +110,9 @@ async def test_at_most_submit_concurrency_posts_are_in_flight(
     # What one hard kill can cost in duplicate tasks is bounded by the POSTs in flight.
     jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(12)]
     emu.faults.hold("submit")
-    runner = BatchRunner(client, tmp_path / "out", concurrency=12, submit_concurrency=3)
+    runner = BatchRunner(
+        client, tmp_path / "out", BatchOptions(concurrency=12, submit_concurrency=3)
+    )
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run_all, jobs)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async import APIConnectionError, AuthenticationError
-from novita_async.batch._limits import OutageError, RunGate, RunStopped
+from novita_async import APIConnectionError, AuthenticationError, OutageError
+from novita_async.batch._pacing import RunGate, RunStopped
 
 # Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
 pytestmark = pytest.mark.virtual_time

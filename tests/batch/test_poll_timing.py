@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from novita_async import NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job
-from novita_async.batch._durations import DurationModel
+from novita_async._completion import DurationModel
+from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, Job
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -50,7 +50,7 @@ async def test_a_wave_of_alike_tasks_is_polled_once_per_task_but_two_scouts(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
     jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(10)]
-    runner = BatchRunner(client, tmp_path / "out", concurrency=10)
+    runner = BatchRunner(client, tmp_path / "out", BatchOptions(concurrency=10))
     with anyio.fail_after(20):
         summary = await runner.run_all(jobs)
     assert (summary.succeeded, summary.failed) == (10, 0)
@@ -75,7 +75,7 @@ async def test_one_odd_slow_task_does_not_hold_its_kind_back(
             yield make_job(f"fast{n}", images(1), images(2))
 
     seen: list[str] = []
-    runner = BatchRunner(client, tmp_path / "out", on_event=on_event, concurrency=5)
+    runner = BatchRunner(client, tmp_path / "out", BatchOptions(concurrency=5), on_event=on_event)
     with anyio.fail_after(20):
         async with runner.run(jobs()) as outcomes:
             async for outcome in outcomes:

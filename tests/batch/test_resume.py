@@ -10,7 +10,14 @@ import anyio
 import pytest
 
 from novita_async import ConfigurationError, NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job, JobOutcome
+from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchOptions,
+    BatchRunner,
+    Job,
+    JobOutcome,
+)
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -91,7 +98,7 @@ async def test_a_cancelled_run_resumes_without_submitting_twice(
     jobs = [make_job(f"j{n}", images(n % 3), images(7)) for n in range(12)]
     emu.faults.hold("result")  # no task can end: the cancel finds them all in flight
     submitted: list[str] = []
-    first = BatchRunner(client, out, concurrency=4)
+    first = BatchRunner(client, out, BatchOptions(concurrency=4))
     seen = await submitted_then_cancel(first, jobs, 4, submitted)
     emu.faults.release("result")
     assert seen == [] and first.summary.interrupted
@@ -103,7 +110,7 @@ async def test_a_cancelled_run_resumes_without_submitting_twice(
     recorded = {json.loads(line)["sha256"] for line in journal if '"type":"asset"' in line}
     uploaded_first = emu.stats().uploads
 
-    second = BatchRunner(client, out, concurrency=4)
+    second = BatchRunner(client, out, BatchOptions(concurrency=4))
     summary = await second.run_all(jobs)
     assert (summary.succeeded, summary.resumed, summary.submitted) == (12, 4, 8)
     stats = emu.stats()
@@ -141,7 +148,9 @@ async def test_input_is_read_lazily(
             closed = True
 
     emu.faults.hold("result")
-    runner = BatchRunner(client, tmp_path / "out", concurrency=4, upload_concurrency=2)
+    runner = BatchRunner(
+        client, tmp_path / "out", BatchOptions(concurrency=4, upload_concurrency=2)
+    )
     submitted: list[str] = []
     enough = anyio.Event()
 
@@ -173,7 +182,9 @@ async def test_fail_fast_stops_at_the_first_failure_and_a_rerun_finishes(
     jobs.append(make_job("broken", tmp_path / "missing.png", images(2)))
     jobs += [make_job(f"k{n}", images(1), images(2)) for n in range(8)]
     emu.faults.hold("result")  # the good jobs are still in flight when "broken" fails
-    runner = BatchRunner(client, out, concurrency=3, upload_concurrency=1, fail_fast=True)
+    runner = BatchRunner(
+        client, out, BatchOptions(concurrency=3, upload_concurrency=1, fail_fast=True)
+    )
     async with runner.run(jobs) as outcomes:
         seen = [outcome async for outcome in outcomes]
     emu.faults.release("result")
@@ -223,7 +234,7 @@ async def test_a_changed_job_under_the_same_id_is_reported_not_resubmitted(
     # The new request, asked for (once reported changed again): submitted.
     reported = await BatchRunner(client, out).run_all([changed])
     assert reported.failures_by_reason == {"JOB_CHANGED": 1}
-    again = await BatchRunner(client, out, retry_failed=True).run_all([changed])
+    again = await BatchRunner(client, out, BatchOptions(retry_failed=True)).run_all([changed])
     assert (again.succeeded, again.submitted, emu.stats().submissions) == (1, 1, 2)
     (row,) = read_results(out)
     assert row["status"] == "succeeded" and row["task_id"] != before["task_id"]
@@ -235,9 +246,9 @@ async def test_retry_failed_resubmits_a_failed_task(
     out = tmp_path / "out"
     jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
     emu.faults.fail_next_tasks(1)
-    first = await BatchRunner(client, out, concurrency=1).run_all(jobs)
+    first = await BatchRunner(client, out, BatchOptions(concurrency=1)).run_all(jobs)
     assert first.failures_by_reason == {"TASK_FAILED": 1}
-    summary = await BatchRunner(client, out, retry_failed=True).run_all(jobs)
+    summary = await BatchRunner(client, out, BatchOptions(retry_failed=True)).run_all(jobs)
     assert (summary.succeeded, summary.replayed, summary.submitted) == (3, 2, 1)
     assert emu.stats().submissions == 4
     rows = read_results(out)
@@ -285,7 +296,7 @@ async def test_a_stopping_run_waits_for_unanswered_submissions_only_its_grace(
     out = tmp_path / "out"
     jobs = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
     emu.faults.hold("submit")  # parked before the emulator creates a task: no answer comes
-    runner = BatchRunner(client, out, concurrency=3, stop_grace=0)
+    runner = BatchRunner(client, out, BatchOptions(concurrency=3, stop_grace=0))
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
 
@@ -308,13 +319,13 @@ async def test_a_stopping_run_waits_for_unanswered_submissions_only_its_grace(
     # Not resubmitted unless asked: a task may exist for each.
     again = await BatchRunner(client, out).run_all(jobs)
     assert (again.replayed, again.failed, again.submitted) == (3, 3, 0)
-    retried = await BatchRunner(client, out, retry_failed=True).run_all(jobs)
+    retried = await BatchRunner(client, out, BatchOptions(retry_failed=True)).run_all(jobs)
     assert (retried.succeeded, retried.submitted) == (3, 3)
 
 
 async def test_stop_grace_must_be_a_number_of_seconds(client: NovitaClient, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="stop_grace"):
-        BatchRunner(client, tmp_path, stop_grace=-1)
+        BatchRunner(client, tmp_path, BatchOptions(stop_grace=-1))
 
 
 async def test_an_async_generator_input_is_closed_when_the_run_stops(
@@ -332,13 +343,12 @@ async def test_an_async_generator_input_is_closed_when_the_run_stops(
             closed = True
 
     emu.faults.hold("result")
-    runner = BatchRunner(client, tmp_path / "out", concurrency=2)
+    runner = BatchRunner(client, tmp_path / "out", BatchOptions(concurrency=2))
     async with runner.run(jobs()):
         await emu.wait_in_flight("result", 2)  # both slots taken: the run is well under way
         assert not closed
     emu.faults.release("result")
     assert closed and runner.summary.interrupted
-
 
 
 async def test_fail_fast_pays_for_nothing_after_the_failure_even_with_the_outcomes_unread(
@@ -358,8 +368,12 @@ async def test_fail_fast_pays_for_nothing_after_the_failure_even_with_the_outcom
         if event.kind is BatchEventKind.FAILED:
             failed.set()
 
-    runner = BatchRunner(client, tmp_path / "out", concurrency=1, upload_concurrency=1,
-                         fail_fast=True, on_event=on_event)  # fmt: skip
+    runner = BatchRunner(
+        client,
+        tmp_path / "out",
+        BatchOptions(concurrency=1, upload_concurrency=1, fail_fast=True),
+        on_event=on_event,
+    )
     async with runner.run(jobs) as outcomes:
         await failed.wait()
         await anyio.wait_all_tasks_blocked()  # a job that took the freed slot is in its POST by now

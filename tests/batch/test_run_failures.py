@@ -13,7 +13,7 @@ import pytest
 from support import SmallFileSystem
 
 from novita_async import NovitaClient, RetryPolicy, RunStoppedError
-from novita_async.batch import BatchEvent, BatchEventKind, BatchRunner, Job
+from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, Job
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -89,7 +89,7 @@ async def test_a_balance_run_out_stops_submitting_and_the_tasks_paid_for_still_l
     emu.faults.account_error(after=5)  # 400 BILLING_BALANCE_NOT_ENOUGH after five tasks
     async with client_for(emu) as client:
         with pytest.raises(RunStoppedError) as stopped:
-            await BatchRunner(client, out, concurrency=10).run_all(jobs)
+            await BatchRunner(client, out, BatchOptions(concurrency=10)).run_all(jobs)
         assert str(stopped.value) == (
             "the account's balance has run out (400 BILLING_BALANCE_NOT_ENOUGH): top it up; "
             "5 tasks submitted; rerun to continue"
@@ -101,7 +101,7 @@ async def test_a_balance_run_out_stops_submitting_and_the_tasks_paid_for_still_l
         assert stopped.value.summary.not_finished >= 1
 
         emu.faults.clear()  # the balance was topped up
-        again = await BatchRunner(client, out, concurrency=10).run_all(jobs)
+        again = await BatchRunner(client, out, BatchOptions(concurrency=10)).run_all(jobs)
     assert (again.succeeded, again.replayed, again.submitted, again.failed) == (30, 5, 25, 0)
     stats = emu.stats()
     assert stats.submissions == 30 and stats.duplicate_submissions == 0
@@ -148,7 +148,7 @@ async def test_an_outage_longer_than_its_budget_stops_the_run_and_a_rerun_finish
     emu.faults.outage(seconds=600)
     async with client_for(emu) as client:
         with pytest.raises(RunStoppedError) as stopped:
-            await BatchRunner(client, out, max_outage=0.5).run_all(jobs)
+            await BatchRunner(client, out, BatchOptions(max_outage=0.5)).run_all(jobs)
         assert stopped.value.reason == "OUTAGE"
         assert "the API has been unreachable for" in str(stopped.value)
         assert results(out) == []  # nothing recorded failed
@@ -166,7 +166,9 @@ async def test_a_day_long_retry_after_on_submissions_pauses_only_as_long_as_the_
     events: list[BatchEvent] = []
     emu.faults.set("submit", rate_429=1.0, retry_after=86400, for_seconds=1.0)
     async with client_for(emu) as client:
-        runner = BatchRunner(client, tmp_path / "out", retry_after_cap=0.3, on_event=events.append)
+        runner = BatchRunner(
+            client, tmp_path / "out", BatchOptions(retry_after_cap=0.3), on_event=events.append
+        )
         summary = await runner.run_all(jobs_for(images, 4))
     assert (summary.succeeded, summary.failed) == (4, 0)
     paused = [str(e.message) for e in events if e.kind is BatchEventKind.PAUSED]
@@ -193,7 +195,7 @@ async def test_a_submission_sent_before_a_crash_is_reported_unknown_not_sent_aga
 
     again = await BatchRunner(client, out).run_all(jobs)  # a plain rerun: still not sent
     assert (again.replayed, emu.stats().submissions) == (3, 2)
-    told = await BatchRunner(client, out, retry_unknown_submits=True).run_all(jobs)
+    told = await BatchRunner(client, out, BatchOptions(retry_unknown_submits=True)).run_all(jobs)
     assert (told.succeeded, told.submitted, emu.stats().submissions) == (3, 1, 3)
 
 
@@ -204,7 +206,7 @@ async def test_a_refused_submission_is_recorded_as_such_and_submitted_on_the_rer
     emu.faults.account_error(after=0, status=403, reason="INVALID_API_KEY")
     async with client_for(emu) as client:
         with pytest.raises(RunStoppedError):
-            await BatchRunner(client, out, concurrency=1).run_all(jobs_for(images, 2))
+            await BatchRunner(client, out, BatchOptions(concurrency=1)).run_all(jobs_for(images, 2))
         kinds = [r["type"] for r in records(out) if r.get("id") == "j0"]
         assert kinds == ["submitting", "not_submitted"]  # answered: no task exists
         emu.faults.clear()
@@ -233,7 +235,7 @@ async def test_a_task_the_service_forgot_is_reported_and_retry_failed_submits_it
     assert emu.stats().submissions == 1
 
     fresh = make_job("slow", images(1), images(2))  # same id, a task that ends
-    retried = await BatchRunner(client, out, retry_failed=True).run_all([fresh])
+    retried = await BatchRunner(client, out, BatchOptions(retry_failed=True)).run_all([fresh])
     assert (retried.succeeded, retried.submitted) == (1, 1)
     assert emu.stats().submissions == 2
 

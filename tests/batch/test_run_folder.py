@@ -36,17 +36,19 @@ async def test_two_runs_on_one_output_folder_are_refused_whatever_their_journals
         if event.kind is BatchEventKind.SUBMITTED:
             submitted.set()
 
-    first = BatchRunner(client, out, journal_path=tmp_path / "one.jsonl", on_event=on_event)
+    first = BatchRunner(
+        client, out, BatchOptions(journal_path=tmp_path / "one.jsonl"), on_event=on_event
+    )
     async with first.run([slow]):
         await submitted.wait()
-        second = BatchRunner(client, out, journal_path=tmp_path / "two.jsonl")
+        second = BatchRunner(client, out, BatchOptions(journal_path=tmp_path / "two.jsonl"))
         with pytest.raises(ConfigurationError, match="in use by another run"):
             await second.run_all([make_job("other", images(1), images(2))])
     assert emu.stats().submissions == 1  # the second run paid for nothing
     # Once the first run has ended, the folder is free again.
-    summary = await BatchRunner(client, out, journal_path=tmp_path / "two.jsonl").run_all(
-        [make_job("other", images(1), images(2))]
-    )
+    summary = await BatchRunner(
+        client, out, BatchOptions(journal_path=tmp_path / "two.jsonl")
+    ).run_all([make_job("other", images(1), images(2))])
     assert summary.succeeded == 1
 
 
@@ -84,7 +86,7 @@ async def test_a_budget_stops_submitting_finishes_what_it_paid_for_and_a_rerun_c
     out = tmp_path / "out"
     jobs: list[Job] = [make_job(f"j{n}", images(1), images(2)) for n in range(10)]
     with pytest.raises(RunStoppedError) as stopped:
-        await BatchRunner(client, out, max_tasks=4, concurrency=3).run_all(jobs)
+        await BatchRunner(client, out, BatchOptions(max_tasks=4, concurrency=3)).run_all(jobs)
     assert stopped.value.reason == "BUDGET_REACHED"
     assert str(stopped.value) == (
         "the run's budget of 4 new tasks is spent (BUDGET_REACHED): as max_tasks "
@@ -95,8 +97,8 @@ async def test_a_budget_stops_submitting_finishes_what_it_paid_for_and_a_rerun_c
     assert emu.stats().submissions == 4
 
     with pytest.raises(RunStoppedError):  # the rerun has a budget of its own
-        await BatchRunner(client, out, max_tasks=4).run_all(jobs)
-    last = await BatchRunner(client, out, max_tasks=4).run_all(jobs)
+        await BatchRunner(client, out, BatchOptions(max_tasks=4)).run_all(jobs)
+    last = await BatchRunner(client, out, BatchOptions(max_tasks=4)).run_all(jobs)
     assert (last.succeeded, last.submitted, last.replayed) == (10, 2, 8)
     assert emu.stats().submissions == 10 and emu.stats().duplicate_submissions == 0
 
@@ -107,7 +109,7 @@ async def test_a_dry_run_counts_what_a_run_would_do_against_finished_work_and_se
     out = tmp_path / "out"
     emu.faults.fail_next_tasks(1)
     earlier = [make_job(f"j{n}", images(1), images(2)) for n in range(3)]
-    first = await BatchRunner(client, out, concurrency=1).run_all(earlier)
+    first = await BatchRunner(client, out, BatchOptions(concurrency=1)).run_all(earlier)
     assert (first.succeeded, first.failed) == (2, 1)
     requests = emu.stats().requests
 

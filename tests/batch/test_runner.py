@@ -6,11 +6,20 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pytest
 from PIL import Image
 
 from novita_async import ConfigurationError, NovitaClient
-from novita_async.batch import BatchEvent, BatchEventKind, BatchOptions, BatchRunner, JobOutcome
+from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchOptions,
+    BatchRunner,
+    BatchSummary,
+    JobOutcome,
+)
+from novita_async.batch._runner import Executor
 from novita_async.emulator import Emulator
 
 from .conftest import make_job
@@ -36,7 +45,7 @@ async def test_duplicated_inputs_are_uploaded_once(
     out = tmp_path / "out"
     face, ref = images(1), images(2)
     jobs = [make_job(f"j{n}", face if n % 2 else images(1).read_bytes(), ref) for n in range(12)]
-    summary = await BatchRunner(client, out, concurrency=4).run_all(jobs)
+    summary = await BatchRunner(client, out, BatchOptions(concurrency=4)).run_all(jobs)
 
     assert (summary.succeeded, summary.failed, summary.jobs) == (12, 0, 12)
     stats = emu.stats()
@@ -56,7 +65,7 @@ async def test_outcomes_arrive_in_completion_order_while_the_run_goes_on(
     jobs = [make_job("slow", images(1), images(2), "[[seconds:600]]")]
     jobs += [make_job(f"fast{n}", images(1), images(2)) for n in range(5)]
     seen: list[JobOutcome] = []
-    runner = BatchRunner(client, out, concurrency=6)
+    runner = BatchRunner(client, out, BatchOptions(concurrency=6))
     async with runner.run(jobs) as outcomes:
         async for outcome in outcomes:
             seen.append(outcome)
@@ -127,22 +136,34 @@ async def test_failures_are_reported_per_job_while_the_rest_succeed(
     assert {e.reason for e in failed_events} == set(summary.failures_by_reason)
 
 
-def test_options_and_keyword_overrides_make_the_runners_options(tmp_path: Path) -> None:
+def test_the_runner_takes_its_options_whole_and_no_keyword_overrides(tmp_path: Path) -> None:
     client = NovitaClient("test-key", base_url="http://127.0.0.1:9")  # never opened
     given = BatchOptions(concurrency=3, retry_failed=True)
-    runner = BatchRunner(client, tmp_path, given, rate=2.0)
+    runner = BatchRunner(client, tmp_path, attrs.evolve(given, rate=2.0))
     assert runner.options == BatchOptions(concurrency=3, retry_failed=True, rate=2.0)
     assert given.rate is None  # the options given are not changed
     assert BatchRunner(client, tmp_path).options == BatchOptions()
-    assert BatchRunner(client, tmp_path, concurrency=7).options == BatchOptions(concurrency=7)
+    seven = BatchOptions(concurrency=7)
+    assert BatchRunner(client, tmp_path, seven).options == BatchOptions(concurrency=7)
     with pytest.raises(ConfigurationError, match=r"^rate must be"):
-        BatchRunner(client, tmp_path, rate=0)
+        BatchRunner(client, tmp_path, BatchOptions(rate=0))
     with pytest.raises(ConfigurationError, match=r"^concurrency must be"):
-        BatchRunner(client, tmp_path, given, concurrency=0)
+        BatchRunner(client, tmp_path, attrs.evolve(given, concurrency=0))
     with pytest.raises(TypeError):
-        BatchRunner(client, tmp_path, concurrency_=5)  # not an option
+        BatchOptions(concurrency_=5)  # type: ignore[call-arg]  # not an option
+    with pytest.raises(TypeError):
+        BatchRunner(client, tmp_path, concurrency=5)  # type: ignore[call-arg]  # no overrides
     with pytest.raises(TypeError):
         BatchRunner(client, tmp_path, 5)  # type: ignore[arg-type]
+
+
+def test_a_runner_is_an_executor_with_nothing_in_flight_before_its_run(tmp_path: Path) -> None:
+    client = NovitaClient("test-key", base_url="http://127.0.0.1:9")  # never opened
+    executor: Executor = BatchRunner(client, tmp_path, BatchOptions(stop_grace=2.0))
+    assert executor.options.stop_grace == 2.0
+    assert executor.awaiting_answers == 0
+    executor.abandon_submissions()  # nothing sent: nothing to give up, and no error
+    assert executor.summary == BatchSummary()
 
 
 async def test_a_run_follows_the_options_given(

@@ -17,6 +17,7 @@ from novita_async import NovitaClient
 from novita_async.batch import (
     BatchEvent,
     BatchEventKind,
+    BatchOptions,
     BatchRunner,
     JobError,
     JobOutcome,
@@ -92,7 +93,7 @@ async def test_a_run_left_early_has_jobs_submitted_and_not_ended(
     out = tmp_path / "out"
     jobs = [make_job(f"j{n}", images(n), images(9)) for n in range(6)]
     emu.faults.hold("result")  # no task can end: the run is left with four in flight
-    await submitted_then_cancel(BatchRunner(client, out, concurrency=4), jobs, 4, [])
+    await submitted_then_cancel(BatchRunner(client, out, BatchOptions(concurrency=4)), jobs, 4, [])
     emu.faults.release("result")
 
     status = read_status(out, job_ids=(job.id for job in jobs))
@@ -164,7 +165,7 @@ async def test_a_run_holding_the_folder_is_seen_and_left_undisturbed(
                 all_submitted.set()
 
     async with anyio.create_task_group() as tg:
-        runner = BatchRunner(client, out, concurrency=3, on_event=on_event)
+        runner = BatchRunner(client, out, BatchOptions(concurrency=3), on_event=on_event)
         tg.start_soon(runner.run_all, jobs)
         # Every answer recorded (the emulator counting a POST comes before the run records
         # its answer): the run writes nothing more until a poll is answered.

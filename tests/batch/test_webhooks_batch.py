@@ -25,7 +25,7 @@ def jobs_for(images: Callable[[int], Path], count: int) -> list[Job]:
 async def test_tasks_end_by_webhook_with_two_requests_each(
     emu: Emulator, client: NovitaClient, images: Callable[[int], Path], tmp_path: Path
 ) -> None:
-    runner = BatchRunner(client, tmp_path / "out", webhook_listen="127.0.0.1:0")
+    runner = BatchRunner(client, tmp_path / "out", BatchOptions(webhook_listen="127.0.0.1:0"))
     summary = await runner.run_all(jobs_for(images, 12))
     assert (summary.succeeded, summary.failed) == (12, 0)
     stats = emu.stats()
@@ -39,7 +39,7 @@ async def test_a_lost_event_costs_one_poll_never_a_stuck_job(
 ) -> None:
     emu.faults.webhooks.drop_next(3)
     emu.faults.webhooks.set(duplicate=0.5)
-    runner = BatchRunner(client, tmp_path / "out", webhook_listen="127.0.0.1:0")
+    runner = BatchRunner(client, tmp_path / "out", BatchOptions(webhook_listen="127.0.0.1:0"))
     summary = await runner.run_all(jobs_for(images, 10))
     assert (summary.succeeded, summary.failed) == (10, 0)
     stats = emu.stats()
@@ -53,11 +53,11 @@ async def test_a_resumed_run_with_webhooks_follows_the_earlier_tasks(
 ) -> None:
     out = tmp_path / "out"
     jobs = jobs_for(images, 4)
-    first = BatchRunner(client, out, webhook_listen="127.0.0.1:0")
+    first = BatchRunner(client, out, BatchOptions(webhook_listen="127.0.0.1:0"))
     async with first.run(jobs) as outcomes:
         async for _ in outcomes:
             break  # leave after one: the other tasks exist, their webhooks go nowhere now
-    again = await BatchRunner(client, out, webhook_listen="127.0.0.1:0").run_all(jobs)
+    again = await BatchRunner(client, out, BatchOptions(webhook_listen="127.0.0.1:0")).run_all(jobs)
     assert again.succeeded + again.replayed >= 4 and again.failed == 0
     assert emu.stats().submissions == 4 and emu.stats().duplicate_submissions == 0
 

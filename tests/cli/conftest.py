@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from novita_async._cli._samples import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 from novita_async.emulator import EmulatorProcess
+from novita_async.emulator._images import SAMPLE_FACES, SAMPLE_SCENES, draw_face, draw_scene
 from novita_async.testing import emulator_process as kit_emulator_process
 
 

@@ -12,13 +12,9 @@ import pytest
 from aiohttp import web
 
 from novita_async import LoRA
-from novita_async._cli._jobfile import (
-    InputFetcher,
-    JobLine,
-    LineError,
-    count_lines,
-    read_job_file,
-)
+from novita_async.batch import InvalidJob, Job, read_jobs
+from novita_async.batch._jobs import InputFetcher, JobLine, LineError, read_job_file
+from novita_async.batch._jobs import count_jobs as count_lines
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
@@ -161,7 +157,8 @@ async def test_error_keeps_the_line_id(folder: Path) -> None:
     assert isinstance(error, LineError) and error.id == "named" and error.field == "steps"
 
 
-async def test_url_inputs_are_fetched_once_without_credentials(folder: Path) -> None:
+@pytest.mark.parametrize("reader", ["read_job_file", "read_jobs"])
+async def test_url_inputs_are_fetched_once_without_credentials(folder: Path, reader: str) -> None:
     seen: list[dict[str, str]] = []
 
     async def image(request: web.Request) -> web.Response:
@@ -184,16 +181,26 @@ async def test_url_inputs_are_fetched_once_without_credentials(folder: Path) -> 
             {**JOB, "face_images": [url]},
             {**JOB, "ref_images": [f"http://127.0.0.1:{port}/missing.png"]},
         ])  # fmt: skip
-        async with aiohttp.ClientSession() as session:
-            fetcher = InputFetcher(session, folder / "out" / ".inputs")
-            first, second, third = [x async for x in read_job_file(path, None, fetcher)]
+        if reader == "read_jobs":  # the public reader, with its own plain session
+            cache = folder / "out" / ".inputs"
+            first, second, third = [x async for x in read_jobs(path, cache_dir=cache)]
+        else:
+            async with aiohttp.ClientSession() as session:
+                fetcher = InputFetcher(session, folder / "out" / ".inputs")
+                first, second, third = [x async for x in read_job_file(path, None, fetcher)]
     finally:
         await runner.cleanup()
-    assert isinstance(first, JobLine) and isinstance(second, JobLine)
+    assert isinstance(first, JobLine | Job) and isinstance(second, JobLine | Job)
     assert first.face_images == second.face_images
-    assert first.face_images[0].read_bytes() == PNG
-    assert isinstance(third, LineError) and third.field == "ref_images[0]"
-    assert "404" in third.message and "secret" not in third.message
+    face = first.face_images[0]
+    assert isinstance(face, Path) and face.read_bytes() == PNG
+    if isinstance(third, InvalidJob):
+        assert str(third.error).startswith("line 3, field ref_images[0]: ")
+        third_message = str(third.error)
+    else:
+        assert isinstance(third, LineError) and third.field == "ref_images[0]"
+        third_message = third.message
+    assert "404" in third_message and "secret" not in third_message
     assert len(seen) == 2  # the second job found the cached copy
     assert not any("Authorization" in headers for headers in seen)
-    assert not list((folder / "out" / ".inputs").glob(".part-*"))
+    assert not list((folder / "out" / ".inputs").glob(".*.part"))

@@ -14,9 +14,14 @@ from hypothesis import strategies as st
 
 from novita_async import BatchOptions, Timeouts, _spec
 from novita_async._cli import main
-from novita_async._cli._commands import make_client
-from novita_async._cli._parser import BATCH_FLAGS, options_from_args, parse_args
-from novita_async._cli._request_flags import REQUEST_FLAGS, request_fields
+from novita_async._cli._settings import (
+    BATCH_FLAGS,
+    REQUEST_FLAGS,
+    GenerateSettings,
+    ResultSettings,
+    RunSettings,
+    parse,
+)
 
 BASE = ["generate", "--face", "f.png", "--ref", "r.png", "--prompt", "a portrait"]
 
@@ -75,10 +80,16 @@ def test_in_range_flags_are_accepted(data: st.DataObject) -> None:
         value: float = data.draw(st.integers(int(allowed.low), int(high)))
     else:
         value = data.draw(st.floats(allowed.low, high, allow_nan=False))
-    ns = parse_args([*BASE, f"{flag}={value!r}"])
-    fields = request_fields(ns)
+    # Through `run`, whose settings keep the fields the flags set as given.
+    fields = dict(run_settings(["run", "jobs.jsonl", "--out", "o", f"{flag}={value!r}"])
+                  .request_defaults)  # fmt: skip
     target = fields.get("extra", fields) if name == "nsfw_detection_level" else fields
     assert math.isclose(target[name], value)
+    # And through `generate`, whose settings hold the request they build.
+    request = parse([*BASE, f"{flag}={value!r}"])
+    assert isinstance(request, GenerateSettings)
+    built = request.request.extra if name == "nsfw_detection_level" else request.request
+    assert math.isclose(getattr(built, name), value)
 
 
 @pytest.mark.parametrize(
@@ -111,22 +122,25 @@ def test_run_options_are_checked() -> None:
 
 
 def test_defaults_come_from_the_model() -> None:
-    ns = parse_args(["run", "jobs.jsonl", "--out", "o"])
-    assert request_fields(ns) == {}  # unset flags leave a line's fields (or the model's) alone
+    settings = parse(["run", "jobs.jsonl", "--out", "o"])
+    assert isinstance(settings, RunSettings)
+    assert settings.request_defaults == {}  # unset flags leave a line's fields alone
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
-        parse_args(["generate", "--help"])
+        parse(["generate", "--help"])
     text = " ".join(help_text.getvalue().split())
     assert _spec.RECOMMENDED_MODEL[:20] in text.replace(" ", "")
     assert "(default: 1024)" in text and "(default: 25)" in text and "(default: Euler)" in text
 
 
 def test_flags_build_nested_fields() -> None:
-    ns = parse_args(
-        [*BASE, "--lora", "style:v1.safetensors:0.7", "--image-type", "jpeg",
+    settings = parse(
+        ["run", "jobs.jsonl", "--out", "o", "--prompt", "a portrait",
+         "--lora", "style:v1.safetensors:0.7", "--image-type", "jpeg",
          "--no-nsfw-detection", "--controlnet", "cn-openpose:0.4:openpose", "--seed=-1"]
     )  # fmt: skip
-    assert request_fields(ns) == {
+    assert isinstance(settings, RunSettings)
+    assert settings.request_defaults == {
         "prompt": "a portrait",
         "seed": -1,
         "loras": [{"model_name": "style:v1.safetensors", "strength": 0.7}],
@@ -138,9 +152,15 @@ def test_flags_build_nested_fields() -> None:
 
 
 def test_debug_flag_before_or_after_the_command() -> None:
-    assert parse_args(["--debug", "models"]).debug
-    assert parse_args(["models", "--debug"]).debug
-    assert not parse_args(["models"]).debug
+    assert parse(["--debug", "models"]).debug
+    assert parse(["models", "--debug"]).debug
+    assert not parse(["models"]).debug
+
+
+def run_settings(argv: list[str]) -> RunSettings:
+    settings = parse(argv)
+    assert isinstance(settings, RunSettings)
+    return settings
 
 
 def test_missing_command_and_help() -> None:
@@ -157,15 +177,15 @@ def test_every_batch_option_but_poll_has_a_run_flag() -> None:
 
 
 def test_batch_flags_build_the_options() -> None:
-    assert options_from_args(parse_args(["run", "jobs.jsonl", "--out", "o"])) == BatchOptions()
-    ns = parse_args(
+    assert run_settings(["run", "jobs.jsonl", "--out", "o"]).options == BatchOptions()
+    settings = run_settings(
         ["run", "jobs.jsonl", "--out", "o", "--concurrency", "3", "--rate", "2.5",
          "--journal", "j.jsonl", "--retry-failed", "--fail-fast", "--upload-concurrency", "2",
          "--poll-concurrency", "4", "--task-timeout", "30", "--journal-fsync",
          "--submit-concurrency", "1", "--stop-grace", "0", "--max-outage", "600",
          "--retry-after-cap", "5", "--retry-unknown-submits"]
     )  # fmt: skip
-    assert options_from_args(ns) == BatchOptions(
+    assert settings.options == BatchOptions(
         concurrency=3,
         rate=2.5,
         journal_path=Path("j.jsonl"),
@@ -186,7 +206,7 @@ def test_batch_flags_build_the_options() -> None:
 def test_batch_flags_help_and_defaults_come_from_the_fields() -> None:
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
-        parse_args(["run", "--help"])
+        parse(["run", "--help"])
     # argparse wraps lines (at spaces and hyphens): compare without whitespace.
     text = "".join(help_text.getvalue().split())
     for spec in BATCH_FLAGS:
@@ -245,9 +265,13 @@ def test_download_timeout_sets_the_download_deadline_only(
         "generate": ["--face", "f.png", "--ref", "r.png", "--prompt", "p"],
         "result": ["task-1"],
     }[command]
-    default = make_client(parse_args([command, *required])).config.timeouts
-    assert default == Timeouts()
-    ns = parse_args([command, *required, "--download-timeout", "90"])
-    assert make_client(ns).config.timeouts == attrs.evolve(Timeouts(), download_total=90.0)
+    plain = parse([command, *required])
+    assert isinstance(plain, RunSettings | GenerateSettings | ResultSettings)
+    assert plain.connection.client().config.timeouts == Timeouts()
+    timed = parse([command, *required, "--download-timeout", "90"])
+    assert isinstance(timed, RunSettings | GenerateSettings | ResultSettings)
+    assert timed.connection.client().config.timeouts == attrs.evolve(
+        Timeouts(), download_total=90.0
+    )
     status, _, err = run_main([command, *required, "--download-timeout", "0"])
     assert status == 2 and "argument --download-timeout: 0 is not allowed: must be > 0" in err

@@ -9,7 +9,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from novita_async._cli._printable import PrintableFormatter, printable, printable_lines
+from novita_async._cli._display import PrintableFormatter, printable, printable_lines
 
 # What a terminal acts on or reorders, and what ends a line.
 ACTED_ON = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}

@@ -8,7 +8,7 @@ import itertools
 import anyio
 import pytest
 
-from novita_async._cli._progress import BatchProgress, Tally
+from novita_async._cli._display import BatchProgress, Tally
 from novita_async.batch import BatchEvent, BatchEventKind
 
 K = BatchEventKind

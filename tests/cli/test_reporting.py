@@ -3,7 +3,6 @@ left undone, the exit statuses, and errors out of exception groups."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
@@ -19,8 +18,9 @@ from novita_async import (
     ValidationError,
 )
 from novita_async._cli import _run, main
-from novita_async._cli._run import RunEnd, format_summary
-from novita_async._cli._signals import real_error
+from novita_async._cli._display import format_summary
+from novita_async._cli._run import RunEnd, real_error
+from novita_async._cli._settings import RunSettings
 from novita_async.batch import BatchSummary
 
 
@@ -125,7 +125,7 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
 def test_errors_are_one_line_out_of_any_exception_group(
     monkeypatch: pytest.MonkeyPatch, raised: BaseException, status: int, line: str
 ) -> None:
-    async def failing(ns: argparse.Namespace) -> int:
+    async def failing(settings: RunSettings) -> int:
         raise raised
 
     monkeypatch.setattr(_run, "run", failing)

@@ -26,8 +26,8 @@ from PIL import Image
 from support import S3Bucket, served
 
 from novita_async import _spec
-from novita_async._cli._parser import build_parser
-from novita_async.batch._shards import shard_of
+from novita_async._cli._settings import build_parser
+from novita_async.batch import shard_of
 
 from .conftest import EmulatorProcess, cli
 from .test_run import job, write_jobs

@@ -12,11 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from novita_async import BatchOptions, InstantIDRequest, _spec
-from novita_async._cli._fields import build_request, merge_fields
-from novita_async._cli._parser import BATCH_FLAGS, parse_args
-from novita_async._cli._request_flags import REQUEST_FLAGS
-from novita_async._cli._run import RunSettings
-from novita_async.batch._shards import Shard
+from novita_async._cli._settings import BATCH_FLAGS, REQUEST_FLAGS, RunSettings, parse
+from novita_async._models import merge_fields
+from novita_async.batch import Shard
+from novita_async.batch._jobs import build_request
 
 # A drawn flag: its command-line words, and the value the Python API is given for it.
 Drawn = tuple[list[str], Any]
@@ -165,8 +164,8 @@ def test_flags_parse_to_what_the_python_api_makes_of_the_same_values(
     drawn: tuple[list[str], dict[str, Any], dict[str, Any]],
 ) -> None:
     argv, options, fields = drawn
-    ns = parse_args(["run", "jobs.jsonl", "--out", "out", *argv])
-    run = RunSettings.from_args(ns)
+    run = parse(["run", "jobs.jsonl", "--out", "out", *argv])
+    assert isinstance(run, RunSettings)
     assert run.options == BatchOptions(**options)
     assert run.request_defaults == fields
     # A line that names only its prompt gets the request the Python API builds from the fields.
@@ -174,4 +173,4 @@ def test_flags_parse_to_what_the_python_api_makes_of_the_same_values(
     assert build_request(merge_fields(run.request_defaults, line)) == InstantIDRequest(
         **{**fields, **line}
     )
-    assert run.jobs == Path("jobs.jsonl") and run.out == Path("out")
+    assert run.jobs == Path("jobs.jsonl") and Path(run.out) == Path("out")

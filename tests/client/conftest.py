@@ -94,5 +94,3 @@ def make_client(emu: Emulator, events: EventLog) -> Callable[..., NovitaClient]:
 async def client(make_client: Callable[..., NovitaClient]) -> AsyncIterator[NovitaClient]:
     async with make_client() as novita:
         yield novita
-
-

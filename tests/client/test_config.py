@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from novita_async import ClientConfig, ConfigurationError, NovitaClient, Timeouts
-from novita_async._sources import sniff_content_type
+from novita_async._files import sniff_content_type
 
 KEY = "sk_test_0123456789abcdefXYZ"
 

@@ -16,7 +16,7 @@ from novita_async import (
     TaskResult,
     ValidationError,
 )
-from novita_async._atomic import write_all, write_atomically
+from novita_async._files import write_all, write_atomically
 from novita_async.emulator import Emulator
 
 from .conftest import FAST_POLL, EventLog, big_image_task

@@ -15,7 +15,7 @@ from novita_async import (
     RateLimitError,
     ServerError,
 )
-from novita_async._transport import error_from_answer
+from novita_async._http import error_from_answer
 
 KEY = "sk_secret_0123456789abcdef"
 

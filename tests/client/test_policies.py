@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -10,16 +11,41 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from novita_async import (
+    APIConnectionError,
+    AuthenticationError,
+    BadRequestError,
     ConfigurationError,
+    ImageURLExpiredError,
+    NotFoundError,
     PollPolicy,
+    RateLimitError,
+    RetriesExhaustedError,
     RetryPolicy,
+    ServerError,
+    SubmitOutcomeUnknownError,
     Task,
     TaskResult,
     TaskStatus,
 )
-from novita_async._polling import PollTracker
-from novita_async._redact import mask_secret, redact_url, scrub
-from novita_async._retry import FailureKind, parse_retry_after, should_retry
+from novita_async._completion import PollTracker
+from novita_async._config import mask_secret, redact_url, scrub
+from novita_async._failures import (
+    MAX_JOB_ROUNDS,
+    OUTAGE,
+    RATE_LIMITED,
+    Action,
+    Backoff,
+    FailureKind,
+    Next,
+    Pause,
+    Rounds,
+    Step,
+    attempt_may_repeat,
+    decide,
+    parse_retry_after,
+    poll_backoff,
+    rides_out_poll_failure,
+)
 
 # Backoff, Retry-After, polls and task times on the virtual clock (support.VirtualTimeLoop).
 pytestmark = pytest.mark.virtual_time
@@ -56,7 +82,7 @@ def test_retry_decision_table(
     kind: FailureKind, status: int | None, creates_task: bool, retry_unknown: bool, expected: bool
 ) -> None:
     policy = RetryPolicy(attempts=3, retry_unknown_submits=retry_unknown)
-    got = should_retry(policy, kind, attempt=1, status=status, creates_task=creates_task)
+    got = attempt_may_repeat(policy, kind, attempt=1, status=status, creates_task=creates_task)
     assert got is expected
 
 
@@ -66,14 +92,14 @@ def test_retry_decision_table(
 def test_a_policy_can_leave_429_to_its_caller(status: int, expected: bool) -> None:
     # The batch runner pauses every submitter on a 429 itself: the client must hand it back.
     policy = RetryPolicy(retry_rate_limited=False)
-    got = should_retry(policy, STATUS, attempt=1, status=status, creates_task=True)
+    got = attempt_may_repeat(policy, STATUS, attempt=1, status=status, creates_task=True)
     assert got is expected
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 3, 5])
 def test_retries_stop_after_the_configured_attempts(attempts: int) -> None:
     policy = RetryPolicy(attempts=attempts)
-    decisions = [should_retry(policy, NOT_SENT, attempt=n) for n in range(1, attempts + 1)]
+    decisions = [attempt_may_repeat(policy, NOT_SENT, attempt=n) for n in range(1, attempts + 1)]
     assert decisions == [True] * (attempts - 1) + [False]
 
 
@@ -215,3 +241,68 @@ def test_secrets_are_masked_and_scrubbed() -> None:
 def test_retry_after_date_is_relative_to_now() -> None:
     later = (NOW + timedelta(seconds=90)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert parse_retry_after(later, now=NOW) == 90.0
+
+
+# --- the one backoff and the job's decision (novita_async._failures) ----------------------------
+
+
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**32))
+def test_every_backoff_row_draws_within_its_floor_and_ceiling(n: int, seed: int) -> None:
+    for row in (RATE_LIMITED, OUTAGE):  # "equal" jitter
+        ceiling = min(row.cap, row.base * 2 ** (n - 1))
+        assert ceiling / 2 <= row.delay(n, rand=random.Random(seed)) <= ceiling
+    poll = PollPolicy(min_delay=3.0, max_delay=30.0, initial_delay=2.0, growth=1.5)
+    # No jitter for polls: the clamp of the geometric growth, at once.
+    assert poll_backoff(poll).delay(n) == min(max(2.0 * 1.5 ** (n - 1), 3.0), 30.0)
+
+
+def test_a_server_hint_wins_up_to_its_cap_and_a_bad_one_is_ignored() -> None:
+    row = Backoff(base=1.0, cap=60.0, floor=0.5, hint_cap=10.0)
+    assert row.delay(5, 3.0) == 3.0
+    assert row.delay(5, 3600.0) == 10.0
+    for bad in (-1.0, math.inf, math.nan):
+        assert 8.0 <= row.delay(5, bad, rand=random.Random(0)) <= 16.0
+
+
+def _decide(error: Exception, rounds: Rounds, answers: int) -> Next:
+    return decide(error, step=Step.OTHER, rounds=rounds, answers=answers, policy=RetryPolicy())
+
+
+def test_a_job_rounds_count_only_while_the_service_answers_others() -> None:
+    outage = APIConnectionError("refused")
+    first = _decide(outage, Rounds(), answers=0)
+    assert (first.action, first.counted, first.round, first.pause) == (
+        Action.RETRY,
+        True,
+        1,
+        Pause.EVERYTHING,
+    )
+    # No answer since: the same round, however often it fails.
+    again = _decide(outage, Rounds(count=1, answers_seen=0), answers=0)
+    assert (again.action, again.counted) == (Action.RETRY, False)
+    assert 0.0 <= again.wait <= 0.5  # the call's backoff for round 1
+    last = _decide(outage, Rounds(count=MAX_JOB_ROUNDS, answers_seen=0), answers=1)
+    assert last.action is Action.END_JOB
+    assert isinstance(last.record, RetriesExhaustedError)
+    assert last.pause is Pause.EVERYTHING  # the others still meet the outage
+
+
+def test_the_decision_by_kind() -> None:
+    refused = BadRequestError(400, reason="ILLEGAL_PROMPT")
+    assert (_decide(refused, Rounds(), 0).action, _decide(refused, Rounds(), 0).record) == (
+        Action.END_JOB,
+        refused,
+    )
+    assert _decide(AuthenticationError(401), Rounds(), 0).action is Action.STOP_RUN
+    lost = _decide(SubmitOutcomeUnknownError("lost"), Rounds(), 0)
+    assert (lost.action, lost.pause) == (Action.END_JOB, Pause.NONE)
+    limited = _decide(RateLimitError(429, retry_after=2.0), Rounds(), 0)
+    assert (limited.pause, limited.verdict.retry_after) == (Pause.SUBMISSIONS, 2.0)
+
+
+def test_a_wait_rides_out_429_5xx_and_no_answer_only() -> None:
+    assert rides_out_poll_failure(RateLimitError(429))
+    assert rides_out_poll_failure(ServerError(502))
+    assert rides_out_poll_failure(APIConnectionError("reset"))
+    assert not rides_out_poll_failure(ImageURLExpiredError("old"))
+    assert not rides_out_poll_failure(NotFoundError(404, reason="TASK_NOT_FOUND"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tracemalloc
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from novita_async import (
+    APIConnectionError,
     Extra,
     InstantIDRequest,
     NovitaClient,
@@ -77,12 +79,10 @@ async def test_instant_id_convenience_call(
     client: NovitaClient, emu: Emulator, face_png: Path, tmp_path: Path
 ) -> None:
     outcome = await client.instant_id(
+        InstantIDRequest(prompt="a portrait", width=128, height=128),
         face_images=[face_png],
         ref_images=[image_bytes("WEBP")],
-        prompt="a portrait",
         out_dir=tmp_path / "o",
-        width=128,
-        height=128,
         poll=FAST_POLL,
     )
     assert outcome.result.task_id == outcome.task_id
@@ -96,7 +96,10 @@ async def test_instant_id_validates_fields_before_uploading(
 ) -> None:
     with pytest.raises(ValidationError, match="steps"):
         await client.instant_id(
-            face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path, steps=500
+            InstantIDRequest(prompt="p", steps=500),
+            face_images=[face_png],
+            ref_images=[face_png],
+            out_dir=tmp_path,
         )
     assert emu.stats().uploads == 0
 
@@ -136,6 +139,33 @@ async def test_download_streams_without_holding_the_image(face_png: Path, tmp_pa
     # Streamed in chunks: far less than the image was ever held in memory at once.
     assert peak < size // 4
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "size", [100 * 1024, 512 * 1024, 3 * 1024 * 1024], ids=["inline", "in-a-thread", "streamed"]
+)
+async def test_each_image_is_hashed_as_it_is_written(
+    face_png: Path, tmp_path: Path, size: int
+) -> None:
+    async with big_image_task(face_png, size) as (_, client, result):
+        [saved] = await client._download_images(result, tmp_path / "out", stem="j_")
+    assert saved.path == tmp_path / "out" / "j_0.png"
+    data = saved.path.read_bytes()
+    assert (saved.size, saved.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert len(data) == size
+
+
+async def test_a_large_truncated_download_is_retried_and_leaves_no_file(
+    face_png: Path, tmp_path: Path
+) -> None:
+    # Half of 3 MiB is past the in-memory buffer: the body was streaming to a temporary file.
+    async with big_image_task(face_png, 3 * 1024 * 1024) as (emu, client, result):
+        emu.faults.script("image", ["truncate"] * 3)
+        out = tmp_path / "out"
+        with pytest.raises(APIConnectionError):
+            await client.download_image(result.images[0], out / "0.png")
+        assert emu.stats().count("image") == 3
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 async def test_download_replaces_an_existing_file_atomically(

@@ -41,8 +41,8 @@ async def test_key_reaches_no_log_record_exception_or_event(
     errors: list[BaseException] = []
     async with make_client(api_key=SECRET) as client:
         outcome = await client.instant_id(
-            face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path / "o",
-            width=128, height=128, poll=FAST_POLL,
+            InstantIDRequest(prompt="p", width=128, height=128),
+            face_images=[face_png], ref_images=[face_png], out_dir=tmp_path / "o", poll=FAST_POLL,
         )  # fmt: skip
         for script in (["500"] * 3, ["html502"] * 3, ["truncate"] * 3):
             emu.faults.script("result", script)
@@ -99,13 +99,40 @@ async def test_user_session_is_used_and_left_open(
     async with aiohttp.ClientSession() as session:
         async with make_client(session=session) as client:
             outcome = await client.instant_id(
-                face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path,
-                width=128, height=128, poll=FAST_POLL,
+                InstantIDRequest(prompt="p", width=128, height=128),
+                face_images=[face_png], ref_images=[face_png], out_dir=tmp_path, poll=FAST_POLL,
             )  # fmt: skip
         assert not session.closed
         assert outcome.files
         async with session.get(f"{emu.base_url}/v3/model") as response:
             assert response.status in (200, 401, 403)
+
+
+async def test_a_callers_session_carries_every_request_and_no_other_is_opened(
+    make_client: Callable[..., NovitaClient], emu: Emulator, face_png: Path, tmp_path: Path
+) -> None:
+    # The documented seam (README, "Testing your code"): the caller's session, as it is.
+    sent: list[str] = []
+
+    async def on_request_start(
+        _: object, __: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        sent.append(params.url.path)
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_request_start)
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
+        async with make_client(session=session) as client:
+            outcome = await client.instant_id(
+                InstantIDRequest(prompt="p", width=128, height=128),
+                face_images=[face_png], ref_images=[face_png], out_dir=tmp_path, poll=FAST_POLL,
+            )  # fmt: skip
+            assert client._sessions.own is None
+        assert not session.closed
+    stats = emu.stats()
+    assert {"upload", "submit", "result", "image"} <= set(stats.requests)
+    assert len(sent) == sum(stats.count(route) for route in stats.requests)
+    assert outcome.files
 
 
 async def test_user_session_with_credentials_never_lends_them_to_assets_or_images(
@@ -115,8 +142,8 @@ async def test_user_session_with_credentials_never_lends_them_to_assets_or_image
     async with aiohttp.ClientSession(headers=headers) as session:
         async with make_client(session=session) as client:
             outcome = await client.instant_id(
-                face_images=[face_png], ref_images=[face_png], prompt="p", out_dir=tmp_path,
-                width=128, height=128, poll=FAST_POLL,
+                InstantIDRequest(prompt="p", width=128, height=128),
+                face_images=[face_png], ref_images=[face_png], out_dir=tmp_path, poll=FAST_POLL,
             )  # fmt: skip
         assert not session.closed
     assert outcome.files

@@ -238,7 +238,7 @@ async def test_a_busy_receiver_answers_503_and_the_emulators_retry_gets_through(
 ) -> None:
     receiver = WebhookReceiver(max_buffered=1)
     async for hook in served(receiver):
-        feed = receiver.events()
+        events = aiter(receiver)
         url = receiver.url(hook.base)
         local = attrs.evolve(submitter, url=url)
         emu.faults.webhooks.script(["out_of_order", "out_of_order"])
@@ -246,11 +246,10 @@ async def test_a_busy_receiver_answers_503_and_the_emulators_retry_gets_through(
         receiver.expect(first)
         receiver.expect(second)
         await local.submit(test_status="TASK_STATUS_SUCCEED")  # lets both held events go
-        # One of the two fills the feed, the other is answered 503 and retried.
+        # One of the two fills the buffer, the other is answered 503 and retried.
         await emu.wait_stats(lambda s: s.webhooks["retries"] >= 1)
-        got = {(await anext(feed)).task_id, (await anext(feed)).task_id}
+        got = {(await anext(events)).task_id, (await anext(events)).task_id}
         assert got == {first, second}
-        await feed.aclose()
     stats = receiver.stats()
     assert stats.accepted == 2 and stats.busy >= 1
     assert emu.stats().webhooks["failed"] == 0

@@ -19,20 +19,28 @@ import ray
 from PIL import Image
 from support import S3_SECRET, S3Bucket, s3_env
 
-from novita_async import BatchOptions, BatchRunner, InstantIDRequest, NovitaClient
-from novita_async._config import ClientConfig
-from novita_async._ray_actors import (
+from novita_async import BatchOptions, BatchRunner, ClientConfig, InstantIDRequest, NovitaClient
+from novita_async.batch import (
+    BatchEvent,
+    BatchEventKind,
+    BatchSummary,
+    InvalidJob,
+    Job,
+    Shard,
+    shard_of,
+)
+from novita_async.batch._jobs import JobInputError
+from novita_async.batch._pacing import RunGate
+from novita_async.emulator import EmulatorProcess
+from novita_async.ray import (
     Connection,
     PermitsProxy,
+    RatePermits,
     SecretKey,
     ShardRunner,
+    run_sharded,
+    shard_actor_name,
 )
-from novita_async.batch import BatchEvent, BatchEventKind, BatchSummary, InvalidJob, Job
-from novita_async.batch._job import JobInputError
-from novita_async.batch._limits import RunGate
-from novita_async.batch._shards import Shard, shard_of
-from novita_async.emulator import EmulatorProcess
-from novita_async.ray import RatePermits, run_sharded, shard_actor_name
 
 # One worker runs every test that starts Ray (here and the benchmark run's shards): two Ray
 # instances starting at once on two cores make both slow enough to time out.
@@ -71,6 +79,10 @@ def _connection(emulator: EmulatorProcess) -> dict[str, str]:
         "base_url": env["NOVITA_BASE_URL"],
         "assets_url": env["NOVITA_ASSETS_URL"],
     }
+
+
+def _config(emulator: EmulatorProcess) -> ClientConfig:
+    return ClientConfig.resolve(**_connection(emulator))
 
 
 def _png(shade: int) -> bytes:
@@ -130,7 +142,11 @@ async def test_shards_together_keep_under_the_account_rate(local_ray: None, tmp_
     rate = EMULATOR_LIMIT - 0.5
     with _emulator("--task-seconds", "0", "--rate-limit", str(EMULATOR_LIMIT)) as emulator:
         summary = await run_sharded(
-            jobs, tmp_path / "shared", shards=2, rate=rate, **_connection(emulator)
+            jobs,
+            tmp_path / "shared",
+            BatchOptions(rate=rate),
+            shards=2,
+            connection=_config(emulator),
         )
         assert (summary.succeeded, summary.failed) == (12, 0)
         stats = emulator.stats()
@@ -143,7 +159,9 @@ async def test_shards_together_keep_under_the_account_rate(local_ray: None, tmp_
             anyio.create_task_group() as both,
         ):
             for k in range(2):
-                runner = BatchRunner(client, tmp_path / "apart", shard=Shard(k, 2), rate=rate)
+                runner = BatchRunner(
+                    client, tmp_path / "apart", BatchOptions(shard=Shard(k, 2), rate=rate)
+                )
                 both.start_soon(runner.run_all, _jobs(6, prefix="apart"))
         assert emulator.stats()["rate_limited"] > 0
 
@@ -185,10 +203,10 @@ async def _run_killing_shard_0(
         summary = await run_sharded(
             jobs,
             out,
+            BatchOptions(concurrency=1),
             shards=2,
-            options=BatchOptions(concurrency=1),
-            on_progress=on_progress,
-            **_connection(emulator),
+            on_event=on_progress,
+            connection=_config(emulator),
         )
         stats: dict[str, Any] = emulator.stats()
     assert len(ended) >= after  # the kill happened
@@ -227,7 +245,7 @@ async def test_merged_results_equal_a_single_process_run(local_ray: None, tmp_pa
     jobs.append(Job(id="no-face", face_images=[missing], ref_images=[_png(1)],
                     request=InstantIDRequest(prompt="p", width=128, height=128)))  # fmt: skip
     with _emulator("--task-seconds", "0") as emulator:
-        await run_sharded(jobs, tmp_path / "sharded", shards=2, **_connection(emulator))
+        await run_sharded(jobs, tmp_path / "sharded", shards=2, connection=_config(emulator))
         async with NovitaClient(**_connection(emulator)) as client:
             await BatchRunner(client, tmp_path / "single").run_all(jobs)
     sharded, single = _lines_by_id(tmp_path / "sharded"), _lines_by_id(tmp_path / "single")
@@ -368,7 +386,7 @@ async def test_shards_into_the_bucket_equal_a_single_process_run(
     with _emulator("--task-seconds", "0") as emulator:
         key = emulator.env["NOVITA_API_KEY"]
         summary = await run_sharded(
-            jobs, url, shards=2, on_progress=on_progress, **_connection(emulator)
+            jobs, url, shards=2, on_event=on_progress, connection=_config(emulator)
         )
         async with NovitaClient(**_connection(emulator)) as client:
             await BatchRunner(client, s3_bucket.url("single")).run_all(jobs)

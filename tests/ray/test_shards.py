@@ -18,12 +18,13 @@ from support import S3Bucket
 from novita_async import (
     BatchOptions,
     BatchRunner,
+    ClientConfig,
     ConfigurationError,
     InstantIDRequest,
     NovitaClient,
 )
-from novita_async.batch import Job
-from novita_async.batch._shards import SHARDS_FOLDER, Shard, merge_shard_results, shard_of
+from novita_async.batch import Job, Shard, open_output, shard_of
+from novita_async.batch._options import SHARDS_FOLDER
 from novita_async.emulator import Emulator, EmulatorConfig
 
 _IDS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
@@ -40,7 +41,7 @@ def test_the_shard_is_the_same_in_another_process() -> None:
     # Another interpreter, with another string-hash salt: Python's hash() would differ there.
     ids = ["job-1", "job-2", "a", "é", "0", "x" * 300, "\U0001f600 face", *map(str, range(200))]
     code = (
-        "import json, sys; from novita_async.batch._shards import shard_of; "
+        "import json, sys; from novita_async.batch import shard_of; "
         "ids = json.load(sys.stdin); print(json.dumps([shard_of(i, 7) for i in ids]))"
     )
     child = subprocess.run(
@@ -96,14 +97,14 @@ async def test_shards_share_out_and_keep_their_journals(emu: Emulator, tmp_path:
     jobs = _jobs(8)
     async with NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as c:
         for k in range(2):
-            summary = await BatchRunner(c, tmp_path, shard=Shard(k, 2)).run_all(jobs)
+            summary = await BatchRunner(c, tmp_path, BatchOptions(shard=Shard(k, 2))).run_all(jobs)
             assert summary.jobs == sum(shard_of(job.id, 2) == k for job in jobs)
     shards = tmp_path / SHARDS_FOLDER
     assert sorted(p.name for p in shards.iterdir() if p.is_dir()) == ["0-of-2", "1-of-2"]
     for k in range(2):
         assert (shards / f"{k}-of-2" / ".novita-journal.jsonl").is_file()
     assert not (tmp_path / ".novita-journal.jsonl").exists()
-    merged = merge_shard_results(tmp_path, 2)
+    merged = await open_output(tmp_path).merge_shard_results(2)
     lines = [json.loads(line) for line in merged.read_text().splitlines()]
     assert sorted(line["id"] for line in lines) == sorted(job.id for job in jobs)
     for line in lines:  # every image in OUT itself, named by its job
@@ -116,22 +117,26 @@ async def test_an_output_folder_keeps_its_number_of_shards(emu: Emulator, tmp_pa
     jobs = _jobs(2)
     sharded, unsharded = tmp_path / "sharded", tmp_path / "unsharded"
     async with NovitaClient(emu.api_key, base_url=emu.base_url, assets_url=emu.assets_url) as c:
-        await BatchRunner(c, sharded, shard=Shard(0, 2)).run_all(jobs)
+        await BatchRunner(c, sharded, BatchOptions(shard=Shard(0, 2))).run_all(jobs)
         await BatchRunner(c, unsharded).run_all(jobs)
         with pytest.raises(ConfigurationError, match=r"in 2 shards; this run asks for 3 shards"):
-            await BatchRunner(c, sharded, shard=Shard(0, 3)).run_all(jobs)
+            await BatchRunner(c, sharded, BatchOptions(shard=Shard(0, 3))).run_all(jobs)
         with pytest.raises(ConfigurationError, match=r"in 2 shards; this run is unsharded"):
             await BatchRunner(c, sharded).run_all(jobs)
         with pytest.raises(ConfigurationError, match=r"one process \(unsharded\); this run asks"):
-            await BatchRunner(c, unsharded, shard=Shard(1, 2)).run_all(jobs)
+            await BatchRunner(c, unsharded, BatchOptions(shard=Shard(1, 2))).run_all(jobs)
         # The other shard of the same count is welcome.
-        await BatchRunner(c, sharded, shard=Shard(1, 2)).run_all(jobs)
+        await BatchRunner(c, sharded, BatchOptions(shard=Shard(1, 2))).run_all(jobs)
     # A refused run left no folder behind that would claim another layout.
     assert sorted(p.name for p in (sharded / SHARDS_FOLDER).iterdir() if p.is_dir()) == [
         "0-of-2",
         "1-of-2",
     ]
     assert not (unsharded / SHARDS_FOLDER).exists()
+
+
+def _unreachable() -> ClientConfig:
+    return ClientConfig.resolve("k" * 20, base_url="http://127.0.0.1:9")
 
 
 async def test_run_sharded_refuses_another_count_before_starting_ray(tmp_path: Path) -> None:
@@ -141,7 +146,7 @@ async def test_run_sharded_refuses_another_count_before_starting_ray(tmp_path: P
 
     Shard(0, 2).folder(tmp_path).mkdir(parents=True)
     with pytest.raises(ConfigurationError) as refused:
-        await run_sharded([], tmp_path, shards=3, api_key="k" * 20, base_url="http://127.0.0.1:9")
+        await run_sharded([], tmp_path, shards=3, connection=_unreachable())
     assert "2 shards" in str(refused.value) and "3 shards" in str(refused.value)
 
     assert not ray.is_initialized()
@@ -158,7 +163,7 @@ async def test_a_bucket_keeps_its_number_of_shards(s3_bucket: S3Bucket, tmp_path
     )
     url = s3_bucket.url("run")
     with pytest.raises(ConfigurationError) as refused:
-        await run_sharded([], url, shards=3, api_key="k" * 20, base_url="http://127.0.0.1:9")
+        await run_sharded([], url, shards=3, connection=_unreachable())
     assert f"{url} holds a run in 2 shards; this run asks for 3 shards" in str(refused.value)
     assert not ray.is_initialized()
     async with NovitaClient("k" * 20, base_url="http://127.0.0.1:9") as client:

@@ -215,9 +215,7 @@ async def run_chaos(
             runner = BatchRunner(
                 client,
                 out,
-                concurrency=concurrency,
-                poll=poll,
-                poll_concurrency=32,
+                BatchOptions(concurrency=concurrency, poll=poll, poll_concurrency=32),
                 on_event=batch_events.append,
             )
             try:

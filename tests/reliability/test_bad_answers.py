@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from novita_async import InstantIDRequest, NovitaClient, PollPolicy, RetryPolicy
-from novita_async.batch import BatchRunner, Job, JobOutcome
+from novita_async.batch import BatchOptions, BatchRunner, Job, JobOutcome
 
 from .checks import API_KEY, SIGNATURE_MARK, LeakWatch, leaks_in_folder, read_results, snapshot
 from .loopback import BEHAVIOURS, Misbehaving, misbehaving_service, png_bytes
@@ -28,7 +28,7 @@ async def _run(service: Misbehaving, out: Path, behaviours: list[str]) -> list[J
         API_KEY, base_url=service.api.url, assets_url=f"{service.api.url}/image", retry=retry
     ) as client:
         poll = PollPolicy(min_delay=0.01, initial_delay=0.01, margin=0.01, max_delay=0.05)
-        runner = BatchRunner(client, out, concurrency=8, poll=poll, task_timeout=0.5)
+        runner = BatchRunner(client, out, BatchOptions(concurrency=8, poll=poll, task_timeout=0.5))
         async with runner.run([_job(b) for b in behaviours]) as outcomes:
             return [outcome async for outcome in outcomes]
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from novita_async import NovitaClient, ValidationError
+from novita_async import InstantIDRequest, NovitaClient, ValidationError
 from novita_async._spec import NUMERIC_FIELDS, PROMPT_LENGTH, SAMPLERS
 from novita_async.emulator import Emulator, EmulatorConfig
 
@@ -56,12 +56,11 @@ class Service:
         async def call() -> BaseException | None:
             try:
                 await self.client.instant_id(
+                    InstantIDRequest(prompt=prompt, **fields),
                     face_images=[self.png],
                     ref_images=[self.png],
-                    prompt=prompt,
                     out_dir=out,
                     timeout=5,
-                    **fields,
                 )
             except Exception as exc:
                 return exc

@@ -8,18 +8,21 @@ import anyio
 import pytest
 
 from novita_async import StorageError
-from novita_async.batch._destination import ObjectOutput, parse_out
-from novita_async.batch._journal import Journal
-from novita_async.batch._journal_segments import (
+from novita_async.batch import open_output
+from novita_async.batch._journal import (
+    Journal,
     JournalMirror,
     JournalsDisagreeError,
+    SubmittedRecord,
+    SubmittingRecord,
+    encode_record,
     segment_key,
 )
-from novita_async.batch._records import SubmittedRecord, SubmittingRecord, encode_record
+from novita_async.batch._outputs import ObjectOutput
 
 
 def memory_output(tmp_path: Path) -> ObjectOutput:
-    out = parse_out("memory://bucket/run", staging_dir=tmp_path / "staging")
+    out = open_output("memory://bucket/run", staging_dir=tmp_path / "staging")
     assert isinstance(out, ObjectOutput)
     return out
 

@@ -17,8 +17,8 @@ from PIL import Image
 from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
 from novita_async import InstantIDRequest, NovitaClient, RunStoppedError
-from novita_async.batch import BatchRunner, Job
-from novita_async.batch._destination import MULTIPART_CHUNK, ObjectOutput, parse_out
+from novita_async.batch import BatchOptions, BatchRunner, Job, open_output
+from novita_async.batch._outputs import MULTIPART_CHUNK, ObjectOutput
 from novita_async.emulator import Emulator, EmulatorConfig
 
 
@@ -71,7 +71,7 @@ async def test_a_batch_lands_in_the_bucket(
     make_jobs: Callable[[int], list[Job]],
     tmp_path: Path,
 ) -> None:
-    runner = BatchRunner(client, s3_bucket.url("run"), concurrency=4)
+    runner = BatchRunner(client, s3_bucket.url("run"), BatchOptions(concurrency=4))
     summary = await runner.run_all(make_jobs(6))
     assert (summary.succeeded, summary.failed) == (6, 0)
     keys = s3_bucket.keys("run/")
@@ -102,22 +102,24 @@ async def test_each_intent_is_stored_before_its_post_and_puts_are_shared(
     jobs = make_jobs(50)
     by_prompt = {job.request.prompt: job.id for job in jobs}
     stored_first: list[bool] = []
-    post = client.submit_instant_id_body
+    post = client._submit_body
 
     def stored_journal() -> bytes:
         segments = s3_bucket.keys("run/.novita-journal/")
         return b"".join(s3_bucket.get(key) for key in segments)
 
-    async def checked_post(body: dict[str, Any], **kwargs: Any) -> str:
+    async def checked_post(endpoint: str, body: dict[str, Any], **kwargs: Any) -> str:
         # At the moment the POST is about to go: is the job's intent in the bucket?
         job_id = by_prompt[body["prompt"]]
         # boto3 blocks: in a thread, or the run's loop would stall at every POST.
         stored = await anyio.to_thread.run_sync(stored_journal)
         stored_first.append(f'"type":"submitting","id":"{job_id}"'.encode() in stored)
-        return await post(body, **kwargs)
+        return await post(endpoint, body, **kwargs)
 
-    monkeypatch.setattr(client, "submit_instant_id_body", checked_post)
-    runner = BatchRunner(client, s3_bucket.url("run"), concurrency=20, submit_concurrency=20)
+    monkeypatch.setattr(client, "_submit_body", checked_post)
+    runner = BatchRunner(
+        client, s3_bucket.url("run"), BatchOptions(concurrency=20, submit_concurrency=20)
+    )
     summary = await runner.run_all(jobs)
     assert summary.succeeded == 50
     assert stored_first == [True] * 50
@@ -152,6 +154,7 @@ async def test_a_large_image_goes_up_in_parts(
 def own_s3_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """An S3 server of this test's own, to stop and start again (moto keeps its buckets)."""
     import moto.server as moto_server
+
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -176,10 +179,10 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
 ) -> None:
     bucket = create_bucket(own_s3_server["endpoint"], "novita-outage")
     jobs = make_jobs(10)
-    out = parse_out(bucket.url("run"), retry_timeout=1.0)
+    out = open_output(bucket.url("run"), retry_timeout=1.0)
     assert isinstance(out, ObjectOutput)
     caplog.set_level(logging.DEBUG)
-    runner = BatchRunner(client, out, concurrency=2)
+    runner = BatchRunner(client, out, BatchOptions(concurrency=2))
     with pytest.raises(RunStoppedError) as stopped:
         async with runner.run(jobs) as outcomes:
             async for outcome in outcomes:
@@ -192,12 +195,13 @@ async def test_the_store_going_away_stops_the_run_and_a_rerun_continues(
     assert runner.summary.succeeded < 10
 
     import moto.server as moto_server
+
     server = moto_server.ThreadedMotoServer(
         ip_address="127.0.0.1", port=own_s3_server["port"], verbose=False
     )
     server.start()
     own_s3_server["server"] = server
-    again = BatchRunner(client, out, concurrency=2)
+    again = BatchRunner(client, out, BatchOptions(concurrency=2))
     summary = await again.run_all(jobs)
     assert summary.succeeded == 10 and summary.failed == 0
     assert sorted(k for k in bucket.keys("run/") if k.endswith(".png")) == [

@@ -1,0 +1,790 @@
+"""The command line read into one typed, frozen settings object per command (:func:`parse`).
+
+Argparse only converts each flag's text to its type; the settings classes then check the whole
+(a rule between two flags sees both), and a refusal is reported against the flags the user typed,
+with exit status 2. Request flags are named after the API's fields (``--width`` for ``width``,
+``--image-type`` for ``extra.response_image_type``) and hold no defaults of their own: a flag left
+out means "the line's value, else the model's default"; ranges are the models' own
+(:mod:`novita_async._spec`). The ``run`` command's batch flags are :class:`BatchOptions`' fields:
+one flag per field, its help, default and validation the field's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import attrs
+
+from .. import (
+    ClientConfig,
+    ConfigurationError,
+    InstantIDRequest,
+    NovitaClient,
+    Timeouts,
+    ValidationError,
+    __version__,
+    _spec,
+)
+from .._config import ENV_API_KEY
+from .._files import looks_like_url
+from ..batch import BatchOptions, is_run_output
+
+__all__ = [
+    "BATCH_FLAGS",
+    "REQUEST_FLAGS",
+    "Command",
+    "DemoSettings",
+    "EmulatorSettings",
+    "GenerateSettings",
+    "ModelsSettings",
+    "RepairSettings",
+    "ReportTo",
+    "ResultSettings",
+    "RunSettings",
+    "StatusSettings",
+    "UploadSettings",
+    "build_parser",
+    "parse",
+]
+
+
+class UsageError(Exception):
+    """A command line refused as a whole; the text names the flags, as the user typed them."""
+
+
+# --- the settings, one class per command ------------------------------------------------------
+
+
+def _path(text: str | Path | None) -> Path | None:
+    return None if text is None else Path(text)
+
+
+def _paths(texts: Iterable[str | Path]) -> tuple[Path, ...]:
+    return tuple(Path(text) for text in texts)
+
+
+def _some_paths(texts: Iterable[str | Path] | None) -> tuple[Path, ...] | None:
+    return None if texts is None else _paths(texts)
+
+
+@attrs.frozen(kw_only=True)
+class Connection:
+    """How a command that talks to the API reaches it (the ``NOVITA_*`` variables fill the gaps);
+    ``download_timeout`` replaces one image download's deadline, the other timeouts keep theirs."""
+
+    api_key: str | None = attrs.field(default=None, repr=False)
+    base_url: str | None = None
+    assets_url: str | None = None
+    download_timeout: float | None = None
+
+    @property
+    def timeouts(self) -> Timeouts | None:
+        if self.download_timeout is None:
+            return None
+        return Timeouts(download_total=self.download_timeout)
+
+    def client(self) -> NovitaClient:
+        return NovitaClient(
+            self.api_key, base_url=self.base_url, assets_url=self.assets_url, timeouts=self.timeouts
+        )
+
+    def config(self) -> ClientConfig:
+        """The client's configuration, resolved here (for Ray's shards, in other processes)."""
+        return ClientConfig.resolve(
+            self.api_key, base_url=self.base_url, assets_url=self.assets_url, timeouts=self.timeouts
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What no message or report may show."""
+        return (self.api_key or "", os.environ.get(ENV_API_KEY, ""))
+
+
+@attrs.frozen
+class ReportTo:
+    """Where ``run``'s JSON report goes: ``path`` (``--summary-json``), and stdout (``--json``)."""
+
+    path: Path | None = attrs.field(default=None, converter=_path)
+    stdout: bool = False
+    secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
+
+    def check(self, out: Path, inputs: tuple[Path | None, ...]) -> None:
+        """Refuse a path the report cannot be written to, or one that would write over the run's
+        ``inputs`` (its job file, its journal) or its output: found when the run ends, too late."""
+        if self.path is None:
+            return
+        if not self.path.parent.is_dir() or self.path.is_dir():
+            raise ValidationError(
+                "--summary-json", str(self.path), "must be a file in an existing folder"
+            )
+        target = self.path.resolve()
+        if is_run_output(self.path, out) or any(
+            other is not None and target == other.resolve() for other in inputs
+        ):
+            raise ValidationError(
+                "--summary-json", str(self.path), "must not be a file the run reads or writes"
+            )
+
+
+@attrs.frozen
+class RaySettings:
+    """``--ray --shards K [--ray-address ADDR]``."""
+
+    shards: int
+    address: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _Settings:
+    debug: bool = False
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return Connection().secrets  # the environment's key, though this command needs none
+
+
+@attrs.frozen(kw_only=True)
+class _Connected(_Settings):
+    connection: Connection = attrs.field(factory=Connection)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self.connection.secrets
+
+
+@attrs.frozen(kw_only=True)
+class RunSettings(_Connected):
+    jobs: Path = attrs.field(converter=Path)
+    out: str
+    """``--out`` as given: a folder, or an object-store URL (opened when the run starts)."""
+    options: BatchOptions = attrs.field(factory=BatchOptions)
+    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    """The request fields the flags set, API-named: defaults for every line."""
+    plain: bool = False
+    """Plain log lines instead of a progress bar."""
+    dry_run: bool = False
+    report: ReportTo = attrs.field(factory=ReportTo)
+    ray: RaySettings | None = None
+
+    def __attrs_post_init__(self) -> None:
+        webhook = self.request_defaults.get("extra", {}).get("webhook", {}).get("url")
+        if self.options.webhook_listen is not None and webhook is not None:
+            # A job's own webhook wins over the run's receiver (its events go there), so every
+            # task would quietly be followed by polling instead.
+            raise UsageError(
+                "argument --webhook/--webhook-listen: --webhook sends every task's event to its "
+                "URL, so the run's receiver (--webhook-listen) would get none: give one of them "
+                "(behind a proxy or tunnel, --webhook-url names the receiver's public address)"
+            )
+        self.report.check(Path(self.out), (self.jobs, self.options.journal_path))
+        if self.ray is not None and self.options.shard is not None:
+            raise UsageError("argument --shard: not with --ray, which runs every shard")
+
+
+@attrs.frozen(kw_only=True)
+class GenerateSettings(_Connected):
+    request: InstantIDRequest
+    faces: tuple[Path, ...] = attrs.field(converter=_paths)
+    refs: tuple[Path, ...] = attrs.field(converter=_paths)
+    face_kps: tuple[Path, ...] | None = attrs.field(default=None, converter=_some_paths)
+    out: Path = attrs.field(default=Path("."), converter=Path)
+    plain: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class UploadSettings(_Connected):
+    files: tuple[Path, ...] = attrs.field(converter=_paths)
+
+
+@attrs.frozen(kw_only=True)
+class ResultSettings(_Connected):
+    task_id: str
+    download: Path | None = attrs.field(default=None, converter=_path)
+    wait: bool = False
+    json: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ModelsSettings(_Connected):
+    sdxl: bool = False
+    model_type: str | None = None
+    query: str | None = None
+    limit: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DemoSettings(_Settings):
+    out: Path = attrs.field(default=Path("novita-demo"), converter=Path)
+    plain: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class StatusSettings(_Settings):
+    out: str
+    journal: Path | None = attrs.field(default=None, converter=_path)
+    jobs: Path | None = attrs.field(default=None, converter=_path)
+    json: bool = False
+    verify: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _local_out("status", self.out)
+
+
+@attrs.frozen(kw_only=True)
+class RepairSettings(_Settings):
+    """``novita-async journal repair OUT``."""
+
+    out: str
+    journal: Path | None = attrs.field(default=None, converter=_path)
+
+    def __attrs_post_init__(self) -> None:
+        _local_out("journal", self.out)
+
+
+@attrs.frozen(kw_only=True)
+class EmulatorSettings(_Settings):
+    """The emulator's options, which it parses itself (the parser here checked them first)."""
+
+    args: tuple[str, ...]
+
+
+Command = (
+    RunSettings
+    | GenerateSettings
+    | UploadSettings
+    | ResultSettings
+    | ModelsSettings
+    | DemoSettings
+    | StatusSettings
+    | RepairSettings
+    | EmulatorSettings
+)
+
+
+def _local_out(command: str, out: str) -> None:
+    if scheme := looks_like_url(out):
+        raise UsageError(
+            f"argument OUT: {scheme}:// outputs are not read by `{command}` yet: it reads a "
+            "local output folder (an object-store run keeps its working copy in its staging "
+            "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
+        )
+
+
+# --- request flags ------------------------------------------------------------------------------
+
+METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
+
+
+def _lora(text: str) -> dict[str, Any]:
+    name, sep, strength = text.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {text!r}")
+    try:
+        return {"model_name": name, "strength": float(strength)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+
+
+def _controlnet(text: str) -> dict[str, Any]:
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise argparse.ArgumentTypeError(f"expected MODEL:STRENGTH:PREPROCESSOR, got {text!r}")
+    name, strength, preprocessor = parts
+    try:
+        return {"model_name": name, "strength": float(strength), "preprocessor": preprocessor}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+
+
+@attrs.frozen
+class RequestFlag:
+    """One command-line flag that sets one request field (``path`` inside the JSON body)."""
+
+    flag: str
+    path: tuple[str, ...]
+    type: Callable[[str], Any] | None
+    help: str
+    metavar: str | None = None
+    repeatable: bool = False
+
+    @property
+    def dest(self) -> str:
+        return "req_" + self.flag.lstrip("-").replace("-", "_")
+
+
+def _default(name: str) -> str:
+    default = attrs.fields_dict(InstantIDRequest)[name].default
+    return f" (default: {default})" if default is not None else ""
+
+
+def _numeric(flag: str, path: str, what: str = "") -> RequestFlag:
+    name = path.rpartition(".")[2]
+    allowed, integer = _spec.NUMERIC_FIELDS[name]
+    default = _default(name) if name == path else ""
+    text = f"{what}{', ' if what else ''}in {allowed}{default}"
+    return RequestFlag(flag, tuple(path.split(".")), int if integer else float, text)
+
+
+def _choice(flag: str, path: str, choices: tuple[str, ...], default: str) -> RequestFlag:
+    return RequestFlag(flag, tuple(path.split(".")), str, f"one of: {', '.join(choices)}{default}")
+
+
+REQUEST_FLAGS: tuple[RequestFlag, ...] = (
+    RequestFlag("--prompt", ("prompt",), str, "what to generate, 1 to 1024 characters"),
+    RequestFlag("--negative-prompt", ("negative_prompt",), str, "what to keep out of the image"),
+    RequestFlag("--model", ("model_name",), str,
+                "an SDXL checkpoint's sd_name" + _default("model_name")),
+    _numeric("--width", "width", "pixels"),
+    _numeric("--height", "height", "pixels"),
+    _numeric("--image-num", "image_num", "images per task"),
+    _numeric("--steps", "steps", "denoising steps"),
+    _numeric("--guidance-scale", "guidance_scale"),
+    _choice("--sampler", "sampler_name", _spec.SAMPLERS, _default("sampler_name")),
+    _numeric("--seed", "seed", "random when -1 (the service's default)"),
+    _numeric("--id-strength", "id_strength", "identity fidelity"),
+    _numeric("--adapter-strength", "adapter_strength", "detail"),
+    _numeric("--clip-skip", "clip_skip"),
+    _numeric("--control-guidance-start", "control_guidance_start"),
+    _numeric("--control-guidance-end", "control_guidance_end"),
+    RequestFlag("--lora", ("loras",), _lora, f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
+                "NAME:STRENGTH", repeatable=True),
+    RequestFlag("--controlnet", ("controlnet", "units"), _controlnet,
+                "a ControlNet unit, repeatable", "MODEL:STRENGTH:PREPROCESSOR", repeatable=True),
+    _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES, " (default: png)"),
+    RequestFlag("--nsfw-detection", ("extra", "enable_nsfw_detection"), None,
+                "ask the service to check images for NSFW content"),
+    _numeric("--nsfw-detection-level", "extra.nsfw_detection_level", "0 is strictest"),
+    RequestFlag("--webhook", ("extra", "webhook", "url"), str,
+                "a URL the service calls when a task ends", "URL"),
+)  # fmt: skip
+
+
+def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
+    group = parser.add_argument_group(
+        "request fields",
+        "named after the API's fields" + ("" if prompt_required else "; defaults for job lines"),
+    )
+    for spec in REQUEST_FLAGS:
+        if spec.type is None:
+            group.add_argument(spec.flag, dest=spec.dest, action=argparse.BooleanOptionalAction,
+                               default=None, help=spec.help)  # fmt: skip
+            continue
+        group.add_argument(
+            spec.flag,
+            dest=spec.dest,
+            type=spec.type,
+            default=None,
+            metavar=spec.metavar or METAVARS.get(spec.type, "TEXT"),
+            action="append" if spec.repeatable else "store",
+            required=prompt_required and spec.flag == "--prompt",
+            help=spec.help,
+        )
+
+
+def _request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The request fields the flags set, as a nested API-named dict (unset flags are absent)."""
+    fields: dict[str, Any] = {}
+    for spec in REQUEST_FLAGS:
+        if (value := values.get(spec.dest)) is None:
+            continue
+        target = fields
+        for key in spec.path[:-1]:
+            target = target.setdefault(key, {})
+        target[spec.path[-1]] = value
+    return fields
+
+
+def _flag_for(field: str) -> str | None:
+    path = tuple(re.sub(r"\[\d+\]", "", field).split("."))
+    for spec in REQUEST_FLAGS:
+        if path[: len(spec.path)] == spec.path or spec.path[: len(path)] == path:
+            return spec.flag
+    return None
+
+
+def _request(fields: Mapping[str, Any]) -> InstantIDRequest:
+    """The request ``fields`` make, or :class:`UsageError` naming the flag of the refused one."""
+    try:
+        return InstantIDRequest.from_dict(fields)
+    except ValidationError as exc:
+        flag = _flag_for(exc.field) or exc.field
+        raise UsageError(f"argument {flag}: {exc.value!r} is not allowed: {exc.allowed}") from None
+
+
+# --- batch flags ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class BatchFlag:
+    """One ``run`` flag that sets one :class:`BatchOptions` field (a switch if ``type`` is None)."""
+
+    flag: str
+    field: str
+    type: type[Any] | None
+
+    @property
+    def option(self) -> attrs.Attribute[Any]:
+        return attrs.fields_dict(BatchOptions)[self.field]
+
+
+# Every field but ``poll``, a policy of five delays. ``--journal`` keeps its documented name.
+BATCH_FLAGS: tuple[BatchFlag, ...] = (
+    BatchFlag("--concurrency", "concurrency", int),
+    BatchFlag("--rate", "rate", float),
+    BatchFlag("--journal", "journal_path", Path),
+    BatchFlag("--retry-failed", "retry_failed", None),
+    BatchFlag("--fail-fast", "fail_fast", None),
+    BatchFlag("--upload-concurrency", "upload_concurrency", int),
+    BatchFlag("--poll-concurrency", "poll_concurrency", int),
+    BatchFlag("--task-timeout", "task_timeout", float),
+    BatchFlag("--journal-fsync", "journal_fsync", None),
+    BatchFlag("--submit-concurrency", "submit_concurrency", int),
+    BatchFlag("--stop-grace", "stop_grace", float),
+    BatchFlag("--max-outage", "max_outage", float),
+    BatchFlag("--retry-after-cap", "retry_after_cap", float),
+    BatchFlag("--retry-unknown-submits", "retry_unknown_submits", None),
+    BatchFlag("--max-tasks", "max_tasks", int),
+    BatchFlag("--webhook-listen", "webhook_listen", str),
+    BatchFlag("--webhook-url", "webhook_url", str),
+    BatchFlag("--staging-dir", "staging_dir", Path),
+    BatchFlag("--shard", "shard", str),
+)
+
+
+def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False) -> Any:
+    """A flag's ``type=``: the text converted only; the fields' validators judge the value once
+    every flag is read (one flag alone is a half-built object to a rule between fields)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {name} value: {text!r}") from None
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: must be > 0")
+        return value
+
+    return parse
+
+
+def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("batch options", "the batch runner's options (BatchOptions)")
+    for spec in BATCH_FLAGS:
+        option = spec.option
+        if spec.type is None:
+            group.add_argument(spec.flag, dest=spec.field, action="store_true", default=None,
+                               help=option.metadata["help"])  # fmt: skip
+            continue
+        default = "" if option.default is None else f" (default: {option.default:g})"
+        group.add_argument(
+            spec.flag,
+            dest=spec.field,
+            type=_converter(spec.type, spec.type.__name__),
+            default=None,
+            metavar=METAVARS[spec.type],
+            help=option.metadata["help"] + default,
+        )
+
+
+def _options(values: Mapping[str, Any]) -> BatchOptions:
+    """The options the batch flags set (a flag left out keeps the field's default), or
+    :class:`UsageError` naming the flag, or flags, whose values the fields refuse."""
+    given = {spec.field: values[spec.field] for spec in BATCH_FLAGS}
+    try:
+        return BatchOptions(**{name: value for name, value in given.items() if value is not None})
+    except ConfigurationError as exc:
+        message = str(exc)
+    found = [
+        (match.start(), spec)
+        for spec in BATCH_FLAGS
+        if (match := re.search(rf"\b{spec.field}\b", message)) is not None
+    ]
+    named = [spec for _, spec in sorted(found, key=lambda item: item[0])]
+    if not named:
+        raise UsageError(f"batch options: {message}")
+    if len(named) == 1:
+        value = given[named[0].field]
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise UsageError(f"argument {named[0].flag}: {shown} is not allowed: {message}")
+    # A rule between fields: said in the flags' names, which a command-line user typed.
+    for spec in named:
+        message = re.sub(rf"\b{spec.field}\b", spec.flag, message)
+    raise UsageError(f"argument {'/'.join(spec.flag for spec in named)}: {message}")
+
+
+def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "shards on Ray", "needs pip install 'novita-async[ray]' (see novita_async.ray)"
+    )
+    group.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the jobs in --shards Ray actors that share --rate, each with its own journal "
+        "(a dead one is restarted and resumes); one progress display",
+    )
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the Ray cluster to join (default: start a local Ray instance)",
+    )
+    group.add_argument(
+        "--shards",
+        type=_converter(int, "int", positive=True),
+        default=None,
+        metavar="K",
+        help="shards (Ray actors) for --ray; an output folder keeps its number of shards",
+    )
+
+
+def _ray(values: Mapping[str, Any]) -> RaySettings | None:
+    if not values["ray"]:
+        if values["shards"] is not None or values["ray_address"] is not None:
+            raise UsageError("argument --shards/--ray-address: needs --ray")
+        return None
+    if values["shards"] is None:
+        raise UsageError("argument --ray: needs --shards K")
+    return RaySettings(values["shards"], values["ray_address"])
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+
+def _add_download_timeout(parser: argparse.ArgumentParser) -> None:
+    default = attrs.fields(Timeouts).download_total.default
+    shown = "none" if default is None else f"{default:g}"
+    parser.add_argument(
+        "--download-timeout",
+        type=_converter(float, "float", positive=True),
+        default=None,
+        metavar="SECONDS",
+        help="seconds one attempt at downloading an image may take in all, however steadily "
+        f"its bytes trickle in (default: {shown})",
+    )
+
+
+RUN_EPILOG = """\
+exit status:
+  0    every job succeeded
+  1    some jobs failed for their own reason, or ended retryable (the summary
+       says what each reason means and what to run next)
+  2    bad usage or invalid input, found before anything was sent
+  3    the run stopped for a run-level cause (the key, the account, the
+       endpoint, this machine's disk, an outage longer than --max-outage); one
+       line names it and the fix; nothing is recorded against the jobs it did
+       not finish, and the same command continues the run
+  4    the run spent its --max-tasks budget: the tasks it paid for finished;
+       the same command continues (with a budget of its own)
+  130  interrupted (Ctrl-C, SIGTERM); the same command continues the run
+
+Ctrl-C once stops the run: nothing new is submitted, and submissions awaiting
+their answer get --stop-grace seconds to be answered and recorded. Twice: says
+how many still await their answer, and keeps waiting. Three times: abandons
+them, each reported as SUBMIT_OUTCOME_UNKNOWN (a task may exist and be billed).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not the whole usage block: the request flags alone fill a screen.
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _add_out_and_journal(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="the run's output folder")
+    parser.add_argument(
+        "--journal", default=None, metavar="PATH", help="the run's journal if not OUT's"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    connection = _Parser(add_help=False)
+    group = connection.add_argument_group("connection")
+    group.add_argument(
+        "--api-key",
+        default=None,
+        help="API key; prefer the NOVITA_API_KEY variable (flags show up in process lists)",
+    )
+    group.add_argument("--base-url", default=None, help="API origin (env NOVITA_BASE_URL)")
+    group.add_argument(
+        "--assets-url", default=None, help="asset upload URL (env NOVITA_ASSETS_URL)"
+    )
+
+    parser = _Parser(
+        prog="novita-async",
+        description="Novita AI InstantID from the command line: one task, or thousands, resumable.",
+    )
+    # Its own dest: a subcommand's `--debug` default would otherwise overwrite this one.
+    parser.add_argument(
+        "--debug", dest="debug_anywhere", action="store_true", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, help: str, *parents: _Parser, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[common, *parents],
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(subparser=sub)
+        return sub
+
+    run = command("run", "run every job of a JSONL job file; rerun to resume", connection,
+                  epilog=RUN_EPILOG)  # fmt: skip
+    run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
+    run.add_argument("--out", required=True, metavar="DIR|URL", help="output folder (images, "
+                     "results), or an object store: s3://BUCKET/PREFIX, gs://..., az://... "
+                     "(credentials from the environment, as obstore reads them)")  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", dest="plain",
+                     help="plain log lines, no progress bar")  # fmt: skip
+    run.add_argument("--summary-json", default=None, metavar="PATH", help="also write how the "
+                     "run ended (summary, exit status) as JSON to PATH")  # fmt: skip
+    run.add_argument("--json", action="store_true", help="print that JSON on stdout instead of "
+                     "the text summary (progress lines go to stderr)")  # fmt: skip
+    run.add_argument("--dry-run", action="store_true", help="read and check every line as a run "
+                     "would, send nothing, and say what the run would do and pay for (exit 1 if "
+                     "some lines cannot run)")  # fmt: skip
+    _add_download_timeout(run)
+    _add_batch_flags(run)
+    _add_ray_flags(run)
+    _add_request_flags(run, prompt_required=False)
+
+    generate = command("generate", "one task end to end: upload, submit, wait, download",
+                       connection)  # fmt: skip
+    generate.add_argument("--face", action="append", required=True, metavar="FILE", dest="faces",
+                          help="face image, repeatable")  # fmt: skip
+    generate.add_argument("--ref", action="append", required=True, metavar="FILE", dest="refs",
+                          help="reference image, repeatable")  # fmt: skip
+    generate.add_argument("--face-kps", action="append", default=None, metavar="FILE",
+                          help="face keypoints image, one per --face")  # fmt: skip
+    generate.add_argument("--out", default=".", metavar="DIR", help="where images go (default: .)")
+    generate.add_argument(
+        "--no-progress", action="store_true", dest="plain", help="no progress line"
+    )
+    _add_download_timeout(generate)
+    _add_request_flags(generate, prompt_required=True)
+
+    upload = command("upload", "upload images; prints one asset id per file", connection)
+    upload.add_argument("files", nargs="+", metavar="FILE")
+
+    result = command("result", "show a task's result", connection)
+    result.add_argument("task_id", metavar="TASK_ID")
+    result.add_argument("--download", metavar="DIR", default=None, help="save its images here")
+    result.add_argument("--wait", action="store_true", help="wait until the task has ended")
+    result.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    _add_download_timeout(result)
+
+    models = command("models", "list models (sd_name per line)", connection)
+    models.add_argument("--sdxl", action="store_true", help="SDXL models only")
+    models.add_argument("--type", choices=_spec.MODEL_TYPES, default=None, dest="model_type")
+    models.add_argument("--query", default=None, metavar="Q", help="search text")
+    models.add_argument(
+        "--limit", type=_converter(int, "int", positive=True), default=None,
+        help="at most this many",
+    )  # fmt: skip
+
+    emulator = command("emulator", "run the local emulator of the API until interrupted")
+    try:
+        from ..emulator._cli import add_arguments
+    except ImportError:  # the emulator needs the [emulator] extra (Pillow)
+        pass
+    else:
+        add_arguments(emulator)
+
+    demo = command("demo", "generate a dozen pictures against the built-in emulator")
+    demo.add_argument("--out", default="novita-demo", metavar="DIR",
+                      help="output folder (default: ./novita-demo)")  # fmt: skip
+    demo.add_argument("--no-progress", action="store_true", dest="plain", help="plain log lines")
+
+    status = command("status", "where the run of an output folder stands (no network, no key)")
+    _add_out_and_journal(status)
+    status.add_argument("--jobs", default=None, metavar="JOBS.jsonl",
+                        help="the run's job file: also count its jobs never submitted")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every image of the succeeded jobs against the SHA-256 the journal recorded; "
+        "exit 1 if one is missing or damaged",
+    )
+
+    journal = command("journal", "look after a run's journal: `journal repair OUT`")
+    actions = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    repair = actions.add_parser(
+        "repair",
+        parents=[common],
+        help="keep every good record of a damaged journal; mark the jobs whose records were "
+        "lost as of unknown outcome",
+        description="Keep every good record of OUT's damaged journal, mark the jobs whose "
+        "records were lost as of unknown outcome (SUBMIT_OUTCOME_UNKNOWN: never sent again "
+        "unless --retry-unknown-submits), and keep the damaged original beside it.",
+    )
+    _add_out_and_journal(repair)
+    return parser
+
+
+_COMMANDS: dict[str, Callable[..., Command]] = {
+    "run": RunSettings,
+    "generate": GenerateSettings,
+    "upload": UploadSettings,
+    "result": ResultSettings,
+    "models": ModelsSettings,
+    "demo": DemoSettings,
+    "status": StatusSettings,
+    "journal": RepairSettings,
+    "emulator": EmulatorSettings,
+}
+
+
+def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
+    """The settings of the command ``values`` (argparse's converted flags, named after the
+    settings' fields) name; what is more than one flag's text is made here."""
+    given = dict(values, debug=bool(values["debug"] or values["debug_anywhere"]))
+    given["connection"] = connection = Connection(
+        **{name: values.get(name) for name in attrs.fields_dict(Connection)}
+    )
+    match values["command"]:
+        case "run":
+            fields = _request_fields(values)
+            _request({"prompt": "placeholder", **fields})  # the flags checked, lines aside
+            given.update(
+                options=_options(values),
+                request_defaults=fields,
+                report=ReportTo(values["summary_json"], values["json"], connection.secrets),
+                ray=_ray(values),
+            )
+        case "generate":
+            given["request"] = _request(_request_fields(values))
+        case "emulator":
+            # The emulator parses its own options; --debug is ours (and changes nothing there).
+            rest = argv[list(argv).index("emulator") + 1 :]
+            given["args"] = tuple(arg for arg in rest if arg != "--debug")
+    make = _COMMANDS[values["command"]]
+    return make(**{name: given[name] for name in attrs.fields_dict(make)})  # type: ignore[arg-type]
+
+
+def parse(argv: Sequence[str]) -> Command:
+    """The settings ``argv`` asks for; bad usage (an out-of-range request flag, two flags that
+    do not go together) exits with status 2, in one line naming the flags."""
+    values = vars(build_parser().parse_args(argv))
+    parser: _Parser = values["subparser"]
+    try:
+        return _settings(values, argv)
+    except UsageError as exc:
+        parser.error(str(exc))
+    except ValidationError as exc:
+        parser.error(f"argument {exc.field}: {exc.value!r} is not allowed: {exc.allowed}")

@@ -1,0 +1,694 @@
+"""The one failure policy: what an error means, how long to wait, and what follows.
+
+Every site that meets an error asks here: :func:`classify` says whose fault it is (:class:`Kind`)
+and who holds back while a transient one is ridden out (:class:`Pause`); :func:`decide` says what a
+batch job does next; :func:`attempt_may_repeat` whether one call tries again; :class:`Backoff`
+(one formula, four rows) how long to wait; :func:`exit_status` what a command exits with. Nothing
+here sleeps: the sites sleep, for as long as this module says. The README's failure table is
+rendered from :data:`TABLE` (``python -m novita_async._failures --markdown``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import random
+import socket
+import ssl
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import attrs
+
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetReachedError,
+    ConfigurationError,
+    ImageURLExpiredError,
+    InvalidResponseError,
+    LocalIOError,
+    NotFoundError,
+    NovitaError,
+    OutageError,
+    PermissionDeniedError,
+    RateLimitError,
+    RetriesExhaustedError,
+    RunStoppedError,
+    ServerError,
+    StorageError,
+    SubmitOutcomeUnknownError,
+    TaskFailedError,
+    ValidationError,
+)
+
+# --- what an error means ---------------------------------------------------------------------
+
+
+class Kind(enum.Enum):
+    """Whose fault a failure is, which decides what follows."""
+
+    TRANSIENT = "transient"
+    JOB = "job"
+    RUN = "run"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+class Pause(enum.Enum):
+    """Who holds back while the failure is ridden out."""
+
+    NONE = "none"
+    """Only the failed step waits (its job's rounds)."""
+    SUBMISSIONS = "submissions"
+    """A 429: every submitter of the account."""
+    EVERYTHING = "everything"
+    """The service unreachable or failing: every request of the run, tasks paid for included."""
+
+
+class Step(enum.Enum):
+    """Where the error happened: a submission's odd answer may hide a task that exists."""
+
+    SUBMIT = "submit"
+    POLL = "poll"
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+    INPUT = "input"
+    OUTPUT = "output"
+    JOURNAL = "journal"
+    OTHER = "other"
+
+
+@attrs.frozen
+class Verdict:
+    """What :func:`classify` makes of one error."""
+
+    error: BaseException
+    kind: Kind
+    pause: Pause = Pause.NONE
+
+    @property
+    def reason(self) -> str:
+        reason = getattr(self.error, "reason", None)
+        return reason if isinstance(reason, str) else type(self.error).__name__
+
+    @property
+    def retry_after(self) -> float | None:
+        """The server's hint, in seconds, if it gave one."""
+        return getattr(self.error, "retry_after", None)
+
+    def advice(self) -> tuple[str, str]:
+        """What happened and what the user should do: a run-level failure's one closing line."""
+        error, reason = self.error, self.reason
+        if isinstance(error, AuthenticationError) or reason in (
+            "INVALID_API_KEY",
+            "MISSING_API_KEY",
+        ):
+            return "the service refused the API key", "check NOVITA_API_KEY"
+        if reason in _ADVICE:
+            return _ADVICE[reason]
+        if isinstance(error, PermissionDeniedError):
+            return (
+                "the service refused the key's permission",
+                "check NOVITA_API_KEY and the account",
+            )
+        if isinstance(error, NotFoundError):
+            return "the service has no such endpoint", "check NOVITA_BASE_URL"
+        if reason in _LOCAL_ADVICE:
+            what, fix = _LOCAL_ADVICE[reason]
+            return f"{what} ({error})", fix
+        if isinstance(error, BudgetReachedError):
+            return str(error), "as max_tasks (--max-tasks) asked"
+        if reason == "OUTAGE":
+            return str(error), "check the network or the service's status"
+        if isinstance(error, StorageError):
+            if reason == "STORAGE_CONFLICT":
+                return f"another run writes this output's journal ({error})", "run one at a time"
+            return (
+                f"the output's object store failed ({error})",
+                "check the store and its credentials (AWS_*, GOOGLE_*, AZURE_* variables)",
+            )
+        if reason == "LOCAL_IO_ERROR":
+            return f"a file of the run could not be written ({error})", "check the output disk"
+        return str(error), "fix the cause"
+
+
+_ADVICE = {
+    "BILLING_BALANCE_NOT_ENOUGH": ("the account's balance has run out", "top it up"),
+    "BILLING_AUTH_FAILED": ("the account's billing was refused", "check the account's billing"),
+    "FEATURE_NOT_ALLOWED": ("the account may not use this API", "check the account's plan"),
+    "API_NOT_ALLOWED": ("the account may not use this API", "check the account's plan"),
+}
+_LOCAL_ADVICE = {
+    "DISK_FULL": ("the output disk is full", "free some space"),
+    "READ_ONLY_FILE_SYSTEM": ("the output is on a read-only file system", "choose another --out"),
+    "PERMISSION_DENIED": ("a file of the run may not be written", "check the permissions"),
+}
+# 400s about the account, not the request's content.
+_ACCOUNT_REASONS = frozenset({"BILLING_BALANCE_NOT_ENOUGH", "MISSING_API_KEY"})
+
+
+def classify(error: BaseException, *, step: Step = Step.OTHER) -> Verdict:
+    """Whose fault ``error`` is, and who holds back while it is ridden out: THE table."""
+    if isinstance(error, SubmitOutcomeUnknownError):
+        # Lost on the way like any connection error (so a wait rides it out), but a task may
+        # exist: never resent by the runner.
+        return Verdict(error, Kind.UNKNOWN_OUTCOME, Pause.EVERYTHING)
+    if isinstance(error, InvalidResponseError):
+        # A 2xx answer to a submission without a task id: a task may exist all the same.
+        return Verdict(error, Kind.UNKNOWN_OUTCOME if step is Step.SUBMIT else Kind.JOB)
+    if isinstance(error, RateLimitError):
+        return Verdict(error, Kind.TRANSIENT, Pause.SUBMISSIONS)
+    if isinstance(error, ServerError | APIConnectionError):
+        return Verdict(error, Kind.TRANSIENT, Pause.EVERYTHING)
+    if isinstance(error, ImageURLExpiredError):
+        return Verdict(error, Kind.TRANSIENT)
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        return Verdict(error, Kind.RUN)
+    if isinstance(error, BadRequestError):
+        return Verdict(error, Kind.RUN if error.reason in _ACCOUNT_REASONS else Kind.JOB)
+    if isinstance(error, NotFoundError):
+        return Verdict(error, Kind.JOB if error.reason == "TASK_NOT_FOUND" else Kind.RUN)
+    if isinstance(error, APIStatusError):
+        # 408 and the other statuses that pass.
+        return Verdict(error, Kind.TRANSIENT if error.status in (408, 409, 425) else Kind.JOB)
+    if isinstance(error, LocalIOError):
+        return Verdict(error, Kind.JOB if error.reason == "NAME_TOO_LONG" else Kind.RUN)
+    if isinstance(error, StorageError | BudgetReachedError | OutageError):
+        return Verdict(error, Kind.RUN)
+    return Verdict(error, Kind.JOB)
+
+
+def rides_out_poll_failure(error: BaseException) -> bool:
+    """Whether a wait for a task polls on after ``error`` (429, 5xx, no answer): what the
+    service does for everyone, not what it says about this task."""
+    return classify(error, step=Step.POLL).pause is not Pause.NONE
+
+
+def may_be_unknown_asset(error: BaseException) -> bool:
+    """A refusal that may mean the body named an asset the service no longer knows.
+
+    The service documents no asset lifetime and no error code of its own for an unknown asset,
+    so nothing in the answer (its message, its metadata) can be relied on to say so: any 400
+    ``INVALID_REQUEST_BODY`` may. Other reasons (``ILLEGAL_PROMPT``, ``IMAGE_NO_FACE_DETECTED``,
+    ...) say what is wrong, and it is not the asset's age."""
+    return isinstance(error, BadRequestError) and error.reason == "INVALID_REQUEST_BODY"
+
+
+RETRYABLE_REASONS = frozenset({"RETRIES_EXHAUSTED"})
+"""Failure reasons a plain rerun tries again: the job was not at fault."""
+
+
+# --- the one backoff ---------------------------------------------------------------------------
+
+_random = random.Random()
+
+
+@attrs.frozen
+class Backoff:
+    """The wait before try ``n + 1``: ``c = clamp(base * factor ** (n - 1), least, cap)``, drawn
+    uniformly from ``[floor * c, c]`` (floor 0: full jitter; 0.5: "equal" jitter; 1: none). A
+    server's hint (``Retry-After``), when there is one, wins, capped at ``hint_cap``."""
+
+    base: float
+    cap: float
+    factor: float = 2.0
+    floor: float = 0.0
+    hint_cap: float = 60.0
+    least: float = 0.0
+
+    def delay(
+        self, n: int, hint: float | None = None, *, rand: random.Random | None = None
+    ) -> float:
+        if hint is not None and math.isfinite(hint) and hint >= 0:
+            return min(float(hint), self.hint_cap)
+        ceiling = min(max(self.base * self.factor ** max(n - 1, 0), self.least), self.cap)
+        if self.floor >= 1:
+            return ceiling
+        return (rand or _random).uniform(self.floor * ceiling, ceiling)
+
+    def describe(self) -> str:
+        """In words, for the README: ``1 s doubling to 30 s``."""
+        growth = "doubling" if self.factor == 2 else f"growing {self.factor:g}x"
+        return f"{self.base:g} s {growth} to {self.cap:g} s"
+
+
+RATE_LIMITED = Backoff(base=1.0, cap=60.0, floor=0.5)
+"""The submissions' pause after a 429 without ``Retry-After`` (n: 429s in a row); the hint's cap
+is the run's ``retry_after_cap``."""
+OUTAGE = Backoff(base=1.0, cap=30.0, floor=0.5)
+"""The run's pause in an outage (n: its rounds), never past what is left of ``max_outage``."""
+
+
+def call_backoff(policy: RetryPolicy) -> Backoff:
+    """A call's wait between attempts (full jitter), and a batch job's between rounds."""
+    return Backoff(
+        base=policy.backoff_base, cap=policy.backoff_max, hint_cap=policy.retry_after_cap
+    )
+
+
+class PollGrowth(Protocol):
+    """What :func:`poll_backoff` reads of a poll policy."""
+
+    @property
+    def initial_delay(self) -> float: ...
+    @property
+    def growth(self) -> float: ...
+    @property
+    def min_delay(self) -> float: ...
+    @property
+    def max_delay(self) -> float: ...
+
+
+def poll_backoff(poll: PollGrowth) -> Backoff:
+    """The wait after failed polls in a row (n: how many), without jitter."""
+    return Backoff(
+        base=poll.initial_delay,
+        cap=poll.max_delay,
+        factor=poll.growth,
+        floor=1.0,
+        least=poll.min_delay,
+    )
+
+
+# --- one call's retries ------------------------------------------------------------------------
+
+
+def _option(requirement: str, ok: Callable[[Any], bool]) -> Callable[[Any, Any, Any], None]:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not ok(value):
+            name = f"{type(instance).__name__}.{attribute.name}"
+            raise ConfigurationError(f"{name} must be {requirement}")
+
+    return check
+
+
+_non_negative = _option("a number >= 0", lambda v: isinstance(v, int | float) and v >= 0)
+_at_least_one = _option("an integer >= 1", lambda v: isinstance(v, int) and v >= 1)
+_count_from_zero = _option("an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How a client retries failed calls.
+
+    ``attempts`` counts the first try: 3 means up to two retries; 1 disables retrying.
+    ``retry_unknown_submits`` re-sends a task submission whose answer was lost after the body was
+    sent; that may create and bill a second task, so it is off by default. The wait before attempt
+    ``n + 1`` is the server's ``Retry-After`` capped at ``retry_after_cap``, or else a uniform draw
+    from ``[0, min(backoff_max, backoff_base * 2 ** (n - 1))]``.
+    """
+
+    attempts: int = attrs.field(default=3, validator=_at_least_one)
+    backoff_base: float = attrs.field(default=0.5, validator=_non_negative)
+    backoff_max: float = attrs.field(default=8.0, validator=_non_negative)
+    retry_after_cap: float = attrs.field(default=60.0, validator=_non_negative)
+    retry_unknown_submits: bool = False
+    retry_rate_limited: bool = True
+    """Retry 429 answers after their ``Retry-After``; the batch runner turns this off for its
+    submissions, because it pauses every submitter at once instead."""
+    expired_url_refreshes: int = attrs.field(default=2, validator=_count_from_zero)
+    """Fresh task results :meth:`NovitaClient.download_images` may fetch when image URLs expire.
+    One image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs."""
+
+    def backoff(self, attempt: int, *, rand: random.Random | None = None) -> float:
+        """Full-jitter delay after failed attempt number ``attempt`` (1-based)."""
+        return call_backoff(self).delay(attempt, rand=rand)
+
+    def delay(
+        self, attempt: int, retry_after: float | None, *, rand: random.Random | None = None
+    ) -> float:
+        """The wait before the next attempt: the server's hint (capped) or jittered backoff."""
+        return call_backoff(self).delay(attempt, retry_after, rand=rand)
+
+
+class FailureKind(enum.Enum):
+    """How far a failed attempt got, which decides whether repeating it is safe."""
+
+    NOT_SENT = "not_sent"
+    """The request never reached the server (connection refused, DNS, connect timeout)."""
+    ANSWER_LOST = "answer_lost"
+    """The request was (or may have been) sent but no complete answer came back."""
+    STATUS = "status"
+    """The server answered with an error status."""
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def attempt_may_repeat(
+    policy: RetryPolicy,
+    kind: FailureKind,
+    *,
+    attempt: int,
+    status: int | None = None,
+    creates_task: bool = False,
+) -> bool:
+    """Whether to try again after failed attempt number ``attempt`` (1-based): yes if nothing
+    was sent, or the answer was lost (but a task submission's only with ``retry_unknown_submits``:
+    a task may exist and be billed), or the answer was 408, 429 or 5xx; never for other statuses.
+    """
+    if attempt >= policy.attempts:
+        return False
+    if kind is FailureKind.NOT_SENT:
+        return True
+    if kind is FailureKind.ANSWER_LOST:
+        return not creates_task or policy.retry_unknown_submits
+    if status == 429 and not policy.retry_rate_limited:
+        return False
+    return status is not None and is_retryable_status(status)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Unparseable values give ``None``; dates in the past give 0.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+# --- budgets: how many times each site may repeat ----------------------------------------------
+# RetryPolicy.attempts and .expired_url_refreshes, PollTracker.max_errors and
+# BatchOptions.max_outage are the user's; these are the package's.
+
+MAX_JOB_ROUNDS = 5
+"""Rounds of retries a batch job gets for transient failures, counted only while the service
+answers other jobs (in an outage the run pauses instead)."""
+MAX_RAY_RESTARTS = 3
+"""Restarts of a Ray shard's actor (and of the shared permits actor) before its shard fails."""
+PERMITS_TRIES = 4
+"""Tries of a call to the shared permits actor, which Ray may be restarting."""
+
+
+# --- what a batch job does next ----------------------------------------------------------------
+
+
+@attrs.define
+class Rounds:
+    """A job's rounds of retries, counted only while the service answers others."""
+
+    count: int = 0
+    answers_seen: int = -1
+
+
+class Action(enum.Enum):
+    RETRY = "retry"
+    END_JOB = "end_job"
+    STOP_RUN = "stop_run"
+
+
+@attrs.frozen
+class Next:
+    """What :func:`decide` says follows a failed step of a job."""
+
+    action: Action
+    verdict: Verdict
+    record: BaseException | None = None
+    """END_JOB: the error the job is recorded failed with."""
+    wait: float = 0.0
+    """RETRY: seconds before the step is tried again."""
+    counted: bool = False
+    """RETRY: this failure took one of the job's rounds (the service answered since the last)."""
+    round: int = 0
+    """RETRY: the job's rounds so far, this one included."""
+
+    @property
+    def pause(self) -> Pause:
+        """Who holds back meanwhile: only a transient failure pauses anyone (even the one that
+        ends its job's last round: the others still meet what it met)."""
+        return self.verdict.pause if self.verdict.kind is Kind.TRANSIENT else Pause.NONE
+
+
+def decide(
+    error: BaseException,
+    *,
+    step: Step = Step.OTHER,
+    rounds: Rounds,
+    answers: int,
+    policy: RetryPolicy,
+    rand: random.Random | None = None,
+) -> Next:
+    """What follows ``error`` in a job whose rounds so far are ``rounds``, the service having given
+    ``answers`` answers in all: RUN stops the run, JOB and UNKNOWN_OUTCOME end the job, TRANSIENT
+    tries again after the call's backoff for the round, until the job's rounds (counted only while
+    the service answers others) pass :data:`MAX_JOB_ROUNDS`. Changes nothing: the caller applies
+    it."""
+    verdict = classify(error, step=step)
+    if verdict.kind is Kind.RUN:
+        return Next(Action.STOP_RUN, verdict)
+    if verdict.kind is not Kind.TRANSIENT:
+        return Next(Action.END_JOB, verdict, record=error)
+    counted = answers != rounds.answers_seen
+    count = rounds.count + counted
+    if counted and count > MAX_JOB_ROUNDS:
+        exhausted = RetriesExhaustedError(MAX_JOB_ROUNDS, error)
+        return Next(Action.END_JOB, verdict, record=exhausted)
+    wait = call_backoff(policy).delay(max(count, 1), rand=rand)
+    return Next(Action.RETRY, verdict, wait=wait, counted=counted, round=count)
+
+
+# --- exit statuses, mapped once ----------------------------------------------------------------
+
+
+class ExitStatus(enum.IntEnum):
+    """What a ``novita-async`` command exits with (:data:`EXITS` says what each means)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    STOPPED = 3
+    BUDGET = 4
+    INTERRUPTED = 130
+
+
+# OSErrors that are the network's, not this machine's file system (aiohttp's own, which this
+# module does not import, are told by their module).
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, ssl.SSLError)
+_USAGE_REASONS = frozenset({"JOURNAL_DAMAGED"})  # its message names the repair command
+
+
+def is_network_error(error: BaseException) -> bool:
+    """Whether an ``OSError`` is the network's rather than this machine's file system's."""
+    return isinstance(error, _NETWORK_ERRORS) or any(
+        cls.__module__.partition(".")[0] == "aiohttp" for cls in type(error).__mro__
+    )
+
+
+def exit_status(error: BaseException) -> ExitStatus:
+    """The status a command exits with when ``error`` ends it."""
+    if isinstance(error, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED
+    if isinstance(error, ValidationError | ConfigurationError) or (
+        isinstance(error, NovitaError) and error.reason in _USAGE_REASONS
+    ):
+        return ExitStatus.USAGE
+    if isinstance(error, RunStoppedError):
+        return ExitStatus.BUDGET if error.reason == "BUDGET_REACHED" else ExitStatus.STOPPED
+    if isinstance(error, LocalIOError | StorageError) or (
+        isinstance(error, OSError) and not is_network_error(error)
+    ):
+        # The run's own place (this disk, the bucket) failed: a plain rerun continues.
+        return ExitStatus.STOPPED
+    return ExitStatus.FAILED
+
+
+def run_exit_status(
+    *, failed: int, not_finished: int, stopped: BaseException | None, interrupted: bool
+) -> ExitStatus:
+    """The status ``novita-async run`` exits with, from its summary's counts."""
+    if stopped is not None:
+        return exit_status(stopped)
+    if interrupted:
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.OK if failed == 0 and not_finished == 0 else ExitStatus.FAILED
+
+
+# --- the README's table ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Row:
+    """One line of the README's failure table: errors that mean the same, and what follows."""
+
+    what: str
+    errors: tuple[BaseException, ...]
+    kind: Kind
+    follows: str
+    exit: ExitStatus
+    step: Step = Step.OTHER
+
+
+_RUN_STOPS = (
+    "the run stops submitting, follows the tasks paid for, records nothing against the jobs it "
+    "did not finish; fix the cause it names and rerun"
+)
+_ROUNDS = (
+    f"the step is tried again after the call's backoff "
+    f"({call_backoff(RetryPolicy()).describe()}, full jitter), at most {MAX_JOB_ROUNDS} rounds "
+    "counted while the service answers other jobs; then `RETRIES_EXHAUSTED`, which a plain rerun "
+    "retries"
+)
+
+TABLE: tuple[Row, ...] = (
+    Row(
+        "the job's own: its request refused for its content, its task failed or unknown to the "
+        "service, its line invalid, a name too long",
+        (
+            BadRequestError(400, reason="ILLEGAL_PROMPT"),
+            BadRequestError(400, reason="INVALID_REQUEST_BODY"),
+            TaskFailedError("t", "TASK_STATUS_FAILED"),
+            NotFoundError(404, reason="TASK_NOT_FOUND"),
+            ValidationError("steps", 0, "1 to 100"),
+            LocalIOError("too long", errno=36),
+        ),
+        Kind.JOB,
+        "recorded failed with the reason, the others go on; a rerun leaves it alone unless "
+        "`--retry-failed` (`INVALID_REQUEST_BODY` to a body naming cached assets first uploads "
+        "the files again and sends it once more)",
+        ExitStatus.FAILED,
+    ),
+    Row(
+        "the run's: the key, the account, the endpoint (`NOVITA_BASE_URL`), this machine's disk, "
+        "the output's store",
+        (
+            AuthenticationError(401, reason="INVALID_API_KEY"),
+            PermissionDeniedError(403, reason="BILLING_AUTH_FAILED"),
+            BadRequestError(400, reason="BILLING_BALANCE_NOT_ENOUGH"),
+            NotFoundError(404, reason="API_NOT_FOUND"),
+            LocalIOError("full", errno=28),
+            LocalIOError("read-only", errno=30),
+            StorageError("refused", reason="STORAGE_PERMISSION"),
+        ),
+        Kind.RUN,
+        _RUN_STOPS,
+        ExitStatus.STOPPED,
+    ),
+    Row(
+        "429 on a submission",
+        (RateLimitError(429, reason="RATE_LIMITED", retry_after=3.0),),
+        Kind.TRANSIENT,
+        "every submitter pauses for its `Retry-After` (at most `--retry-after-cap`, "
+        f"{RATE_LIMITED.hint_cap:g} s), or without one {RATE_LIMITED.describe()} (429s in a row, "
+        "equal jitter); never a job failure",
+        ExitStatus.OK,
+        Step.SUBMIT,
+    ),
+    Row(
+        "an outage: connection refused or reset, DNS, timeouts, 5xx",
+        (APIConnectionError("refused"), ServerError(503, reason="SERVICE_UNAVAILABLE")),
+        Kind.TRANSIENT,
+        f"every request of the run pauses together, {OUTAGE.describe()} (equal jitter), ending at "
+        "the service's next answer; the tasks paid for are still followed",
+        ExitStatus.OK,
+    ),
+    Row(
+        "an outage longer than `--max-outage`, 300 s by default",
+        (OutageError(301.0, APIConnectionError("refused")),),
+        Kind.RUN,
+        _RUN_STOPS,
+        ExitStatus.STOPPED,
+    ),
+    Row(
+        "one job's step failing alone: 408, 409, 425, image URLs that keep expiring",
+        (APIStatusError(408), ImageURLExpiredError("expired")),
+        Kind.TRANSIENT,
+        _ROUNDS,
+        ExitStatus.OK,
+    ),
+    Row(
+        "a submission sent whose answer was lost",
+        (SubmitOutcomeUnknownError("lost"), InvalidResponseError("no task id")),
+        Kind.UNKNOWN_OUTCOME,
+        "recorded `SUBMIT_OUTCOME_UNKNOWN` (a task may exist and be billed): resent only with "
+        "`--retry-unknown-submits`",
+        ExitStatus.FAILED,
+        Step.SUBMIT,
+    ),
+    Row(
+        "`--max-tasks` new tasks submitted",
+        (BudgetReachedError(10),),
+        Kind.RUN,
+        "the run stops submitting and follows the tasks paid for",
+        ExitStatus.BUDGET,
+    ),
+)
+
+EXITS: tuple[tuple[ExitStatus, str, str], ...] = (
+    (ExitStatus.OK, "every job succeeded", "nothing: every job is replayed from the journal"),
+    (
+        ExitStatus.FAILED,
+        "some jobs failed (their own fault, or `RETRIES_EXHAUSTED`, `SUBMIT_OUTCOME_UNKNOWN`)",
+        "tries `RETRIES_EXHAUSTED` again; the others need the flag the summary names",
+    ),
+    (
+        ExitStatus.USAGE,
+        "bad usage or invalid input, found before anything was sent",
+        "the same, until the command is fixed",
+    ),
+    (
+        ExitStatus.STOPPED,
+        "the run stopped for a run-level cause, named in one line with its fix",
+        "continues where it stopped, once the cause is fixed",
+    ),
+    (
+        ExitStatus.BUDGET,
+        "the run stopped having submitted its `--max-tasks`",
+        "continues, with a budget of its own",
+    ),
+    (ExitStatus.INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)", "continues where it stopped"),
+)
+
+
+def markdown() -> str:
+    """The README's failure and exit-status tables, between their markers."""
+    lines = [
+        "<!-- failure-table:start -->",
+        "<!-- generated by `python -m novita_async._failures --markdown`: do not edit -->",
+        "",
+        "| what went wrong | whose | what follows | exit status |",
+        "|---|---|---|---|",
+    ]
+    for row in TABLE:
+        reasons = ", ".join(dict.fromkeys(f"`{_shown(error)}`" for error in row.errors))
+        lines.append(
+            f"| {row.what} ({reasons}) | {row.kind.value} | {row.follows} | {int(row.exit)} |"
+        )
+    lines += ["", "| status | meaning | what a rerun of the same command does |", "|---|---|---|"]
+    lines += [f"| {int(status)} | {meaning} | {rerun} |" for status, meaning, rerun in EXITS]
+    lines.append("<!-- failure-table:end -->")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(error: BaseException) -> str:
+    status, reason = getattr(error, "status", None), getattr(error, "reason", "")
+    if status is None:
+        return str(reason)
+    return str(status) if reason == f"HTTP_{status}" else f"{status} {reason}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m novita_async._failures --markdown")
+    from novita_async._failures import markdown as the_package_s  # the table the package uses
+
+    sys.stdout.write(the_package_s())

@@ -1,0 +1,333 @@
+"""The one file layer: whole-or-nothing writes and streams, appends, reads of regular files only,
+image types from their bytes, a file's SHA-256, and the advisory lock.
+
+A whole-file job is plain synchronous code that its async caller runs in a worker thread (a
+cancelled caller waits for it: no handle is left open); only a stream written as it arrives
+uses ``aiofiles``. A written file appears whole or not at all: under a temporary name next to it
+(carrying the writer's pid, for :func:`remove_stale_temp_files`), then :func:`os.replace`. Records
+are appended synchronously (:func:`write_all`), with no ``await`` between an answer and its
+record. A FIFO or device is refused before it is opened (opening a FIFO waits for a writer, for
+ever). An ``OSError`` from writing is :class:`~._exceptions.LocalIOError` (:func:`local_io`),
+this machine's problem, which no retry repeats. A ``flock`` goes with its descriptor or process,
+so a killed run never leaves its folder locked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import os
+import re
+import stat
+from collections.abc import AsyncIterable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import aiofiles
+import aiofiles.os
+import anyio
+
+from ._exceptions import ConfigurationError, LocalIOError, ValidationError
+
+try:  # pragma: no cover - always present on POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, nothing is refused
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "AsyncReadable", "NotRegularFileError", "UploadSource", "check_regular", "file_digest",
+    "is_locked", "local_io", "lock_or_refuse", "open_regular", "read_source",
+    "remove_stale_temp_files", "sniff_content_type", "stream_to_file", "temp_path_for",
+    "write_all", "write_atomically",
+]  # fmt: skip
+
+# --- writing ----------------------------------------------------------------------------------
+
+_temp_names = itertools.count()
+_TEMP_NAME = re.compile(r"\..+\.(\d+)-\d+\.part")
+
+
+@contextlib.contextmanager
+def local_io(doing: str, path: str | os.PathLike[str]) -> Iterator[None]:
+    """Raise an ``OSError`` of the block as :class:`LocalIOError` ("``doing`` failed: ...")."""
+    try:
+        yield
+    except OSError as exc:
+        raise LocalIOError.from_os_error(exc, doing, os.fspath(path)) from exc
+
+
+def temp_path_for(dest: str | os.PathLike[str]) -> str:
+    """A fresh hidden name next to ``dest``, so the final rename stays on one file system."""
+    folder, name = os.path.split(os.fspath(dest))
+    return os.path.join(folder, f".{name}.{os.getpid()}-{next(_temp_names)}.part")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that processes no longer alive left in ``folder`` (a ``kill
+    -9`` mid-download); returns how many. A live writer's (this process's too) are left alone."""
+    removed = 0
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return 0
+    with entries:
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry.name)
+            if match is None or _alive(int(match[1])) or not entry.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill(pid, 0) would end the process there, not probe it
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to someone else
+        return True
+    return True
+
+
+def write_atomically(
+    dest: str | os.PathLike[str], chunks: Iterable[bytes | bytearray], *, fsync: bool = True
+) -> None:
+    """Write ``chunks`` to ``dest`` via a temporary file and :func:`os.replace`; blocking.
+
+    The file gets the permissions any new file would (0666 less the umask), not the 0600 of
+    :func:`tempfile.mkstemp`. On failure ``dest`` is left as it was.
+    """
+    tmp = temp_path_for(dest)
+    try:
+        with local_io(f"writing {os.path.basename(dest)}", dest):
+            with open(tmp, "xb") as out:
+                out.writelines(chunks)
+                if fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+async def stream_to_file(
+    chunks: AsyncIterable[bytes | bytearray], dest: str | os.PathLike[str], *, doing: str
+) -> int:
+    """Write ``chunks`` to ``dest`` as they arrive, whole or not at all; the bytes written.
+
+    The folder is made if missing. Only the file operations are under :func:`local_io`: an
+    error of ``chunks`` (the network's) is raised as it is, and ``dest`` is left as it was.
+    aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
+    opening and closing are shielded: the handle is always closed, the temporary file removed.
+    """
+    tmp = temp_path_for(dest)
+    with anyio.CancelScope(shield=True), local_io(doing, dest):
+        try:
+            out = await aiofiles.open(tmp, "xb")
+        except FileNotFoundError:
+            await aiofiles.os.makedirs(os.path.dirname(tmp), exist_ok=True)
+            out = await aiofiles.open(tmp, "xb")
+    written = 0
+    try:
+        try:
+            async for chunk in chunks:
+                with local_io(doing, dest):
+                    await out.write(chunk)
+                written += len(chunk)
+        finally:
+            with anyio.CancelScope(shield=True), local_io(doing, dest):
+                await out.close()
+        with local_io(doing, dest):
+            await aiofiles.os.replace(tmp, dest)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+            await aiofiles.os.remove(tmp)
+        raise
+    return written
+
+
+def write_all(
+    fd: int, data: bytes | bytearray, *, path: str | os.PathLike[str] | None = None
+) -> None:
+    """Append all of ``data`` to ``fd`` (``os.write`` may take only part), or none of it.
+
+    ``fd`` is an ``O_APPEND`` descriptor only this process writes to. If the file system refuses
+    the rest (the disk fills up half-way through a record), the part written is cut off again,
+    so the next record does not join a torn one; ``path`` names the file in the error.
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        if written := len(data) - len(view):
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+        if path is None:
+            raise LocalIOError.from_os_error(exc, "appending a record", f"descriptor {fd}") from exc
+        shown = os.fspath(path)
+        raise LocalIOError.from_os_error(exc, f"writing {os.path.basename(shown)}", shown) from exc
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class AsyncReadable(Protocol):
+    """Anything with ``async read()`` returning bytes (an aiofiles file, an anyio stream...)."""
+
+    async def read(self, *args: Any) -> bytes: ...
+
+
+UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | AsyncReadable
+
+
+def sniff_content_type(data: bytes) -> str | None:
+    """``image/png``, ``image/jpeg`` or ``image/webp`` from the magic bytes, else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+class NotRegularFileError(Exception):
+    """Internal: ``path`` names something other than a regular file, namely ``kind``."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+        super().__init__(f"{path!r} is not a regular file ({kind})")
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _refuse_special(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(path, next((k for t, k in _KINDS if t(mode)), "a special file"))
+
+
+def check_regular(path: str) -> os.stat_result:
+    """``path``'s stat (following links); :class:`NotRegularFileError` unless a regular file."""
+    info = os.stat(path)
+    _refuse_special(path, info.st_mode)
+    return info
+
+
+# Opened non-blocking: should the path become a FIFO between the stat and the open, the open
+# returns at once and the descriptor's own stat refuses it.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_regular(path: str) -> io.BufferedReader:
+    """``path`` opened for reading if a regular file (checked before it is opened, and again on
+    the descriptor); :class:`NotRegularFileError` if not, ``OSError`` if unopenable. Blocking."""
+    check_regular(path)
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        _refuse_special(path, os.fstat(fd).st_mode)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_regular(path: str) -> bytes:
+    with open_regular(path) as handle:
+        return handle.read()
+
+
+def file_digest(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """The size and SHA-256 (hex) of the file at ``path``; blocking."""
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256")
+        return handle.tell(), digest.hexdigest()
+
+
+async def read_source(source: UploadSource) -> tuple[bytes, str]:
+    """The bytes of ``source`` (read whole: a retried upload re-sends them) and a short
+    description of it for error messages; :class:`ValidationError` if it cannot be read."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), f"<{len(source)} bytes>"
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        try:
+            # One worker-thread call: a cancellation cannot strand an open file between an
+            # awaited open() and its close, as it can with aiofiles.open.
+            data = await anyio.to_thread.run_sync(_read_regular, path)
+        except NotRegularFileError as exc:
+            raise ValidationError(
+                "source", path, f"must be a regular file, not {exc.kind}"
+            ) from None
+        except OSError as exc:
+            raise ValidationError(
+                "source", path, f"must be a readable file ({exc.strerror})"
+            ) from exc
+        return data, os.path.basename(path)
+    if isinstance(source, AsyncReadable):
+        data = await source.read()
+        if not isinstance(data, bytes | bytearray):
+            raise ValidationError("source", type(source).__name__, "read() must return bytes")
+        return bytes(data), type(source).__name__
+    raise ValidationError(
+        "source", type(source).__name__, "must be a path, bytes or an object with async read()"
+    )
+
+
+# --- locks ------------------------------------------------------------------------------------
+
+
+def lock_or_refuse(fd: int, in_use: str) -> None:
+    """Lock ``fd`` exclusively now, or raise :class:`ConfigurationError` saying ``in_use``."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigurationError(in_use) from None
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a run holds ``path`` locked (a shared lock is refused while it does; ours, if
+    granted, goes with the descriptor at once). A missing file is not locked."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+_URL_LIKE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/")
+
+
+def looks_like_url(text: str) -> str | None:
+    """The scheme of ``text`` if it reads as ``scheme:/...`` (a URL, or a mistyped one)."""
+    match = _URL_LIKE.match(text)
+    return match.group(1).lower() if match else None

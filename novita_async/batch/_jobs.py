@@ -1,0 +1,592 @@
+"""The job file and its jobs: what the batch runner is given, read lazily, and what it gives back.
+
+A job file holds one JSON object per line, such as ``{"id": "anna-beach", "face_images":
+["faces/anna.png"], "ref_images": ["refs/beach.jpg"], "prompt": "a woman on a beach"}``: ``id``
+defaults to the line number; image paths are relative to the file's folder, or http(s) URLs
+(fetched once, without credentials, into a cache folder); every other key is a request field
+with the API's name, over the defaults given (the command line's flags). A line that cannot be a
+job is an :class:`InvalidJob` naming its line and field, which the runner records as failed.
+A :class:`Job` checks only types when built: the runner checks its id and images, so one bad
+job among thousands is one failed :class:`JobOutcome`, not an exception in the caller's loop.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import enum
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias
+
+import aiofiles
+import aiohttp
+import anyio
+import attrs
+import yarl
+
+from .._config import redact_url
+from .._exceptions import LocalIOError, NovitaError, ValidationError
+from .._files import NotRegularFileError, open_regular, sniff_content_type, stream_to_file
+from .._models import InstantIDRequest, merge_fields
+
+__all__ = [
+    "REQUEST_FIELDS", "ImageSource", "InputFetcher", "InvalidJob", "Job", "JobError",
+    "JobInputError", "JobLine", "JobOutcome", "JobSource", "JobStatus", "LineError",
+    "build_request", "check_job_id", "count_jobs", "job_ids", "read_job_file", "read_jobs",
+]  # fmt: skip
+
+ImageSource: TypeAlias = str | os.PathLike[str] | bytes
+"""A file path or the image's bytes."""
+
+
+class JobStatus(enum.StrEnum):
+    """How a job ended; its value is what ``results.jsonl`` says."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobInputError(NovitaError, ValueError):
+    """A job cannot be run as given (bad id, missing or unreadable file, not an image)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self._reason = reason
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[JobInputError], tuple[str, str]]:
+        # Crosses processes whole (an InvalidJob sent to a Ray shard).
+        return (type(self), (self._reason, str(self)))
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+
+# Names the runner itself writes in OUT; a job id may not be one of them.
+RESERVED_NAMES = frozenset({"results.jsonl"})
+MAX_JOB_ID_LENGTH = 200
+# C0, DEL and C1 (\x9b is a terminal's CSI as \x1b[ is): none belongs in a file name.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def check_job_id(job_id: str) -> None:
+    """Raise :class:`JobInputError` unless ``job_id`` can name files directly inside OUT."""
+    problem = ""
+    if not job_id:
+        problem = "is empty"
+    elif job_id.startswith("."):
+        problem = "starts with '.' (names like '..' escape OUT; hidden names are reserved)"
+    elif "/" in job_id or "\\" in job_id:
+        problem = "contains a path separator"
+    elif os.path.isabs(job_id) or (len(job_id) > 1 and job_id[1] == ":"):
+        problem = "is an absolute path"
+    elif _CONTROL_CHARACTER.search(job_id):
+        problem = "contains a control character"
+    elif job_id in RESERVED_NAMES:
+        problem = "is a file name the runner uses"
+    elif len(job_id) > MAX_JOB_ID_LENGTH:
+        problem = f"is longer than {MAX_JOB_ID_LENGTH} characters"
+    if problem:
+        raise JobInputError("INVALID_JOB_ID", f"job id {job_id!r} {problem}")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def _sources(value: Iterable[ImageSource] | ImageSource) -> tuple[ImageSource, ...]:
+    # A single path or bytes object is one image, not a sequence of characters.
+    if isinstance(value, str | bytes | os.PathLike):
+        return (value,)
+    return tuple(value)
+
+
+def _optional_sources(
+    value: Iterable[ImageSource] | ImageSource | None,
+) -> tuple[ImageSource, ...] | None:
+    return None if value is None else _sources(value)
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _check_sources(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    for item in value or ():  # type: ignore[attr-defined]
+        if not isinstance(item, str | bytes | os.PathLike):
+            raise TypeError(f"Job.{attribute.name} items must be paths or bytes, not {item!r}")
+
+
+def _short_repr(sources: tuple[ImageSource, ...] | None) -> str:
+    if sources is None:
+        return "None"
+    shown = [f"<{len(s)} bytes>" if isinstance(s, bytes) else repr(os.fspath(s)) for s in sources]
+    return "[" + ", ".join(shown) + "]"
+
+
+@attrs.frozen(repr=False)
+class Job:
+    """One generation: the faces and references to upload, and the request to send.
+
+    ``request`` is a template: the runner fills its ``face_image_assets_ids``,
+    ``ref_image_assets_ids`` and ``face_kps_assets_ids`` after uploading the images.
+    """
+
+    id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    face_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
+    ref_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
+    request: InstantIDRequest = attrs.field(
+        validator=attrs.validators.instance_of(InstantIDRequest)
+    )
+    face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
+        default=None, converter=_optional_sources, validator=_check_sources
+    )
+
+    @classmethod
+    def from_dict(
+        cls,
+        line: Mapping[str, Any],
+        *,
+        base_dir: str | os.PathLike[str] = ".",
+        defaults: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """The job of a job file's line (a dict with an ``id``), its image paths relative to
+        ``base_dir``, or :class:`ValidationError` naming the field. Only :func:`read_jobs`
+        fetches URLs and checks that the files are images."""
+        try:
+            job_id, fields = _load(line, None)
+            _check_id(job_id)
+            images, request = _parse(fields, defaults or {})
+        except _LineProblem as problem:
+            field = problem.field or "line"
+            value = line.get(field, line) if isinstance(line, Mapping) else line
+            raise ValidationError(field, value, problem.message) from None
+        for field, item in itertools.chain(*(items or () for items in images.values())):
+            if item.startswith(("http://", "https://")):
+                raise ValidationError(field, item, "URLs are fetched by read_jobs only")
+        faces, refs, kps = [
+            None if items is None else tuple(Path(base_dir, item) for _, item in items)
+            for items in images.values()
+        ]
+        if kps is not None and len(kps) != len(faces or ()):
+            raise ValidationError("face_kps_images", line["face_kps_images"], _ONE_PER_FACE)
+        return cls(job_id, faces or (), refs or (), request, kps)
+
+    def __repr__(self) -> str:
+        # Image bytes would flood a log line; show their size instead.
+        return (
+            f"Job(id={self.id!r}, face_images={_short_repr(self.face_images)}, "
+            f"ref_images={_short_repr(self.ref_images)}, "
+            f"face_kps_images={_short_repr(self.face_kps_images)}, request={self.request!r})"
+        )
+
+
+@attrs.frozen
+class InvalidJob:
+    """An input that cannot become a :class:`Job` (e.g. a job-file line that does not parse).
+
+    :meth:`BatchRunner.run` takes it alongside jobs and ends it as a failed outcome with
+    ``error``'s reason, recorded in the journal and ``results.jsonl`` like any failed job.
+    """
+
+    id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    error: NovitaError = attrs.field(validator=attrs.validators.instance_of(NovitaError))
+
+
+JobInput: TypeAlias = "Job | InvalidJob"
+"""What :meth:`BatchRunner.run` reads from its input."""
+
+
+@attrs.frozen
+class JobError:
+    """Why a job failed: the error's class name, its reason tag, and a readable message."""
+
+    type: str
+    reason: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> JobError:
+        reason = exc.reason if isinstance(exc, NovitaError) else type(exc).__name__.upper()
+        return cls(type=type(exc).__name__, reason=reason, message=str(exc))
+
+
+@attrs.frozen
+class JobOutcome:
+    """How one job ended.
+
+    ``files`` are POSIX paths relative to the output folder. ``replayed`` is true when the job had
+    already ended in an earlier run with the same output folder and nothing was done this time.
+    """
+
+    job_id: str
+    status: JobStatus = attrs.field(converter=JobStatus)
+    task_id: str | None = None
+    seed: int | None = None
+    files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    error: JobError | None = None
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is JobStatus.SUCCEEDED
+
+
+# --- a line's fields --------------------------------------------------------------------------
+
+# Asset ids come from uploading a job's images; a job names files, not ids.
+_ASSET_FIELDS = frozenset({"face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids"})
+REQUEST_FIELDS: frozenset[str] = frozenset(attrs.fields_dict(InstantIDRequest)) - _ASSET_FIELDS
+_IMAGE_LISTS = ("face_images", "ref_images", "face_kps_images")
+_ONE_PER_FACE = "must list one file per face image"
+
+
+def build_request(fields: Mapping[str, Any]) -> InstantIDRequest:
+    """The request of a job's or the flags' fields (no asset ids), or :class:`ValidationError`."""
+    for name in _ASSET_FIELDS & fields.keys():
+        raise ValidationError(name, fields[name], "jobs name image files, not asset ids")
+    return InstantIDRequest.from_dict(fields)
+
+
+class _LineProblem(Exception):
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+def _load(raw: object, line: int | None) -> tuple[str, dict[str, Any]]:
+    """The line's id (its number if it has none) and its other keys."""
+    if not isinstance(raw, Mapping):
+        raise _LineProblem(None, "must be a JSON object")
+    fields = dict(raw)
+    job_id = fields.pop("id", None)
+    if job_id is None and line is not None:
+        job_id = str(line)
+    elif isinstance(job_id, int) and not isinstance(job_id, bool):
+        job_id = str(job_id)
+    elif not isinstance(job_id, str) or not job_id:
+        raise _LineProblem("id", f"must be a non-empty string, got {job_id!r}")
+    return job_id, fields
+
+
+def _check_id(job_id: str) -> None:
+    try:
+        check_job_id(job_id)
+    except JobInputError as exc:
+        raise _LineProblem("id", str(exc)) from None
+
+
+def _parse_line(text: str, line: int) -> tuple[str, dict[str, Any]]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _LineProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return _load(raw, line)
+
+
+def _image_list(raw: Mapping[str, Any], name: str) -> list[tuple[str, str]] | None:
+    value = raw.get(name)
+    if value is None:
+        if name != "face_kps_images":
+            raise _LineProblem(name, "is required")
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise _LineProblem(name, "must be a non-empty list of file paths or URLs")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise _LineProblem(f"{name}[{index}]", f"must be a file path or URL, got {item!r}")
+    return [(f"{name}[{index}]", item) for index, item in enumerate(value)]
+
+
+_Images = dict[str, list[tuple[str, str]] | None]
+
+
+def _parse(
+    fields: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[_Images, InstantIDRequest]:
+    """A line's image lists (``(field, item)`` pairs) and its request over ``defaults``; a bad
+    request field is a :class:`ValidationError`."""
+    images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
+    request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
+    return images, build_request(merge_fields(defaults, request_fields))
+
+
+# --- reading a job file -----------------------------------------------------------------------
+
+
+@attrs.frozen
+class JobLine:
+    """One valid line of a job file: what the batch runner needs to run it."""
+
+    line: int
+    id: str
+    face_images: tuple[Path, ...]
+    ref_images: tuple[Path, ...]
+    request: InstantIDRequest
+    face_kps_images: tuple[Path, ...] | None = None
+
+
+@attrs.frozen
+class LineError:
+    """A line that cannot become a job; the run reports it and goes on with the others."""
+
+    line: int
+    id: str
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" + (f", field {self.field}" if self.field else "")
+        return f"{where}: {self.message}"
+
+
+class InputFetcher:
+    """Fetches http(s) inputs into ``cache_dir`` once (a rerun finds them there), without auth."""
+
+    def __init__(self, session: aiohttp.ClientSession, cache_dir: Path) -> None:
+        self._session = session
+        self._cache_dir = cache_dir
+
+    async def fetch(self, url: str) -> Path:
+        parsed = yarl.URL(url)
+        suffix = Path(parsed.path).suffix[:8]
+        target = self._cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
+        if await anyio.Path(target).is_file():
+            return target
+        # A plain session with no default headers: an input URL never sees the API key.
+        async with self._session.get(parsed) as response:
+            if response.status != 200:
+                raise OSError(f"HTTP {response.status} from {redact_url(parsed)}")
+            chunks = response.content.iter_chunked(1 << 16)
+            await stream_to_file(chunks, target, doing=f"saving input {redact_url(parsed)}")
+        return target
+
+
+class _LocalFiles:
+    """What is wrong with each local input file, if anything, asked once per path (in one
+    worker-thread call for a line's new paths): thousands of lines name the same few faces."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[Path, str | None] = {}
+
+    async def problems(self, paths: list[Path]) -> list[str | None]:
+        if unknown := [p for p in dict.fromkeys(paths) if p not in self._verdicts]:
+            verdicts = await anyio.to_thread.run_sync(lambda: [_probe(p) for p in unknown])
+            self._verdicts.update(zip(unknown, verdicts, strict=True))
+        return [self._verdicts[p] for p in paths]
+
+
+def _probe(path: Path) -> str | None:
+    # A FIFO, a device or a socket is refused before it is opened (opening a FIFO waits for a
+    # writer, for ever, in a thread no stop can end).
+    try:
+        with open_regular(str(path)) as handle:
+            head = handle.read(16)
+    except NotRegularFileError as exc:
+        return f"is not a regular file ({exc.kind}): {path}"
+    except FileNotFoundError:
+        return f"no such file: {path}"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}): {path}"
+    if sniff_content_type(head) is None:
+        return f"is not a PNG, JPEG or WebP image: {path}"
+    return None
+
+
+async def _resolve(
+    items: list[tuple[str, str]], base_dir: Path, fetcher: InputFetcher | None, local: _LocalFiles
+) -> tuple[Path, ...]:
+    paths: list[Path] = []
+    for field, item in items:
+        if not item.startswith(("http://", "https://")):
+            paths.append(base_dir / item)
+            continue
+        if fetcher is None:
+            raise _LineProblem(field, "URLs are not supported here")
+        try:
+            paths.append(await fetcher.fetch(item))
+        except (OSError, LocalIOError, aiohttp.ClientError, ValueError) as exc:
+            raise _LineProblem(field, f"download failed: {exc}") from None
+    for (field, _), problem in zip(items, await local.problems(paths), strict=True):
+        if problem is not None:
+            raise _LineProblem(field, problem)
+    return tuple(paths)
+
+
+async def _lines(path: Path) -> AsyncIterator[str]:
+    """The lines of ``path``, read in blocks (one worker-thread call per block, not per line),
+    without a UTF-8 byte-order mark at the start (some editors write one)."""
+    async with aiofiles.open(path, "rb") as source:
+        rest = b""
+        first = True
+        while block := await source.read(64 * 1024):
+            if first:
+                block, first = block.removeprefix(codecs.BOM_UTF8), False
+            *complete, rest = (rest + block).split(b"\n")
+            for raw in complete:
+                yield raw.decode("utf-8", "replace")
+        if rest:
+            yield rest.decode("utf-8", "replace")
+
+
+async def read_job_file(
+    path: Path, defaults: Mapping[str, Any] | None = None, fetcher: InputFetcher | None = None
+) -> AsyncIterator[JobLine | LineError]:
+    """Each non-blank line of ``path`` in order, as a :class:`JobLine` or a :class:`LineError`;
+    memory only for the jobs the consumer holds."""
+    local = _LocalFiles()
+    line = 0
+    async for text in _lines(path):
+        line += 1
+        if not text.strip():  # as count_jobs decides
+            continue
+        job_id = str(line)
+        try:
+            job_id, fields = _parse_line(text, line)
+            _check_id(job_id)
+            images, request = _parse(fields, defaults or {})
+            faces, refs, kps = [
+                None if items is None else await _resolve(items, path.parent, fetcher, local)
+                for items in images.values()
+            ]
+            assert faces is not None and refs is not None
+            if kps is not None and len(kps) != len(faces):
+                raise _LineProblem("face_kps_images", f"{_ONE_PER_FACE} ({len(faces)})")
+        except _LineProblem as problem:
+            yield LineError(line, job_id, problem.field, problem.message)
+            continue
+        except ValidationError as exc:
+            message = f"{exc.value!r} is not allowed: {exc.allowed}"
+            yield LineError(line, job_id, exc.field, message)
+            continue
+        yield JobLine(line, job_id, faces, refs, request, kps)
+
+
+async def read_jobs(
+    path: str | os.PathLike[str],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[Job | InvalidJob]:
+    """Each job of the job file at ``path`` in order, read lazily: a :class:`Job`, or an
+    :class:`InvalidJob` whose ``INVALID_JOB_LINE`` error names the line and field.
+
+    ``defaults`` holds request fields (API names) for keys a line leaves out. http(s) image URLs
+    are fetched once into ``cache_dir`` (refused without one), by a session without credentials.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        fetcher = None
+        if cache_dir is not None:  # a plain session: no default headers, no cookies kept
+            plain = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+            fetcher = InputFetcher(await stack.enter_async_context(plain), Path(cache_dir))
+        async for item in read_job_file(Path(path), defaults, fetcher):
+            if isinstance(item, LineError):
+                yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
+            else:
+                yield Job(item.id, item.face_images, item.ref_images, item.request,
+                          item.face_kps_images)  # fmt: skip
+
+
+def count_jobs(path: str | os.PathLike[str]) -> int:
+    """How many jobs the file at ``path`` holds (its non-blank lines), read a line at a time: a
+    progress bar's total, and what a run that stops early did not reach. Blocking."""
+    with open(path, "rb") as source:
+        first = source.readline().removeprefix(codecs.BOM_UTF8)
+        lines = itertools.chain([first], source)
+        return sum(1 for raw in lines if raw.decode("utf-8", "replace").strip())
+
+
+async def job_ids(path: str | os.PathLike[str]) -> set[str]:
+    """The ids of the jobs of a job file, as a run names them (a line's id defaults to its
+    number, an invalid line's too), whether or not the rest of each line is valid."""
+    ids: set[str] = set()
+    line = 0
+    async for text in _lines(Path(path)):
+        line += 1
+        if text.strip():
+            try:
+                ids.add(_parse_line(text, line)[0])
+            except _LineProblem:
+                ids.add(str(line))
+    return ids
+
+
+# --- the run's input --------------------------------------------------------------------------
+
+_END = object()
+
+
+class _Shard(Protocol):
+    def owns(self, job_id: str) -> bool: ...
+
+
+class JobSource:
+    """The run's input, read one job at a time by many workers, lazily; closed when the run
+    stops. A sharded run reads every job and is given only its own."""
+
+    def __init__(
+        self, jobs: Iterable[JobInput] | AsyncIterable[JobInput], shard: _Shard | None = None
+    ) -> None:
+        self._shard = shard
+        self._jobs: Iterator[JobInput] | None = None
+        self._async_jobs: AsyncIterator[JobInput] | None = None
+        if isinstance(jobs, AsyncIterable):
+            self._async_jobs = aiter(jobs)
+        else:
+            self._jobs = iter(jobs)
+        # An async iterator cannot be advanced by two tasks at once; a plain one is advanced
+        # without a pause, so no other task can come between.
+        self._reading = anyio.Lock(fast_acquire=True)
+        self._exhausted = False
+
+    async def next(self) -> JobInput | None:
+        """The next job (of this shard), or None once the input is exhausted."""
+        while (job := await self._next()) is not None:
+            if self._shard is None or self._shard.owns(job.id):
+                return job
+        return None
+
+    async def _next(self) -> JobInput | None:
+        job: object
+        if self._jobs is not None:
+            if (job := next(self._jobs, _END)) is _END:
+                return None
+        else:
+            assert self._async_jobs is not None
+            async with self._reading:
+                if self._exhausted:
+                    return None
+                try:
+                    job = await anext(self._async_jobs)
+                except StopAsyncIteration:
+                    self._exhausted = True
+                    return None
+        if not isinstance(job, Job | InvalidJob):
+            raise TypeError(f"jobs must be Job or InvalidJob objects, got {job!r}")
+        return job
+
+    async def __aenter__(self) -> JobSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # A generator given is closed now, not whenever it is collected (its finally blocks run).
+        if self._async_jobs is not None:
+            if (aclose := getattr(self._async_jobs, "aclose", None)) is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+        elif isinstance(self._jobs, Generator):
+            self._jobs.close()
