@@ -68,7 +68,7 @@ from .batch import (
 )
 from .webhooks import WebhookEvent, WebhookReceiver
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "APIConnectionError",
