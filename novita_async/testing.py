@@ -1,8 +1,5 @@
 """A testing kit: the package's emulator as a fixture, for tests of code that uses the client.
 
-**Provisional**: this module's names may change, without deprecation shims, until the issue
-"Fewer, deeper modules" settles the package's public surface.
-
 In a test, on the test's own event loop (asyncio: the emulator serves with aiohttp)::
 
     from novita_async.testing import emulated
