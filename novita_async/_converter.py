@@ -37,6 +37,7 @@ from ._models import (
     ControlNet,
     ControlNetUnit,
     EnterprisePlan,
+    EventType,
     Extra,
     InstantIDRequest,
     LoRA,
@@ -45,9 +46,9 @@ from ._models import (
     TaskResult,
     TaskStatus,
     Webhook,
+    WebhookEvent,
     WebhookTestMode,
 )
-from ._webhook_events import EventType, WebhookEvent
 
 __all__ = ["converter", "structure", "unstructure_request"]
 

@@ -25,7 +25,7 @@ __all__ = [
     "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "Extra", "InstantIDRequest",
     "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult", "ResultImage",
     "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
-    "WebhookTestMode",
+    "WebhookTestMode", "EventType", "WebhookEvent",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -474,6 +474,49 @@ class TaskResult:
     @property
     def status(self) -> TaskStatus:
         return self.task.status
+
+
+# --- webhook event ---------------------------------------------------------------------------
+# The service POSTs ``{"event_type": "ASYNC_TASK_RESULT", "payload": {...}}`` when a task ends, the
+# payload shaped as a task-result answer; the converter parses it into the same TaskResult.
+
+
+class EventType(enum.StrEnum):
+    """The kinds of event this package knows; any other ``event_type`` is ``UNKNOWN``."""
+
+    ASYNC_TASK_RESULT = "ASYNC_TASK_RESULT"
+    """A task ended; the event's ``result`` is its task result."""
+    UNKNOWN = "UNKNOWN"
+
+
+_KNOWN_EVENTS = {kind.value: kind for kind in EventType if kind is not EventType.UNKNOWN}
+
+
+@attrs.frozen
+class WebhookEvent:
+    """One webhook: its ``event_type`` as sent and, for ``ASYNC_TASK_RESULT``, the task's result."""
+
+    event_type: str = attrs.field(validator=av.instance_of(str))
+    result: TaskResult | None = attrs.field(
+        default=None, validator=av.optional(av.instance_of(TaskResult))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.is_task_result and self.result is None:
+            raise ValidationError("result", None, "is required for an ASYNC_TASK_RESULT event")
+
+    @property
+    def kind(self) -> EventType:
+        """``event_type`` as an :class:`EventType`: ``UNKNOWN`` for a type this package lacks."""
+        return _KNOWN_EVENTS.get(self.event_type, EventType.UNKNOWN)
+
+    @property
+    def is_task_result(self) -> bool:
+        return self.kind is EventType.ASYNC_TASK_RESULT
+
+    @property
+    def task_id(self) -> str | None:
+        return None if self.result is None else self.result.task_id
 
 
 # --- model list -------------------------------------------------------------------------------

@@ -43,9 +43,8 @@ from .._files import NotRegularFileError, open_regular, sniff_content_type, stre
 from .._models import InstantIDRequest, merge_fields
 
 __all__ = [
-    "REQUEST_FIELDS", "ImageSource", "InputFetcher", "InvalidJob", "Job", "JobError",
-    "JobInputError", "JobLine", "JobOutcome", "JobSource", "JobStatus", "LineError",
-    "build_request", "check_job_id", "count_jobs", "job_ids", "read_job_file", "read_jobs",
+    "ImageSource", "InvalidJob", "Job", "JobError", "JobInputError", "JobOutcome", "JobSource",
+    "JobStatus", "build_request", "check_job_id", "count_jobs", "job_ids", "read_jobs",
 ]  # fmt: skip
 
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes
@@ -248,7 +247,6 @@ class JobOutcome:
 
 # Asset ids come from uploading a job's images; a job names files, not ids.
 _ASSET_FIELDS = frozenset({"face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids"})
-REQUEST_FIELDS: frozenset[str] = frozenset(attrs.fields_dict(InstantIDRequest)) - _ASSET_FIELDS
 _IMAGE_LISTS = ("face_images", "ref_images", "face_kps_images")
 _ONE_PER_FACE = "must list one file per face image"
 
@@ -328,66 +326,53 @@ def _parse(
 # --- reading a job file -----------------------------------------------------------------------
 
 
-@attrs.frozen
-class JobLine:
-    """One valid line of a job file: what the batch runner needs to run it."""
+class _Inputs:
+    """A job file's images as local paths: http(s) URLs fetched once into ``cache_dir`` (a rerun
+    finds them there) by a session without credentials, and each local file's problem, if any,
+    asked once per path (in one worker-thread call for a line's new paths): thousands of lines
+    name the same few faces."""
 
-    line: int
-    id: str
-    face_images: tuple[Path, ...]
-    ref_images: tuple[Path, ...]
-    request: InstantIDRequest
-    face_kps_images: tuple[Path, ...] | None = None
-
-
-@attrs.frozen
-class LineError:
-    """A line that cannot become a job; the run reports it and goes on with the others."""
-
-    line: int
-    id: str
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f", field {self.field}" if self.field else "")
-        return f"{where}: {self.message}"
-
-
-class InputFetcher:
-    """Fetches http(s) inputs into ``cache_dir`` once (a rerun finds them there), without auth."""
-
-    def __init__(self, session: aiohttp.ClientSession, cache_dir: Path) -> None:
+    def __init__(
+        self, base_dir: Path, session: aiohttp.ClientSession | None, cache_dir: Path | None
+    ) -> None:
+        self._base_dir = base_dir
         self._session = session
         self._cache_dir = cache_dir
+        self._verdicts: dict[Path, str | None] = {}
 
-    async def fetch(self, url: str) -> Path:
+    async def resolve(self, items: list[tuple[str, str]]) -> tuple[Path, ...]:
+        paths: list[Path] = []
+        for field, item in items:
+            if not item.startswith(("http://", "https://")):
+                paths.append(self._base_dir / item)
+                continue
+            if self._session is None:
+                raise _LineProblem(field, "URLs are not supported here")
+            try:
+                paths.append(await self._fetch(self._session, item))
+            except (OSError, LocalIOError, aiohttp.ClientError, ValueError) as exc:
+                raise _LineProblem(field, f"download failed: {exc}") from None
+        if unknown := [p for p in dict.fromkeys(paths) if p not in self._verdicts]:
+            verdicts = await anyio.to_thread.run_sync(lambda: [_probe(p) for p in unknown])
+            self._verdicts.update(zip(unknown, verdicts, strict=True))
+        for (field, _), path in zip(items, paths, strict=True):
+            if (problem := self._verdicts[path]) is not None:
+                raise _LineProblem(field, problem)
+        return tuple(paths)
+
+    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> Path:
+        assert self._cache_dir is not None
         parsed = yarl.URL(url)
         suffix = Path(parsed.path).suffix[:8]
         target = self._cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
         if await anyio.Path(target).is_file():
             return target
-        # A plain session with no default headers: an input URL never sees the API key.
-        async with self._session.get(parsed) as response:
+        async with session.get(parsed) as response:
             if response.status != 200:
                 raise OSError(f"HTTP {response.status} from {redact_url(parsed)}")
             chunks = response.content.iter_chunked(1 << 16)
             await stream_to_file(chunks, target, doing=f"saving input {redact_url(parsed)}")
         return target
-
-
-class _LocalFiles:
-    """What is wrong with each local input file, if anything, asked once per path (in one
-    worker-thread call for a line's new paths): thousands of lines name the same few faces."""
-
-    def __init__(self) -> None:
-        self._verdicts: dict[Path, str | None] = {}
-
-    async def problems(self, paths: list[Path]) -> list[str | None]:
-        if unknown := [p for p in dict.fromkeys(paths) if p not in self._verdicts]:
-            verdicts = await anyio.to_thread.run_sync(lambda: [_probe(p) for p in unknown])
-            self._verdicts.update(zip(unknown, verdicts, strict=True))
-        return [self._verdicts[p] for p in paths]
 
 
 def _probe(path: Path) -> str | None:
@@ -407,26 +392,6 @@ def _probe(path: Path) -> str | None:
     return None
 
 
-async def _resolve(
-    items: list[tuple[str, str]], base_dir: Path, fetcher: InputFetcher | None, local: _LocalFiles
-) -> tuple[Path, ...]:
-    paths: list[Path] = []
-    for field, item in items:
-        if not item.startswith(("http://", "https://")):
-            paths.append(base_dir / item)
-            continue
-        if fetcher is None:
-            raise _LineProblem(field, "URLs are not supported here")
-        try:
-            paths.append(await fetcher.fetch(item))
-        except (OSError, LocalIOError, aiohttp.ClientError, ValueError) as exc:
-            raise _LineProblem(field, f"download failed: {exc}") from None
-    for (field, _), problem in zip(items, await local.problems(paths), strict=True):
-        if problem is not None:
-            raise _LineProblem(field, problem)
-    return tuple(paths)
-
-
 async def _lines(path: Path) -> AsyncIterator[str]:
     """The lines of ``path``, read in blocks (one worker-thread call per block, not per line),
     without a UTF-8 byte-order mark at the start (some editors write one)."""
@@ -443,39 +408,6 @@ async def _lines(path: Path) -> AsyncIterator[str]:
             yield rest.decode("utf-8", "replace")
 
 
-async def read_job_file(
-    path: Path, defaults: Mapping[str, Any] | None = None, fetcher: InputFetcher | None = None
-) -> AsyncIterator[JobLine | LineError]:
-    """Each non-blank line of ``path`` in order, as a :class:`JobLine` or a :class:`LineError`;
-    memory only for the jobs the consumer holds."""
-    local = _LocalFiles()
-    line = 0
-    async for text in _lines(path):
-        line += 1
-        if not text.strip():  # as count_jobs decides
-            continue
-        job_id = str(line)
-        try:
-            job_id, fields = _parse_line(text, line)
-            _check_id(job_id)
-            images, request = _parse(fields, defaults or {})
-            faces, refs, kps = [
-                None if items is None else await _resolve(items, path.parent, fetcher, local)
-                for items in images.values()
-            ]
-            assert faces is not None and refs is not None
-            if kps is not None and len(kps) != len(faces):
-                raise _LineProblem("face_kps_images", f"{_ONE_PER_FACE} ({len(faces)})")
-        except _LineProblem as problem:
-            yield LineError(line, job_id, problem.field, problem.message)
-            continue
-        except ValidationError as exc:
-            message = f"{exc.value!r} is not allowed: {exc.allowed}"
-            yield LineError(line, job_id, exc.field, message)
-            continue
-        yield JobLine(line, job_id, faces, refs, request, kps)
-
-
 async def read_jobs(
     path: str | os.PathLike[str],
     *,
@@ -489,16 +421,37 @@ async def read_jobs(
     are fetched once into ``cache_dir`` (refused without one), by a session without credentials.
     """
     async with contextlib.AsyncExitStack() as stack:
-        fetcher = None
+        session = None
         if cache_dir is not None:  # a plain session: no default headers, no cookies kept
             plain = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-            fetcher = InputFetcher(await stack.enter_async_context(plain), Path(cache_dir))
-        async for item in read_job_file(Path(path), defaults, fetcher):
-            if isinstance(item, LineError):
-                yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
+            session = await stack.enter_async_context(plain)
+        inputs = _Inputs(Path(path).parent, session, None if cache_dir is None else Path(cache_dir))
+        line = 0
+        async for text in _lines(Path(path)):
+            line += 1
+            if not text.strip():  # as count_jobs decides
+                continue
+            job_id = str(line)
+            try:
+                job_id, fields = _parse_line(text, line)
+                _check_id(job_id)
+                images, request = _parse(fields, defaults or {})
+                faces, refs, kps = [
+                    None if items is None else await inputs.resolve(items)
+                    for items in images.values()
+                ]
+                assert faces is not None and refs is not None
+                if kps is not None and len(kps) != len(faces):
+                    raise _LineProblem("face_kps_images", f"{_ONE_PER_FACE} ({len(faces)})")
+            except _LineProblem as problem:
+                field, message = problem.field, problem.message
+            except ValidationError as exc:
+                field, message = exc.field, f"{exc.value!r} is not allowed: {exc.allowed}"
             else:
-                yield Job(item.id, item.face_images, item.ref_images, item.request,
-                          item.face_kps_images)  # fmt: skip
+                yield Job(job_id, faces, refs, request, kps)
+                continue
+            where = f"line {line}" + (f", field {field}" if field else "")
+            yield InvalidJob(job_id, JobInputError("INVALID_JOB_LINE", f"{where}: {message}"))
 
 
 def count_jobs(path: str | os.PathLike[str]) -> int:
