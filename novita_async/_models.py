@@ -22,10 +22,10 @@ from . import _spec
 from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
-    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "Extra", "InstantIDRequest",
-    "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult", "ResultImage",
-    "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
-    "WebhookTestMode", "EventType", "WebhookEvent",
+    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "EventType", "Extra",
+    "InstantIDRequest", "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult",
+    "ResultImage", "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
+    "WebhookEvent", "WebhookTestMode",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -91,32 +91,31 @@ def _required(allowed: str) -> Validator:
     return check
 
 
-def _numeric(name: str) -> Validator:
+def _numeric(name: str, required: bool) -> Validator:
     allowed, integer = _spec.NUMERIC_FIELDS[name]
     bounds = [av.ge(allowed.low)] + ([] if allowed.high is None else [av.le(allowed.high)])
-    return av.and_(
+    check = av.and_(
         refusing(
             f"must be {'an integer' if integer else 'a number'} in {allowed}",
             *(INTEGER if integer else NUMBER),
         ),
         refusing(f"must be in {allowed}", *bounds),
     )
+    if required:
+        return av.and_(_required(f"required: a value in {allowed}"), check)
+    return av.optional(check)
 
 
-_OPTIONAL = {name: av.optional(_numeric(name)) for name in _spec.NUMERIC_FIELDS}
-_REQUIRED = {
-    name: av.and_(_required(f"required: a value in {allowed}"), _numeric(name))
-    for name, (allowed, _) in _spec.NUMERIC_FIELDS.items()
+_NUMERIC = {
+    (name, required): _numeric(name, required)
+    for name in _spec.NUMERIC_FIELDS
+    for required in (False, True)
 }
 
 
+# A numeric field with a default is one the API requires (None would drop it from the JSON).
 def _in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _OPTIONAL[attribute.name](instance, attribute, value)
-
-
-# A numeric field the API requires: None would drop it from the JSON.
-def _required_in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _REQUIRED[attribute.name](instance, attribute, value)
+    _NUMERIC[attribute.name, attribute.default is not None](instance, attribute, value)
 
 
 _text: Validator = av.optional(
@@ -330,11 +329,11 @@ class InstantIDRequest:
         default=(), converter=_str_tuple, validator=_asset_ids
     )
     model_name: str = attrs.field(default=_spec.RECOMMENDED_MODEL, validator=_name)
-    width: int = attrs.field(default=1024, validator=_required_in_range)
-    height: int = attrs.field(default=1024, validator=_required_in_range)
-    image_num: int = attrs.field(default=1, validator=_required_in_range)
-    steps: int = attrs.field(default=25, validator=_required_in_range)
-    guidance_scale: float = attrs.field(default=7.5, validator=_required_in_range)
+    width: int = attrs.field(default=1024, validator=_in_range)
+    height: int = attrs.field(default=1024, validator=_in_range)
+    image_num: int = attrs.field(default=1, validator=_in_range)
+    steps: int = attrs.field(default=25, validator=_in_range)
+    guidance_scale: float = attrs.field(default=7.5, validator=_in_range)
     sampler_name: str = attrs.field(
         default="Euler", validator=_one_of(_spec.SAMPLERS, required=True)
     )

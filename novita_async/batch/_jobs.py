@@ -165,9 +165,7 @@ class Job:
         ``base_dir``, or :class:`ValidationError` naming the field. Only :func:`read_jobs`
         fetches URLs and checks that the files are images."""
         try:
-            job_id, fields = _load(line, None)
-            _check_id(job_id)
-            images, request = _parse(fields, defaults or {})
+            job_id, images, request = _parse(line, None, defaults or {})
         except _LineProblem as problem:
             field = problem.field or "line"
             value = line.get(field, line) if isinstance(line, Mapping) else line
@@ -279,19 +277,19 @@ def _load(raw: object, line: int | None) -> tuple[str, dict[str, Any]]:
     return job_id, fields
 
 
-def _check_id(job_id: str) -> None:
+def _json(text: str) -> object:
     try:
-        check_job_id(job_id)
-    except JobInputError as exc:
-        raise _LineProblem("id", str(exc)) from None
-
-
-def _parse_line(text: str, line: int) -> tuple[str, dict[str, Any]]:
-    try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _LineProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    return _load(raw, line)
+
+
+def _line_id(text: str, line: int) -> str:
+    """A line's id as a run names it (its number if it has none), whether or not it is valid."""
+    try:
+        return _load(_json(text), line)[0]
+    except _LineProblem:
+        return str(line)
 
 
 def _image_list(raw: Mapping[str, Any], name: str) -> list[tuple[str, str]] | None:
@@ -314,13 +312,18 @@ _Images = dict[str, list[tuple[str, str]] | None]
 
 
 def _parse(
-    fields: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> tuple[_Images, InstantIDRequest]:
-    """A line's image lists (``(field, item)`` pairs) and its request over ``defaults``; a bad
-    request field is a :class:`ValidationError`."""
+    raw: object, line: int | None, defaults: Mapping[str, Any]
+) -> tuple[str, _Images, InstantIDRequest]:
+    """A line's id, its image lists (``(field, item)`` pairs) and its request over ``defaults``;
+    a bad request field is a :class:`ValidationError`."""
+    job_id, fields = _load(raw, line)
+    try:
+        check_job_id(job_id)
+    except JobInputError as exc:
+        raise _LineProblem("id", str(exc)) from None
     images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
     request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
-    return images, build_request(merge_fields(defaults, request_fields))
+    return job_id, images, build_request(merge_fields(defaults, request_fields))
 
 
 # --- reading a job file -----------------------------------------------------------------------
@@ -392,20 +395,23 @@ def _probe(path: Path) -> str | None:
     return None
 
 
-async def _lines(path: Path) -> AsyncIterator[str]:
-    """The lines of ``path``, read in blocks (one worker-thread call per block, not per line),
-    without a UTF-8 byte-order mark at the start (some editors write one)."""
+async def _lines(path: Path) -> AsyncIterator[tuple[int, str]]:
+    """The non-blank lines of ``path`` (as count_jobs decides) and their numbers, read in blocks
+    (one worker-thread call per block), without a UTF-8 byte-order mark (some editors write one)."""
     async with aiofiles.open(path, "rb") as source:
         rest = b""
+        line = 0
         first = True
         while block := await source.read(64 * 1024):
             if first:
                 block, first = block.removeprefix(codecs.BOM_UTF8), False
             *complete, rest = (rest + block).split(b"\n")
             for raw in complete:
-                yield raw.decode("utf-8", "replace")
-        if rest:
-            yield rest.decode("utf-8", "replace")
+                line += 1
+                if (text := raw.decode("utf-8", "replace")).strip():
+                    yield line, text
+        if (text := rest.decode("utf-8", "replace")).strip():
+            yield line + 1, text
 
 
 async def read_jobs(
@@ -426,16 +432,9 @@ async def read_jobs(
             plain = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
             session = await stack.enter_async_context(plain)
         inputs = _Inputs(Path(path).parent, session, None if cache_dir is None else Path(cache_dir))
-        line = 0
-        async for text in _lines(Path(path)):
-            line += 1
-            if not text.strip():  # as count_jobs decides
-                continue
-            job_id = str(line)
+        async for line, text in _lines(Path(path)):
             try:
-                job_id, fields = _parse_line(text, line)
-                _check_id(job_id)
-                images, request = _parse(fields, defaults or {})
+                job_id, images, request = _parse(_json(text), line, defaults or {})
                 faces, refs, kps = [
                     None if items is None else await inputs.resolve(items)
                     for items in images.values()
@@ -451,7 +450,8 @@ async def read_jobs(
                 yield Job(job_id, faces, refs, request, kps)
                 continue
             where = f"line {line}" + (f", field {field}" if field else "")
-            yield InvalidJob(job_id, JobInputError("INVALID_JOB_LINE", f"{where}: {message}"))
+            error = JobInputError("INVALID_JOB_LINE", f"{where}: {message}")
+            yield InvalidJob(_line_id(text, line), error)
 
 
 def count_jobs(path: str | os.PathLike[str]) -> int:
@@ -466,16 +466,7 @@ def count_jobs(path: str | os.PathLike[str]) -> int:
 async def job_ids(path: str | os.PathLike[str]) -> set[str]:
     """The ids of the jobs of a job file, as a run names them (a line's id defaults to its
     number, an invalid line's too), whether or not the rest of each line is valid."""
-    ids: set[str] = set()
-    line = 0
-    async for text in _lines(Path(path)):
-        line += 1
-        if text.strip():
-            try:
-                ids.add(_parse_line(text, line)[0])
-            except _LineProblem:
-                ids.add(str(line))
-    return ids
+    return {_line_id(text, line) async for line, text in _lines(Path(path))}
 
 
 # --- the run's input --------------------------------------------------------------------------
