@@ -129,13 +129,14 @@ def _check_sources(_: object, attribute: attrs.Attribute[Any], value: object) ->
 
 
 def _short_repr(sources: tuple[ImageSource, ...] | None) -> str:
+    # Image bytes would flood a log line; show their size instead.
     if sources is None:
         return "None"
     shown = [f"<{len(s)} bytes>" if isinstance(s, bytes) else repr(os.fspath(s)) for s in sources]
     return "[" + ", ".join(shown) + "]"
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen
 class Job:
     """One generation: the faces and references to upload, and the request to send.
 
@@ -144,13 +145,17 @@ class Job:
     """
 
     id: str = attrs.field(validator=attrs.validators.instance_of(str))
-    face_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
-    ref_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
+    face_images: tuple[ImageSource, ...] = attrs.field(
+        converter=_sources, validator=_check_sources, repr=_short_repr
+    )
+    ref_images: tuple[ImageSource, ...] = attrs.field(
+        converter=_sources, validator=_check_sources, repr=_short_repr
+    )
     request: InstantIDRequest = attrs.field(
         validator=attrs.validators.instance_of(InstantIDRequest)
     )
     face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
-        default=None, converter=_optional_sources, validator=_check_sources
+        default=None, converter=_optional_sources, validator=_check_sources, repr=_short_repr
     )
 
     @classmethod
@@ -177,17 +182,7 @@ class Job:
             None if items is None else tuple(Path(base_dir, item) for _, item in items)
             for items in images.values()
         ]
-        if kps is not None and len(kps) != len(faces or ()):
-            raise ValidationError("face_kps_images", line["face_kps_images"], _ONE_PER_FACE)
         return cls(job_id, faces or (), refs or (), request, kps)
-
-    def __repr__(self) -> str:
-        # Image bytes would flood a log line; show their size instead.
-        return (
-            f"Job(id={self.id!r}, face_images={_short_repr(self.face_images)}, "
-            f"ref_images={_short_repr(self.ref_images)}, "
-            f"face_kps_images={_short_repr(self.face_kps_images)}, request={self.request!r})"
-        )
 
 
 @attrs.frozen
@@ -246,7 +241,6 @@ class JobOutcome:
 # Asset ids come from uploading a job's images; a job names files, not ids.
 _ASSET_FIELDS = frozenset({"face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids"})
 _IMAGE_LISTS = ("face_images", "ref_images", "face_kps_images")
-_ONE_PER_FACE = "must list one file per face image"
 
 
 def build_request(fields: Mapping[str, Any]) -> InstantIDRequest:
@@ -322,6 +316,9 @@ def _parse(
     except JobInputError as exc:
         raise _LineProblem("id", str(exc)) from None
     images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
+    faces, kps = images["face_images"] or (), images["face_kps_images"]
+    if kps is not None and len(kps) != len(faces):
+        raise _LineProblem("face_kps_images", f"must list one file per face image ({len(faces)})")
     request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
     return job_id, images, build_request(merge_fields(defaults, request_fields))
 
@@ -440,8 +437,6 @@ async def read_jobs(
                     for items in images.values()
                 ]
                 assert faces is not None and refs is not None
-                if kps is not None and len(kps) != len(faces):
-                    raise _LineProblem("face_kps_images", f"{_ONE_PER_FACE} ({len(faces)})")
             except _LineProblem as problem:
                 field, message = problem.field, problem.message
             except ValidationError as exc:
