@@ -26,22 +26,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from . import _models
 from ._exceptions import InvalidResponseError
-from ._models import (
-    ControlNet,
-    ControlNetUnit,
-    EnterprisePlan,
-    EventType,
-    Extra,
-    InstantIDRequest,
-    LoRA,
-    Model,
-    ModelPage,
-    TaskResult,
-    TaskStatus,
-    Webhook,
-    WebhookEvent,
-    WebhookTestMode,
-)
+from ._models import InstantIDRequest, ModelPage, TaskResult, TaskStatus, WebhookEvent
 
 __all__ = ["converter", "structure", "unstructure_request"]
 
@@ -172,7 +157,7 @@ converter.register_structure_hook(datetime, lambda value, _: datetime.fromisofor
 def _model_page(value: Any, _: type[ModelPage]) -> ModelPage:
     pagination = value.get("pagination") or {}
     return ModelPage(
-        models=converter.structure(value.get("models"), tuple[Model, ...]),
+        models=converter.structure(value.get("models"), tuple[_models.Model, ...]),
         next_cursor=_lenient_str(pagination.get("next_cursor"), str),
     )
 
@@ -184,7 +169,7 @@ def _webhook_event(value: Any, _: type[WebhookEvent]) -> WebhookEvent:
     event_type = value.get("event_type")
     if not isinstance(event_type, str) or not event_type:
         raise ValueError("event_type must be a non-empty string")
-    if event_type != EventType.ASYNC_TASK_RESULT:
+    if event_type != _models.EventType.ASYNC_TASK_RESULT:
         return WebhookEvent(event_type)
     payload = value.get("payload")
     if not isinstance(payload, Mapping):
@@ -221,8 +206,8 @@ converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
 
 # Requests: omit what the caller left unset, rather than sending null.
 _REQUEST_CLASSES = frozenset({
-    InstantIDRequest, Extra, LoRA, ControlNet, ControlNetUnit, Webhook, WebhookTestMode,
-    EnterprisePlan,
+    InstantIDRequest, _models.Extra, _models.LoRA, _models.ControlNet, _models.ControlNetUnit,
+    _models.Webhook, _models.WebhookTestMode, _models.EnterprisePlan,
 })  # fmt: skip
 
 

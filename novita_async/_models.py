@@ -1,11 +1,9 @@
-"""Typed models of the InstantID API (the request, the task result, the model list) and the attrs
-validators of their fields and of the client's options.
+"""Typed models of the InstantID API (request, task result, model list, webhook event) and the
+attrs validators of their fields and of the client's options.
 
-A request checks every documented range and enum when built (:mod:`._spec`): a bad value is a
-:class:`ValidationError` naming its path (``loras[1].strength``), before anything is sent.
-:meth:`InstantIDRequest.from_dict` builds one strictly from API-named fields (unknown keys refused,
-JSON values as given, ``null`` absent). Answers are parsed leniently by :mod:`._converter`, which
-imports this module, never the other way round.
+A request checks every documented range and enum (:mod:`._spec`) when built: a bad value is a
+:class:`ValidationError` naming its path (``loras[1].strength``) before anything is sent. Answers
+are parsed leniently by :mod:`._converter`, which imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -83,12 +81,16 @@ INTEGER = (_not_bool, av.instance_of(int))
 FINITE = (av.gt(-math.inf), av.lt(math.inf))
 
 
-def _required(allowed: str) -> Validator:
-    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None:
-            raise ValidationError(attribute.name, value, allowed)
+def _none_or(check: Validator, required: str | None) -> Validator:
+    """``check``, or None too unless the field is ``required`` (then refused as that says)."""
+    if required is None:
+        return av.optional(check)
 
-    return check
+    def refuse_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            raise ValidationError(attribute.name, value, required)
+
+    return av.and_(refuse_none, check)
 
 
 def _numeric(name: str, required: bool) -> Validator:
@@ -101,9 +103,7 @@ def _numeric(name: str, required: bool) -> Validator:
         ),
         refusing(f"must be in {allowed}", *bounds),
     )
-    if required:
-        return av.and_(_required(f"required: a value in {allowed}"), check)
-    return av.optional(check)
+    return _none_or(check, f"required: a value in {allowed}" if required else None)
 
 
 _NUMERIC = {
@@ -138,9 +138,7 @@ _name: Validator = refusing(
 def _one_of(choices: tuple[str, ...], *, required: bool = False) -> Validator:
     listed = ", ".join(choices)
     check = refusing("must be one of " + listed, av.in_(choices))
-    if required:
-        return av.and_(_required("is required: one of " + listed), check)
-    return av.optional(check)
+    return _none_or(check, "is required: one of " + listed if required else None)
 
 
 _asset_ids: Validator = av.optional(

@@ -20,14 +20,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Generator,
-    Iterable,
-    Iterator,
-    Mapping,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
@@ -112,12 +105,6 @@ def _sources(value: Iterable[ImageSource] | ImageSource) -> tuple[ImageSource, .
     return tuple(value)
 
 
-def _optional_sources(
-    value: Iterable[ImageSource] | ImageSource | None,
-) -> tuple[ImageSource, ...] | None:
-    return None if value is None else _sources(value)
-
-
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
@@ -155,7 +142,10 @@ class Job:
         validator=attrs.validators.instance_of(InstantIDRequest)
     )
     face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
-        default=None, converter=_optional_sources, validator=_check_sources, repr=_short_repr
+        default=None,
+        converter=attrs.converters.optional(_sources),
+        validator=_check_sources,
+        repr=_short_repr,
     )
 
     @classmethod
@@ -466,11 +456,18 @@ async def job_ids(path: str | os.PathLike[str]) -> set[str]:
 
 # --- the run's input --------------------------------------------------------------------------
 
-_END = object()
-
 
 class _Shard(Protocol):
     def owns(self, job_id: str) -> bool: ...
+
+
+async def _each(jobs: Iterator[JobInput]) -> AsyncIterator[JobInput]:
+    try:
+        for job in jobs:
+            yield job
+    finally:
+        if isinstance(jobs, Generator):
+            jobs.close()
 
 
 class JobSource:
@@ -481,51 +478,32 @@ class JobSource:
         self, jobs: Iterable[JobInput] | AsyncIterable[JobInput], shard: _Shard | None = None
     ) -> None:
         self._shard = shard
-        self._jobs: Iterator[JobInput] | None = None
-        self._async_jobs: AsyncIterator[JobInput] | None = None
-        if isinstance(jobs, AsyncIterable):
-            self._async_jobs = aiter(jobs)
-        else:
-            self._jobs = iter(jobs)
-        # An async iterator cannot be advanced by two tasks at once; a plain one is advanced
-        # without a pause, so no other task can come between.
+        self._jobs = aiter(jobs) if isinstance(jobs, AsyncIterable) else _each(iter(jobs))
+        # An async iterator cannot be advanced by two tasks at once.
         self._reading = anyio.Lock(fast_acquire=True)
         self._exhausted = False
 
     async def next(self) -> JobInput | None:
         """The next job (of this shard), or None once the input is exhausted."""
-        while (job := await self._next()) is not None:
-            if self._shard is None or self._shard.owns(job.id):
-                return job
-        return None
-
-    async def _next(self) -> JobInput | None:
-        job: object
-        if self._jobs is not None:
-            if (job := next(self._jobs, _END)) is _END:
-                return None
-        else:
-            assert self._async_jobs is not None
+        while True:
             async with self._reading:
                 if self._exhausted:
                     return None
                 try:
-                    job = await anext(self._async_jobs)
+                    job: object = await anext(self._jobs)
                 except StopAsyncIteration:
                     self._exhausted = True
                     return None
-        if not isinstance(job, Job | InvalidJob):
-            raise TypeError(f"jobs must be Job or InvalidJob objects, got {job!r}")
-        return job
+            if not isinstance(job, Job | InvalidJob):
+                raise TypeError(f"jobs must be Job or InvalidJob objects, got {job!r}")
+            if self._shard is None or self._shard.owns(job.id):
+                return job
 
     async def __aenter__(self) -> JobSource:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         # A generator given is closed now, not whenever it is collected (its finally blocks run).
-        if self._async_jobs is not None:
-            if (aclose := getattr(self._async_jobs, "aclose", None)) is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-        elif isinstance(self._jobs, Generator):
-            self._jobs.close()
+        if (aclose := getattr(self._jobs, "aclose", None)) is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
