@@ -2,12 +2,10 @@
 
 A job file holds one JSON object per line, such as ``{"id": "anna-beach", "face_images":
 ["faces/anna.png"], "ref_images": ["refs/beach.jpg"], "prompt": "a woman on a beach"}``: ``id``
-defaults to the line number; image paths are relative to the file's folder, or http(s) URLs
-(fetched once, without credentials, into a cache folder); every other key is a request field
-with the API's name, over the defaults given (the command line's flags). A line that cannot be a
-job is an :class:`InvalidJob` naming its line and field, which the runner records as failed.
-A :class:`Job` checks only types when built: the runner checks its id and images, so one bad
-job among thousands is one failed :class:`JobOutcome`, not an exception in the caller's loop.
+defaults to the line number; images are paths relative to the file's folder or http(s) URLs;
+every other key is a request field (API names) over the defaults given. A line that cannot be a
+job is an :class:`InvalidJob` naming its line and field. A :class:`Job` checks only types when
+built: one bad job among thousands is one failed :class:`JobOutcome`, not an exception.
 """
 
 from __future__ import annotations
@@ -317,10 +315,8 @@ def _parse(
 
 
 class _Inputs:
-    """A job file's images as local paths: http(s) URLs fetched once into ``cache_dir`` (a rerun
-    finds them there) by a session without credentials, and each local file's problem, if any,
-    asked once per path (in one worker-thread call for a line's new paths): thousands of lines
-    name the same few faces."""
+    """A job file's images as local paths: URLs fetched once into ``cache_dir`` (a rerun finds
+    them there); each file's problem asked once per path (thousands of lines name few faces)."""
 
     def __init__(
         self, base_dir: Path, session: aiohttp.ClientSession | None, cache_dir: Path | None
