@@ -49,12 +49,7 @@ class Range:
         return value >= self.low and (self.high is None or value <= self.high)
 
     def __str__(self) -> str:
-        def fmt(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else str(x)
-
-        if self.high is None:
-            return f">= {fmt(self.low)}"
-        return f"[{fmt(self.low)}, {fmt(self.high)}]"
+        return f">= {self.low:g}" if self.high is None else f"[{self.low:g}, {self.high:g}]"
 
 
 # Numeric fields of the request: (range, is_integer).
