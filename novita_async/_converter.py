@@ -1,21 +1,14 @@
 """The one cattrs converter: every wire and file format to models and back.
 
-- **Requests** unstructure to the API's JSON, omitting fields left as ``None``.
-- **Answers** structure leniently where the real service drifts: numbers that arrive as strings
-  (``"seed": "1099016411"``, ``"image_url_ttl": "3600"``), empty strings where a number belongs,
-  ``null`` where a string belongs, unknown task statuses, unknown keys and missing lists. A
-  boolean field (``is_sdxl``, NSFW ``valid``) takes ``true``/``false``/``1``/``0`` in any case
-  or form; anything else is ``None`` with a warning naming the field, so one drifted value
-  never fails a whole listing. A plain ``bool`` (our own files) takes the same and refuses the
-  rest.
-- **Request fields from a job file or flags** are not this module's: the models build them
-  strictly themselves (:meth:`~._models.InstantIDRequest.from_dict`), so that the models never
-  import the converter.
-- **Webhook bodies** structure into a :class:`WebhookEvent`: the payload of ``ASYNC_TASK_RESULT``
-  as leniently as a task-result answer; an unknown ``event_type`` is an event of kind
-  ``UNKNOWN`` (its payload unread), not an error.
-- **Journal records and ``results.jsonl`` lines** (attrs classes in :mod:`.batch`) go through the
-  default attrs hooks; the records are a union told apart by their ``type`` field, a ``Literal``.
+Requests unstructure to the API's JSON without the fields left ``None``; a request structured here
+is built as strictly as :meth:`~._models.InstantIDRequest.from_dict` builds it (the models never
+import the converter). Answers and webhook bodies structure leniently where the real service
+drifts: numbers as strings (``"seed": "1099016411"``), empty strings for numbers, ``null`` for
+strings, unknown task statuses and event types, unknown keys, missing lists. An answer's boolean
+(``is_sdxl``, NSFW ``valid``) takes ``true``/``false``/``1``/``0`` in any form, anything else is
+``None`` with a warning naming the field (one drifted value never fails a whole listing); a plain
+``bool`` (our own files) takes the same and refuses the rest. Journal records and result lines
+(attrs classes in :mod:`.batch`) go through the default attrs hooks.
 """
 
 from __future__ import annotations
@@ -33,21 +26,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from . import _models
 from ._exceptions import InvalidResponseError
-from ._models import (
-    ControlNet,
-    ControlNetUnit,
-    EnterprisePlan,
-    Extra,
-    InstantIDRequest,
-    LoRA,
-    Model,
-    ModelPage,
-    TaskResult,
-    TaskStatus,
-    Webhook,
-    WebhookTestMode,
-)
-from ._webhook_events import EventType, WebhookEvent
+from ._models import InstantIDRequest, ModelPage, TaskResult, TaskStatus, WebhookEvent
 
 __all__ = ["converter", "structure", "unstructure_request"]
 
@@ -62,11 +41,7 @@ logger = logging.getLogger("novita_async")
 def _lenient_int(value: Any, _: Any = None) -> int:
     if type(value) is int:
         return value
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
         return int(value)
     if isinstance(value, str):
         return int(value.strip())
@@ -98,9 +73,7 @@ def _optional(parse: Any, usual: type) -> Any:
 
 
 def _lenient_str(value: Any, _: Any) -> str:
-    if type(value) is str:
-        return value
-    return "" if value is None else value if isinstance(value, str) else str(value)
+    return value if type(value) is str else "" if value is None else str(value)
 
 
 _BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
@@ -159,12 +132,9 @@ _STATUSES = {status.value: status for status in TaskStatus}
 
 
 def _status(value: Any, _: Any) -> TaskStatus:
-    if type(value) is str:
-        return _STATUSES.get(value, TaskStatus.UNKNOWN)
-    try:
-        return TaskStatus(value)
-    except ValueError:
-        return TaskStatus.UNKNOWN
+    return (
+        _STATUSES.get(value, TaskStatus.UNKNOWN) if isinstance(value, str) else TaskStatus.UNKNOWN
+    )
 
 
 converter.register_structure_hook(int, _lenient_int)
@@ -187,7 +157,7 @@ converter.register_structure_hook(datetime, lambda value, _: datetime.fromisofor
 def _model_page(value: Any, _: type[ModelPage]) -> ModelPage:
     pagination = value.get("pagination") or {}
     return ModelPage(
-        models=converter.structure(value.get("models"), tuple[Model, ...]),
+        models=converter.structure(value.get("models"), tuple[_models.Model, ...]),
         next_cursor=_lenient_str(pagination.get("next_cursor"), str),
     )
 
@@ -199,7 +169,7 @@ def _webhook_event(value: Any, _: type[WebhookEvent]) -> WebhookEvent:
     event_type = value.get("event_type")
     if not isinstance(event_type, str) or not event_type:
         raise ValueError("event_type must be a non-empty string")
-    if event_type != EventType.ASYNC_TASK_RESULT:
+    if event_type != _models.EventType.ASYNC_TASK_RESULT:
         return WebhookEvent(event_type)
     payload = value.get("payload")
     if not isinstance(payload, Mapping):
@@ -236,8 +206,8 @@ converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
 
 # Requests: omit what the caller left unset, rather than sending null.
 _REQUEST_CLASSES = frozenset({
-    InstantIDRequest, Extra, LoRA, ControlNet, ControlNetUnit, Webhook, WebhookTestMode,
-    EnterprisePlan,
+    InstantIDRequest, _models.Extra, _models.LoRA, _models.ControlNet, _models.ControlNetUnit,
+    _models.Webhook, _models.WebhookTestMode, _models.EnterprisePlan,
 })  # fmt: skip
 
 

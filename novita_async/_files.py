@@ -1,15 +1,12 @@
 """The one file layer: whole-or-nothing writes and streams, appends, reads of regular files only,
 image types from their bytes, a file's SHA-256, and the advisory lock.
 
-A whole-file job is plain synchronous code that its async caller runs in a worker thread (a
-cancelled caller waits for it: no handle is left open); only a stream written as it arrives
-uses ``aiofiles``. A written file appears whole or not at all: under a temporary name next to it
-(carrying the writer's pid, for :func:`remove_stale_temp_files`), then :func:`os.replace`. Records
-are appended synchronously (:func:`write_all`), with no ``await`` between an answer and its
-record. A FIFO or device is refused before it is opened (opening a FIFO waits for a writer, for
-ever). An ``OSError`` from writing is :class:`~._exceptions.LocalIOError` (:func:`local_io`),
-this machine's problem, which no retry repeats. A ``flock`` goes with its descriptor or process,
-so a killed run never leaves its folder locked.
+A whole-file job is synchronous code its async caller runs in a worker thread (a cancelled caller
+waits for it: no handle is left open); only a stream written as it arrives uses ``aiofiles``. A
+written file appears whole or not at all (a temporary name carrying the writer's pid, then
+:func:`os.replace`). A FIFO or device is refused before it is opened (opening a FIFO waits for a
+writer, for ever). A write's ``OSError`` is :class:`~._exceptions.LocalIOError`, which no retry
+repeats. A ``flock`` goes with its descriptor or process: a killed run leaves no folder locked.
 """
 
 from __future__ import annotations
@@ -100,11 +97,8 @@ def _alive(pid: int) -> bool:
 def write_atomically(
     dest: str | os.PathLike[str], chunks: Iterable[bytes | bytearray], *, fsync: bool = True
 ) -> None:
-    """Write ``chunks`` to ``dest`` via a temporary file and :func:`os.replace`; blocking.
-
-    The file gets the permissions any new file would (0666 less the umask), not the 0600 of
-    :func:`tempfile.mkstemp`. On failure ``dest`` is left as it was.
-    """
+    """Write ``chunks`` to ``dest`` via a temporary file and :func:`os.replace`, blocking; on
+    failure ``dest`` is left as it was. The mode is any new file's (0666 less the umask)."""
     tmp = temp_path_for(dest)
     try:
         with local_io(f"writing {os.path.basename(dest)}", dest):
@@ -123,13 +117,10 @@ def write_atomically(
 async def stream_to_file(
     chunks: AsyncIterable[bytes | bytearray], dest: str | os.PathLike[str], *, doing: str
 ) -> int:
-    """Write ``chunks`` to ``dest`` as they arrive, whole or not at all; the bytes written.
-
-    The folder is made if missing. Only the file operations are under :func:`local_io`: an
-    error of ``chunks`` (the network's) is raised as it is, and ``dest`` is left as it was.
-    aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
-    opening and closing are shielded: the handle is always closed, the temporary file removed.
-    """
+    """Write ``chunks`` to ``dest`` (its folder made if missing) as they arrive, whole or not at
+    all; the bytes written. An error of ``chunks`` (the network's) is raised as it is. Opening
+    and closing are shielded (aiofiles' worker thread cannot be cancelled): the handle is always
+    closed, the temporary file removed."""
     tmp = temp_path_for(dest)
     with anyio.CancelScope(shield=True), local_io(doing, dest):
         try:
@@ -159,12 +150,9 @@ async def stream_to_file(
 def write_all(
     fd: int, data: bytes | bytearray, *, path: str | os.PathLike[str] | None = None
 ) -> None:
-    """Append all of ``data`` to ``fd`` (``os.write`` may take only part), or none of it.
-
-    ``fd`` is an ``O_APPEND`` descriptor only this process writes to. If the file system refuses
-    the rest (the disk fills up half-way through a record), the part written is cut off again,
-    so the next record does not join a torn one; ``path`` names the file in the error.
-    """
+    """Append all of ``data`` to ``fd`` (an ``O_APPEND`` descriptor only this process writes
+    to), or none of it: a part written before the disk filled is cut off again, so the next
+    record does not join a torn one. ``path`` names the file in the error."""
     view = memoryview(data)
     try:
         while view:
@@ -270,9 +258,7 @@ async def read_source(source: UploadSource) -> tuple[bytes, str]:
         return bytes(source), f"<{len(source)} bytes>"
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        try:
-            # One worker-thread call: a cancellation cannot strand an open file between an
-            # awaited open() and its close, as it can with aiofiles.open.
+        try:  # one worker-thread call: a cancellation cannot strand an open file
             data = await anyio.to_thread.run_sync(_read_regular, path)
         except NotRegularFileError as exc:
             raise ValidationError(

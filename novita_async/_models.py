@@ -1,11 +1,9 @@
-"""Typed models of the InstantID API (the request, the task result, the model list) and the attrs
-validators of their fields and of the client's options.
+"""Typed models of the InstantID API (request, task result, model list, webhook event) and the
+attrs validators of their fields and of the client's options.
 
-A request checks every documented range and enum when built (:mod:`._spec`): a bad value is a
-:class:`ValidationError` naming its path (``loras[1].strength``), before anything is sent.
-:meth:`InstantIDRequest.from_dict` builds one strictly from API-named fields (unknown keys refused,
-JSON values as given, ``null`` absent). Answers are parsed leniently by :mod:`._converter`, which
-imports this module, never the other way round.
+A request checks every documented range and enum (:mod:`._spec`) when built: a bad value is a
+:class:`ValidationError` naming its path (``loras[1].strength``) before anything is sent. Answers
+are parsed leniently by :mod:`._converter`, which imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -22,10 +20,10 @@ from . import _spec
 from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
-    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "Extra", "InstantIDRequest",
-    "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult", "ResultImage",
-    "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
-    "WebhookTestMode",
+    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "EventType", "Extra",
+    "InstantIDRequest", "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult",
+    "ResultImage", "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
+    "WebhookEvent", "WebhookTestMode",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -83,40 +81,41 @@ INTEGER = (_not_bool, av.instance_of(int))
 FINITE = (av.gt(-math.inf), av.lt(math.inf))
 
 
-def _required(allowed: str) -> Validator:
-    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+def _none_or(check: Validator, required: str | None) -> Validator:
+    """``check``, or None too unless the field is ``required`` (then refused as that says)."""
+    if required is None:
+        return av.optional(check)
+
+    def refuse_none(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None:
-            raise ValidationError(attribute.name, value, allowed)
+            raise ValidationError(attribute.name, value, required)
 
-    return check
+    return av.and_(refuse_none, check)
 
 
-def _numeric(name: str) -> Validator:
+def _numeric(name: str, required: bool) -> Validator:
     allowed, integer = _spec.NUMERIC_FIELDS[name]
     bounds = [av.ge(allowed.low)] + ([] if allowed.high is None else [av.le(allowed.high)])
-    return av.and_(
+    check = av.and_(
         refusing(
             f"must be {'an integer' if integer else 'a number'} in {allowed}",
             *(INTEGER if integer else NUMBER),
         ),
         refusing(f"must be in {allowed}", *bounds),
     )
+    return _none_or(check, f"required: a value in {allowed}" if required else None)
 
 
-_OPTIONAL = {name: av.optional(_numeric(name)) for name in _spec.NUMERIC_FIELDS}
-_REQUIRED = {
-    name: av.and_(_required(f"required: a value in {allowed}"), _numeric(name))
-    for name, (allowed, _) in _spec.NUMERIC_FIELDS.items()
+_NUMERIC = {
+    (name, required): _numeric(name, required)
+    for name in _spec.NUMERIC_FIELDS
+    for required in (False, True)
 }
 
 
+# A numeric field with a default is one the API requires (None would drop it from the JSON).
 def _in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _OPTIONAL[attribute.name](instance, attribute, value)
-
-
-# A numeric field the API requires: None would drop it from the JSON.
-def _required_in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    _REQUIRED[attribute.name](instance, attribute, value)
+    _NUMERIC[attribute.name, attribute.default is not None](instance, attribute, value)
 
 
 _text: Validator = av.optional(
@@ -139,9 +138,7 @@ _name: Validator = refusing(
 def _one_of(choices: tuple[str, ...], *, required: bool = False) -> Validator:
     listed = ", ".join(choices)
     check = refusing("must be one of " + listed, av.in_(choices))
-    if required:
-        return av.and_(_required("is required: one of " + listed), check)
-    return av.optional(check)
+    return _none_or(check, "is required: one of " + listed if required else None)
 
 
 _asset_ids: Validator = av.optional(
@@ -330,11 +327,11 @@ class InstantIDRequest:
         default=(), converter=_str_tuple, validator=_asset_ids
     )
     model_name: str = attrs.field(default=_spec.RECOMMENDED_MODEL, validator=_name)
-    width: int = attrs.field(default=1024, validator=_required_in_range)
-    height: int = attrs.field(default=1024, validator=_required_in_range)
-    image_num: int = attrs.field(default=1, validator=_required_in_range)
-    steps: int = attrs.field(default=25, validator=_required_in_range)
-    guidance_scale: float = attrs.field(default=7.5, validator=_required_in_range)
+    width: int = attrs.field(default=1024, validator=_in_range)
+    height: int = attrs.field(default=1024, validator=_in_range)
+    image_num: int = attrs.field(default=1, validator=_in_range)
+    steps: int = attrs.field(default=25, validator=_in_range)
+    guidance_scale: float = attrs.field(default=7.5, validator=_in_range)
     sampler_name: str = attrs.field(
         default="Euler", validator=_one_of(_spec.SAMPLERS, required=True)
     )
@@ -474,6 +471,49 @@ class TaskResult:
     @property
     def status(self) -> TaskStatus:
         return self.task.status
+
+
+# --- webhook event ---------------------------------------------------------------------------
+# The service POSTs ``{"event_type": "ASYNC_TASK_RESULT", "payload": {...}}`` when a task ends, the
+# payload shaped as a task-result answer; the converter parses it into the same TaskResult.
+
+
+class EventType(enum.StrEnum):
+    """The kinds of event this package knows; any other ``event_type`` is ``UNKNOWN``."""
+
+    ASYNC_TASK_RESULT = "ASYNC_TASK_RESULT"
+    """A task ended; the event's ``result`` is its task result."""
+    UNKNOWN = "UNKNOWN"
+
+
+_KNOWN_EVENTS = {kind.value: kind for kind in EventType if kind is not EventType.UNKNOWN}
+
+
+@attrs.frozen
+class WebhookEvent:
+    """One webhook: its ``event_type`` as sent and, for ``ASYNC_TASK_RESULT``, the task's result."""
+
+    event_type: str = attrs.field(validator=av.instance_of(str))
+    result: TaskResult | None = attrs.field(
+        default=None, validator=av.optional(av.instance_of(TaskResult))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.is_task_result and self.result is None:
+            raise ValidationError("result", None, "is required for an ASYNC_TASK_RESULT event")
+
+    @property
+    def kind(self) -> EventType:
+        """``event_type`` as an :class:`EventType`: ``UNKNOWN`` for a type this package lacks."""
+        return _KNOWN_EVENTS.get(self.event_type, EventType.UNKNOWN)
+
+    @property
+    def is_task_result(self) -> bool:
+        return self.kind is EventType.ASYNC_TASK_RESULT
+
+    @property
+    def task_id(self) -> str | None:
+        return None if self.result is None else self.result.task_id
 
 
 # --- model list -------------------------------------------------------------------------------

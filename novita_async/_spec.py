@@ -49,12 +49,7 @@ class Range:
         return value >= self.low and (self.high is None or value <= self.high)
 
     def __str__(self) -> str:
-        def fmt(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else str(x)
-
-        if self.high is None:
-            return f">= {fmt(self.low)}"
-        return f"[{fmt(self.low)}, {fmt(self.high)}]"
+        return f">= {self.low:g}" if self.high is None else f"[{self.low:g}, {self.high:g}]"
 
 
 # Numeric fields of the request: (range, is_integer).
@@ -83,73 +78,36 @@ REQUIRED_FIELDS: Final = (
 
 # The answer to "which SDXL checkpoints may model_name name": the seed's list, plus the model its
 # own example request uses.
-SDXL_CHECKPOINTS: Final = (
-    "albedobaseXL_v04_130099.safetensors",
-    "altxl_v60_146691.safetensors",
-    "animeArtDiffusionXL_alpha2_91872.safetensors",
-    "animeArtDiffusionXL_alpha3_93120.safetensors",
-    "animeIllustDiffusion_v04_117809.safetensors",
-    "breakdomainxl_V05g_124265.safetensors",
-    "brixlAMustInYour_v40Dagobah_145992.safetensors",
-    "cinemaxAlphaSDXLCinema_alpha1_107473.safetensors",
-    "cineroXLPhotomatic_v12aPHENO_137703.safetensors",
-    "clearhungAnimeXL_v10_117716.safetensors",
-    "copaxTimelessxlSDXL1_colorfulV2_100729.safetensors",
-    "counterfeitxl__98184.safetensors",
-    "counterfeitxl_v10_108721.safetensors",
-    "crystalClearXL_ccxl_97637.safetensors",
-    "dreamshaperXL09Alpha_alpha2Xl10_91562.safetensors",
-    "dynavisionXLAllInOneStylized_alpha036FP16Bakedvae_99980.safetensors",
-    "dynavisionXLAllInOneStylized_beta0411Bakedvae_109970.safetensors",
-    "dynavisionXLAllInOneStylized_release0534bakedvae_129001.safetensors",
-    "fenrisxl_145_134980.safetensors",
-    "foddaxlPhotorealism_v45_122788.safetensors",
-    "formulaxl_v10_104889.safetensors",
-    "juggernautXL_version2_113240.safetensors",
-    "juggernautXL_version5_126522.safetensors",
-    "kohakuXL_alpha7_111843.safetensors",
-    "LahMysteriousSDXL_v40_122478.safetensors",
-    "leosamsHelloworldSDXLModel_helloworldSDXL10_112178.safetensors",
-    "mbbxlUltimate_v10RC_94686.safetensors",
-    "moefusionSDXL_v10_114018.safetensors",
-    "nightvisionXLPhotorealisticPortrait_beta0681Bakedvae_108833.safetensors",
-    "nightvisionXLPhotorealisticPortrait_beta0702Bakedvae_113098.safetensors",
-    "nightvisionXLPhotorealisticPortrait_release0770Bakedvae_154525.safetensors",
-    "novaPrimeXL_v10_107899.safetensors",
-    "pixelwave_v10_117722.safetensors",
-    "protovisionXLHighFidelity3D_beta0520Bakedvae_106612.safetensors",
-    "protovisionXLHighFidelity3D_release0620Bakedvae_131308.safetensors",
-    "protovisionXLHighFidelity3D_release0630Bakedvae_154359.safetensors",
-    "realismEngineSDXL_v05b_131513.safetensors",
-    "realismEngineSDXL_v10_136287.safetensors",
-    "realisticStockPhoto_v10_115618.safetensors",
-    "RealitiesEdgeXL_4_122673.safetensors",
-    "realvisxlV20_v20Bakedvae_129156.safetensors",
-    "riotDiffusionXL_v20_139293.safetensors",
-    "roxl_v10_109354.safetensors",
-    "sd_xl_base_0.9.safetensors",
-    "sd_xl_base_1.0.safetensors",
-    "sdxlNijiSpecial_sdxlNijiSE_115638.safetensors",
-    "sdxlNijiV3_sdxlNijiV3_104571.safetensors",
-    "sdxlNijiV51_sdxlNijiV51_112807.safetensors",
-    "sd_xl_refiner_1.0.safetensors",
-    "sdxlUnstableDiffusers_v8HEAVENSWRATH_133813.safetensors",
-    "sdXL_v10Refiner_91495.safetensors",
-    "sdxlYamersAnimeUltra_yamersAnimeV3_121537.safetensors",
-    "shikianimexl_v10_93788.safetensors",
-    "stable-diffusion-xl-1.0-inpainting-0.1.safetensors",
-    "stable-diffusion-xl-base-1.0.safetensors",
-    "theTalosProject_v10_117893.safetensors",
-    "thinkdiffusionxl_v10_145931.safetensors",
-    "voidnoisecorexl_r1486_150780.safetensors",
-    "wlopArienwlopstylexl_v10_101973.safetensors",
-    "wlopSTYLEXL_v2_126171.safetensors",
-    "xl13AsmodeusSFWNSFW_v22BakedVAE_111954.safetensors",
-    "xxmix9realisticsdxl_v10_123235.safetensors",
-    "zavychromaxl_b2_103298.safetensors",
-    "zavychromaxl_v21_129006.safetensors",
-    "sdxlUnstableDiffusers_v11_216694.safetensors",
-)
+_SDXL_STEMS = """
+albedobaseXL_v04_130099 altxl_v60_146691 animeArtDiffusionXL_alpha2_91872
+animeArtDiffusionXL_alpha3_93120 animeIllustDiffusion_v04_117809 breakdomainxl_V05g_124265
+brixlAMustInYour_v40Dagobah_145992 cinemaxAlphaSDXLCinema_alpha1_107473
+cineroXLPhotomatic_v12aPHENO_137703 clearhungAnimeXL_v10_117716
+copaxTimelessxlSDXL1_colorfulV2_100729 counterfeitxl__98184 counterfeitxl_v10_108721
+crystalClearXL_ccxl_97637 dreamshaperXL09Alpha_alpha2Xl10_91562
+dynavisionXLAllInOneStylized_alpha036FP16Bakedvae_99980
+dynavisionXLAllInOneStylized_beta0411Bakedvae_109970
+dynavisionXLAllInOneStylized_release0534bakedvae_129001 fenrisxl_145_134980
+foddaxlPhotorealism_v45_122788 formulaxl_v10_104889 juggernautXL_version2_113240
+juggernautXL_version5_126522 kohakuXL_alpha7_111843 LahMysteriousSDXL_v40_122478
+leosamsHelloworldSDXLModel_helloworldSDXL10_112178 mbbxlUltimate_v10RC_94686
+moefusionSDXL_v10_114018 nightvisionXLPhotorealisticPortrait_beta0681Bakedvae_108833
+nightvisionXLPhotorealisticPortrait_beta0702Bakedvae_113098
+nightvisionXLPhotorealisticPortrait_release0770Bakedvae_154525 novaPrimeXL_v10_107899
+pixelwave_v10_117722 protovisionXLHighFidelity3D_beta0520Bakedvae_106612
+protovisionXLHighFidelity3D_release0620Bakedvae_131308
+protovisionXLHighFidelity3D_release0630Bakedvae_154359 realismEngineSDXL_v05b_131513
+realismEngineSDXL_v10_136287 realisticStockPhoto_v10_115618 RealitiesEdgeXL_4_122673
+realvisxlV20_v20Bakedvae_129156 riotDiffusionXL_v20_139293 roxl_v10_109354 sd_xl_base_0.9
+sd_xl_base_1.0 sdxlNijiSpecial_sdxlNijiSE_115638 sdxlNijiV3_sdxlNijiV3_104571
+sdxlNijiV51_sdxlNijiV51_112807 sd_xl_refiner_1.0 sdxlUnstableDiffusers_v8HEAVENSWRATH_133813
+sdXL_v10Refiner_91495 sdxlYamersAnimeUltra_yamersAnimeV3_121537 shikianimexl_v10_93788
+stable-diffusion-xl-1.0-inpainting-0.1 stable-diffusion-xl-base-1.0 theTalosProject_v10_117893
+thinkdiffusionxl_v10_145931 voidnoisecorexl_r1486_150780 wlopArienwlopstylexl_v10_101973
+wlopSTYLEXL_v2_126171 xl13AsmodeusSFWNSFW_v22BakedVAE_111954 xxmix9realisticsdxl_v10_123235
+zavychromaxl_b2_103298 zavychromaxl_v21_129006 sdxlUnstableDiffusers_v11_216694
+"""
+SDXL_CHECKPOINTS: Final = tuple(f"{stem}.safetensors" for stem in _SDXL_STEMS.split())
 
 # Task statuses as the service spells them.
 STATUS_QUEUED: Final = "TASK_STATUS_QUEUED"

@@ -47,8 +47,7 @@ from aiohttp import web
 from ._config import mask_secret
 from ._converter import structure
 from ._exceptions import ConfigurationError, InvalidResponseError, ValidationError
-from ._models import TaskResult
-from ._webhook_events import EventType, WebhookEvent
+from ._models import EventType, TaskResult, WebhookEvent
 
 __all__ = [
     "MAX_BODY",

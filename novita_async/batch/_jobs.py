@@ -2,12 +2,10 @@
 
 A job file holds one JSON object per line, such as ``{"id": "anna-beach", "face_images":
 ["faces/anna.png"], "ref_images": ["refs/beach.jpg"], "prompt": "a woman on a beach"}``: ``id``
-defaults to the line number; image paths are relative to the file's folder, or http(s) URLs
-(fetched once, without credentials, into a cache folder); every other key is a request field
-with the API's name, over the defaults given (the command line's flags). A line that cannot be a
-job is an :class:`InvalidJob` naming its line and field, which the runner records as failed.
-A :class:`Job` checks only types when built: the runner checks its id and images, so one bad
-job among thousands is one failed :class:`JobOutcome`, not an exception in the caller's loop.
+defaults to the line number; images are paths relative to the file's folder or http(s) URLs;
+every other key is a request field (API names) over the defaults given. A line that cannot be a
+job is an :class:`InvalidJob` naming its line and field. A :class:`Job` checks only types when
+built: one bad job among thousands is one failed :class:`JobOutcome`, not an exception.
 """
 
 from __future__ import annotations
@@ -20,14 +18,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Generator,
-    Iterable,
-    Iterator,
-    Mapping,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
@@ -43,9 +34,8 @@ from .._files import NotRegularFileError, open_regular, sniff_content_type, stre
 from .._models import InstantIDRequest, merge_fields
 
 __all__ = [
-    "REQUEST_FIELDS", "ImageSource", "InputFetcher", "InvalidJob", "Job", "JobError",
-    "JobInputError", "JobLine", "JobOutcome", "JobSource", "JobStatus", "LineError",
-    "build_request", "check_job_id", "count_jobs", "job_ids", "read_job_file", "read_jobs",
+    "ImageSource", "InvalidJob", "Job", "JobError", "JobInputError", "JobOutcome", "JobSource",
+    "JobStatus", "build_request", "check_job_id", "count_jobs", "job_ids", "read_jobs",
 ]  # fmt: skip
 
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes
@@ -113,12 +103,6 @@ def _sources(value: Iterable[ImageSource] | ImageSource) -> tuple[ImageSource, .
     return tuple(value)
 
 
-def _optional_sources(
-    value: Iterable[ImageSource] | ImageSource | None,
-) -> tuple[ImageSource, ...] | None:
-    return None if value is None else _sources(value)
-
-
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
@@ -130,13 +114,14 @@ def _check_sources(_: object, attribute: attrs.Attribute[Any], value: object) ->
 
 
 def _short_repr(sources: tuple[ImageSource, ...] | None) -> str:
+    # Image bytes would flood a log line; show their size instead.
     if sources is None:
         return "None"
     shown = [f"<{len(s)} bytes>" if isinstance(s, bytes) else repr(os.fspath(s)) for s in sources]
     return "[" + ", ".join(shown) + "]"
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen
 class Job:
     """One generation: the faces and references to upload, and the request to send.
 
@@ -145,13 +130,20 @@ class Job:
     """
 
     id: str = attrs.field(validator=attrs.validators.instance_of(str))
-    face_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
-    ref_images: tuple[ImageSource, ...] = attrs.field(converter=_sources, validator=_check_sources)
+    face_images: tuple[ImageSource, ...] = attrs.field(
+        converter=_sources, validator=_check_sources, repr=_short_repr
+    )
+    ref_images: tuple[ImageSource, ...] = attrs.field(
+        converter=_sources, validator=_check_sources, repr=_short_repr
+    )
     request: InstantIDRequest = attrs.field(
         validator=attrs.validators.instance_of(InstantIDRequest)
     )
     face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
-        default=None, converter=_optional_sources, validator=_check_sources
+        default=None,
+        converter=attrs.converters.optional(_sources),
+        validator=_check_sources,
+        repr=_short_repr,
     )
 
     @classmethod
@@ -166,9 +158,7 @@ class Job:
         ``base_dir``, or :class:`ValidationError` naming the field. Only :func:`read_jobs`
         fetches URLs and checks that the files are images."""
         try:
-            job_id, fields = _load(line, None)
-            _check_id(job_id)
-            images, request = _parse(fields, defaults or {})
+            job_id, images, request = _parse(line, None, defaults or {})
         except _LineProblem as problem:
             field = problem.field or "line"
             value = line.get(field, line) if isinstance(line, Mapping) else line
@@ -180,17 +170,7 @@ class Job:
             None if items is None else tuple(Path(base_dir, item) for _, item in items)
             for items in images.values()
         ]
-        if kps is not None and len(kps) != len(faces or ()):
-            raise ValidationError("face_kps_images", line["face_kps_images"], _ONE_PER_FACE)
         return cls(job_id, faces or (), refs or (), request, kps)
-
-    def __repr__(self) -> str:
-        # Image bytes would flood a log line; show their size instead.
-        return (
-            f"Job(id={self.id!r}, face_images={_short_repr(self.face_images)}, "
-            f"ref_images={_short_repr(self.ref_images)}, "
-            f"face_kps_images={_short_repr(self.face_kps_images)}, request={self.request!r})"
-        )
 
 
 @attrs.frozen
@@ -248,9 +228,7 @@ class JobOutcome:
 
 # Asset ids come from uploading a job's images; a job names files, not ids.
 _ASSET_FIELDS = frozenset({"face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids"})
-REQUEST_FIELDS: frozenset[str] = frozenset(attrs.fields_dict(InstantIDRequest)) - _ASSET_FIELDS
 _IMAGE_LISTS = ("face_images", "ref_images", "face_kps_images")
-_ONE_PER_FACE = "must list one file per face image"
 
 
 def build_request(fields: Mapping[str, Any]) -> InstantIDRequest:
@@ -281,19 +259,19 @@ def _load(raw: object, line: int | None) -> tuple[str, dict[str, Any]]:
     return job_id, fields
 
 
-def _check_id(job_id: str) -> None:
+def _json(text: str) -> object:
     try:
-        check_job_id(job_id)
-    except JobInputError as exc:
-        raise _LineProblem("id", str(exc)) from None
-
-
-def _parse_line(text: str, line: int) -> tuple[str, dict[str, Any]]:
-    try:
-        raw = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _LineProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    return _load(raw, line)
+
+
+def _line_id(text: str, line: int) -> str:
+    """A line's id as a run names it (its number if it has none), whether or not it is valid."""
+    try:
+        return _load(_json(text), line)[0]
+    except _LineProblem:
+        return str(line)
 
 
 def _image_list(raw: Mapping[str, Any], name: str) -> list[tuple[str, str]] | None:
@@ -316,78 +294,71 @@ _Images = dict[str, list[tuple[str, str]] | None]
 
 
 def _parse(
-    fields: Mapping[str, Any], defaults: Mapping[str, Any]
-) -> tuple[_Images, InstantIDRequest]:
-    """A line's image lists (``(field, item)`` pairs) and its request over ``defaults``; a bad
-    request field is a :class:`ValidationError`."""
+    raw: object, line: int | None, defaults: Mapping[str, Any]
+) -> tuple[str, _Images, InstantIDRequest]:
+    """A line's id, its image lists (``(field, item)`` pairs) and its request over ``defaults``;
+    a bad request field is a :class:`ValidationError`."""
+    job_id, fields = _load(raw, line)
+    try:
+        check_job_id(job_id)
+    except JobInputError as exc:
+        raise _LineProblem("id", str(exc)) from None
     images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
+    faces, kps = images["face_images"] or (), images["face_kps_images"]
+    if kps is not None and len(kps) != len(faces):
+        raise _LineProblem("face_kps_images", f"must list one file per face image ({len(faces)})")
     request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
-    return images, build_request(merge_fields(defaults, request_fields))
+    return job_id, images, build_request(merge_fields(defaults, request_fields))
 
 
 # --- reading a job file -----------------------------------------------------------------------
 
 
-@attrs.frozen
-class JobLine:
-    """One valid line of a job file: what the batch runner needs to run it."""
+class _Inputs:
+    """A job file's images as local paths: URLs fetched once into ``cache_dir`` (a rerun finds
+    them there); each file's problem asked once per path (thousands of lines name few faces)."""
 
-    line: int
-    id: str
-    face_images: tuple[Path, ...]
-    ref_images: tuple[Path, ...]
-    request: InstantIDRequest
-    face_kps_images: tuple[Path, ...] | None = None
-
-
-@attrs.frozen
-class LineError:
-    """A line that cannot become a job; the run reports it and goes on with the others."""
-
-    line: int
-    id: str
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" + (f", field {self.field}" if self.field else "")
-        return f"{where}: {self.message}"
-
-
-class InputFetcher:
-    """Fetches http(s) inputs into ``cache_dir`` once (a rerun finds them there), without auth."""
-
-    def __init__(self, session: aiohttp.ClientSession, cache_dir: Path) -> None:
+    def __init__(
+        self, base_dir: Path, session: aiohttp.ClientSession | None, cache_dir: Path | None
+    ) -> None:
+        self._base_dir = base_dir
         self._session = session
         self._cache_dir = cache_dir
+        self._verdicts: dict[Path, str | None] = {}
 
-    async def fetch(self, url: str) -> Path:
+    async def resolve(self, items: list[tuple[str, str]]) -> tuple[Path, ...]:
+        paths: list[Path] = []
+        for field, item in items:
+            if not item.startswith(("http://", "https://")):
+                paths.append(self._base_dir / item)
+                continue
+            if self._session is None:
+                raise _LineProblem(field, "URLs are not supported here")
+            try:
+                paths.append(await self._fetch(self._session, item))
+            except (OSError, LocalIOError, aiohttp.ClientError, ValueError) as exc:
+                raise _LineProblem(field, f"download failed: {exc}") from None
+        if unknown := [p for p in dict.fromkeys(paths) if p not in self._verdicts]:
+            verdicts = await anyio.to_thread.run_sync(lambda: [_probe(p) for p in unknown])
+            self._verdicts.update(zip(unknown, verdicts, strict=True))
+        for (field, _), path in zip(items, paths, strict=True):
+            if (problem := self._verdicts[path]) is not None:
+                raise _LineProblem(field, problem)
+        return tuple(paths)
+
+    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> Path:
+        assert self._cache_dir is not None
         parsed = yarl.URL(url)
         suffix = Path(parsed.path).suffix[:8]
         target = self._cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
         if await anyio.Path(target).is_file():
             return target
-        # A plain session with no default headers: an input URL never sees the API key.
-        async with self._session.get(parsed) as response:
+        async with session.get(parsed) as response:
             if response.status != 200:
                 raise OSError(f"HTTP {response.status} from {redact_url(parsed)}")
             chunks = response.content.iter_chunked(1 << 16)
             await stream_to_file(chunks, target, doing=f"saving input {redact_url(parsed)}")
         return target
-
-
-class _LocalFiles:
-    """What is wrong with each local input file, if anything, asked once per path (in one
-    worker-thread call for a line's new paths): thousands of lines name the same few faces."""
-
-    def __init__(self) -> None:
-        self._verdicts: dict[Path, str | None] = {}
-
-    async def problems(self, paths: list[Path]) -> list[str | None]:
-        if unknown := [p for p in dict.fromkeys(paths) if p not in self._verdicts]:
-            verdicts = await anyio.to_thread.run_sync(lambda: [_probe(p) for p in unknown])
-            self._verdicts.update(zip(unknown, verdicts, strict=True))
-        return [self._verdicts[p] for p in paths]
 
 
 def _probe(path: Path) -> str | None:
@@ -407,73 +378,23 @@ def _probe(path: Path) -> str | None:
     return None
 
 
-async def _resolve(
-    items: list[tuple[str, str]], base_dir: Path, fetcher: InputFetcher | None, local: _LocalFiles
-) -> tuple[Path, ...]:
-    paths: list[Path] = []
-    for field, item in items:
-        if not item.startswith(("http://", "https://")):
-            paths.append(base_dir / item)
-            continue
-        if fetcher is None:
-            raise _LineProblem(field, "URLs are not supported here")
-        try:
-            paths.append(await fetcher.fetch(item))
-        except (OSError, LocalIOError, aiohttp.ClientError, ValueError) as exc:
-            raise _LineProblem(field, f"download failed: {exc}") from None
-    for (field, _), problem in zip(items, await local.problems(paths), strict=True):
-        if problem is not None:
-            raise _LineProblem(field, problem)
-    return tuple(paths)
-
-
-async def _lines(path: Path) -> AsyncIterator[str]:
-    """The lines of ``path``, read in blocks (one worker-thread call per block, not per line),
-    without a UTF-8 byte-order mark at the start (some editors write one)."""
+async def _lines(path: Path) -> AsyncIterator[tuple[int, str]]:
+    """The non-blank lines of ``path`` (as count_jobs decides) and their numbers, read in blocks
+    (one worker-thread call per block), without a UTF-8 byte-order mark (some editors write one)."""
     async with aiofiles.open(path, "rb") as source:
         rest = b""
+        line = 0
         first = True
         while block := await source.read(64 * 1024):
             if first:
                 block, first = block.removeprefix(codecs.BOM_UTF8), False
             *complete, rest = (rest + block).split(b"\n")
             for raw in complete:
-                yield raw.decode("utf-8", "replace")
-        if rest:
-            yield rest.decode("utf-8", "replace")
-
-
-async def read_job_file(
-    path: Path, defaults: Mapping[str, Any] | None = None, fetcher: InputFetcher | None = None
-) -> AsyncIterator[JobLine | LineError]:
-    """Each non-blank line of ``path`` in order, as a :class:`JobLine` or a :class:`LineError`;
-    memory only for the jobs the consumer holds."""
-    local = _LocalFiles()
-    line = 0
-    async for text in _lines(path):
-        line += 1
-        if not text.strip():  # as count_jobs decides
-            continue
-        job_id = str(line)
-        try:
-            job_id, fields = _parse_line(text, line)
-            _check_id(job_id)
-            images, request = _parse(fields, defaults or {})
-            faces, refs, kps = [
-                None if items is None else await _resolve(items, path.parent, fetcher, local)
-                for items in images.values()
-            ]
-            assert faces is not None and refs is not None
-            if kps is not None and len(kps) != len(faces):
-                raise _LineProblem("face_kps_images", f"{_ONE_PER_FACE} ({len(faces)})")
-        except _LineProblem as problem:
-            yield LineError(line, job_id, problem.field, problem.message)
-            continue
-        except ValidationError as exc:
-            message = f"{exc.value!r} is not allowed: {exc.allowed}"
-            yield LineError(line, job_id, exc.field, message)
-            continue
-        yield JobLine(line, job_id, faces, refs, request, kps)
+                line += 1
+                if (text := raw.decode("utf-8", "replace")).strip():
+                    yield line, text
+        if (text := rest.decode("utf-8", "replace")).strip():
+            yield line + 1, text
 
 
 async def read_jobs(
@@ -489,16 +410,29 @@ async def read_jobs(
     are fetched once into ``cache_dir`` (refused without one), by a session without credentials.
     """
     async with contextlib.AsyncExitStack() as stack:
-        fetcher = None
+        session = None
         if cache_dir is not None:  # a plain session: no default headers, no cookies kept
             plain = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
-            fetcher = InputFetcher(await stack.enter_async_context(plain), Path(cache_dir))
-        async for item in read_job_file(Path(path), defaults, fetcher):
-            if isinstance(item, LineError):
-                yield InvalidJob(item.id, JobInputError("INVALID_JOB_LINE", str(item)))
+            session = await stack.enter_async_context(plain)
+        inputs = _Inputs(Path(path).parent, session, None if cache_dir is None else Path(cache_dir))
+        async for line, text in _lines(Path(path)):
+            try:
+                job_id, images, request = _parse(_json(text), line, defaults or {})
+                faces, refs, kps = [
+                    None if items is None else await inputs.resolve(items)
+                    for items in images.values()
+                ]
+                assert faces is not None and refs is not None
+            except _LineProblem as problem:
+                field, message = problem.field, problem.message
+            except ValidationError as exc:
+                field, message = exc.field, f"{exc.value!r} is not allowed: {exc.allowed}"
             else:
-                yield Job(item.id, item.face_images, item.ref_images, item.request,
-                          item.face_kps_images)  # fmt: skip
+                yield Job(job_id, faces, refs, request, kps)
+                continue
+            where = f"line {line}" + (f", field {field}" if field else "")
+            error = JobInputError("INVALID_JOB_LINE", f"{where}: {message}")
+            yield InvalidJob(_line_id(text, line), error)
 
 
 def count_jobs(path: str | os.PathLike[str]) -> int:
@@ -513,25 +447,23 @@ def count_jobs(path: str | os.PathLike[str]) -> int:
 async def job_ids(path: str | os.PathLike[str]) -> set[str]:
     """The ids of the jobs of a job file, as a run names them (a line's id defaults to its
     number, an invalid line's too), whether or not the rest of each line is valid."""
-    ids: set[str] = set()
-    line = 0
-    async for text in _lines(Path(path)):
-        line += 1
-        if text.strip():
-            try:
-                ids.add(_parse_line(text, line)[0])
-            except _LineProblem:
-                ids.add(str(line))
-    return ids
+    return {_line_id(text, line) async for line, text in _lines(Path(path))}
 
 
 # --- the run's input --------------------------------------------------------------------------
 
-_END = object()
-
 
 class _Shard(Protocol):
     def owns(self, job_id: str) -> bool: ...
+
+
+async def _each(jobs: Iterator[JobInput]) -> AsyncIterator[JobInput]:
+    try:
+        for job in jobs:
+            yield job
+    finally:
+        if isinstance(jobs, Generator):
+            jobs.close()
 
 
 class JobSource:
@@ -542,51 +474,32 @@ class JobSource:
         self, jobs: Iterable[JobInput] | AsyncIterable[JobInput], shard: _Shard | None = None
     ) -> None:
         self._shard = shard
-        self._jobs: Iterator[JobInput] | None = None
-        self._async_jobs: AsyncIterator[JobInput] | None = None
-        if isinstance(jobs, AsyncIterable):
-            self._async_jobs = aiter(jobs)
-        else:
-            self._jobs = iter(jobs)
-        # An async iterator cannot be advanced by two tasks at once; a plain one is advanced
-        # without a pause, so no other task can come between.
+        self._jobs = aiter(jobs) if isinstance(jobs, AsyncIterable) else _each(iter(jobs))
+        # An async iterator cannot be advanced by two tasks at once.
         self._reading = anyio.Lock(fast_acquire=True)
         self._exhausted = False
 
     async def next(self) -> JobInput | None:
         """The next job (of this shard), or None once the input is exhausted."""
-        while (job := await self._next()) is not None:
-            if self._shard is None or self._shard.owns(job.id):
-                return job
-        return None
-
-    async def _next(self) -> JobInput | None:
-        job: object
-        if self._jobs is not None:
-            if (job := next(self._jobs, _END)) is _END:
-                return None
-        else:
-            assert self._async_jobs is not None
+        while True:
             async with self._reading:
                 if self._exhausted:
                     return None
                 try:
-                    job = await anext(self._async_jobs)
+                    job: object = await anext(self._jobs)
                 except StopAsyncIteration:
                     self._exhausted = True
                     return None
-        if not isinstance(job, Job | InvalidJob):
-            raise TypeError(f"jobs must be Job or InvalidJob objects, got {job!r}")
-        return job
+            if not isinstance(job, Job | InvalidJob):
+                raise TypeError(f"jobs must be Job or InvalidJob objects, got {job!r}")
+            if self._shard is None or self._shard.owns(job.id):
+                return job
 
     async def __aenter__(self) -> JobSource:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         # A generator given is closed now, not whenever it is collected (its finally blocks run).
-        if self._async_jobs is not None:
-            if (aclose := getattr(self._async_jobs, "aclose", None)) is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-        elif isinstance(self._jobs, Generator):
-            self._jobs.close()
+        if (aclose := getattr(self._jobs, "aclose", None)) is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()

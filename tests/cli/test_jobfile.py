@@ -7,13 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from novita_async import LoRA
 from novita_async.batch import InvalidJob, Job, read_jobs
-from novita_async.batch._jobs import InputFetcher, JobLine, LineError, read_job_file
 from novita_async.batch._jobs import count_jobs as count_lines
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -37,7 +35,7 @@ def write_lines(folder: Path, lines: list[Any]) -> Path:
 
 
 async def read_all(path: Path, defaults: dict[str, Any] | None = None) -> list[Any]:
-    return [item async for item in read_job_file(path, defaults)]
+    return [item async for item in read_jobs(path, defaults=defaults)]
 
 
 JOB = {"face_images": ["faces/a.png"], "ref_images": ["ref.png"], "prompt": "p"}
@@ -52,7 +50,7 @@ async def test_valid_lines_become_jobs_with_defaults_under_line_fields(folder: P
     ])  # fmt: skip
     defaults = {"steps": 10, "width": 512, "extra": {"response_image_type": "jpeg"}}
     first, third, fourth = await read_all(path, defaults)
-    assert isinstance(first, JobLine) and first.id == "first" and first.line == 1
+    assert isinstance(first, Job) and first.id == "first"
     assert first.request.steps == 30 and first.request.width == 512
     assert first.face_images == (folder / "faces" / "a.png",)
     assert third.id == "3"  # the line number (blank line 2 counts)
@@ -102,11 +100,11 @@ async def test_bad_line_names_line_and_field_and_the_rest_go_on(
 ) -> None:
     path = write_lines(folder, [{**JOB, "id": "before"}, line, {**JOB, "id": "after"}])
     before, error, after = await read_all(path)
-    assert isinstance(error, LineError)
-    assert (error.line, error.field) == (2, field)
-    assert words in error.message
-    assert str(error).startswith("line 2")
-    assert isinstance(before, JobLine) and isinstance(after, JobLine)
+    assert isinstance(error, InvalidJob) and error.error.reason == "INVALID_JOB_LINE"
+    where = "line 2" + (f", field {field}" if field else "") + ": "
+    assert str(error.error).startswith(where)
+    assert words in str(error.error).removeprefix(where)
+    assert isinstance(before, Job) and isinstance(after, Job)
     assert after.id == "after"
 
 
@@ -122,9 +120,11 @@ async def test_an_input_that_is_not_a_regular_file_is_the_lines_error_unopened(
         odd.mkdir()
     path = write_lines(folder, [{**JOB, "id": "odd", "face_images": ["faces/odd.png"]}, JOB])
     error, job = await read_all(path)
-    assert isinstance(error, LineError) and error.field == "face_images[0]"
-    assert error.message == f"is not a regular file (a {kind}): {odd}"
-    assert isinstance(job, JobLine)
+    assert isinstance(error, InvalidJob)
+    assert (
+        str(error.error) == f"line 1, field face_images[0]: is not a regular file (a {kind}): {odd}"
+    )
+    assert isinstance(job, Job)
 
 
 async def test_the_count_of_jobs_is_the_number_of_jobs_read(folder: Path) -> None:
@@ -137,28 +137,28 @@ async def test_the_count_of_jobs_is_the_number_of_jobs_read(folder: Path) -> Non
 
 
 async def test_a_byte_order_mark_is_not_part_of_the_first_line(folder: Path) -> None:
-    path = write_lines(folder, [{**JOB, "id": "first"}, {**JOB, "id": "second"}])
+    path = write_lines(folder, [{**JOB, "id": "first"}, JOB])
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Notepad saves "UTF-8"
     first, second = await read_all(path)
-    assert isinstance(first, JobLine) and (first.id, first.line) == ("first", 1)
-    assert isinstance(second, JobLine) and second.id == "second"
+    assert isinstance(first, Job) and first.id == "first"
+    assert isinstance(second, Job) and second.id == "2"  # the mark added no line
 
 
 async def test_null_fields_take_the_models_defaults(folder: Path) -> None:
     path = write_lines(folder, [{**JOB, "width": None, "seed": None, "extra": None}])
     (job,) = await read_all(path)
-    assert isinstance(job, JobLine)
+    assert isinstance(job, Job)
     assert (job.request.width, job.request.seed, job.request.extra) == (1024, None, None)
 
 
 async def test_error_keeps_the_line_id(folder: Path) -> None:
     path = write_lines(folder, [{**JOB, "id": "named", "steps": 0}])
     (error,) = await read_all(path)
-    assert isinstance(error, LineError) and error.id == "named" and error.field == "steps"
+    assert isinstance(error, InvalidJob) and error.id == "named"
+    assert str(error.error).startswith("line 1, field steps: ")
 
 
-@pytest.mark.parametrize("reader", ["read_job_file", "read_jobs"])
-async def test_url_inputs_are_fetched_once_without_credentials(folder: Path, reader: str) -> None:
+async def test_url_inputs_are_fetched_once_without_credentials(folder: Path) -> None:
     seen: list[dict[str, str]] = []
 
     async def image(request: web.Request) -> web.Response:
@@ -181,26 +181,17 @@ async def test_url_inputs_are_fetched_once_without_credentials(folder: Path, rea
             {**JOB, "face_images": [url]},
             {**JOB, "ref_images": [f"http://127.0.0.1:{port}/missing.png"]},
         ])  # fmt: skip
-        if reader == "read_jobs":  # the public reader, with its own plain session
-            cache = folder / "out" / ".inputs"
-            first, second, third = [x async for x in read_jobs(path, cache_dir=cache)]
-        else:
-            async with aiohttp.ClientSession() as session:
-                fetcher = InputFetcher(session, folder / "out" / ".inputs")
-                first, second, third = [x async for x in read_job_file(path, None, fetcher)]
+        cache = folder / "out" / ".inputs"
+        first, second, third = [x async for x in read_jobs(path, cache_dir=cache)]
     finally:
         await runner.cleanup()
-    assert isinstance(first, JobLine | Job) and isinstance(second, JobLine | Job)
+    assert isinstance(first, Job) and isinstance(second, Job)
     assert first.face_images == second.face_images
     face = first.face_images[0]
     assert isinstance(face, Path) and face.read_bytes() == PNG
-    if isinstance(third, InvalidJob):
-        assert str(third.error).startswith("line 3, field ref_images[0]: ")
-        third_message = str(third.error)
-    else:
-        assert isinstance(third, LineError) and third.field == "ref_images[0]"
-        third_message = third.message
-    assert "404" in third_message and "secret" not in third_message
+    assert isinstance(third, InvalidJob)
+    assert str(third.error).startswith("line 3, field ref_images[0]: ")
+    assert "404" in str(third.error) and "secret" not in str(third.error)
     assert len(seen) == 2  # the second job found the cached copy
     assert not any("Authorization" in headers for headers in seen)
     assert not list((folder / "out" / ".inputs").glob(".*.part"))
