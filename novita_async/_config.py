@@ -21,19 +21,6 @@ from ._exceptions import ConfigurationError
 from ._failures import RetryPolicy
 from ._models import INTEGER, NUMBER, Validator, setting
 
-__all__ = [
-    "DEFAULT_ASSETS_URL",
-    "DEFAULT_BASE_URL",
-    "ENV_API_KEY",
-    "ENV_ASSETS_URL",
-    "ENV_BASE_URL",
-    "ClientConfig",
-    "Timeouts",
-    "mask_secret",
-    "redact_url",
-    "scrub",
-]
-
 ENV_API_KEY = "NOVITA_API_KEY"
 ENV_BASE_URL = "NOVITA_BASE_URL"
 ENV_ASSETS_URL = "NOVITA_ASSETS_URL"
@@ -74,16 +61,13 @@ class Timeouts:
     """Per-request timeouts in seconds; ``None`` disables one.
 
     ``connect`` bounds opening a socket (not waiting for a free pooled connection, so thousands of
-    coroutines can queue on a small pool without timing out). ``sock_read`` bounds the silence
-    between two reads. ``total`` bounds a whole API call (upload, submit, result, models) and is
-    never applied to image downloads, which have their own ``download_total``.
+    coroutines can queue on a small pool). ``sock_read`` bounds the silence between two reads.
+    ``total`` bounds a whole API call (upload, submit, result, models), never an image download.
 
-    ``download_total`` bounds one attempt at an image download from start to end. ``sock_read``
-    alone cannot: a body that trickles in a byte every few seconds is never silent for long
-    enough to trip it, and would hold its job for ever. The default, 300 s, is far more than an
-    image takes on any working link (a 6 MB image needs only 20 KB/s), yet frees a job stuck on
-    a crawling connection within minutes. A download that passes it raises
-    :class:`~novita_async.APITimeoutError` and is retried per the client's policy.
+    ``download_total`` bounds one attempt at an image download, which ``sock_read`` cannot: a body
+    trickling in a byte every few seconds is never silent for long. 300 s is far more than an
+    image needs on any working link (6 MB at 20 KB/s), yet frees a job on a crawling connection
+    within minutes. Past it: :class:`~novita_async.APITimeoutError`, retried per the policy.
     """
 
     connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)

@@ -17,11 +17,11 @@ import random
 import socket
 import ssl
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
+from attrs.validators import ge
 
 from ._exceptions import (
     APIConnectionError,
@@ -45,7 +45,9 @@ from ._exceptions import (
     SubmitOutcomeUnknownError,
     TaskFailedError,
     ValidationError,
+    reason_of,
 )
+from ._models import INTEGER, NUMBER, setting
 
 # --- what an error means ---------------------------------------------------------------------
 
@@ -62,12 +64,9 @@ class Kind(enum.Enum):
 class Pause(enum.Enum):
     """Who holds back while the failure is ridden out."""
 
-    NONE = "none"
-    """Only the failed step waits (its job's rounds)."""
-    SUBMISSIONS = "submissions"
-    """A 429: every submitter of the account."""
-    EVERYTHING = "everything"
-    """The service unreachable or failing: every request of the run, tasks paid for included."""
+    NONE = "none"  # only the failed step (its job's rounds)
+    SUBMISSIONS = "submissions"  # a 429: every submitter of the account
+    EVERYTHING = "everything"  # the service unreachable: every request, tasks paid for included
 
 
 class Step(enum.Enum):
@@ -75,11 +74,6 @@ class Step(enum.Enum):
 
     SUBMIT = "submit"
     POLL = "poll"
-    UPLOAD = "upload"
-    DOWNLOAD = "download"
-    INPUT = "input"
-    OUTPUT = "output"
-    JOURNAL = "journal"
     OTHER = "other"
 
 
@@ -93,24 +87,14 @@ class Verdict:
 
     @property
     def reason(self) -> str:
-        reason = getattr(self.error, "reason", None)
-        return reason if isinstance(reason, str) else type(self.error).__name__
-
-    @property
-    def retry_after(self) -> float | None:
-        """The server's hint, in seconds, if it gave one."""
-        return getattr(self.error, "retry_after", None)
+        return reason_of(self.error)
 
     def advice(self) -> tuple[str, str]:
         """What happened and what the user should do: a run-level failure's one closing line."""
-        error, reason = self.error, self.reason
-        if isinstance(error, AuthenticationError) or reason in (
-            "INVALID_API_KEY",
-            "MISSING_API_KEY",
-        ):
-            return "the service refused the API key", "check NOVITA_API_KEY"
-        if reason in _ADVICE:
-            return _ADVICE[reason]
+        error = self.error
+        reason = "INVALID_API_KEY" if isinstance(error, AuthenticationError) else self.reason
+        if reason in _SERVICE_ADVICE:
+            return _SERVICE_ADVICE[reason]
         if isinstance(error, PermissionDeniedError):
             return (
                 "the service refused the key's permission",
@@ -118,35 +102,37 @@ class Verdict:
             )
         if isinstance(error, NotFoundError):
             return "the service has no such endpoint", "check NOVITA_BASE_URL"
-        if reason in _LOCAL_ADVICE:
-            what, fix = _LOCAL_ADVICE[reason]
-            return f"{what} ({error})", fix
-        if isinstance(error, BudgetReachedError):
-            return str(error), "as max_tasks (--max-tasks) asked"
-        if reason == "OUTAGE":
-            return str(error), "check the network or the service's status"
+        if reason in _OWN_ADVICE:
+            what, fix = _OWN_ADVICE[reason]
+            return what.format(error), fix
         if isinstance(error, StorageError):
-            if reason == "STORAGE_CONFLICT":
-                return f"another run writes this output's journal ({error})", "run one at a time"
             return (
                 f"the output's object store failed ({error})",
                 "check the store and its credentials (AWS_*, GOOGLE_*, AZURE_* variables)",
             )
-        if reason == "LOCAL_IO_ERROR":
-            return f"a file of the run could not be written ({error})", "check the output disk"
         return str(error), "fix the cause"
 
 
-_ADVICE = {
+_SERVICE_ADVICE = {
+    "INVALID_API_KEY": ("the service refused the API key", "check NOVITA_API_KEY"),
+    "MISSING_API_KEY": ("the service refused the API key", "check NOVITA_API_KEY"),
     "BILLING_BALANCE_NOT_ENOUGH": ("the account's balance has run out", "top it up"),
     "BILLING_AUTH_FAILED": ("the account's billing was refused", "check the account's billing"),
     "FEATURE_NOT_ALLOWED": ("the account may not use this API", "check the account's plan"),
     "API_NOT_ALLOWED": ("the account may not use this API", "check the account's plan"),
 }
-_LOCAL_ADVICE = {
-    "DISK_FULL": ("the output disk is full", "free some space"),
-    "READ_ONLY_FILE_SYSTEM": ("the output is on a read-only file system", "choose another --out"),
-    "PERMISSION_DENIED": ("a file of the run may not be written", "check the permissions"),
+# The run's own causes (checked after the service's), "{}" being the error.
+_OWN_ADVICE = {
+    "DISK_FULL": ("the output disk is full ({})", "free some space"),
+    "READ_ONLY_FILE_SYSTEM": (
+        "the output is on a read-only file system ({})",
+        "choose another --out",
+    ),
+    "PERMISSION_DENIED": ("a file of the run may not be written ({})", "check the permissions"),
+    "BUDGET_REACHED": ("{}", "as max_tasks (--max-tasks) asked"),
+    "OUTAGE": ("{}", "check the network or the service's status"),
+    "STORAGE_CONFLICT": ("another run writes this output's journal ({})", "run one at a time"),
+    "LOCAL_IO_ERROR": ("a file of the run could not be written ({})", "check the output disk"),
 }
 # 400s about the account, not the request's content.
 _ACCOUNT_REASONS = frozenset({"BILLING_BALANCE_NOT_ENOUGH", "MISSING_API_KEY"})
@@ -278,18 +264,9 @@ def poll_backoff(poll: PollGrowth) -> Backoff:
 # --- one call's retries ------------------------------------------------------------------------
 
 
-def _option(requirement: str, ok: Callable[[Any], bool]) -> Callable[[Any, Any, Any], None]:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not ok(value):
-            name = f"{type(instance).__name__}.{attribute.name}"
-            raise ConfigurationError(f"{name} must be {requirement}")
-
-    return check
-
-
-_non_negative = _option("a number >= 0", lambda v: isinstance(v, int | float) and v >= 0)
-_at_least_one = _option("an integer >= 1", lambda v: isinstance(v, int) and v >= 1)
-_count_from_zero = _option("an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+_non_negative = setting("a number >= 0", *NUMBER, ge(0))
+_at_least_one = setting("an integer >= 1", *INTEGER, ge(1))
+_count_from_zero = setting("an integer >= 0", *INTEGER, ge(0))
 
 
 @attrs.frozen
@@ -317,7 +294,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, *, rand: random.Random | None = None) -> float:
         """Full-jitter delay after failed attempt number ``attempt`` (1-based)."""
-        return call_backoff(self).delay(attempt, rand=rand)
+        return self.delay(attempt, None, rand=rand)
 
     def delay(
         self, attempt: int, retry_after: float | None, *, rand: random.Random | None = None
@@ -329,16 +306,9 @@ class RetryPolicy:
 class FailureKind(enum.Enum):
     """How far a failed attempt got, which decides whether repeating it is safe."""
 
-    NOT_SENT = "not_sent"
-    """The request never reached the server (connection refused, DNS, connect timeout)."""
-    ANSWER_LOST = "answer_lost"
-    """The request was (or may have been) sent but no complete answer came back."""
-    STATUS = "status"
-    """The server answered with an error status."""
-
-
-def is_retryable_status(status: int) -> bool:
-    return status in (408, 429) or 500 <= status <= 599
+    NOT_SENT = "not_sent"  # never reached the server (connection refused, DNS, connect timeout)
+    ANSWER_LOST = "answer_lost"  # (maybe) sent, but no complete answer came back
+    STATUS = "status"  # the server answered with an error status
 
 
 def attempt_may_repeat(
@@ -359,9 +329,9 @@ def attempt_may_repeat(
         return True
     if kind is FailureKind.ANSWER_LOST:
         return not creates_task or policy.retry_unknown_submits
-    if status == 429 and not policy.retry_rate_limited:
-        return False
-    return status is not None and is_retryable_status(status)
+    if status == 429:
+        return policy.retry_rate_limited
+    return status is not None and (status == 408 or 500 <= status <= 599)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -423,14 +393,10 @@ class Next:
 
     action: Action
     verdict: Verdict
-    record: BaseException | None = None
-    """END_JOB: the error the job is recorded failed with."""
-    wait: float = 0.0
-    """RETRY: seconds before the step is tried again."""
-    counted: bool = False
-    """RETRY: this failure took one of the job's rounds (the service answered since the last)."""
-    round: int = 0
-    """RETRY: the job's rounds so far, this one included."""
+    record: BaseException | None = None  # END_JOB: the error the job is recorded failed with
+    wait: float = 0.0  # RETRY: seconds before the step is tried again
+    counted: bool = False  # RETRY: took one of the job's rounds (the service answered since)
+    round: int = 0  # RETRY: the job's rounds so far, this one included
 
     @property
     def pause(self) -> Pause:
@@ -448,11 +414,9 @@ def decide(
     policy: RetryPolicy,
     rand: random.Random | None = None,
 ) -> Next:
-    """What follows ``error`` in a job whose rounds so far are ``rounds``, the service having given
-    ``answers`` answers in all: RUN stops the run, JOB and UNKNOWN_OUTCOME end the job, TRANSIENT
-    tries again after the call's backoff for the round, until the job's rounds (counted only while
-    the service answers others) pass :data:`MAX_JOB_ROUNDS`. Changes nothing: the caller applies
-    it."""
+    """What follows ``error`` in a job with ``rounds`` so far, the service having given ``answers``
+    in all: RUN stops the run, JOB and UNKNOWN_OUTCOME end the job, TRANSIENT tries again after the
+    call's backoff until the job's rounds pass :data:`MAX_JOB_ROUNDS`. The caller applies it."""
     verdict = classify(error, step=step)
     if verdict.kind is Kind.RUN:
         return Next(Action.STOP_RUN, verdict)
@@ -689,6 +653,4 @@ def _shown(error: BaseException) -> str:
 if __name__ == "__main__":
     if sys.argv[1:] != ["--markdown"]:
         sys.exit("usage: python -m novita_async._failures --markdown")
-    from novita_async._failures import markdown as the_package_s  # the table the package uses
-
-    sys.stdout.write(the_package_s())
+    sys.stdout.write(markdown())
