@@ -127,8 +127,7 @@ class ClientConfig:
     ) -> ClientConfig:
         """Fill what the caller left out from the environment, then from the defaults."""
         env = os.environ if environ is None else environ
-        key = api_key if api_key is not None else env.get(ENV_API_KEY, "")
-        key = key.strip()
+        key = (api_key if api_key is not None else env.get(ENV_API_KEY, "")).strip()
         if not key:
             raise ConfigurationError(
                 f"no API key: pass api_key=... or set the {ENV_API_KEY} environment variable"

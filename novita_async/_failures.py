@@ -176,12 +176,9 @@ def rides_out_poll_failure(error: BaseException) -> bool:
 
 
 def may_be_unknown_asset(error: BaseException) -> bool:
-    """A refusal that may mean the body named an asset the service no longer knows.
-
-    The service documents no asset lifetime and no error code of its own for an unknown asset,
-    so nothing in the answer (its message, its metadata) can be relied on to say so: any 400
-    ``INVALID_REQUEST_BODY`` may. Other reasons (``ILLEGAL_PROMPT``, ``IMAGE_NO_FACE_DETECTED``,
-    ...) say what is wrong, and it is not the asset's age."""
+    """A refusal that may mean the body named an asset the service no longer knows: it documents
+    no asset lifetime nor an error code for one, so any 400 ``INVALID_REQUEST_BODY`` may (other
+    reasons, ``ILLEGAL_PROMPT``, ``IMAGE_NO_FACE_DETECTED``, ..., say what is wrong)."""
     return isinstance(error, BadRequestError) and error.reason == "INVALID_REQUEST_BODY"
 
 
@@ -223,11 +220,10 @@ class Backoff:
         return f"{self.base:g} s {growth} to {self.cap:g} s"
 
 
+# The submissions' pause after 429s in a row (the hint's cap: the run's retry_after_cap), and the
+# run's in an outage's rounds (never past what is left of max_outage).
 RATE_LIMITED = Backoff(base=1.0, cap=60.0, floor=0.5)
-"""The submissions' pause after a 429 without ``Retry-After`` (n: 429s in a row); the hint's cap
-is the run's ``retry_after_cap``."""
 OUTAGE = Backoff(base=1.0, cap=30.0, floor=0.5)
-"""The run's pause in an outage (n: its rounds), never past what is left of ``max_outage``."""
 
 
 def call_backoff(policy: RetryPolicy) -> Backoff:
@@ -237,9 +233,7 @@ def call_backoff(policy: RetryPolicy) -> Backoff:
     )
 
 
-class PollGrowth(Protocol):
-    """What :func:`poll_backoff` reads of a poll policy."""
-
+class PollGrowth(Protocol):  # what poll_backoff reads of a PollPolicy
     @property
     def initial_delay(self) -> float: ...
     @property
@@ -319,10 +313,9 @@ def attempt_may_repeat(
     status: int | None = None,
     creates_task: bool = False,
 ) -> bool:
-    """Whether to try again after failed attempt number ``attempt`` (1-based): yes if nothing
-    was sent, or the answer was lost (but a task submission's only with ``retry_unknown_submits``:
-    a task may exist and be billed), or the answer was 408, 429 or 5xx; never for other statuses.
-    """
+    """Whether to try again after failed attempt number ``attempt`` (1-based): yes if nothing was
+    sent, or the answer was lost (a task submission's only with ``retry_unknown_submits``: a task
+    may exist and be billed), or the answer was 408, 429 or 5xx; never for other statuses."""
     if attempt >= policy.attempts:
         return False
     if kind is FailureKind.NOT_SENT:
@@ -335,10 +328,8 @@ def attempt_may_repeat(
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    Unparseable values give ``None``; dates in the past give 0.
-    """
+    """Seconds to wait from a ``Retry-After`` header, delta-seconds or an HTTP date: ``None`` if
+    it cannot be parsed, 0 for a date in the past."""
     text = (value or "").strip()
     if not text:
         return None
@@ -364,10 +355,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 MAX_JOB_ROUNDS = 5
 """Rounds of retries a batch job gets for transient failures, counted only while the service
 answers other jobs (in an outage the run pauses instead)."""
-MAX_RAY_RESTARTS = 3
-"""Restarts of a Ray shard's actor (and of the shared permits actor) before its shard fails."""
-PERMITS_TRIES = 4
-"""Tries of a call to the shared permits actor, which Ray may be restarting."""
+MAX_RAY_RESTARTS = 3  # of a Ray shard's actor (and the permits actor) before its shard fails
+PERMITS_TRIES = 4  # of a call to the shared permits actor, which Ray may be restarting
 
 
 # --- what a batch job does next ----------------------------------------------------------------
@@ -400,8 +389,8 @@ class Next:
 
     @property
     def pause(self) -> Pause:
-        """Who holds back meanwhile: only a transient failure pauses anyone (even the one that
-        ends its job's last round: the others still meet what it met)."""
+        """Who holds back meanwhile: a transient failure's (even one ending its job's last round:
+        the others still meet it)."""
         return self.verdict.pause if self.verdict.kind is Kind.TRANSIENT else Pause.NONE
 
 
@@ -425,8 +414,7 @@ def decide(
     counted = answers != rounds.answers_seen
     count = rounds.count + counted
     if counted and count > MAX_JOB_ROUNDS:
-        exhausted = RetriesExhaustedError(MAX_JOB_ROUNDS, error)
-        return Next(Action.END_JOB, verdict, record=exhausted)
+        return Next(Action.END_JOB, verdict, record=RetriesExhaustedError(MAX_JOB_ROUNDS, error))
     wait = call_backoff(policy).delay(max(count, 1), rand=rand)
     return Next(Action.RETRY, verdict, wait=wait, counted=counted, round=count)
 
