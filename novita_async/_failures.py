@@ -4,8 +4,8 @@ Every site that meets an error asks here: :func:`classify` says whose fault it i
 and who holds back while a transient one is ridden out (:class:`Pause`); :func:`decide` says what a
 batch job does next; :func:`attempt_may_repeat` whether one call tries again; :class:`Backoff`
 (one formula, four rows) how long to wait; :func:`exit_status` what a command exits with. Nothing
-here sleeps: the sites sleep, for as long as this module says. The README's failure table is
-rendered from :data:`TABLE` (``python -m novita_async._failures --markdown``).
+here sleeps: the sites sleep, for as long as this module says. The README's failure table says
+the same, and ``tests/test_failure_table.py`` (which renders it) holds it to this module.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import math
 import random
 import socket
 import ssl
-import sys
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -43,7 +42,6 @@ from ._exceptions import (
     ServerError,
     StorageError,
     SubmitOutcomeUnknownError,
-    TaskFailedError,
     ValidationError,
     reason_of,
 )
@@ -213,11 +211,6 @@ class Backoff:
         if self.floor >= 1:
             return ceiling
         return (rand or _random).uniform(self.floor * ceiling, ceiling)
-
-    def describe(self) -> str:
-        """In words, for the README: ``1 s doubling to 30 s``."""
-        growth = "doubling" if self.factor == 2 else f"growing {self.factor:g}x"
-        return f"{self.base:g} s {growth} to {self.cap:g} s"
 
 
 # The submissions' pause after 429s in a row (the hint's cap: the run's retry_after_cap), and the
@@ -423,7 +416,7 @@ def decide(
 
 
 class ExitStatus(enum.IntEnum):
-    """What a ``novita-async`` command exits with (:data:`EXITS` says what each means)."""
+    """What a ``novita-async`` command exits with (the README says what each means)."""
 
     OK = 0
     FAILED = 1
@@ -473,172 +466,3 @@ def run_exit_status(
     if interrupted:
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK if failed == 0 and not_finished == 0 else ExitStatus.FAILED
-
-
-# --- the README's table ------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Row:
-    """One line of the README's failure table: errors that mean the same, and what follows."""
-
-    what: str
-    errors: tuple[BaseException, ...]
-    kind: Kind
-    follows: str
-    exit: ExitStatus
-    step: Step = Step.OTHER
-
-
-_RUN_STOPS = (
-    "the run stops submitting, follows the tasks paid for, records nothing against the jobs it "
-    "did not finish; fix the cause it names and rerun"
-)
-_ROUNDS = (
-    f"the step is tried again after the call's backoff "
-    f"({call_backoff(RetryPolicy()).describe()}, full jitter), at most {MAX_JOB_ROUNDS} rounds "
-    "counted while the service answers other jobs; then `RETRIES_EXHAUSTED`, which a plain rerun "
-    "retries"
-)
-
-TABLE: tuple[Row, ...] = (
-    Row(
-        "the job's own: its request refused for its content, its task failed or unknown to the "
-        "service, its line invalid, a name too long",
-        (
-            BadRequestError(400, reason="ILLEGAL_PROMPT"),
-            BadRequestError(400, reason="INVALID_REQUEST_BODY"),
-            TaskFailedError("t", "TASK_STATUS_FAILED"),
-            NotFoundError(404, reason="TASK_NOT_FOUND"),
-            ValidationError("steps", 0, "1 to 100"),
-            LocalIOError("too long", errno=36),
-        ),
-        Kind.JOB,
-        "recorded failed with the reason, the others go on; a rerun leaves it alone unless "
-        "`--retry-failed` (`INVALID_REQUEST_BODY` to a body naming cached assets first uploads "
-        "the files again and sends it once more)",
-        ExitStatus.FAILED,
-    ),
-    Row(
-        "the run's: the key, the account, the endpoint (`NOVITA_BASE_URL`), this machine's disk, "
-        "the output's store",
-        (
-            AuthenticationError(401, reason="INVALID_API_KEY"),
-            PermissionDeniedError(403, reason="BILLING_AUTH_FAILED"),
-            BadRequestError(400, reason="BILLING_BALANCE_NOT_ENOUGH"),
-            NotFoundError(404, reason="API_NOT_FOUND"),
-            LocalIOError("full", errno=28),
-            LocalIOError("read-only", errno=30),
-            StorageError("refused", reason="STORAGE_PERMISSION"),
-        ),
-        Kind.RUN,
-        _RUN_STOPS,
-        ExitStatus.STOPPED,
-    ),
-    Row(
-        "429 on a submission",
-        (RateLimitError(429, reason="RATE_LIMITED", retry_after=3.0),),
-        Kind.TRANSIENT,
-        "every submitter pauses for its `Retry-After` (at most `--retry-after-cap`, "
-        f"{RATE_LIMITED.hint_cap:g} s), or without one {RATE_LIMITED.describe()} (429s in a row, "
-        "equal jitter); never a job failure",
-        ExitStatus.OK,
-        Step.SUBMIT,
-    ),
-    Row(
-        "an outage: connection refused or reset, DNS, timeouts, 5xx",
-        (APIConnectionError("refused"), ServerError(503, reason="SERVICE_UNAVAILABLE")),
-        Kind.TRANSIENT,
-        f"every request of the run pauses together, {OUTAGE.describe()} (equal jitter), ending at "
-        "the service's next answer; the tasks paid for are still followed",
-        ExitStatus.OK,
-    ),
-    Row(
-        "an outage longer than `--max-outage`, 300 s by default",
-        (OutageError(301.0, APIConnectionError("refused")),),
-        Kind.RUN,
-        _RUN_STOPS,
-        ExitStatus.STOPPED,
-    ),
-    Row(
-        "one job's step failing alone: 408, 409, 425, image URLs that keep expiring",
-        (APIStatusError(408), ImageURLExpiredError("expired")),
-        Kind.TRANSIENT,
-        _ROUNDS,
-        ExitStatus.OK,
-    ),
-    Row(
-        "a submission sent whose answer was lost",
-        (SubmitOutcomeUnknownError("lost"), InvalidResponseError("no task id")),
-        Kind.UNKNOWN_OUTCOME,
-        "recorded `SUBMIT_OUTCOME_UNKNOWN` (a task may exist and be billed): resent only with "
-        "`--retry-unknown-submits`",
-        ExitStatus.FAILED,
-        Step.SUBMIT,
-    ),
-    Row(
-        "`--max-tasks` new tasks submitted",
-        (BudgetReachedError(10),),
-        Kind.RUN,
-        "the run stops submitting and follows the tasks paid for",
-        ExitStatus.BUDGET,
-    ),
-)
-
-EXITS: tuple[tuple[ExitStatus, str, str], ...] = (
-    (ExitStatus.OK, "every job succeeded", "nothing: every job is replayed from the journal"),
-    (
-        ExitStatus.FAILED,
-        "some jobs failed (their own fault, or `RETRIES_EXHAUSTED`, `SUBMIT_OUTCOME_UNKNOWN`)",
-        "tries `RETRIES_EXHAUSTED` again; the others need the flag the summary names",
-    ),
-    (
-        ExitStatus.USAGE,
-        "bad usage or invalid input, found before anything was sent",
-        "the same, until the command is fixed",
-    ),
-    (
-        ExitStatus.STOPPED,
-        "the run stopped for a run-level cause, named in one line with its fix",
-        "continues where it stopped, once the cause is fixed",
-    ),
-    (
-        ExitStatus.BUDGET,
-        "the run stopped having submitted its `--max-tasks`",
-        "continues, with a budget of its own",
-    ),
-    (ExitStatus.INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)", "continues where it stopped"),
-)
-
-
-def markdown() -> str:
-    """The README's failure and exit-status tables, between their markers."""
-    lines = [
-        "<!-- failure-table:start -->",
-        "<!-- generated by `python -m novita_async._failures --markdown`: do not edit -->",
-        "",
-        "| what went wrong | whose | what follows | exit status |",
-        "|---|---|---|---|",
-    ]
-    for row in TABLE:
-        reasons = ", ".join(dict.fromkeys(f"`{_shown(error)}`" for error in row.errors))
-        lines.append(
-            f"| {row.what} ({reasons}) | {row.kind.value} | {row.follows} | {int(row.exit)} |"
-        )
-    lines += ["", "| status | meaning | what a rerun of the same command does |", "|---|---|---|"]
-    lines += [f"| {int(status)} | {meaning} | {rerun} |" for status, meaning, rerun in EXITS]
-    lines.append("<!-- failure-table:end -->")
-    return "\n".join(lines) + "\n"
-
-
-def _shown(error: BaseException) -> str:
-    status, reason = getattr(error, "status", None), getattr(error, "reason", "")
-    if status is None:
-        return str(reason)
-    return str(status) if reason == f"HTTP_{status}" else f"{status} {reason}"
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m novita_async._failures --markdown")
-    sys.stdout.write(markdown())
