@@ -43,8 +43,7 @@ class SubmitPermits(Protocol):
         """Return when one submission may go now (the rate and any pause allow it)."""
 
     def rate_limited(self, seconds: float) -> None:
-        """A runner was refused with a 429: hold every runner's submissions ``seconds`` from now.
-        Must not block: called as the refusal is handled."""
+        """A 429: hold every runner's submissions ``seconds`` from now (without blocking)."""
 
 
 @attrs.define
@@ -121,13 +120,9 @@ class RunStopped(Exception):
 
 
 class RunGate:
-    """Admit requests under ``rate`` submissions per second and any pause in force.
-
-    ``rate`` is None or > 0 (as :class:`BatchOptions` checks); an infinite rate is no limit.
-    ``on_pause`` is told, in words, when the run pauses and when it goes on. Submissions take
-    their turns from ``permits`` (see :class:`SubmitPermits`), by default this run's own
-    :class:`RatePermits` under ``rate``.
-    """
+    """Admit requests under any pause in force, and submissions under ``rate`` per second (None,
+    > 0, or infinite: no limit), taking their turns from ``permits`` (by default this run's own
+    :class:`RatePermits`). ``on_pause`` is told, in words, when the run pauses and goes on."""
 
     def __init__(
         self,
@@ -151,8 +146,7 @@ class RunGate:
         self._following = True  # after a stop, may the tasks paid for still be followed?
         self._stop_event = anyio.Event()
         self.answers = 0
-        """How many answers the service has given: a job whose step keeps failing while this
-        grows is failing alone, not in an outage."""
+        """Answers the service gave: a job failing while this grows fails alone (no outage)."""
 
     # --- waiting --------------------------------------------------------------------------------
 
@@ -167,10 +161,8 @@ class RunGate:
 
     async def wait(self, *, submission: bool = True) -> None:
         """Return when one request may be sent now; :class:`RunStopped` once the run stopped.
-
-        Submissions (``submission=True``) also take their turn under the rate. Other requests
-        (following a task already paid for) go on after a stop that lets them.
-        """
+        Submissions also take their turn under the rate; the other requests (following a task paid
+        for) go on after a stop that lets them."""
         while True:
             if self.stopped is not None and (submission or not self._following):
                 raise RunStopped
@@ -203,11 +195,8 @@ class RunGate:
             self._announce(f"the API answers again after {down:.0f}s; going on", paused=False)
 
     def unreachable(self, error: BaseException) -> None:
-        """A request found the service unreachable or failing: pause every step of the run.
-
-        Failures of requests sent before the current pause began do not lengthen it. An outage
-        longer than ``max_outage`` stops the run with :class:`OutageError`.
-        """
+        """A request found the service unreachable or failing: pause every step of the run (not
+        again for requests sent before the pause began); past ``max_outage``, stop it."""
         now = anyio.current_time()
         if self._outage_since is None:
             self._outage_since = now
@@ -226,13 +215,11 @@ class RunGate:
     def rate_limited(self, retry_after: float | None) -> float:
         """Close the gate to submissions after a 429; returns the pause chosen (s from now)."""
         pause = self._rate_pause.another_round(retry_after, self._rand)
-        if retry_after is not None and retry_after >= 0 and math.isfinite(retry_after):
+        hint = "no Retry-After"
+        if retry_after is not None and 0 <= retry_after < math.inf:  # the one Backoff honours
             cap = self._rate_pause.backoff.hint_cap
-            hint = f"Retry-After {retry_after:g}s" + (
-                f", capped at {cap:g}s" if retry_after > pause else ""
-            )
-        else:
-            hint = "no Retry-After"
+            capped = f", capped at {cap:g}s" if retry_after > pause else ""
+            hint = f"Retry-After {retry_after:g}s{capped}"
         self._permits.rate_limited(pause)
         self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
         return pause
