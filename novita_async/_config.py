@@ -1,10 +1,8 @@
-"""Client configuration: the API key, the three hosts, timeouts and pool size; and how each of
-them is shown (redacted) in every log line, event, ``repr`` and exception message.
-
-Values come from the constructor's arguments first, then from the environment
-(``NOVITA_API_KEY``, ``NOVITA_BASE_URL``, ``NOVITA_ASSETS_URL``), then from the defaults below.
-Signed image URLs carry their credentials in the query string, so a URL is shown without query,
-fragment or user info; secrets by their last four characters at most.
+"""Client configuration: the API key, the three hosts, timeouts and pool size, from the
+constructor's arguments, else the environment (``NOVITA_API_KEY``, ``NOVITA_BASE_URL``,
+``NOVITA_ASSETS_URL``), else the defaults; and how each is shown (redacted) in every log line,
+event, ``repr`` and message: a URL without query, fragment or user info (signed image URLs carry
+their credentials in the query string), a secret by its last four characters at most.
 """
 
 from __future__ import annotations

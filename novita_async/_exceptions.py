@@ -85,12 +85,9 @@ class ConfigurationError(NovitaError):
 
 
 class LocalIOError(NovitaError):
-    """A file on this machine could not be written or read: the disk is full, the file system is
-    read-only, permission is denied, a name is too long. Never a network error.
-
-    ``reason`` names the problem (``DISK_FULL``, ``READ_ONLY_FILE_SYSTEM``, ``PERMISSION_DENIED``,
-    ``NAME_TOO_LONG``, ``LOCAL_IO_ERROR``); ``errno`` and ``path`` are the operating system's.
-    """
+    """A file on this machine could not be written or read (never a network error): ``reason``
+    is ``DISK_FULL``, ``READ_ONLY_FILE_SYSTEM``, ``PERMISSION_DENIED``, ``NAME_TOO_LONG`` or
+    ``LOCAL_IO_ERROR``; ``errno`` and ``path`` are the operating system's."""
 
     def __init__(self, message: str, *, errno: int | None = None, path: str = "") -> None:
         self.errno = errno
