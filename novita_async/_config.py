@@ -1,10 +1,8 @@
-"""Client configuration: the API key, the three hosts, timeouts and pool size; and how each of
-them is shown (redacted) in every log line, event, ``repr`` and exception message.
-
-Values come from the constructor's arguments first, then from the environment
-(``NOVITA_API_KEY``, ``NOVITA_BASE_URL``, ``NOVITA_ASSETS_URL``), then from the defaults below.
-Signed image URLs carry their credentials in the query string, so a URL is shown without query,
-fragment or user info; secrets by their last four characters at most.
+"""Client configuration: the API key, the three hosts, timeouts and pool size, from the
+constructor's arguments, else the environment (``NOVITA_API_KEY``, ``NOVITA_BASE_URL``,
+``NOVITA_ASSETS_URL``), else the defaults; and how each is shown (redacted) in every log line,
+event, ``repr`` and message: a URL without query, fragment or user info (signed image URLs carry
+their credentials in the query string), a secret by its last four characters at most.
 """
 
 from __future__ import annotations
@@ -20,19 +18,6 @@ from attrs.validators import ge, gt, optional
 from ._exceptions import ConfigurationError
 from ._failures import RetryPolicy
 from ._models import INTEGER, NUMBER, Validator, setting
-
-__all__ = [
-    "DEFAULT_ASSETS_URL",
-    "DEFAULT_BASE_URL",
-    "ENV_API_KEY",
-    "ENV_ASSETS_URL",
-    "ENV_BASE_URL",
-    "ClientConfig",
-    "Timeouts",
-    "mask_secret",
-    "redact_url",
-    "scrub",
-]
 
 ENV_API_KEY = "NOVITA_API_KEY"
 ENV_BASE_URL = "NOVITA_BASE_URL"
@@ -74,16 +59,13 @@ class Timeouts:
     """Per-request timeouts in seconds; ``None`` disables one.
 
     ``connect`` bounds opening a socket (not waiting for a free pooled connection, so thousands of
-    coroutines can queue on a small pool without timing out). ``sock_read`` bounds the silence
-    between two reads. ``total`` bounds a whole API call (upload, submit, result, models) and is
-    never applied to image downloads, which have their own ``download_total``.
+    coroutines can queue on a small pool). ``sock_read`` bounds the silence between two reads.
+    ``total`` bounds a whole API call (upload, submit, result, models), never an image download.
 
-    ``download_total`` bounds one attempt at an image download from start to end. ``sock_read``
-    alone cannot: a body that trickles in a byte every few seconds is never silent for long
-    enough to trip it, and would hold its job for ever. The default, 300 s, is far more than an
-    image takes on any working link (a 6 MB image needs only 20 KB/s), yet frees a job stuck on
-    a crawling connection within minutes. A download that passes it raises
-    :class:`~novita_async.APITimeoutError` and is retried per the client's policy.
+    ``download_total`` bounds one attempt at an image download, which ``sock_read`` cannot: a body
+    trickling in a byte every few seconds is never silent for long. 300 s is far more than an
+    image needs on any working link (6 MB at 20 KB/s), yet frees a job on a crawling connection
+    within minutes. Past it: :class:`~novita_async.APITimeoutError`, retried per the policy.
     """
 
     connect: float | None = attrs.field(default=10.0, validator=_positive_or_none)
@@ -143,8 +125,7 @@ class ClientConfig:
     ) -> ClientConfig:
         """Fill what the caller left out from the environment, then from the defaults."""
         env = os.environ if environ is None else environ
-        key = api_key if api_key is not None else env.get(ENV_API_KEY, "")
-        key = key.strip()
+        key = (api_key if api_key is not None else env.get(ENV_API_KEY, "")).strip()
         if not key:
             raise ConfigurationError(
                 f"no API key: pass api_key=... or set the {ENV_API_KEY} environment variable"

@@ -38,47 +38,37 @@ import errno as _errno
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = [
-    "APIConnectionError",
-    "APIError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AuthenticationError",
-    "BadRequestError",
-    "BudgetReachedError",
-    "ConfigurationError",
-    "ImageURLExpiredError",
-    "InvalidResponseError",
-    "LocalIOError",
-    "NotFoundError",
-    "NovitaError",
-    "OutageError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "RetriesExhaustedError",
-    "RunStoppedError",
-    "ServerError",
-    "StorageError",
-    "SubmitOutcomeUnknownError",
-    "TaskError",
-    "TaskFailedError",
-    "TaskTimeoutError",
-    "ValidationError",
-    "status_error",
-]
-
 
 class NovitaError(Exception):
     """Base class of every error this package raises."""
 
+    _reason = ""  # a subclass's fixed tag, or one its __init__ sets
+
     @property
     def reason(self) -> str:
         """A short UPPER_SNAKE tag for the error, used in results and summaries."""
-        return type(self).__name__
+        return self._reason or type(self).__name__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its attributes, not by __init__ again: crosses processes whole (a Ray
+        # shard's error reaches the driver with its reason and message).
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(cls: type[NovitaError], args: tuple[Any, ...]) -> NovitaError:
+    return cls.__new__(cls, *args)
+
+
+def reason_of(error: BaseException) -> str:
+    """``error``'s reason tag, or its class's name for an error that has none."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) else type(error).__name__
 
 
 class ValidationError(NovitaError, ValueError):
     """A value is outside what the API accepts; raised before any request is sent."""
+
+    _reason = "VALIDATION_ERROR"
 
     def __init__(self, field: str, value: object, allowed: str) -> None:
         self.field = field
@@ -89,26 +79,20 @@ class ValidationError(NovitaError, ValueError):
             shown = shown[:77] + "..."
         super().__init__(f"{field}={shown} is not allowed: {allowed}")
 
-    @property
-    def reason(self) -> str:
-        return "VALIDATION_ERROR"
-
 
 class ConfigurationError(NovitaError):
     """The client was set up wrongly (no API key, malformed URL, bad option)."""
 
 
 class LocalIOError(NovitaError):
-    """A file on this machine could not be written or read: the disk is full, the file system is
-    read-only, permission is denied, a name is too long. Never a network error.
-
-    ``reason`` names the problem (``DISK_FULL``, ``READ_ONLY_FILE_SYSTEM``, ``PERMISSION_DENIED``,
-    ``NAME_TOO_LONG``, ``LOCAL_IO_ERROR``); ``errno`` and ``path`` are the operating system's.
-    """
+    """A file on this machine could not be written or read (never a network error): ``reason``
+    is ``DISK_FULL``, ``READ_ONLY_FILE_SYSTEM``, ``PERMISSION_DENIED``, ``NAME_TOO_LONG`` or
+    ``LOCAL_IO_ERROR``; ``errno`` and ``path`` are the operating system's."""
 
     def __init__(self, message: str, *, errno: int | None = None, path: str = "") -> None:
         self.errno = errno
         self.path = path
+        self._reason = _LOCAL_REASONS.get(errno or 0, "LOCAL_IO_ERROR")
         super().__init__(message)
 
     @classmethod
@@ -117,10 +101,6 @@ class LocalIOError(NovitaError):
         where = path if path is not None else (error.filename or "")
         what = error.strerror or str(error)
         return cls(f"{doing} failed: {what} ({where})", errno=error.errno, path=str(where))
-
-    @property
-    def reason(self) -> str:
-        return _LOCAL_REASONS.get(self.errno or 0, "LOCAL_IO_ERROR")
 
 
 _LOCAL_REASONS = {
@@ -148,26 +128,14 @@ class StorageError(NovitaError):
         self._reason = reason
         super().__init__(message)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses processes whole (a Ray shard's error reaches the driver with its reason).
-        return (_storage_error, (str(self), self._reason, self.url))
-
-    @property
-    def reason(self) -> str:
-        return self._reason
-
-
-def _storage_error(message: str, reason: str, url: str) -> StorageError:
-    return StorageError(message, reason=reason, url=url)
-
 
 class RunStoppedError(NovitaError):
     """A batch run stopped because of something that belongs to the run, not to a job: the key,
     the account, the endpoint, this machine, an outage longer than the run's budget.
 
     Nothing was recorded against the jobs the run did not finish: fix ``cause`` and run again.
-    ``what`` says what happened, ``fix`` what to do; ``str()`` is the one line to show a user.
-    ``summary`` is the run's :class:`BatchSummary`.
+    ``what`` says what happened, ``fix`` what to do; ``str()`` is the one line to show a user;
+    ``reason`` is the cause's. ``summary`` is the run's :class:`BatchSummary`.
     """
 
     def __init__(
@@ -184,19 +152,17 @@ class RunStoppedError(NovitaError):
         self.fix = fix
         self.tasks_submitted = tasks_submitted
         self.summary = summary
+        self._reason = reason_of(cause)
         status = getattr(cause, "status", None)
-        tag = " ".join(str(part) for part in (status, self.reason) if part)
+        tag = " ".join(str(part) for part in (status, self._reason) if part)
         tasks = "1 task" if tasks_submitted == 1 else f"{tasks_submitted} tasks"
         super().__init__(f"{what} ({tag}): {fix}; {tasks} submitted; rerun to continue")
-
-    @property
-    def reason(self) -> str:
-        reason = getattr(self.cause, "reason", None)
-        return reason if isinstance(reason, str) else type(self.cause).__name__
 
 
 class RetriesExhaustedError(NovitaError):
     """A job's transient failures outlasted its rounds while the service answered other jobs."""
+
+    _reason = "RETRIES_EXHAUSTED"
 
     def __init__(self, rounds: int, last: BaseException) -> None:
         self.rounds = rounds
@@ -206,34 +172,26 @@ class RetriesExhaustedError(NovitaError):
             f"{last}); rerun to try again"
         )
 
-    @property
-    def reason(self) -> str:
-        return "RETRIES_EXHAUSTED"
-
 
 class BudgetReachedError(NovitaError):
     """The run submitted the ``max_tasks`` new tasks it was allowed."""
+
+    _reason = "BUDGET_REACHED"
 
     def __init__(self, max_tasks: int) -> None:
         self.max_tasks = max_tasks
         super().__init__(f"the run's budget of {max_tasks} new tasks is spent")
 
-    @property
-    def reason(self) -> str:
-        return "BUDGET_REACHED"
-
 
 class OutageError(NovitaError):
     """The service stayed unreachable for longer than the run's ``max_outage``."""
+
+    _reason = "OUTAGE"
 
     def __init__(self, seconds: float, last: BaseException) -> None:
         self.seconds = seconds
         self.last = last
         super().__init__(f"the API has been unreachable for {seconds:.0f}s (last error: {last})")
-
-    @property
-    def reason(self) -> str:
-        return "OUTAGE"
 
 
 class APIError(NovitaError):
@@ -264,7 +222,7 @@ class APIStatusError(APIError):
     ) -> None:
         self.status = status
         self.code = code
-        self._reason = reason
+        self._reason = reason or f"HTTP_{status}"
         self.api_message = message
         self.metadata = dict(metadata or {})
         self.body = body
@@ -275,10 +233,6 @@ class APIStatusError(APIError):
         super().__init__(
             f"{summary}: {detail}{where}" if detail else summary + where, method=method, url=url
         )
-
-    @property
-    def reason(self) -> str:
-        return self._reason or f"HTTP_{self.status}"
 
 
 class BadRequestError(APIStatusError):
@@ -308,25 +262,19 @@ class ServerError(APIStatusError):
 class ImageURLExpiredError(APIError):
     """A result image URL is past its lifetime; fetch the task result again for a fresh one."""
 
-    @property
-    def reason(self) -> str:
-        return "IMAGE_URL_EXPIRED"
+    _reason = "IMAGE_URL_EXPIRED"
 
 
 class APIConnectionError(APIError):
     """No (complete) answer: connection refused or reset, or a truncated body."""
 
-    @property
-    def reason(self) -> str:
-        return "CONNECTION_ERROR"
+    _reason = "CONNECTION_ERROR"
 
 
 class APITimeoutError(APIConnectionError):
     """No answer in time."""
 
-    @property
-    def reason(self) -> str:
-        return "TIMEOUT"
+    _reason = "TIMEOUT"
 
 
 class SubmitOutcomeUnknownError(APIConnectionError):
@@ -336,17 +284,13 @@ class SubmitOutcomeUnknownError(APIConnectionError):
     The client does not resubmit on its own; see the README's "Retries" section.
     """
 
-    @property
-    def reason(self) -> str:
-        return "SUBMIT_OUTCOME_UNKNOWN"
+    _reason = "SUBMIT_OUTCOME_UNKNOWN"
 
 
 class InvalidResponseError(APIError):
     """A 2xx answer that does not have the documented shape."""
 
-    @property
-    def reason(self) -> str:
-        return "INVALID_RESPONSE"
+    _reason = "INVALID_RESPONSE"
 
 
 class TaskError(NovitaError):
@@ -360,27 +304,23 @@ class TaskError(NovitaError):
 class TaskFailedError(TaskError):
     """The task ended with TASK_STATUS_FAILED."""
 
+    _reason = "TASK_FAILED"
+
     def __init__(self, task_id: str, task_reason: str) -> None:
         self.task_reason = task_reason
         super().__init__(task_id, f"task {task_id} failed: {task_reason or 'no reason given'}")
 
-    @property
-    def reason(self) -> str:
-        return "TASK_FAILED"
-
 
 class TaskTimeoutError(TaskError):
     """The task had not finished when the caller's deadline passed."""
+
+    _reason = "TASK_TIMEOUT"
 
     def __init__(self, task_id: str, waited: float, last_status: str = "") -> None:
         self.waited = waited
         self.last_status = last_status
         detail = f" (last status {last_status})" if last_status else ""
         super().__init__(task_id, f"task {task_id} not finished after {waited:.1f}s{detail}")
-
-    @property
-    def reason(self) -> str:
-        return "TASK_TIMEOUT"
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

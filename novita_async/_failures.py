@@ -4,8 +4,8 @@ Every site that meets an error asks here: :func:`classify` says whose fault it i
 and who holds back while a transient one is ridden out (:class:`Pause`); :func:`decide` says what a
 batch job does next; :func:`attempt_may_repeat` whether one call tries again; :class:`Backoff`
 (one formula, four rows) how long to wait; :func:`exit_status` what a command exits with. Nothing
-here sleeps: the sites sleep, for as long as this module says. The README's failure table is
-rendered from :data:`TABLE` (``python -m novita_async._failures --markdown``).
+here sleeps: the sites sleep, for as long as this module says. The README's failure table says
+the same, and ``tests/test_failure_table.py`` (which renders it) holds it to this module.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import math
 import random
 import socket
 import ssl
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
+from attrs.validators import ge
 
 from ._exceptions import (
     APIConnectionError,
@@ -43,9 +42,10 @@ from ._exceptions import (
     ServerError,
     StorageError,
     SubmitOutcomeUnknownError,
-    TaskFailedError,
     ValidationError,
+    reason_of,
 )
+from ._models import INTEGER, NUMBER, setting
 
 # --- what an error means ---------------------------------------------------------------------
 
@@ -62,12 +62,9 @@ class Kind(enum.Enum):
 class Pause(enum.Enum):
     """Who holds back while the failure is ridden out."""
 
-    NONE = "none"
-    """Only the failed step waits (its job's rounds)."""
-    SUBMISSIONS = "submissions"
-    """A 429: every submitter of the account."""
-    EVERYTHING = "everything"
-    """The service unreachable or failing: every request of the run, tasks paid for included."""
+    NONE = "none"  # only the failed step (its job's rounds)
+    SUBMISSIONS = "submissions"  # a 429: every submitter of the account
+    EVERYTHING = "everything"  # the service unreachable: every request, tasks paid for included
 
 
 class Step(enum.Enum):
@@ -75,11 +72,6 @@ class Step(enum.Enum):
 
     SUBMIT = "submit"
     POLL = "poll"
-    UPLOAD = "upload"
-    DOWNLOAD = "download"
-    INPUT = "input"
-    OUTPUT = "output"
-    JOURNAL = "journal"
     OTHER = "other"
 
 
@@ -93,24 +85,14 @@ class Verdict:
 
     @property
     def reason(self) -> str:
-        reason = getattr(self.error, "reason", None)
-        return reason if isinstance(reason, str) else type(self.error).__name__
-
-    @property
-    def retry_after(self) -> float | None:
-        """The server's hint, in seconds, if it gave one."""
-        return getattr(self.error, "retry_after", None)
+        return reason_of(self.error)
 
     def advice(self) -> tuple[str, str]:
         """What happened and what the user should do: a run-level failure's one closing line."""
-        error, reason = self.error, self.reason
-        if isinstance(error, AuthenticationError) or reason in (
-            "INVALID_API_KEY",
-            "MISSING_API_KEY",
-        ):
-            return "the service refused the API key", "check NOVITA_API_KEY"
-        if reason in _ADVICE:
-            return _ADVICE[reason]
+        error = self.error
+        reason = "INVALID_API_KEY" if isinstance(error, AuthenticationError) else self.reason
+        if reason in _SERVICE_ADVICE:
+            return _SERVICE_ADVICE[reason]
         if isinstance(error, PermissionDeniedError):
             return (
                 "the service refused the key's permission",
@@ -118,35 +100,37 @@ class Verdict:
             )
         if isinstance(error, NotFoundError):
             return "the service has no such endpoint", "check NOVITA_BASE_URL"
-        if reason in _LOCAL_ADVICE:
-            what, fix = _LOCAL_ADVICE[reason]
-            return f"{what} ({error})", fix
-        if isinstance(error, BudgetReachedError):
-            return str(error), "as max_tasks (--max-tasks) asked"
-        if reason == "OUTAGE":
-            return str(error), "check the network or the service's status"
+        if reason in _OWN_ADVICE:
+            what, fix = _OWN_ADVICE[reason]
+            return what.format(error), fix
         if isinstance(error, StorageError):
-            if reason == "STORAGE_CONFLICT":
-                return f"another run writes this output's journal ({error})", "run one at a time"
             return (
                 f"the output's object store failed ({error})",
                 "check the store and its credentials (AWS_*, GOOGLE_*, AZURE_* variables)",
             )
-        if reason == "LOCAL_IO_ERROR":
-            return f"a file of the run could not be written ({error})", "check the output disk"
         return str(error), "fix the cause"
 
 
-_ADVICE = {
+_SERVICE_ADVICE = {
+    "INVALID_API_KEY": ("the service refused the API key", "check NOVITA_API_KEY"),
+    "MISSING_API_KEY": ("the service refused the API key", "check NOVITA_API_KEY"),
     "BILLING_BALANCE_NOT_ENOUGH": ("the account's balance has run out", "top it up"),
     "BILLING_AUTH_FAILED": ("the account's billing was refused", "check the account's billing"),
     "FEATURE_NOT_ALLOWED": ("the account may not use this API", "check the account's plan"),
     "API_NOT_ALLOWED": ("the account may not use this API", "check the account's plan"),
 }
-_LOCAL_ADVICE = {
-    "DISK_FULL": ("the output disk is full", "free some space"),
-    "READ_ONLY_FILE_SYSTEM": ("the output is on a read-only file system", "choose another --out"),
-    "PERMISSION_DENIED": ("a file of the run may not be written", "check the permissions"),
+# The run's own causes (checked after the service's), "{}" being the error.
+_OWN_ADVICE = {
+    "DISK_FULL": ("the output disk is full ({})", "free some space"),
+    "READ_ONLY_FILE_SYSTEM": (
+        "the output is on a read-only file system ({})",
+        "choose another --out",
+    ),
+    "PERMISSION_DENIED": ("a file of the run may not be written ({})", "check the permissions"),
+    "BUDGET_REACHED": ("{}", "as max_tasks (--max-tasks) asked"),
+    "OUTAGE": ("{}", "check the network or the service's status"),
+    "STORAGE_CONFLICT": ("another run writes this output's journal ({})", "run one at a time"),
+    "LOCAL_IO_ERROR": ("a file of the run could not be written ({})", "check the output disk"),
 }
 # 400s about the account, not the request's content.
 _ACCOUNT_REASONS = frozenset({"BILLING_BALANCE_NOT_ENOUGH", "MISSING_API_KEY"})
@@ -190,12 +174,9 @@ def rides_out_poll_failure(error: BaseException) -> bool:
 
 
 def may_be_unknown_asset(error: BaseException) -> bool:
-    """A refusal that may mean the body named an asset the service no longer knows.
-
-    The service documents no asset lifetime and no error code of its own for an unknown asset,
-    so nothing in the answer (its message, its metadata) can be relied on to say so: any 400
-    ``INVALID_REQUEST_BODY`` may. Other reasons (``ILLEGAL_PROMPT``, ``IMAGE_NO_FACE_DETECTED``,
-    ...) say what is wrong, and it is not the asset's age."""
+    """A refusal that may mean the body named an asset the service no longer knows: it documents
+    no asset lifetime nor an error code for one, so any 400 ``INVALID_REQUEST_BODY`` may (other
+    reasons, ``ILLEGAL_PROMPT``, ``IMAGE_NO_FACE_DETECTED``, ..., say what is wrong)."""
     return isinstance(error, BadRequestError) and error.reason == "INVALID_REQUEST_BODY"
 
 
@@ -231,17 +212,11 @@ class Backoff:
             return ceiling
         return (rand or _random).uniform(self.floor * ceiling, ceiling)
 
-    def describe(self) -> str:
-        """In words, for the README: ``1 s doubling to 30 s``."""
-        growth = "doubling" if self.factor == 2 else f"growing {self.factor:g}x"
-        return f"{self.base:g} s {growth} to {self.cap:g} s"
 
-
+# The submissions' pause after 429s in a row (the hint's cap: the run's retry_after_cap), and the
+# run's in an outage's rounds (never past what is left of max_outage).
 RATE_LIMITED = Backoff(base=1.0, cap=60.0, floor=0.5)
-"""The submissions' pause after a 429 without ``Retry-After`` (n: 429s in a row); the hint's cap
-is the run's ``retry_after_cap``."""
 OUTAGE = Backoff(base=1.0, cap=30.0, floor=0.5)
-"""The run's pause in an outage (n: its rounds), never past what is left of ``max_outage``."""
 
 
 def call_backoff(policy: RetryPolicy) -> Backoff:
@@ -251,9 +226,7 @@ def call_backoff(policy: RetryPolicy) -> Backoff:
     )
 
 
-class PollGrowth(Protocol):
-    """What :func:`poll_backoff` reads of a poll policy."""
-
+class PollGrowth(Protocol):  # what poll_backoff reads of a PollPolicy
     @property
     def initial_delay(self) -> float: ...
     @property
@@ -278,18 +251,9 @@ def poll_backoff(poll: PollGrowth) -> Backoff:
 # --- one call's retries ------------------------------------------------------------------------
 
 
-def _option(requirement: str, ok: Callable[[Any], bool]) -> Callable[[Any, Any, Any], None]:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not ok(value):
-            name = f"{type(instance).__name__}.{attribute.name}"
-            raise ConfigurationError(f"{name} must be {requirement}")
-
-    return check
-
-
-_non_negative = _option("a number >= 0", lambda v: isinstance(v, int | float) and v >= 0)
-_at_least_one = _option("an integer >= 1", lambda v: isinstance(v, int) and v >= 1)
-_count_from_zero = _option("an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+_non_negative = setting("a number >= 0", *NUMBER, ge(0))
+_at_least_one = setting("an integer >= 1", *INTEGER, ge(1))
+_count_from_zero = setting("an integer >= 0", *INTEGER, ge(0))
 
 
 @attrs.frozen
@@ -317,7 +281,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, *, rand: random.Random | None = None) -> float:
         """Full-jitter delay after failed attempt number ``attempt`` (1-based)."""
-        return call_backoff(self).delay(attempt, rand=rand)
+        return self.delay(attempt, None, rand=rand)
 
     def delay(
         self, attempt: int, retry_after: float | None, *, rand: random.Random | None = None
@@ -329,16 +293,9 @@ class RetryPolicy:
 class FailureKind(enum.Enum):
     """How far a failed attempt got, which decides whether repeating it is safe."""
 
-    NOT_SENT = "not_sent"
-    """The request never reached the server (connection refused, DNS, connect timeout)."""
-    ANSWER_LOST = "answer_lost"
-    """The request was (or may have been) sent but no complete answer came back."""
-    STATUS = "status"
-    """The server answered with an error status."""
-
-
-def is_retryable_status(status: int) -> bool:
-    return status in (408, 429) or 500 <= status <= 599
+    NOT_SENT = "not_sent"  # never reached the server (connection refused, DNS, connect timeout)
+    ANSWER_LOST = "answer_lost"  # (maybe) sent, but no complete answer came back
+    STATUS = "status"  # the server answered with an error status
 
 
 def attempt_may_repeat(
@@ -349,26 +306,23 @@ def attempt_may_repeat(
     status: int | None = None,
     creates_task: bool = False,
 ) -> bool:
-    """Whether to try again after failed attempt number ``attempt`` (1-based): yes if nothing
-    was sent, or the answer was lost (but a task submission's only with ``retry_unknown_submits``:
-    a task may exist and be billed), or the answer was 408, 429 or 5xx; never for other statuses.
-    """
+    """Whether to try again after failed attempt number ``attempt`` (1-based): yes if nothing was
+    sent, or the answer was lost (a task submission's only with ``retry_unknown_submits``: a task
+    may exist and be billed), or the answer was 408, 429 or 5xx; never for other statuses."""
     if attempt >= policy.attempts:
         return False
     if kind is FailureKind.NOT_SENT:
         return True
     if kind is FailureKind.ANSWER_LOST:
         return not creates_task or policy.retry_unknown_submits
-    if status == 429 and not policy.retry_rate_limited:
-        return False
-    return status is not None and is_retryable_status(status)
+    if status == 429:
+        return policy.retry_rate_limited
+    return status is not None and (status == 408 or 500 <= status <= 599)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    Unparseable values give ``None``; dates in the past give 0.
-    """
+    """Seconds to wait from a ``Retry-After`` header, delta-seconds or an HTTP date: ``None`` if
+    it cannot be parsed, 0 for a date in the past."""
     text = (value or "").strip()
     if not text:
         return None
@@ -394,10 +348,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 MAX_JOB_ROUNDS = 5
 """Rounds of retries a batch job gets for transient failures, counted only while the service
 answers other jobs (in an outage the run pauses instead)."""
-MAX_RAY_RESTARTS = 3
-"""Restarts of a Ray shard's actor (and of the shared permits actor) before its shard fails."""
-PERMITS_TRIES = 4
-"""Tries of a call to the shared permits actor, which Ray may be restarting."""
+MAX_RAY_RESTARTS = 3  # of a Ray shard's actor (and the permits actor) before its shard fails
+PERMITS_TRIES = 4  # of a call to the shared permits actor, which Ray may be restarting
 
 
 # --- what a batch job does next ----------------------------------------------------------------
@@ -423,19 +375,15 @@ class Next:
 
     action: Action
     verdict: Verdict
-    record: BaseException | None = None
-    """END_JOB: the error the job is recorded failed with."""
-    wait: float = 0.0
-    """RETRY: seconds before the step is tried again."""
-    counted: bool = False
-    """RETRY: this failure took one of the job's rounds (the service answered since the last)."""
-    round: int = 0
-    """RETRY: the job's rounds so far, this one included."""
+    record: BaseException | None = None  # END_JOB: the error the job is recorded failed with
+    wait: float = 0.0  # RETRY: seconds before the step is tried again
+    counted: bool = False  # RETRY: took one of the job's rounds (the service answered since)
+    round: int = 0  # RETRY: the job's rounds so far, this one included
 
     @property
     def pause(self) -> Pause:
-        """Who holds back meanwhile: only a transient failure pauses anyone (even the one that
-        ends its job's last round: the others still meet what it met)."""
+        """Who holds back meanwhile: a transient failure's (even one ending its job's last round:
+        the others still meet it)."""
         return self.verdict.pause if self.verdict.kind is Kind.TRANSIENT else Pause.NONE
 
 
@@ -448,11 +396,9 @@ def decide(
     policy: RetryPolicy,
     rand: random.Random | None = None,
 ) -> Next:
-    """What follows ``error`` in a job whose rounds so far are ``rounds``, the service having given
-    ``answers`` answers in all: RUN stops the run, JOB and UNKNOWN_OUTCOME end the job, TRANSIENT
-    tries again after the call's backoff for the round, until the job's rounds (counted only while
-    the service answers others) pass :data:`MAX_JOB_ROUNDS`. Changes nothing: the caller applies
-    it."""
+    """What follows ``error`` in a job with ``rounds`` so far, the service having given ``answers``
+    in all: RUN stops the run, JOB and UNKNOWN_OUTCOME end the job, TRANSIENT tries again after the
+    call's backoff until the job's rounds pass :data:`MAX_JOB_ROUNDS`. The caller applies it."""
     verdict = classify(error, step=step)
     if verdict.kind is Kind.RUN:
         return Next(Action.STOP_RUN, verdict)
@@ -461,8 +407,7 @@ def decide(
     counted = answers != rounds.answers_seen
     count = rounds.count + counted
     if counted and count > MAX_JOB_ROUNDS:
-        exhausted = RetriesExhaustedError(MAX_JOB_ROUNDS, error)
-        return Next(Action.END_JOB, verdict, record=exhausted)
+        return Next(Action.END_JOB, verdict, record=RetriesExhaustedError(MAX_JOB_ROUNDS, error))
     wait = call_backoff(policy).delay(max(count, 1), rand=rand)
     return Next(Action.RETRY, verdict, wait=wait, counted=counted, round=count)
 
@@ -471,7 +416,7 @@ def decide(
 
 
 class ExitStatus(enum.IntEnum):
-    """What a ``novita-async`` command exits with (:data:`EXITS` says what each means)."""
+    """What a ``novita-async`` command exits with (the README says what each means)."""
 
     OK = 0
     FAILED = 1
@@ -521,174 +466,3 @@ def run_exit_status(
     if interrupted:
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK if failed == 0 and not_finished == 0 else ExitStatus.FAILED
-
-
-# --- the README's table ------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Row:
-    """One line of the README's failure table: errors that mean the same, and what follows."""
-
-    what: str
-    errors: tuple[BaseException, ...]
-    kind: Kind
-    follows: str
-    exit: ExitStatus
-    step: Step = Step.OTHER
-
-
-_RUN_STOPS = (
-    "the run stops submitting, follows the tasks paid for, records nothing against the jobs it "
-    "did not finish; fix the cause it names and rerun"
-)
-_ROUNDS = (
-    f"the step is tried again after the call's backoff "
-    f"({call_backoff(RetryPolicy()).describe()}, full jitter), at most {MAX_JOB_ROUNDS} rounds "
-    "counted while the service answers other jobs; then `RETRIES_EXHAUSTED`, which a plain rerun "
-    "retries"
-)
-
-TABLE: tuple[Row, ...] = (
-    Row(
-        "the job's own: its request refused for its content, its task failed or unknown to the "
-        "service, its line invalid, a name too long",
-        (
-            BadRequestError(400, reason="ILLEGAL_PROMPT"),
-            BadRequestError(400, reason="INVALID_REQUEST_BODY"),
-            TaskFailedError("t", "TASK_STATUS_FAILED"),
-            NotFoundError(404, reason="TASK_NOT_FOUND"),
-            ValidationError("steps", 0, "1 to 100"),
-            LocalIOError("too long", errno=36),
-        ),
-        Kind.JOB,
-        "recorded failed with the reason, the others go on; a rerun leaves it alone unless "
-        "`--retry-failed` (`INVALID_REQUEST_BODY` to a body naming cached assets first uploads "
-        "the files again and sends it once more)",
-        ExitStatus.FAILED,
-    ),
-    Row(
-        "the run's: the key, the account, the endpoint (`NOVITA_BASE_URL`), this machine's disk, "
-        "the output's store",
-        (
-            AuthenticationError(401, reason="INVALID_API_KEY"),
-            PermissionDeniedError(403, reason="BILLING_AUTH_FAILED"),
-            BadRequestError(400, reason="BILLING_BALANCE_NOT_ENOUGH"),
-            NotFoundError(404, reason="API_NOT_FOUND"),
-            LocalIOError("full", errno=28),
-            LocalIOError("read-only", errno=30),
-            StorageError("refused", reason="STORAGE_PERMISSION"),
-        ),
-        Kind.RUN,
-        _RUN_STOPS,
-        ExitStatus.STOPPED,
-    ),
-    Row(
-        "429 on a submission",
-        (RateLimitError(429, reason="RATE_LIMITED", retry_after=3.0),),
-        Kind.TRANSIENT,
-        "every submitter pauses for its `Retry-After` (at most `--retry-after-cap`, "
-        f"{RATE_LIMITED.hint_cap:g} s), or without one {RATE_LIMITED.describe()} (429s in a row, "
-        "equal jitter); never a job failure",
-        ExitStatus.OK,
-        Step.SUBMIT,
-    ),
-    Row(
-        "an outage: connection refused or reset, DNS, timeouts, 5xx",
-        (APIConnectionError("refused"), ServerError(503, reason="SERVICE_UNAVAILABLE")),
-        Kind.TRANSIENT,
-        f"every request of the run pauses together, {OUTAGE.describe()} (equal jitter), ending at "
-        "the service's next answer; the tasks paid for are still followed",
-        ExitStatus.OK,
-    ),
-    Row(
-        "an outage longer than `--max-outage`, 300 s by default",
-        (OutageError(301.0, APIConnectionError("refused")),),
-        Kind.RUN,
-        _RUN_STOPS,
-        ExitStatus.STOPPED,
-    ),
-    Row(
-        "one job's step failing alone: 408, 409, 425, image URLs that keep expiring",
-        (APIStatusError(408), ImageURLExpiredError("expired")),
-        Kind.TRANSIENT,
-        _ROUNDS,
-        ExitStatus.OK,
-    ),
-    Row(
-        "a submission sent whose answer was lost",
-        (SubmitOutcomeUnknownError("lost"), InvalidResponseError("no task id")),
-        Kind.UNKNOWN_OUTCOME,
-        "recorded `SUBMIT_OUTCOME_UNKNOWN` (a task may exist and be billed): resent only with "
-        "`--retry-unknown-submits`",
-        ExitStatus.FAILED,
-        Step.SUBMIT,
-    ),
-    Row(
-        "`--max-tasks` new tasks submitted",
-        (BudgetReachedError(10),),
-        Kind.RUN,
-        "the run stops submitting and follows the tasks paid for",
-        ExitStatus.BUDGET,
-    ),
-)
-
-EXITS: tuple[tuple[ExitStatus, str, str], ...] = (
-    (ExitStatus.OK, "every job succeeded", "nothing: every job is replayed from the journal"),
-    (
-        ExitStatus.FAILED,
-        "some jobs failed (their own fault, or `RETRIES_EXHAUSTED`, `SUBMIT_OUTCOME_UNKNOWN`)",
-        "tries `RETRIES_EXHAUSTED` again; the others need the flag the summary names",
-    ),
-    (
-        ExitStatus.USAGE,
-        "bad usage or invalid input, found before anything was sent",
-        "the same, until the command is fixed",
-    ),
-    (
-        ExitStatus.STOPPED,
-        "the run stopped for a run-level cause, named in one line with its fix",
-        "continues where it stopped, once the cause is fixed",
-    ),
-    (
-        ExitStatus.BUDGET,
-        "the run stopped having submitted its `--max-tasks`",
-        "continues, with a budget of its own",
-    ),
-    (ExitStatus.INTERRUPTED, "interrupted (Ctrl-C, SIGTERM)", "continues where it stopped"),
-)
-
-
-def markdown() -> str:
-    """The README's failure and exit-status tables, between their markers."""
-    lines = [
-        "<!-- failure-table:start -->",
-        "<!-- generated by `python -m novita_async._failures --markdown`: do not edit -->",
-        "",
-        "| what went wrong | whose | what follows | exit status |",
-        "|---|---|---|---|",
-    ]
-    for row in TABLE:
-        reasons = ", ".join(dict.fromkeys(f"`{_shown(error)}`" for error in row.errors))
-        lines.append(
-            f"| {row.what} ({reasons}) | {row.kind.value} | {row.follows} | {int(row.exit)} |"
-        )
-    lines += ["", "| status | meaning | what a rerun of the same command does |", "|---|---|---|"]
-    lines += [f"| {int(status)} | {meaning} | {rerun} |" for status, meaning, rerun in EXITS]
-    lines.append("<!-- failure-table:end -->")
-    return "\n".join(lines) + "\n"
-
-
-def _shown(error: BaseException) -> str:
-    status, reason = getattr(error, "status", None), getattr(error, "reason", "")
-    if status is None:
-        return str(reason)
-    return str(status) if reason == f"HTTP_{status}" else f"{status} {reason}"
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--markdown"]:
-        sys.exit("usage: python -m novita_async._failures --markdown")
-    from novita_async._failures import markdown as the_package_s  # the table the package uses
-
-    sys.stdout.write(the_package_s())

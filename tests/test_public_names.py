@@ -47,6 +47,17 @@ def test_errors_and_models_survive_pickling() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is novita_async.RateLimitError
     assert (copy.status, copy.retry_after, str(copy)) == (429, 2.0, str(error))
+    # Whole, whatever their __init__ takes (a Ray shard's error reaches the driver pickled).
+    stopped = novita_async.RunStoppedError(
+        novita_async.StorageError("refused", reason="STORAGE_PERMISSION", url="s3://b/k"),
+        what="the store refused",
+        fix="check it",
+        tasks_submitted=2,
+    )
+    for error in (stopped, novita_async.ValidationError("steps", 0, "1 to 100")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert (type(copy), copy.reason, str(copy)) == (type(error), error.reason, str(error))
+    assert pickle.loads(pickle.dumps(stopped)).cause.url == "s3://b/k"
     for model in (
         novita_async.RetryPolicy(attempts=5),
         novita_async.InstantIDRequest(prompt="a portrait", steps=30),

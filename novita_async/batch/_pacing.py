@@ -1,22 +1,16 @@
-"""The run's pacing: the gate every request of a run passes (a rate limit, shared pauses, and the
-run's stop). How long each pause lasts is the failure policy's (``_failures``).
+"""The run's pacing: the gate every request of a run passes (the rate, the shared pauses, the
+run's stop); how long each pause lasts is the failure policy's (``_failures``).
 
-A 429 seen by one submitter means the account is over its limit, not that one job is: the gate
-closes for *all* submitters until the server's ``Retry-After`` has passed, capped at
-``retry_after_cap`` (or, without one, :data:`~.._failures.RATE_LIMITED`'s backoff over
-consecutive 429s). An outage (connections refused or reset, timeouts, 5xx) pauses every step of
-every job together, with :data:`~.._failures.OUTAGE`'s backoff, and ends at the service's next
-answer; an outage longer than ``max_outage`` stops the run. Each pause is announced with how long
-it lasts.
-The steady rate (submissions per second) is an :class:`aiolimiter.AsyncLimiter`.
+A 429 means the account is over its limit, not one job: *every* submitter pauses, for the
+server's ``Retry-After`` capped at ``retry_after_cap`` or else :data:`~.._failures.RATE_LIMITED`'s
+backoff over consecutive 429s. An outage (connections refused or reset, timeouts, 5xx) pauses
+every request of the run with :data:`~.._failures.OUTAGE`'s backoff until the service's next
+answer, and stops the run past ``max_outage``. Each pause is announced with how long it lasts.
 
-Several runners that share one account's rate (the shards of ``novita_async.ray``) are given one
-:class:`SubmitPermits` instead: each submission takes its turn there, and a 429 one of them sees is
-told there too, so that every runner holds back, not only the one that was refused.
-
-A run-level failure (the key, the account, the endpoint, this machine: see ``_failures``) stops the
-run through :meth:`RunGate.stop`: every later :meth:`RunGate.wait` raises :class:`RunStopped`, so
-nothing more is submitted while the tasks already paid for are followed to their end.
+The steady rate is an :class:`aiolimiter.AsyncLimiter`. Runners sharing one account's rate (the
+shards of ``novita_async.ray``) share one :class:`SubmitPermits`, where a 429 one of them sees
+holds them all back. A run-level failure stops the run (:meth:`RunGate.stop`): every later
+:meth:`RunGate.wait` raises :class:`RunStopped`, while the tasks paid for are still followed.
 """
 
 from __future__ import annotations
@@ -31,10 +25,8 @@ import anyio
 import attrs
 from aiolimiter import AsyncLimiter
 
-from .._exceptions import OutageError
-from .._failures import OUTAGE, RATE_LIMITED
-
-__all__ = ["OutageError", "RatePermits", "RunGate", "RunStopped", "SubmitPermits"]
+from .._exceptions import OutageError, reason_of
+from .._failures import OUTAGE, RATE_LIMITED, Backoff
 
 logger = logging.getLogger("novita_async.batch")
 
@@ -51,47 +43,72 @@ class SubmitPermits(Protocol):
         """Return when one submission may go now (the rate and any pause allow it)."""
 
     def rate_limited(self, seconds: float) -> None:
-        """A runner was refused with a 429: hold every runner's submissions ``seconds`` from now.
-        Must not block: called as the refusal is handled."""
+        """A 429: hold every runner's submissions ``seconds`` from now (without blocking)."""
+
+
+@attrs.define
+class _Pause:
+    """A pause on anyio's clock, and its rounds in a row. Over or never set, ``until`` is 0, so
+    that an open gate (no rate, no 429, no outage) never reads the clock."""
+
+    backoff: Backoff = OUTAGE
+    until: float = 0.0
+    rounds: int = 0
+
+    def left(self) -> float:
+        if self.until and (left := self.until - anyio.current_time()) > 0:
+            return left
+        self.until = 0.0
+        return 0.0
+
+    def extend(self, seconds: float) -> None:
+        self.until = max(self.until, anyio.current_time() + seconds)
+
+    def another_round(
+        self, hint: float | None, rand: random.Random, at_most: float = math.inf
+    ) -> float:
+        """Pause for one more round's backoff (or ``hint``), at most ``at_most``: how long."""
+        self.rounds += 1
+        pause = min(self.backoff.delay(self.rounds, hint, rand=rand), at_most)
+        self.extend(pause)
+        return pause
 
 
 class RatePermits:
     """Turns to submit under ``rate`` per second (None or infinite: no limit), and the pause a
-    429 imposes on them: the :class:`SubmitPermits` of one run, and what ``novita_async.ray``'s
+    429 imposes on them: one run's :class:`SubmitPermits`, and the one ``novita_async.ray``'s
     shared actor holds for all the shards.
 
-    One submission per 1/rate seconds, with no burst, and aimed 2% under the rate: a service that
-    counts submissions over a sliding window (as the emulator does, and rate limits commonly do)
-    then never sees one too many in any window, even when network jitter bunches a few arrivals
-    together. A burst of a second's worth, the leaky bucket's default, would exceed such a window
-    at once.
+    One submission per 1/rate seconds, with no burst, aimed 2% under the rate: a service counting
+    submissions over a sliding window (as the emulator and rate limits commonly do) then never sees
+    one too many in any window, even when network jitter bunches arrivals. A second's burst, the
+    leaky bucket's default, would exceed such a window at once.
     """
 
     def __init__(self, rate: float | None) -> None:
         if rate is not None and math.isinf(rate):
             rate = None
         self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
-        self._paused_until = 0.0
+        self._pause = _Pause()
         self.granted = 0
         self.pauses = 0
 
     async def acquire(self) -> None:
         """Return when one submission may go now."""
-        # Without a pause ever set, the clock is not read: a run with no rate pays nothing here.
         while True:
-            if self._paused_until and (left := self._paused_until - anyio.current_time()) > 0:
+            if (left := self._pause.left()) > 0:
                 await anyio.sleep(left)
                 continue  # the pause may have been extended meanwhile
             if self._limiter is not None:
                 await self._limiter.acquire()
-            if not self._paused_until or self._paused_until <= anyio.current_time():
+            if not self._pause.left():
                 self.granted += 1
                 return
 
     def rate_limited(self, seconds: float) -> None:
         """A submission was refused (429): none goes for ``seconds`` from now."""
         self.pauses += 1
-        self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
+        self._pause.extend(seconds)
 
     def counts(self) -> dict[str, int]:
         """Turns granted and pauses imposed so far."""
@@ -103,13 +120,9 @@ class RunStopped(Exception):
 
 
 class RunGate:
-    """Admit requests under ``rate`` submissions per second and any pause in force.
-
-    ``rate`` is None or > 0 (as :class:`BatchOptions` checks); an infinite rate is no limit.
-    ``on_pause`` is told, in words, when the run pauses and when it goes on. Submissions take
-    their turns from ``permits`` (see :class:`SubmitPermits`), by default this run's own
-    :class:`RatePermits` under ``rate``.
-    """
+    """Admit requests under any pause in force, and submissions under ``rate`` per second (None,
+    > 0, or infinite: no limit), taking their turns from ``permits`` (by default this run's own
+    :class:`RatePermits`). ``on_pause`` is told, in words, when the run pauses and goes on."""
 
     def __init__(
         self,
@@ -122,23 +135,18 @@ class RunGate:
         permits: SubmitPermits | None = None,
     ) -> None:
         self._permits = permits or RatePermits(rate)
-        self._retry_after_cap = retry_after_cap
-        self._rate_backoff = attrs.evolve(RATE_LIMITED, hint_cap=retry_after_cap)
         self._max_outage = max_outage
         self._on_pause = on_pause
         self._rand = rand or random.Random()
-        self._rate_paused_until = 0.0  # submissions only
-        self._outage_paused_until = 0.0  # every request
-        self._consecutive_429 = 0
+        self._rate_pause = _Pause(attrs.evolve(RATE_LIMITED, hint_cap=retry_after_cap))
+        self._outage_pause = _Pause(OUTAGE)
         self._outage_since: float | None = None
-        self._outage_rounds = 0
         self.stopped: BaseException | None = None
         """The run-level error that stopped the run, once one has."""
         self._following = True  # after a stop, may the tasks paid for still be followed?
         self._stop_event = anyio.Event()
         self.answers = 0
-        """How many answers the service has given: a job whose step keeps failing while this
-        grows is failing alone, not in an outage."""
+        """Answers the service gave: a job failing while this grows fails alone (no outage)."""
 
     # --- waiting --------------------------------------------------------------------------------
 
@@ -148,27 +156,13 @@ class RunGate:
         return self._left(submission=True)
 
     def _left(self, *, submission: bool) -> float:
-        until = self._outage_paused_until
-        if submission:
-            until = max(until, self._rate_paused_until)
-        if not until:
-            return 0.0  # no pause was ever set, or the last one is over: nothing to compare
-        left = until - anyio.current_time()
-        if left > 0:
-            return left
-        # Over: forget it, so the next requests need not read the clock.
-        if self._outage_paused_until <= until:
-            self._outage_paused_until = 0.0
-        if submission and self._rate_paused_until <= until:
-            self._rate_paused_until = 0.0
-        return 0.0
+        left = self._outage_pause.left()
+        return max(left, self._rate_pause.left()) if submission else left
 
     async def wait(self, *, submission: bool = True) -> None:
         """Return when one request may be sent now; :class:`RunStopped` once the run stopped.
-
-        Submissions (``submission=True``) also take their turn under the rate. Other requests
-        (following a task already paid for) go on after a stop that lets them.
-        """
+        Submissions also take their turn under the rate; the other requests (following a task paid
+        for) go on after a stop that lets them."""
         while True:
             if self.stopped is not None and (submission or not self._following):
                 raise RunStopped
@@ -193,20 +187,16 @@ class RunGate:
     def answered(self) -> None:
         """The service answered a request (whatever the answer): any outage is over."""
         self.answers += 1
-        self._consecutive_429 = 0
+        self._rate_pause.rounds = 0
         if self._outage_since is not None:
             down = anyio.current_time() - self._outage_since
             self._outage_since = None
-            self._outage_rounds = 0
-            self._outage_paused_until = 0.0
+            self._outage_pause = _Pause(OUTAGE)
             self._announce(f"the API answers again after {down:.0f}s; going on", paused=False)
 
     def unreachable(self, error: BaseException) -> None:
-        """A request found the service unreachable or failing: pause every step of the run.
-
-        Failures of requests sent before the current pause began do not lengthen it. An outage
-        longer than ``max_outage`` stops the run with :class:`OutageError`.
-        """
+        """A request found the service unreachable or failing: pause every step of the run (not
+        again for requests sent before the pause began); past ``max_outage``, stop it."""
         now = anyio.current_time()
         if self._outage_since is None:
             self._outage_since = now
@@ -214,29 +204,22 @@ class RunGate:
         if down > self._max_outage:
             self.stop(OutageError(down, error), follow=False)
             return
-        if now < self._outage_paused_until:
+        if now < self._outage_pause.until:
             return
-        self._outage_rounds += 1
-        pause = min(
-            OUTAGE.delay(self._outage_rounds, rand=self._rand), self._max_outage - down + 0.001
-        )
-        self._outage_paused_until = now + pause
+        pause = self._outage_pause.another_round(None, self._rand, self._max_outage - down + 0.001)
         self._announce(
-            f"paused: the API has been unreachable for {down:.0f}s ({_reason(error)}); "
+            f"paused: the API has been unreachable for {down:.0f}s ({reason_of(error)}); "
             f"next try in {pause:.1f}s"
         )
 
     def rate_limited(self, retry_after: float | None) -> float:
         """Close the gate to submissions after a 429; returns the pause chosen (s from now)."""
-        self._consecutive_429 += 1
-        pause = self._rate_backoff.delay(self._consecutive_429, retry_after, rand=self._rand)
-        if retry_after is not None and retry_after >= 0 and math.isfinite(retry_after):
-            hint = f"Retry-After {retry_after:g}s" + (
-                f", capped at {self._retry_after_cap:g}s" if retry_after > pause else ""
-            )
-        else:
-            hint = "no Retry-After"
-        self._rate_paused_until = max(self._rate_paused_until, anyio.current_time() + pause)
+        pause = self._rate_pause.another_round(retry_after, self._rand)
+        hint = "no Retry-After"
+        if retry_after is not None and 0 <= retry_after < math.inf:  # the one Backoff honours
+            cap = self._rate_pause.backoff.hint_cap
+            capped = f", capped at {cap:g}s" if retry_after > pause else ""
+            hint = f"Retry-After {retry_after:g}s{capped}"
         self._permits.rate_limited(pause)
         self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
         return pause
@@ -254,8 +237,3 @@ class RunGate:
         logger.warning("%s", message)
         if self._on_pause is not None:
             self._on_pause(message, paused)
-
-
-def _reason(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)
-    return reason if isinstance(reason, str) else type(error).__name__

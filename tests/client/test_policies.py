@@ -297,7 +297,7 @@ def test_the_decision_by_kind() -> None:
     lost = _decide(SubmitOutcomeUnknownError("lost"), Rounds(), 0)
     assert (lost.action, lost.pause) == (Action.END_JOB, Pause.NONE)
     limited = _decide(RateLimitError(429, retry_after=2.0), Rounds(), 0)
-    assert (limited.pause, limited.verdict.retry_after) == (Pause.SUBMISSIONS, 2.0)
+    assert (limited.pause, limited.verdict.error.retry_after) == (Pause.SUBMISSIONS, 2.0)
 
 
 def test_a_wait_rides_out_429_5xx_and_no_answer_only() -> None:
