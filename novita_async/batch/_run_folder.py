@@ -2,27 +2,22 @@
 and read by ``status`` without a run.
 
 OUT is a local folder, or for an object-store OUT (``s3://BUCKET/PREFIX``...) a local staging
-folder the run works in, its journal mirrored in the store (:class:`~._journal.JournalMirror`).
-Its state (journal, ``results.jsonl``, lock) lives in OUT, or for a shard in
+folder whose journal is mirrored in the store (:class:`~._journal.JournalMirror`). Its state
+(journal, ``results.jsonl``, lock) lives in OUT, or for a shard in
 ``OUT/.novita-shards/<k>-of-<K>/``; the images always go to OUT.
 
-**Opening**: the layout check, the lock (one run per folder), the store's journal pulled, the
-journal opened, stale temporary files removed, ``results.jsonl`` rebuilt, and the outputs checked:
-what is in OUT (or the store) is the truth. Each file of a job the journal calls succeeded is
-looked at (one ``stat``, or one listing of the store's prefix): there, and of the size recorded.
-A job whose image is not is recorded failed ``OUTPUT_MISSING`` with its task id, and the run
-fetches its images again from that task at no cost; without a task to fetch them from it ends
-``OUTPUT_LOST``, paid for again only with ``retry_failed``. A journal from before sizes and
-digests were recorded has neither: its files are only checked for being there.
-**Closing** (shielded: a cancelled run closes too): the results merged, the journal closed, then
-for an object-store OUT the journal's last segment and ``results.jsonl`` uploaded; the store
-failing there is kept as :attr:`RunFolder.end_error`, which stops the run.
+**Opening**: the layout checked, the folder locked, the store's journal pulled, the journal opened,
+stale temporary files removed, ``results.jsonl`` rebuilt, and the outputs checked against what is
+in OUT (one ``stat`` per file, or one listing of the store's prefix): a succeeded job whose image
+is missing or of another size than recorded is recorded failed ``OUTPUT_MISSING`` and fetched
+again from its task at no cost, or without a task ``OUTPUT_LOST`` (paid again only with
+``retry_failed``). **Closing** (shielded): the results merged, the journal closed, then for an
+object-store OUT its last segment and ``results.jsonl`` uploaded; a store failing there is kept
+as :attr:`RunFolder.end_error`, which stops the run.
 
-**Status** (:func:`read_status`) sends nothing, needs no key and writes nothing: it folds the
-journal's good lines as a run would (a damaged journal is reported, not refused), reads
-``results.jsonl`` and looks at the images (with ``verify``, hashing each against its recorded
-SHA-256, as ``rclone check`` does). It is safe while a run holds the folder. Given the ids of
-the job file (``job_ids``), the jobs the journal does not know are counted.
+**Status** (:func:`read_status`) sends nothing, needs no key, writes nothing and is safe while a
+run holds the folder: it folds the journal's good lines as a run would (reporting damage), reads
+``results.jsonl`` and looks at the images (with ``verify``, hashing each against its SHA-256).
 """
 
 from __future__ import annotations
@@ -39,7 +34,7 @@ from pathlib import Path
 import anyio
 import attrs
 
-from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
+from .._exceptions import ConfigurationError, NovitaError, StorageError
 from .._failures import RETRYABLE_REASONS
 from .._files import is_locked, local_io, looks_like_url, remove_stale_temp_files
 from ._jobs import JobError, JobOutcome, JobStatus
@@ -60,10 +55,7 @@ from ._outputs import LOCK_NAME, Output, OutputLock, file_digest, open_output
 __all__ = [
     "OUTPUT_LOST",
     "OUTPUT_MISSING",
-    "FileProblem",
     "OutputLostError",
-    "OutputMissingError",
-    "Problem",
     "RunFolder",
     "RunStatus",
     "local_problems",
@@ -83,8 +75,7 @@ class RunFolder:
     def __init__(self, out: str | os.PathLike[str] | Output, options: BatchOptions) -> None:
         self.options = options
         self.destination = open_output(out, staging_dir=options.staging_dir)
-        # An object-store OUT: the run works in its local staging folder and uploads from there.
-        self.out_dir = self.destination.local_dir
+        self.out_dir = self.destination.local_dir  # an object-store OUT's staging folder
         if (scheme := looks_like_url(str(options.journal_path or ""))) is not None:
             raise ConfigurationError(
                 f"journal_path is a {scheme!r} URL: give the output as that URL instead, and the "
@@ -94,7 +85,6 @@ class RunFolder:
         # A shard's journal, results and lock are its own; its images go to OUT with the others.
         self.state_dir = self.out_dir if shard is None else shard.folder(self.out_dir)
         self.journal_path = options.journal_path or self.state_dir / JOURNAL_NAME
-        # A store keeps the journal too (as segments): a run restarted elsewhere resumes.
         self.mirror: JournalMirror | None = self.destination.journal_mirror(self.journal_path)
         self.end_error: StorageError | None = None
         """The store's failure while closing (the last segment, results.jsonl), if any."""
@@ -107,10 +97,10 @@ class RunFolder:
         lock = OutputLock(self.state_dir)
 
         def open_journal() -> Journal:
-            with local_io("creating the output folder", self.state_dir):
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-            # The folder's lock first: a second run on this OUT is refused whatever its journal.
-            lock.acquire()
+            for folder in (self.out_dir, self.state_dir):
+                with local_io("creating the output folder", folder):
+                    folder.mkdir(parents=True, exist_ok=True)
+            lock.acquire()  # first: a second run on this OUT is refused whatever its journal
             try:
                 if self.mirror is not None:  # the store's segments make the local journal
                     anyio.from_thread.run(self.mirror.pull)
@@ -123,20 +113,12 @@ class RunFolder:
         await self.destination.check_layout(self.options.shard)
         # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
         with anyio.CancelScope(shield=True):
-            try:
-                await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise LocalIOError.from_os_error(
-                    exc, "creating the output folder", str(self.out_dir)
-                ) from exc
             journal = await anyio.to_thread.run_sync(open_journal)
         try:
             await self._check_outputs(journal)
 
             def prepare() -> None:
-                # A run killed mid-download (kill -9) left partial files: those whose writer
-                # process no longer exists are removed.
-                remove_stale_temp_files(self.out_dir)
+                remove_stale_temp_files(self.out_dir)  # those a run killed mid-download left
                 results.rebuild(list(journal.ended_outcomes()))
 
             await anyio.to_thread.run_sync(prepare)
@@ -310,14 +292,14 @@ def output_errors(
 # --- status ---------------------------------------------------------------------------------------
 
 
+def _count() -> int:
+    return attrs.field(default=0, validator=attrs.validators.ge(0))
+
+
 @attrs.frozen(kw_only=True)
 class RunStatus:
-    """Where the run of one output folder stands (see :func:`read_status`).
-
-    The jobs the journal knows are ``succeeded + outputs_missing + failed + unfinished +
-    unanswered``: a job the journal recorded succeeded whose images are not all in the folder, as
-    recorded, is not counted succeeded.
-    """
+    """Where the run of one output folder stands (see :func:`read_status`). The jobs the journal
+    knows are ``succeeded + outputs_missing + failed + unfinished + unanswered``."""
 
     out_dir: Path
     journal_path: Path
@@ -330,39 +312,38 @@ class RunStatus:
     """Lines of the journal (from 1) that cannot be read: ``novita-async journal repair``."""
     last_run: datetime | None = None
     """When the journal was last written to (its last record's time, UTC)."""
-    jobs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    jobs: int = _count()
     """Jobs the journal knows."""
-    succeeded: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    succeeded: int = _count()
     """Jobs recorded succeeded whose images are all in the folder (as checked)."""
-    outputs_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    outputs_missing: int = _count()
     """Jobs recorded succeeded with an image missing or damaged: a rerun with them fetches
     their images again from their tasks, at no cost."""
-    failed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    failed: int = _count()
     failures_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     """The failed jobs by their error's reason (``TASK_FAILED``, ``RETRIES_EXHAUSTED``...)."""
-    unfinished: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    unfinished: int = _count()
     """Jobs submitted (their task id recorded) that have not ended: a rerun follows their tasks."""
-    unanswered: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    unanswered: int = _count()
     """Jobs whose submission was sent (or about to be) with no answer recorded."""
-    unknown_outcome: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Jobs of unknown outcome: ``unanswered`` ones and those failed ``SUBMIT_OUTCOME_UNKNOWN``
-    (a task may exist and be billed; a rerun does not send them again unless told to)."""
-    retryable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    unknown_outcome: int = _count()
+    """``unanswered`` jobs and those failed ``SUBMIT_OUTCOME_UNKNOWN``: a task may exist and be
+    billed; a rerun does not send them again unless told to."""
+    retryable: int = _count()
     """Failed jobs a plain rerun tries again (``RETRIES_EXHAUSTED``)."""
     never_submitted: int | None = None
     """Jobs of the job file the journal does not know; None when no job file was given."""
-    images: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    images: int = _count()
     """Images of the succeeded jobs that are in the output folder."""
-    images_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    images_missing: int = _count()
     """Images of the succeeded jobs that are not (moved or deleted since)."""
-    images_damaged: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Images of the succeeded jobs that are there but not as recorded: of another size, or
-    (``verified``) of another SHA-256."""
+    images_damaged: int = _count()
+    """Images of the succeeded jobs there but not as recorded: of another size, or (``verified``)
+    of another SHA-256."""
     verified: bool = False
     """The images were hashed against the SHA-256 the journal recorded (``verify``)."""
-    unverifiable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Images checked for being there only: their journal (from an older version) recorded no
-    size or SHA-256 for them."""
+    unverifiable: int = _count()
+    """Images checked for being there only: their (older) journal recorded no size or SHA-256."""
     results_listed: int | None = None
     """Jobs ``results.jsonl`` lists; None when there is no such file."""
 
@@ -375,15 +356,13 @@ def read_status(
     verify: bool = False,
 ) -> RunStatus:
     """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path`` is the
-    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known;
-    ``verify``: hash every image of the succeeded jobs against the journal's SHA-256.
-
-    Blocking (it reads files): call it from a worker thread in async code.
-    """
+    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known (the jobs
+    the journal does not know are counted); ``verify``: hash every image of the succeeded jobs
+    against the journal's SHA-256. Blocking (it reads files): call it from a worker thread in
+    async code."""
     out = Path(out_dir)
     journal = Path(journal_path) if journal_path is not None else out / JOURNAL_NAME
-    in_use = is_locked(out / LOCK_NAME) or is_locked(journal)
-    found = journal.is_file()
+    in_use, found = is_locked(out / LOCK_NAME) or is_locked(journal), journal.is_file()
     scan = scan_journal(journal)
     jobs = fold(scan.records)[1]
     phases = Counter(state.phase for state in jobs.values())
@@ -392,19 +371,16 @@ def read_status(
         for state in jobs.values()
         if state.phase is JobPhase.FAILED
     )
-    # The images of the succeeded jobs: there (as recorded), missing or damaged.
-    found_images = missing = damaged = unverifiable = jobs_short = 0
+    images = missing = damaged = unverifiable = jobs_short = 0
     for state in jobs.values():
-        if state.phase is not JobPhase.SUCCEEDED:
-            continue
-        problems = local_problems(out, state, rehash=verify)
-        lacking = sum(problem.problem is Problem.MISSING for problem in problems)
-        missing += lacking
-        damaged += len(problems) - lacking
-        found_images += len(state.files) - lacking
-        recorded = len(state.digests) if verify else len(state.sizes)
-        unverifiable += max(0, len(state.files) - recorded)
-        jobs_short += bool(problems)
+        if state.phase is JobPhase.SUCCEEDED:
+            problems = local_problems(out, state, rehash=verify)
+            lacking = sum(problem.problem is Problem.MISSING for problem in problems)
+            missing += lacking
+            damaged += len(problems) - lacking
+            images += len(state.files) - lacking
+            unverifiable += max(0, len(state.files) - len(state.digests if verify else state.sizes))
+            jobs_short += bool(problems)
     unanswered = phases[JobPhase.SUBMITTING]
     return RunStatus(
         out_dir=out,
@@ -423,7 +399,7 @@ def read_status(
         unknown_outcome=unanswered + reasons[_UNKNOWN_OUTCOME],
         retryable=sum(reasons[reason] for reason in RETRYABLE_REASONS),
         never_submitted=None if job_ids is None else len(set(job_ids) - jobs.keys()),
-        images=found_images,
+        images=images,
         images_missing=missing,
         images_damaged=damaged,
         verified=verify,
