@@ -96,9 +96,8 @@ def _now() -> float:
 
 @attrs.frozen(kw_only=True)
 class AssetRecord:
-    """An input content was uploaded to ``endpoint`` (the asset URL's origin and path, never its
-    user, password or query) as ``asset_id``. An id recorded without an endpoint (an older
-    journal) is never reused: one endpoint refuses another's ids."""
+    """An input content was uploaded to ``endpoint`` (the asset URL's origin and path only) as
+    ``asset_id``; one recorded without an endpoint (an older journal) is never reused."""
 
     type: Literal["asset"] = "asset"
     sha256: str
@@ -352,19 +351,16 @@ def _apply(
         else:
             jobs[record.id] = previous.before
         return
-    # A record without a fingerprint keeps the one known before.
-    fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
+    r = record
+    fp = r.fingerprint or (previous.fingerprint if previous else None)  # else the one known
     known = previous.tasks if previous else frozenset()
-    if isinstance(record, SubmittingRecord):
-        jobs[record.id] = JobState(
-            JobPhase.SUBMITTING, fingerprint, None, (*known,), before=previous
-        )
+    if isinstance(r, SubmittingRecord):
+        jobs[r.id] = JobState(JobPhase.SUBMITTING, fp, None, (*known,), before=previous)
         return
-    tasks = (*(known - {record.task_id}),)
-    if isinstance(record, SubmittedRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id, tasks)
+    tasks = (*(known - {r.task_id}),)
+    if isinstance(r, SubmittedRecord):
+        jobs[r.id] = JobState(JobPhase.SUBMITTED, fp, r.task_id, tasks)
         return
-    r, fp = record, fingerprint
     if isinstance(r, SucceededRecord):
         state = JobState(
             JobPhase.SUCCEEDED, fp, r.task_id, tasks, r.seed, r.files, r.sizes, r.digests
@@ -372,8 +368,8 @@ def _apply(
     else:
         state = JobState(JobPhase.FAILED, fp, r.task_id, tasks, files=r.files, error=r.error)
     # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
-    jobs.pop(record.id, None)
-    jobs[record.id] = state
+    jobs.pop(r.id, None)
+    jobs[r.id] = state
 
 
 # --- the journal file, open for appending ---------------------------------------------------------
@@ -430,20 +426,16 @@ class Journal:
     def _cut_torn_tail(self, fd: int) -> None:
         # A line torn by a crash would swallow the next record appended after it.
         size = os.fstat(fd).st_size
-        if size == 0:
-            return
         with self.path.open("rb") as handle:
             handle.seek(max(0, size - 65536))
             tail = handle.read()
-        if tail.endswith(b"\n"):
+        if not tail or tail.endswith(b"\n"):
             return
         cut = tail.rfind(b"\n")
-        keep = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else None)
-        if keep is None:
-            # The torn line is longer than the window: end it instead, the loader skips it.
-            os.write(fd, b"\n")
+        if cut < 0 and size > 65536:
+            os.write(fd, b"\n")  # torn longer than the window: ended instead, the loader skips it
         else:
-            os.truncate(self.path, keep)
+            os.truncate(self.path, size - len(tail) + cut + 1)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -585,13 +577,11 @@ class RepairReport:
 
 
 def repair_journal(path: str | os.PathLike[str]) -> RepairReport:
-    """Repair the journal at ``path``, refused while a run holds it: keep every good record, and
-    let nothing be paid twice. A damaged line may have been any record, and losing an intent
-    (``submitting``) could let a rerun pay for a job again, so every job a damaged line still
-    names, unless its last good record shows its task (``submitted``) or its images
-    (``succeeded``), is recorded failed ``SUBMIT_OUTCOME_UNKNOWN``. Damaged lines that name no
-    readable job id are listed for the user to look into. The original is kept beside the
-    repaired file (``<journal>.damaged-<time>``)."""
+    """Repair the journal at ``path`` (refused while a run holds it): keep every good record, and
+    let nothing be paid twice. A damaged line may have been an intent, so every job it still
+    names is recorded failed ``SUBMIT_OUTCOME_UNKNOWN`` unless its last good record shows its task
+    or its images; damaged lines naming no readable job id are listed for the user to look into.
+    The original is kept beside the repaired file (``<journal>.damaged-<time>``)."""
     path = Path(path)
     try:
         lines = path.read_bytes().splitlines(keepends=True)
@@ -717,11 +707,7 @@ class ResultsFile:
 
     def _lines(self) -> Iterator[tuple[str | None, bytes]]:
         """Each line of the file with its job id (None for a torn or unreadable line)."""
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            return
-        with handle:
+        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as handle:
             for line in handle:
                 try:
                     yield ResultLine.decode(line).id, line
@@ -806,14 +792,11 @@ def _disagreement(stored: bytes, local: bytes) -> str | None:
         return None
     in_store = _tasks(stored)
     for job_id, tasks in _tasks(local).items():
-        if not tasks:
-            continue
-        if job_id not in in_store:
+        there = in_store.get(job_id)
+        if tasks and there is None:
             return f"job {job_id!r} has task {min(tasks)} here and is unknown there"
-        if in_store[job_id] and not tasks & in_store[job_id]:
-            return (
-                f"job {job_id!r} has task {min(tasks)} here and task {min(in_store[job_id])} there"
-            )
+        if tasks and there and not tasks & there:
+            return f"job {job_id!r} has task {min(tasks)} here and task {min(there)} there"
     return None
 
 

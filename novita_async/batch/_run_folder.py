@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 import anyio
 import attrs
@@ -126,8 +127,7 @@ class RunFolder:
         finally:
             try:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_close, journal, results)
-                    await self._publish_end(results.path)
+                    await self._close(journal, results)
             finally:
                 lock.release()
 
@@ -144,24 +144,25 @@ class RunFolder:
             outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
             journal.record_outcome(outcome, state.fingerprint)
 
-    async def _publish_end(self, results: Path) -> None:
-        """An object-store OUT: the journal's last segment (then compacted), and results.jsonl."""
-        if self.mirror is None:
-            return
-        try:
-            await self.mirror.close()
-            key = results.relative_to(self.out_dir).as_posix()
-            await self.destination.publish_file(results, key)
-        except StorageError as exc:
-            self.end_error = exc
+    async def _close(self, journal: Journal, results: ResultsFile) -> None:
+        """The results merged, the journal closed; then for an object-store OUT, the journal's
+        last segment (then compacted) and results.jsonl up."""
 
+        def close_files() -> None:
+            try:
+                results.merge(journal.ended_outcomes(), journal.jobs)
+            finally:
+                results.close()
+                journal.close()
 
-def _close(journal: Journal, results: ResultsFile) -> None:
-    try:
-        results.merge(journal.ended_outcomes(), journal.jobs)
-    finally:
-        results.close()
-        journal.close()
+        await anyio.to_thread.run_sync(close_files)
+        if self.mirror is not None:
+            try:
+                await self.mirror.close()
+                key = results.path.relative_to(self.out_dir).as_posix()
+                await self.destination.publish_file(results.path, key)
+            except StorageError as exc:
+                self.end_error = exc
 
 
 # --- the outputs of succeeded jobs, checked -------------------------------------------------------
@@ -175,17 +176,12 @@ class Problem(enum.StrEnum):
     DAMAGED = "damaged (its SHA-256 differs from the one recorded)"
 
 
-@attrs.frozen
-class FileProblem:
-    name: str
-    problem: Problem
-
-    def __str__(self) -> str:
-        return f"{self.name} is {self.problem}"
+FileProblem: TypeAlias = tuple[str, Problem]
+"""A file of a succeeded job by name, and what is wrong with it."""
 
 
 def _shown(problems: tuple[FileProblem, ...]) -> str:
-    shown = "; ".join(map(str, problems[:3]))
+    shown = "; ".join(f"{name} is {problem}" for name, problem in problems[:3])
     return shown + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
 
 
@@ -194,8 +190,6 @@ class OutputMissingError(NovitaError):
     images again from its task's result (free: nothing is submitted)."""
 
     def __init__(self, where: str, task_id: str, problems: tuple[FileProblem, ...]) -> None:
-        self.task_id = task_id
-        self.problems = problems
         super().__init__(
             f"recorded succeeded, but in {where} {_shown(problems)}: a run with this job fetches "
             f"its images again from task {task_id}, at no cost"
@@ -211,7 +205,6 @@ class OutputLostError(NovitaError):
     for) can make it again, which a run does only when told to (``retry_failed``)."""
 
     def __init__(self, task_id: str | None, detail: str) -> None:
-        self.task_id = task_id
         what = f"the service no longer has task {task_id}" if task_id else "no task id recorded"
         super().__init__(
             f"{detail}, and {what} to fetch it again from; rerun with --retry-failed "
@@ -230,19 +223,19 @@ def _problems(
 ) -> list[FileProblem]:
     """What is wrong with the files of a succeeded job, given each file's size (None: not there)
     and, with ``digest_of``, its SHA-256 by name."""
-    problems = []
+    problems: list[FileProblem] = []
     for n, name in enumerate(state.files):
         size = size_of(name)
         if size is None:
-            problems.append(FileProblem(name, Problem.MISSING))
+            problems.append((name, Problem.MISSING))
         elif n < len(state.sizes) and size != state.sizes[n]:
-            problems.append(FileProblem(name, Problem.WRONG_SIZE))
-        elif digest_of is not None and n < len(state.digests):
-            digest = digest_of(name)
-            if digest is None:
-                problems.append(FileProblem(name, Problem.MISSING))
-            elif digest != state.digests[n]:
-                problems.append(FileProblem(name, Problem.DAMAGED))
+            problems.append((name, Problem.WRONG_SIZE))
+        elif (
+            digest_of is not None
+            and n < len(state.digests)
+            and (digest := digest_of(name)) != state.digests[n]
+        ):
+            problems.append((name, Problem.MISSING if digest is None else Problem.DAMAGED))
     return problems
 
 
@@ -306,8 +299,7 @@ class RunStatus:
     journal_found: bool
     """False when there is no journal: nothing has run here (or its journal is elsewhere)."""
     in_use: bool
-    """A run holds the folder now: the numbers are moving, and a submission without an answer
-    may simply be in flight."""
+    """A run holds the folder now: numbers move, and an unanswered submission may be in flight."""
     damaged_lines: tuple[int, ...] = ()
     """Lines of the journal (from 1) that cannot be read: ``novita-async journal repair``."""
     last_run: datetime | None = None
@@ -317,8 +309,7 @@ class RunStatus:
     succeeded: int = _count()
     """Jobs recorded succeeded whose images are all in the folder (as checked)."""
     outputs_missing: int = _count()
-    """Jobs recorded succeeded with an image missing or damaged: a rerun with them fetches
-    their images again from their tasks, at no cost."""
+    """Jobs recorded succeeded with an image missing or damaged: a rerun fetches it again, free."""
     failed: int = _count()
     failures_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     """The failed jobs by their error's reason (``TASK_FAILED``, ``RETRIES_EXHAUSTED``...)."""
@@ -327,8 +318,7 @@ class RunStatus:
     unanswered: int = _count()
     """Jobs whose submission was sent (or about to be) with no answer recorded."""
     unknown_outcome: int = _count()
-    """``unanswered`` jobs and those failed ``SUBMIT_OUTCOME_UNKNOWN``: a task may exist and be
-    billed; a rerun does not send them again unless told to."""
+    """``unanswered`` jobs and those failed ``SUBMIT_OUTCOME_UNKNOWN`` (a task may be billed)."""
     retryable: int = _count()
     """Failed jobs a plain rerun tries again (``RETRIES_EXHAUSTED``)."""
     never_submitted: int | None = None
@@ -338,8 +328,7 @@ class RunStatus:
     images_missing: int = _count()
     """Images of the succeeded jobs that are not (moved or deleted since)."""
     images_damaged: int = _count()
-    """Images of the succeeded jobs there but not as recorded: of another size, or (``verified``)
-    of another SHA-256."""
+    """Images there but not as recorded: of another size, or (``verified``) another SHA-256."""
     verified: bool = False
     """The images were hashed against the SHA-256 the journal recorded (``verify``)."""
     unverifiable: int = _count()
@@ -355,11 +344,9 @@ def read_status(
     job_ids: Iterable[str] | None = None,
     verify: bool = False,
 ) -> RunStatus:
-    """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path`` is the
-    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known (the jobs
-    the journal does not know are counted); ``verify``: hash every image of the succeeded jobs
-    against the journal's SHA-256. Blocking (it reads files): call it from a worker thread in
-    async code."""
+    """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path``: the
+    run's, if it had one; ``job_ids``: those of its job file, to count the jobs never submitted;
+    ``verify``: hash each image of the succeeded jobs. Blocking: call it from a worker thread."""
     out = Path(out_dir)
     journal = Path(journal_path) if journal_path is not None else out / JOURNAL_NAME
     in_use, found = is_locked(out / LOCK_NAME) or is_locked(journal), journal.is_file()
@@ -375,7 +362,7 @@ def read_status(
     for state in jobs.values():
         if state.phase is JobPhase.SUCCEEDED:
             problems = local_problems(out, state, rehash=verify)
-            lacking = sum(problem.problem is Problem.MISSING for problem in problems)
+            lacking = sum(problem is Problem.MISSING for _, problem in problems)
             missing += lacking
             damaged += len(problems) - lacking
             images += len(state.files) - lacking
