@@ -11,18 +11,14 @@ Lines (attrs records told apart by ``type``; ``"t"`` is a Unix timestamp on each
 
 Each line is compact JSON whose last key ``c`` is the CRC-32 (8 hex digits) of the line without
 it (older lines have none), written by one ``os.write`` on an ``O_APPEND`` descriptor: ``kill -9``
-tears at most the last line, which is cut before appending (``fsync=True`` survives a power loss
-too). Any other unreadable line is **damage**: :class:`Journal` refuses to open until
-:func:`repair_journal` runs. A full disk cannot keep the record of a paid task from being
-written: a reserve file (:data:`RESERVE_BYTES`) is deleted to make room, and the runner stops.
+tears at most the last line, which is cut before appending. Any other unreadable line is
+**damage**: :class:`Journal` refuses to open until :func:`repair_journal` runs. A full disk
+cannot keep the record of a paid task out: a reserve file is deleted to make room.
 
 **Nothing is paid twice by default.** ``submitting`` is written before its POST is sent and
-``submitted`` in the step that receives the answer, with no ``await`` between: a rerun follows
-every recorded task, and reports an intent with no answer ``SUBMIT_OUTCOME_UNKNOWN``, not sent
-again unless told to (``retry_unknown_submits``). ``results.jsonl`` (:class:`ResultsFile`) is
-rebuilt from the journal by each run. An object-store output keeps the journal in the store
-(:class:`JournalMirror`): each intent is there before its POST is sent, so losing the node loses
-at most :data:`JOURNAL_FLUSH_SECONDS` of other records, never an intent.
+``submitted`` with no ``await`` after the answer: a rerun follows every recorded task, and
+reports an intent with no answer ``SUBMIT_OUTCOME_UNKNOWN``. An object-store output keeps the
+journal in the store too (:class:`JournalMirror`), each intent before its POST is sent.
 """
 
 from __future__ import annotations
@@ -60,7 +56,6 @@ __all__ = [
     "Journal",
     "JournalDamagedError",
     "JournalMirror",
-    "JournalRecord",
     "JournalsDisagreeError",
     "RepairReport",
     "ResultLine",
@@ -815,9 +810,6 @@ class JournalMirror:
         self._durable = 0  # bytes of the local file known to be in segments
         self._lock = anyio.Lock()
         self._pulled = False
-
-    def __repr__(self) -> str:
-        return f"<JournalMirror {self.output.key_url(self.key_prefix)}/>"
 
     async def _segments(self) -> list[tuple[int, str]]:
         found = []
