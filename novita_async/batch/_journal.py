@@ -65,7 +65,6 @@ __all__ = [
     "decode_record",
     "encode_record",
     "fold",
-    "read_records",
     "repair_journal",
     "scan_journal",
     "segment_key",
@@ -255,14 +254,6 @@ def scan_journal(path: Path) -> JournalScan:
         return JournalScan()
 
 
-def read_records(path: Path) -> Iterator[JournalRecord]:
-    """The journal's good records in order; :class:`JournalDamagedError` if a line is damaged."""
-    scan = scan_journal(path)
-    if scan.damaged:
-        raise JournalDamagedError(path, scan.damaged)
-    yield from scan.records
-
-
 # --- a job's state: the lines folded --------------------------------------------------------------
 
 
@@ -388,7 +379,10 @@ class Journal:
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = path
         self._fsync = fsync
-        self.assets, self.jobs = fold(read_records(path))
+        scan = scan_journal(path)
+        if scan.damaged:
+            raise JournalDamagedError(path, scan.damaged)
+        self.assets, self.jobs = fold(scan.records)
         self.reserve_path = path.with_name(path.name + ".reserve")
         self.reserve_used = False
         """True once the reserve was spent on a record the full disk would have refused."""
