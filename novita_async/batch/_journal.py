@@ -10,23 +10,15 @@ Lines (attrs records told apart by ``type``; ``"t"`` is a Unix timestamp on each
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}, "files"}
 
 Each line is compact JSON whose last key ``c`` is the CRC-32 (8 hex digits) of the line without
-it (lines from before checksums have none). Folded in order, the lines give each job's
-:class:`JobState`. Each record is one ``os.write`` on an ``O_APPEND`` descriptor, so ``kill -9``
-tears at most the last line, which is cut before appending (``fsync=True`` survives a power loss
-too). Any other unreadable line is **damage**: :class:`Journal` refuses to open until
-:func:`repair_journal` runs. A full disk cannot keep the record of a paid task from being
-written: a reserve file (:data:`RESERVE_BYTES`) is deleted to make room, and the runner stops.
+it (older lines have none), written by one ``os.write`` on an ``O_APPEND`` descriptor: ``kill -9``
+tears at most the last line, which is cut before appending. Any other unreadable line is
+**damage**: :class:`Journal` refuses to open until :func:`repair_journal` runs. A full disk
+cannot keep the record of a paid task out: a reserve file is deleted to make room.
 
 **Nothing is paid twice by default.** ``submitting`` is written before its POST is sent and
-``submitted`` in the step that receives the answer, with no ``await`` between. A rerun finds every
-job whose POST may have been sent: with its task id, which it follows, or with an intent and no
-answer, reported ``SUBMIT_OUTCOME_UNKNOWN`` and not sent again unless told to
-(``retry_unknown_submits``). A refusal (no task made) is recorded ``not_submitted``.
-
-``results.jsonl`` (:class:`ResultsFile`) lists each job's last outcome, rebuilt from the journal by
-each run. An object-store output keeps the journal in the store as it grows
-(:class:`JournalMirror`): each intent is in the store before its POST is sent, so losing the node
-loses at most :data:`JOURNAL_FLUSH_SECONDS` of other records, never an intent.
+``submitted`` with no ``await`` after the answer: a rerun follows every recorded task, and
+reports an intent with no answer ``SUBMIT_OUTCOME_UNKNOWN``. An object-store output keeps the
+journal in the store too (:class:`JournalMirror`), each intent before its POST is sent.
 """
 
 from __future__ import annotations
@@ -54,34 +46,25 @@ from .._files import local_io, lock_or_refuse, write_all, write_atomically
 from ._jobs import JobError, JobOutcome, JobStatus
 
 __all__ = [
-    "JOURNAL_FLUSH_SECONDS",
     "JOURNAL_KEY",
     "JOURNAL_NAME",
     "RESERVE_BYTES",
     "RESULTS_NAME",
     "AssetKey",
-    "AssetRecord",
-    "FailedRecord",
     "JobPhase",
     "JobState",
     "Journal",
     "JournalDamagedError",
     "JournalMirror",
-    "JournalRecord",
-    "JournalScan",
     "JournalsDisagreeError",
-    "NotSubmittedRecord",
     "RepairReport",
     "ResultLine",
     "ResultsFile",
     "SubmittedRecord",
     "SubmittingRecord",
-    "SucceededRecord",
-    "apply_record",
     "decode_record",
     "encode_record",
     "fold",
-    "read_records",
     "repair_journal",
     "scan_journal",
     "segment_key",
@@ -107,9 +90,8 @@ def _now() -> float:
 
 @attrs.frozen(kw_only=True)
 class AssetRecord:
-    """An input content (by its SHA-256) was uploaded to ``endpoint`` (the asset URL's origin and
-    path, never its user, password or query) as ``asset_id``. An id recorded without an endpoint
-    (an older journal) is never reused: one endpoint refuses another's ids."""
+    """An input content was uploaded to ``endpoint`` (the asset URL's origin and path only) as
+    ``asset_id``; one recorded without an endpoint (an older journal) is never reused."""
 
     type: Literal["asset"] = "asset"
     sha256: str
@@ -144,8 +126,8 @@ class SubmittedRecord:
 
 @attrs.frozen(kw_only=True)
 class SucceededRecord:
-    """``sizes[n]`` and ``digests[n]`` (SHA-256, hex) are of ``files[n]``; a journal written before
-    they were kept has neither, and its files can only be checked for being there."""
+    """``sizes[n]`` and ``digests[n]`` (SHA-256, hex) are of ``files[n]``; an older journal has
+    neither, and its files can only be checked for being there."""
 
     type: Literal["succeeded"] = "succeeded"
     id: str
@@ -251,30 +233,25 @@ class JournalScan:
     records: tuple[JournalRecord, ...] = ()
     damaged: tuple[int, ...] = ()
 
-
-def scan_journal(path: Path) -> JournalScan:
-    """Read every line of the journal at ``path`` (none if it does not exist)."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        return JournalScan()
-    records: list[JournalRecord] = []
-    damaged: list[int] = []
-    with handle:
-        for number, _, record in _read(handle):
+    @classmethod
+    def of(cls, lines: Iterable[bytes]) -> JournalScan:
+        records: list[JournalRecord] = []
+        damaged: list[int] = []
+        for number, _, record in _read(lines):
             if record is None:
                 damaged.append(number)
             else:
                 records.append(record)
-    return JournalScan(tuple(records), tuple(damaged))
+        return cls(tuple(records), tuple(damaged))
 
 
-def read_records(path: Path) -> Iterator[JournalRecord]:
-    """The journal's good records in order; :class:`JournalDamagedError` if a line is damaged."""
-    scan = scan_journal(path)
-    if scan.damaged:
-        raise JournalDamagedError(path, scan.damaged)
-    yield from scan.records
+def scan_journal(path: Path) -> JournalScan:
+    """Read every line of the journal at ``path`` (none if it does not exist)."""
+    try:
+        with path.open("rb") as handle:
+            return JournalScan.of(handle)
+    except FileNotFoundError:
+        return JournalScan()
 
 
 # --- a job's state: the lines folded --------------------------------------------------------------
@@ -305,9 +282,9 @@ class JobState:
     seed: int | None = None
     files: tuple[str, ...] = ()
     sizes: tuple[int, ...] = ()
-    """Of a succeeded job: each file's size in bytes (none in a journal from before sizes)."""
+    """Of a succeeded job: each file's size in bytes (none in an older journal)."""
     digests: tuple[str, ...] = ()
-    """Of a succeeded job: each file's SHA-256, hex (none in a journal from before digests)."""
+    """Of a succeeded job: each file's SHA-256, hex (none in an older journal)."""
     error: JobError | None = None
     before: JobState | None = None
     """While submitting: the state to go back to if the service refuses the submission."""
@@ -334,19 +311,19 @@ def fold(records: Iterable[JournalRecord]) -> tuple[dict[AssetKey, str], dict[st
     assets: dict[AssetKey, str] = {}
     jobs: dict[str, JobState] = {}
     for record in records:
-        apply_record(record, assets, jobs)
+        _apply(record, assets, jobs)
     return assets, jobs
 
 
-def apply_record(
+def _apply(
     record: JournalRecord,
     assets: dict[AssetKey, str],
     jobs: dict[str, JobState],
     *,
     new_jobs: bool = True,
 ) -> None:
-    """Fold one record into ``assets`` and ``jobs``; the record of a job ``jobs`` does not hold
-    is left out unless ``new_jobs``."""
+    """Fold one record into ``assets`` and ``jobs``; that of a job ``jobs`` does not hold is left
+    out unless ``new_jobs``."""
     if isinstance(record, AssetRecord):
         if record.endpoint is not None:
             assets[(record.endpoint, record.sha256)] = record.asset_id
@@ -360,19 +337,16 @@ def apply_record(
         else:
             jobs[record.id] = previous.before
         return
-    # A record without a fingerprint keeps the one known before.
-    fingerprint = record.fingerprint or (previous.fingerprint if previous else None)
+    r = record
+    fp = r.fingerprint or (previous.fingerprint if previous else None)  # else the one known
     known = previous.tasks if previous else frozenset()
-    if isinstance(record, SubmittingRecord):
-        jobs[record.id] = JobState(
-            JobPhase.SUBMITTING, fingerprint, None, (*known,), before=previous
-        )
+    if isinstance(r, SubmittingRecord):
+        jobs[r.id] = JobState(JobPhase.SUBMITTING, fp, None, (*known,), before=previous)
         return
-    tasks = (*(known - {record.task_id}),)
-    if isinstance(record, SubmittedRecord):
-        jobs[record.id] = JobState(JobPhase.SUBMITTED, fingerprint, record.task_id, tasks)
+    tasks = (*(known - {r.task_id}),)
+    if isinstance(r, SubmittedRecord):
+        jobs[r.id] = JobState(JobPhase.SUBMITTED, fp, r.task_id, tasks)
         return
-    r, fp = record, fingerprint
     if isinstance(r, SucceededRecord):
         state = JobState(
             JobPhase.SUCCEEDED, fp, r.task_id, tasks, r.seed, r.files, r.sizes, r.digests
@@ -380,8 +354,8 @@ def apply_record(
     else:
         state = JobState(JobPhase.FAILED, fp, r.task_id, tasks, files=r.files, error=r.error)
     # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
-    jobs.pop(record.id, None)
-    jobs[record.id] = state
+    jobs.pop(r.id, None)
+    jobs[r.id] = state
 
 
 # --- the journal file, open for appending ---------------------------------------------------------
@@ -398,18 +372,17 @@ def _open_locked(path: Path, flags: int, in_use: str) -> int:
 
 
 class Journal:
-    """The journal of one output folder, loaded into memory and open for appending.
-
-    Memory: one small :class:`JobState` per job id the journal held when it was opened (what a
-    resume needs to decide), kept up to date during the run, and one entry per distinct uploaded
-    content. Jobs new to this run are written to the file but not kept in memory: each job id is
-    looked up once, when the job starts, so a fresh run of any size costs no memory per job here.
-    """
+    """The journal of one output folder, open for appending. In memory: the state of each job it
+    held when opened (what a resume decides on), and each uploaded content's asset id. Jobs new
+    to this run are only written, so a fresh run of any size costs no memory per job here."""
 
     def __init__(self, path: Path, *, fsync: bool = False) -> None:
         self.path = path
         self._fsync = fsync
-        self.assets, self.jobs = fold(read_records(path))
+        scan = scan_journal(path)
+        if scan.damaged:
+            raise JournalDamagedError(path, scan.damaged)
+        self.assets, self.jobs = fold(scan.records)
         self.reserve_path = path.with_name(path.name + ".reserve")
         self.reserve_used = False
         """True once the reserve was spent on a record the full disk would have refused."""
@@ -426,8 +399,8 @@ class Journal:
         self._fd: int | None = fd
 
     def _keep_reserve(self) -> None:
-        """Make sure the reserve file exists at its full size (a run after a full disk restores
-        it); the disk having no room for it is no reason not to run."""
+        """The reserve file at its full size (a run after a full disk restores it); a disk with
+        no room for it is no reason not to run."""
         with contextlib.suppress(OSError):
             if os.path.getsize(self.reserve_path) >= RESERVE_BYTES:
                 return
@@ -442,20 +415,16 @@ class Journal:
     def _cut_torn_tail(self, fd: int) -> None:
         # A line torn by a crash would swallow the next record appended after it.
         size = os.fstat(fd).st_size
-        if size == 0:
-            return
         with self.path.open("rb") as handle:
             handle.seek(max(0, size - 65536))
             tail = handle.read()
-        if tail.endswith(b"\n"):
+        if not tail or tail.endswith(b"\n"):
             return
         cut = tail.rfind(b"\n")
-        keep = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else None)
-        if keep is None:
-            # The torn line is longer than the window: end it instead, the loader skips it.
-            os.write(fd, b"\n")
+        if cut < 0 and size > 65536:
+            os.write(fd, b"\n")  # torn longer than the window: ended instead, the loader skips it
         else:
-            os.truncate(self.path, keep)
+            os.truncate(self.path, size - len(tail) + cut + 1)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -478,8 +447,7 @@ class Journal:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._spend_reserve():
                 raise
             self._write(line)
-        # A job new to this run: its records are on disk, not needed in memory.
-        apply_record(record, self.assets, self.jobs, new_jobs=False)
+        _apply(record, self.assets, self.jobs, new_jobs=False)  # new jobs: on disk, not in memory
 
     def _write(self, line: bytes) -> None:
         assert self._fd is not None
@@ -536,9 +504,8 @@ class Journal:
         """Record how a job ended; a succeeded one with each file's ``sizes`` and ``digests``
         (what a rerun and ``status --verify`` check the files against)."""
         o, fp = outcome, fingerprint
-        record: JournalRecord
-        if o.ok:
-            record = SucceededRecord(
+        self._append(
+            SucceededRecord(
                 id=o.job_id,
                 task_id=o.task_id,
                 fingerprint=fp,
@@ -547,11 +514,11 @@ class Journal:
                 sizes=sizes,
                 digests=digests,
             )
-        else:
-            record = FailedRecord(
+            if o.ok
+            else FailedRecord(
                 id=o.job_id, task_id=o.task_id, fingerprint=fp, error=o.error, files=o.files
             )
-        self._append(record)
+        )
 
     def ended_outcomes(self) -> Iterator[JobOutcome]:
         """Every ended job's outcome, in the order the jobs ended."""
@@ -599,13 +566,11 @@ class RepairReport:
 
 
 def repair_journal(path: str | os.PathLike[str]) -> RepairReport:
-    """Repair the journal at ``path``, refused while a run holds it: keep every good record, and
-    let nothing be paid twice. A damaged line may have been any record, and losing an intent
-    (``submitting``) could let a rerun pay for a job again, so every job a damaged line still
-    names, unless its last good record shows its task (``submitted``) or its images
-    (``succeeded``), is recorded failed ``SUBMIT_OUTCOME_UNKNOWN``. Damaged lines that name no
-    readable job id are listed for the user to look into. The original is kept beside the
-    repaired file (``<journal>.damaged-<time>``)."""
+    """Repair the journal at ``path`` (refused while a run holds it): keep every good record, and
+    let nothing be paid twice. A damaged line may have been an intent, so every job it still
+    names is recorded failed ``SUBMIT_OUTCOME_UNKNOWN`` unless its last good record shows its task
+    or its images; damaged lines naming no readable job id are listed for the user to look into.
+    The original is kept beside the repaired file (``<journal>.damaged-<time>``)."""
     path = Path(path)
     try:
         lines = path.read_bytes().splitlines(keepends=True)
@@ -614,27 +579,15 @@ def repair_journal(path: str | os.PathLike[str]) -> RepairReport:
     in_use = f"{path} is in use by a run; repair it once the run has ended"
     fd = _open_locked(path, os.O_RDONLY, in_use)
     try:
-        kept: list[bytes] = []
-        damaged: list[int] = []
-        named: dict[str, None] = {}
-        unattributed: list[int] = []
-        last: dict[str, JournalRecord] = {}
-        for number, raw, record in _read(lines):
-            if record is None:
-                damaged.append(number)
-                if (job_id := _id_in(raw)) is None:
-                    unattributed.append(number)
-                else:
-                    named[job_id] = None
-                continue
-            kept.append(raw)
-            if not isinstance(record, AssetRecord):
-                last[record.id] = record
+        read = list(_read(lines))
+        kept = [raw for _, raw, record in read if record is not None]
+        damaged = [(number, _id_in(raw)) for number, raw, record in read if record is None]
         if not damaged:
             return RepairReport(path, len(kept), (), (), (), None)
+        last = {r.id: r for _, _, r in read if r is not None and not isinstance(r, AssetRecord)}
         unknown = [
             job_id
-            for job_id in named
+            for job_id in dict.fromkeys(job_id for _, job_id in damaged if job_id is not None)
             if not isinstance(last.get(job_id), SubmittedRecord | SucceededRecord)
         ]
         error = JobError("SubmitOutcomeUnknownError", "SUBMIT_OUTCOME_UNKNOWN", _LOST)
@@ -644,9 +597,9 @@ def repair_journal(path: str | os.PathLike[str]) -> RepairReport:
         write_atomically(path, [*kept, *marks])
     finally:
         os.close(fd)
-    return RepairReport(
-        path, len(kept), tuple(damaged), tuple(unknown), tuple(unattributed), backup
-    )
+    unattributed = tuple(number for number, job_id in damaged if job_id is None)
+    damaged_lines = tuple(number for number, _ in damaged)
+    return RepairReport(path, len(kept), damaged_lines, tuple(unknown), unattributed, backup)
 
 
 # --- results.jsonl --------------------------------------------------------------------------------
@@ -690,13 +643,17 @@ def _encoded(outcome: JobOutcome) -> bytes:
     return ResultLine.of(outcome).encode()
 
 
+def _replace(path: Path, lines: Iterable[bytes], folder: str) -> None:
+    """Replace the file at ``path`` with ``lines``, atomically, making its ``folder`` if need be."""
+    with local_io(f"creating {folder}", path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lines)
+
+
 class ResultsFile:
-    """``results.jsonl``: each ended job appends its line during a run (one ``os.write`` on an
-    ``O_APPEND`` descriptor, so the file can be followed live); the journal is the truth, and each
-    run rebuilds the file from it on the way in (:meth:`rebuild`) and brings it up to date on the
-    way out (:meth:`merge`). A crash can leave a torn last line or a job listed twice; the next
-    run's rebuild removes both. A write the file system refuses raises
-    :class:`~novita_async.LocalIOError` and leaves no part of a line behind."""
+    """``results.jsonl``: each ended job appends its line (one ``os.write``, so the file can be
+    followed live). The journal is the truth: each run rebuilds the file from it on the way in
+    and merges it on the way out, removing a torn line or a job listed twice by a crash."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -707,56 +664,39 @@ class ResultsFile:
         self._rewrite(map(_encoded, outcomes))
 
     def merge(self, outcomes: Iterable[JobOutcome], known: Container[str]) -> None:
-        """Bring the lines of the ``known`` jobs up to date with ``outcomes``, in place.
-
-        The journal holds only the jobs it knew before the run (see :class:`Journal`), whose
-        ended ``outcomes`` it gives here; the lines this run appended for new jobs are streamed
-        from the file as they are, so memory does not grow with the run. A known job keeps the
-        place of its last line, which is where the journal orders it too (by when it last ended):
-        a later run that only replays the journal writes the very same file.
+        """Bring the lines of the ``known`` jobs up to date with ``outcomes``; the others (this
+        run's new jobs) are streamed as they are. A known job keeps the place of its last line,
+        where the journal orders it too: a run that only replays the journal writes the same file.
         """
         if not known:
             return  # a run that began with no jobs known: its lines are the ones it appended
         final = {outcome.job_id: outcome for outcome in outcomes}
         self.close()
-        lines_left = dict.fromkeys(final, 0)
         with local_io(f"reading {self.path.name}", self.path):
-            for job_id, _ in self._lines():
-                if job_id in lines_left:
-                    lines_left[job_id] += 1
-        missing = [job_id for job_id, count in lines_left.items() if count == 0]
+            last = {job_id: n for n, (job_id, _) in enumerate(self._lines()) if job_id in final}
 
         def merged() -> Iterator[bytes]:
-            for job_id, line in self._lines():
+            for n, (job_id, line) in enumerate(self._lines()):
                 if job_id is None or (job_id in known and job_id not in final):
                     continue  # torn or unreadable, or a job that has not ended after all
                 if job_id not in final:
                     yield line
-                    continue
-                lines_left[job_id] -= 1
-                if lines_left[job_id] == 0:  # its last line: the journal's word, in its place
+                elif last[job_id] == n:  # its last line: the journal's word, in its place
                     yield _encoded(final[job_id])
-            for job_id in missing:  # no line at all (the file was lost): at the end
-                yield _encoded(final[job_id])
+            # The jobs with no line at all (the file was lost): at the end.
+            yield from (_encoded(final[job_id]) for job_id in final if job_id not in last)
 
         self._rewrite(merged())
 
     def _rewrite(self, lines: Iterable[bytes]) -> None:
-        """Replace the file with ``lines``, atomically; then reopen it for appending."""
         self.close()
-        with local_io(f"creating the folder of {self.path.name}", self.path.parent):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, lines)
+        _replace(self.path, lines, f"the folder of {self.path.name}")
         with local_io(f"opening {self.path.name}", self.path):
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def _lines(self) -> Iterator[tuple[str | None, bytes]]:
         """Each line of the file with its job id (None for a torn or unreadable line)."""
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            return
-        with handle:
+        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as handle:
             for line in handle:
                 try:
                     yield ResultLine.decode(line).id, line
@@ -824,11 +764,10 @@ class JournalsDisagreeError(ConfigurationError):
 
 def _tasks(data: bytes) -> dict[str, frozenset[str]]:
     """The task ids of each job the journal lines ``data`` name (an intent alone names one)."""
-    records = [r for _, _, r in _read(data.splitlines(keepends=True)) if r is not None]
+    records = JournalScan.of(data.splitlines(keepends=True)).records
     jobs = fold(records)[1]
-    empty: frozenset[str] = frozenset()
     return {
-        r.id: jobs[r.id].tasks if r.id in jobs else empty
+        r.id: state.tasks if (state := jobs.get(r.id)) else frozenset[str]()
         for r in records
         if not isinstance(r, AssetRecord)
     }
@@ -842,28 +781,18 @@ def _disagreement(stored: bytes, local: bytes) -> str | None:
         return None
     in_store = _tasks(stored)
     for job_id, tasks in _tasks(local).items():
-        if not tasks:
-            continue
-        if job_id not in in_store:
+        there = in_store.get(job_id)
+        if tasks and there is None:
             return f"job {job_id!r} has task {min(tasks)} here and is unknown there"
-        if in_store[job_id] and not tasks & in_store[job_id]:
-            return (
-                f"job {job_id!r} has task {min(tasks)} here and task {min(in_store[job_id])} there"
-            )
+        if tasks and there and not tasks & there:
+            return f"job {job_id!r} has task {min(tasks)} here and task {min(there)} there"
     return None
 
 
 class JournalMirror:
-    """The segments of the journal at ``journal_path`` under ``key_prefix`` in ``output``.
-
-    The local journal (in the staging folder) stays the working copy. :meth:`pull`, before it
-    opens, makes it the segments' lines followed by the local lines no segment holds (a run on the
-    same machine that crashed before they went up); a store whose journal is gone or behind gets
-    the staging copy's lines; when the two tell different stories the run is refused
-    (:class:`JournalsDisagreeError`). :meth:`close` puts the last lines up, then one segment
-    holding everything, and deletes the older ones: a segment that repeats everything before it
-    replaces it, so a crash between the two steps loses nothing and doubles nothing.
-    """
+    """The segments of the journal at ``journal_path`` (the working copy, in the staging folder)
+    under ``key_prefix`` in ``output``. :meth:`close` compacts them into one segment repeating
+    everything before it, which replaces them: a crash in between loses and doubles nothing."""
 
     def __init__(self, output: SegmentStore, key_prefix: str, journal_path: Path) -> None:
         self.output = output
@@ -876,9 +805,6 @@ class JournalMirror:
         self._lock = anyio.Lock()
         self._pulled = False
 
-    def __repr__(self) -> str:
-        return f"<JournalMirror {self.output.key_url(self.key_prefix)}/>"
-
     async def _segments(self) -> list[tuple[int, str]]:
         found = []
         for key in await self.output.list_keys(self.key_prefix + "/"):
@@ -888,7 +814,8 @@ class JournalMirror:
         return sorted(found)
 
     async def pull(self) -> None:
-        """Make the local journal file the segments' lines, then the local lines none holds."""
+        """Make the local journal the segments' lines, then the local lines none holds (of a run
+        here that crashed before they went up); :class:`JournalsDisagreeError` if of another run."""
         segments = await self._segments()
 
         async def read(item: tuple[int, str]) -> bytes:
@@ -910,15 +837,9 @@ class JournalMirror:
         self._next_seq = segments[-1][0] + 1 if segments else 0
         self._durable = len(stored)
         self._pulled = True
-        if local is None:
-            return  # the local file is the stored lines already
-
-        def write() -> None:
-            with local_io("creating the staging folder", self.journal_path.parent):
-                self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.journal_path, [stored, *local])
-
-        await anyio.to_thread.run_sync(write)
+        if local is not None:  # else the local file is the stored lines already
+            lines = [stored, *local]
+            await anyio.to_thread.run_sync(_replace, self.journal_path, lines, "the staging folder")
 
     def _local_tail(self, stored: bytes) -> list[bytes] | None:
         """The whole local lines no segment holds, or None if the local file equals ``stored``;
@@ -949,8 +870,7 @@ class JournalMirror:
 
     async def durable(self) -> None:
         """Return once every line written to the local journal before this call is in a segment
-        (awaited by the submitter between a job's intent and its POST). Callers arriving while a
-        segment is written wait for the next, which carries the lines of them all."""
+        (between a job's intent and its POST); callers arriving meanwhile share the next one."""
         target = self._size()
         while self._durable < target:
             async with self._lock:
@@ -970,10 +890,8 @@ class JournalMirror:
         ):
             handle.seek(self._durable)
             data = handle.read(end - self._durable)
-        # Once sent, a segment is seen through and counted: a flush cancelled while its PUT is
-        # in flight (the run's periodic flush is, as the run ends) left the store holding it
-        # and this mirror not knowing, so the closing flush wrote the same key again: a false
-        # STORAGE_CONFLICT ("another run writes this output's journal") on a sound run.
+        # Shielded: a PUT cancelled in flight may still land, and writing its key again at
+        # close would be a false STORAGE_CONFLICT on a sound run.
         with anyio.CancelScope(shield=True):
             await self._put(data)
             self._durable = end

@@ -2,27 +2,22 @@
 and read by ``status`` without a run.
 
 OUT is a local folder, or for an object-store OUT (``s3://BUCKET/PREFIX``...) a local staging
-folder the run works in, its journal mirrored in the store (:class:`~._journal.JournalMirror`).
-Its state (journal, ``results.jsonl``, lock) lives in OUT, or for a shard in
+folder whose journal is mirrored in the store (:class:`~._journal.JournalMirror`). Its state
+(journal, ``results.jsonl``, lock) lives in OUT, or for a shard in
 ``OUT/.novita-shards/<k>-of-<K>/``; the images always go to OUT.
 
-**Opening**: the layout check, the lock (one run per folder), the store's journal pulled, the
-journal opened, stale temporary files removed, ``results.jsonl`` rebuilt, and the outputs checked:
-what is in OUT (or the store) is the truth. Each file of a job the journal calls succeeded is
-looked at (one ``stat``, or one listing of the store's prefix): there, and of the size recorded.
-A job whose image is not is recorded failed ``OUTPUT_MISSING`` with its task id, and the run
-fetches its images again from that task at no cost; without a task to fetch them from it ends
-``OUTPUT_LOST``, paid for again only with ``retry_failed``. A journal from before sizes and
-digests were recorded has neither: its files are only checked for being there.
-**Closing** (shielded: a cancelled run closes too): the results merged, the journal closed, then
-for an object-store OUT the journal's last segment and ``results.jsonl`` uploaded; the store
-failing there is kept as :attr:`RunFolder.end_error`, which stops the run.
+**Opening**: the layout checked, the folder locked, the store's journal pulled, the journal opened,
+stale temporary files removed, ``results.jsonl`` rebuilt, and the outputs checked against what is
+in OUT (one ``stat`` per file, or one listing of the store's prefix): a succeeded job whose image
+is missing or of another size than recorded is recorded failed ``OUTPUT_MISSING`` and fetched
+again from its task at no cost, or without a task ``OUTPUT_LOST`` (paid again only with
+``retry_failed``). **Closing** (shielded): the results merged, the journal closed, then for an
+object-store OUT its last segment and ``results.jsonl`` uploaded; a store failing there is kept
+as :attr:`RunFolder.end_error`, which stops the run.
 
-**Status** (:func:`read_status`) sends nothing, needs no key and writes nothing: it folds the
-journal's good lines as a run would (a damaged journal is reported, not refused), reads
-``results.jsonl`` and looks at the images (with ``verify``, hashing each against its recorded
-SHA-256, as ``rclone check`` does). It is safe while a run holds the folder. Given the ids of
-the job file (``job_ids``), the jobs the journal does not know are counted.
+**Status** (:func:`read_status`) sends nothing, needs no key, writes nothing and is safe while a
+run holds the folder: it folds the journal's good lines as a run would (reporting damage), reads
+``results.jsonl`` and looks at the images (with ``verify``, hashing each against its SHA-256).
 """
 
 from __future__ import annotations
@@ -35,11 +30,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 import anyio
 import attrs
 
-from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
+from .._exceptions import ConfigurationError, NovitaError, StorageError
 from .._failures import RETRYABLE_REASONS
 from .._files import is_locked, local_io, looks_like_url, remove_stale_temp_files
 from ._jobs import JobError, JobOutcome, JobStatus
@@ -60,10 +56,7 @@ from ._outputs import LOCK_NAME, Output, OutputLock, file_digest, open_output
 __all__ = [
     "OUTPUT_LOST",
     "OUTPUT_MISSING",
-    "FileProblem",
     "OutputLostError",
-    "OutputMissingError",
-    "Problem",
     "RunFolder",
     "RunStatus",
     "local_problems",
@@ -83,8 +76,7 @@ class RunFolder:
     def __init__(self, out: str | os.PathLike[str] | Output, options: BatchOptions) -> None:
         self.options = options
         self.destination = open_output(out, staging_dir=options.staging_dir)
-        # An object-store OUT: the run works in its local staging folder and uploads from there.
-        self.out_dir = self.destination.local_dir
+        self.out_dir = self.destination.local_dir  # an object-store OUT's staging folder
         if (scheme := looks_like_url(str(options.journal_path or ""))) is not None:
             raise ConfigurationError(
                 f"journal_path is a {scheme!r} URL: give the output as that URL instead, and the "
@@ -94,7 +86,6 @@ class RunFolder:
         # A shard's journal, results and lock are its own; its images go to OUT with the others.
         self.state_dir = self.out_dir if shard is None else shard.folder(self.out_dir)
         self.journal_path = options.journal_path or self.state_dir / JOURNAL_NAME
-        # A store keeps the journal too (as segments): a run restarted elsewhere resumes.
         self.mirror: JournalMirror | None = self.destination.journal_mirror(self.journal_path)
         self.end_error: StorageError | None = None
         """The store's failure while closing (the last segment, results.jsonl), if any."""
@@ -107,10 +98,10 @@ class RunFolder:
         lock = OutputLock(self.state_dir)
 
         def open_journal() -> Journal:
-            with local_io("creating the output folder", self.state_dir):
-                self.state_dir.mkdir(parents=True, exist_ok=True)
-            # The folder's lock first: a second run on this OUT is refused whatever its journal.
-            lock.acquire()
+            for folder in (self.out_dir, self.state_dir):
+                with local_io("creating the output folder", folder):
+                    folder.mkdir(parents=True, exist_ok=True)
+            lock.acquire()  # first: a second run on this OUT is refused whatever its journal
             try:
                 if self.mirror is not None:  # the store's segments make the local journal
                     anyio.from_thread.run(self.mirror.pull)
@@ -123,20 +114,12 @@ class RunFolder:
         await self.destination.check_layout(self.options.shard)
         # Shielded: a cancellation must not lose a journal opened (and locked) in the thread.
         with anyio.CancelScope(shield=True):
-            try:
-                await anyio.Path(self.out_dir).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise LocalIOError.from_os_error(
-                    exc, "creating the output folder", str(self.out_dir)
-                ) from exc
             journal = await anyio.to_thread.run_sync(open_journal)
         try:
             await self._check_outputs(journal)
 
             def prepare() -> None:
-                # A run killed mid-download (kill -9) left partial files: those whose writer
-                # process no longer exists are removed.
-                remove_stale_temp_files(self.out_dir)
+                remove_stale_temp_files(self.out_dir)  # those a run killed mid-download left
                 results.rebuild(list(journal.ended_outcomes()))
 
             await anyio.to_thread.run_sync(prepare)
@@ -144,8 +127,7 @@ class RunFolder:
         finally:
             try:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_close, journal, results)
-                    await self._publish_end(results.path)
+                    await self._close(journal, results)
             finally:
                 lock.release()
 
@@ -162,24 +144,25 @@ class RunFolder:
             outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
             journal.record_outcome(outcome, state.fingerprint)
 
-    async def _publish_end(self, results: Path) -> None:
-        """An object-store OUT: the journal's last segment (then compacted), and results.jsonl."""
-        if self.mirror is None:
-            return
-        try:
-            await self.mirror.close()
-            key = results.relative_to(self.out_dir).as_posix()
-            await self.destination.publish_file(results, key)
-        except StorageError as exc:
-            self.end_error = exc
+    async def _close(self, journal: Journal, results: ResultsFile) -> None:
+        """The results merged, the journal closed; then for an object-store OUT, the journal's
+        last segment (then compacted) and results.jsonl up."""
 
+        def close_files() -> None:
+            try:
+                results.merge(journal.ended_outcomes(), journal.jobs)
+            finally:
+                results.close()
+                journal.close()
 
-def _close(journal: Journal, results: ResultsFile) -> None:
-    try:
-        results.merge(journal.ended_outcomes(), journal.jobs)
-    finally:
-        results.close()
-        journal.close()
+        await anyio.to_thread.run_sync(close_files)
+        if self.mirror is not None:
+            try:
+                await self.mirror.close()
+                key = results.path.relative_to(self.out_dir).as_posix()
+                await self.destination.publish_file(results.path, key)
+            except StorageError as exc:
+                self.end_error = exc
 
 
 # --- the outputs of succeeded jobs, checked -------------------------------------------------------
@@ -193,17 +176,12 @@ class Problem(enum.StrEnum):
     DAMAGED = "damaged (its SHA-256 differs from the one recorded)"
 
 
-@attrs.frozen
-class FileProblem:
-    name: str
-    problem: Problem
-
-    def __str__(self) -> str:
-        return f"{self.name} is {self.problem}"
+FileProblem: TypeAlias = tuple[str, Problem]
+"""A file of a succeeded job by name, and what is wrong with it."""
 
 
 def _shown(problems: tuple[FileProblem, ...]) -> str:
-    shown = "; ".join(map(str, problems[:3]))
+    shown = "; ".join(f"{name} is {problem}" for name, problem in problems[:3])
     return shown + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
 
 
@@ -212,8 +190,6 @@ class OutputMissingError(NovitaError):
     images again from its task's result (free: nothing is submitted)."""
 
     def __init__(self, where: str, task_id: str, problems: tuple[FileProblem, ...]) -> None:
-        self.task_id = task_id
-        self.problems = problems
         super().__init__(
             f"recorded succeeded, but in {where} {_shown(problems)}: a run with this job fetches "
             f"its images again from task {task_id}, at no cost"
@@ -229,7 +205,6 @@ class OutputLostError(NovitaError):
     for) can make it again, which a run does only when told to (``retry_failed``)."""
 
     def __init__(self, task_id: str | None, detail: str) -> None:
-        self.task_id = task_id
         what = f"the service no longer has task {task_id}" if task_id else "no task id recorded"
         super().__init__(
             f"{detail}, and {what} to fetch it again from; rerun with --retry-failed "
@@ -248,19 +223,19 @@ def _problems(
 ) -> list[FileProblem]:
     """What is wrong with the files of a succeeded job, given each file's size (None: not there)
     and, with ``digest_of``, its SHA-256 by name."""
-    problems = []
+    problems: list[FileProblem] = []
     for n, name in enumerate(state.files):
         size = size_of(name)
         if size is None:
-            problems.append(FileProblem(name, Problem.MISSING))
+            problems.append((name, Problem.MISSING))
         elif n < len(state.sizes) and size != state.sizes[n]:
-            problems.append(FileProblem(name, Problem.WRONG_SIZE))
-        elif digest_of is not None and n < len(state.digests):
-            digest = digest_of(name)
-            if digest is None:
-                problems.append(FileProblem(name, Problem.MISSING))
-            elif digest != state.digests[n]:
-                problems.append(FileProblem(name, Problem.DAMAGED))
+            problems.append((name, Problem.WRONG_SIZE))
+        elif (
+            digest_of is not None
+            and n < len(state.digests)
+            and (digest := digest_of(name)) != state.digests[n]
+        ):
+            problems.append((name, Problem.MISSING if digest is None else Problem.DAMAGED))
     return problems
 
 
@@ -310,59 +285,54 @@ def output_errors(
 # --- status ---------------------------------------------------------------------------------------
 
 
+def _count() -> int:
+    return attrs.field(default=0, validator=attrs.validators.ge(0))
+
+
 @attrs.frozen(kw_only=True)
 class RunStatus:
-    """Where the run of one output folder stands (see :func:`read_status`).
-
-    The jobs the journal knows are ``succeeded + outputs_missing + failed + unfinished +
-    unanswered``: a job the journal recorded succeeded whose images are not all in the folder, as
-    recorded, is not counted succeeded.
-    """
+    """Where the run of one output folder stands (see :func:`read_status`). The jobs the journal
+    knows are ``succeeded + outputs_missing + failed + unfinished + unanswered``."""
 
     out_dir: Path
     journal_path: Path
     journal_found: bool
     """False when there is no journal: nothing has run here (or its journal is elsewhere)."""
     in_use: bool
-    """A run holds the folder now: the numbers are moving, and a submission without an answer
-    may simply be in flight."""
+    """A run holds the folder now: numbers move, and an unanswered submission may be in flight."""
     damaged_lines: tuple[int, ...] = ()
     """Lines of the journal (from 1) that cannot be read: ``novita-async journal repair``."""
     last_run: datetime | None = None
     """When the journal was last written to (its last record's time, UTC)."""
-    jobs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    jobs: int = _count()
     """Jobs the journal knows."""
-    succeeded: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    succeeded: int = _count()
     """Jobs recorded succeeded whose images are all in the folder (as checked)."""
-    outputs_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Jobs recorded succeeded with an image missing or damaged: a rerun with them fetches
-    their images again from their tasks, at no cost."""
-    failed: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    outputs_missing: int = _count()
+    """Jobs recorded succeeded with an image missing or damaged: a rerun fetches it again, free."""
+    failed: int = _count()
     failures_by_reason: Mapping[str, int] = attrs.field(factory=dict)
     """The failed jobs by their error's reason (``TASK_FAILED``, ``RETRIES_EXHAUSTED``...)."""
-    unfinished: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    unfinished: int = _count()
     """Jobs submitted (their task id recorded) that have not ended: a rerun follows their tasks."""
-    unanswered: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    unanswered: int = _count()
     """Jobs whose submission was sent (or about to be) with no answer recorded."""
-    unknown_outcome: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Jobs of unknown outcome: ``unanswered`` ones and those failed ``SUBMIT_OUTCOME_UNKNOWN``
-    (a task may exist and be billed; a rerun does not send them again unless told to)."""
-    retryable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    unknown_outcome: int = _count()
+    """``unanswered`` jobs and those failed ``SUBMIT_OUTCOME_UNKNOWN`` (a task may be billed)."""
+    retryable: int = _count()
     """Failed jobs a plain rerun tries again (``RETRIES_EXHAUSTED``)."""
     never_submitted: int | None = None
     """Jobs of the job file the journal does not know; None when no job file was given."""
-    images: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    images: int = _count()
     """Images of the succeeded jobs that are in the output folder."""
-    images_missing: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    images_missing: int = _count()
     """Images of the succeeded jobs that are not (moved or deleted since)."""
-    images_damaged: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Images of the succeeded jobs that are there but not as recorded: of another size, or
-    (``verified``) of another SHA-256."""
+    images_damaged: int = _count()
+    """Images there but not as recorded: of another size, or (``verified``) another SHA-256."""
     verified: bool = False
     """The images were hashed against the SHA-256 the journal recorded (``verify``)."""
-    unverifiable: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    """Images checked for being there only: their journal (from an older version) recorded no
-    size or SHA-256 for them."""
+    unverifiable: int = _count()
+    """Images checked for being there only: their (older) journal recorded no size or SHA-256."""
     results_listed: int | None = None
     """Jobs ``results.jsonl`` lists; None when there is no such file."""
 
@@ -374,16 +344,12 @@ def read_status(
     job_ids: Iterable[str] | None = None,
     verify: bool = False,
 ) -> RunStatus:
-    """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path`` is the
-    run's ``journal_path`` if it had one; ``job_ids`` the ids of its job file, if known;
-    ``verify``: hash every image of the succeeded jobs against the journal's SHA-256.
-
-    Blocking (it reads files): call it from a worker thread in async code.
-    """
+    """Where the run of ``out_dir`` stands (see the module's docstring). ``journal_path``: the
+    run's, if it had one; ``job_ids``: those of its job file, to count the jobs never submitted;
+    ``verify``: hash each image of the succeeded jobs. Blocking: call it from a worker thread."""
     out = Path(out_dir)
     journal = Path(journal_path) if journal_path is not None else out / JOURNAL_NAME
-    in_use = is_locked(out / LOCK_NAME) or is_locked(journal)
-    found = journal.is_file()
+    in_use, found = is_locked(out / LOCK_NAME) or is_locked(journal), journal.is_file()
     scan = scan_journal(journal)
     jobs = fold(scan.records)[1]
     phases = Counter(state.phase for state in jobs.values())
@@ -392,19 +358,16 @@ def read_status(
         for state in jobs.values()
         if state.phase is JobPhase.FAILED
     )
-    # The images of the succeeded jobs: there (as recorded), missing or damaged.
-    found_images = missing = damaged = unverifiable = jobs_short = 0
+    images = missing = damaged = unverifiable = jobs_short = 0
     for state in jobs.values():
-        if state.phase is not JobPhase.SUCCEEDED:
-            continue
-        problems = local_problems(out, state, rehash=verify)
-        lacking = sum(problem.problem is Problem.MISSING for problem in problems)
-        missing += lacking
-        damaged += len(problems) - lacking
-        found_images += len(state.files) - lacking
-        recorded = len(state.digests) if verify else len(state.sizes)
-        unverifiable += max(0, len(state.files) - recorded)
-        jobs_short += bool(problems)
+        if state.phase is JobPhase.SUCCEEDED:
+            problems = local_problems(out, state, rehash=verify)
+            lacking = sum(problem is Problem.MISSING for _, problem in problems)
+            missing += lacking
+            damaged += len(problems) - lacking
+            images += len(state.files) - lacking
+            unverifiable += max(0, len(state.files) - len(state.digests if verify else state.sizes))
+            jobs_short += bool(problems)
     unanswered = phases[JobPhase.SUBMITTING]
     return RunStatus(
         out_dir=out,
@@ -423,7 +386,7 @@ def read_status(
         unknown_outcome=unanswered + reasons[_UNKNOWN_OUTCOME],
         retryable=sum(reasons[reason] for reason in RETRYABLE_REASONS),
         never_submitted=None if job_ids is None else len(set(job_ids) - jobs.keys()),
-        images=found_images,
+        images=images,
         images_missing=missing,
         images_damaged=damaged,
         verified=verify,

@@ -24,7 +24,7 @@ from novita_async.batch._journal import (
     ResultLine,
     ResultsFile,
     fold,
-    read_records,
+    scan_journal,
 )
 
 
@@ -78,7 +78,7 @@ def test_a_torn_last_line_is_ignored_and_cut_before_appending(tmp_path: Path, cu
         journal.record_outcome(_ok("a", "task-a"), "fp")
     with Journal(path) as journal:
         assert journal.jobs["a"].phase == "succeeded"
-    assert [r.type for r in read_records(path)] == ["submitted", "succeeded"]
+    assert [r.type for r in scan_journal(path).records] == ["submitted", "succeeded"]
 
 
 @pytest.mark.parametrize("damage", [b"not json", b"\x00" * 40, b"[1, 2]", b'{"no": "type"}'])
@@ -283,7 +283,7 @@ def test_a_full_disk_cannot_keep_the_record_of_a_paid_task_from_being_written(
         journal.record_submitted("a", "task-1", "fp")
         assert journal.reserve_used
         assert not journal.reserve_path.exists()
-    assert [(r.type, getattr(r, "task_id", None)) for r in read_records(path)] == [
+    assert [(r.type, getattr(r, "task_id", None)) for r in scan_journal(path).records] == [
         ("submitting", None),
         ("submitted", "task-1"),
     ]
@@ -323,4 +323,4 @@ def test_a_jobs_state_holds_every_task_it_had_and_a_refusal_keeps_them(tmp_path:
         journal.record_submitted("a", "t2", "fp")
         assert journal.jobs["a"].tasks == {"t1", "t2"} and journal.jobs["a"].task_id == "t2"
         journal.record_outcome(_ok("a", "t2"), "fp")
-    assert fold(read_records(path))[1]["a"].tasks == {"t1", "t2"}
+    assert fold(scan_journal(path).records)[1]["a"].tasks == {"t1", "t2"}
