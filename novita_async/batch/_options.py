@@ -124,10 +124,8 @@ def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
 
 
 def _shard_of_text(value: Shard | str | None) -> Shard | None:
-    if not isinstance(value, str):
-        return value
     try:
-        return Shard.parse(value)
+        return Shard.parse(value) if isinstance(value, str) else value
     except ValueError as exc:
         raise ConfigurationError(f"shard must be INDEX/COUNT with INDEX < COUNT: {exc}") from None
 

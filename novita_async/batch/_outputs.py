@@ -1,24 +1,18 @@
 """Outputs: where a run's images and files go, a local folder or an object store, as one concept.
 
-:func:`open_output` reads ``--out`` / ``BatchRunner(out)``: a path (or ``file://`` URL) is a
-:class:`LocalOutput`; ``s3://BUCKET/PREFIX``, ``gs://``, ``az://`` (``abfs://``, ``azure://``) and
-``memory://`` (this process only, for tests) an :class:`ObjectOutput`, through obstore (the ``[s3]``
-extra, imported only then). Any other ``scheme:/`` is refused before anything is sent. What differs
-between the two is a method of :class:`Output`; nothing else asks which one it has.
+:func:`open_output` reads ``--out``: a path (or ``file://`` URL) is a :class:`LocalOutput`;
+``s3://BUCKET/PREFIX``, ``gs://``, ``az://`` (``abfs://``, ``azure://``) and ``memory://`` (this
+process only) an :class:`ObjectOutput`, through obstore (the ``[s3]`` extra, imported only then);
+any other ``scheme:/`` is refused before anything is sent. What differs between the two is a
+method of :class:`Output`; nothing else asks which one it has.
 
-A store is worked on through a local **staging** folder (lock, the journal's working copy, images
-while they download, ``results.jsonl``, ``index.html``): ``<root>/<key>``, the key hashing the
-store's endpoint (``AWS_ENDPOINT_URL``...), bucket and prefix; the root ``staging_dir``, else
-``$NOVITA_ASYNC_STAGING``, else ``~/.cache/novita-async/staging``. Each image is uploaded as its
-task ends (whole or absent: no temporary names in the bucket), then removed from staging.
-Credentials come from the environment as obstore reads them, never from the URL; every failure of
-the store is one :class:`~novita_async.StorageError` naming the object, without credentials.
-
-OUT holds ``<job id>_<n>.<ext>`` images, ``results.jsonl``, ``index.html``, the journal (in a
-store, segments under ``.novita-journal/``), the lock ``.novita-lock`` (one run per folder) and a
-sharded run's ``.novita-shards/<k>-of-<K>/``; an output keeps one layout (sharded in K, or not).
-A task's images (:class:`ImageSaver`) are downloaded, measured (size, SHA-256: what a rerun and
-``status --verify`` check) and published before the job is recorded succeeded.
+A store is worked on through a local staging folder (lock, the journal's working copy, images
+while they download, results, gallery) named by a hash of the store's endpoint, bucket and prefix.
+Each image is uploaded whole as its task ends, then removed from staging. Credentials come from
+the environment, never from the URL; a failure of the store is one
+:class:`~novita_async.StorageError` naming the object, without credentials. A task's images
+(:class:`ImageSaver`) are downloaded, measured (size, SHA-256: what a rerun and ``status
+--verify`` check) and published before the job is recorded succeeded.
 """
 
 from __future__ import annotations
@@ -155,17 +149,14 @@ def _check_folder_layout(out_dir: Path, shard: Shard | None) -> None:
 def _refuse_other_layout(
     where: str, counts: set[int], unsharded: bool, shard: Shard | None
 ) -> None:
-    if shard is None:
-        if counts:
-            earlier = _in_shards(counts)
-            raise ConfigurationError(
-                f"{where} holds a run in {earlier}; this run is unsharded: run it in "
-                f"{earlier} as well (novita-async run --ray --shards {max(counts)}), or use "
-                "another output folder"
-            )
-        return
-    others = counts - {shard.count}
-    if others or unsharded:
+    if shard is None and counts:
+        earlier = _in_shards(counts)
+        raise ConfigurationError(
+            f"{where} holds a run in {earlier}; this run is unsharded: run it in "
+            f"{earlier} as well (novita-async run --ray --shards {max(counts)}), or use "
+            "another output folder"
+        )
+    if shard is not None and ((others := counts - {shard.count}) or unsharded):
         earlier = _in_shards(others) if others else "one process (unsharded)"
         raise ConfigurationError(
             f"{where} holds a run in {earlier}; this run asks for {_in_shards({shard.count})}: "
@@ -280,15 +271,14 @@ class LocalOutput(Output):
         return f"LocalOutput({self.url!r})"
 
     def check_usable(self) -> None:
-        why = None
         # The nearest thing that exists on the way must be a folder, for the run to make the rest.
         above = next((p for p in self.folder.parents if p.exists()), None)
         if self.folder.exists() and not self.folder.is_dir():
-            why = "must be a folder (it names a file)"
-        elif above is not None and not above.is_dir():
-            why = f"cannot be made: {above} is a file, not a folder"
-        if why is not None:
-            raise ValidationError("out", self.url, why)
+            raise ValidationError("out", self.url, "must be a folder (it names a file)")
+        if above is not None and not above.is_dir():
+            raise ValidationError(
+                "out", self.url, f"cannot be made: {above} is a file, not a folder"
+            )
 
     def location(self, name: str) -> str:
         return str(self.folder / name)
@@ -622,10 +612,6 @@ def _storage_error(exc: BaseException, doing: str, url: str) -> StorageError:
 
 # --- saving a task's images ---------------------------------------------------------------------
 
-# Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
-# longer than an interactive caller would (the task is paid for; its image must not be lost).
-MIN_DOWNLOAD_ATTEMPTS = 4
-
 
 @attrs.frozen
 class SavedImages:
@@ -636,16 +622,15 @@ class SavedImages:
     digests: tuple[str, ...]
 
 
-def _digests(paths: Sequence[Path]) -> list[tuple[int, str]]:
-    measured = []
-    for path in paths:
-        with local_io("reading an image saved", path):
-            measured.append(file_digest(path))
-    return measured
+def _measure(path: Path) -> tuple[int, str]:
+    with local_io("reading an image saved", path):
+        return file_digest(path)
 
 
 def _patient(retry: RetryPolicy) -> RetryPolicy:
-    return attrs.evolve(retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS))
+    # At least 4 attempts: an unattended run rides out a 429 or 5xx spell longer than an
+    # interactive caller would (the task is paid for; its image must not be lost).
+    return attrs.evolve(retry, attempts=max(retry.attempts, 4))
 
 
 @attrs.define(kw_only=True)
@@ -679,7 +664,7 @@ class ImageSaver:
         paths = await self._client.download_images(
             result, self._out_dir, stem=f"{job_id}_", retry=self._retry, on_event=observe
         )
-        measured = await anyio.to_thread.run_sync(_digests, paths)
+        measured = [await anyio.to_thread.run_sync(_measure, path) for path in paths]
         if self._publish is not None:
             await self._publish(paths)
         self._counter.images += len(paths)

@@ -20,7 +20,7 @@ from .._config import DEFAULT_ASSETS_URL, ENV_ASSETS_URL
 from .._exceptions import SubmitOutcomeUnknownError
 from .._failures import RETRYABLE_REASONS
 from ._inputs import InputReader, PreparedJob, asset_endpoint
-from ._jobs import InvalidJob, Job, JobError, JobInputError, check_job_id
+from ._jobs import InvalidJob, Job, JobError, JobInputError, JobSource, check_job_id
 from ._journal import JOURNAL_NAME, JobPhase, JobState, JournalDamagedError, fold, scan_journal
 from ._options import BatchOptions
 from ._outputs import LocalOutput, check_output_names, is_run_output
@@ -190,9 +190,7 @@ def _resumable(prior: JobState) -> bool:
 
 def _name_max(folder: Path) -> int:
     """The longest file name, in bytes, the output folder's file system allows."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), folder)
     try:
         return int(os.pathconf(probe, "PC_NAME_MAX"))
     except (OSError, ValueError):
@@ -268,9 +266,8 @@ async def dry_run(
     # One listing, of the folder or (given) of the store's prefix, as the run looks.
     sizes = await LocalOutput(out).sizes() if stored is None else stored
     where = str(out) if stored is None else "the store"
-    for job_id, error in output_errors(
-        known, where, lambda state: stored_problems(sizes, state)
-    ).items():
+    errors = output_errors(known, where, lambda state: stored_problems(sizes, state))
+    for job_id, error in errors.items():
         # As the run records it: its task followed again, or (no task) lost.
         state = known[job_id]
         failed = JobError.from_exception(error)
@@ -280,35 +277,29 @@ async def dry_run(
     problems: list[JobProblem] = []
     uploads: set[str] = set()
 
-    async def one(job: Job | InvalidJob) -> None:
-        counts["jobs"] += 1
-        plan = await planner.plan(job)
-        if plan.action is Action.REPLAY:
-            assert plan.prior is not None
-            counts["done" if plan.prior.phase is JobPhase.SUCCEEDED else "failed"] += 1
-        elif plan.action is Action.FOLLOW:
-            counts["to_restore" if plan.restoring else "to_follow"] += 1
-        elif plan.action is Action.UNKNOWN or plan.action is Action.CHANGED:
-            counts[plan.action.value] += 1  # the field of the same name
-        elif plan.action is Action.SUBMIT:
-            assert isinstance(job, Job) and plan.prepared is not None
-            counts["to_submit"] += 1
-            counts["images"] += job.request.image_num
-            prepared = plan.prepared
-            for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
-                if (endpoint, image.sha256) not in assets:
-                    uploads.add(image.sha256)
-        else:  # INVALID, DUPLICATE
-            error = plan.error
-            reason = getattr(error, "reason", type(error).__name__)
-            problems.append(JobProblem(job.id, str(reason), str(error)))
-
-    if isinstance(jobs, AsyncIterable):
-        async for job in jobs:
-            await one(job)
-    else:
-        for job in jobs:
-            await one(job)
+    async with JobSource(jobs) as source:
+        while (job := await source.next()) is not None:
+            counts["jobs"] += 1
+            plan = await planner.plan(job)
+            if plan.action is Action.REPLAY:
+                assert plan.prior is not None
+                counts["done" if plan.prior.phase is JobPhase.SUCCEEDED else "failed"] += 1
+            elif plan.action is Action.FOLLOW:
+                counts["to_restore" if plan.restoring else "to_follow"] += 1
+            elif plan.action is Action.UNKNOWN or plan.action is Action.CHANGED:
+                counts[plan.action.value] += 1  # the field of the same name
+            elif plan.action is Action.SUBMIT:
+                assert isinstance(job, Job) and plan.prepared is not None
+                counts["to_submit"] += 1
+                counts["images"] += job.request.image_num
+                prepared = plan.prepared
+                for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
+                    if (endpoint, image.sha256) not in assets:
+                        uploads.add(image.sha256)
+            else:  # INVALID, DUPLICATE
+                refused = plan.error
+                reason = getattr(refused, "reason", type(refused).__name__)
+                problems.append(JobProblem(job.id, str(reason), str(refused)))
     rate = options.rate
     seconds = counts["to_submit"] / rate if rate else None
     return DryRun(**counts, uploads=len(uploads), problems=tuple(problems), seconds=seconds)
