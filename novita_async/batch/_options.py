@@ -1,9 +1,5 @@
-"""BatchOptions: the bounds and choices of a batch run, validated when they are made.
-
-Each field carries its own validator (``attrs.validators``) and its help text
-(``metadata["help"]``, also the ``novita-async run`` flag's help); a value refused raises
-:class:`ConfigurationError` naming the option.
-"""
+"""BatchOptions: the bounds and choices of a batch run, each checked when it is set (a value
+refused raises :class:`ConfigurationError` naming the option); and the shards of a run."""
 
 from __future__ import annotations
 

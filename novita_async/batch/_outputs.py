@@ -532,12 +532,10 @@ def _staging_folder(scheme: str, url: str, staging_dir: str | os.PathLike[str] |
         f"{name}={os.environ.get(name, '')}" for name in _ENDPOINT_VARIABLES.get(scheme, ())
     ]
     key = hashlib.sha256("\n".join([url, *endpoint]).encode()).hexdigest()[:16]
-    if staging_dir is not None:
-        return Path(staging_dir) / key
-    if root := os.environ.get("NOVITA_ASYNC_STAGING"):
-        return Path(root) / key
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "novita-async" / "staging" / key
+    if staging_dir is None and not (staging_dir := os.environ.get("NOVITA_ASYNC_STAGING")):
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        staging_dir = Path(cache) / "novita-async" / "staging"
+    return Path(staging_dir) / key
 
 
 def _obstore(shown: str) -> Any:

@@ -39,16 +39,14 @@ class Action(enum.Enum):
     DUPLICATE = "duplicate"
     """The id came earlier in this input: refused (not recorded: the first one stands)."""
     INVALID = "invalid"
-    """The job cannot run (bad id or line, an input missing or not an image, names too long):
-    recorded failed, nothing sent."""
+    """The job cannot run (bad id, line or input, names too long): recorded failed, nothing sent."""
     REPLAY = "replay"
     """It ended in an earlier run: its outcome again, nothing sent."""
     CHANGED = "changed"
     """Its line differs from the request the journal paid for: recorded ``JOB_CHANGED`` with the
     earlier task and images labelled as such, nothing sent."""
     UNKNOWN = "unknown"
-    """An earlier run sent its submission and never had the answer: recorded
-    ``SUBMIT_OUTCOME_UNKNOWN``, nothing sent."""
+    """An earlier run sent it and never had the answer: ``SUBMIT_OUTCOME_UNKNOWN``, nothing sent."""
     FOLLOW = "follow"
     """A task of an earlier run exists: it is followed to its end, never submitted again (also
     the task of a job whose images went missing from OUT: they are fetched again from it)."""
@@ -73,17 +71,11 @@ class Plan:
 
 
 class Planner:
-    def __init__(
-        self,
-        jobs: Mapping[str, JobState],
-        options: BatchOptions,
-        out_dir: Path,
-        inputs: InputReader | None = None,
-    ) -> None:
+    def __init__(self, jobs: Mapping[str, JobState], options: BatchOptions, out_dir: Path) -> None:
         self._jobs = jobs
         self._options = options
         self._out_dir = out_dir
-        self._inputs = inputs or InputReader()
+        self._inputs = InputReader()
         self._seen: set[str] = set()  # every job id of the run, to refuse a second use of one
         self._name_max = _name_max(out_dir)
 
