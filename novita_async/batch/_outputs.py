@@ -248,9 +248,9 @@ class Output(abc.ABC):
         await self.publish_file(target, RESULTS_NAME)
         return target
 
-    @abc.abstractmethod
     def actor_key(self) -> str:
         """OUT as every process names it: the folder's absolute path, or the store's URL."""
+        return self.url
 
     @abc.abstractmethod
     def for_process(self) -> Output:
@@ -419,9 +419,6 @@ class ObjectOutput(Output):
         unsharded = bool(await self.list_keys(JOURNAL_KEY + "/"))
         _refuse_other_layout(self.url, counts, unsharded, shard)
         await super().check_layout(shard)
-
-    def actor_key(self) -> str:
-        return self.url
 
     def for_process(self) -> ObjectOutput:
         if self.url.startswith("memory:"):
