@@ -261,10 +261,10 @@ class Output(abc.ABC):
 class LocalOutput(Output):
     """A local output folder: every file is written in place; publishing does nothing."""
 
-    __slots__ = ("folder", "local_dir", "url")
+    __slots__ = ("local_dir", "url")
 
     def __init__(self, folder: Path) -> None:
-        self.folder = self.local_dir = folder
+        self.local_dir = folder
         self.url = str(folder)
 
     def __repr__(self) -> str:
@@ -272,8 +272,8 @@ class LocalOutput(Output):
 
     def check_usable(self) -> None:
         # The nearest thing that exists on the way must be a folder, for the run to make the rest.
-        above = next((p for p in self.folder.parents if p.exists()), None)
-        if self.folder.exists() and not self.folder.is_dir():
+        above = next((p for p in self.local_dir.parents if p.exists()), None)
+        if self.local_dir.exists() and not self.local_dir.is_dir():
             raise ValidationError("out", self.url, "must be a folder (it names a file)")
         if above is not None and not above.is_dir():
             raise ValidationError(
@@ -281,17 +281,18 @@ class LocalOutput(Output):
             )
 
     def location(self, name: str) -> str:
-        return str(self.folder / name)
+        return str(self.local_dir / name)
 
     async def get_bytes(self, key: str) -> bytes | None:
-        with local_io(f"reading {key}", self.folder / key), contextlib.suppress(FileNotFoundError):
-            return await anyio.Path(self.folder / key).read_bytes()
+        path = self.local_dir / key
+        with local_io(f"reading {key}", path), contextlib.suppress(FileNotFoundError):
+            return await anyio.Path(path).read_bytes()
         return None
 
     async def sizes(self) -> dict[str, int]:
         def walk() -> dict[str, int]:
             found = {}
-            with os.scandir(self.folder) as entries:
+            with os.scandir(self.local_dir) as entries:
                 for entry in entries:
                     with contextlib.suppress(OSError):  # (a dangling link: no file)
                         if stat.S_ISREG((info := entry.stat()).st_mode):  # a link: its target
@@ -306,10 +307,10 @@ class LocalOutput(Output):
             raise LocalIOError.from_os_error(exc, "listing the output folder", self.url) from exc
 
     def actor_key(self) -> str:
-        return str(self.folder.absolute())
+        return str(self.local_dir.absolute())
 
     def for_process(self) -> LocalOutput:
-        return LocalOutput(self.folder.absolute())  # another process's working folder differs
+        return LocalOutput(self.local_dir.absolute())  # another process's working folder differs
 
 
 MULTIPART_CHUNK = 5 * 1024 * 1024
