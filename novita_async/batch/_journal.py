@@ -728,7 +728,7 @@ class SegmentStore(Protocol):
 
     url: str
 
-    def key_url(self, key: str) -> str: ...
+    def location(self, name: str) -> str: ...
     async def list_keys(self, prefix: str) -> list[str]: ...
     async def get_bytes(self, key: str) -> bytes | None: ...
     async def put_bytes(self, key: str, data: bytes, *, create: bool = False) -> None: ...
@@ -822,7 +822,7 @@ class JournalMirror:
             data = await self.output.get_bytes(item[1])
             if data is None:
                 raise StorageError(
-                    f"the journal segment {self.output.key_url(item[1])} vanished while read: "
+                    f"the journal segment {self.output.location(item[1])} vanished while read: "
                     "is another run compacting this journal?",
                     reason="STORAGE_CONFLICT",
                     url=self.output.url,
@@ -853,7 +853,7 @@ class JournalMirror:
         if local == stored:
             return None
         if (detail := _disagreement(stored, local)) is not None:
-            where = self.output.key_url(self.key_prefix) + "/"
+            where = self.output.location(self.key_prefix) + "/"
             raise JournalsDisagreeError(where, self.journal_path, detail)
         known = set(stored.splitlines(keepends=True))
         return [

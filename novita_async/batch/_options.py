@@ -1,9 +1,5 @@
-"""BatchOptions: the bounds and choices of a batch run, validated when they are made.
-
-Each field carries its own validator (``attrs.validators``) and its help text
-(``metadata["help"]``, also the ``novita-async run`` flag's help); a value refused raises
-:class:`ConfigurationError` naming the option.
-"""
+"""BatchOptions: the bounds and choices of a batch run, each checked when it is set (a value
+refused raises :class:`ConfigurationError` naming the option); and the shards of a run."""
 
 from __future__ import annotations
 
@@ -26,9 +22,6 @@ __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 # single task's comfortable half-second margin to every job of the batch.
 BATCH_POLL_POLICY = PollPolicy(min_delay=0.1, margin=0.1, initial_delay=1.0)
 
-# Seconds a stopping run still waits for the answers of the POSTs it has in flight.
-STOP_GRACE = 10.0
-
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
@@ -36,11 +29,6 @@ _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 SHARDS_FOLDER = ".novita-shards"
 """Where in OUT each shard keeps its journal, results and lock (``<index>-of-<count>/``)."""
-
-
-def shard_name(index: int, count: int) -> str:
-    """The folder (in a store, key prefix) of shard ``index`` of ``count`` in SHARDS_FOLDER."""
-    return f"{index}-of-{count}"
 
 
 def shard_of(job_id: str, count: int) -> int:
@@ -83,8 +71,8 @@ class Shard:
 
     @property
     def name(self) -> str:
-        """Its folder's name: ``<index>-of-<count>``."""
-        return shard_name(self.index, self.count)
+        """Its folder's name (in a store, key prefix) in SHARDS_FOLDER: ``<index>-of-<count>``."""
+        return f"{self.index}-of-{self.count}"
 
     def folder(self, out_dir: Path) -> Path:
         """Where its journal, results and lock live."""
@@ -116,8 +104,15 @@ def _host_port(_: Any, __: Any, value: str) -> None:
         raise ValueError(value)
 
 
-_COUNT = _must_be("an integer >= 1", v.instance_of(int), v.not_(v.instance_of(bool)), v.ge(1))
+_INTEGER = (v.instance_of(int), v.not_(v.instance_of(bool)))
+_COUNT = _must_be("an integer >= 1", *_INTEGER, v.ge(1))
 _SWITCH = _must_be("True or False", v.instance_of(bool))
+_SECONDS = _must_be("a number of seconds >= 0", _NUMBER, v.ge(0))
+
+
+def _option(default: Any, validator: _Validator, help_text: str) -> Any:
+    """A field of BatchOptions: its default, its check, and its help (the run flag's too)."""
+    return attrs.field(default=default, validator=validator, metadata={"help": help_text})
 
 
 def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
@@ -125,10 +120,8 @@ def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
 
 
 def _shard_of_text(value: Shard | str | None) -> Shard | None:
-    if not isinstance(value, str):
-        return value
     try:
-        return Shard.parse(value)
+        return Shard.parse(value) if isinstance(value, str) else value
     except ValueError as exc:
         raise ConfigurationError(f"shard must be INDEX/COUNT with INDEX < COUNT: {exc}") from None
 
@@ -146,19 +139,13 @@ class BatchOptions:
     which ``novita-async run --help`` shows too.
     """
 
-    concurrency: int = attrs.field(
-        default=50,
-        validator=_COUNT,
-        metadata={
-            "help": "tasks in flight at once: a job holds its place from submission to its end"
-        },
+    concurrency: int = _option(
+        50, _COUNT, "tasks in flight at once: a job holds its place from submission to its end"
     )
-    rate: float | None = attrs.field(
-        default=None,
-        validator=_must_be(
-            "a number of submissions per second > 0", v.optional([_NUMBER, v.gt(0)])
-        ),
-        metadata={"help": "submissions per second, evenly spaced (default: no limit)"},
+    rate: float | None = _option(
+        None,
+        _must_be("a number of submissions per second > 0", v.optional([_NUMBER, v.gt(0)])),
+        "submissions per second, evenly spaced (default: no limit)",
     )
     journal_path: Path | None = attrs.field(
         default=None,
@@ -168,15 +155,9 @@ class BatchOptions:
             "(default: .novita-journal.jsonl in the output folder)"
         },
     )
-    retry_failed: bool = attrs.field(
-        default=False,
-        validator=_SWITCH,
-        metadata={"help": "run again the jobs that failed in an earlier run"},
-    )
-    fail_fast: bool = attrs.field(
-        default=False,
-        validator=_SWITCH,
-        metadata={"help": "stop at the first job that fails in this run (not a replayed one)"},
+    retry_failed: bool = _option(False, _SWITCH, "run again the jobs that failed in an earlier run")
+    fail_fast: bool = _option(
+        False, _SWITCH, "stop at the first job that fails in this run (not a replayed one)"
     )
     poll: PollPolicy = attrs.field(
         default=BATCH_POLL_POLICY,
@@ -184,97 +165,68 @@ class BatchOptions:
         validator=_must_be("a PollPolicy", v.instance_of(PollPolicy)),
         metadata={"help": "the delays between polls of one task"},
     )
-    upload_concurrency: int = attrs.field(
-        default=8,
-        validator=_COUNT,
-        metadata={"help": "uploads at once, and jobs read ahead of those in flight"},
+    upload_concurrency: int = _option(
+        8, _COUNT, "uploads at once, and jobs read ahead of those in flight"
     )
-    poll_concurrency: int = attrs.field(
-        default=16, validator=_COUNT, metadata={"help": "polls at once"}
+    poll_concurrency: int = _option(16, _COUNT, "polls at once")
+    task_timeout: float | None = _option(
+        None,
+        _must_be("a number of seconds > 0", v.optional([_NUMBER, v.gt(0)])),
+        "seconds a task may take, counted from when this run began following it "
+        "(default: no limit)",
     )
-    task_timeout: float | None = attrs.field(
-        default=None,
-        validator=_must_be("a number of seconds > 0", v.optional([_NUMBER, v.gt(0)])),
-        metadata={
-            "help": "seconds a task may take, counted from when this run began following it "
-            "(default: no limit)"
-        },
+    journal_fsync: bool = _option(
+        False,
+        _SWITCH,
+        "fsync each journal record: it then survives power loss, not just a killed process; slower",
     )
-    journal_fsync: bool = attrs.field(
-        default=False,
-        validator=_SWITCH,
-        metadata={
-            "help": "fsync each journal record: it then survives power loss, not just a killed "
-            "process; slower"
-        },
+    submit_concurrency: int = _option(
+        8,
+        _COUNT,
+        "submissions sent at once, which bounds what one hard kill can cost (see the journal's "
+        "note on the double-submission window)",
     )
-    submit_concurrency: int = attrs.field(
-        default=8,
-        validator=_COUNT,
-        metadata={
-            "help": "submissions sent at once, which bounds what one hard kill can cost (see the "
-            "journal's note on the double-submission window)"
-        },
+    stop_grace: float = _option(
+        10.0,
+        _SECONDS,
+        "seconds a stopping run still waits for the answers of submissions in flight; one still "
+        "unanswered then fails as SUBMIT_OUTCOME_UNKNOWN (a task may exist), which a rerun "
+        "submits again only when told to (retry_unknown_submits or retry_failed)",
     )
-    stop_grace: float = attrs.field(
-        default=STOP_GRACE,
-        validator=_must_be("a number of seconds >= 0", _NUMBER, v.ge(0)),
-        metadata={
-            "help": "seconds a stopping run still waits for the answers of submissions in "
-            "flight; one still unanswered then fails as SUBMIT_OUTCOME_UNKNOWN (a task may "
-            "exist), which a rerun submits again only when told to (retry_unknown_submits or "
-            "retry_failed)"
-        },
+    max_outage: float = _option(
+        300.0,
+        _SECONDS,
+        "seconds the API may stay unreachable (refused connections, timeouts, 5xx) while the run "
+        "pauses and tries again; a longer outage stops the run, with nothing recorded failed, and "
+        "a rerun continues",
     )
-    max_outage: float = attrs.field(
-        default=300.0,
-        validator=_must_be("a number of seconds >= 0", _NUMBER, v.ge(0)),
-        metadata={
-            "help": "seconds the API may stay unreachable (refused connections, timeouts, 5xx) "
-            "while the run pauses and tries again; a longer outage stops the run, with nothing "
-            "recorded failed, and a rerun continues"
-        },
+    retry_after_cap: float = _option(
+        60.0, _SECONDS, "the longest pause a Retry-After answer may impose on the run"
     )
-    retry_after_cap: float = attrs.field(
-        default=60.0,
-        validator=_must_be("a number of seconds >= 0", _NUMBER, v.ge(0)),
-        metadata={"help": "the longest pause a Retry-After answer may impose on the run"},
+    retry_unknown_submits: bool = _option(
+        False,
+        _SWITCH,
+        "submit again the jobs whose submission's outcome is unknown (sent, but the answer was "
+        "lost, or the run stopped before it came): a task may exist and be billed, so this may "
+        "pay twice",
     )
-    retry_unknown_submits: bool = attrs.field(
-        default=False,
-        validator=_SWITCH,
-        metadata={
-            "help": "submit again the jobs whose submission's outcome is unknown (sent, but the "
-            "answer was lost, or the run stopped before it came): a task may exist and be "
-            "billed, so this may pay twice"
-        },
+    max_tasks: int | None = _option(
+        None,
+        _must_be("an integer >= 1", v.optional([*_INTEGER, v.ge(1)])),
+        "submit at most this many new tasks in this run, then stop submitting, finish the tasks "
+        "in flight and stop (a rerun continues, with its own budget)",
     )
-    max_tasks: int | None = attrs.field(
-        default=None,
-        validator=_must_be(
-            "an integer >= 1",
-            v.optional([v.instance_of(int), v.not_(v.instance_of(bool)), v.ge(1)]),
-        ),
-        metadata={
-            "help": "submit at most this many new tasks in this run, then stop submitting, "
-            "finish the tasks in flight and stop (a rerun continues, with its own budget)"
-        },
+    webhook_listen: str | None = _option(
+        None,
+        _must_be("HOST:PORT (PORT 0 to 65535)", v.optional(_host_port)),
+        "receive the service's webhooks on HOST:PORT (0: any free port): a task ends when its "
+        "event arrives, and polling only catches the events that never came",
     )
-    webhook_listen: str | None = attrs.field(
-        default=None,
-        validator=_must_be("HOST:PORT (PORT 0 to 65535)", v.optional(_host_port)),
-        metadata={
-            "help": "receive the service's webhooks on HOST:PORT (0: any free port): a task ends "
-            "when its event arrives, and polling only catches the events that never came"
-        },
-    )
-    webhook_url: str | None = attrs.field(
-        default=None,
-        validator=_must_be("an http(s) URL", v.optional(v.matches_re(r"https?://\S+"))),
-        metadata={
-            "help": "the public URL that reaches webhook_listen (default: http://HOST:PORT, "
-            "enough when the service can reach this machine directly)"
-        },
+    webhook_url: str | None = _option(
+        None,
+        _must_be("an http(s) URL", v.optional(v.matches_re(r"https?://\S+"))),
+        "the public URL that reaches webhook_listen (default: http://HOST:PORT, enough when the "
+        "service can reach this machine directly)",
     )
     staging_dir: Path | None = attrs.field(
         default=None,

@@ -1,24 +1,18 @@
 """Outputs: where a run's images and files go, a local folder or an object store, as one concept.
 
-:func:`open_output` reads ``--out`` / ``BatchRunner(out)``: a path (or ``file://`` URL) is a
-:class:`LocalOutput`; ``s3://BUCKET/PREFIX``, ``gs://``, ``az://`` (``abfs://``, ``azure://``) and
-``memory://`` (this process only, for tests) an :class:`ObjectOutput`, through obstore (the ``[s3]``
-extra, imported only then). Any other ``scheme:/`` is refused before anything is sent. What differs
-between the two is a method of :class:`Output`; nothing else asks which one it has.
+:func:`open_output` reads ``--out``: a path (or ``file://`` URL) is a :class:`LocalOutput`;
+``s3://BUCKET/PREFIX``, ``gs://``, ``az://`` (``abfs://``, ``azure://``) and ``memory://`` (this
+process only) an :class:`ObjectOutput`, through obstore (the ``[s3]`` extra, imported only then);
+any other ``scheme:/`` is refused before anything is sent. What differs between the two is a
+method of :class:`Output`; nothing else asks which one it has.
 
-A store is worked on through a local **staging** folder (lock, the journal's working copy, images
-while they download, ``results.jsonl``, ``index.html``): ``<root>/<key>``, the key hashing the
-store's endpoint (``AWS_ENDPOINT_URL``...), bucket and prefix; the root ``staging_dir``, else
-``$NOVITA_ASYNC_STAGING``, else ``~/.cache/novita-async/staging``. Each image is uploaded as its
-task ends (whole or absent: no temporary names in the bucket), then removed from staging.
-Credentials come from the environment as obstore reads them, never from the URL; every failure of
-the store is one :class:`~novita_async.StorageError` naming the object, without credentials.
-
-OUT holds ``<job id>_<n>.<ext>`` images, ``results.jsonl``, ``index.html``, the journal (in a
-store, segments under ``.novita-journal/``), the lock ``.novita-lock`` (one run per folder) and a
-sharded run's ``.novita-shards/<k>-of-<K>/``; an output keeps one layout (sharded in K, or not).
-A task's images (:class:`ImageSaver`) are downloaded, measured (size, SHA-256: what a rerun and
-``status --verify`` check) and published before the job is recorded succeeded.
+A store is worked on through a local staging folder (lock, the journal's working copy, images
+while they download, results, gallery) named by a hash of the store's endpoint, bucket and prefix.
+Each image is uploaded whole as its task ends, then removed from staging. Credentials come from
+the environment, never from the URL; a failure of the store is one
+:class:`~novita_async.StorageError` naming the object, without credentials. A task's images
+(:class:`ImageSaver`) are downloaded, measured (size, SHA-256: what a rerun and ``status
+--verify`` check) and published before the job is recorded succeeded.
 """
 
 from __future__ import annotations
@@ -50,13 +44,13 @@ from .._exceptions import (
     ValidationError,
 )
 from .._failures import RetryPolicy
-from .._files import local_io, lock_or_refuse, looks_like_url, write_atomically
+from .._files import file_digest, local_io, lock_or_refuse, looks_like_url, write_atomically
 from .._http import ClientEvent, EventKind
 from .._models import TaskResult
 from ._events import BatchEventKind, SummaryCounter
 from ._jobs import ImageSource, Job, JobInputError
 from ._journal import JOURNAL_KEY, JOURNAL_NAME, RESULTS_NAME, JournalMirror, ResultLine
-from ._options import SHARDS_FOLDER, Shard, shard_name
+from ._options import SHARDS_FOLDER, Shard
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore, RetryConfig
@@ -100,17 +94,12 @@ def _named_like_output(name: str) -> bool:
     )
 
 
-def longest_name(job: Job) -> str:
-    """The longest file name the run creates for ``job``, its temporary name included."""
-    extension = max(job.request.image_type, "jpeg", key=len)
-    return f"{job.id}_{job.request.image_num - 1}.{extension}"
-
-
 def check_output_names(job: Job, name_max: int) -> None:
     """:class:`JobInputError` unless every name the run creates for ``job`` fits in ``name_max``
     bytes (the output file system's limit, counted in bytes of UTF-8, not characters)."""
-    name = longest_name(job)
-    size = len(name.encode("utf-8", "surrogatepass")) + _TEMP_OVERHEAD
+    extension = max(job.request.image_type, "jpeg", key=len)
+    longest = f"{job.id}_{job.request.image_num - 1}.{extension}"
+    size = len(longest.encode("utf-8", "surrogatepass")) + _TEMP_OVERHEAD
     if size > name_max:
         raise JobInputError(
             "NAME_TOO_LONG",
@@ -145,12 +134,10 @@ class OutputLock:
             os.close(fd)
 
 
-# --- layout: sharded or not, as OUT has held it -------------------------------------------------
+# --- layout and merge of a sharded run's results ----------------------------------------------
 
 
-def check_folder_layout(out_dir: Path, shard: Shard | None) -> None:
-    """:class:`ConfigurationError` unless a run as ``shard`` (None: unsharded) fits the runs the
-    local folder ``out_dir`` has held: the same number of shards, or unsharded, as before."""
+def _check_folder_layout(out_dir: Path, shard: Shard | None) -> None:
     try:
         names = os.listdir(out_dir / SHARDS_FOLDER)
     except (FileNotFoundError, NotADirectoryError):
@@ -162,17 +149,14 @@ def check_folder_layout(out_dir: Path, shard: Shard | None) -> None:
 def _refuse_other_layout(
     where: str, counts: set[int], unsharded: bool, shard: Shard | None
 ) -> None:
-    if shard is None:
-        if counts:
-            earlier = _in_shards(counts)
-            raise ConfigurationError(
-                f"{where} holds a run in {earlier}; this run is unsharded: run it in "
-                f"{earlier} as well (novita-async run --ray --shards {max(counts)}), or use "
-                "another output folder"
-            )
-        return
-    others = counts - {shard.count}
-    if others or unsharded:
+    if shard is None and counts:
+        earlier = _in_shards(counts)
+        raise ConfigurationError(
+            f"{where} holds a run in {earlier}; this run is unsharded: run it in "
+            f"{earlier} as well (novita-async run --ray --shards {max(counts)}), or use "
+            "another output folder"
+        )
+    if shard is not None and ((others := counts - {shard.count}) or unsharded):
         earlier = _in_shards(others) if others else "one process (unsharded)"
         raise ConfigurationError(
             f"{where} holds a run in {earlier}; this run asks for {_in_shards({shard.count})}: "
@@ -184,39 +168,26 @@ def _in_shards(counts: set[int]) -> str:
     return " and ".join(f"{n} shard{'s' if n != 1 else ''}" for n in sorted(counts))
 
 
-def _whole_lines(lines: Iterable[bytes]) -> Iterator[bytes]:
-    for line in lines:
-        try:
-            ResultLine.decode(line)
-        except ValueError:
-            continue  # a torn last line: that shard's rerun rebuilds its file
-        yield line
+def _merge_lock(folder: Path) -> int:
+    """A descriptor holding (once it can) the lock that makes the merges of shards ending at once
+    one after another: the last reads every shard's final file."""
+    path = folder / SHARDS_FOLDER / _MERGE_LOCK
+    with local_io("merging the shards' results", path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
-def merge_shard_files(out_dir: Path, count: int) -> Path:
-    """Write ``out_dir/results.jsonl`` (atomically) from the ``count`` shards' results files there;
-    its path (blocking; see :meth:`Output.merge_shard_results`)."""
-
-    def lines() -> Iterator[bytes]:
-        for k in range(count):
+def _whole_lines(parts: Iterable[bytes | None]) -> Iterator[bytes]:
+    for part in parts:
+        for line in (part or b"").splitlines(keepends=True):
             try:
-                handle = (out_dir / SHARDS_FOLDER / shard_name(k, count) / RESULTS_NAME).open("rb")
-            except FileNotFoundError:
-                continue  # a shard that never started
-            with handle:
-                yield from _whole_lines(handle)
-
-    lock_path = out_dir / SHARDS_FOLDER / _MERGE_LOCK
-    with local_io("merging the shards' results", lock_path):
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        write_atomically(out_dir / RESULTS_NAME, lines())
-    finally:
-        os.close(fd)
-    return out_dir / RESULTS_NAME
+                ResultLine.decode(line)
+            except ValueError:
+                continue  # a torn last line: that shard's rerun rebuilds its file
+            yield line
 
 
 # --- the output: a local folder or an object store ----------------------------------------------
@@ -239,13 +210,16 @@ class Output(abc.ABC):
     def location(self, name: str) -> str:
         """Where OUT's file ``name`` is (``results.jsonl``...): a path or a key's URL."""
 
-    @abc.abstractmethod
-    async def publish(self, paths: Sequence[Path]) -> None:
+    async def publish(self, paths: Sequence[Path]) -> None:  # noqa: B027  (a folder: in place)
         """Put a task's images, saved in :attr:`local_dir`, where they belong."""
 
-    @abc.abstractmethod
     async def publish_file(self, path: Path, key: str) -> str:
         """Put the file ``path`` of :attr:`local_dir` in OUT as ``key``; its :meth:`location`."""
+        return self.location(key)  # a folder: where it belongs already
+
+    @abc.abstractmethod
+    async def get_bytes(self, key: str) -> bytes | None:
+        """The content of OUT's file ``key``; None if there is no such file."""
 
     @abc.abstractmethod
     async def sizes(self) -> dict[str, int]:
@@ -255,19 +229,28 @@ class Output(abc.ABC):
         """The store's copy of the journal at ``journal`` (None: a folder keeps only its own)."""
         return None
 
-    @abc.abstractmethod
     async def check_layout(self, shard: Shard | None) -> None:
         """:class:`ConfigurationError` unless a run as ``shard`` (None: unsharded) fits the runs
         OUT has held: the same number of shards, or unsharded, as before."""
+        await anyio.to_thread.run_sync(_check_folder_layout, self.local_dir, shard)
 
-    @abc.abstractmethod
     async def merge_shard_results(self, count: int) -> Path:
         """Write OUT's ``results.jsonl`` from its ``count`` shards' (a torn line left out): the
         lines one run over the same jobs writes, shard after shard; the local copy's path."""
+        target = self.local_dir / RESULTS_NAME
+        lock = await anyio.to_thread.run_sync(_merge_lock, self.local_dir)
+        try:
+            keys = [f"{SHARDS_FOLDER}/{Shard(k, count).name}/{RESULTS_NAME}" for k in range(count)]
+            parts = [await self.get_bytes(key) for key in keys]  # None: a shard never started
+            await anyio.to_thread.run_sync(write_atomically, target, _whole_lines(parts))
+        finally:
+            os.close(lock)
+        await self.publish_file(target, RESULTS_NAME)
+        return target
 
-    @abc.abstractmethod
     def actor_key(self) -> str:
         """OUT as every process names it: the folder's absolute path, or the store's URL."""
+        return self.url
 
     @abc.abstractmethod
     def for_process(self) -> Output:
@@ -278,39 +261,38 @@ class Output(abc.ABC):
 class LocalOutput(Output):
     """A local output folder: every file is written in place; publishing does nothing."""
 
-    __slots__ = ("folder", "local_dir", "url")
+    __slots__ = ("local_dir", "url")
 
     def __init__(self, folder: Path) -> None:
-        self.folder = self.local_dir = folder
+        self.local_dir = folder
         self.url = str(folder)
 
     def __repr__(self) -> str:
         return f"LocalOutput({self.url!r})"
 
     def check_usable(self) -> None:
-        why = None
         # The nearest thing that exists on the way must be a folder, for the run to make the rest.
-        above = next((p for p in self.folder.parents if p.exists()), None)
-        if self.folder.exists() and not self.folder.is_dir():
-            why = "must be a folder (it names a file)"
-        elif above is not None and not above.is_dir():
-            why = f"cannot be made: {above} is a file, not a folder"
-        if why is not None:
-            raise ValidationError("out", self.url, why)
+        above = next((p for p in self.local_dir.parents if p.exists()), None)
+        if self.local_dir.exists() and not self.local_dir.is_dir():
+            raise ValidationError("out", self.url, "must be a folder (it names a file)")
+        if above is not None and not above.is_dir():
+            raise ValidationError(
+                "out", self.url, f"cannot be made: {above} is a file, not a folder"
+            )
 
     def location(self, name: str) -> str:
-        return str(self.folder / name)
+        return str(self.local_dir / name)
 
-    async def publish(self, paths: Sequence[Path]) -> None:
-        """The images are where they belong already."""
-
-    async def publish_file(self, path: Path, key: str) -> str:
-        return self.location(key)  # where it belongs already
+    async def get_bytes(self, key: str) -> bytes | None:
+        path = self.local_dir / key
+        with local_io(f"reading {key}", path), contextlib.suppress(FileNotFoundError):
+            return await anyio.Path(path).read_bytes()
+        return None
 
     async def sizes(self) -> dict[str, int]:
         def walk() -> dict[str, int]:
             found = {}
-            with os.scandir(self.folder) as entries:
+            with os.scandir(self.local_dir) as entries:
                 for entry in entries:
                     with contextlib.suppress(OSError):  # (a dangling link: no file)
                         if stat.S_ISREG((info := entry.stat()).st_mode):  # a link: its target
@@ -324,22 +306,15 @@ class LocalOutput(Output):
         except OSError as exc:
             raise LocalIOError.from_os_error(exc, "listing the output folder", self.url) from exc
 
-    async def check_layout(self, shard: Shard | None) -> None:
-        await anyio.to_thread.run_sync(check_folder_layout, self.folder, shard)
-
-    async def merge_shard_results(self, count: int) -> Path:
-        return await anyio.to_thread.run_sync(merge_shard_files, self.folder, count)
-
     def actor_key(self) -> str:
-        return str(self.folder.absolute())
+        return str(self.local_dir.absolute())
 
     def for_process(self) -> LocalOutput:
-        return LocalOutput(self.folder.absolute())  # another process's working folder differs
+        return LocalOutput(self.local_dir.absolute())  # another process's working folder differs
 
 
 MULTIPART_CHUNK = 5 * 1024 * 1024
 """Objects larger than this go up in parts of this size (S3's smallest part)."""
-STAGING_VARIABLE = "NOVITA_ASYNC_STAGING"
 
 
 class ObjectOutput(Output):
@@ -373,8 +348,6 @@ class ObjectOutput(Output):
 
     def location(self, name: str) -> str:
         return f"{self.url}/{name}"
-
-    key_url = location  # (shim for today's callers, removed in Phase B)
 
     def _path(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key
@@ -413,8 +386,6 @@ class ObjectOutput(Output):
             found = await obstore.list_with_delimiter_async(self._store, self._prefix or None)
         return {str(meta["path"])[strip:]: int(meta["size"]) for meta in found["objects"]}
 
-    list_sizes = sizes  # (shim for today's callers, removed in Phase B)
-
     async def delete(self, keys: Sequence[str]) -> None:
         if keys:
             with self._errors("deleting", keys[0]) as obstore:
@@ -448,28 +419,7 @@ class ObjectOutput(Output):
         counts = {int(m[2]) for key in keys if (m := _SHARD_NAME.fullmatch(key.split("/")[1]))}
         unsharded = bool(await self.list_keys(JOURNAL_KEY + "/"))
         _refuse_other_layout(self.url, counts, unsharded, shard)
-        await anyio.to_thread.run_sync(check_folder_layout, self.staging, shard)
-
-    async def merge_shard_results(self, count: int) -> Path:
-        """The shards' results read from the store (wherever each ran), merged in staging and
-        uploaded."""
-        parts = []
-        for k in range(count):
-            data = await self.get_bytes(f"{SHARDS_FOLDER}/{shard_name(k, count)}/{RESULTS_NAME}")
-            parts.append(data or b"")  # None: a shard that never started
-        target = self.staging / RESULTS_NAME
-
-        def write() -> None:
-            with local_io("creating the staging folder", self.staging):
-                self.staging.mkdir(parents=True, exist_ok=True)
-            write_atomically(target, _whole_lines(ln for p in parts for ln in p.splitlines(True)))
-
-        await anyio.to_thread.run_sync(write)
-        await self.publish_file(target, RESULTS_NAME)
-        return target
-
-    def actor_key(self) -> str:
-        return self.url
+        await super().check_layout(shard)
 
     def for_process(self) -> ObjectOutput:
         if self.url.startswith("memory:"):
@@ -536,7 +486,7 @@ def open_output(
     if not parts.netloc and scheme != "memory":
         raise ConfigurationError(f"out {shown!r} names no bucket: write {scheme}://BUCKET/PREFIX")
     url = f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
-    staging = staging_root(staging_dir) / staging_key(scheme, url)
+    staging = _staging_folder(scheme, url, staging_dir)
     stores = _obstore(url).store
     opened = {"staging_dir": staging_dir, "retry_timeout": retry_timeout}
     retry: RetryConfig | None = None
@@ -574,22 +524,16 @@ _ENDPOINT_VARIABLES = {
 }
 
 
-def staging_key(scheme: str, url: str) -> str:
-    """The name of the staging folder of ``url``: endpoint, bucket and prefix, hashed."""
+def _staging_folder(scheme: str, url: str, staging_dir: str | os.PathLike[str] | None) -> Path:
+    """``<root>/<key>`` (see the module's note): the key hashes endpoint, bucket and prefix."""
     endpoint = [
         f"{name}={os.environ.get(name, '')}" for name in _ENDPOINT_VARIABLES.get(scheme, ())
     ]
-    return hashlib.sha256("\n".join([url, *endpoint]).encode()).hexdigest()[:16]
-
-
-def staging_root(staging_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder under which each object-store output gets its staging folder."""
-    if staging_dir is not None:
-        return Path(staging_dir)
-    if root := os.environ.get(STAGING_VARIABLE):
-        return Path(root)
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "novita-async" / "staging"
+    key = hashlib.sha256("\n".join([url, *endpoint]).encode()).hexdigest()[:16]
+    if staging_dir is None and not (staging_dir := os.environ.get("NOVITA_ASYNC_STAGING")):
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        staging_dir = Path(cache) / "novita-async" / "staging"
+    return Path(staging_dir) / key
 
 
 def _obstore(shown: str) -> Any:
@@ -664,10 +608,6 @@ def _storage_error(exc: BaseException, doing: str, url: str) -> StorageError:
 
 # --- saving a task's images ---------------------------------------------------------------------
 
-# Attempts at least for each image download: an unattended run rides out a 429 or 5xx spell
-# longer than an interactive caller would (the task is paid for; its image must not be lost).
-MIN_DOWNLOAD_ATTEMPTS = 4
-
 
 @attrs.frozen
 class SavedImages:
@@ -678,23 +618,15 @@ class SavedImages:
     digests: tuple[str, ...]
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """The size and SHA-256 (hex) of the file at ``path``; blocking."""
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256")
-        return handle.tell(), digest.hexdigest()
-
-
-def _digests(paths: Sequence[Path]) -> list[tuple[int, str]]:
-    measured = []
-    for path in paths:
-        with local_io("reading an image saved", path):
-            measured.append(file_digest(path))
-    return measured
+def _measure(path: Path) -> tuple[int, str]:
+    with local_io("reading an image saved", path):
+        return file_digest(path)
 
 
 def _patient(retry: RetryPolicy) -> RetryPolicy:
-    return attrs.evolve(retry, attempts=max(retry.attempts, MIN_DOWNLOAD_ATTEMPTS))
+    # At least 4 attempts: an unattended run rides out a 429 or 5xx spell longer than an
+    # interactive caller would (the task is paid for; its image must not be lost).
+    return attrs.evolve(retry, attempts=max(retry.attempts, 4))
 
 
 @attrs.define(kw_only=True)
@@ -728,7 +660,7 @@ class ImageSaver:
         paths = await self._client.download_images(
             result, self._out_dir, stem=f"{job_id}_", retry=self._retry, on_event=observe
         )
-        measured = await anyio.to_thread.run_sync(_digests, paths)
+        measured = [await anyio.to_thread.run_sync(_measure, path) for path in paths]
         if self._publish is not None:
             await self._publish(paths)
         self._counter.images += len(paths)

@@ -1,21 +1,16 @@
-"""What a run does with each job, decided before anything is sent; and a dry run, which decides
-it for every job and sends nothing.
+"""What a run does with each job, decided before anything is sent (:class:`Planner`), and a dry
+run (:func:`dry_run`), which decides it for every job and sends nothing.
 
-One decision for a real run and a dry run alike (:class:`Planner`): a job id seen twice, an id or
-input that cannot be used, a job the journal already finished, a job whose line changed since its
-task was paid for, a submission whose answer never came, a task to follow, or a new task to pay
-for. Reading the inputs (hashing, checking they are images) is part of deciding; sending is not.
-
-A dry run (:func:`dry_run`) reads the journal as it is (no lock, nothing written: a run may hold
-it meanwhile) and looks for the images of the jobs it calls succeeded as a run looks for them
-(``_verify``): one missing is to be fetched again from its task, which the run would do for
-nothing.
+Reading the inputs (hashing, checking they are images) is part of deciding; sending is not. A dry
+run reads the journal as it is (no lock, nothing written: a run may hold it meanwhile) and looks
+for the images of the jobs it calls succeeded as a run does.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+from collections import Counter
 from collections.abc import AsyncIterable, Iterable, Mapping
 from pathlib import Path
 
@@ -25,11 +20,11 @@ from .._config import DEFAULT_ASSETS_URL, ENV_ASSETS_URL
 from .._exceptions import SubmitOutcomeUnknownError
 from .._failures import RETRYABLE_REASONS
 from ._inputs import InputReader, PreparedJob, asset_endpoint
-from ._jobs import InvalidJob, Job, JobError, JobInputError, check_job_id
+from ._jobs import InvalidJob, Job, JobError, JobInputError, JobSource, check_job_id
 from ._journal import JOURNAL_NAME, JobPhase, JobState, JournalDamagedError, fold, scan_journal
 from ._options import BatchOptions
-from ._outputs import check_output_names, is_run_output
-from ._run_folder import OUTPUT_LOST, OUTPUT_MISSING, local_problems, output_errors, stored_problems
+from ._outputs import LocalOutput, check_output_names, is_run_output
+from ._run_folder import OUTPUT_LOST, OUTPUT_MISSING, output_errors, stored_problems
 
 __all__ = ["RESUBMIT_REASONS", "Action", "DryRun", "JobProblem", "Plan", "Planner", "dry_run"]
 
@@ -44,16 +39,14 @@ class Action(enum.Enum):
     DUPLICATE = "duplicate"
     """The id came earlier in this input: refused (not recorded: the first one stands)."""
     INVALID = "invalid"
-    """The job cannot run (bad id or line, an input missing or not an image, names too long):
-    recorded failed, nothing sent."""
+    """The job cannot run (bad id, line or input, names too long): recorded failed, nothing sent."""
     REPLAY = "replay"
     """It ended in an earlier run: its outcome again, nothing sent."""
     CHANGED = "changed"
     """Its line differs from the request the journal paid for: recorded ``JOB_CHANGED`` with the
     earlier task and images labelled as such, nothing sent."""
     UNKNOWN = "unknown"
-    """An earlier run sent its submission and never had the answer: recorded
-    ``SUBMIT_OUTCOME_UNKNOWN``, nothing sent."""
+    """An earlier run sent it and never had the answer: ``SUBMIT_OUTCOME_UNKNOWN``, nothing sent."""
     FOLLOW = "follow"
     """A task of an earlier run exists: it is followed to its end, never submitted again (also
     the task of a job whose images went missing from OUT: they are fetched again from it)."""
@@ -78,17 +71,11 @@ class Plan:
 
 
 class Planner:
-    def __init__(
-        self,
-        jobs: Mapping[str, JobState],
-        options: BatchOptions,
-        out_dir: Path,
-        inputs: InputReader | None = None,
-    ) -> None:
+    def __init__(self, jobs: Mapping[str, JobState], options: BatchOptions, out_dir: Path) -> None:
         self._jobs = jobs
         self._options = options
         self._out_dir = out_dir
-        self._inputs = inputs or InputReader()
+        self._inputs = InputReader()
         self._seen: set[str] = set()  # every job id of the run, to refuse a second use of one
         self._name_max = _name_max(out_dir)
 
@@ -121,11 +108,11 @@ class Planner:
                 input_error = exc
 
         if prior is not None and prepared is not None:
-            if _changed(prior, prepared):
+            if prior.fingerprint not in (None, prepared.fingerprint):
                 if not rerun:
                     return Plan(Action.CHANGED, job, prior, prepared, _changed_error(job, prior))
                 prior = None  # a different job now: its old task is not its task
-            elif _is_changed_record(prior):
+            elif prior.error is not None and prior.error.reason == "JOB_CHANGED":
                 # The line is back to the request the task was paid for: follow that task.
                 rerun = True
         if prior is not None and prior.ended and not rerun:
@@ -170,17 +157,9 @@ def _runs_again(prior: JobState, options: BatchOptions) -> bool:
     return options.retry_failed or reason in RETRYABLE_REASONS
 
 
-def _changed(prior: JobState, prepared: PreparedJob) -> bool:
-    return prior.fingerprint is not None and prior.fingerprint != prepared.fingerprint
-
-
 def _output_missing(prior: JobState) -> bool:
     error = prior.error
     return error is not None and error.reason == OUTPUT_MISSING and prior.task_id is not None
-
-
-def _is_changed_record(prior: JobState) -> bool:
-    return prior.error is not None and prior.error.reason == "JOB_CHANGED"
 
 
 def _changed_error(job: Job | InvalidJob, prior: JobState) -> JobInputError:
@@ -195,20 +174,15 @@ def _changed_error(job: Job | InvalidJob, prior: JobState) -> JobInputError:
 
 
 def _resumable(prior: JobState) -> bool:
-    if prior.phase is JobPhase.SUBMITTED:
-        return True
-    return (
-        prior.phase is JobPhase.FAILED
-        and prior.error is not None
-        and prior.error.reason not in RESUBMIT_REASONS
+    reason = prior.error.reason if prior.error is not None else None
+    return prior.phase is JobPhase.SUBMITTED or (
+        prior.phase is JobPhase.FAILED and reason is not None and reason not in RESUBMIT_REASONS
     )
 
 
 def _name_max(folder: Path) -> int:
     """The longest file name, in bytes, the output folder's file system allows."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), folder)
     try:
         return int(os.pathconf(probe, "PC_NAME_MAX"))
     except (OSError, ValueError):
@@ -281,53 +255,43 @@ async def dry_run(
     if scan.damaged:
         raise JournalDamagedError(journal_path, scan.damaged)
     assets, known = fold(scan.records)
-    if stored is None:
-        errors = output_errors(known, str(out), lambda state: local_problems(out, state))
-    else:
-        errors = output_errors(known, "the store", lambda state: stored_problems(stored, state))
+    # One listing, of the folder or (given) of the store's prefix, as the run looks.
+    sizes = await LocalOutput(out).sizes() if stored is None else stored
+    where = str(out) if stored is None else "the store"
+    errors = output_errors(known, where, lambda state: stored_problems(sizes, state))
     for job_id, error in errors.items():
         # As the run records it: its task followed again, or (no task) lost.
         state = known[job_id]
         failed = JobError.from_exception(error)
         known[job_id] = JobState(JobPhase.FAILED, state.fingerprint, state.task_id, error=failed)
     planner = Planner(known, options, out)
-    counts = dict.fromkeys(("jobs", "done", "failed", "to_submit", "to_follow", "to_restore",
-                            "unknown", "changed", "images"), 0)  # fmt: skip
+    counts: Counter[str] = Counter()
     problems: list[JobProblem] = []
     uploads: set[str] = set()
 
-    async def one(job: Job | InvalidJob) -> None:
-        counts["jobs"] += 1
-        plan = await planner.plan(job)
-        action = plan.action
-        if action is Action.REPLAY:
-            assert plan.prior is not None
-            counts["done" if plan.prior.phase is JobPhase.SUCCEEDED else "failed"] += 1
-        elif action is Action.SUBMIT:
-            assert isinstance(job, Job) and plan.prepared is not None
-            counts["to_submit"] += 1
-            counts["images"] += job.request.image_num
-            prepared = plan.prepared
-            for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
-                if (endpoint, image.sha256) not in assets:
-                    uploads.add(image.sha256)
-        elif action is Action.FOLLOW:
-            counts["to_restore" if plan.restoring else "to_follow"] += 1
-        elif action is Action.UNKNOWN:
-            counts["unknown"] += 1
-        elif action is Action.CHANGED:
-            counts["changed"] += 1
-        else:  # INVALID, DUPLICATE
-            error = plan.error
-            reason = getattr(error, "reason", type(error).__name__)
-            problems.append(JobProblem(job.id, str(reason), str(error)))
-
-    if isinstance(jobs, AsyncIterable):
-        async for job in jobs:
-            await one(job)
-    else:
-        for job in jobs:
-            await one(job)
+    async with JobSource(jobs) as source:
+        while (job := await source.next()) is not None:
+            counts["jobs"] += 1
+            plan = await planner.plan(job)
+            if plan.action is Action.REPLAY:
+                assert plan.prior is not None
+                counts["done" if plan.prior.phase is JobPhase.SUCCEEDED else "failed"] += 1
+            elif plan.action is Action.FOLLOW:
+                counts["to_restore" if plan.restoring else "to_follow"] += 1
+            elif plan.action is Action.UNKNOWN or plan.action is Action.CHANGED:
+                counts[plan.action.value] += 1  # the field of the same name
+            elif plan.action is Action.SUBMIT:
+                assert isinstance(job, Job) and plan.prepared is not None
+                counts["to_submit"] += 1
+                counts["images"] += job.request.image_num
+                prepared = plan.prepared
+                for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
+                    if (endpoint, image.sha256) not in assets:
+                        uploads.add(image.sha256)
+            else:  # INVALID, DUPLICATE
+                refused = plan.error
+                reason = getattr(refused, "reason", type(refused).__name__)
+                problems.append(JobProblem(job.id, str(reason), str(refused)))
     rate = options.rate
     seconds = counts["to_submit"] / rate if rate else None
     return DryRun(**counts, uploads=len(uploads), problems=tuple(problems), seconds=seconds)

@@ -37,7 +37,7 @@ import attrs
 
 from .._exceptions import ConfigurationError, NovitaError, StorageError
 from .._failures import RETRYABLE_REASONS
-from .._files import is_locked, local_io, looks_like_url, remove_stale_temp_files
+from .._files import file_digest, is_locked, local_io, looks_like_url, remove_stale_temp_files
 from ._jobs import JobError, JobOutcome, JobStatus
 from ._journal import (
     JOURNAL_NAME,
@@ -51,7 +51,7 @@ from ._journal import (
     scan_journal,
 )
 from ._options import BatchOptions
-from ._outputs import LOCK_NAME, Output, OutputLock, file_digest, open_output
+from ._outputs import LOCK_NAME, Output, OutputLock, open_output
 
 __all__ = [
     "OUTPUT_LOST",
