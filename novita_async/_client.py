@@ -20,7 +20,7 @@ from ._converter import structure, unstructure_request
 from ._exceptions import InvalidResponseError, ValidationError
 from ._failures import RetryPolicy
 from ._files import UploadSource, read_source, sniff_content_type
-from ._http import Downloaded, EventHook, Renewal, Sessions, Transport, image_extension
+from ._http import Downloaded, EventHook, Renewal, Transport, image_extension
 from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
 
 if TYPE_CHECKING:
@@ -84,13 +84,12 @@ class NovitaClient:
             retry=retry,
             send_auth_to_assets=send_auth_to_assets,
         )
-        self._sessions = Sessions(self._config, session)
-        self._transport = Transport(self._config, self._sessions, on_event)
+        self._transport = Transport(self._config, session, on_event)
         self._result_url = self._config.api_url(_RESULT_PATH)
         self._models_url = self._config.api_url(MODELS_PATH)
 
     def __repr__(self) -> str:
-        state = "closed" if self._sessions.closed else "open"
+        state = "closed" if self._transport.closed else "open"
         return f"<NovitaClient base_url={str(self._config.base_url)!r} {state}>"
 
     @property
@@ -112,7 +111,7 @@ class NovitaClient:
 
     async def aclose(self) -> None:
         """Close the sessions this client opened (never a session the caller passed in)."""
-        await self._sessions.aclose()
+        await self._transport.aclose()
 
     # --- assets -----------------------------------------------------------------------------------
 

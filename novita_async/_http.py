@@ -1,19 +1,13 @@
-"""One logical HTTP call: its session, its attempts, its errors, its events, and for an image,
-the file it streams to and the fresh URLs it needs when its signed URL has expired.
+"""One logical HTTP call: its session, its attempts, its errors and events; for an image, the
+file it streams to and the fresh URLs an expired signed URL needs (:class:`Renewal`: a second
+budget in the call's one retry loop, :meth:`Transport._attempts`).
 
-A call makes up to ``RetryPolicy.attempts`` attempts in the one loop of :meth:`Transport._attempts`,
-which asks :func:`~._failures.attempt_may_repeat` whether to wait and try again. A download has a
-second budget in the same loop: an expired URL is renewed at most
-``RetryPolicy.expired_url_refreshes`` times for all the images of one result (:class:`Renewal`).
-
-Logs and :class:`ClientEvent` s carry the method, the route name and the URL without its query
-string, never headers. An observer (``on_event=``) runs synchronously in the calling task; what it
-raises is logged and swallowed: a failing observer must never lose the answer to a paid submission.
-
-An image is written whole or not at all (temporary name, then rename; not fsynced), hashed
-(SHA-256) as it arrives. A short body is an :class:`APIConnectionError`, one that is no image an
-:class:`InvalidResponseError`; a failed file operation is a :class:`LocalIOError`, never retried.
-No credential ever reaches an image or asset host (:class:`Sessions`).
+An observer (``on_event=``) runs synchronously in the calling task; what it raises is logged and
+swallowed: a failing observer must never lose the answer to a paid submission. Logs and events
+carry the method, the route and the URL without its query string, never headers; no credential
+ever reaches an image or asset host. An image is written whole or not at all (not fsynced), hashed
+as it arrives; a short body is an :class:`APIConnectionError`, one that is no image an
+:class:`InvalidResponseError`, a failed file operation a :class:`LocalIOError` (never retried).
 """
 
 from __future__ import annotations
@@ -26,7 +20,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,7 +46,7 @@ from ._failures import FailureKind, RetryPolicy, attempt_may_repeat, parse_retry
 from ._files import local_io, sniff_content_type, stream_to_file, write_atomically
 from ._models import ResultImage, TaskResult
 
-__all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Sessions", "Transport"]
+__all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Transport"]
 
 T = TypeVar("T")
 
@@ -107,44 +101,6 @@ EventHook = Callable[[ClientEvent], object]
 _CALL_HOOK_KINDS = frozenset({EventKind.RETRY, EventKind.ERROR})
 
 
-class Sessions:
-    """The sessions of one client. The caller's (never closed here) carries every request, unless
-    it adds credentials of its own and the request must carry none (an asset or image URL); those,
-    or all requests when the caller gave no session, go on ``own``, opened here on first use."""
-
-    def __init__(self, config: ClientConfig, user: aiohttp.ClientSession | None) -> None:
-        self._config = config
-        self._user = user
-        self.own: aiohttp.ClientSession | None = None
-        self.closed = False
-
-    def for_request(self, credentials: bool) -> aiohttp.ClientSession:
-        """The session for a request that carries our key (``credentials``) or must carry none."""
-        user = self._user
-        if user is not None and (
-            credentials or (user.auth is None and "Authorization" not in user.headers)
-        ):
-            return user
-        if self.closed:
-            raise RuntimeError("this NovitaClient is closed")
-        # No await between the check and the assignment: concurrent first calls open one session.
-        if self.own is None:
-            self.own = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-                # No cookies and no default headers: credentials are added per request, per origin.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self.own
-
-    async def aclose(self) -> None:
-        """Close the session opened here (never the caller's), even when being cancelled."""
-        self.closed = True
-        own, self.own = self.own, None
-        if own is not None:
-            with anyio.CancelScope(shield=True):
-                await own.close()
-
-
 # --- errors ---------------------------------------------------------------------------------------
 
 # What an attempt can raise that means "the network failed", to be mapped by connection_failure.
@@ -155,18 +111,15 @@ def connection_failure(
     exc: BaseException, *, method: str, url: str, secret: str
 ) -> tuple[APIError, FailureKind]:
     """Map an aiohttp / OS error to our error and how far the request got."""
-    detail = scrub(str(exc) or type(exc).__name__, secret)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        msg = f"timed out connecting ({method} {url})"
-        return APITimeoutError(msg, method=method, url=url), FailureKind.NOT_SENT
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        msg = f"cannot connect: {detail} ({method} {url})"
-        return APIConnectionError(msg, method=method, url=url), FailureKind.NOT_SENT
+    sent = not isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError)
     if isinstance(exc, TimeoutError):
-        msg = f"timed out waiting for the answer ({method} {url})"
-        return APITimeoutError(msg, method=method, url=url), FailureKind.ANSWER_LOST
-    msg = f"connection lost: {detail} ({method} {url})"
-    return APIConnectionError(msg, method=method, url=url), FailureKind.ANSWER_LOST
+        what = "timed out waiting for the answer" if sent else "timed out connecting"
+        error: APIError = APITimeoutError(f"{what} ({method} {url})", method=method, url=url)
+    else:
+        what = "connection lost" if sent else "cannot connect"
+        detail = scrub(str(exc) or type(exc).__name__, secret)
+        error = APIConnectionError(f"{what}: {detail} ({method} {url})", method=method, url=url)
+    return error, FailureKind.ANSWER_LOST if sent else FailureKind.NOT_SENT
 
 
 def error_from_answer(
@@ -282,14 +235,49 @@ class Downloaded:
 
 
 class Transport:
-    """Sends calls for one client; holds no per-request state, so it is safe to share."""
+    """Sends the calls of one client; holds no per-request state, so it is safe to share.
 
-    def __init__(self, config: ClientConfig, sessions: Sessions, on_event: EventHook | None):
+    The caller's session (never closed here) carries every request, unless it adds credentials of
+    its own and the request must carry none (an asset or image URL): those, and all requests when
+    the caller gave no session, go on ``own``, opened here on first use.
+    """
+
+    def __init__(
+        self, config: ClientConfig, user: aiohttp.ClientSession | None, on_event: EventHook | None
+    ) -> None:
         self._config = config
-        self._session_for = sessions.for_request
+        self._user = user
         self._on_event = on_event
         self._api_timeout = config.timeouts.for_api()
         self._download_timeout = config.timeouts.for_download()
+        self.own: aiohttp.ClientSession | None = None
+        self.closed = False
+
+    def _session_for(self, credentials: bool) -> aiohttp.ClientSession:
+        """The session for a request that carries our key (``credentials``) or must carry none."""
+        user = self._user
+        if user is not None and (
+            credentials or (user.auth is None and "Authorization" not in user.headers)
+        ):
+            return user
+        if self.closed:
+            raise RuntimeError("this NovitaClient is closed")
+        # No await between the check and the assignment: concurrent first calls open one session.
+        if self.own is None:
+            self.own = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
+                # No cookies and no default headers: credentials are added per request, per origin.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self.own
+
+    async def aclose(self) -> None:
+        """Close the session opened here (never the caller's), even when being cancelled."""
+        self.closed = True
+        own, self.own = self.own, None
+        if own is not None:
+            with anyio.CancelScope(shield=True):
+                await own.close()
 
     async def call_json(
         self,
@@ -429,20 +417,15 @@ async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> API
 # --- expired image URLs ---------------------------------------------------------------------------
 
 
+@attrs.define(eq=False)
 class Renewal:
-    """Fresh URLs for the images of one result, ``refreshes`` times at most for them all;
+    """Fresh URLs for the images of one result, ``left`` times at most for them all;
     ``fetch_result(task_id)`` fetches the task's result again."""
 
-    def __init__(
-        self,
-        result: TaskResult,
-        refreshes: int,
-        fetch_result: Callable[[str], Awaitable[TaskResult]],
-    ) -> None:
-        self._latest = result
-        self._left = refreshes
-        self._fetch_result = fetch_result
-        self._lock: anyio.Lock | None = None  # made on the first expiry: most calls see none
+    _latest: TaskResult
+    _left: int
+    _fetch_result: Callable[[str], Awaitable[TaskResult]]
+    _lock: anyio.Lock | None = attrs.field(default=None, init=False)  # made on the first expiry
 
     async def __call__(self, index: int, call: _Call, expired: ImageURLExpiredError) -> None:
         """Point ``call`` (image ``index``'s download) at a fresh URL, or re-raise ``expired``."""
@@ -492,24 +475,35 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
     async for chunk in chunks:
         head += chunk
         if len(head) >= BUFFER_LIMIT:
-            _check_image(head, shown_url)
-            hasher = hashlib.sha256()
-            # Closed here if the file fails first, not left to the garbage collector.
-            async with contextlib.aclosing(
-                _hashed(head, chunks, hasher, expected, shown_url)
-            ) as body:
-                written = await stream_to_file(body, dest, doing=f"writing image {dest.name}")
-            return Downloaded(dest, written, hasher.hexdigest())
-    _check_length(len(head), expected, shown_url)
-    _check_image(head, shown_url)
-    if len(head) <= INLINE_LIMIT:
-        # Measured: handing a small file to a worker thread costs more CPU than writing it
-        # (BENCHMARKS.md's throughput scenario, one image per job).
-        digest = _write_whole(dest, head)
+            break
     else:
-        # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
-        digest = await anyio.to_thread.run_sync(_write_whole, dest, head)
-    return Downloaded(dest, len(head), digest)
+        _check_length(len(head), expected, shown_url)
+        _check_image(head, shown_url)
+        if len(head) <= INLINE_LIMIT:
+            # Measured: handing a small file to a worker thread costs more CPU than writing it
+            # (BENCHMARKS.md's throughput scenario, one image per job).
+            digest = _write_whole(dest, head)
+        else:
+            # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
+            digest = await anyio.to_thread.run_sync(_write_whole, dest, head)
+        return Downloaded(dest, len(head), digest)
+    _check_image(head, shown_url)
+    hasher = hashlib.sha256(head)
+
+    async def body() -> AsyncGenerator[bytes | bytearray, None]:
+        # Hashed as it arrives; one byte short is an APIConnectionError before the file is whole.
+        received = len(head)
+        yield head
+        async for chunk in chunks:
+            hasher.update(chunk)
+            received += len(chunk)
+            yield chunk
+        _check_length(received, expected, shown_url)
+
+    # Closed here if the file fails first, not left to the garbage collector.
+    async with contextlib.aclosing(body()) as streamed:
+        written = await stream_to_file(streamed, dest, doing=f"writing image {dest.name}")
+    return Downloaded(dest, written, hasher.hexdigest())
 
 
 def _write_whole(dest: Path, data: bytearray) -> str:
@@ -543,22 +537,3 @@ def _check_image(head: bytes | bytearray, shown_url: str) -> None:
             method="GET",
             url=shown_url,
         )
-
-
-async def _hashed(
-    head: bytearray,
-    rest: AsyncIterator[bytes],
-    digest: hashlib._Hash,
-    expected: int | None,
-    shown_url: str,
-) -> AsyncGenerator[bytes | bytearray, None]:
-    """The body as it arrives, hashed into ``digest``; one short of ``expected`` bytes ends in an
-    :class:`APIConnectionError` before its file is made whole."""
-    digest.update(head)
-    yield head
-    received = len(head)
-    async for chunk in rest:
-        digest.update(chunk)
-        received += len(chunk)
-        yield chunk
-    _check_length(received, expected, shown_url)
