@@ -103,23 +103,9 @@ _CALL_HOOK_KINDS = frozenset({EventKind.RETRY, EventKind.ERROR})
 
 # --- errors ---------------------------------------------------------------------------------------
 
-# What an attempt can raise that means "the network failed", to be mapped by connection_failure.
+# What an attempt can raise that means "the network failed".
 NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
-
-
-def connection_failure(
-    exc: BaseException, *, method: str, url: str, secret: str
-) -> tuple[APIError, FailureKind]:
-    """Map an aiohttp / OS error to our error and how far the request got."""
-    sent = not isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError)
-    if isinstance(exc, TimeoutError):
-        what = "timed out waiting for the answer" if sent else "timed out connecting"
-        error: APIError = APITimeoutError(f"{what} ({method} {url})", method=method, url=url)
-    else:
-        what = "connection lost" if sent else "cannot connect"
-        detail = scrub(str(exc) or type(exc).__name__, secret)
-        error = APIConnectionError(f"{what}: {detail} ({method} {url})", method=method, url=url)
-    return error, FailureKind.ANSWER_LOST if sent else FailureKind.NOT_SENT
+E = TypeVar("E", bound=APIError)
 
 
 def error_from_answer(
@@ -195,6 +181,21 @@ class _Call:
             )
         self.event(EventKind.ERROR, attempt, status=status, error=error.reason)
         raise error from cause
+
+    def network_failure(self, exc: BaseException, secret: str) -> tuple[APIError, FailureKind]:
+        """Our error for an aiohttp / OS error, and how far the request got."""
+        sent = not isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError)
+        kind = FailureKind.ANSWER_LOST if sent else FailureKind.NOT_SENT
+        if isinstance(exc, TimeoutError):
+            what = "timed out waiting for the answer" if sent else "timed out connecting"
+            return self.error(APITimeoutError, what), kind
+        detail = scrub(str(exc) or type(exc).__name__, secret)
+        what = "connection lost" if sent else "cannot connect"
+        return self.error(APIConnectionError, f"{what}: {detail}"), kind
+
+    def error(self, error_type: type[E], what: str) -> E:
+        """An error of this call: ``what``, then its method and its URL as logs show it."""
+        return error_type(f"{what} ({self.method} {self.url})", method=self.method, url=self.url)
 
     @property
     def url(self) -> str:
@@ -329,11 +330,7 @@ class Transport:
             try:
                 return json.loads(body)
             except ValueError as exc:
-                raise InvalidResponseError(
-                    f"{status} answer is not JSON ({method} {call.url})",
-                    method=method,
-                    url=call.url,
-                ) from exc
+                raise call.error(InvalidResponseError, f"{status} answer is not JSON") from exc
 
         return await self._attempts(call, attempt)
 
@@ -364,8 +361,8 @@ class Transport:
             ) as response:
                 call.event(EventKind.RESPONSE, call.attempt, status=response.status)
                 if response.status != 200:
-                    raise await _answer_error(response, call.url)
-                return await _write_body(response, dest, call.url)
+                    raise await _answer_error(response, call)
+                return await _write_body(response, dest, call)
 
         return await self._attempts(call, attempt, renew)
 
@@ -378,9 +375,7 @@ class Transport:
             try:
                 return await attempt()
             except NETWORK_ERRORS as exc:
-                error, kind = connection_failure(
-                    exc, method=call.method, url=call.url, secret=self._config.api_key
-                )
+                error, kind = call.network_failure(exc, self._config.api_key)
                 await anyio.sleep(call.after(error, kind, exc))
             except APIStatusError as error:
                 await anyio.sleep(call.after(error, FailureKind.STATUS))
@@ -393,23 +388,21 @@ class Transport:
                 await renew(call, error)
 
 
-async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> APIError:
+async def _answer_error(response: aiohttp.ClientResponse, call: _Call) -> APIError:
     try:
         body = await response.content.read(_ERROR_PREFIX)
     except aiohttp.ClientError:
         body = b""
     if response.status == 403 and any(marker in body for marker in _EXPIRED_MARKERS):
-        return ImageURLExpiredError(
-            f"the image URL has expired; fetch the task result again (GET {shown_url})",
-            method="GET",
-            url=shown_url,
+        return call.error(
+            ImageURLExpiredError, "the image URL has expired; fetch the task result again"
         )
     # An object store's error body is no API error: its status names it (HTTP_503, ...).
     return status_error(
         response.status,
         body=body.decode("utf-8", "replace"),
         method="GET",
-        url=shown_url,
+        url=call.url,
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
     )
 
@@ -464,7 +457,7 @@ def image_extension(image: ResultImage) -> str:
 # --- an image to its file -------------------------------------------------------------------------
 
 
-async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: str) -> Downloaded:
+async def _write_body(response: aiohttp.ClientResponse, dest: Path, call: _Call) -> Downloaded:
     # Without a Content-Encoding, Content-Length is the exact number of bytes we must receive.
     expected = None if response.headers.get("Content-Encoding") else response.content_length
     chunks = response.content.iter_chunked(CHUNK_SIZE)
@@ -477,8 +470,8 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
         if len(head) >= BUFFER_LIMIT:
             break
     else:
-        _check_length(len(head), expected, shown_url)
-        _check_image(head, shown_url)
+        _check_length(len(head), expected, call)
+        _check_image(head, call)
         if len(head) <= INLINE_LIMIT:
             # Measured: handing a small file to a worker thread costs more CPU than writing it
             # (BENCHMARKS.md's throughput scenario, one image per job).
@@ -487,7 +480,7 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
             # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
             digest = await anyio.to_thread.run_sync(_write_whole, dest, head)
         return Downloaded(dest, len(head), digest)
-    _check_image(head, shown_url)
+    _check_image(head, call)
     hasher = hashlib.sha256(head)
 
     async def body() -> AsyncGenerator[bytes | bytearray, None]:
@@ -498,7 +491,7 @@ async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: s
             hasher.update(chunk)
             received += len(chunk)
             yield chunk
-        _check_length(received, expected, shown_url)
+        _check_length(received, expected, call)
 
     # Closed here if the file fails first, not left to the garbage collector.
     async with contextlib.aclosing(body()) as streamed:
@@ -519,21 +512,17 @@ def _write_whole(dest: Path, data: bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _check_length(written: int, expected: int | None, shown_url: str) -> None:
+def _check_length(written: int, expected: int | None, call: _Call) -> None:
     if expected is not None and written != expected:
-        raise APIConnectionError(
-            f"image body truncated: got {written} of {expected} bytes (GET {shown_url})",
-            method="GET",
-            url=shown_url,
+        raise call.error(
+            APIConnectionError, f"image body truncated: got {written} of {expected} bytes"
         )
 
 
-def _check_image(head: bytes | bytearray, shown_url: str) -> None:
+def _check_image(head: bytes | bytearray, call: _Call) -> None:
     # A gateway or captive portal can answer 200 with an HTML page: never save that as an image.
     if sniff_content_type(bytes(head[:_SNIFF_BYTES])) is None:
-        raise InvalidResponseError(
-            f"the image URL answered with something that is not a PNG, JPEG or WebP image "
-            f"(GET {shown_url})",
-            method="GET",
-            url=shown_url,
+        raise call.error(
+            InvalidResponseError,
+            "the image URL answered with something that is not a PNG, JPEG or WebP image",
         )
