@@ -91,8 +91,6 @@ class NovitaClient:
     def config(self) -> ClientConfig:
         return self._config
 
-    # --- lifecycle ------------------------------------------------------------------------------
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -107,8 +105,6 @@ class NovitaClient:
     async def aclose(self) -> None:
         """Close the sessions this client opened (never a session the caller passed in)."""
         await self._transport.aclose()
-
-    # --- assets -----------------------------------------------------------------------------------
 
     async def upload_asset(self, source: UploadSource, *, content_type: str | None = None) -> str:
         """Upload one image (a path, bytes, or anything with ``async read()``); return its id."""
@@ -138,8 +134,6 @@ class NovitaClient:
     ) -> list[str]:
         """Upload many images, ``concurrency`` at a time; ids in the order of ``sources``."""
         return await map_limited(self.upload_asset, list(sources), concurrency)
-
-    # --- tasks ------------------------------------------------------------------------------------
 
     async def submit(self, request: InstantIDRequest, *, retry: RetryPolicy | None = None) -> str:
         """Submit a task and return its id (the endpoint follows from the request's type).
@@ -236,8 +230,6 @@ class NovitaClient:
             first_poll=(event_grace or 0.0) if events is not None else 0.0,
         )
 
-    # --- images -----------------------------------------------------------------------------------
-
     async def download_image(
         self,
         image: ResultImage | str,
@@ -299,8 +291,6 @@ class NovitaClient:
 
         return await map_limited(one, range(len(result.images)), len(result.images) or 1)
 
-    # --- models -----------------------------------------------------------------------------------
-
     async def list_models(
         self,
         *,
@@ -312,12 +302,11 @@ class NovitaClient:
         is_inpainting: bool | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Model]:
-        """Every model matching the filters (``GET /v3/model``), fetching pages of ``page_size``
-        as it goes.
+        """Every model matching the filters (``GET /v3/model``), in pages of ``page_size``.
 
-        ``types`` is one model type or several (a list, or comma-separated); ``None`` filters
-        nothing out, as do the other filters left as ``None``. A listing that repeats a cursor
-        (and so would never end) is an :class:`InvalidResponseError`.
+        ``types`` is one model type or several (a list, or comma-separated); a filter left as
+        ``None`` filters nothing out. A listing that repeats a cursor (and so would never end) is
+        an :class:`InvalidResponseError`.
         """
         kinds = [types] if isinstance(types, str) else list(types or ())
         kinds = [k.strip() for kind in kinds for k in kind.split(",") if k.strip()]
@@ -350,8 +339,6 @@ class NovitaClient:
                 raise InvalidResponseError(f"the model listing repeated cursor {cursor!r}")
             seen.add(cursor)
             params["pagination.cursor"] = cursor
-
-    # --- all in one -------------------------------------------------------------------------------
 
     async def instant_id(
         self,

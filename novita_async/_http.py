@@ -120,10 +120,9 @@ def error_from_answer(
     """The status error for a non-2xx answer; a non-JSON body (an HTML 502) is kept as text."""
     text = scrub(body[:_MAX_ERROR_BODY].decode("utf-8", "replace"), secret)
     fields: dict[str, Any] = {}
-    try:
+    data: Any = None
+    with contextlib.suppress(ValueError):
         data = json.loads(body)
-    except ValueError:
-        data = None
     if isinstance(data, Mapping):
         with contextlib.suppress(KeyError, TypeError, ValueError):
             fields["code"] = int(data["code"])
@@ -167,8 +166,7 @@ class _Call:
         if attempt_may_repeat(
             self.policy, kind, attempt=attempt, status=status, creates_task=self.creates_task
         ):
-            retry_after = error.retry_after if isinstance(error, APIStatusError) else None
-            delay = self.policy.delay(attempt, retry_after)
+            delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
             self.event(EventKind.RETRY, attempt, status=status, error=error.reason, delay=delay)
             self.attempt += 1
             return delay
@@ -236,12 +234,9 @@ class Downloaded:
 
 
 class Transport:
-    """Sends the calls of one client; holds no per-request state, so it is safe to share.
-
-    The caller's session (never closed here) carries every request, unless it adds credentials of
-    its own and the request must carry none (an asset or image URL): those, and all requests when
-    the caller gave no session, go on ``own``, opened here on first use.
-    """
+    """Sends the calls of one client, safe to share. The caller's session (never closed here)
+    carries every request, unless it adds credentials of its own and the request must carry none
+    (an asset or image URL): those, and all when the caller gave none, go on ``own`` (ours)."""
 
     def __init__(
         self, config: ClientConfig, user: aiohttp.ClientSession | None, on_event: EventHook | None

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import anyio
+import attrs
 
 __all__ = ["SingleFlight"]
 
@@ -22,21 +23,15 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+@attrs.define
 class _Flight(Generic[V]):
-    __slots__ = ("done", "error", "value")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: tuple[V] | None = None  # a tuple, so that None can be a result
-        self.error: Exception | None = None
-
-
-def _one(_: object) -> int:
-    return 1
+    done: anyio.Event = attrs.Factory(anyio.Event)
+    value: tuple[V] | None = None  # a tuple, so that None can be a result
+    error: Exception | None = None
 
 
 class SingleFlight(Generic[K, V]):
-    def __init__(self, max_size: int = 0, *, size_of: Callable[[V], int] = _one) -> None:
+    def __init__(self, max_size: int = 0, *, size_of: Callable[[V], int] = lambda _: 1) -> None:
         if max_size < 0:
             raise ValueError("max_size must be >= 0")
         self._max_size = max_size
