@@ -171,11 +171,7 @@ class NovitaClient:
         return task_id
 
     async def get_task_result(
-        self,
-        task_id: str,
-        *,
-        retry: RetryPolicy | None = None,
-        on_event: EventHook | None = None,
+        self, task_id: str, *, retry: RetryPolicy | None = None, on_event: EventHook | None = None
     ) -> TaskResult:
         """The task's current state (and its images once it succeeded). ``retry`` applies to this
         call only; ``on_event`` hears its retries and its failure (the client's hook, every event).
@@ -279,11 +275,10 @@ class NovitaClient:
         policy = retry or self._config.retry
         fetch = functools.partial(self.get_task_result, retry=policy, on_event=on_event)
         renewal = Renewal(result, policy.expired_url_refreshes, fetch)
-        folder = Path(dest_dir)
 
         async def one(index: int) -> Downloaded:
             image = result.images[index]
-            dest = folder / f"{stem}{index}.{image_extension(image)}"
+            dest = Path(dest_dir, f"{stem}{index}.{image_extension(image)}")
             renew = functools.partial(renewal, index)
             return await self._transport.download(
                 image.image_url, dest, retry=retry, on_event=on_event, renew=renew
