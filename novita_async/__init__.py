@@ -133,11 +133,9 @@ __all__ = [
 
 
 def _belong_to(module: str, names: Iterable[str], namespace: Mapping[str, Any]) -> None:
-    """Label the classes and functions of ``names`` as defined in ``module``: a traceback reads
-    ``novita_async.RateLimitError``, not the private module that defines it (as httpx does), and
-    pickle finds them there. An attrs class's annotations are strings, looked up in the module
-    ``__module__`` names, so they are resolved first, while that is still the defining module.
-    """
+    """Label the classes and functions of ``names`` as ``module``'s: tracebacks read
+    ``novita_async.RateLimitError`` (as httpx's do) and pickle finds them there. An attrs class's
+    string annotations are resolved first, while ``__module__`` still names the defining module."""
     for name in names:
         public = namespace[name]
         if attrs.has(public):
@@ -146,8 +144,7 @@ def _belong_to(module: str, names: Iterable[str], namespace: Mapping[str, Any]) 
             public.__module__ = module
 
 
-# The batch and webhook names re-exported here are labelled novita_async, the others by their
-# public module (novita_async.batch, novita_async.webhooks).
+# Each name by its public module; the batch and webhook names re-exported here, novita_async.
 _belong_to(batch.__name__, batch.__all__, vars(batch))
 _belong_to(webhooks.__name__, webhooks.__all__, vars(webhooks))
 _belong_to(__name__, __all__, globals())

@@ -20,23 +20,19 @@ from ._converter import structure, unstructure_request
 from ._exceptions import InvalidResponseError, ValidationError
 from ._failures import RetryPolicy
 from ._files import UploadSource, read_source, sniff_content_type
-from ._http import Downloaded, EventHook, Renewal, Sessions, Transport, image_extension
+from ._http import Downloaded, EventHook, Renewal, Transport, image_extension
 from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
 
 if TYPE_CHECKING:
     from .webhooks import WebhookReceiver
 
-__all__ = ["INSTANT_ID", "MODELS_PATH", "InstantIDOutcome", "NovitaClient", "map_limited"]
-
+__all__ = ["InstantIDOutcome", "NovitaClient", "map_limited"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-INSTANT_ID = "instant-id"
-"""The InstantID endpoint's name, as in ``POST /v3/async/<endpoint>``."""
-_ENDPOINTS: dict[type[Any], str] = {InstantIDRequest: INSTANT_ID}
-_RESULT_PATH = "/v3/async/task-result"
-MODELS_PATH = "/v3/model"
+# Each request type's endpoint, as in ``POST /v3/async/<endpoint>``.
+_ENDPOINTS: dict[type[Any], str] = {InstantIDRequest: "instant-id"}
 
 
 @attrs.frozen
@@ -84,20 +80,16 @@ class NovitaClient:
             retry=retry,
             send_auth_to_assets=send_auth_to_assets,
         )
-        self._sessions = Sessions(self._config, session)
-        self._transport = Transport(self._config, self._sessions, on_event)
-        self._result_url = self._config.api_url(_RESULT_PATH)
-        self._models_url = self._config.api_url(MODELS_PATH)
+        self._transport = Transport(self._config, session, on_event)
+        self._result_url = self._config.api_url("/v3/async/task-result")
 
     def __repr__(self) -> str:
-        state = "closed" if self._sessions.closed else "open"
+        state = "closed" if self._transport.closed else "open"
         return f"<NovitaClient base_url={str(self._config.base_url)!r} {state}>"
 
     @property
     def config(self) -> ClientConfig:
         return self._config
-
-    # --- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         return self
@@ -112,9 +104,7 @@ class NovitaClient:
 
     async def aclose(self) -> None:
         """Close the sessions this client opened (never a session the caller passed in)."""
-        await self._sessions.aclose()
-
-    # --- assets -----------------------------------------------------------------------------------
+        await self._transport.aclose()
 
     async def upload_asset(self, source: UploadSource, *, content_type: str | None = None) -> str:
         """Upload one image (a path, bytes, or anything with ``async read()``); return its id."""
@@ -145,16 +135,13 @@ class NovitaClient:
         """Upload many images, ``concurrency`` at a time; ids in the order of ``sources``."""
         return await map_limited(self.upload_asset, list(sources), concurrency)
 
-    # --- tasks ------------------------------------------------------------------------------------
-
     async def submit(self, request: InstantIDRequest, *, retry: RetryPolicy | None = None) -> str:
         """Submit a task and return its id (the endpoint follows from the request's type).
 
-        If the answer is lost after the request was sent, this raises
-        :class:`SubmitOutcomeUnknownError` rather than resubmitting (which could bill twice),
-        unless the client's ``RetryPolicy(retry_unknown_submits=True)``. ``retry`` overrides the
-        client's retry policy for this call (the batch runner passes one that hands 429 answers
-        back at once, so that it can pause every submitter together).
+        An answer lost after the request was sent raises :class:`SubmitOutcomeUnknownError`
+        rather than resubmitting (which could bill twice), unless the client's
+        ``RetryPolicy(retry_unknown_submits=True)``. ``retry`` overrides the client's policy for
+        this call (the batch runner's hands 429 back at once, to pause every submitter together).
         """
         request.check_submittable()
         return await self._submit_body(
@@ -167,9 +154,8 @@ class NovitaClient:
     async def _submit_body(
         self, endpoint: str, body: Mapping[str, Any], *, retry: RetryPolicy | None = None
     ) -> str:
-        """``POST /v3/async/<endpoint>`` with ``body`` as it is, unchecked; the batch runner's
-        seam (it sends the body it already made to fingerprint a job). Otherwise as
-        :meth:`submit`, lost answers included."""
+        """:meth:`submit` of a ``body`` as it is, unchecked: the batch runner's seam (it sends the
+        body it already made to fingerprint a job)."""
         answer = await self._transport.call_json(
             "POST",
             "submit",
@@ -185,16 +171,10 @@ class NovitaClient:
         return task_id
 
     async def get_task_result(
-        self,
-        task_id: str,
-        *,
-        retry: RetryPolicy | None = None,
-        on_event: EventHook | None = None,
+        self, task_id: str, *, retry: RetryPolicy | None = None, on_event: EventHook | None = None
     ) -> TaskResult:
-        """The task's current state (and its images once it succeeded).
-
-        ``retry`` applies to this call only; ``on_event`` hears this call's retries and its
-        failure, besides the client's own hook (which hears every event).
+        """The task's current state (and its images once it succeeded). ``retry`` applies to this
+        call only; ``on_event`` hears its retries and its failure (the client's hook, every event).
         """
         if not isinstance(task_id, str) or not task_id:
             raise ValidationError("task_id", task_id, "must be a non-empty string")
@@ -223,24 +203,18 @@ class NovitaClient:
         """Poll until the task succeeds (returned), fails (:class:`TaskFailedError`) or
         ``timeout`` seconds pass (:class:`TaskTimeoutError`).
 
-        Delays follow the answers' ``eta`` and ``progress_percent`` (see :class:`PollPolicy`).
+        Delays follow the answers' ``eta`` and ``progress_percent`` (:class:`PollPolicy`).
         Connection errors, 429 and 5xx answers that outlast a call's own retries do not end the
-        wait; they are raised (as the timeout's cause) only if the deadline passes.
-        ``on_progress`` is called (or awaited) with every answer.
+        wait; they are raised (as the timeout's cause) only if the deadline passes. ``on_progress``
+        is called (or awaited) with every answer.
 
-        With ``events`` (a :class:`~novita_async.webhooks.WebhookReceiver` the task's request
-        named in ``extra.webhook.url``), the task is expected there and its event races the
-        polling: the first to learn the end ends the wait (a failure by event raises
-        :class:`TaskFailedError` too). The first poll comes ``event_grace`` seconds in (None: at
-        once, as without events), so an event that comes in time costs no poll at all, and a lost
-        one costs only the polls the policy makes. The task is forgotten by ``events`` when the
-        wait ends.
+        With ``events`` (a :class:`~novita_async.webhooks.WebhookReceiver` the request named in
+        ``extra.webhook.url``), the task's event races the polling: the first to learn the end
+        ends the wait (a failure by event raises :class:`TaskFailedError` too), and ``events``
+        forgets the task. The first poll comes ``event_grace`` seconds in (None: at once), so an
+        event in time costs no poll, and a lost one only the polls the policy makes.
         """
-        if event_grace is not None and (
-            isinstance(event_grace, bool)
-            or not isinstance(event_grace, int | float)
-            or not event_grace >= 0
-        ):
+        if event_grace is not None and event_grace not in _spec.Range(0, None):
             raise ValidationError("event_grace", event_grace, "must be a number >= 0")
         return await wait_until_done(
             self.get_task_result,
@@ -252,8 +226,6 @@ class NovitaClient:
             first_poll=(event_grace or 0.0) if events is not None else 0.0,
         )
 
-    # --- images -----------------------------------------------------------------------------------
-
     async def download_image(
         self,
         image: ResultImage | str,
@@ -263,10 +235,8 @@ class NovitaClient:
         on_event: EventHook | None = None,
     ) -> Path:
         """Stream one image to ``dest_path`` (created atomically, its folder too); never sends the
-        API key.
-
-        An expired signed URL raises :class:`ImageURLExpiredError` (see :meth:`download_images`,
-        which fetches fresh URLs). ``retry`` and ``on_event`` apply to this call only.
+        API key. An expired signed URL raises :class:`ImageURLExpiredError` (:meth:`download_images`
+        fetches fresh URLs). ``retry`` and ``on_event`` apply to this call only.
         """
         url = image.image_url if isinstance(image, ResultImage) else image
         saved = await self._transport.download(url, Path(dest_path), retry=retry, on_event=on_event)
@@ -281,15 +251,14 @@ class NovitaClient:
         retry: RetryPolicy | None = None,
         on_event: EventHook | None = None,
     ) -> list[Path]:
-        """Download every image of ``result`` to ``dest_dir/<stem><n>.<ext>`` (n from 0).
+        """Download every image of ``result`` to ``dest_dir/<stem><n>.<ext>`` (n from 0, ``ext``
+        the image's ``image_type``: ``png``, ``jpeg``, ``webp``).
 
-        ``ext`` is the image's ``image_type`` (``png``, ``jpeg``, ``webp``). If URLs have expired,
-        the task result is fetched again for fresh ones, at most
-        ``RetryPolicy.expired_url_refreshes`` times for the whole call; each GET is retried per
-        the policy, so one image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs
-        (9 with the default policy). ``retry`` overrides the client's policy for this call, and
-        ``on_event`` hears its retries (each renewal of expired URLs is one, ``IMAGE_URL_EXPIRED``)
-        and its failure.
+        Expired URLs are renewed by fetching the task result again, at most
+        ``RetryPolicy.expired_url_refreshes`` times for the whole call; with each GET retried per
+        the policy, one image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs (9 by
+        default). ``retry`` overrides the client's policy for this call; ``on_event`` hears its
+        retries (each renewal is one, ``IMAGE_URL_EXPIRED``) and its failure.
         """
         saved = await self._download_images(result, dest_dir, stem, retry, on_event)
         return [image.path for image in saved]
@@ -306,19 +275,16 @@ class NovitaClient:
         policy = retry or self._config.retry
         fetch = functools.partial(self.get_task_result, retry=policy, on_event=on_event)
         renewal = Renewal(result, policy.expired_url_refreshes, fetch)
-        folder = Path(dest_dir)
 
         async def one(index: int) -> Downloaded:
             image = result.images[index]
-            dest = folder / f"{stem}{index}.{image_extension(image)}"
+            dest = Path(dest_dir, f"{stem}{index}.{image_extension(image)}")
             renew = functools.partial(renewal, index)
             return await self._transport.download(
                 image.image_url, dest, retry=retry, on_event=on_event, renew=renew
             )
 
         return await map_limited(one, range(len(result.images)), len(result.images) or 1)
-
-    # --- models -----------------------------------------------------------------------------------
 
     async def list_models(
         self,
@@ -331,26 +297,20 @@ class NovitaClient:
         is_inpainting: bool | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Model]:
-        """Every model matching the filters (``GET /v3/model``), fetching pages of ``page_size``
-        as it goes.
+        """Every model matching the filters (``GET /v3/model``), in pages of ``page_size``.
 
-        ``types`` is one model type or several (a list, or comma-separated); ``None`` filters
-        nothing out, as do the other filters left as ``None``. A listing that repeats a cursor
-        (and so would never end) is an :class:`InvalidResponseError`.
+        ``types`` is one model type or several (a list, or comma-separated); a filter left as
+        ``None`` filters nothing out. A listing that repeats a cursor (and so would never end) is
+        an :class:`InvalidResponseError`.
         """
         kinds = [types] if isinstance(types, str) else list(types or ())
         kinds = [k.strip() for kind in kinds for k in kind.split(",") if k.strip()]
-        for kind in kinds:
-            if kind not in _spec.MODEL_TYPES:
-                allowed = ", ".join(_spec.MODEL_TYPES)
-                raise ValidationError("types", kind, f"must be one of {allowed}")
+        if unknown := [kind for kind in kinds if kind not in _spec.MODEL_TYPES]:
+            allowed = ", ".join(_spec.MODEL_TYPES)
+            raise ValidationError("types", unknown[0], f"must be one of {allowed}")
         if visibility is not None and visibility not in ("public", "private"):
             raise ValidationError("visibility", visibility, "must be public or private")
-        if (
-            isinstance(page_size, bool)
-            or not isinstance(page_size, int)
-            or not 1 <= page_size <= 100
-        ):
+        if not isinstance(page_size, int) or page_size not in _spec.Range(1, 100):
             raise ValidationError("page_size", page_size, "must be an integer in [1, 100]")
         params = {"pagination.limit": str(page_size)}
         if kinds:
@@ -363,20 +323,17 @@ class NovitaClient:
         seen: set[str] = set()
         while True:
             answer = await self._transport.call_json(
-                "GET", "models", self._models_url, auth=True, params=params
+                "GET", "models", self._config.api_url("/v3/model"), auth=True, params=params
             )
             page: ModelPage = structure(answer, ModelPage)
             for model in page.models:
                 yield model
-            cursor = page.next_cursor
-            if not cursor:
+            if not (cursor := page.next_cursor):
                 return
             if cursor in seen:
                 raise InvalidResponseError(f"the model listing repeated cursor {cursor!r}")
             seen.add(cursor)
             params["pagination.cursor"] = cursor
-
-    # --- all in one -------------------------------------------------------------------------------
 
     async def instant_id(
         self,
@@ -406,11 +363,8 @@ class NovitaClient:
 
 
 async def map_limited(fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit: int) -> list[R]:
-    """``[await fn(item) for item in items]``, at most ``limit`` at a time, results in order.
-
-    The first exception cancels the rest and is raised as it is (not wrapped in an exception
-    group), so callers can catch the error types they know.
-    """
+    """``[await fn(item) for item in items]``, at most ``limit`` at a time, results in order. The
+    first exception cancels the rest and is raised as it is (not in an exception group)."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
     if len(items) == 1:  # nothing to run beside it: no task group needed
@@ -419,19 +373,17 @@ async def map_limited(fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit
     errors: list[Exception] = []
     limiter = anyio.CapacityLimiter(limit)
 
+    async def run(index: int, item: T) -> None:
+        async with limiter:
+            try:
+                results[index] = await fn(item)
+            except Exception as exc:
+                errors.append(exc)
+                group.cancel_scope.cancel()
+
     async with anyio.create_task_group() as group:
-
-        async def run(index: int, item: T) -> None:
-            async with limiter:
-                try:
-                    results[index] = await fn(item)
-                except Exception as exc:
-                    errors.append(exc)
-                    group.cancel_scope.cancel()
-
         for index, item in enumerate(items):
             group.start_soon(run, index, item)
-
     if errors:
         raise errors[0]
     return results  # type: ignore[return-value]  # every slot was filled: no error occurred

@@ -1,22 +1,13 @@
-"""One logical HTTP call: its session, its attempts, its errors, its events, and for an image,
-the file it streams to and the fresh URLs it needs when its signed URL has expired.
+"""One logical HTTP call: its session, its attempts, its errors and events; for an image, the
+file it streams to and the fresh URLs an expired signed URL needs (:class:`Renewal`: a second
+budget in the call's one retry loop, :meth:`Transport._attempts`).
 
-A call makes up to ``RetryPolicy.attempts`` attempts in the one loop of :meth:`Transport._attempts`.
-An attempt that fails raises :class:`AttemptFailed` with a :class:`~._failures.FailureKind` (how
-far it got); :meth:`_Call.after` asks :func:`~._failures.attempt_may_repeat` whether to wait and
-try again. A download has a second budget in the same loop: an expired URL is renewed (through
-the client's ``fetch_result``) at most ``RetryPolicy.expired_url_refreshes`` times for all the
-images of one result (:class:`Renewal`), each fresh URL with its attempts anew.
-
-Log lines and :class:`ClientEvent` s carry the method, the route name and the URL without its query
-string, never headers. An observer (``on_event=``) runs synchronously in the calling task; what it
-raises is logged and swallowed: a failing observer must never lose the answer to a paid submission.
-
-An image streams to a temporary name in its folder, hashed (SHA-256) as it arrives, then is renamed
-over the target: whole or absent after any crash (not fsynced: power loss is left to the file
-system). A short body is an :class:`APIConnectionError`, one that is no image an
-:class:`InvalidResponseError`; a failed file operation is a :class:`LocalIOError`, never retried. No
-credential ever reaches an image or asset host (:class:`Sessions`).
+An observer (``on_event=``) runs synchronously in the calling task; what it raises is logged and
+swallowed: a failing observer must never lose the answer to a paid submission. Logs and events
+carry the method, the route and the URL without its query string, never headers; no credential
+ever reaches an image or asset host. An image is written whole or not at all (not fsynced), hashed
+as it arrives; a short body is an :class:`APIConnectionError`, one that is no image an
+:class:`InvalidResponseError`, a failed file operation a :class:`LocalIOError` (never retried).
 """
 
 from __future__ import annotations
@@ -29,12 +20,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiofiles
-import aiofiles.os
 import aiohttp
 import anyio
 import attrs
@@ -54,10 +43,10 @@ from ._exceptions import (
     status_error,
 )
 from ._failures import FailureKind, RetryPolicy, attempt_may_repeat, parse_retry_after
-from ._files import local_io, sniff_content_type, temp_path_for, write_atomically
+from ._files import local_io, sniff_content_type, stream_to_file, write_atomically
 from ._models import ResultImage, TaskResult
 
-__all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Sessions", "Transport"]
+__all__ = ["ClientEvent", "Downloaded", "EventKind", "Renewal", "Transport"]
 
 T = TypeVar("T")
 
@@ -112,90 +101,11 @@ EventHook = Callable[[ClientEvent], object]
 _CALL_HOOK_KINDS = frozenset({EventKind.RETRY, EventKind.ERROR})
 
 
-# --- sessions -------------------------------------------------------------------------------------
-
-
-class Sessions:
-    """The sessions of one client: the caller's (never closed here) and those opened here, on
-    first use. The caller's carries every request, unless it adds credentials of its own and the
-    request must carry none (an asset or image URL): that one goes on a bare session of ours."""
-
-    def __init__(self, config: ClientConfig, user: aiohttp.ClientSession | None) -> None:
-        self._config = config
-        self._user = user
-        self.own: aiohttp.ClientSession | None = None
-        """The session opened here when the caller gave none (None until first used)."""
-        self._bare: aiohttp.ClientSession | None = None
-        self.closed = False
-
-    # There is no await between each check and its assignment, so concurrent first calls cannot
-    # create two sessions (asyncio switches tasks only at awaits).
-    def for_request(self, credentials: bool) -> aiohttp.ClientSession:
-        """The session for a request that carries our key (``credentials``) or must carry none."""
-        user = self._user
-        adds_credentials = user is not None and (
-            user.auth is not None or "Authorization" in user.headers
-        )
-        if user is not None and (credentials or not adds_credentials):
-            return user
-        if self.closed:
-            raise RuntimeError("this NovitaClient is closed")
-        if user is None:
-            self.own = self.own or self._new()
-            return self.own
-        self._bare = self._bare or self._new()
-        return self._bare
-
-    async def aclose(self) -> None:
-        """Close the sessions opened here (never the caller's)."""
-        self.closed = True
-        opened = [s for s in (self.own, self._bare) if s is not None]
-        self.own = self._bare = None
-        # Shielded: closing must complete even when the caller is being cancelled.
-        with anyio.CancelScope(shield=True):
-            for session in opened:
-                await session.close()
-
-    def _new(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-            # No cookies and no default headers: credentials are added per request, per origin.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
-
 # --- errors ---------------------------------------------------------------------------------------
 
-
-class AttemptFailed(Exception):
-    """Internal: one attempt failed with ``error``; ``kind`` says whether repeating it is safe."""
-
-    def __init__(self, error: APIError, kind: FailureKind) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.kind = kind
-
-
-# What an attempt can raise that means "the network failed", to be mapped by connection_failure.
+# What an attempt can raise that means "the network failed".
 NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
-
-
-def connection_failure(
-    exc: BaseException, *, method: str, url: str, secret: str
-) -> tuple[APIError, FailureKind]:
-    """Map an aiohttp / OS error to our error and how far the request got."""
-    detail = scrub(str(exc) or type(exc).__name__, secret)
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        msg = f"timed out connecting ({method} {url})"
-        return APITimeoutError(msg, method=method, url=url), FailureKind.NOT_SENT
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        msg = f"cannot connect: {detail} ({method} {url})"
-        return APIConnectionError(msg, method=method, url=url), FailureKind.NOT_SENT
-    if isinstance(exc, TimeoutError):
-        msg = f"timed out waiting for the answer ({method} {url})"
-        return APITimeoutError(msg, method=method, url=url), FailureKind.ANSWER_LOST
-    msg = f"connection lost: {detail} ({method} {url})"
-    return APIConnectionError(msg, method=method, url=url), FailureKind.ANSWER_LOST
+E = TypeVar("E", bound=APIError)
 
 
 def error_from_answer(
@@ -210,29 +120,20 @@ def error_from_answer(
     """The status error for a non-2xx answer; a non-JSON body (an HTML 502) is kept as text."""
     text = scrub(body[:_MAX_ERROR_BODY].decode("utf-8", "replace"), secret)
     fields: dict[str, Any] = {}
-    try:
+    data: Any = None
+    with contextlib.suppress(ValueError):
         data = json.loads(body)
-    except ValueError:
-        data = None
     if isinstance(data, Mapping):
-        code = data.get("code")
-        try:
-            fields["code"] = int(code) if code is not None else None
-        except (TypeError, ValueError):
-            fields["code"] = None
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            fields["code"] = int(data["code"])
         for name in ("reason", "message"):
-            value = data.get(name)
-            fields[name] = scrub(value, secret) if isinstance(value, str) else ""
-        metadata = data.get("metadata")
-        if isinstance(metadata, Mapping):
+            if isinstance(value := data.get(name), str):
+                fields[name] = scrub(value, secret)
+        if isinstance(metadata := data.get("metadata"), Mapping):
             fields["metadata"] = {str(k): scrub(str(v), secret) for k, v in metadata.items()}
     return status_error(
         status, body=text, method=method, url=url, retry_after=retry_after, **fields
     )
-
-
-def is_expired_answer(status: int, body: bytes) -> bool:
-    return status == 403 and any(marker in body for marker in _EXPIRED_MARKERS)
 
 
 # --- one call -------------------------------------------------------------------------------------
@@ -255,20 +156,17 @@ class _Call:
     maybe_created: bool = False
     redacted: str | None = None
 
-    def responded(self, status: int) -> None:
-        self.event(EventKind.RESPONSE, self.attempt, status=status)
-
-    def after(self, failure: AttemptFailed) -> float:
+    def after(
+        self, error: APIError, kind: FailureKind, cause: BaseException | None = None
+    ) -> float:
         """The delay before the next attempt; raises the call's error if there is none."""
-        error, kind = failure.error, failure.kind
         self.maybe_created |= self.creates_task and kind is FailureKind.ANSWER_LOST
         status = error.status if isinstance(error, APIStatusError) else None
         attempt = self.attempt
         if attempt_may_repeat(
             self.policy, kind, attempt=attempt, status=status, creates_task=self.creates_task
         ):
-            retry_after = error.retry_after if isinstance(error, APIStatusError) else None
-            delay = self.policy.delay(attempt, retry_after)
+            delay = self.policy.delay(attempt, getattr(error, "retry_after", None))
             self.event(EventKind.RETRY, attempt, status=status, error=error.reason, delay=delay)
             self.attempt += 1
             return delay
@@ -280,7 +178,22 @@ class _Call:
                 url=self.url,
             )
         self.event(EventKind.ERROR, attempt, status=status, error=error.reason)
-        raise error from failure.__cause__
+        raise error from cause
+
+    def network_failure(self, exc: BaseException, secret: str) -> tuple[APIError, FailureKind]:
+        """Our error for an aiohttp / OS error, and how far the request got."""
+        sent = not isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError)
+        kind = FailureKind.ANSWER_LOST if sent else FailureKind.NOT_SENT
+        if isinstance(exc, TimeoutError):
+            what = "timed out waiting for the answer" if sent else "timed out connecting"
+            return self.error(APITimeoutError, what), kind
+        detail = scrub(str(exc) or type(exc).__name__, secret)
+        what = "connection lost" if sent else "cannot connect"
+        return self.error(APIConnectionError, f"{what}: {detail}"), kind
+
+    def error(self, error_type: type[E], what: str) -> E:
+        """An error of this call: ``what``, then its method and its URL as logs show it."""
+        return error_type(f"{what} ({self.method} {self.url})", method=self.method, url=self.url)
 
     @property
     def url(self) -> str:
@@ -321,14 +234,46 @@ class Downloaded:
 
 
 class Transport:
-    """Sends calls for one client; holds no per-request state, so it is safe to share."""
+    """Sends the calls of one client, safe to share. The caller's session (never closed here)
+    carries every request, unless it adds credentials of its own and the request must carry none
+    (an asset or image URL): those, and all when the caller gave none, go on ``own`` (ours)."""
 
-    def __init__(self, config: ClientConfig, sessions: Sessions, on_event: EventHook | None):
+    def __init__(
+        self, config: ClientConfig, user: aiohttp.ClientSession | None, on_event: EventHook | None
+    ) -> None:
         self._config = config
-        self._session_for = sessions.for_request
+        self._user = user
         self._on_event = on_event
         self._api_timeout = config.timeouts.for_api()
         self._download_timeout = config.timeouts.for_download()
+        self.own: aiohttp.ClientSession | None = None
+        self.closed = False
+
+    def _session_for(self, credentials: bool) -> aiohttp.ClientSession:
+        """The session for a request that carries our key (``credentials``) or must carry none."""
+        user = self._user
+        if user is not None and (
+            credentials or (user.auth is None and "Authorization" not in user.headers)
+        ):
+            return user
+        if self.closed:
+            raise RuntimeError("this NovitaClient is closed")
+        # No await between the check and the assignment: concurrent first calls open one session.
+        if self.own is None:
+            self.own = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
+                # No cookies and no default headers: credentials are added per request, per origin.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self.own
+
+    async def aclose(self) -> None:
+        """Close the session opened here (never the caller's), even when being cancelled."""
+        self.closed = True
+        own, self.own = self.own, None
+        if own is not None:
+            with anyio.CancelScope(shield=True):
+                await own.close()
 
     async def call_json(
         self,
@@ -350,29 +295,26 @@ class Transport:
         sent_headers = {"Accept": "application/json", **(headers or {})}
         if auth:
             sent_headers["Authorization"] = f"Bearer {secret}"
-        call = self._call(method, route, url, retry, on_event, creates_task=creates_task)
+        policy = retry or self._config.retry
+        call = _Call(self._on_event, method, route, url, policy, creates_task, on_event)
 
         async def attempt() -> Any:
-            try:
-                async with self._session_for(auth).request(
-                    method,
-                    url,
-                    json=json_body,
-                    data=data,
-                    headers=sent_headers,
-                    params=params,
-                    timeout=self._api_timeout,
-                    allow_redirects=False,
-                ) as response:
-                    status = response.status
-                    call.responded(status)
-                    body = await response.read()
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            except NETWORK_ERRORS as exc:
-                error, kind = connection_failure(exc, method=method, url=call.url, secret=secret)
-                raise AttemptFailed(error, kind) from exc
+            async with self._session_for(auth).request(
+                method,
+                url,
+                json=json_body,
+                data=data,
+                headers=sent_headers,
+                params=params,
+                timeout=self._api_timeout,
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                call.event(EventKind.RESPONSE, call.attempt, status=status)
+                body = await response.read()
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if not 200 <= status < 300:
-                error = error_from_answer(
+                raise error_from_answer(
                     status,
                     body,
                     method=method,
@@ -380,15 +322,10 @@ class Transport:
                     secret=secret,
                     retry_after=retry_after,
                 )
-                raise AttemptFailed(error, FailureKind.STATUS)
             try:
                 return json.loads(body)
             except ValueError as exc:
-                raise InvalidResponseError(
-                    f"{status} answer is not JSON ({method} {call.url})",
-                    method=method,
-                    url=call.url,
-                ) from exc
+                raise call.error(InvalidResponseError, f"{status} answer is not JSON") from exc
 
         return await self._attempts(call, attempt)
 
@@ -405,79 +342,40 @@ class Transport:
         An expired URL raises :class:`ImageURLExpiredError`, unless ``renew`` gives a fresh one."""
         if not url[:8].lower().startswith(("http://", "https://")):  # file:///etc/passwd...
             raise ValidationError("image_url", url.split("?", 1)[0], "must be an http(s) URL")
-        call = self._call("GET", "image", url, retry, on_event)
-
-        async def attempt() -> Downloaded:
-            try:
-                # The URL is signed as it is: keep its encoding byte for byte (encoded=True).
-                async with self._session_for(False).get(
-                    yarl.URL(str(call.raw_url), encoded=True),
-                    timeout=self._download_timeout,
-                    allow_redirects=True,
-                    max_redirects=_MAX_REDIRECTS,
-                ) as response:
-                    call.responded(response.status)
-                    if response.status != 200:
-                        raise await self._answer_error(response, call.url)
-                    return await _write_body(response, dest, call.url)
-            except APIStatusError as answered:
-                raise AttemptFailed(answered, FailureKind.STATUS) from answered
-            except APIConnectionError as truncated:
-                raise AttemptFailed(truncated, FailureKind.ANSWER_LOST) from truncated
-            except NETWORK_ERRORS as exc:
-                error, kind = connection_failure(
-                    exc, method="GET", url=call.url, secret=self._config.api_key
-                )
-                raise AttemptFailed(error, kind) from exc
-
-        result: Downloaded = await self._attempts(call, attempt, renew)
-        return result
-
-    @staticmethod
-    async def _answer_error(response: aiohttp.ClientResponse, shown_url: str) -> APIError:
-        try:
-            body = await response.content.read(_ERROR_PREFIX)
-        except aiohttp.ClientError:
-            body = b""
-        if is_expired_answer(response.status, body):
-            return ImageURLExpiredError(
-                f"the image URL has expired; fetch the task result again (GET {shown_url})",
-                method="GET",
-                url=shown_url,
-            )
-        # An object store's error body is no API error: its status names it (HTTP_503, ...).
-        return status_error(
-            response.status,
-            body=body.decode("utf-8", "replace"),
-            method="GET",
-            url=shown_url,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        call = _Call(
+            self._on_event, "GET", "image", url, retry or self._config.retry, False, on_event
         )
 
-    def _call(
-        self,
-        method: str,
-        route: str,
-        url: yarl.URL | str,
-        retry: RetryPolicy | None,
-        on_event: EventHook | None,
-        *,
-        creates_task: bool = False,
-    ) -> _Call:
-        policy = retry or self._config.retry
-        return _Call(self._on_event, method, route, url, policy, creates_task, on_event)
+        async def attempt() -> Downloaded:
+            # The URL is signed as it is: keep its encoding byte for byte (encoded=True).
+            async with self._session_for(False).get(
+                yarl.URL(str(call.raw_url), encoded=True),
+                timeout=self._download_timeout,
+                allow_redirects=True,
+                max_redirects=_MAX_REDIRECTS,
+            ) as response:
+                call.event(EventKind.RESPONSE, call.attempt, status=response.status)
+                if response.status != 200:
+                    raise await _answer_error(response, call)
+                return await _write_body(response, dest, call)
 
-    @staticmethod
+        return await self._attempts(call, attempt, renew)
+
     async def _attempts(
-        call: _Call, attempt: Callable[[], Awaitable[T]], renew: Renew | None = None
+        self, call: _Call, attempt: Callable[[], Awaitable[T]], renew: Renew | None = None
     ) -> T:
         """The retry loop: ``attempt()`` until it succeeds or the call's budgets say stop."""
         while True:
             call.event(EventKind.REQUEST, call.attempt)
             try:
                 return await attempt()
-            except AttemptFailed as failure:
-                await anyio.sleep(call.after(failure))
+            except NETWORK_ERRORS as exc:
+                error, kind = call.network_failure(exc, self._config.api_key)
+                await anyio.sleep(call.after(error, kind, exc))
+            except APIStatusError as error:
+                await anyio.sleep(call.after(error, FailureKind.STATUS))
+            except APIConnectionError as truncated:
+                await anyio.sleep(call.after(truncated, FailureKind.ANSWER_LOST))
             except (APIError, LocalIOError) as error:  # a full disk is not retried either
                 call.event(EventKind.ERROR, call.attempt, error=error.reason)
                 if renew is None or not isinstance(error, ImageURLExpiredError):
@@ -485,23 +383,37 @@ class Transport:
                 await renew(call, error)
 
 
+async def _answer_error(response: aiohttp.ClientResponse, call: _Call) -> APIError:
+    try:
+        body = await response.content.read(_ERROR_PREFIX)
+    except aiohttp.ClientError:
+        body = b""
+    if response.status == 403 and any(marker in body for marker in _EXPIRED_MARKERS):
+        return call.error(
+            ImageURLExpiredError, "the image URL has expired; fetch the task result again"
+        )
+    # An object store's error body is no API error: its status names it (HTTP_503, ...).
+    return status_error(
+        response.status,
+        body=body.decode("utf-8", "replace"),
+        method="GET",
+        url=call.url,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
 # --- expired image URLs ---------------------------------------------------------------------------
 
 
+@attrs.define(eq=False)
 class Renewal:
-    """Fresh URLs for the images of one result, ``refreshes`` times at most for them all;
+    """Fresh URLs for the images of one result, ``left`` times at most for them all;
     ``fetch_result(task_id)`` fetches the task's result again."""
 
-    def __init__(
-        self,
-        result: TaskResult,
-        refreshes: int,
-        fetch_result: Callable[[str], Awaitable[TaskResult]],
-    ) -> None:
-        self._latest = result
-        self._left = refreshes
-        self._fetch_result = fetch_result
-        self._lock: anyio.Lock | None = None  # made on the first expiry: most calls see none
+    _latest: TaskResult
+    _left: int
+    _fetch_result: Callable[[str], Awaitable[TaskResult]]
+    _lock: anyio.Lock | None = attrs.field(default=None, init=False)  # made on the first expiry
 
     async def __call__(self, index: int, call: _Call, expired: ImageURLExpiredError) -> None:
         """Point ``call`` (image ``index``'s download) at a fresh URL, or re-raise ``expired``."""
@@ -540,36 +452,46 @@ def image_extension(image: ResultImage) -> str:
 # --- an image to its file -------------------------------------------------------------------------
 
 
-async def _write_body(response: aiohttp.ClientResponse, dest: Path, shown_url: str) -> Downloaded:
+async def _write_body(response: aiohttp.ClientResponse, dest: Path, call: _Call) -> Downloaded:
     # Without a Content-Encoding, Content-Length is the exact number of bytes we must receive.
     expected = None if response.headers.get("Content-Encoding") else response.content_length
     chunks = response.content.iter_chunked(CHUNK_SIZE)
-    # Most images fit in BUFFER_LIMIT: those are checked, then written and renamed by one worker-
-    # thread call. Streaming them through aiofiles costs a thread hop per operation (open, each
-    # write, close, rename: measured ~0.3 ms more CPU per image in a batch). A larger body streams
-    # to its file chunk by chunk, so memory stays bounded by BUFFER_LIMIT + CHUNK_SIZE.
+    # Most images fit in BUFFER_LIMIT: checked, then written and renamed by one worker-thread call
+    # (aiofiles costs a thread hop per operation: ~0.3 ms more CPU per image in a batch). A larger
+    # body streams to its file chunk by chunk: memory stays bounded by BUFFER_LIMIT + CHUNK_SIZE.
     head = bytearray()
     async for chunk in chunks:
         head += chunk
         if len(head) >= BUFFER_LIMIT:
-            _check_image(head, shown_url)
-            hasher = hashlib.sha256()
-            # Closed here if the file fails first, not left to the garbage collector.
-            async with contextlib.aclosing(
-                _hashed(head, chunks, hasher, expected, shown_url)
-            ) as body:
-                written = await _stream_to_file(body, dest, doing=f"writing image {dest.name}")
-            return Downloaded(dest, written, hasher.hexdigest())
-    _check_length(len(head), expected, shown_url)
-    _check_image(head, shown_url)
-    if len(head) <= INLINE_LIMIT:
-        # Measured on the benchmark machine: handing a small file to a worker thread costs more
-        # CPU than writing it (BENCHMARKS.md's throughput scenario, one image per job).
-        digest = _write_whole(dest, head)
+            break
     else:
-        # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
-        digest = await anyio.to_thread.run_sync(_write_whole, dest, head)
-    return Downloaded(dest, len(head), digest)
+        _check_length(len(head), expected, call)
+        _check_image(head, call)
+        if len(head) <= INLINE_LIMIT:
+            # Measured: handing a small file to a worker thread costs more CPU than writing it
+            # (BENCHMARKS.md's throughput scenario, one image per job).
+            digest = _write_whole(dest, head)
+        else:
+            # A worker-thread call runs to its end even if its caller is cancelled: never half-done.
+            digest = await anyio.to_thread.run_sync(_write_whole, dest, head)
+        return Downloaded(dest, len(head), digest)
+    _check_image(head, call)
+    hasher = hashlib.sha256(head)
+
+    async def body() -> AsyncGenerator[bytes | bytearray, None]:
+        # Hashed as it arrives; one byte short is an APIConnectionError before the file is whole.
+        received = len(head)
+        yield head
+        async for chunk in chunks:
+            hasher.update(chunk)
+            received += len(chunk)
+            yield chunk
+        _check_length(received, expected, call)
+
+    # Closed here if the file fails first, not left to the garbage collector.
+    async with contextlib.aclosing(body()) as streamed:
+        written = await stream_to_file(streamed, dest, doing=f"writing image {dest.name}")
+    return Downloaded(dest, written, hasher.hexdigest())
 
 
 def _write_whole(dest: Path, data: bytearray) -> str:
@@ -585,76 +507,17 @@ def _write_whole(dest: Path, data: bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _check_length(written: int, expected: int | None, shown_url: str) -> None:
+def _check_length(written: int, expected: int | None, call: _Call) -> None:
     if expected is not None and written != expected:
-        raise APIConnectionError(
-            f"image body truncated: got {written} of {expected} bytes (GET {shown_url})",
-            method="GET",
-            url=shown_url,
+        raise call.error(
+            APIConnectionError, f"image body truncated: got {written} of {expected} bytes"
         )
 
 
-def _check_image(head: bytes | bytearray, shown_url: str) -> None:
+def _check_image(head: bytes | bytearray, call: _Call) -> None:
     # A gateway or captive portal can answer 200 with an HTML page: never save that as an image.
     if sniff_content_type(bytes(head[:_SNIFF_BYTES])) is None:
-        raise InvalidResponseError(
-            f"the image URL answered with something that is not a PNG, JPEG or WebP image "
-            f"(GET {shown_url})",
-            method="GET",
-            url=shown_url,
+        raise call.error(
+            InvalidResponseError,
+            "the image URL answered with something that is not a PNG, JPEG or WebP image",
         )
-
-
-async def _hashed(
-    head: bytearray,
-    rest: AsyncIterator[bytes],
-    digest: hashlib._Hash,
-    expected: int | None,
-    shown_url: str,
-) -> AsyncGenerator[bytes | bytearray, None]:
-    """The body as it arrives, hashed into ``digest``; one short of ``expected`` bytes ends in an
-    :class:`APIConnectionError` before its file is made whole."""
-    digest.update(head)
-    yield head
-    received = len(head)
-    async for chunk in rest:
-        digest.update(chunk)
-        received += len(chunk)
-        yield chunk
-    _check_length(received, expected, shown_url)
-
-
-# The same as D's _files.stream_to_file (Phase B: use that one and delete this).
-async def _stream_to_file(
-    chunks: AsyncIterator[bytes | bytearray], dest: Path, *, doing: str
-) -> int:
-    """Write ``chunks`` to ``dest`` as they arrive, whole or not at all; the bytes written.
-
-    aiofiles runs each file operation in a worker thread that a cancellation cannot stop, so
-    opening and closing are shielded: the handle is always closed, the temporary file removed.
-    Only the file operations are under :func:`local_io`: the body's own errors are the network's.
-    """
-    tmp = temp_path_for(dest)
-    with anyio.CancelScope(shield=True), local_io(doing, dest):
-        try:
-            out = await aiofiles.open(tmp, "xb")
-        except FileNotFoundError:  # the folder does not exist yet
-            await aiofiles.os.makedirs(os.path.dirname(tmp), exist_ok=True)
-            out = await aiofiles.open(tmp, "xb")
-    written = 0
-    try:
-        try:
-            async for chunk in chunks:
-                with local_io(doing, dest):
-                    await out.write(chunk)
-                written += len(chunk)
-        finally:
-            with anyio.CancelScope(shield=True), local_io(doing, dest):
-                await out.close()
-        with local_io(doing, dest):
-            await aiofiles.os.replace(tmp, dest)
-    except BaseException:
-        with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
-            await aiofiles.os.remove(tmp)
-        raise
-    return written

@@ -1,15 +1,11 @@
 """One computation per key at a time, its result shared, optionally remembered (LRU).
 
-A batch starts many jobs at once that name the same face, the same upload, the same picture to
-render: the first caller for a key computes, the callers that come meanwhile wait for that one
-call and share its result. What each use needs on top differs only in what is remembered
-afterwards, so that is a parameter: nothing (the uploads, whose journal remembers), or up to
-``max_size`` results, measured by ``size_of`` (one each by default), the least recently used
-dropped first.
-
-A failure is shared with the callers waiting on it, and not remembered: the next caller computes
-again. A cancelled caller that was computing leaves the key free; one of the callers waiting on it
-computes in its place.
+The first caller for a key computes; the callers that come meanwhile wait for that call and share
+its result, or its failure (never remembered: the next caller computes again). If the computing
+caller is cancelled, one of the waiters computes in its place. Up to ``max_size`` results are
+remembered (none by default), measured by ``size_of`` (one each by default), least recently used
+dropped first. No async cache at hand (async-lru, functools) weighs results or takes the key apart
+from the computation, which a batch's uploads, files and renders each need.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 import anyio
+import attrs
 
 __all__ = ["SingleFlight"]
 
@@ -26,21 +23,15 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
+@attrs.define
 class _Flight(Generic[V]):
-    __slots__ = ("done", "error", "value")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.value: tuple[V] | None = None  # a tuple, so that None can be a result
-        self.error: Exception | None = None
-
-
-def _one(_: object) -> int:
-    return 1
+    done: anyio.Event = attrs.Factory(anyio.Event)
+    value: tuple[V] | None = None  # a tuple, so that None can be a result
+    error: Exception | None = None
 
 
 class SingleFlight(Generic[K, V]):
-    def __init__(self, max_size: int = 0, *, size_of: Callable[[V], int] = _one) -> None:
+    def __init__(self, max_size: int = 0, *, size_of: Callable[[V], int] = lambda _: 1) -> None:
         if max_size < 0:
             raise ValueError("max_size must be >= 0")
         self._max_size = max_size
@@ -49,8 +40,7 @@ class SingleFlight(Generic[K, V]):
         self._results: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._flights: dict[K, _Flight[V]] = {}
 
-    def __len__(self) -> int:
-        """The number of results remembered."""
+    def __len__(self) -> int:  # the number of results remembered
         return len(self._results)
 
     async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
@@ -59,22 +49,25 @@ class SingleFlight(Generic[K, V]):
             if (kept := self._results.get(key)) is not None:
                 self._results.move_to_end(key)
                 return kept[0]
-            flight = self._flights.get(key)
-            if flight is None:
-                return await self._compute(key, compute)
+            if (flight := self._flights.get(key)) is None:
+                break
             await flight.done.wait()
             if flight.error is not None:
                 raise flight.error
             if flight.value is not None:
                 return flight.value[0]
             # The caller computing it was cancelled: look again, and maybe compute it here.
-
-    async def _compute(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
         flight = self._flights[key] = _Flight[V]()
         try:
             value = await compute()
             flight.value = (value,)
-            self._remember(key, value)
+            if self._max_size:
+                size = self._size_of(value)
+                self._results[key] = (value, size)
+                self._size += size
+                while self._size > self._max_size:
+                    _, (_, dropped) = self._results.popitem(last=False)
+                    self._size -= dropped
             return value
         except Exception as exc:
             flight.error = exc
@@ -82,13 +75,3 @@ class SingleFlight(Generic[K, V]):
         finally:
             del self._flights[key]
             flight.done.set()
-
-    def _remember(self, key: K, value: V) -> None:
-        if self._max_size == 0:
-            return
-        size = self._size_of(value)
-        self._results[key] = (value, size)
-        self._size += size
-        while self._size > self._max_size:
-            _, (_, dropped) = self._results.popitem(last=False)
-            self._size -= dropped

@@ -127,7 +127,7 @@ async def test_a_callers_session_carries_every_request_and_no_other_is_opened(
                 InstantIDRequest(prompt="p", width=128, height=128),
                 face_images=[face_png], ref_images=[face_png], out_dir=tmp_path, poll=FAST_POLL,
             )  # fmt: skip
-            assert client._sessions.own is None
+            assert client._transport.own is None
         assert not session.closed
     stats = emu.stats()
     assert {"upload", "submit", "result", "image"} <= set(stats.requests)
@@ -154,11 +154,11 @@ async def test_session_is_created_lazily_and_closed_on_exit(
     make_client: Callable[..., NovitaClient],
 ) -> None:
     client = make_client()
-    assert client._sessions.own is None  # nothing opened by construction
+    assert client._transport.own is None  # nothing opened by construction
     async with client:
         async for _ in client.list_models(page_size=1):
             break
-        session = client._sessions.own
+        session = client._transport.own
         assert session is not None and not session.closed
     assert session.closed
     with pytest.raises(RuntimeError, match="closed"):
@@ -178,7 +178,7 @@ async def test_cancelling_a_request_mid_flight_then_leaving_closes_everything(
                     await anyio.lowlevel.checkpoint()
                 scope.cancel()
         assert scope.cancelled_caught
-        session = client._sessions.own
+        session = client._transport.own
     emu.faults.release("result")
     assert session is not None and session.closed
     # An unclosed session or connector would warn here, and warnings are errors.
@@ -194,7 +194,7 @@ async def test_leaving_the_context_while_cancelled_still_closes(
         async with client:
             await client.get_task_result("t")  # parked until the deadline cancels it
     emu.faults.release("result")
-    assert client._sessions.own is None
+    assert client._transport.own is None
     gc.collect()
 
 
