@@ -44,7 +44,7 @@ from .._exceptions import (
     ValidationError,
 )
 from .._failures import RetryPolicy
-from .._files import file_digest, local_io, lock_or_refuse, looks_like_url, write_atomically
+from .._files import local_io, lock_or_refuse, looks_like_url, write_atomically
 from .._http import ClientEvent, EventKind
 from .._models import TaskResult
 from ._events import BatchEventKind, SummaryCounter
@@ -618,11 +618,6 @@ class SavedImages:
     digests: tuple[str, ...]
 
 
-def _measure(path: Path) -> tuple[int, str]:
-    with local_io("reading an image saved", path):
-        return file_digest(path)
-
-
 def _patient(retry: RetryPolicy) -> RetryPolicy:
     # At least 4 attempts: an unattended run rides out a 429 or 5xx spell longer than an
     # interactive caller would (the task is paid for; its image must not be lost).
@@ -657,15 +652,15 @@ class ImageSaver:
 
         for _ in result.images:
             self._on_request("image")
-        paths = await self._client.download_images(
+        # Each image's size and SHA-256 come from the download itself, hashed as it streamed.
+        saved = await self._client._download_images(
             result, self._out_dir, stem=f"{job_id}_", retry=self._retry, on_event=observe
         )
-        measured = [await anyio.to_thread.run_sync(_measure, path) for path in paths]
         if self._publish is not None:
-            await self._publish(paths)
-        self._counter.images += len(paths)
+            await self._publish([image.path for image in saved])
+        self._counter.images += len(saved)
         return SavedImages(
-            names=tuple(path.name for path in paths),
-            sizes=tuple(size for size, _ in measured),
-            digests=tuple(digest for _, digest in measured),
+            names=tuple(image.path.name for image in saved),
+            sizes=tuple(image.size for image in saved),
+            digests=tuple(image.sha256 for image in saved),
         )
