@@ -76,21 +76,16 @@ class PollPolicy:
 
     def next_delay(self, task: Task | None, *, polls: int, elapsed: float) -> float:
         """The wait after poll number ``polls`` (1-based), ``elapsed`` seconds into the wait."""
-        return min(max(self._estimate(task, polls, elapsed), self.min_delay), self.max_delay)
-
-    def _estimate(self, task: Task | None, polls: int, elapsed: float) -> float:
-        if task is not None:
-            estimates = []
-            if task.eta is not None and task.eta > 0:
-                estimates.append(task.eta + self.margin)
-            progress = task.progress_percent
-            if progress is not None and 0 < progress < 100 and elapsed > 0:
-                # Extrapolate the rate seen so far over the part still to do: finer than an eta
-                # in whole seconds. Take the sooner of the two.
-                estimates.append(elapsed * (100 - progress) / progress + self.margin)
-            if estimates:
-                return min(estimates)
-        return poll_backoff(self).delay(max(polls, 1))
+        estimates = []
+        if task is not None and task.eta is not None and task.eta > 0:
+            estimates.append(task.eta + self.margin)
+        progress = None if task is None else task.progress_percent
+        if progress is not None and 0 < progress < 100 and elapsed > 0:
+            # Extrapolate the rate seen so far over the part still to do: finer than an eta in
+            # whole seconds. Take the sooner of the two.
+            estimates.append(elapsed * (100 - progress) / progress + self.margin)
+        estimate = min(estimates) if estimates else poll_backoff(self).delay(max(polls, 1))
+        return min(max(estimate, self.min_delay), self.max_delay)
 
 
 @attrs.define
@@ -110,14 +105,14 @@ class PollTracker:
     max_errors: int | None = attrs.field(default=None, kw_only=True)
     polls: int = attrs.field(default=0, init=False)
     errors: int = attrs.field(default=0, init=False)
-    last_task: Task | None = attrs.field(default=None, init=False)
+    last_status: str = attrs.field(default="", init=False)
     expected_end: float | None = attrs.field(default=None, init=False)
     """Seconds after ``started`` when the task said (by its last ``eta``) it would end."""
     _predicted_end: float | None = attrs.field(default=None, init=False)
 
     @property
-    def deadline(self) -> float | None:
-        return None if self.timeout is None else self.started + self.timeout
+    def deadline(self) -> float:
+        return self.started + (math.inf if self.timeout is None else self.timeout)
 
     def first_poll(self, predicted: float | None) -> float:
         """When to poll first: at the task's predicted end (seconds from start), or at once.
@@ -135,7 +130,7 @@ class PollTracker:
         self.polls += 1
         self.errors = 0
         task = result.task
-        self.last_task = task
+        self.last_status = result.status.value
         if result.status.is_final:
             return None
         elapsed = now - self.started
@@ -165,16 +160,15 @@ class PollTracker:
         return self.bounded(now + poll_backoff(self.policy).delay(self.errors))
 
     def timed_out(self, now: float, cause: BaseException | None = None) -> TaskTimeoutError:
-        last = self.last_task.status.value if self.last_task is not None else ""
-        error = TaskTimeoutError(self.task_id, now - self.started, last)
+        error = TaskTimeoutError(self.task_id, now - self.started, self.last_status)
         error.__cause__ = cause
         return error
 
     def bounded(self, when: float) -> float:
-        return when if self.deadline is None else min(when, self.deadline)
+        return min(when, self.deadline)
 
     def _check_deadline(self, now: float, cause: BaseException | None) -> None:
-        if self.deadline is not None and now >= self.deadline:
+        if now >= self.deadline:
             raise self.timed_out(now, cause)
 
 
@@ -309,7 +303,6 @@ class DurationModel:
             del self._bounds[next(iter(self._bounds))]
 
     def promises(self, cost: float) -> int:
-        """How many running tasks of ``cost`` have bounded it so far."""
         return self._bounds.get(cost, (math.inf, 0))[1]
 
     @staticmethod
@@ -373,7 +366,7 @@ class _Entry:
     on_progress: Callable[[Task], None]
     cost: float | None
     by_event: bool  # its event should end it: polls only check on one that never came
-    turn: anyio.Event | None = None  # set by the loop when this task may poll
+    turn: anyio.Event = attrs.Factory(anyio.Event)  # set by the loop when this task may poll
     granted: bool = False  # the loop took a poll slot for this task, not yet given back
     abandoned: bool = False
     pushed: TaskResult | None = None  # the task's end, by webhook
@@ -383,8 +376,7 @@ class _Entry:
         """The task's end, by webhook (a receiver hands over only the first, final one)."""
         if not self.abandoned:
             self.pushed = result
-            if self.turn is not None:
-                self.turn.set()
+            self.turn.set()
 
 
 @attrs.define
@@ -462,7 +454,6 @@ class Poller:
                     first = tracker.first_poll(predicted)
                 self._schedule(entry, first)
                 while True:
-                    assert entry.turn is not None  # made by _schedule, before every turn
                     if entry.pushed is None:
                         await entry.turn.wait()
                     if entry.pushed is not None:
@@ -484,13 +475,10 @@ class Poller:
                 self._gets.release()
 
     async def _scouted(self, entry: _Entry, cost: float) -> float | None:
-        """With nothing known of tasks of ``cost``, PROMISES of them (scouts) are polled at once;
-        the others wait for their first answers, whose etas bound them all (see DurationModel).
-        Returns None for a scout, else the prediction made then (None: poll at once)."""
-        scouts = self._scouts.get(cost)
-        polling = 0 if scouts is None else scouts.polling
-        if scouts is None or polling + self._durations.promises(cost) < PROMISES:
-            scouts = self._scouts.setdefault(cost, _Scouts())
+        """With nothing known of ``cost``, PROMISES scouts are polled at once (None); the others
+        wait for their first answers, whose etas bound them all, and get the prediction then."""
+        scouts = self._scouts.setdefault(cost, _Scouts())
+        if scouts.polling + self._durations.promises(cost) < PROMISES:
             scouts.polling += 1
             entry.scout = True
             return None
@@ -509,8 +497,7 @@ class Poller:
 
     @staticmethod
     def _after_event(now: float, due: float) -> float:
-        """When to check on a task whose event should come at ``due``: later by a share of the
-        wait and WEBHOOK_GRACE, time for its event to come."""
+        """When to check on a task whose event should come at ``due``, time for it to come."""
         return now + max(due - now, 0.0) * (1 + WEBHOOK_SLACK) + WEBHOOK_GRACE
 
     def _schedule(self, entry: _Entry, when: float) -> None:
@@ -534,7 +521,6 @@ class Poller:
                 self._gets.release()
                 continue
             entry.granted = True
-            assert entry.turn is not None
             entry.turn.set()
 
     async def _sleep_until(self, due: float) -> None:

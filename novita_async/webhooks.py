@@ -12,20 +12,16 @@ task ends, retrying (up to 5 times, 5 s timeout each) until it gets a 2xx answer
     task_id = await client.submit_instant_id(request)
     result = await client.wait_for_task(task_id, events=receiver)   # polling stays the safety net
 
-Webhooks are not signed, so the receiver trusts nothing but what a stranger cannot know:
-
-- the path carries a secret token (``/novita/<token>``, 256 random bits by default): any other path
-  under the prefix is answered 404;
-- an event counts only for a task id its owner expects, and only the first one per task: later
-  ones (the service's retries, a forger's) are dropped.
+Webhooks are not signed, so the receiver trusts only what a stranger cannot know: the path's
+secret token (``/novita/<token>``, 256 random bits by default; any other path is answered 404),
+and a task id its owner expects (only its first event counts; later ones are dropped).
 
 A task's end goes to the :meth:`NovitaClient.wait_for_task` (or batch run) waiting for it, even one
-that starts after the event came, and, once anything iterates the receiver (``async for event in
-receiver``), to the iteration too. Answers never wait for a consumer: up to ``max_buffered``
-events wait to be iterated, and beyond that the receiver answers 503 (the service delivers again
-later). Memory stays bounded: a task is forgotten once its event was handed over (or on
-:meth:`~WebhookReceiver.forget`); the ids of the last few thousand ended tasks are kept to tell a
-duplicate or late event from a forged one.
+that starts after the event came, and to ``async for event in receiver`` once anything iterates
+it. Answers never wait for a consumer: beyond ``max_buffered`` events not yet iterated the
+receiver answers 503 (the service delivers again later). A task is forgotten once its event was
+handed over (or on :meth:`~WebhookReceiver.forget`); the last few thousand ended tasks' ids are
+kept to tell a duplicate or late event from a forged one.
 """
 
 from __future__ import annotations
@@ -190,8 +186,7 @@ class WebhookReceiver:
         self.expect(task_id)
         held = self._expected[task_id]
         if isinstance(held, TaskResult):
-            del self._expected[task_id]
-            self._remember(task_id, True)
+            self.forget(task_id)
             deliver(held)
         else:
             self._expected[task_id] = deliver
@@ -254,11 +249,9 @@ class WebhookReceiver:
                     "webhook for task %s answered 503: the receiver is not read", task_id
                 )
                 return self._count("busy", 503)
-        if slot is None and not self._iterated:
-            self._expected[task_id] = result  # held for its waiter
-        else:
-            del self._expected[task_id]
-            self._remember(task_id, True)
+        self._expected[task_id] = result  # held for a waiter to come, if none waits nor iterates
+        if slot is not None or self._iterated:
+            self.forget(task_id)
             if slot is not None:
                 slot(result)
         return self._count("accepted", 200)
