@@ -10,36 +10,24 @@
 Needs ``pip install 'novita-async[ray]'``. Without ``address`` (and outside a Ray instance this
 process already joined) a local Ray instance is started for the run and shut down after it.
 
-- Job ``id`` goes to shard ``shard_of(id, K)`` (a sha256 of the id: the same on every machine).
-  Shard k is a Ray actor running the ordinary :class:`~novita_async.BatchRunner` with
-  ``options.shard = Shard(k, K)``: its journal, results and lock in ``OUT/.novita-shards/k-of-K/``,
-  its images straight into OUT. OUT must be the same folder for every shard: any folder on one
-  machine; across machines a shared file system or an object store (``s3://``, ``gs://``,
-  ``az://``), where each shard works in a staging folder on its node and keeps its journal as
-  segments under ``PREFIX/.novita-shards/k-of-K/``. The other options apply to each shard.
-- One :data:`RatePermits` actor holds the account's ``options.rate`` (for all shards together);
-  a 429 one shard sees pauses every shard's submissions.
-- A shard actor that dies is restarted by Ray and resumes from its journal like any rerun:
-  nothing is submitted twice. The summary counts every attempt's submissions, tasks, images and
-  requests (a dead attempt's as the driver last saw them); each job once, as its last attempt
-  ended it.
-- The driver follows every shard (every half second) into ``on_event``, and at the end writes
-  ``OUT/results.jsonl``: the lines one process would write. An output folder keeps its number of
-  shards.
-
-The shards' client is ``connection`` (default: ``ClientConfig.resolve()``); its API key travels
-wrapped in a :class:`SecretKey`, masked in every repr. Object-store credentials never leave the
-driver: each shard's store client reads its own node's environment (or instance role).
+Job ``id`` goes to shard ``shard_of(id, K)``; shard k is a Ray actor running the ordinary
+:class:`~novita_async.BatchRunner` with ``options.shard = Shard(k, K)`` (its journal under
+``OUT/.novita-shards/k-of-K/``, its images straight into OUT: one folder, a shared file system or
+an object store). One :data:`RatePermits` actor holds the account's ``options.rate`` for all
+shards. A shard actor that dies is restarted by Ray and resumes from its journal, as any rerun:
+nothing is submitted twice. The driver follows the shards into ``on_event`` and at the end writes
+``OUT/results.jsonl``, the lines one process would write. The API key reaches the shards wrapped
+in a :class:`SecretKey` (masked in every repr); object-store credentials never leave the driver:
+each node reads its own. ``docs/scale-out.md`` tells more.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,7 +173,7 @@ class ShardRunner:
         self._permits: SubmitPermits | None = (
             None if permits is None else PermitsProxy(ray.get_actor(permits))
         )
-        self._events: collections.deque[BatchEvent] = collections.deque(maxlen=_EVENTS_KEPT)
+        self._events: deque[BatchEvent] = deque(maxlen=_EVENTS_KEPT)
         self._runner: BatchRunner | None = None
         self._scope = anyio.CancelScope()
         self._stopped = False
@@ -387,8 +375,8 @@ class _ShardedRun:
             async with anyio.create_task_group() as following:
                 following.start_soon(self._follow)
                 async with anyio.create_task_group() as shards:
-                    for k in range(self.count):
-                        shards.start_soon(self._run_shard, k, refs[k], ends)
+                    for k, ref in enumerate(refs):
+                        shards.start_soon(self._run_shard, k, ref, ends)
                 following.cancel_scope.cancel()
             await self._drain()
         except BaseException:
@@ -411,9 +399,8 @@ class _ShardedRun:
                 ends[k] = await call
                 return
             except ActorUnavailableError:
-                # Being restarted: Ray refuses the call at once rather than when the actor is
-                # back, and this is no new death; counted as one, a restart that took a few
-                # calls used up every attempt. Asked again a poll later (Ray has no event).
+                # Being restarted (no new death: Ray refuses the call at once rather than when
+                # the actor is back): asked again a poll later.
                 await anyio.sleep(_POLL_SECONDS)
             except RayActorError:
                 deaths += 1
