@@ -90,12 +90,10 @@ class PollPolicy:
 
 @attrs.define
 class PollTracker:
-    """One task's polling state, and the decision of when to poll it next.
+    """One task's polling state, and the decision of when to poll it next (on anyio's clock).
 
-    Times are on anyio's clock. ``timeout`` (seconds from ``started``; None: no limit) makes the
-    last poll land on the deadline itself, so a task is asked once more before it times out.
-    ``max_errors`` transient failures in a row (None: no limit but the deadline) end the wait
-    with the last of them.
+    The last poll lands on the deadline (``timeout`` after ``started``) itself. ``max_errors``
+    transient failures in a row (None: no limit but the deadline) end the wait with the last.
     """
 
     task_id: str
@@ -106,6 +104,7 @@ class PollTracker:
     polls: int = attrs.field(default=0, init=False)
     errors: int = attrs.field(default=0, init=False)
     last_status: str = attrs.field(default="", init=False)
+    last_error: Exception | None = attrs.field(default=None, init=False)
     expected_end: float | None = attrs.field(default=None, init=False)
     """Seconds after ``started`` when the task said (by its last ``eta``) it would end."""
     _predicted_end: float | None = attrs.field(default=None, init=False)
@@ -115,11 +114,9 @@ class PollTracker:
         return self.started + (math.inf if self.timeout is None else self.timeout)
 
     def first_poll(self, predicted: float | None) -> float:
-        """When to poll first: at the task's predicted end (seconds from start), or at once.
-
-        A prediction also times the poll after one that came a little early: ``margin`` after
-        the predicted end, rather than the answer's ``eta`` (whole seconds on the real service,
-        which would wait up to a second past the task's end)."""
+        """When to poll first: at the task's predicted end (seconds from start), or at once. A poll
+        that came a little early is followed ``margin`` after that end, not at the answer's
+        ``eta`` (whole seconds on the real service)."""
         if predicted is not None:
             self._predicted_end = self.started + predicted
         return self.bounded(self.started + (predicted or 0.0))
@@ -129,6 +126,7 @@ class PollTracker:
         (:class:`TaskTimeoutError` if the deadline has passed and the task still runs)."""
         self.polls += 1
         self.errors = 0
+        self.last_error = None
         task = result.task
         self.last_status = result.status.value
         if result.status.is_final:
@@ -136,7 +134,7 @@ class PollTracker:
         elapsed = now - self.started
         if task.eta is not None and task.eta > 0:
             self.expected_end = elapsed + task.eta
-        self._check_deadline(now, None)
+        self._check_deadline(now)
         delay = self.policy.next_delay(task, polls=self.polls, elapsed=elapsed)
         if self._predicted_end is not None:
             # Once only: a task still running past its predicted end is timed by its answers.
@@ -148,6 +146,7 @@ class PollTracker:
         """After a failed poll: when to poll next, or the error raised if it cannot be ridden out
         (not transient, too many in a row, or the deadline passed: :class:`TaskTimeoutError`)."""
         self.polls += 1
+        self.last_error = error
         if not rides_out_poll_failure(error):
             raise error
         self.errors += 1
@@ -156,20 +155,20 @@ class PollTracker:
         logger.info(
             "polling task %s failed (%s); polling on", self.task_id, getattr(error, "reason", error)
         )
-        self._check_deadline(now, error)
+        self._check_deadline(now)
         return self.bounded(now + poll_backoff(self.policy).delay(self.errors))
 
-    def timed_out(self, now: float, cause: BaseException | None = None) -> TaskTimeoutError:
+    def timed_out(self, now: float) -> TaskTimeoutError:
         error = TaskTimeoutError(self.task_id, now - self.started, self.last_status)
-        error.__cause__ = cause
+        error.__cause__ = self.last_error
         return error
 
     def bounded(self, when: float) -> float:
         return min(when, self.deadline)
 
-    def _check_deadline(self, now: float, cause: BaseException | None) -> None:
+    def _check_deadline(self, now: float) -> None:
         if now >= self.deadline:
-            raise self.timed_out(now, cause)
+            raise self.timed_out(now)
 
 
 # --- one task: NovitaClient.wait_for_task -------------------------------------------------------
@@ -209,7 +208,6 @@ async def wait_until_done(
     """
     tracker = PollTracker(task_id, policy, started=anyio.current_time(), timeout=timeout)
     pushed: list[TaskResult] = []
-    last_error: Exception | None = None
     # The tracker times the polls; this scope also bounds a poll still in flight at the deadline,
     # and the task's event cancels it.
     with anyio.move_on_after(timeout) as polling:
@@ -225,10 +223,8 @@ async def wait_until_done(
                 try:
                     result = await fetch(task_id)
                 except Exception as exc:
-                    last_error = exc
                     next_poll = tracker.failed(exc, anyio.current_time())
                 else:
-                    last_error = None
                     await _report(result, on_progress)
                     answered = tracker.answered(result, anyio.current_time())
                     if answered is None:
@@ -237,7 +233,7 @@ async def wait_until_done(
                     next_poll = answered
                 await anyio.sleep_until(next_poll)
     if not pushed:
-        raise tracker.timed_out(anyio.current_time(), last_error)
+        raise tracker.timed_out(anyio.current_time())
     await _report(pushed[0], on_progress)
     _final(task_id, pushed[0])
     return pushed[0]
@@ -388,12 +384,10 @@ class _Scouts:
 
 
 class Poller:
-    """The one polling loop over every task of a run in flight.
+    """The one polling loop over every task of a run in flight, in a heap by next poll time.
 
-    Tasks wait in a heap keyed by their next poll time. :meth:`run` pops whichever is due, takes
-    one of ``max_concurrent`` poll slots for it and hands it its turn: the job task waiting in
-    :meth:`wait` then sends the ``GET`` itself (so cancelling the job cancels its poll, and no task
-    is spawned per poll), gives the slot back, and either has its answer or is put back in the heap.
+    :meth:`run` hands the due task one of ``max_concurrent`` poll slots; its waiter in :meth:`wait`
+    sends the ``GET`` itself (cancelling the job cancels its poll; no task is spawned per poll).
     """
 
     def __init__(
@@ -425,19 +419,11 @@ class Poller:
         self._durations = DurationModel()
         self._scouts: dict[float, _Scouts] = {}  # by cost: the tasks polled at once to bound it
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._heap)
-
     async def wait(
         self, task_id: str, on_progress: Callable[[Task], None], cost: float | None = None
     ) -> TaskResult:
-        """The task's final result (succeeded or failed).
-
-        ``cost`` (see :func:`request_cost`) lets the first poll wait for the task's predicted end;
-        without it (a task resumed from an earlier run), or before anything is known of that kind,
-        it is immediate.
-        """
+        """The task's final result (succeeded or failed). With ``cost`` (:func:`request_cost`)
+        the first poll waits for the task's predicted end; without (a resumed task), at once."""
         tracker = PollTracker(task_id, self._policy, started=anyio.current_time(),
                               timeout=self._task_timeout, max_errors=self._max_errors)  # fmt: skip
         # A task of an earlier run (no cost) is only polled: its event went to that run's address.
