@@ -60,9 +60,7 @@ from .batch._pacing import SubmitPermits
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 
-# The events a shard keeps for the driver between two of its polls (a driver that stopped
-# polling must not make a shard's memory grow).
-_EVENTS_KEPT = 100_000
+_EVENTS_KEPT = 100_000  # between two drains: a driver that stopped must not grow a shard
 
 
 @attrs.frozen
@@ -106,8 +104,7 @@ class Connection:
 
 
 class PermitsProxy:
-    """A shard's side of the shared :class:`RatePermits` (a Ray actor handle): a
-    :class:`SubmitPermits`."""
+    """A shard's :class:`SubmitPermits`: the shared :class:`RatePermits` actor's handle."""
 
     def __init__(self, actor: object) -> None:
         self._actor = actor
@@ -326,12 +323,8 @@ def _absolute(job: JobInput) -> JobInput:
             return None
         return tuple(s if isinstance(s, bytes) else Path(s).absolute() for s in sources)
 
-    return attrs.evolve(
-        job,
-        face_images=fix(job.face_images),
-        ref_images=fix(job.ref_images),
-        face_kps_images=fix(job.face_kps_images),
-    )
+    fields = ("face_images", "ref_images", "face_kps_images")
+    return attrs.evolve(job, **{name: fix(getattr(job, name)) for name in fields})
 
 
 class _ShardedRun:
