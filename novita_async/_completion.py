@@ -200,12 +200,8 @@ async def wait_until_done(
     events: WebhookReceiver | None = None,
     first_poll: float = 0.0,
 ) -> TaskResult:
-    """Poll ``fetch(task_id)`` until the task ends or ``timeout`` seconds pass.
-
-    The first poll is ``first_poll`` seconds in. With ``events``, the task's event is raced
-    against the polling: whichever learns the task's end first ends the wait and the other is
-    cancelled; the task is forgotten by ``events`` when the wait ends.
-    """
+    """Poll ``fetch(task_id)``, first ``first_poll`` seconds in, until the task ends or
+    ``timeout`` seconds pass; the task's event from ``events``, if it comes first, ends it too."""
     tracker = PollTracker(task_id, policy, started=anyio.current_time(), timeout=timeout)
     pushed: list[TaskResult] = []
     # The tracker times the polls; this scope also bounds a poll still in flight at the deadline,
@@ -431,14 +427,11 @@ class Poller:
         predicted = None if cost is None else self._durations.predict(cost)
         try:
             with _subscribed(self._events, task_id, entry.push):
-                if entry.by_event:
-                    # Its event should end it: the first poll only checks on one that never came.
-                    first = tracker.first_poll(self._after_event(0.0, predicted or 0.0))
-                else:
-                    if cost is not None and predicted is None:
-                        predicted = await self._scouted(entry, cost)
-                    first = tracker.first_poll(predicted)
-                self._schedule(entry, first)
+                if entry.by_event:  # the first poll only checks on an event that never came
+                    predicted = self._after_event(0.0, predicted or 0.0)
+                elif cost is not None and predicted is None:
+                    predicted = await self._scouted(entry, cost)
+                self._schedule(entry, tracker.first_poll(predicted))
                 while True:
                     if entry.pushed is None:
                         await entry.turn.wait()
@@ -538,9 +531,7 @@ class Poller:
         now = anyio.current_time()
         if entry.cost is not None and tracker.expected_end is not None:
             self._durations.bound(entry.cost, tracker.expected_end)
-            if entry.scout:
-                # Its next poll goes at the end it promised, as its kind's first polls will,
-                # rather than a margin after.
+            if entry.scout:  # polled at the end it promised, as its kind's first polls will be
                 promised = tracker.started + self._durations.promised(tracker.expected_end)
                 next_poll = min(next_poll, max(promised, now))
         if entry.by_event:
@@ -555,8 +546,7 @@ class Poller:
         tracker = entry.tracker
         seconds = server_seconds(result)
         if seconds is None:
-            # No timing from the service: the poll that saw it done bounds it from above, and a
-            # running task's eta says when it meant to end.
+            # No timing from the service: bounded by the poll that saw it done, and its last eta.
             seconds = anyio.current_time() - tracker.started
             if tracker.expected_end is not None:
                 seconds = min(seconds, tracker.expected_end)

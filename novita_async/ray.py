@@ -148,12 +148,9 @@ class ShardProgress:
 
 class ShardRunner:
     """One shard: a :class:`BatchRunner` with ``options.shard`` set, over OUT (a folder's absolute
-    path or a store's URL) shared with the other shards; ``run`` resumes from its journal, so it
-    is called again after Ray restarted the actor.
-
-    ``permits`` is the Ray name of the run's :class:`RatePermits` actor, not its handle: a
-    handle argument lives in Ray's object store and may be gone when Ray restarts the actor.
-    """
+    path or a store's URL); ``run`` resumes from its journal, so it is called again after Ray
+    restarted the actor. ``permits`` names the :class:`RatePermits` actor: a handle argument lives
+    in Ray's object store and may be gone when Ray restarts the actor."""
 
     def __init__(
         self,
@@ -261,7 +258,10 @@ async def run_sharded(
     destination = open_output(out, staging_dir=options.staging_dir).for_process()
     # The driver's working folder: OUT itself, or an object-store OUT's staging folder here.
     out_dir = destination.local_dir.absolute()
-    parts = await _partition(jobs, shards)
+    parts: list[list[JobInput]] = [[] for _ in range(shards)]
+    async with JobSource(jobs) as source:
+        while (job := await source.next()) is not None:
+            parts[shard_of(job.id, shards)].append(_absolute(job))
     lock = OutputLock(out_dir)
     await destination.check_layout(Shard(0, shards))
 
@@ -270,7 +270,10 @@ async def run_sharded(
         lock.acquire()  # one driver per OUT; each shard also locks its own folder
 
     await anyio.to_thread.run_sync(take_folder)
-    started = _connect(address)
+    started = not ray.is_initialized()  # joined here (local without address): shut down after
+    if started:
+        where: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+        ray.init(address, **where, log_to_driver=False, logging_level=logging.ERROR)
     try:
         run = _ShardedRun(destination, shards, attrs.evolve(options, rate=None), on_event)
         ends = await run.run(parts, options.rate, Connection.of(config))
@@ -290,27 +293,6 @@ async def run_sharded(
             summary=attrs.evolve(summary, stopped=reason),
         )
     return summary
-
-
-def _connect(address: str | None) -> bool:
-    """Join Ray (``address``, or a local instance started here); whether it was started here."""
-    if ray.is_initialized():
-        return False
-    where: dict[str, Any] = (
-        {"include_dashboard": False} if address is None else {"address": address}
-    )
-    ray.init(**where, log_to_driver=False, logging_level=logging.ERROR)
-    return True
-
-
-async def _partition(
-    jobs: Iterable[JobInput] | AsyncIterable[JobInput], shards: int
-) -> list[list[JobInput]]:
-    parts: list[list[JobInput]] = [[] for _ in range(shards)]
-    async with JobSource(jobs) as source:
-        while (job := await source.next()) is not None:
-            parts[shard_of(job.id, shards)].append(_absolute(job))
-    return parts
 
 
 def _absolute(job: JobInput) -> JobInput:

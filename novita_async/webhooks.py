@@ -133,14 +133,13 @@ class WebhookReceiver:
             raise ConfigurationError("WebhookReceiver.max_buffered must be an integer >= 1")
         self.path_prefix = path_prefix
         self._token = token
-        # Task id -> None (nothing came yet), the function of its waiter (see _completion), or
-        # its end, held for a waiter to come.
+        # Task id -> None (nothing came yet), its waiter's function, or its end held for a waiter.
         self._expected: dict[str, Callable[[TaskResult], None] | TaskResult | None] = {}
         # Task ids whose wait is over, oldest first: True if their event came.
         self._ended: dict[str, bool] = {}
         self._send, self._events = anyio.create_memory_object_stream[WebhookEvent](max_buffered)
         self._iterated = False  # events go to the stream only once someone iterates it
-        # The stream lives as long as the receiver: closed with it, not left to warn when collected.
+        # Closed with the receiver, not left to warn when collected.
         weakref.finalize(self, self._send.close)
         weakref.finalize(self, self._events.close)
         self._counts = dict.fromkeys(attrs.fields_dict(WebhookStats), 0)
