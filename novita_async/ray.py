@@ -153,11 +153,7 @@ class ShardRunner:
     in Ray's object store and may be gone when Ray restarts the actor."""
 
     def __init__(
-        self,
-        out: str,
-        options: BatchOptions,
-        connection: Connection,
-        permits: str | None,
+        self, out: str, options: BatchOptions, connection: Connection, permits: str | None
     ) -> None:
         self._out = out
         # Ray runs __init__ again in the process that replaces a dead one: a new attempt.

@@ -288,8 +288,7 @@ class WebhookReceiver:
         runner = web.AppRunner(root, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
+            await web.TCPSite(runner, host, port).start()
             bound_host, bound_port = runner.addresses[0][:2]
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             yield f"http://{shown}:{bound_port}"
