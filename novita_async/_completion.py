@@ -1,45 +1,30 @@
 """When a task ends, learned by polling it or by its webhook event: the one decision of the package.
 
-The service tells us how far a task is: ``eta`` (seconds left) and ``progress_percent``. An
-honest ``eta`` lets a waiter poll about twice per task: once right after submitting, once at
-``eta + margin``. Without one, the remaining time is extrapolated from the progress made so far;
-without either, the delay grows geometrically. Every delay is clamped to ``[min_delay, max_delay]``.
-
-:class:`PollTracker` holds one task's polling state and makes every decision about it: the time of
-the next poll after an answer or a failed poll, which errors are ridden out (those
-:func:`~._failures.rides_out_poll_failure` names), and when the task's deadline has passed. Both
-ways of waiting use it:
-:func:`wait_until_done` (one task, :meth:`NovitaClient.wait_for_task`) and :class:`Poller` (the
-batch runner's many tasks in one heap). Both take a task's webhook event the same way, by
-subscribing to the task on a :class:`~novita_async.webhooks.WebhookReceiver`: the first to learn
-the end wins.
-
-The runner also times each task's first poll by :class:`DurationModel`, learned from the tasks
-that already finished, so that most tasks need a single poll. Until one of its kind has finished,
-running ones' ``elapsed + eta`` bound the others' first polls; before even that, a few tasks of the
-kind (its scouts) are polled at once, and the others wait for their answers.
+An honest ``eta`` lets a waiter poll about twice per task: right after submitting, and at
+``eta + margin``; without one, the rest is extrapolated from the progress so far, and without
+either the delay grows geometrically. :class:`PollTracker` makes every decision about one task's
+polls; :func:`wait_until_done` (one task) and :class:`Poller` (the runner's heap of many) both use
+it, and both take a task's webhook event by subscribing to it: the first to learn the end wins.
+The runner also times first polls by :class:`DurationModel`, so that most tasks need one poll.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import inspect
 import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
 import anyio
 import attrs
 from attrs.validators import gt
 
-from ._exceptions import (
-    ConfigurationError,
-    TaskFailedError,
-    TaskTimeoutError,
-)
+from ._exceptions import ConfigurationError, TaskFailedError, TaskTimeoutError
 from ._failures import Pause, RetryPolicy, Step, classify, poll_backoff, rides_out_poll_failure
 from ._models import NUMBER, InstantIDRequest, Task, TaskResult, TaskStatus, setting
 from .webhooks import WebhookReceiver
@@ -51,7 +36,6 @@ __all__ = [
     "Poller",
     "ProgressHook",
     "request_cost",
-    "server_seconds",
     "wait_until_done",
 ]
 
@@ -92,92 +76,77 @@ class PollPolicy:
 
     def next_delay(self, task: Task | None, *, polls: int, elapsed: float) -> float:
         """The wait after poll number ``polls`` (1-based), ``elapsed`` seconds into the wait."""
-        return min(max(self._estimate(task, polls, elapsed), self.min_delay), self.max_delay)
-
-    def _estimate(self, task: Task | None, polls: int, elapsed: float) -> float:
-        if task is not None:
-            estimates = []
-            if task.eta is not None and task.eta > 0:
-                estimates.append(task.eta + self.margin)
-            progress = task.progress_percent
-            if progress is not None and 0 < progress < 100 and elapsed > 0:
-                # Extrapolate the rate seen so far over the part still to do: finer than an eta
-                # in whole seconds. Take the sooner of the two.
-                estimates.append(elapsed * (100 - progress) / progress + self.margin)
-            if estimates:
-                return min(estimates)
-        return poll_backoff(self).delay(max(polls, 1))
+        estimates = []
+        if task is not None and task.eta is not None and task.eta > 0:
+            estimates.append(task.eta + self.margin)
+        progress = None if task is None else task.progress_percent
+        if progress is not None and 0 < progress < 100 and elapsed > 0:
+            # Extrapolate the rate seen so far over the part still to do: finer than an eta in
+            # whole seconds. Take the sooner of the two.
+            estimates.append(elapsed * (100 - progress) / progress + self.margin)
+        estimate = min(estimates) if estimates else poll_backoff(self).delay(max(polls, 1))
+        return min(max(estimate, self.min_delay), self.max_delay)
 
 
+@attrs.define
 class PollTracker:
-    """One task's polling state, and the decision of when to poll it next.
+    """One task's polling state, and the decision of when to poll it next (on anyio's clock).
 
-    Times are on anyio's clock. ``timeout`` (seconds from ``started``; None: no limit) makes the
-    last poll land on the deadline itself, so a task is asked once more before it times out.
-    ``max_errors`` transient failures in a row (None: no limit but the deadline) end the wait
-    with the last of them.
+    The last poll lands on the deadline (``timeout`` after ``started``) itself. ``max_errors``
+    transient failures in a row (None: no limit but the deadline) end the wait with the last.
     """
 
-    __slots__ = ("_predicted_end", "deadline", "errors", "expected_end", "last_task",
-                 "max_errors", "policy", "polls", "started", "task_id")  # fmt: skip
+    task_id: str
+    policy: PollPolicy
+    started: float = attrs.field(kw_only=True)
+    timeout: float | None = attrs.field(kw_only=True)
+    max_errors: int | None = attrs.field(default=None, kw_only=True)
+    polls: int = attrs.field(default=0, init=False)
+    errors: int = attrs.field(default=0, init=False)
+    last_status: str = attrs.field(default="", init=False)
+    last_error: Exception | None = attrs.field(default=None, init=False)
+    expected_end: float | None = attrs.field(default=None, init=False)
+    """Seconds after ``started`` when the task said (by its last ``eta``) it would end."""
+    _predicted_end: float | None = attrs.field(default=None, init=False)
 
-    def __init__(
-        self,
-        task_id: str,
-        policy: PollPolicy,
-        *,
-        started: float,
-        timeout: float | None,
-        max_errors: int | None = None,
-    ) -> None:
-        self.task_id = task_id
-        self.policy = policy
-        self.started = started
-        self.deadline = None if timeout is None else started + timeout
-        self.max_errors = max_errors
-        self.polls = 0
-        self.errors = 0
-        self.last_task: Task | None = None
-        self.expected_end: float | None = None
-        """Seconds after ``started`` when the task said (by its last ``eta``) it would end."""
-        self._predicted_end: float | None = None
+    @property
+    def deadline(self) -> float:
+        return self.started + (math.inf if self.timeout is None else self.timeout)
 
     def first_poll(self, predicted: float | None) -> float:
-        """When to poll first: at the task's predicted end (seconds from start), or at once.
-
-        A prediction also times the poll after one that came a little early: ``margin`` after
-        the predicted end, rather than the answer's ``eta`` (whole seconds on the real service,
-        which would wait up to a second past the task's end)."""
+        """When to poll first: at the task's predicted end (seconds from start), or at once. A poll
+        that came a little early is followed ``margin`` after that end, not at the answer's
+        ``eta`` (whole seconds on the real service)."""
         if predicted is not None:
             self._predicted_end = self.started + predicted
-        return self._bounded(self.started + (predicted or 0.0))
+        return self.bounded(self.started + (predicted or 0.0))
 
     def answered(self, result: TaskResult, now: float) -> float | None:
-        """After an answer: None if the task ended, else when to poll next.
-
-        Raises :class:`TaskTimeoutError` if the deadline has passed and the task is still running.
-        """
+        """After an answer: None if the task ended, else when to poll next
+        (:class:`TaskTimeoutError` if the deadline has passed and the task still runs)."""
         self.polls += 1
         self.errors = 0
+        self.last_error = None
         task = result.task
-        self.last_task = task
+        self.last_status = result.status.value
         if result.status.is_final:
             return None
         elapsed = now - self.started
         if task.eta is not None and task.eta > 0:
             self.expected_end = elapsed + task.eta
-        self._check_deadline(now, None)
+        self._check_deadline(now)
         delay = self.policy.next_delay(task, polls=self.polls, elapsed=elapsed)
         if self._predicted_end is not None:
             # Once only: a task still running past its predicted end is timed by its answers.
             delay = min(delay, max(self._predicted_end - now, 0.0) + self.policy.margin)
             self._predicted_end = None
-        return self._bounded(now + delay)
+        return self.bounded(now + delay)
 
     def failed(self, error: Exception, now: float) -> float:
         """After a failed poll: when to poll next, or the error raised if it cannot be ridden out
         (not transient, too many in a row, or the deadline passed: :class:`TaskTimeoutError`)."""
         self.polls += 1
+        self.last_error = error
         if not rides_out_poll_failure(error):
             raise error
         self.errors += 1
@@ -186,24 +155,39 @@ class PollTracker:
         logger.info(
             "polling task %s failed (%s); polling on", self.task_id, getattr(error, "reason", error)
         )
-        self._check_deadline(now, error)
-        return self._bounded(now + poll_backoff(self.policy).delay(self.errors))
+        self._check_deadline(now)
+        return self.bounded(now + poll_backoff(self.policy).delay(self.errors))
 
-    def timed_out(self, now: float, cause: BaseException | None = None) -> TaskTimeoutError:
-        last = self.last_task.status.value if self.last_task is not None else ""
-        error = TaskTimeoutError(self.task_id, now - self.started, last)
-        error.__cause__ = cause
+    def timed_out(self, now: float) -> TaskTimeoutError:
+        error = TaskTimeoutError(self.task_id, now - self.started, self.last_status)
+        error.__cause__ = self.last_error
         return error
 
-    def _bounded(self, when: float) -> float:
-        return when if self.deadline is None else min(when, self.deadline)
+    def bounded(self, when: float) -> float:
+        return min(when, self.deadline)
 
-    def _check_deadline(self, now: float, cause: BaseException | None) -> None:
-        if self.deadline is not None and now >= self.deadline:
-            raise self.timed_out(now, cause)
+    def _check_deadline(self, now: float) -> None:
+        if now >= self.deadline:
+            raise self.timed_out(now)
 
 
 # --- one task: NovitaClient.wait_for_task -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _subscribed(
+    events: WebhookReceiver | None, task_id: str, deliver: Callable[[TaskResult], None]
+) -> Iterator[None]:
+    """``deliver`` gets the task's end by event (at once if it came already) until the block ends;
+    then the task is forgotten: a later event for it is counted, and dropped."""
+    if events is None:
+        yield
+        return
+    events._subscribe(task_id, deliver)
+    try:
+        yield
+    finally:
+        events.forget(task_id)
 
 
 async def wait_until_done(
@@ -216,61 +200,39 @@ async def wait_until_done(
     events: WebhookReceiver | None = None,
     first_poll: float = 0.0,
 ) -> TaskResult:
-    """Poll ``fetch(task_id)`` until the task ends or ``timeout`` seconds pass.
-
-    The first poll is ``first_poll`` seconds in. With ``events``, the task's event is raced
-    against the polling: whichever learns the task's end first ends the wait and the other is
-    cancelled; the task is forgotten by ``events`` when the wait ends.
-    """
-    if events is None:
-        return await _poll(fetch, task_id, timeout, policy, on_progress, first_poll)
+    """Poll ``fetch(task_id)``, first ``first_poll`` seconds in, until the task ends or
+    ``timeout`` seconds pass; the task's event from ``events``, if it comes first, ends it too."""
+    tracker = PollTracker(task_id, policy, started=anyio.current_time(), timeout=timeout)
     pushed: list[TaskResult] = []
-    with anyio.CancelScope() as polling:
+    # The tracker times the polls; this scope also bounds a poll still in flight at the deadline,
+    # and the task's event cancels it.
+    with anyio.move_on_after(timeout) as polling:
 
         def deliver(result: TaskResult) -> None:
             pushed.append(result)
             polling.cancel()
 
-        events._subscribe(task_id, deliver)  # the event may have come already: then at once
-        try:
-            return await _poll(fetch, task_id, timeout, policy, on_progress, first_poll)
-        finally:
-            events.forget(task_id)
+        with _subscribed(events, task_id, deliver):
+            if first_poll > 0:
+                await anyio.sleep_until(tracker.first_poll(first_poll))
+            while True:
+                try:
+                    result = await fetch(task_id)
+                except Exception as exc:
+                    next_poll = tracker.failed(exc, anyio.current_time())
+                else:
+                    await _report(result, on_progress)
+                    answered = tracker.answered(result, anyio.current_time())
+                    if answered is None:
+                        _final(task_id, result)  # a failed task raises
+                        return result
+                    next_poll = answered
+                await anyio.sleep_until(next_poll)
+    if not pushed:
+        raise tracker.timed_out(anyio.current_time())
     await _report(pushed[0], on_progress)
-    _final(task_id, pushed[0])  # a failure by event raises as a polled one does
+    _final(task_id, pushed[0])
     return pushed[0]
-
-
-async def _poll(
-    fetch: Callable[[str], Awaitable[TaskResult]],
-    task_id: str,
-    deadline: float,
-    policy: PollPolicy,
-    on_progress: ProgressHook | None,
-    first_poll: float,
-) -> TaskResult:
-    tracker = PollTracker(task_id, policy, started=anyio.current_time(), timeout=deadline)
-    last_error: Exception | None = None
-    # The tracker times the polls; this scope also bounds a poll still in flight at the deadline.
-    with anyio.move_on_after(deadline):
-        if first_poll > 0:
-            await anyio.sleep_until(tracker.first_poll(first_poll))
-        while True:
-            try:
-                result = await fetch(task_id)
-            except Exception as exc:
-                last_error = exc
-                next_poll = tracker.failed(exc, anyio.current_time())
-            else:
-                last_error = None
-                await _report(result, on_progress)
-                if _final(task_id, result) is not None:
-                    return result
-                answered = tracker.answered(result, anyio.current_time())
-                assert answered is not None  # the task has not ended
-                next_poll = answered
-            await anyio.sleep_until(next_poll)
-    raise tracker.timed_out(anyio.current_time(), last_error)
 
 
 async def _report(result: TaskResult, on_progress: ProgressHook | None) -> None:
@@ -280,13 +242,9 @@ async def _report(result: TaskResult, on_progress: ProgressHook | None) -> None:
             await outcome
 
 
-def _final(task_id: str, result: TaskResult) -> TaskResult | None:
-    """``result`` if the task succeeded, None while it runs; :class:`TaskFailedError` if failed."""
-    if result.status is TaskStatus.SUCCEED:
-        return result
+def _final(task_id: str, result: TaskResult) -> None:
     if result.status is TaskStatus.FAILED:
         raise TaskFailedError(task_id, result.task.reason)
-    return None
 
 
 # --- how long tasks take: the runner's first polls ----------------------------------------------
@@ -309,12 +267,9 @@ def server_seconds(result: TaskResult) -> float | None:
 class DurationModel:
     """A running least-squares fit ``seconds = a + b * cost`` over the last ``window`` tasks.
 
-    Until a task of some cost has finished, running ones' answers bound it: each said it would end
-    within ``eta`` seconds (rounded up by the service), ``elapsed + eta`` after its start. Once
-    PROMISES of them have answered, the tightest of their bounds times the first polls of their
-    cost, so that a first wave of alike tasks is polled once, at that bound, rather than at once
-    and again at ``eta``. The tightest: one odd task that takes far longer (queued, or asked for
-    more) must not hold the others back, while a bound too tight costs only a poll.
+    Before any task of a cost has finished, the tightest ``elapsed + eta`` that PROMISES running
+    ones gave bounds it, so a first wave of alike tasks is polled once (a bound too tight costs
+    only a poll; one slow odd task must not hold the others back).
     """
 
     def __init__(self, window: int = 256) -> None:
@@ -340,7 +295,6 @@ class DurationModel:
             del self._bounds[next(iter(self._bounds))]
 
     def promises(self, cost: float) -> int:
-        """How many running tasks of ``cost`` have bounded it so far."""
         return self._bounds.get(cost, (math.inf, 0))[1]
 
     @staticmethod
@@ -396,50 +350,40 @@ class Gate(Protocol):
     def unreachable(self, error: BaseException) -> None: ...
 
 
+@attrs.define(eq=False)
 class _Entry:
     """A task in the heap: its tracker, and its waiter's turn to poll."""
 
-    __slots__ = ("abandoned", "by_event", "cost", "granted", "on_progress", "pushed", "scout",
-                 "tracker", "turn")  # fmt: skip
-
-    def __init__(
-        self, tracker: PollTracker, on_progress: Callable[[Task], None], cost: float | None
-    ) -> None:
-        self.tracker = tracker
-        self.on_progress = on_progress
-        self.cost = cost
-        self.turn: anyio.Event | None = None  # set by the loop when this task may poll
-        self.granted = False  # the loop took a poll slot for this task, not yet given back
-        self.abandoned = False
-        self.pushed: TaskResult | None = None  # the task's end, by webhook
-        self.by_event = False  # its event should end it: polls only check on one that never came
-        self.scout = False  # polled at once, nothing being known of its kind: see _scouted
+    tracker: PollTracker
+    on_progress: Callable[[Task], None]
+    cost: float | None
+    by_event: bool  # its event should end it: polls only check on one that never came
+    turn: anyio.Event = attrs.Factory(anyio.Event)  # set by the loop when this task may poll
+    granted: bool = False  # the loop took a poll slot for this task, not yet given back
+    abandoned: bool = False
+    pushed: TaskResult | None = None  # the task's end, by webhook
+    scout: bool = False  # polled at once, nothing being known of its kind: see _scouted
 
     def push(self, result: TaskResult) -> None:
         """The task's end, by webhook (a receiver hands over only the first, final one)."""
         if not self.abandoned:
             self.pushed = result
-            if self.turn is not None:
-                self.turn.set()
+            self.turn.set()
 
 
+@attrs.define
 class _Scouts:
     """Tasks of one cost polled at once, nothing being known of it, until they have answered."""
 
-    __slots__ = ("answered", "polling")
-
-    def __init__(self) -> None:
-        self.polling = 0
-        self.answered = anyio.Event()  # set once every one of them has its first answer
+    polling: int = 0
+    answered: anyio.Event = attrs.Factory(anyio.Event)  # set once every one has its first answer
 
 
 class Poller:
-    """The one polling loop over every task of a run in flight.
+    """The one polling loop over every task of a run in flight, in a heap by next poll time.
 
-    Tasks wait in a heap keyed by their next poll time. :meth:`run` pops whichever is due, takes
-    one of ``max_concurrent`` poll slots for it and hands it its turn: the job task waiting in
-    :meth:`wait` then sends the ``GET`` itself (so cancelling the job cancels its poll, and no task
-    is spawned per poll), gives the slot back, and either has its answer or is put back in the heap.
+    :meth:`run` hands the due task one of ``max_concurrent`` poll slots; its waiter in :meth:`wait`
+    sends the ``GET`` itself (cancelling the job cancels its poll; no task is spawned per poll).
     """
 
     def __init__(
@@ -471,68 +415,49 @@ class Poller:
         self._durations = DurationModel()
         self._scouts: dict[float, _Scouts] = {}  # by cost: the tasks polled at once to bound it
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._heap)
-
     async def wait(
         self, task_id: str, on_progress: Callable[[Task], None], cost: float | None = None
     ) -> TaskResult:
-        """The task's final result (succeeded or failed).
-
-        ``cost`` (see :func:`request_cost`) lets the first poll wait for the task's predicted end;
-        without it (a task resumed from an earlier run), or before anything is known of that kind,
-        it is immediate.
-        """
+        """The task's final result (succeeded or failed). With ``cost`` (:func:`request_cost`)
+        the first poll waits for the task's predicted end; without (a resumed task), at once."""
         tracker = PollTracker(task_id, self._policy, started=anyio.current_time(),
                               timeout=self._task_timeout, max_errors=self._max_errors)  # fmt: skip
-        entry = _Entry(tracker, on_progress, cost)
+        # A task of an earlier run (no cost) is only polled: its event went to that run's address.
+        entry = _Entry(tracker, on_progress, cost, self._events is not None and cost is not None)
         predicted = None if cost is None else self._durations.predict(cost)
-        if self._events is not None:
-            self._events._subscribe(task_id, entry.push)
-            # A task of an earlier run (no cost) is only polled: its event went to that run's
-            # address.
-            entry.by_event = cost is not None
-        if entry.by_event:
-            # The event should end the task: the first poll only checks on one that never came.
-            first = tracker.first_poll(self._after_event(0.0, predicted or 0.0))
-        else:
-            if cost is not None and predicted is None:
-                predicted = await self._scouted(entry, cost)
-            first = tracker.first_poll(predicted)
-        self._schedule(entry, first)
         try:
-            while True:
-                assert entry.turn is not None  # made by _schedule, before every turn
-                if entry.pushed is None:
-                    await entry.turn.wait()
-                if entry.pushed is not None:
-                    self._learn(entry, entry.pushed)
-                    return entry.pushed
-                try:
-                    result = await self._poll(entry)
-                finally:
-                    entry.granted = False
-                    self._gets.release()
-                if result is not None:
-                    return result
+            with _subscribed(self._events, task_id, entry.push):
+                if entry.by_event:  # the first poll only checks on an event that never came
+                    predicted = self._after_event(0.0, predicted or 0.0)
+                elif cost is not None and predicted is None:
+                    predicted = await self._scouted(entry, cost)
+                self._schedule(entry, tracker.first_poll(predicted))
+                while True:
+                    if entry.pushed is None:
+                        await entry.turn.wait()
+                    if entry.pushed is not None:
+                        self._learn(entry, entry.pushed)
+                        return entry.pushed
+                    try:
+                        result = await self._poll(entry)
+                    finally:
+                        entry.granted = False
+                        self._gets.release()
+                        self._end_scouting(entry)  # a scout has its first answer, or none
+                    if result is not None:
+                        return result
         finally:
             entry.abandoned = True  # a cancelled waiter: the loop drops the entry
             self._end_scouting(entry)
             if entry.granted:  # cancelled between being given its turn and taking it
                 entry.granted = False
                 self._gets.release()
-            if self._events is not None:
-                self._events.forget(task_id)  # a later event for it is counted, and dropped
 
     async def _scouted(self, entry: _Entry, cost: float) -> float | None:
-        """With nothing known of tasks of ``cost``, PROMISES of them (scouts) are polled at once;
-        the others wait for their first answers, whose etas bound them all (see DurationModel).
-        Returns None for a scout, else the prediction made then (None: poll at once)."""
-        scouts = self._scouts.get(cost)
-        polling = 0 if scouts is None else scouts.polling
-        if scouts is None or polling + self._durations.promises(cost) < PROMISES:
-            scouts = self._scouts.setdefault(cost, _Scouts())
+        """With nothing known of ``cost``, PROMISES scouts are polled at once (None); the others
+        wait for their first answers, whose etas bound them all, and get the prediction then."""
+        scouts = self._scouts.setdefault(cost, _Scouts())
+        if scouts.polling + self._durations.promises(cost) < PROMISES:
             scouts.polling += 1
             entry.scout = True
             return None
@@ -540,7 +465,6 @@ class Poller:
         return self._durations.predict(cost)
 
     def _end_scouting(self, entry: _Entry) -> None:
-        """A scout has its first answer (or will never have one)."""
         if entry.scout:
             entry.scout = False
             assert entry.cost is not None
@@ -552,8 +476,7 @@ class Poller:
 
     @staticmethod
     def _after_event(now: float, due: float) -> float:
-        """When to check on a task whose event should come at ``due``: later by a share of the
-        wait and WEBHOOK_GRACE, time for its event to come."""
+        """When to check on a task whose event should come at ``due``, time for it to come."""
         return now + max(due - now, 0.0) * (1 + WEBHOOK_SLACK) + WEBHOOK_GRACE
 
     def _schedule(self, entry: _Entry, when: float) -> None:
@@ -565,10 +488,7 @@ class Poller:
     async def run(self) -> None:
         """Hand out turns to poll, forever; cancel the enclosing scope to stop."""
         while True:
-            if not self._heap:
-                await self._sleep_until(None)
-                continue
-            due = self._heap[0][0]
+            due = self._heap[0][0] if self._heap else math.inf
             if due > anyio.current_time():
                 await self._sleep_until(due)
                 continue
@@ -580,20 +500,16 @@ class Poller:
                 self._gets.release()
                 continue
             entry.granted = True
-            assert entry.turn is not None
             entry.turn.set()
 
-    async def _sleep_until(self, due: float | None) -> None:
+    async def _sleep_until(self, due: float) -> None:
         # Woken early when a task is scheduled, which may be due sooner than ``due``. An event
         # not set yet is kept: any task scheduled before this sleep is in the heap already.
         if self._wakeup.is_set():
             self._wakeup = anyio.Event()
-        self._wake_at = math.inf if due is None else due
-        if due is None:
+        self._wake_at = due
+        with anyio.move_on_after(due - anyio.current_time()):
             await self._wakeup.wait()
-        else:
-            with anyio.move_on_after(due - anyio.current_time()):
-                await self._wakeup.wait()
 
     async def _poll(self, entry: _Entry) -> TaskResult | None:
         """One poll: the final result, an error raised, or None with the task rescheduled."""
@@ -605,28 +521,21 @@ class Poller:
         except Exception as exc:
             if classify(exc, step=Step.POLL).pause is Pause.EVERYTHING:
                 self._gate.unreachable(exc)
-            self._end_scouting(entry)
             self._schedule(entry, tracker.failed(exc, anyio.current_time()))
             return None
         self._gate.answered()
         next_poll = tracker.answered(result, anyio.current_time())
         if next_poll is None:
             self._learn(entry, result)
-            self._end_scouting(entry)
             return result
         now = anyio.current_time()
         if entry.cost is not None and tracker.expected_end is not None:
             self._durations.bound(entry.cost, tracker.expected_end)
-            if entry.scout:
-                # Its next poll goes at the end it promised, as its kind's first polls will,
-                # rather than a margin after.
+            if entry.scout:  # polled at the end it promised, as its kind's first polls will be
                 promised = tracker.started + self._durations.promised(tracker.expected_end)
                 next_poll = min(next_poll, max(promised, now))
-        self._end_scouting(entry)
         if entry.by_event:
-            next_poll = self._after_event(now, next_poll)
-            if tracker.deadline is not None:
-                next_poll = min(next_poll, tracker.deadline)
+            next_poll = tracker.bounded(self._after_event(now, next_poll))
         entry.on_progress(result.task)
         self._schedule(entry, next_poll)
         return None
@@ -637,8 +546,7 @@ class Poller:
         tracker = entry.tracker
         seconds = server_seconds(result)
         if seconds is None:
-            # No timing from the service: the poll that saw it done bounds it from above, and a
-            # running task's eta says when it meant to end.
+            # No timing from the service: bounded by the poll that saw it done, and its last eta.
             seconds = anyio.current_time() - tracker.started
             if tracker.expected_end is not None:
                 seconds = min(seconds, tracker.expected_end)

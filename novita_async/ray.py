@@ -10,44 +10,25 @@
 Needs ``pip install 'novita-async[ray]'``. Without ``address`` (and outside a Ray instance this
 process already joined) a local Ray instance is started for the run and shut down after it.
 
-- Job ``id`` goes to shard ``shard_of(id, K)`` (a sha256 of the id: the same on every machine).
-  Shard k is a Ray actor running the ordinary :class:`~novita_async.BatchRunner` with
-  ``options.shard = Shard(k, K)``: its journal, results and lock in ``OUT/.novita-shards/k-of-K/``,
-  its images straight into OUT. OUT must be the same folder for every shard: on one machine (a
-  local Ray instance) any folder is; across machines, a shared file system, or an object store
-  (``s3://BUCKET/PREFIX``, ``gs://``, ``az://``): each shard then works in a staging folder on
-  its node and keeps its journal as segments under ``PREFIX/.novita-shards/k-of-K/``, and the
-  driver merges the shards' results from the store. The other options (``concurrency``,
-  ``max_tasks``...) apply to each shard.
-- One small :data:`RatePermits` actor holds the account's ``options.rate``
-  (submissions per second for all shards together) and hands out the turns to submit; a 429
-  one shard sees pauses every shard's submissions there.
-- A shard actor that dies is restarted by Ray, and its run is called again: it resumes from its
-  journal like any rerun, so nothing is submitted twice (a submission whose answer the dead process
-  never recorded ends ``SUBMIT_OUTCOME_UNKNOWN``, as after ``kill -9``). The summary counts every
-  attempt's submissions, tasks, images and requests (a dead attempt's as the driver last saw them,
-  at most half a second old); each job is counted once, as its shard's last attempt ended it.
-- The driver follows every shard (their events, every half second) into ``on_event``, and at the
-  end writes ``OUT/results.jsonl`` from the shards' results: the lines one process would write
-  over the same jobs. An output folder keeps its number of shards: another is refused.
-
-The shards' client is ``connection`` (a :class:`~novita_async.ClientConfig`; by default resolved
-here from ``NOVITA_API_KEY`` and the other variables a client reads). Its API key reaches the
-shards wrapped in a :class:`SecretKey`, whose repr is masked. The object store's credentials
-never leave the driver: each shard's store client reads its own node's environment (``AWS_*``...,
-or the node's instance role). A local Ray instance started here inherits this process's
-environment; on a cluster, give the nodes their credentials.
+Job ``id`` goes to shard ``shard_of(id, K)``; shard k is a Ray actor running the ordinary
+:class:`~novita_async.BatchRunner` with ``options.shard = Shard(k, K)`` (its journal under
+``OUT/.novita-shards/k-of-K/``, its images straight into OUT: one folder, a shared file system or
+an object store). One :data:`RatePermits` actor holds the account's ``options.rate`` for all
+shards. A shard actor that dies is restarted by Ray and resumes from its journal, as any rerun:
+nothing is submitted twice. The driver follows the shards into ``on_event`` and at the end writes
+``OUT/results.jsonl``, the lines one process would write. The API key reaches the shards wrapped
+in a :class:`SecretKey` (masked in every repr); object-store credentials never leave the driver:
+each node reads its own. ``docs/scale-out.md`` tells more.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import secrets
-from collections import Counter
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +60,14 @@ from .batch._pacing import SubmitPermits
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 
-# The events a shard keeps for the driver between two of its polls (a driver that stopped
-# polling must not make a shard's memory grow).
-_EVENTS_KEPT = 100_000
+_EVENTS_KEPT = 100_000  # between two drains: a driver that stopped must not grow a shard
 
 
+@attrs.frozen
 class SecretKey:
     """An API key that shows itself masked: in a repr, an f-string, a log of a call's arguments."""
 
-    __slots__ = ("_key",)
-
-    def __init__(self, key: str) -> None:
-        self._key = key
+    _key: str
 
     def reveal(self) -> str:
         return self._key
@@ -99,9 +76,6 @@ class SecretKey:
         return f"SecretKey({mask_secret(self._key)!r})"
 
     __str__ = __repr__
-
-    def __reduce__(self) -> tuple[type[SecretKey], tuple[str]]:
-        return (SecretKey, (self._key,))
 
 
 @attrs.frozen
@@ -130,8 +104,7 @@ class Connection:
 
 
 class PermitsProxy:
-    """A shard's side of the shared :class:`RatePermits` (a Ray actor handle): a
-    :class:`SubmitPermits`."""
+    """A shard's :class:`SubmitPermits`: the shared :class:`RatePermits` actor's handle."""
 
     def __init__(self, actor: object) -> None:
         self._actor = actor
@@ -154,20 +127,19 @@ class PermitsProxy:
 
 @attrs.frozen
 class ShardEnd:
-    """How one shard's run ended: its summary, and the run-level stop if one ended it."""
+    """How one shard's run ended: its summary, the attempt (actor process) that ended it, and the
+    run-level stop if one ended it."""
 
     summary: BatchSummary
     attempt: str
-    """Which attempt (actor process) ended it: the driver adds the earlier attempts' counts."""
-    stop_reason: str | None = None
-    stop_what: str = ""
-    stop_fix: str = ""
+    stop: tuple[str, str, str] | None = None
+    """The stop's reason, what and fix: its cause may not cross processes whole."""
 
 
 @attrs.frozen
 class ShardProgress:
-    """What :meth:`ShardRunner.drain` tells the driver: the events since the last call, the
-    summary so far (None before the run began) and the attempt it belongs to."""
+    """The events since the last :meth:`ShardRunner.drain`, the summary so far (None before the
+    run began) and the attempt it belongs to."""
 
     events: list[BatchEvent]
     summary: BatchSummary | None
@@ -175,34 +147,23 @@ class ShardProgress:
 
 
 class ShardRunner:
-    """One shard: a :class:`BatchRunner` with ``options.shard`` set, over OUT shared with the
-    other shards. ``run`` resumes from the shard's journal, as any rerun does, so calling it
-    again after Ray restarted the actor (a new process) continues where the dead one stopped.
-
-    ``out`` is a folder's absolute path or an object store's URL: a shard's store client reads
-    the credentials of its own node's environment; none travels with the actor's arguments.
-
-    ``permits`` is the Ray name of the run's :class:`RatePermits` actor, looked up here, not its
-    handle: Ray keeps a handle argument in its object store, and a constructor argument there may
-    be gone when Ray restarts the actor (Ray warns of it on every run); a name is a plain value.
-    """
+    """One shard: a :class:`BatchRunner` with ``options.shard`` set, over OUT (a folder's absolute
+    path or a store's URL); ``run`` resumes from its journal, so it is called again after Ray
+    restarted the actor. ``permits`` names the :class:`RatePermits` actor: a handle argument lives
+    in Ray's object store and may be gone when Ray restarts the actor."""
 
     def __init__(
-        self,
-        out: str,
-        options: BatchOptions,
-        connection: Connection,
-        permits: str | None,
+        self, out: str, options: BatchOptions, connection: Connection, permits: str | None
     ) -> None:
         self._out = out
         # Ray runs __init__ again in the process that replaces a dead one: a new attempt.
         self._attempt = secrets.token_hex(8)
         self._options = options
         self._connection = connection
-        self._permits: SubmitPermits | None = None
-        if permits is not None:
-            self._permits = PermitsProxy(ray.get_actor(permits))
-        self._events: collections.deque[BatchEvent] = collections.deque(maxlen=_EVENTS_KEPT)
+        self._permits: SubmitPermits | None = (
+            None if permits is None else PermitsProxy(ray.get_actor(permits))
+        )
+        self._events: deque[BatchEvent] = deque(maxlen=_EVENTS_KEPT)
         self._runner: BatchRunner | None = None
         self._scope = anyio.CancelScope()
         self._stopped = False
@@ -224,12 +185,10 @@ class ShardRunner:
                 with self._scope:
                     await runner.run_all(jobs)
             except RunStoppedError as stop:
-                # Its cause may not cross processes whole: the driver gets its words.
-                return ShardEnd(runner.summary, self._attempt, stop.reason, stop.what, stop.fix)
+                return ShardEnd(runner.summary, self._attempt, (stop.reason, stop.what, stop.fix))
         return ShardEnd(runner.summary, self._attempt)
 
     async def drain(self) -> ShardProgress:
-        """The events since the last call, and the summary so far."""
         events = list(self._events)
         self._events.clear()
         summary = None if self._runner is None else self._runner.summary
@@ -239,9 +198,6 @@ class ShardRunner:
         """Stop the run cleanly, as a signal would: nothing new is submitted, a rerun resumes."""
         self._stopped = True
         self._scope.cancel()
-
-    async def pid(self) -> int:
-        return os.getpid()
 
 
 _POLL_SECONDS = 0.5
@@ -298,7 +254,10 @@ async def run_sharded(
     destination = open_output(out, staging_dir=options.staging_dir).for_process()
     # The driver's working folder: OUT itself, or an object-store OUT's staging folder here.
     out_dir = destination.local_dir.absolute()
-    parts = await _partition(jobs, shards)
+    parts: list[list[JobInput]] = [[] for _ in range(shards)]
+    async with JobSource(jobs) as source:
+        while (job := await source.next()) is not None:
+            parts[shard_of(job.id, shards)].append(_absolute(job))
     lock = OutputLock(out_dir)
     await destination.check_layout(Shard(0, shards))
 
@@ -307,7 +266,10 @@ async def run_sharded(
         lock.acquire()  # one driver per OUT; each shard also locks its own folder
 
     await anyio.to_thread.run_sync(take_folder)
-    started = _connect(address)
+    started = not ray.is_initialized()  # joined here (local without address): shut down after
+    if started:
+        where: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+        ray.init(address, **where, log_to_driver=False, logging_level=logging.ERROR)
     try:
         run = _ShardedRun(destination, shards, attrs.evolve(options, rate=None), on_event)
         ends = await run.run(parts, options.rate, Connection.of(config))
@@ -315,42 +277,18 @@ async def run_sharded(
         lock.release()
         if started:
             ray.shutdown()
-    summary = _sum(
-        [_every_attempt(end, seen) for end, seen in zip(ends, run.attempts, strict=True)],
-        wall=run.wall,
-    )
-    stopped = next((end for end in ends if end.stop_reason is not None), None)
+    summary = _sum(ends, run.attempts, wall=run.wall)
+    stopped = next((end.stop for end in ends if end.stop is not None), None)
     if stopped is not None:
-        assert stopped.stop_reason is not None
+        reason, what, fix = stopped
         raise RunStoppedError(
-            _ShardStop(stopped.stop_reason, stopped.stop_what),
-            what=stopped.stop_what,
-            fix=stopped.stop_fix,
+            _ShardStop(reason, what),
+            what=what,
+            fix=fix,
             tasks_submitted=summary.submitted,
-            summary=attrs.evolve(summary, stopped=stopped.stop_reason),
+            summary=attrs.evolve(summary, stopped=reason),
         )
     return summary
-
-
-def _connect(address: str | None) -> bool:
-    """Join Ray (``address``, or a local instance started here); whether it was started here."""
-    if ray.is_initialized():
-        return False
-    if address is None:
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    else:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-    return True
-
-
-async def _partition(
-    jobs: Iterable[JobInput] | AsyncIterable[JobInput], shards: int
-) -> list[list[JobInput]]:
-    parts: list[list[JobInput]] = [[] for _ in range(shards)]
-    async with JobSource(jobs) as source:
-        while (job := await source.next()) is not None:
-            parts[shard_of(job.id, shards)].append(_absolute(job))
-    return parts
 
 
 def _absolute(job: JobInput) -> JobInput:
@@ -363,12 +301,8 @@ def _absolute(job: JobInput) -> JobInput:
             return None
         return tuple(s if isinstance(s, bytes) else Path(s).absolute() for s in sources)
 
-    return attrs.evolve(
-        job,
-        face_images=fix(job.face_images),
-        ref_images=fix(job.ref_images),
-        face_kps_images=fix(job.face_kps_images),
-    )
+    fields = ("face_images", "ref_images", "face_kps_images")
+    return attrs.evolve(job, **{name: fix(getattr(job, name)) for name in fields})
 
 
 class _ShardedRun:
@@ -412,8 +346,8 @@ class _ShardedRun:
             async with anyio.create_task_group() as following:
                 following.start_soon(self._follow)
                 async with anyio.create_task_group() as shards:
-                    for k in range(self.count):
-                        shards.start_soon(self._run_shard, k, refs[k], ends)
+                    for k, ref in enumerate(refs):
+                        shards.start_soon(self._run_shard, k, ref, ends)
                 following.cancel_scope.cancel()
             await self._drain()
         except BaseException:
@@ -425,11 +359,8 @@ class _ShardedRun:
                 ray.kill(actor, no_restart=True)
             self.wall = anyio.current_time() - started
             with anyio.CancelScope(shield=True):
-                await self._merge()
+                await self.destination.merge_shard_results(self.count)
         return [end for end in ends if end is not None]
-
-    async def _merge(self) -> None:
-        await self.destination.merge_shard_results(self.count)
 
     async def _run_shard(self, k: int, jobs: Any, ends: list[ShardEnd | None]) -> None:
         deaths = 0
@@ -439,9 +370,8 @@ class _ShardedRun:
                 ends[k] = await call
                 return
             except ActorUnavailableError:
-                # Being restarted: Ray refuses the call at once rather than when the actor is
-                # back, and this is no new death; counted as one, a restart that took a few
-                # calls used up every attempt. Asked again a poll later (Ray has no event).
+                # Being restarted (no new death: Ray refuses the call at once rather than when
+                # the actor is back): asked again a poll later.
                 await anyio.sleep(_POLL_SECONDS)
             except RayActorError:
                 deaths += 1
@@ -467,14 +397,11 @@ class _ShardedRun:
             if drained.summary is not None:
                 self.attempts[k][drained.attempt] = drained.summary
             for event in drained.events:
-                self._show(event)
-
-    def _show(self, event: BatchEvent) -> None:
-        if event.kind in _ENDED:
-            if event.job_id in self._ended:
-                return  # replayed by a restarted shard
-            self._ended.add(event.job_id)
-        emit(self.on_event, event)
+                if event.kind in _ENDED:
+                    if event.job_id in self._ended:
+                        continue  # replayed by a restarted shard
+                    self._ended.add(event.job_id)
+                emit(self.on_event, event)
 
     async def _stop(self) -> None:
         """The driver is stopping: stop every shard cleanly and wait for its run to end."""
@@ -489,38 +416,34 @@ class _ShardedRun:
         await self._drain()
 
 
+_PER_JOB = ("jobs", "succeeded", "failed", "replayed", "not_finished")
 _PER_ATTEMPT = ("submitted", "resumed", "restored", "tasks", "images")
-_COUNTS = ("jobs", "succeeded", "failed", "replayed", *_PER_ATTEMPT, "not_finished")
 
 
-def _added(summaries: Sequence[BatchSummary], names: Sequence[str]) -> dict[str, Any]:
-    """The counts ``names`` and the HTTP requests of ``summaries``, each summed."""
-    requests: Counter[str] = Counter()
-    for summary in summaries:
-        requests.update(summary.http_requests)
-    return {
-        **{name: sum(getattr(summary, name) for summary in summaries) for name in names},
-        "http_requests": dict(requests),
-    }
+def _tallied(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for one in counts:
+        total.update(one)
+    return dict(total)
 
 
-def _every_attempt(end: ShardEnd, seen: dict[str, BatchSummary]) -> BatchSummary:
-    """A shard's summary over all its attempts: what each attempt did (submissions, tasks,
-    images, requests) summed; its jobs as the last attempt ended them (it replayed the others')."""
-    earlier = [summary for attempt, summary in seen.items() if attempt != end.attempt]
-    if not earlier:
-        return end.summary
-    return attrs.evolve(end.summary, **_added([end.summary, *earlier], _PER_ATTEMPT))
-
-
-def _sum(summaries: Sequence[BatchSummary], *, wall: float) -> BatchSummary:
-    failures: Counter[str] = Counter()
-    for summary in summaries:
-        failures.update(summary.failures_by_reason)
+def _sum(
+    ends: Sequence[ShardEnd], attempts: Sequence[dict[str, BatchSummary]], *, wall: float
+) -> BatchSummary:
+    """The shards' summaries summed: their jobs as each shard's last attempt ended them (it
+    replayed the others'), and what every attempt did (submissions, tasks, images, requests)."""
+    last = [end.summary for end in ends]
+    every = [
+        summary
+        for end, seen in zip(ends, attempts, strict=True)
+        for summary in [end.summary, *(s for a, s in seen.items() if a != end.attempt)]
+    ]
     return BatchSummary(
-        **_added(summaries, _COUNTS),
-        failures_by_reason=dict(failures),
+        **{name: sum(getattr(s, name) for s in last) for name in _PER_JOB},
+        **{name: sum(getattr(s, name) for s in every) for name in _PER_ATTEMPT},
+        failures_by_reason=_tallied(s.failures_by_reason for s in last),
+        http_requests=_tallied(s.http_requests for s in every),
         wall_seconds=wall,
-        interrupted=any(s.interrupted for s in summaries),
-        stopped=next((s.stopped for s in summaries if s.stopped), None),
+        interrupted=any(s.interrupted for s in last),
+        stopped=next((s.stopped for s in last if s.stopped), None),
     )

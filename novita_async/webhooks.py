@@ -12,20 +12,16 @@ task ends, retrying (up to 5 times, 5 s timeout each) until it gets a 2xx answer
     task_id = await client.submit_instant_id(request)
     result = await client.wait_for_task(task_id, events=receiver)   # polling stays the safety net
 
-Webhooks are not signed, so the receiver trusts nothing but what a stranger cannot know:
-
-- the path carries a secret token (``/novita/<token>``, 256 random bits by default): any other path
-  under the prefix is answered 404;
-- an event counts only for a task id its owner expects, and only the first one per task: later
-  ones (the service's retries, a forger's) are dropped.
+Webhooks are not signed, so the receiver trusts only what a stranger cannot know: the path's
+secret token (``/novita/<token>``, 256 random bits by default; any other path is answered 404),
+and a task id its owner expects (only its first event counts; later ones are dropped).
 
 A task's end goes to the :meth:`NovitaClient.wait_for_task` (or batch run) waiting for it, even one
-that starts after the event came, and, once anything iterates the receiver (``async for event in
-receiver``), to the iteration too. Answers never wait for a consumer: up to ``max_buffered``
-events wait to be iterated, and beyond that the receiver answers 503 (the service delivers again
-later). Memory stays bounded: a task is forgotten once its event was handed over (or on
-:meth:`~WebhookReceiver.forget`); the ids of the last few thousand ended tasks are kept to tell a
-duplicate or late event from a forged one.
+that starts after the event came, and to ``async for event in receiver`` once anything iterates
+it. Answers never wait for a consumer: beyond ``max_buffered`` events not yet iterated the
+receiver answers 503 (the service delivers again later). A task is forgotten once its event was
+handed over (or on :meth:`~WebhookReceiver.forget`); the last few thousand ended tasks' ids are
+kept to tell a duplicate or late event from a forged one.
 """
 
 from __future__ import annotations
@@ -136,14 +132,13 @@ class WebhookReceiver:
             raise ConfigurationError("WebhookReceiver.max_buffered must be an integer >= 1")
         self.path_prefix = path_prefix
         self._token = token
-        # Task id -> None (nothing came yet), the function of its waiter (see _completion), or
-        # its end, held for a waiter to come.
+        # Task id -> None (nothing came yet), its waiter's function, or its end held for a waiter.
         self._expected: dict[str, Callable[[TaskResult], None] | TaskResult | None] = {}
         # Task ids whose wait is over, oldest first: True if their event came.
         self._ended: dict[str, bool] = {}
         self._send, self._events = anyio.create_memory_object_stream[WebhookEvent](max_buffered)
         self._iterated = False  # events go to the stream only once someone iterates it
-        # The stream lives as long as the receiver: closed with it, not left to warn when collected.
+        # Closed with the receiver, not left to warn when collected.
         weakref.finalize(self, self._send.close)
         weakref.finalize(self, self._events.close)
         self._counts = dict.fromkeys(attrs.fields_dict(WebhookStats), 0)
@@ -189,8 +184,7 @@ class WebhookReceiver:
         self.expect(task_id)
         held = self._expected[task_id]
         if isinstance(held, TaskResult):
-            del self._expected[task_id]
-            self._remember(task_id, True)
+            self.forget(task_id)
             deliver(held)
         else:
             self._expected[task_id] = deliver
@@ -253,11 +247,9 @@ class WebhookReceiver:
                     "webhook for task %s answered 503: the receiver is not read", task_id
                 )
                 return self._count("busy", 503)
-        if slot is None and not self._iterated:
-            self._expected[task_id] = result  # held for its waiter
-        else:
-            del self._expected[task_id]
-            self._remember(task_id, True)
+        self._expected[task_id] = result  # held for a waiter to come, if none waits nor iterates
+        if slot is not None or self._iterated:
+            self.forget(task_id)
             if slot is not None:
                 slot(result)
         return self._count("accepted", 200)
@@ -295,8 +287,7 @@ class WebhookReceiver:
         runner = web.AppRunner(root, access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
+            await web.TCPSite(runner, host, port).start()
             bound_host, bound_port = runner.addresses[0][:2]
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             yield f"http://{shown}:{bound_port}"
