@@ -1,4 +1,32 @@
-"""novita-async: an asyncio-native client for Novita AI's InstantID API."""
+"""novita-async: an asyncio-native client for Novita AI's InstantID API.
+
+Where to find what (one concept per module; docs/DESIGN.md says more):
+  the API's contract (ranges, enums, limits) ........ _spec.py
+  requests, results, models, webhook events ......... _models.py (parsed by _converter.py)
+  errors (the tree in the docstring) ................ _exceptions.py
+  what a failure means, waits, exit statuses ........ _failures.py
+  the key, hosts, timeouts, redaction ............... _config.py
+  one HTTP call: attempts, sessions, downloads ...... _http.py
+  files: atomic writes, appends, locks, digests ..... _files.py
+  the client (NovitaClient) ......................... _client.py
+  when a task ends (polls and webhook events) ....... _completion.py
+  receiving webhooks ................................ webhooks.py
+  batch runs:
+    the job file and jobs ........................... batch/_jobs.py
+    inputs (read, hashed, uploaded once) ............ batch/_inputs.py
+    options, shards ................................. batch/_options.py
+    pacing (rate, 429s, outages, the stop) .......... batch/_pacing.py
+    the journal (records, repair, store mirror) ..... batch/_journal.py
+    the run folder (lock, results, status, verify) .. batch/_run_folder.py
+    outputs (a folder or an object store) ........... batch/_outputs.py
+    what a run would do (plan, dry run) ............. batch/_plan.py
+    events and the summary .......................... batch/_events.py
+    one job's way ................................... batch/_flow.py
+    the runner ...................................... batch/_runner.py
+  Ray shards (the same runner in K actors) .......... ray.py
+  the command line .................................. _cli/
+  the emulator, the testing kit ..................... emulator/, testing.py
+"""
 
 from __future__ import annotations
 
