@@ -41,7 +41,7 @@ from ._display import (
     printable,
     printable_lines,
 )
-from ._run import report_end, run_batch, write_gallery_if_possible
+from ._run import report_end, until_end, write_gallery_if_possible
 from ._settings import (
     DemoSettings,
     GenerateSettings,
@@ -365,7 +365,7 @@ async def demo(settings: DemoSettings) -> int:
             async with client:
                 with BatchProgress(len(jobs), plain=settings.plain) as progress:
                     runner = BatchRunner(client, out, options, on_event=progress.on_event)
-                    end = await run_batch(runner, jobs, progress)
+                    end = await until_end(lambda: runner.run_all(jobs), progress, runner)
                     gallery = await write_gallery_if_possible(
                         out, prompts, progress, title="novita-async demo"
                     )

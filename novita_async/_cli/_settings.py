@@ -1,12 +1,9 @@
 """The command line read into one typed, frozen settings object per command (:func:`parse`).
 
-Argparse only converts each flag's text to its type; the settings classes then check the whole
-(a rule between two flags sees both), and a refusal is reported against the flags the user typed,
-with exit status 2. Request flags are named after the API's fields (``--width`` for ``width``,
-``--image-type`` for ``extra.response_image_type``) and hold no defaults of their own: a flag left
-out means "the line's value, else the model's default"; ranges are the models' own
-(:mod:`novita_async._spec`). The ``run`` command's batch flags are :class:`BatchOptions`' fields:
-one flag per field, its help, default and validation the field's.
+Argparse only converts each flag's text; the settings check the whole (a rule between two flags
+sees both) and a refusal names the flags as typed, with exit status 2. Request flags are named
+after the API's fields and have no defaults of their own (left out: the line's value, else the
+model's); ``run``'s batch flags are :class:`BatchOptions`' fields, help and defaults included.
 """
 
 from __future__ import annotations
@@ -14,9 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 
@@ -32,7 +30,7 @@ from .. import (
 )
 from .._config import ENV_API_KEY
 from .._files import looks_like_url
-from ..batch import BatchOptions, is_run_output
+from ..batch import BatchOptions, Shard, is_run_output
 
 __all__ = [
     "BATCH_FLAGS",
@@ -74,7 +72,7 @@ def _some_paths(texts: Iterable[str | Path] | None) -> tuple[Path, ...] | None:
 
 @attrs.frozen(kw_only=True)
 class Connection:
-    """How a command that talks to the API reaches it (the ``NOVITA_*`` variables fill the gaps);
+    """How a command reaches the API (the ``NOVITA_*`` variables fill the gaps);
     ``download_timeout`` replaces one image download's deadline, the other timeouts keep theirs."""
 
     api_key: str | None = attrs.field(default=None, repr=False)
@@ -82,22 +80,17 @@ class Connection:
     assets_url: str | None = None
     download_timeout: float | None = None
 
-    @property
-    def timeouts(self) -> Timeouts | None:
-        if self.download_timeout is None:
-            return None
-        return Timeouts(download_total=self.download_timeout)
+    def _places(self) -> dict[str, Any]:
+        timeout = self.download_timeout
+        timeouts = None if timeout is None else Timeouts(download_total=timeout)
+        return {"base_url": self.base_url, "assets_url": self.assets_url, "timeouts": timeouts}
 
     def client(self) -> NovitaClient:
-        return NovitaClient(
-            self.api_key, base_url=self.base_url, assets_url=self.assets_url, timeouts=self.timeouts
-        )
+        return NovitaClient(self.api_key, **self._places())
 
     def config(self) -> ClientConfig:
-        """The client's configuration, resolved here (for Ray's shards, in other processes)."""
-        return ClientConfig.resolve(
-            self.api_key, base_url=self.base_url, assets_url=self.assets_url, timeouts=self.timeouts
-        )
+        """Resolved here, for Ray's shards in other processes."""
+        return ClientConfig.resolve(self.api_key, **self._places())
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -114,8 +107,8 @@ class ReportTo:
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     def check(self, out: Path, inputs: tuple[Path | None, ...]) -> None:
-        """Refuse a path the report cannot be written to, or one that would write over the run's
-        ``inputs`` (its job file, its journal) or its output: found when the run ends, too late."""
+        """Refuse now a path the report cannot be written to, or one over the run's ``inputs``
+        or output: found when the run ends, it would be too late."""
         if self.path is None:
             return
         if not self.path.parent.is_dir() or self.path.is_dir():
@@ -133,8 +126,6 @@ class ReportTo:
 
 @attrs.frozen
 class RaySettings:
-    """``--ray --shards K [--ray-address ADDR]``."""
-
     shards: int
     address: str | None = None
 
@@ -160,13 +151,10 @@ class _Connected(_Settings):
 @attrs.frozen(kw_only=True)
 class RunSettings(_Connected):
     jobs: Path = attrs.field(converter=Path)
-    out: str
-    """``--out`` as given: a folder, or an object-store URL (opened when the run starts)."""
+    out: str  # a folder, or an object-store URL (opened when the run starts)
     options: BatchOptions = attrs.field(factory=BatchOptions)
-    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)
-    """The request fields the flags set, API-named: defaults for every line."""
+    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)  # API-named, for every line
     plain: bool = False
-    """Plain log lines instead of a progress bar."""
     dry_run: bool = False
     report: ReportTo = attrs.field(factory=ReportTo)
     ray: RaySettings | None = None
@@ -224,33 +212,38 @@ class DemoSettings(_Settings):
 
 
 @attrs.frozen(kw_only=True)
-class StatusSettings(_Settings):
+class _OutputFolder(_Settings):
+    """A command that reads a run's output folder (no network, no key)."""
+
+    command: ClassVar[str]
     out: str
     journal: Path | None = attrs.field(default=None, converter=_path)
+
+    def __attrs_post_init__(self) -> None:
+        if scheme := looks_like_url(self.out):
+            raise UsageError(
+                f"argument OUT: {scheme}:// outputs are not read by `{self.command}` yet: it reads "
+                "a local output folder (an object-store run keeps its working copy in its staging "
+                "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class StatusSettings(_OutputFolder):
+    command = "status"
     jobs: Path | None = attrs.field(default=None, converter=_path)
     json: bool = False
     verify: bool = False
 
-    def __attrs_post_init__(self) -> None:
-        _local_out("status", self.out)
-
 
 @attrs.frozen(kw_only=True)
-class RepairSettings(_Settings):
-    """``novita-async journal repair OUT``."""
-
-    out: str
-    journal: Path | None = attrs.field(default=None, converter=_path)
-
-    def __attrs_post_init__(self) -> None:
-        _local_out("journal", self.out)
+class RepairSettings(_OutputFolder):
+    command = "journal"
 
 
 @attrs.frozen(kw_only=True)
 class EmulatorSettings(_Settings):
-    """The emulator's options, which it parses itself (the parser here checked them first)."""
-
-    args: tuple[str, ...]
+    args: tuple[str, ...]  # the emulator parses them itself (the parser here checked them)
 
 
 Command = (
@@ -264,15 +257,6 @@ Command = (
     | RepairSettings
     | EmulatorSettings
 )
-
-
-def _local_out(command: str, out: str) -> None:
-    if scheme := looks_like_url(out):
-        raise UsageError(
-            f"argument OUT: {scheme}:// outputs are not read by `{command}` yet: it reads a "
-            "local output folder (an object-store run keeps its working copy in its staging "
-            "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
-        )
 
 
 # --- request flags ------------------------------------------------------------------------------
@@ -370,24 +354,19 @@ def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool
         "named after the API's fields" + ("" if prompt_required else "; defaults for job lines"),
     )
     for spec in REQUEST_FLAGS:
-        if spec.type is None:
-            group.add_argument(spec.flag, dest=spec.dest, action=argparse.BooleanOptionalAction,
-                               default=None, help=spec.help)  # fmt: skip
-            continue
-        group.add_argument(
-            spec.flag,
-            dest=spec.dest,
-            type=spec.type,
-            default=None,
-            metavar=spec.metavar or METAVARS.get(spec.type, "TEXT"),
-            action="append" if spec.repeatable else "store",
-            required=prompt_required and spec.flag == "--prompt",
-            help=spec.help,
-        )
+        kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        if spec.type is not None:
+            kind = {
+                "type": spec.type,
+                "metavar": spec.metavar or METAVARS.get(spec.type, "TEXT"),
+                "action": "append" if spec.repeatable else "store",
+                "required": prompt_required and spec.flag == "--prompt",
+            }
+        group.add_argument(spec.flag, dest=spec.dest, default=None, help=spec.help, **kind)
 
 
 def _request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The request fields the flags set, as a nested API-named dict (unset flags are absent)."""
+    """The request fields the flags set, nested and API-named."""
     fields: dict[str, Any] = {}
     for spec in REQUEST_FLAGS:
         if (value := values.get(spec.dest)) is None:
@@ -432,31 +411,21 @@ class BatchFlag:
         return attrs.fields_dict(BatchOptions)[self.field]
 
 
-# Every field but ``poll``, a policy of five delays. ``--journal`` keeps its documented name.
-BATCH_FLAGS: tuple[BatchFlag, ...] = (
-    BatchFlag("--concurrency", "concurrency", int),
-    BatchFlag("--rate", "rate", float),
-    BatchFlag("--journal", "journal_path", Path),
-    BatchFlag("--retry-failed", "retry_failed", None),
-    BatchFlag("--fail-fast", "fail_fast", None),
-    BatchFlag("--upload-concurrency", "upload_concurrency", int),
-    BatchFlag("--poll-concurrency", "poll_concurrency", int),
-    BatchFlag("--task-timeout", "task_timeout", float),
-    BatchFlag("--journal-fsync", "journal_fsync", None),
-    BatchFlag("--submit-concurrency", "submit_concurrency", int),
-    BatchFlag("--stop-grace", "stop_grace", float),
-    BatchFlag("--max-outage", "max_outage", float),
-    BatchFlag("--retry-after-cap", "retry_after_cap", float),
-    BatchFlag("--retry-unknown-submits", "retry_unknown_submits", None),
-    BatchFlag("--max-tasks", "max_tasks", int),
-    BatchFlag("--webhook-listen", "webhook_listen", str),
-    BatchFlag("--webhook-url", "webhook_url", str),
-    BatchFlag("--staging-dir", "staging_dir", Path),
-    BatchFlag("--shard", "shard", str),
+def _batch_flag(option: attrs.Attribute[Any]) -> BatchFlag:
+    kind = next(t for t in typing.get_args(option.type) or (option.type,) if t is not type(None))
+    flag = "--journal" if option.name == "journal_path" else f"--{option.name.replace('_', '-')}"
+    return BatchFlag(flag, option.name, None if kind is bool else {Shard: str}.get(kind, kind))
+
+
+# A flag per field, in the fields' order, but ``poll`` (a policy of five delays).
+BATCH_FLAGS: tuple[BatchFlag, ...] = tuple(
+    _batch_flag(option)
+    for option in attrs.fields(attrs.resolve_types(BatchOptions))
+    if option.name != "poll"
 )
 
 
-def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False) -> Any:
+def _converter(kind: type[Any], *, positive: bool = False) -> Any:
     """A flag's ``type=``: the text converted only; the fields' validators judge the value once
     every flag is read (one flag alone is a half-built object to a rule between fields)."""
 
@@ -464,7 +433,7 @@ def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False)
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {name} value: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if positive and not value > 0:
             raise argparse.ArgumentTypeError(f"{text} is not allowed: must be > 0")
         return value
@@ -475,20 +444,12 @@ def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False)
 def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("batch options", "the batch runner's options (BatchOptions)")
     for spec in BATCH_FLAGS:
-        option = spec.option
-        if spec.type is None:
-            group.add_argument(spec.flag, dest=spec.field, action="store_true", default=None,
-                               help=option.metadata["help"])  # fmt: skip
-            continue
-        default = "" if option.default is None else f" (default: {option.default:g})"
-        group.add_argument(
-            spec.flag,
-            dest=spec.field,
-            type=_converter(spec.type, spec.type.__name__),
-            default=None,
-            metavar=METAVARS[spec.type],
-            help=option.metadata["help"] + default,
-        )
+        option, help = spec.option, spec.option.metadata["help"]
+        kind: dict[str, Any] = {"action": "store_true"}
+        if spec.type is not None:
+            kind = {"type": _converter(spec.type), "metavar": METAVARS[spec.type]}
+            help += "" if option.default is None else f" (default: {option.default:g})"
+        group.add_argument(spec.flag, dest=spec.field, default=None, help=help, **kind)
 
 
 def _options(values: Mapping[str, Any]) -> BatchOptions:
@@ -499,12 +460,8 @@ def _options(values: Mapping[str, Any]) -> BatchOptions:
         return BatchOptions(**{name: value for name, value in given.items() if value is not None})
     except ConfigurationError as exc:
         message = str(exc)
-    found = [
-        (match.start(), spec)
-        for spec in BATCH_FLAGS
-        if (match := re.search(rf"\b{spec.field}\b", message)) is not None
-    ]
-    named = [spec for _, spec in sorted(found, key=lambda item: item[0])]
+    where = {s: m.start() for s in BATCH_FLAGS if (m := re.search(rf"\b{s.field}\b", message))}
+    named = sorted(where, key=where.__getitem__)
     if not named:
         raise UsageError(f"batch options: {message}")
     if len(named) == 1:
@@ -535,7 +492,7 @@ def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--shards",
-        type=_converter(int, "int", positive=True),
+        type=_converter(int, positive=True),
         default=None,
         metavar="K",
         help="shards (Ray actors) for --ray; an output folder keeps its number of shards",
@@ -560,7 +517,7 @@ def _add_download_timeout(parser: argparse.ArgumentParser) -> None:
     shown = "none" if default is None else f"{default:g}"
     parser.add_argument(
         "--download-timeout",
-        type=_converter(float, "float", positive=True),
+        type=_converter(float, positive=True),
         default=None,
         metavar="SECONDS",
         help="seconds one attempt at downloading an image may take in all, however steadily "
@@ -693,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--type", choices=_spec.MODEL_TYPES, default=None, dest="model_type")
     models.add_argument("--query", default=None, metavar="Q", help="search text")
     models.add_argument(
-        "--limit", type=_converter(int, "int", positive=True), default=None,
+        "--limit", type=_converter(int, positive=True), default=None,
         help="at most this many",
     )  # fmt: skip
 
@@ -751,8 +708,7 @@ _COMMANDS: dict[str, Callable[..., Command]] = {
 
 
 def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
-    """The settings of the command ``values`` (argparse's converted flags, named after the
-    settings' fields) name; what is more than one flag's text is made here."""
+    """The settings ``values`` (argparse's, named after the settings' fields) make."""
     given = dict(values, debug=bool(values["debug"] or values["debug_anywhere"]))
     given["connection"] = connection = Connection(
         **{name: values.get(name) for name in attrs.fields_dict(Connection)}
