@@ -67,14 +67,14 @@ async def _existing(flag: str, paths: tuple[Path, ...]) -> tuple[Path, ...]:
 
 
 def _progress_printer(enabled: bool) -> Any:
-    last: list[str] = []
+    last = ""
 
     def show(result: TaskResult) -> None:
+        nonlocal last
         task = result.task
         percent = "" if task.progress_percent is None else f" {task.progress_percent:.0f}%"
-        line = f"{task.status.value}{percent}"
-        if enabled and line not in last:
-            last[:] = [line]
+        if enabled and (line := f"{task.status.value}{percent}") != last:
+            last = line
             _note(f"  {result.task_id}: {line}")
 
     return show
@@ -178,16 +178,12 @@ async def models(settings: ModelsSettings) -> int:
     return EXIT_OK
 
 
-# --- status OUT -----------------------------------------------------------------------------------
-# Where the run of an output folder stands, read by read_status; safe while a run holds the
-# folder. ``--jobs`` also counts the jobs of that file the journal does not know (reading only
-# their ids); ``--verify`` hashes each image against the SHA-256 the journal recorded, as
-# ``rclone check`` does. Exit 1 when the journal is damaged or, with --verify, an image is
-# missing or damaged.
+# --- status OUT: safe while a run holds the folder; exit 1 when the journal is damaged or, with
+# --verify (each image against the SHA-256 the journal recorded), an image is missing or damaged.
 
 
 def format_status(status: RunStatus) -> str:
-    """The status as a few lines: the folder, then one row per kind of job, with what it means."""
+    """The folder, then one row per kind of job, with what it means."""
     lines = [f"{status.out_dir}: journal {status.journal_path}"]
     if not status.journal_found:
         lines.append(
@@ -282,10 +278,7 @@ async def status(settings: StatusSettings) -> int:
     return EXIT_FAILED if found.damaged_lines or damaged else EXIT_OK
 
 
-# --- journal repair OUT ---------------------------------------------------------------------------
-# repair_journal keeps every good record, marks the jobs whose records were lost as of unknown
-# outcome (a rerun does not send them again unless told to) and keeps the damaged original
-# beside the journal. A journal a run holds is refused (exit 2).
+# --- journal repair OUT (a journal a run holds is refused: exit 2) -------------------------------
 
 
 def _listed(items: tuple[object, ...]) -> str:
@@ -323,12 +316,8 @@ async def repair_journal(settings: RepairSettings) -> int:
     return EXIT_OK
 
 
-# --- demo ---------------------------------------------------------------------------------------
-# The whole pipeline with no key and no network: the emulator in-process on loopback, a few
-# sample faces and scenes drawn, a dozen jobs (every face in every scene) through the batch
-# runner with a live progress bar; the images and index.html are left in the output folder.
-
-# Small pictures and quick tasks: the demo is about the wiring, and must finish in seconds.
+# --- demo: the whole pipeline with no key and no network, the emulator in-process; every sample
+# face in every scene, small pictures and quick tasks (it is about the wiring: seconds).
 _DEMO_SIZE = 512
 _DEMO_TASK_SECONDS = 1.0
 

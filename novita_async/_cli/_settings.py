@@ -264,25 +264,26 @@ Command = (
 METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
 
 
-def _lora(text: str) -> dict[str, Any]:
-    name, sep, strength = text.rpartition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {text!r}")
-    try:
-        return {"model_name": name, "strength": float(strength)}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+def _unit(shape: str) -> Callable[[str], dict[str, Any]]:
+    """The parser of a ``--lora`` or ``--controlnet`` value shaped ``NAME:STRENGTH[:MORE]``."""
+    colons = shape.count(":")
 
+    def parse(text: str) -> dict[str, Any]:
+        parts = text.rsplit(":", colons)
+        if len(parts) != colons + 1 or not parts[0]:
+            raise argparse.ArgumentTypeError(f"expected {shape}, got {text!r}")
+        name, strength, *preprocessor = parts
+        try:
+            unit: dict[str, Any] = {"model_name": name, "strength": float(strength)}
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"strength must be a number, got {strength!r}"
+            ) from None
+        if preprocessor:
+            unit["preprocessor"] = preprocessor[0]
+        return unit
 
-def _controlnet(text: str) -> dict[str, Any]:
-    parts = text.rsplit(":", 2)
-    if len(parts) != 3 or not parts[0]:
-        raise argparse.ArgumentTypeError(f"expected MODEL:STRENGTH:PREPROCESSOR, got {text!r}")
-    name, strength, preprocessor = parts
-    try:
-        return {"model_name": name, "strength": float(strength), "preprocessor": preprocessor}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+    return parse
 
 
 @attrs.frozen
@@ -335,9 +336,10 @@ REQUEST_FLAGS: tuple[RequestFlag, ...] = (
     _numeric("--clip-skip", "clip_skip"),
     _numeric("--control-guidance-start", "control_guidance_start"),
     _numeric("--control-guidance-end", "control_guidance_end"),
-    RequestFlag("--lora", ("loras",), _lora, f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
+    RequestFlag("--lora", ("loras",), _unit("NAME:STRENGTH"),
+                f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
                 "NAME:STRENGTH", repeatable=True),
-    RequestFlag("--controlnet", ("controlnet", "units"), _controlnet,
+    RequestFlag("--controlnet", ("controlnet", "units"), _unit("MODEL:STRENGTH:PREPROCESSOR"),
                 "a ControlNet unit, repeatable", "MODEL:STRENGTH:PREPROCESSOR", repeatable=True),
     _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES, " (default: png)"),
     RequestFlag("--nsfw-detection", ("extra", "enable_nsfw_detection"), None,
