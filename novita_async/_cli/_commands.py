@@ -52,8 +52,6 @@ from ._settings import (
     UploadSettings,
 )
 
-__all__ = ["demo", "generate", "models", "repair_journal", "result", "status", "upload"]
-
 
 def _note(text: str) -> None:
     print(printable(text), file=sys.stderr, flush=True)

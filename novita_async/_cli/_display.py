@@ -13,7 +13,6 @@ import logging
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import IO, Self
 
 import aiohttp
@@ -41,21 +40,6 @@ from .. import (
 )
 from .._failures import ExitStatus, exit_status, is_network_error
 from ..batch import BatchEvent, BatchEventKind, BatchSummary, JournalDamagedError
-
-__all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_READER_GONE",
-    "EXIT_USAGE",
-    "BatchProgress",
-    "PrintableFormatter",
-    "Tally",
-    "describe_error",
-    "format_summary",
-    "plural",
-    "printable",
-    "printable_lines",
-]
 
 # --- text a terminal shows as it is ----------------------------------------------------------
 
@@ -283,12 +267,7 @@ class BatchProgress:
             self._task = self._progress.add_task("jobs", total=self.total, tally=str(self.tally))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._progress is not None:
             self._progress.stop()
 
@@ -299,11 +278,9 @@ class BatchProgress:
             if event.kind.value not in text:
                 text = f"{event.kind.value}: {text}".rstrip(": ")
             text = printable(text)
-            if self._progress is None:
-                self._line(text)
-                return
-            # The pause or stop stays under the bar while it holds; the log above keeps each one.
-            self._show_status(None if event.kind is BatchEventKind.CONTINUED else event, text)
+            if self._progress is not None:
+                # The pause or stop stays under the bar while it holds; the log keeps each one.
+                self._show_status(None if event.kind is BatchEventKind.CONTINUED else event, text)
             self.note(text)
             return
         ended = self.tally.count(event)

@@ -63,16 +63,6 @@ from ._display import (
 from ._gallery import write_gallery
 from ._settings import ReportTo, RunSettings
 
-__all__ = [
-    "RunEnd",
-    "real_error",
-    "report_end",
-    "report_error",
-    "run",
-    "until_end",
-    "write_gallery_if_possible",
-]
-
 
 async def run(settings: RunSettings) -> int:
     # A URL the package cannot write is refused here, before anything is sent.
@@ -127,7 +117,8 @@ async def run(settings: RunSettings) -> int:
                 )
             # Every job went to a shard; those no shard read were not reached.
             read[0] = end.summary.jobs + end.summary.not_finished
-        end = end.reaching(total, read[0])
+        reached = attrs.evolve(end.summary, not_reached=max(total - read[0], 0))
+        end = attrs.evolve(end, summary=reached)
         if (shard := settings.options.shard) is not None:
             # One shard run by hand: OUT's results gather every shard's, as they stand.
             await destination.merge_shard_results(shard.count)
@@ -142,11 +133,6 @@ class RunEnd:
     summary: BatchSummary
     interrupted: bool = False
     stopped: RunStoppedError | None = None
-
-    def reaching(self, total: int, read: int) -> RunEnd:
-        """This end, its summary counting the ``total`` jobs of the file the run never read."""
-        not_reached = max(total - read, 0)
-        return attrs.evolve(self, summary=attrs.evolve(self.summary, not_reached=not_reached))
 
     @property
     def status(self) -> int:

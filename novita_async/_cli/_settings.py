@@ -32,24 +32,6 @@ from .._config import ENV_API_KEY
 from .._files import looks_like_url
 from ..batch import BatchOptions, Shard, is_run_output
 
-__all__ = [
-    "BATCH_FLAGS",
-    "REQUEST_FLAGS",
-    "Command",
-    "DemoSettings",
-    "EmulatorSettings",
-    "GenerateSettings",
-    "ModelsSettings",
-    "RepairSettings",
-    "ReportTo",
-    "ResultSettings",
-    "RunSettings",
-    "StatusSettings",
-    "UploadSettings",
-    "build_parser",
-    "parse",
-]
-
 
 class UsageError(Exception):
     """A command line refused as a whole; the text names the flags, as the user typed them."""
@@ -133,14 +115,7 @@ class RaySettings:
 @attrs.frozen(kw_only=True)
 class _Settings:
     debug: bool = False
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return Connection().secrets  # the environment's key, though this command needs none
-
-
-@attrs.frozen(kw_only=True)
-class _Connected(_Settings):
+    # Only for the commands that talk to the API; every one keeps its secrets out of messages.
     connection: Connection = attrs.field(factory=Connection)
 
     @property
@@ -149,7 +124,7 @@ class _Connected(_Settings):
 
 
 @attrs.frozen(kw_only=True)
-class RunSettings(_Connected):
+class RunSettings(_Settings):
     jobs: Path = attrs.field(converter=Path)
     out: str  # a folder, or an object-store URL (opened when the run starts)
     options: BatchOptions = attrs.field(factory=BatchOptions)
@@ -175,7 +150,7 @@ class RunSettings(_Connected):
 
 
 @attrs.frozen(kw_only=True)
-class GenerateSettings(_Connected):
+class GenerateSettings(_Settings):
     request: InstantIDRequest
     faces: tuple[Path, ...] = attrs.field(converter=_paths)
     refs: tuple[Path, ...] = attrs.field(converter=_paths)
@@ -185,12 +160,12 @@ class GenerateSettings(_Connected):
 
 
 @attrs.frozen(kw_only=True)
-class UploadSettings(_Connected):
+class UploadSettings(_Settings):
     files: tuple[Path, ...] = attrs.field(converter=_paths)
 
 
 @attrs.frozen(kw_only=True)
-class ResultSettings(_Connected):
+class ResultSettings(_Settings):
     task_id: str
     download: Path | None = attrs.field(default=None, converter=_path)
     wait: bool = False
@@ -198,7 +173,7 @@ class ResultSettings(_Connected):
 
 
 @attrs.frozen(kw_only=True)
-class ModelsSettings(_Connected):
+class ModelsSettings(_Settings):
     sdxl: bool = False
     model_type: str | None = None
     query: str | None = None
