@@ -35,6 +35,7 @@ from ..batch import repair_journal as repair_journal_file
 from ._display import (
     EXIT_FAILED,
     EXIT_OK,
+    UNKNOWN_ADVICE,
     BatchProgress,
     format_summary,
     plural,
@@ -180,6 +181,12 @@ async def models(settings: ModelsSettings) -> int:
 # --verify (each image against the SHA-256 the journal recorded), an image is missing or damaged.
 
 
+_MISSING = (
+    "recorded succeeded, an image missing or damaged: a rerun with these jobs fetches them again "
+    "from their tasks, at no cost"
+)
+
+
 def format_status(status: RunStatus) -> str:
     """The folder, then one row per kind of job, with what it means."""
     lines = [f"{status.out_dir}: journal {status.journal_path}"]
@@ -194,27 +201,16 @@ def format_status(status: RunStatus) -> str:
         lines.append("  a run holds the folder now")
     reasons = ", ".join(f"{r}: {n}" for r, n in status.failures_by_reason.items())
     who = "the run" if status.in_use else "a rerun"
-    always: list[tuple[str, int | None, str]] = [
+    rows: list[tuple[str, int | None, str]] = [
         ("jobs known", status.jobs, ""),
         ("succeeded", status.succeeded, _images(status)),
+        ("images missing", status.outputs_missing, _MISSING),
         ("failed", status.failed, reasons),
-    ]
-    if status.outputs_missing:
-        always.insert(
-            2,
-            (
-                "images missing",
-                status.outputs_missing,
-                "recorded succeeded, an image missing or damaged: a rerun with these jobs "
-                "fetches them again from their tasks, at no cost",
-            ),
-        )
-    when_any: list[tuple[str, int | None, str]] = [
         ("submitted, not ended", status.unfinished, f"{who} follows their tasks"),
         ("unknown outcome", status.unknown_outcome, _unknown(status)),
         ("retryable", status.retryable, "RETRIES_EXHAUSTED: a plain rerun tries them again"),
     ]
-    rows = always + [row for row in when_any if row[1]]
+    rows = [row for row in rows if row[0] in ("jobs known", "succeeded", "failed") or row[1]]
     if status.never_submitted is not None:  # known only from the job file
         rows.append(("never submitted", status.never_submitted, "in the job file only"))
     for label, count, note in rows:
@@ -253,10 +249,7 @@ def _images(status: RunStatus) -> str:
 def _unknown(status: RunStatus) -> str:
     if status.in_use and status.unanswered:
         return f"{status.unanswered} awaiting their submission's answer; a task may be billed"
-    return (
-        "a task may exist and be billed; look before paying again: rerun with "
-        "--retry-unknown-submits to submit them anyway"
-    )
+    return UNKNOWN_ADVICE
 
 
 async def status(settings: StatusSettings) -> int:
@@ -294,9 +287,7 @@ def format_repair(report: RepairReport) -> str:
     ]
     if report.marked_unknown:
         lines.append(
-            f"  marked SUBMIT_OUTCOME_UNKNOWN: {_listed(report.marked_unknown)} (a task may "
-            "exist and be billed; look before paying again: rerun with --retry-unknown-submits "
-            "to submit them anyway)"
+            f"  marked SUBMIT_OUTCOME_UNKNOWN: {_listed(report.marked_unknown)} ({UNKNOWN_ADVICE})"
         )
     if report.unattributed_lines:
         lines.append(

@@ -109,10 +109,13 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
 
 # --- the summary -------------------------------------------------------------------------------
 
+UNKNOWN_ADVICE = (
+    "a task may exist and be billed; look before paying again: rerun with "
+    "--retry-unknown-submits to submit them anyway"
+)
 # What a job that ended with this reason needs, and the command that acts on it.
 _ADVICE = {
-    "SUBMIT_OUTCOME_UNKNOWN": "a task may exist and be billed; look before paying again: rerun "
-    "with --retry-unknown-submits to submit them anyway",
+    "SUBMIT_OUTCOME_UNKNOWN": UNKNOWN_ADVICE,
     "RETRIES_EXHAUSTED": "the service kept failing for them; rerun the same command to try again",
     "TASK_NOT_FOUND": "the service no longer knows their tasks; rerun with --retry-failed to "
     "submit them afresh",

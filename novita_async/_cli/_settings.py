@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        name: str, help: str, *parents: _Parser, epilog: str | None = None
+        name: str, settings: type[Command], help: str, *parents: _Parser, epilog: str | None = None
     ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(
             name,
@@ -574,11 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.set_defaults(subparser=sub)
+        sub.set_defaults(subparser=sub, settings=settings)
         return sub
 
-    run = command("run", "run every job of a JSONL job file; rerun to resume", connection,
-                  epilog=RUN_EPILOG)  # fmt: skip
+    run = command("run", RunSettings, "run every job of a JSONL job file; rerun to resume",
+                  connection, epilog=RUN_EPILOG)  # fmt: skip
     run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
     run.add_argument("--out", required=True, metavar="DIR|URL", help="output folder (images, "
                      "results), or an object store: s3://BUCKET/PREFIX, gs://..., az://... "
@@ -597,8 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ray_flags(run)
     _add_request_flags(run, prompt_required=False)
 
-    generate = command("generate", "one task end to end: upload, submit, wait, download",
-                       connection)  # fmt: skip
+    generate = command(
+        "generate",
+        GenerateSettings,
+        "one task end to end: upload, submit, wait, download",
+        connection,
+    )
     generate.add_argument("--face", action="append", required=True, metavar="FILE", dest="faces",
                           help="face image, repeatable")  # fmt: skip
     generate.add_argument("--ref", action="append", required=True, metavar="FILE", dest="refs",
@@ -612,17 +616,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_timeout(generate)
     _add_request_flags(generate, prompt_required=True)
 
-    upload = command("upload", "upload images; prints one asset id per file", connection)
+    upload = command(
+        "upload", UploadSettings, "upload images; prints one asset id per file", connection
+    )
     upload.add_argument("files", nargs="+", metavar="FILE")
 
-    result = command("result", "show a task's result", connection)
+    result = command("result", ResultSettings, "show a task's result", connection)
     result.add_argument("task_id", metavar="TASK_ID")
     result.add_argument("--download", metavar="DIR", default=None, help="save its images here")
     result.add_argument("--wait", action="store_true", help="wait until the task has ended")
     result.add_argument("--json", action="store_true", help="print the whole result as JSON")
     _add_download_timeout(result)
 
-    models = command("models", "list models (sd_name per line)", connection)
+    models = command("models", ModelsSettings, "list models (sd_name per line)", connection)
     models.add_argument("--sdxl", action="store_true", help="SDXL models only")
     models.add_argument("--type", choices=_spec.MODEL_TYPES, default=None, dest="model_type")
     models.add_argument("--query", default=None, metavar="Q", help="search text")
@@ -631,7 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most this many",
     )  # fmt: skip
 
-    emulator = command("emulator", "run the local emulator of the API until interrupted")
+    emulator = command(
+        "emulator", EmulatorSettings, "run the local emulator of the API until interrupted"
+    )
     try:
         from ..emulator._cli import add_arguments
     except ImportError:  # the emulator needs the [emulator] extra (Pillow)
@@ -639,12 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(emulator)
 
-    demo = command("demo", "generate a dozen pictures against the built-in emulator")
+    demo = command("demo", DemoSettings, "generate a dozen pictures against the built-in emulator")
     demo.add_argument("--out", default="novita-demo", metavar="DIR",
                       help="output folder (default: ./novita-demo)")  # fmt: skip
     demo.add_argument("--no-progress", action="store_true", dest="plain", help="plain log lines")
 
-    status = command("status", "where the run of an output folder stands (no network, no key)")
+    status = command(
+        "status", StatusSettings, "where the run of an output folder stands (no network, no key)"
+    )
     _add_out_and_journal(status)
     status.add_argument("--jobs", default=None, metavar="JOBS.jsonl",
                         help="the run's job file: also count its jobs never submitted")  # fmt: skip
@@ -656,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 if one is missing or damaged",
     )
 
-    journal = command("journal", "look after a run's journal: `journal repair OUT`")
+    journal = command("journal", RepairSettings, "look after a run's journal: `journal repair OUT`")
     actions = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     repair = actions.add_parser(
         "repair",
@@ -669,19 +679,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_out_and_journal(repair)
     return parser
-
-
-_COMMANDS: dict[str, Callable[..., Command]] = {
-    "run": RunSettings,
-    "generate": GenerateSettings,
-    "upload": UploadSettings,
-    "result": ResultSettings,
-    "models": ModelsSettings,
-    "demo": DemoSettings,
-    "status": StatusSettings,
-    "journal": RepairSettings,
-    "emulator": EmulatorSettings,
-}
 
 
 def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
@@ -706,8 +703,8 @@ def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
             # The emulator parses its own options; --debug is ours (and changes nothing there).
             rest = argv[list(argv).index("emulator") + 1 :]
             given["args"] = tuple(arg for arg in rest if arg != "--debug")
-    make = _COMMANDS[values["command"]]
-    return make(**{name: given[name] for name in attrs.fields_dict(make)})  # type: ignore[arg-type]
+    make: type[Command] = values["settings"]
+    return make(**{name: given[name] for name in attrs.fields_dict(make)})
 
 
 def parse(argv: Sequence[str]) -> Command:
