@@ -99,9 +99,8 @@ def _report(exc: BaseException, command: Command, raised: BaseException) -> int:
 
 
 def _reader_gone() -> bool:
-    """Whether stdout's or stderr's reader went away (a pipe with no reader left); each such
-    stream is pointed at devnull, so that the interpreter's final flush of what is still
-    buffered does not raise again (the recipe of Python's ``signal`` documentation)."""
+    """Whether stdout's or stderr's reader went away; each such stream is pointed at devnull, so
+    that the final flush does not raise again (the recipe of Python's ``signal`` documentation)."""
     gone = False
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -123,15 +122,6 @@ def _reader_gone() -> bool:
     return gone
 
 
-def _emulator(settings: EmulatorSettings) -> int:
-    # Imported here, not at the top: the emulator needs Pillow, an optional dependency (the
-    # [emulator] extra) that the rest of the command does not.
-    from ..emulator import _cli as emulator_cli
-
-    status: int = emulator_cli.main(list(settings.args))
-    return status
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -145,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if settings.debug else logging.WARNING, handlers=[handler]
     )
     if isinstance(settings, EmulatorSettings):
-        return _emulator(settings)
+        from ..emulator import _cli as emulator_cli  # needs Pillow, the [emulator] extra
+
+        status: int = emulator_cli.main(list(settings.args))
+        return status
     batch_log = logging.getLogger("novita_async.batch")
     if not settings.debug:
         batch_log.addFilter(_shown_as_events)
@@ -170,11 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def command() -> None:
     """The ``novita-async`` executable: :func:`main`, then the process's exit.
 
-    With obstore loaded (an object-store ``--out``) the process ends without the interpreter's
-    finalisation: obstore's Rust runtime keeps worker threads that, racing ``Py_Finalize``,
-    abort the process now and then (status 134 instead of the run's own, after everything was
-    written and said). Nothing is lost by skipping it: the run has ended, its files are closed,
-    and the streams and the logging handlers are flushed here first."""
+    With obstore loaded, without the interpreter's finalisation: obstore's Rust worker threads,
+    racing ``Py_Finalize``, abort the process now and then (134, after everything was written).
+    The run has ended and its files are closed; the streams and log handlers are flushed here."""
     status = main()
     if "obstore" not in sys.modules:
         sys.exit(status)

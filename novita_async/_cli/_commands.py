@@ -35,13 +35,14 @@ from ..batch import repair_journal as repair_journal_file
 from ._display import (
     EXIT_FAILED,
     EXIT_OK,
+    UNKNOWN_ADVICE,
     BatchProgress,
     format_summary,
     plural,
     printable,
     printable_lines,
 )
-from ._run import report_end, run_batch, write_gallery_if_possible
+from ._run import report_end, until_end, write_gallery_if_possible
 from ._settings import (
     DemoSettings,
     GenerateSettings,
@@ -51,8 +52,6 @@ from ._settings import (
     StatusSettings,
     UploadSettings,
 )
-
-__all__ = ["demo", "generate", "models", "repair_journal", "result", "status", "upload"]
 
 
 def _note(text: str) -> None:
@@ -67,14 +66,14 @@ async def _existing(flag: str, paths: tuple[Path, ...]) -> tuple[Path, ...]:
 
 
 def _progress_printer(enabled: bool) -> Any:
-    last: list[str] = []
+    last = ""
 
     def show(result: TaskResult) -> None:
+        nonlocal last
         task = result.task
         percent = "" if task.progress_percent is None else f" {task.progress_percent:.0f}%"
-        line = f"{task.status.value}{percent}"
-        if enabled and line not in last:
-            last[:] = [line]
+        if enabled and (line := f"{task.status.value}{percent}") != last:
+            last = line
             _note(f"  {result.task_id}: {line}")
 
     return show
@@ -178,16 +177,18 @@ async def models(settings: ModelsSettings) -> int:
     return EXIT_OK
 
 
-# --- status OUT -----------------------------------------------------------------------------------
-# Where the run of an output folder stands, read by read_status; safe while a run holds the
-# folder. ``--jobs`` also counts the jobs of that file the journal does not know (reading only
-# their ids); ``--verify`` hashes each image against the SHA-256 the journal recorded, as
-# ``rclone check`` does. Exit 1 when the journal is damaged or, with --verify, an image is
-# missing or damaged.
+# --- status OUT: safe while a run holds the folder; exit 1 when the journal is damaged or, with
+# --verify (each image against the SHA-256 the journal recorded), an image is missing or damaged.
+
+
+_MISSING = (
+    "recorded succeeded, an image missing or damaged: a rerun with these jobs fetches them again "
+    "from their tasks, at no cost"
+)
 
 
 def format_status(status: RunStatus) -> str:
-    """The status as a few lines: the folder, then one row per kind of job, with what it means."""
+    """The folder, then one row per kind of job, with what it means."""
     lines = [f"{status.out_dir}: journal {status.journal_path}"]
     if not status.journal_found:
         lines.append(
@@ -200,27 +201,16 @@ def format_status(status: RunStatus) -> str:
         lines.append("  a run holds the folder now")
     reasons = ", ".join(f"{r}: {n}" for r, n in status.failures_by_reason.items())
     who = "the run" if status.in_use else "a rerun"
-    always: list[tuple[str, int | None, str]] = [
+    rows: list[tuple[str, int | None, str]] = [
         ("jobs known", status.jobs, ""),
         ("succeeded", status.succeeded, _images(status)),
+        ("images missing", status.outputs_missing, _MISSING),
         ("failed", status.failed, reasons),
-    ]
-    if status.outputs_missing:
-        always.insert(
-            2,
-            (
-                "images missing",
-                status.outputs_missing,
-                "recorded succeeded, an image missing or damaged: a rerun with these jobs "
-                "fetches them again from their tasks, at no cost",
-            ),
-        )
-    when_any: list[tuple[str, int | None, str]] = [
         ("submitted, not ended", status.unfinished, f"{who} follows their tasks"),
         ("unknown outcome", status.unknown_outcome, _unknown(status)),
         ("retryable", status.retryable, "RETRIES_EXHAUSTED: a plain rerun tries them again"),
     ]
-    rows = always + [row for row in when_any if row[1]]
+    rows = [row for row in rows if row[0] in ("jobs known", "succeeded", "failed") or row[1]]
     if status.never_submitted is not None:  # known only from the job file
         rows.append(("never submitted", status.never_submitted, "in the job file only"))
     for label, count, note in rows:
@@ -259,10 +249,7 @@ def _images(status: RunStatus) -> str:
 def _unknown(status: RunStatus) -> str:
     if status.in_use and status.unanswered:
         return f"{status.unanswered} awaiting their submission's answer; a task may be billed"
-    return (
-        "a task may exist and be billed; look before paying again: rerun with "
-        "--retry-unknown-submits to submit them anyway"
-    )
+    return UNKNOWN_ADVICE
 
 
 async def status(settings: StatusSettings) -> int:
@@ -282,10 +269,7 @@ async def status(settings: StatusSettings) -> int:
     return EXIT_FAILED if found.damaged_lines or damaged else EXIT_OK
 
 
-# --- journal repair OUT ---------------------------------------------------------------------------
-# repair_journal keeps every good record, marks the jobs whose records were lost as of unknown
-# outcome (a rerun does not send them again unless told to) and keeps the damaged original
-# beside the journal. A journal a run holds is refused (exit 2).
+# --- journal repair OUT (a journal a run holds is refused: exit 2) -------------------------------
 
 
 def _listed(items: tuple[object, ...]) -> str:
@@ -303,9 +287,7 @@ def format_repair(report: RepairReport) -> str:
     ]
     if report.marked_unknown:
         lines.append(
-            f"  marked SUBMIT_OUTCOME_UNKNOWN: {_listed(report.marked_unknown)} (a task may "
-            "exist and be billed; look before paying again: rerun with --retry-unknown-submits "
-            "to submit them anyway)"
+            f"  marked SUBMIT_OUTCOME_UNKNOWN: {_listed(report.marked_unknown)} ({UNKNOWN_ADVICE})"
         )
     if report.unattributed_lines:
         lines.append(
@@ -323,12 +305,8 @@ async def repair_journal(settings: RepairSettings) -> int:
     return EXIT_OK
 
 
-# --- demo ---------------------------------------------------------------------------------------
-# The whole pipeline with no key and no network: the emulator in-process on loopback, a few
-# sample faces and scenes drawn, a dozen jobs (every face in every scene) through the batch
-# runner with a live progress bar; the images and index.html are left in the output folder.
-
-# Small pictures and quick tasks: the demo is about the wiring, and must finish in seconds.
+# --- demo: the whole pipeline with no key and no network, the emulator in-process; every sample
+# face in every scene, small pictures and quick tasks (it is about the wiring: seconds).
 _DEMO_SIZE = 512
 _DEMO_TASK_SECONDS = 1.0
 
@@ -365,7 +343,7 @@ async def demo(settings: DemoSettings) -> int:
             async with client:
                 with BatchProgress(len(jobs), plain=settings.plain) as progress:
                     runner = BatchRunner(client, out, options, on_event=progress.on_event)
-                    end = await run_batch(runner, jobs, progress)
+                    end = await until_end(lambda: runner.run_all(jobs), progress, runner)
                     gallery = await write_gallery_if_possible(
                         out, prompts, progress, title="novita-async demo"
                     )

@@ -1,16 +1,10 @@
 """What a person reads: the progress of a run, its summary, one line per error, exit statuses.
 
-Every line the command prints passes through :func:`printable` once, as a whole line. A job id, a
-field name or a message can hold a newline (which would let a job file forge lines of the output),
-an escape sequence (which a terminal obeys) or a bidirectional override (which reorders what is
-shown): such characters show as they would in Python (``a\\nb``, ``\\x1b[2J``, ``\\u202e``);
-letters of any script and emoji are left as they are. Files (results.jsonl, the journal, JSON
-reports) keep the text itself.
-
-The progress display is drawn from the run's :class:`BatchEvent` objects only: a rich bar on a
-terminal, log lines elsewhere. Events about the run rather than a job (``PAUSED``,
-``CONTINUED``, ``STOPPED``) show as a status line under the bar while they hold, and as a line
-of their own in the log.
+Every printed line passes through :func:`printable` once, whole: a newline in a job id or a
+message (which could forge lines), an escape sequence or a bidirectional override shows as Python
+writes it (``a\\nb``, ``\\x1b[2J``, ``\\u202e``); letters of any script and emoji stay. Files keep
+the text itself. The progress display is drawn from :class:`BatchEvent` objects only: a rich bar
+on a terminal, log lines elsewhere; a run's pause or stop shows under the bar while it holds.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import logging
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import IO, Self
 
 import aiohttp
@@ -46,24 +39,7 @@ from .. import (
     ValidationError,
 )
 from .._failures import ExitStatus, exit_status, is_network_error
-from .._failures import run_exit_status as exit_status_of_run
 from ..batch import BatchEvent, BatchEventKind, BatchSummary, JournalDamagedError
-
-__all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_READER_GONE",
-    "EXIT_USAGE",
-    "BatchProgress",
-    "PrintableFormatter",
-    "Tally",
-    "describe_error",
-    "format_summary",
-    "plural",
-    "printable",
-    "printable_lines",
-    "run_exit_status",
-]
 
 # --- text a terminal shows as it is ----------------------------------------------------------
 
@@ -105,11 +81,8 @@ def plural(count: int, one: str, many: str) -> str:
 # --- exit statuses (ExitStatus; mapped once, in _failures) -------------------------------------
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.USAGE
-# The reader of our output went away (``novita-async result T --json | head -1``): end as a Unix
-# tool killed by SIGPIPE does, quietly (no traceback, no error line: nobody is wrong) with the
-# status a shell shows for it, 128 + SIGPIPE = 141 (``yes | head -1``'s ``yes``; git exits so
-# too). Not 0: the output was cut short, and a script with ``set -o pipefail`` that cares can tell,
-# exactly as it can for cat or grep in the same place.
+# The reader of our output went away (``... | head -1``): end quietly as a Unix tool killed by
+# SIGPIPE does, with 128 + SIGPIPE (not 0: the output was cut short, as ``set -o pipefail`` tells).
 EXIT_READER_GONE = 141
 
 
@@ -134,24 +107,15 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     return f"unexpected {type(exc).__name__}: {exc}", status
 
 
-def run_exit_status(
-    summary: BatchSummary, *, stopped: RunStoppedError | None = None, interrupted: bool = False
-) -> int:
-    """The exit status of a run that ended so."""
-    return exit_status_of_run(
-        failed=summary.failed,
-        not_finished=summary.not_finished,
-        stopped=stopped,
-        interrupted=interrupted,
-    )
-
-
 # --- the summary -------------------------------------------------------------------------------
 
+UNKNOWN_ADVICE = (
+    "a task may exist and be billed; look before paying again: rerun with "
+    "--retry-unknown-submits to submit them anyway"
+)
 # What a job that ended with this reason needs, and the command that acts on it.
 _ADVICE = {
-    "SUBMIT_OUTCOME_UNKNOWN": "a task may exist and be billed; look before paying again: rerun "
-    "with --retry-unknown-submits to submit them anyway",
+    "SUBMIT_OUTCOME_UNKNOWN": UNKNOWN_ADVICE,
     "RETRIES_EXHAUSTED": "the service kept failing for them; rerun the same command to try again",
     "TASK_NOT_FOUND": "the service no longer knows their tasks; rerun with --retry-failed to "
     "submit them afresh",
@@ -203,15 +167,8 @@ def format_summary(summary: BatchSummary) -> str:
 
 # --- the progress display ----------------------------------------------------------------------
 
+# Events about the whole run (their ``job_id`` is empty).
 RUN_EVENTS = frozenset({BatchEventKind.PAUSED, BatchEventKind.CONTINUED, BatchEventKind.STOPPED})
-"""Events about the whole run (their ``job_id`` is empty)."""
-
-
-def run_status(event: BatchEvent) -> str:
-    """One line for a run event: its message, named by its kind unless the message does so."""
-    text = event.message or event.reason or ""
-    line = text if event.kind.value in text else f"{event.kind.value}: {text}".rstrip(": ")
-    return printable(line)
 
 
 class Tally:
@@ -273,13 +230,9 @@ class _Bar(Progress):
 
 
 class BatchProgress:
-    """Turns :class:`BatchEvent` objects into a progress bar, or into plain lines.
-
-    Plain lines (one per ended job, plus retries and the run's pauses and stops) are used when
-    ``plain`` is true or ``stream`` is not a terminal, so a log file gets readable text instead of
-    cursor movements. Each plain line starts with the seconds since ``__enter__`` on ``clock``
-    (anyio's, so it must be entered inside the event loop unless another clock is given).
-    """
+    """:class:`BatchEvent` objects as a progress bar, or as plain lines (one per ended job, retry,
+    pause or stop) when ``plain`` or ``stream`` is not a terminal. Each plain line starts with the
+    seconds since ``__enter__`` on ``clock`` (anyio's: entered inside the event loop)."""
 
     def __init__(
         self,
@@ -317,18 +270,21 @@ class BatchProgress:
             self._task = self._progress.add_task("jobs", total=self.total, tally=str(self.tally))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._progress is not None:
             self._progress.stop()
 
     def on_event(self, event: BatchEvent) -> None:
         if event.kind in RUN_EVENTS:
-            self._run_event(event)
+            # Its message, named by its kind unless the message does so.
+            text = event.message or event.reason or ""
+            if event.kind.value not in text:
+                text = f"{event.kind.value}: {text}".rstrip(": ")
+            text = printable(text)
+            if self._progress is not None:
+                # The pause or stop stays under the bar while it holds; the log keeps each one.
+                self._show_status(None if event.kind is BatchEventKind.CONTINUED else event, text)
+            self.note(text)
             return
         ended = self.tally.count(event)
         if self._progress is not None and self._task is not None:
@@ -340,15 +296,6 @@ class BatchProgress:
             self._line(self._describe(event))
         elif event.kind is BatchEventKind.RETRIED:
             self._line(f"retrying {event.job_id}: {event.reason or 'error'}")
-
-    def _run_event(self, event: BatchEvent) -> None:
-        text = run_status(event)
-        if self._progress is None:
-            self._line(text)
-            return
-        # The pause or stop stays under the bar while it holds; the log above keeps each one.
-        self._show_status(None if event.kind is BatchEventKind.CONTINUED else event, text)
-        self.note(text)
 
     def _show_status(self, event: BatchEvent | None, text: str = "") -> None:
         assert self._progress is not None

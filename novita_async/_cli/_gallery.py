@@ -16,8 +16,6 @@ from urllib.parse import quote
 from .._files import write_atomically
 from ..batch import JobStatus
 
-__all__ = ["GALLERY_NAME", "read_results", "render_gallery", "write_gallery"]
-
 GALLERY_NAME = "index.html"
 
 _STYLE = """

@@ -1,21 +1,11 @@
 """``novita-async run``: a job file through a batch runner (here, or in Ray shards), with
 progress, summary, gallery and an optional JSON report; ``--dry-run`` sends nothing.
 
-One driver, :func:`run`, reads top to bottom: check the places, read the jobs, run them (a local
-:class:`BatchRunner`, or :func:`novita_async.ray.run_sharded`, imported only when asked for),
-end, gallery, report. Exit statuses: :mod:`._display`.
-
 Signals: the first SIGINT or SIGTERM stops the run (nothing new is submitted; submissions awaiting
 their answer get ``stop_grace`` seconds). Later ones never kill the process, which would abandon
-those submissions silently and make a rerun pay for them again: the second says how many are still
-awaiting their answer and keeps waiting, the third abandons them (each recorded
-``SUBMIT_OUTCOME_UNKNOWN``) and the command exits with 130. Rerunning the same command resumes.
-
-The JSON report (``--summary-json PATH``, ``--json``) is one :class:`RunReport` through the one
-converter: the exit status, the :class:`BatchSummary` (None when the command ended before its run
-did, with ``error`` saying why), a stop's ``reason`` and one-line ``message``, and where the
-results and the gallery are. The file is written atomically; ``--json`` prints it on stdout
-instead of the text summary (the progress lines then go to stderr).
+those submissions silently and make a rerun pay for them again: the second says how many still
+await their answer, the third abandons them (each recorded ``SUBMIT_OUTCOME_UNKNOWN``) and the
+command exits with 130. Rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -26,9 +16,8 @@ import json
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import anyio.abc
@@ -45,6 +34,7 @@ from .. import (
 )
 from .._config import scrub
 from .._converter import converter
+from .._failures import run_exit_status
 from .._files import write_atomically
 from ..batch import (
     JOURNAL_NAME,
@@ -69,22 +59,9 @@ from ._display import (
     plural,
     printable,
     printable_lines,
-    run_exit_status,
 )
 from ._gallery import write_gallery
 from ._settings import ReportTo, RunSettings
-
-__all__ = [
-    "RunEnd",
-    "real_error",
-    "report_end",
-    "report_error",
-    "run",
-    "run_batch",
-    "write_gallery_if_possible",
-]
-
-_T = TypeVar("_T")
 
 
 async def run(settings: RunSettings) -> int:
@@ -93,16 +70,6 @@ async def run(settings: RunSettings) -> int:
     if not await anyio.Path(settings.jobs).is_file():
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
     await anyio.to_thread.run_sync(_check_places, settings, destination)
-    out = destination.local_dir
-    journal = settings.options.journal_path
-    if is_run_output(settings.jobs, out) or (
-        journal is not None and journal.resolve() == settings.jobs.resolve()
-    ):
-        raise ValidationError(
-            "JOBS.jsonl",
-            str(settings.jobs),
-            "is a file the run writes (in the output folder, or the journal): move it elsewhere",
-        )
     if settings.dry_run:
         return await _dry_run(settings, destination)
     if (ray := settings.ray) is None:
@@ -114,45 +81,44 @@ async def run(settings: RunSettings) -> int:
             raise ConfigurationError(
                 f"--ray needs Ray: pip install 'novita-async[ray]' ({exc})"
             ) from None
-    # Counted before the run, in a pass that holds one line at a time: a run that stops early
-    # says how many jobs it never reached.
+    # Counted first, one line at a time: a run that stops early says how many it never reached.
     total = await anyio.to_thread.run_sync(count_jobs, settings.jobs)
     read = [0]
     prompts: dict[str, str] = {}
     # With the report on stdout, stdout holds nothing else.
     stream = sys.stderr if settings.report.stdout else None
     with BatchProgress(total, plain=settings.plain, stream=stream) as progress:
-        jobs = job_lines(settings, out / ".novita-inputs", prompts, progress.note, read=read)
+        jobs = job_lines(
+            settings, destination.local_dir / ".novita-inputs", prompts, progress.note, read
+        )
         if ray is None:
             async with client:
                 runner = BatchRunner(
                     client, destination, settings.options, on_event=progress.on_event
                 )
-                end = (await run_batch(runner, jobs, progress)).reaching(total, read[0])
+                end = await until_end(lambda: runner.run_all(jobs), progress, runner)
         else:
             shard_jobs = [job async for job in jobs]
-            connection = settings.connection
-
-            async def on_ray() -> BatchSummary:
-                # Ray prints what its processes tell the driver (a raylet's warning, a
-                # worker's death) on sys.stdout, looked up at each print, until ray.shutdown
-                # (which run_sharded calls): stderr is where such lines belong, and stdout
-                # then holds only the run's own output (with --json, only the document).
-                # The progress display took its stream before this.
-                with contextlib.redirect_stdout(sys.stderr):
-                    return await run_sharded(
+            config = settings.connection.config()
+            # Ray prints its processes' lines (a raylet's warning, a worker's death) on
+            # sys.stdout until ray.shutdown: they belong on stderr, stdout keeps the run's own.
+            with contextlib.redirect_stdout(sys.stderr):
+                end = await until_end(
+                    lambda: run_sharded(
                         shard_jobs,
                         destination,
                         settings.options,
                         shards=ray.shards,
-                        connection=connection.config(),
+                        connection=config,
                         address=ray.address,
                         on_event=progress.on_event,
-                    )
-
-            end = await _until_end(on_ray, None, progress)
+                    ),
+                    progress,
+                )
             # Every job went to a shard; those no shard read were not reached.
-            end = end.reaching(total, end.summary.jobs + end.summary.not_finished)
+            read[0] = end.summary.jobs + end.summary.not_finished
+        reached = attrs.evolve(end.summary, not_reached=max(total - read[0], 0))
+        end = attrs.evolve(end, summary=reached)
         if (shard := settings.options.shard) is not None:
             # One shard run by hand: OUT's results gather every shard's, as they stand.
             await destination.merge_shard_results(shard.count)
@@ -168,39 +134,16 @@ class RunEnd:
     interrupted: bool = False
     stopped: RunStoppedError | None = None
 
-    def reaching(self, total: int, read: int) -> RunEnd:
-        """This end, its summary counting the ``total`` jobs of the file the run never read."""
-        not_reached = max(total - read, 0)
-        return attrs.evolve(self, summary=attrs.evolve(self.summary, not_reached=not_reached))
-
     @property
     def status(self) -> int:
         """The command's exit status."""
-        return run_exit_status(self.summary, stopped=self.stopped, interrupted=self.interrupted)
-
-
-async def run_batch(
-    runner: BatchRunner,
-    jobs: Iterable[Job] | AsyncIterable[Job | InvalidJob],
-    progress: BatchProgress,
-) -> RunEnd:
-    """Run ``jobs`` through ``runner`` until they end, a signal stops them or the run stops."""
-    return await _until_end(lambda: runner.run_all(jobs), runner, progress)
-
-
-async def _until_end(
-    body: Callable[[], Awaitable[BatchSummary]], runner: BatchRunner | None, progress: BatchProgress
-) -> RunEnd:
-    """How ``body`` (a run, here or on Ray) ended: by itself, by a signal or by a run-level
-    stop (one signal policy for both; only a local ``runner`` can say what awaits an answer)."""
-    try:
-        summary, interrupted = await until_signalled(body, runner, say=progress.note)
-    except RunStoppedError as stop:
-        return RunEnd(
-            stop.summary or (runner.summary if runner is not None else BatchSummary()), stopped=stop
+        summary = self.summary
+        return run_exit_status(
+            failed=summary.failed,
+            not_finished=summary.not_finished,
+            stopped=self.stopped,
+            interrupted=self.interrupted,
         )
-    fallback = runner.summary if runner is not None else BatchSummary(interrupted=True)
-    return RunEnd(summary or fallback, interrupted=interrupted)
 
 
 async def job_lines(
@@ -208,7 +151,6 @@ async def job_lines(
     cache_dir: Path,
     prompts: dict[str, str],
     note: Callable[[str], object] | None,
-    *,
     read: list[int] | None = None,
 ) -> AsyncIterator[Job | InvalidJob]:
     """The job file's jobs, inputs named by URL fetched into ``cache_dir`` (``note``: told of
@@ -216,7 +158,7 @@ async def job_lines(
     jobs = read_jobs(settings.jobs, defaults=settings.request_defaults, cache_dir=cache_dir)
     async for job in jobs:
         if read is not None:
-            read[0] += 1  # each job is yielded to the run, which takes it
+            read[0] += 1
         if isinstance(job, InvalidJob):
             # A line that cannot become a job still gets its failed line in results.jsonl, with
             # the line number and field in the message: one result line per job-file line.
@@ -240,9 +182,9 @@ def _wrong_kind(path: Path) -> str | None:
 
 
 def _check_places(settings: RunSettings, destination: Output) -> None:
-    """Refuse, as bad usage and before anything is sent, an output folder or a journal this
-    machine cannot make: found only when the run opens them, they were a run-level stop (exit 3)
-    with nothing to rerun."""
+    """Refuse, as bad usage before anything is sent, an output folder or a journal this machine
+    cannot make (found when the run opens them: a run-level stop with nothing to rerun), and a
+    job file the run would write over."""
     try:
         destination.check_usable()
     except ValidationError as exc:
@@ -250,6 +192,14 @@ def _check_places(settings: RunSettings, destination: Output) -> None:
     journal = settings.options.journal_path
     if journal is not None and (why := _wrong_kind(journal)) is not None:
         raise ValidationError("--journal", str(journal), why)
+    if is_run_output(settings.jobs, destination.local_dir) or (
+        journal is not None and journal.resolve() == settings.jobs.resolve()
+    ):
+        raise ValidationError(
+            "JOBS.jsonl",
+            str(settings.jobs),
+            "is a file the run writes (in the output folder, or the journal): move it elsewhere",
+        )
 
 
 # --- the end: gallery and report ---------------------------------------------------------------
@@ -270,9 +220,8 @@ async def write_gallery_if_possible(
 async def _publish_gallery(
     destination: Output, prompts: Mapping[str, str], progress: BatchProgress
 ) -> tuple[str, str | None]:
-    """The gallery written (for a store, in staging, then uploaded beside the images: its links
-    are relative, so the page works wherever the store serves it); where the results and the
-    gallery are."""
+    """Where the results and the gallery are (for a store, written in staging and uploaded
+    beside the images: its links are relative)."""
     title = f"{destination.url.rpartition('/')[2]} results"
     page = await write_gallery_if_possible(destination.local_dir, prompts, progress, title)
     gallery: str | None = None
@@ -286,8 +235,7 @@ async def _publish_gallery(
 
 @attrs.frozen
 class StopReport:
-    """The run-level cause that stopped a run: its ``reason`` (``INVALID_API_KEY``,
-    ``DISK_FULL``, ``OUTAGE``...) and the one line naming it and its fix."""
+    """The run-level cause that stopped a run (``DISK_FULL``...), and the line naming its fix."""
 
     reason: str
     message: str
@@ -295,13 +243,12 @@ class StopReport:
 
 @attrs.frozen(kw_only=True)
 class RunReport:
-    """How ``novita-async run`` ended."""
+    """How ``novita-async run`` ended (``--summary-json``, written atomically; ``--json``)."""
 
     exit_status: int
-    summary: BatchSummary | None = None
+    summary: BatchSummary | None = None  # None if the command ended before its run did:
     stop: StopReport | None = None
-    error: str | None = None
-    """What ended the command before its run did (bad usage, a damaged journal...)."""
+    error: str | None = None  # then this says why (bad usage, a damaged journal...)
     results: str | None = None
     gallery: str | None = None
 
@@ -334,8 +281,7 @@ def report_end(
     end: RunEnd, results: Path | str, gallery: Path | str | None, report: ReportTo | None = None
 ) -> int:
     """Print how the run ended (as text, or as the JSON ``report`` asks for); its exit status.
-    A run-level stop is raised again, for the command's one error line (naming the cause and
-    the fix) and its exit status."""
+    A run-level stop is raised again, for the command's one error line and exit status."""
     report = report or ReportTo()
     stop = end.stopped
     _write_report(
@@ -367,9 +313,8 @@ def report_end(
 
 
 async def _dry_run(settings: RunSettings, destination: Output) -> int:
-    """What a run would do and pay for, deciding every line as the run would, with no key,
-    nothing sent to the API and nothing written in the output (inputs named by URL are fetched
-    to a temporary folder, to check they are images). Exit 0 when every line can run, else 1."""
+    """What a run would do and pay for, each line decided as the run would, with no key, nothing
+    sent and nothing written in the output (URL inputs are fetched to a temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="novita-dry-run-") as cache:
         out = destination.local_dir
         stored: dict[str, int] | None = None
@@ -385,13 +330,8 @@ async def _dry_run(settings: RunSettings, destination: Output) -> int:
             await mirror.pull()
             stored = await destination.sizes()  # where its images are
         lines = job_lines(settings, Path(cache), {}, None)
-        plan = await dry_run(
-            lines,
-            out,
-            settings.options,
-            stored=stored,
-            assets_url=settings.connection.assets_url,
-        )
+        assets_url = settings.connection.assets_url
+        plan = await dry_run(lines, out, settings.options, stored=stored, assets_url=assets_url)
     if settings.report.stdout:
         print(json.dumps(converter.unstructure(plan), indent=2))
     else:
@@ -439,12 +379,10 @@ _MOST_TELLING: tuple[type[BaseException], ...] = (
 )
 
 
-def _leaves(error: BaseException) -> Iterable[BaseException]:
+def _leaves(error: BaseException) -> list[BaseException]:
     if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def _rank(error: BaseException) -> int:
@@ -457,82 +395,77 @@ def _rank(error: BaseException) -> int:
 def real_error(error: BaseException) -> BaseException:
     """What went wrong: ``error`` itself, or out of the exception groups task groups wrap errors
     in, the one leaf that tells most (the first of the most telling kind)."""
-    leaves = list(_leaves(error))
-    return min(leaves, key=_rank) if leaves else error
+    return min(_leaves(error), key=_rank)
 
 
-class _Signals:
-    """What each SIGINT/SIGTERM does to a run: stop it, say what it waits for, abandon that."""
+async def until_end(
+    body: Callable[[], Awaitable[BatchSummary]],
+    progress: BatchProgress,
+    runner: BatchRunner | None = None,
+) -> RunEnd:
+    """How ``body`` (a run, here or on Ray) ended: by itself, by a signal or by a run-level stop.
 
-    def __init__(self, runner: BatchRunner | None, say: Callable[[str], object]) -> None:
-        self.runner = runner
-        self.say = say
-        self.count = 0
+    The signals are listened to until ``body`` has returned (see the module's docstring); only a
+    local ``runner`` can say what awaits an answer. Another exception ``body`` raises comes out
+    as itself (:func:`real_error`), not wrapped in an exception group.
+    """
+    summary: BatchSummary | None = None
+    failure: Exception | None = None
+    signals = 0
+    stop = anyio.CancelScope()
+    say = progress.note
 
-    def handle(self, stop: anyio.CancelScope) -> None:
-        self.count += 1
-        awaiting = 0 if self.runner is None else self.runner.awaiting_answers
-        if self.count == 1:
+    def handle() -> None:
+        nonlocal signals
+        signals += 1
+        awaiting = 0 if runner is None else runner.awaiting_answers
+        if signals == 1:
             stop.cancel()
             waiting = ""
-            if awaiting and self.runner is not None:
+            if awaiting and runner is not None:
                 them = plural(awaiting, "submission", "submissions")
-                waiting = f"; {them} awaiting an answer get {self.runner.options.stop_grace:g}s"
-            self.say(
+                waiting = f"; {them} awaiting an answer get {runner.options.stop_grace:g}s"
+            say(
                 f"stopping: nothing new is submitted{waiting} (press Ctrl-C again to see what "
                 "the run still waits for)"
             )
-        elif self.count == 2 and awaiting:
+        elif signals == 2 and awaiting:
             them = plural(awaiting, "submission is", "submissions are")
-            self.say(
+            say(
                 f"{them} still awaiting the answer that records the task; waiting for "
                 f"{'it' if awaiting == 1 else 'them'} so that no task is paid for twice "
                 "(press Ctrl-C again to abandon them; they will be reported as unknown outcome)"
             )
-        elif awaiting and self.runner is not None:
-            self.runner.abandon_submissions()
+        elif awaiting and runner is not None:
+            runner.abandon_submissions()
             them = plural(awaiting, "submission", "submissions")
-            self.say(
+            say(
                 f"abandoning {them} awaiting an answer: each is recorded SUBMIT_OUTCOME_UNKNOWN "
                 "(a task may exist and be billed; the summary says what to do)"
             )
         else:
-            self.say("no submission awaits its answer; the run is writing its journal and results")
-
-
-async def until_signalled(
-    body: Callable[[], Awaitable[_T]],
-    runner: BatchRunner | None = None,
-    *,
-    say: Callable[[str], object] = print,
-) -> tuple[_T | None, bool]:
-    """Run ``body`` until it returns or SIGINT/SIGTERM stops it; (its result, interrupted).
-
-    The first signal cancels ``body``; the signals are listened to until ``body`` has returned,
-    so later ones never kill the process: the second tells (``say``) how many of ``runner``'s
-    submissions are still awaiting their answer, the third abandons them (see the module's
-    docstring). An exception ``body`` raises comes out as itself (:func:`real_error`), not
-    wrapped in an exception group.
-    """
-    outcome: list[_T] = []
-    failure: list[Exception] = []
-    signals = _Signals(runner, say)
-    stop = anyio.CancelScope()
+            say("no submission awaits its answer; the run is writing its journal and results")
 
     async def watch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
             task_status.started()  # from here on, no signal reaches the default handler
             async for _ in received:
-                signals.handle(stop)
+                handle()
 
     async with anyio.create_task_group() as group:
         await group.start(watch)
         with stop:
             try:
-                outcome.append(await body())
+                summary = await body()
             except Exception as exc:  # raised below, out of this task group
-                failure.append(exc)
+                failure = exc
         group.cancel_scope.cancel()
-    if failure:
-        raise real_error(failure[0])
-    return (outcome[0] if outcome else None), signals.count > 0
+    if failure is not None:
+        error = real_error(failure)
+        if not isinstance(error, RunStoppedError):
+            raise error
+        fallback = runner.summary if runner is not None else BatchSummary()
+        return RunEnd(error.summary or fallback, stopped=error)
+    if summary is None:  # the first signal cancelled it
+        summary = runner.summary if runner is not None else BatchSummary(interrupted=True)
+    return RunEnd(summary, interrupted=signals > 0)

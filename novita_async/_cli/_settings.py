@@ -1,12 +1,9 @@
 """The command line read into one typed, frozen settings object per command (:func:`parse`).
 
-Argparse only converts each flag's text to its type; the settings classes then check the whole
-(a rule between two flags sees both), and a refusal is reported against the flags the user typed,
-with exit status 2. Request flags are named after the API's fields (``--width`` for ``width``,
-``--image-type`` for ``extra.response_image_type``) and hold no defaults of their own: a flag left
-out means "the line's value, else the model's default"; ranges are the models' own
-(:mod:`novita_async._spec`). The ``run`` command's batch flags are :class:`BatchOptions`' fields:
-one flag per field, its help, default and validation the field's.
+Argparse only converts each flag's text; the settings check the whole (a rule between two flags
+sees both) and a refusal names the flags as typed, with exit status 2. Request flags are named
+after the API's fields and have no defaults of their own (left out: the line's value, else the
+model's); ``run``'s batch flags are :class:`BatchOptions`' fields, help and defaults included.
 """
 
 from __future__ import annotations
@@ -14,9 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 
@@ -32,25 +30,7 @@ from .. import (
 )
 from .._config import ENV_API_KEY
 from .._files import looks_like_url
-from ..batch import BatchOptions, is_run_output
-
-__all__ = [
-    "BATCH_FLAGS",
-    "REQUEST_FLAGS",
-    "Command",
-    "DemoSettings",
-    "EmulatorSettings",
-    "GenerateSettings",
-    "ModelsSettings",
-    "RepairSettings",
-    "ReportTo",
-    "ResultSettings",
-    "RunSettings",
-    "StatusSettings",
-    "UploadSettings",
-    "build_parser",
-    "parse",
-]
+from ..batch import BatchOptions, Shard, is_run_output
 
 
 class UsageError(Exception):
@@ -74,7 +54,7 @@ def _some_paths(texts: Iterable[str | Path] | None) -> tuple[Path, ...] | None:
 
 @attrs.frozen(kw_only=True)
 class Connection:
-    """How a command that talks to the API reaches it (the ``NOVITA_*`` variables fill the gaps);
+    """How a command reaches the API (the ``NOVITA_*`` variables fill the gaps);
     ``download_timeout`` replaces one image download's deadline, the other timeouts keep theirs."""
 
     api_key: str | None = attrs.field(default=None, repr=False)
@@ -82,22 +62,17 @@ class Connection:
     assets_url: str | None = None
     download_timeout: float | None = None
 
-    @property
-    def timeouts(self) -> Timeouts | None:
-        if self.download_timeout is None:
-            return None
-        return Timeouts(download_total=self.download_timeout)
+    def _places(self) -> dict[str, Any]:
+        timeout = self.download_timeout
+        timeouts = None if timeout is None else Timeouts(download_total=timeout)
+        return {"base_url": self.base_url, "assets_url": self.assets_url, "timeouts": timeouts}
 
     def client(self) -> NovitaClient:
-        return NovitaClient(
-            self.api_key, base_url=self.base_url, assets_url=self.assets_url, timeouts=self.timeouts
-        )
+        return NovitaClient(self.api_key, **self._places())
 
     def config(self) -> ClientConfig:
-        """The client's configuration, resolved here (for Ray's shards, in other processes)."""
-        return ClientConfig.resolve(
-            self.api_key, base_url=self.base_url, assets_url=self.assets_url, timeouts=self.timeouts
-        )
+        """Resolved here, for Ray's shards in other processes."""
+        return ClientConfig.resolve(self.api_key, **self._places())
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -114,8 +89,8 @@ class ReportTo:
     secrets: tuple[str, ...] = attrs.field(default=(), repr=False)
 
     def check(self, out: Path, inputs: tuple[Path | None, ...]) -> None:
-        """Refuse a path the report cannot be written to, or one that would write over the run's
-        ``inputs`` (its job file, its journal) or its output: found when the run ends, too late."""
+        """Refuse now a path the report cannot be written to, or one over the run's ``inputs``
+        or output: found when the run ends, it would be too late."""
         if self.path is None:
             return
         if not self.path.parent.is_dir() or self.path.is_dir():
@@ -133,8 +108,6 @@ class ReportTo:
 
 @attrs.frozen
 class RaySettings:
-    """``--ray --shards K [--ray-address ADDR]``."""
-
     shards: int
     address: str | None = None
 
@@ -142,14 +115,7 @@ class RaySettings:
 @attrs.frozen(kw_only=True)
 class _Settings:
     debug: bool = False
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return Connection().secrets  # the environment's key, though this command needs none
-
-
-@attrs.frozen(kw_only=True)
-class _Connected(_Settings):
+    # Only for the commands that talk to the API; every one keeps its secrets out of messages.
     connection: Connection = attrs.field(factory=Connection)
 
     @property
@@ -158,15 +124,12 @@ class _Connected(_Settings):
 
 
 @attrs.frozen(kw_only=True)
-class RunSettings(_Connected):
+class RunSettings(_Settings):
     jobs: Path = attrs.field(converter=Path)
-    out: str
-    """``--out`` as given: a folder, or an object-store URL (opened when the run starts)."""
+    out: str  # a folder, or an object-store URL (opened when the run starts)
     options: BatchOptions = attrs.field(factory=BatchOptions)
-    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)
-    """The request fields the flags set, API-named: defaults for every line."""
+    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)  # API-named, for every line
     plain: bool = False
-    """Plain log lines instead of a progress bar."""
     dry_run: bool = False
     report: ReportTo = attrs.field(factory=ReportTo)
     ray: RaySettings | None = None
@@ -187,7 +150,7 @@ class RunSettings(_Connected):
 
 
 @attrs.frozen(kw_only=True)
-class GenerateSettings(_Connected):
+class GenerateSettings(_Settings):
     request: InstantIDRequest
     faces: tuple[Path, ...] = attrs.field(converter=_paths)
     refs: tuple[Path, ...] = attrs.field(converter=_paths)
@@ -197,12 +160,12 @@ class GenerateSettings(_Connected):
 
 
 @attrs.frozen(kw_only=True)
-class UploadSettings(_Connected):
+class UploadSettings(_Settings):
     files: tuple[Path, ...] = attrs.field(converter=_paths)
 
 
 @attrs.frozen(kw_only=True)
-class ResultSettings(_Connected):
+class ResultSettings(_Settings):
     task_id: str
     download: Path | None = attrs.field(default=None, converter=_path)
     wait: bool = False
@@ -210,7 +173,7 @@ class ResultSettings(_Connected):
 
 
 @attrs.frozen(kw_only=True)
-class ModelsSettings(_Connected):
+class ModelsSettings(_Settings):
     sdxl: bool = False
     model_type: str | None = None
     query: str | None = None
@@ -224,33 +187,38 @@ class DemoSettings(_Settings):
 
 
 @attrs.frozen(kw_only=True)
-class StatusSettings(_Settings):
+class _OutputFolder(_Settings):
+    """A command that reads a run's output folder (no network, no key)."""
+
+    command: ClassVar[str]
     out: str
     journal: Path | None = attrs.field(default=None, converter=_path)
+
+    def __attrs_post_init__(self) -> None:
+        if scheme := looks_like_url(self.out):
+            raise UsageError(
+                f"argument OUT: {scheme}:// outputs are not read by `{self.command}` yet: it reads "
+                "a local output folder (an object-store run keeps its working copy in its staging "
+                "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class StatusSettings(_OutputFolder):
+    command = "status"
     jobs: Path | None = attrs.field(default=None, converter=_path)
     json: bool = False
     verify: bool = False
 
-    def __attrs_post_init__(self) -> None:
-        _local_out("status", self.out)
-
 
 @attrs.frozen(kw_only=True)
-class RepairSettings(_Settings):
-    """``novita-async journal repair OUT``."""
-
-    out: str
-    journal: Path | None = attrs.field(default=None, converter=_path)
-
-    def __attrs_post_init__(self) -> None:
-        _local_out("journal", self.out)
+class RepairSettings(_OutputFolder):
+    command = "journal"
 
 
 @attrs.frozen(kw_only=True)
 class EmulatorSettings(_Settings):
-    """The emulator's options, which it parses itself (the parser here checked them first)."""
-
-    args: tuple[str, ...]
+    args: tuple[str, ...]  # the emulator parses them itself (the parser here checked them)
 
 
 Command = (
@@ -266,39 +234,31 @@ Command = (
 )
 
 
-def _local_out(command: str, out: str) -> None:
-    if scheme := looks_like_url(out):
-        raise UsageError(
-            f"argument OUT: {scheme}:// outputs are not read by `{command}` yet: it reads a "
-            "local output folder (an object-store run keeps its working copy in its staging "
-            "folder, under $NOVITA_ASYNC_STAGING or ~/.cache/novita-async/staging)"
-        )
-
-
 # --- request flags ------------------------------------------------------------------------------
 
 METAVARS: dict[object, str] = {int: "N", float: "X", Path: "PATH", str: "TEXT"}
 
 
-def _lora(text: str) -> dict[str, Any]:
-    name, sep, strength = text.rpartition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME:STRENGTH, got {text!r}")
-    try:
-        return {"model_name": name, "strength": float(strength)}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+def _unit(shape: str) -> Callable[[str], dict[str, Any]]:
+    """The parser of a ``--lora`` or ``--controlnet`` value shaped ``NAME:STRENGTH[:MORE]``."""
+    colons = shape.count(":")
 
+    def parse(text: str) -> dict[str, Any]:
+        parts = text.rsplit(":", colons)
+        if len(parts) != colons + 1 or not parts[0]:
+            raise argparse.ArgumentTypeError(f"expected {shape}, got {text!r}")
+        name, strength, *preprocessor = parts
+        try:
+            unit: dict[str, Any] = {"model_name": name, "strength": float(strength)}
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"strength must be a number, got {strength!r}"
+            ) from None
+        if preprocessor:
+            unit["preprocessor"] = preprocessor[0]
+        return unit
 
-def _controlnet(text: str) -> dict[str, Any]:
-    parts = text.rsplit(":", 2)
-    if len(parts) != 3 or not parts[0]:
-        raise argparse.ArgumentTypeError(f"expected MODEL:STRENGTH:PREPROCESSOR, got {text!r}")
-    name, strength, preprocessor = parts
-    try:
-        return {"model_name": name, "strength": float(strength), "preprocessor": preprocessor}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"strength must be a number, got {strength!r}") from None
+    return parse
 
 
 @attrs.frozen
@@ -351,9 +311,10 @@ REQUEST_FLAGS: tuple[RequestFlag, ...] = (
     _numeric("--clip-skip", "clip_skip"),
     _numeric("--control-guidance-start", "control_guidance_start"),
     _numeric("--control-guidance-end", "control_guidance_end"),
-    RequestFlag("--lora", ("loras",), _lora, f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
+    RequestFlag("--lora", ("loras",), _unit("NAME:STRENGTH"),
+                f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
                 "NAME:STRENGTH", repeatable=True),
-    RequestFlag("--controlnet", ("controlnet", "units"), _controlnet,
+    RequestFlag("--controlnet", ("controlnet", "units"), _unit("MODEL:STRENGTH:PREPROCESSOR"),
                 "a ControlNet unit, repeatable", "MODEL:STRENGTH:PREPROCESSOR", repeatable=True),
     _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES, " (default: png)"),
     RequestFlag("--nsfw-detection", ("extra", "enable_nsfw_detection"), None,
@@ -370,24 +331,19 @@ def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool
         "named after the API's fields" + ("" if prompt_required else "; defaults for job lines"),
     )
     for spec in REQUEST_FLAGS:
-        if spec.type is None:
-            group.add_argument(spec.flag, dest=spec.dest, action=argparse.BooleanOptionalAction,
-                               default=None, help=spec.help)  # fmt: skip
-            continue
-        group.add_argument(
-            spec.flag,
-            dest=spec.dest,
-            type=spec.type,
-            default=None,
-            metavar=spec.metavar or METAVARS.get(spec.type, "TEXT"),
-            action="append" if spec.repeatable else "store",
-            required=prompt_required and spec.flag == "--prompt",
-            help=spec.help,
-        )
+        kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
+        if spec.type is not None:
+            kind = {
+                "type": spec.type,
+                "metavar": spec.metavar or METAVARS.get(spec.type, "TEXT"),
+                "action": "append" if spec.repeatable else "store",
+                "required": prompt_required and spec.flag == "--prompt",
+            }
+        group.add_argument(spec.flag, dest=spec.dest, default=None, help=spec.help, **kind)
 
 
 def _request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The request fields the flags set, as a nested API-named dict (unset flags are absent)."""
+    """The request fields the flags set, nested and API-named."""
     fields: dict[str, Any] = {}
     for spec in REQUEST_FLAGS:
         if (value := values.get(spec.dest)) is None:
@@ -432,31 +388,21 @@ class BatchFlag:
         return attrs.fields_dict(BatchOptions)[self.field]
 
 
-# Every field but ``poll``, a policy of five delays. ``--journal`` keeps its documented name.
-BATCH_FLAGS: tuple[BatchFlag, ...] = (
-    BatchFlag("--concurrency", "concurrency", int),
-    BatchFlag("--rate", "rate", float),
-    BatchFlag("--journal", "journal_path", Path),
-    BatchFlag("--retry-failed", "retry_failed", None),
-    BatchFlag("--fail-fast", "fail_fast", None),
-    BatchFlag("--upload-concurrency", "upload_concurrency", int),
-    BatchFlag("--poll-concurrency", "poll_concurrency", int),
-    BatchFlag("--task-timeout", "task_timeout", float),
-    BatchFlag("--journal-fsync", "journal_fsync", None),
-    BatchFlag("--submit-concurrency", "submit_concurrency", int),
-    BatchFlag("--stop-grace", "stop_grace", float),
-    BatchFlag("--max-outage", "max_outage", float),
-    BatchFlag("--retry-after-cap", "retry_after_cap", float),
-    BatchFlag("--retry-unknown-submits", "retry_unknown_submits", None),
-    BatchFlag("--max-tasks", "max_tasks", int),
-    BatchFlag("--webhook-listen", "webhook_listen", str),
-    BatchFlag("--webhook-url", "webhook_url", str),
-    BatchFlag("--staging-dir", "staging_dir", Path),
-    BatchFlag("--shard", "shard", str),
+def _batch_flag(option: attrs.Attribute[Any]) -> BatchFlag:
+    kind = next(t for t in typing.get_args(option.type) or (option.type,) if t is not type(None))
+    flag = "--journal" if option.name == "journal_path" else f"--{option.name.replace('_', '-')}"
+    return BatchFlag(flag, option.name, None if kind is bool else {Shard: str}.get(kind, kind))
+
+
+# A flag per field, in the fields' order, but ``poll`` (a policy of five delays).
+BATCH_FLAGS: tuple[BatchFlag, ...] = tuple(
+    _batch_flag(option)
+    for option in attrs.fields(attrs.resolve_types(BatchOptions))
+    if option.name != "poll"
 )
 
 
-def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False) -> Any:
+def _converter(kind: type[Any], *, positive: bool = False) -> Any:
     """A flag's ``type=``: the text converted only; the fields' validators judge the value once
     every flag is read (one flag alone is a half-built object to a rule between fields)."""
 
@@ -464,7 +410,7 @@ def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False)
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {name} value: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if positive and not value > 0:
             raise argparse.ArgumentTypeError(f"{text} is not allowed: must be > 0")
         return value
@@ -475,20 +421,12 @@ def _converter(kind: Callable[[str], Any], name: str, *, positive: bool = False)
 def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("batch options", "the batch runner's options (BatchOptions)")
     for spec in BATCH_FLAGS:
-        option = spec.option
-        if spec.type is None:
-            group.add_argument(spec.flag, dest=spec.field, action="store_true", default=None,
-                               help=option.metadata["help"])  # fmt: skip
-            continue
-        default = "" if option.default is None else f" (default: {option.default:g})"
-        group.add_argument(
-            spec.flag,
-            dest=spec.field,
-            type=_converter(spec.type, spec.type.__name__),
-            default=None,
-            metavar=METAVARS[spec.type],
-            help=option.metadata["help"] + default,
-        )
+        option, help = spec.option, spec.option.metadata["help"]
+        kind: dict[str, Any] = {"action": "store_true"}
+        if spec.type is not None:
+            kind = {"type": _converter(spec.type), "metavar": METAVARS[spec.type]}
+            help += "" if option.default is None else f" (default: {option.default:g})"
+        group.add_argument(spec.flag, dest=spec.field, default=None, help=help, **kind)
 
 
 def _options(values: Mapping[str, Any]) -> BatchOptions:
@@ -499,12 +437,8 @@ def _options(values: Mapping[str, Any]) -> BatchOptions:
         return BatchOptions(**{name: value for name, value in given.items() if value is not None})
     except ConfigurationError as exc:
         message = str(exc)
-    found = [
-        (match.start(), spec)
-        for spec in BATCH_FLAGS
-        if (match := re.search(rf"\b{spec.field}\b", message)) is not None
-    ]
-    named = [spec for _, spec in sorted(found, key=lambda item: item[0])]
+    where = {s: m.start() for s in BATCH_FLAGS if (m := re.search(rf"\b{s.field}\b", message))}
+    named = sorted(where, key=where.__getitem__)
     if not named:
         raise UsageError(f"batch options: {message}")
     if len(named) == 1:
@@ -535,7 +469,7 @@ def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--shards",
-        type=_converter(int, "int", positive=True),
+        type=_converter(int, positive=True),
         default=None,
         metavar="K",
         help="shards (Ray actors) for --ray; an output folder keeps its number of shards",
@@ -560,7 +494,7 @@ def _add_download_timeout(parser: argparse.ArgumentParser) -> None:
     shown = "none" if default is None else f"{default:g}"
     parser.add_argument(
         "--download-timeout",
-        type=_converter(float, "float", positive=True),
+        type=_converter(float, positive=True),
         default=None,
         metavar="SECONDS",
         help="seconds one attempt at downloading an image may take in all, however steadily "
@@ -630,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        name: str, help: str, *parents: _Parser, epilog: str | None = None
+        name: str, settings: type[Command], help: str, *parents: _Parser, epilog: str | None = None
     ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(
             name,
@@ -640,11 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sub.set_defaults(subparser=sub)
+        sub.set_defaults(subparser=sub, settings=settings)
         return sub
 
-    run = command("run", "run every job of a JSONL job file; rerun to resume", connection,
-                  epilog=RUN_EPILOG)  # fmt: skip
+    run = command("run", RunSettings, "run every job of a JSONL job file; rerun to resume",
+                  connection, epilog=RUN_EPILOG)  # fmt: skip
     run.add_argument("jobs", metavar="JOBS.jsonl", help="one JSON job object per line")
     run.add_argument("--out", required=True, metavar="DIR|URL", help="output folder (images, "
                      "results), or an object store: s3://BUCKET/PREFIX, gs://..., az://... "
@@ -663,8 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ray_flags(run)
     _add_request_flags(run, prompt_required=False)
 
-    generate = command("generate", "one task end to end: upload, submit, wait, download",
-                       connection)  # fmt: skip
+    generate = command(
+        "generate",
+        GenerateSettings,
+        "one task end to end: upload, submit, wait, download",
+        connection,
+    )
     generate.add_argument("--face", action="append", required=True, metavar="FILE", dest="faces",
                           help="face image, repeatable")  # fmt: skip
     generate.add_argument("--ref", action="append", required=True, metavar="FILE", dest="refs",
@@ -678,26 +616,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_timeout(generate)
     _add_request_flags(generate, prompt_required=True)
 
-    upload = command("upload", "upload images; prints one asset id per file", connection)
+    upload = command(
+        "upload", UploadSettings, "upload images; prints one asset id per file", connection
+    )
     upload.add_argument("files", nargs="+", metavar="FILE")
 
-    result = command("result", "show a task's result", connection)
+    result = command("result", ResultSettings, "show a task's result", connection)
     result.add_argument("task_id", metavar="TASK_ID")
     result.add_argument("--download", metavar="DIR", default=None, help="save its images here")
     result.add_argument("--wait", action="store_true", help="wait until the task has ended")
     result.add_argument("--json", action="store_true", help="print the whole result as JSON")
     _add_download_timeout(result)
 
-    models = command("models", "list models (sd_name per line)", connection)
+    models = command("models", ModelsSettings, "list models (sd_name per line)", connection)
     models.add_argument("--sdxl", action="store_true", help="SDXL models only")
     models.add_argument("--type", choices=_spec.MODEL_TYPES, default=None, dest="model_type")
     models.add_argument("--query", default=None, metavar="Q", help="search text")
     models.add_argument(
-        "--limit", type=_converter(int, "int", positive=True), default=None,
+        "--limit", type=_converter(int, positive=True), default=None,
         help="at most this many",
     )  # fmt: skip
 
-    emulator = command("emulator", "run the local emulator of the API until interrupted")
+    emulator = command(
+        "emulator", EmulatorSettings, "run the local emulator of the API until interrupted"
+    )
     try:
         from ..emulator._cli import add_arguments
     except ImportError:  # the emulator needs the [emulator] extra (Pillow)
@@ -705,12 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_arguments(emulator)
 
-    demo = command("demo", "generate a dozen pictures against the built-in emulator")
+    demo = command("demo", DemoSettings, "generate a dozen pictures against the built-in emulator")
     demo.add_argument("--out", default="novita-demo", metavar="DIR",
                       help="output folder (default: ./novita-demo)")  # fmt: skip
     demo.add_argument("--no-progress", action="store_true", dest="plain", help="plain log lines")
 
-    status = command("status", "where the run of an output folder stands (no network, no key)")
+    status = command(
+        "status", StatusSettings, "where the run of an output folder stands (no network, no key)"
+    )
     _add_out_and_journal(status)
     status.add_argument("--jobs", default=None, metavar="JOBS.jsonl",
                         help="the run's job file: also count its jobs never submitted")  # fmt: skip
@@ -722,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1 if one is missing or damaged",
     )
 
-    journal = command("journal", "look after a run's journal: `journal repair OUT`")
+    journal = command("journal", RepairSettings, "look after a run's journal: `journal repair OUT`")
     actions = journal.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     repair = actions.add_parser(
         "repair",
@@ -737,22 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: dict[str, Callable[..., Command]] = {
-    "run": RunSettings,
-    "generate": GenerateSettings,
-    "upload": UploadSettings,
-    "result": ResultSettings,
-    "models": ModelsSettings,
-    "demo": DemoSettings,
-    "status": StatusSettings,
-    "journal": RepairSettings,
-    "emulator": EmulatorSettings,
-}
-
-
 def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
-    """The settings of the command ``values`` (argparse's converted flags, named after the
-    settings' fields) name; what is more than one flag's text is made here."""
+    """The settings ``values`` (argparse's, named after the settings' fields) make."""
     given = dict(values, debug=bool(values["debug"] or values["debug_anywhere"]))
     given["connection"] = connection = Connection(
         **{name: values.get(name) for name in attrs.fields_dict(Connection)}
@@ -773,8 +703,8 @@ def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
             # The emulator parses its own options; --debug is ours (and changes nothing there).
             rest = argv[list(argv).index("emulator") + 1 :]
             given["args"] = tuple(arg for arg in rest if arg != "--debug")
-    make = _COMMANDS[values["command"]]
-    return make(**{name: given[name] for name in attrs.fields_dict(make)})  # type: ignore[arg-type]
+    make: type[Command] = values["settings"]
+    return make(**{name: given[name] for name in attrs.fields_dict(make)})
 
 
 def parse(argv: Sequence[str]) -> Command:
