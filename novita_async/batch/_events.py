@@ -1,13 +1,7 @@
-"""What a run tells: progress events, the summary's counts, and the record of each job's end.
+"""What a run tells: progress events and the summary's counts.
 
 ``on_event`` is called synchronously in the task where the thing happened; it should be quick. An
 exception it raises is logged and swallowed: a broken progress bar must not lose a paid task.
-
-A job's end is told in one order (:class:`Recorder`): the journal first (the source of truth),
-then ``results.jsonl``, then the summary's counts and the event. A record that cannot be written
-(the disk is full, the folder became read-only) stops the run: the job ends unrecorded and a rerun
-continues it. A record written with the journal's reserve (the disk had no room left) stops the
-run too, once that record is safe.
 """
 
 from __future__ import annotations
@@ -16,28 +10,19 @@ import enum
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
-from .._exceptions import LocalIOError
-from ._jobs import JobError, JobOutcome, JobStatus
-from ._pacing import RunStopped
-
-if TYPE_CHECKING:  # the journal and the results file sit above what a run tells
-    from ._journal import Journal, ResultsFile
-    from ._pacing import RunGate
+from ._jobs import JobOutcome
 
 __all__ = [
     "BatchEvent",
     "BatchEventHook",
     "BatchEventKind",
     "BatchSummary",
-    "Recorder",
     "SummaryCounter",
     "emit",
-    "failed_outcome",
 ]
 
 logger = logging.getLogger("novita_async.batch")
@@ -99,21 +84,19 @@ def emit(hook: BatchEventHook | None, event: BatchEvent) -> None:
 class BatchSummary:
     """Counts of one run (``run`` or ``run_all``).
 
-    ``succeeded`` and ``failed`` count every job of the input, including those ``replayed`` from an
-    earlier run's journal. ``submitted`` counts tasks created by this run, ``resumed`` tasks of an
-    earlier run followed again, ``restored`` jobs of an earlier run whose images were missing or
-    damaged and were fetched again from their tasks (nothing paid), ``tasks`` the tasks this run
-    saw end. ``http_requests`` counts the client calls the runner made, by route (``upload``,
-    ``submit``, ``result``, ``image``); the client's own retries are not included (count those
-    with the client's ``on_event``).
-    ``requests_per_task`` divides the non-upload calls by ``tasks``. ``interrupted`` is true when
-    the run was cancelled or stopped by ``fail_fast`` before every job ended. ``stopped`` is the
-    reason of a run-level failure that stopped the run (``INVALID_API_KEY``, ``DISK_FULL``,
-    ``OUTAGE``...). ``not_finished`` counts the jobs the run had read and left unrecorded (it
-    stopped or was interrupted before they ended): a rerun continues them. ``not_reached`` counts
-    the jobs of the input the run never read; the runner reads its input lazily and cannot know
-    it, so it is 0 unless the caller, who knows the input's size, fills it in (the command does,
-    from its job file). ``jobs + not_finished + not_reached`` is then the size of the input.
+    ``succeeded`` and ``failed`` count every job of the input, those ``replayed`` from an earlier
+    run's journal included. ``submitted`` counts the tasks this run created, ``resumed`` an earlier
+    run's tasks followed again, ``restored`` earlier jobs whose missing or damaged images were
+    fetched again from their tasks (nothing paid), ``tasks`` the tasks this run saw end.
+    ``http_requests`` counts the runner's client calls by route (``upload``, ``submit``,
+    ``result``, ``image``), not the client's own retries (its ``on_event`` sees those);
+    ``requests_per_task`` divides the non-upload calls by ``tasks``. ``interrupted``: the run was
+    cancelled or stopped by ``fail_fast`` before every job ended. ``stopped``: the reason of the
+    run-level failure that stopped it (``INVALID_API_KEY``, ``DISK_FULL``, ``OUTAGE``...).
+    ``not_finished`` counts the jobs read and left unrecorded (a rerun continues them);
+    ``not_reached`` the jobs of the input never read (the runner reads lazily): 0 unless the
+    caller, who knows the input's size, fills it in (the command does). ``jobs + not_finished +
+    not_reached`` is then the size of the input.
     """
 
     jobs: int = 0
@@ -147,14 +130,9 @@ class BatchSummary:
         return self.http_requests.get("result", 0) / self.tasks if self.tasks else 0.0
 
 
-# The counts a SummaryCounter keeps under the summary's own names.
-_SAME_NAMES = ("jobs", "succeeded", "failed", "replayed", "submitted", "resumed", "tasks",
-               "restored", "images", "interrupted", "stopped")  # fmt: skip
-
-
 @attrs.define
 class SummaryCounter:
-    """Mutable tallies behind :class:`BatchSummary`."""
+    """Mutable tallies behind :class:`BatchSummary`, most under the summary's own names."""
 
     started: float | None = None  # on anyio's clock, once the run starts
     finished: float | None = None
@@ -173,12 +151,6 @@ class SummaryCounter:
     stopped: str | None = None
     taken: int = 0  # jobs the workers read from the input
 
-    def start(self) -> None:
-        self.started = anyio.current_time()
-
-    def stop(self) -> None:
-        self.finished = anyio.current_time()
-
     def count_outcome(self, outcome: JobOutcome) -> None:
         self.jobs += 1
         if outcome.replayed:
@@ -194,8 +166,9 @@ class SummaryCounter:
         if self.started is not None:
             end = self.finished if self.finished is not None else anyio.current_time()
             wall = end - self.started
+        same = [name for name in attrs.fields_dict(BatchSummary) if hasattr(self, name)]
         return BatchSummary(
-            **{name: getattr(self, name) for name in _SAME_NAMES},
+            **{name: getattr(self, name) for name in same},
             failures_by_reason=dict(self.failures),
             http_requests=dict(self.requests),
             wall_seconds=wall,
@@ -203,77 +176,3 @@ class SummaryCounter:
             # counted by its outcome or not finished.
             not_finished=max(self.taken - self.jobs, 0),
         )
-
-
-def failed_outcome(
-    job_id: str, error: BaseException, task_id: str | None, files: tuple[str, ...] = ()
-) -> JobOutcome:
-    return JobOutcome(
-        job_id=job_id,
-        status=JobStatus.FAILED,
-        task_id=task_id,
-        files=files,
-        error=JobError.from_exception(error),
-    )
-
-
-@attrs.frozen
-class Recorder:
-    """Tells a job's end, in the order above."""
-
-    journal: Journal
-    results: ResultsFile
-    counter: SummaryCounter
-    gate: RunGate
-    emit: Callable[..., None]
-
-    def fail(
-        self, job_id: str, error: BaseException, task_id: str | None, fingerprint: str | None
-    ) -> JobOutcome:
-        return self.end(failed_outcome(job_id, error, task_id), fingerprint, record=True)
-
-    def end(
-        self,
-        outcome: JobOutcome,
-        fingerprint: str | None,
-        *,
-        record: bool,
-        sizes: tuple[int, ...] = (),
-        digests: tuple[str, ...] = (),
-    ) -> JobOutcome:
-        if record:
-            try:
-                self.journal.record_outcome(outcome, fingerprint, sizes=sizes, digests=digests)
-                self.results.append(outcome)
-            except LocalIOError as error:
-                self.gate.stop(error)
-                raise RunStopped from error
-            self.check_reserve()
-        self.counter.count_outcome(outcome)
-        job_id, task_id, replayed = outcome.job_id, outcome.task_id, outcome.replayed
-        if (failure := outcome.error) is None:
-            files = outcome.files
-            self.emit(
-                BatchEventKind.SUCCEEDED, job_id, task_id=task_id, files=files, replayed=replayed
-            )
-        else:
-            self.emit(
-                BatchEventKind.FAILED,
-                job_id,
-                task_id=task_id,
-                reason=failure.reason,
-                message=failure.message,
-                replayed=replayed,
-            )
-        return outcome
-
-    def check_reserve(self) -> None:
-        """Stop the run once the journal had to spend its reserve: the disk is full."""
-        if self.journal.reserve_used:
-            self.gate.stop(
-                LocalIOError(
-                    f"the output disk is full: the journal used its reserve ({self.journal.path})",
-                    errno=28,  # ENOSPC
-                    path=str(self.journal.path),
-                )
-            )

@@ -1,28 +1,29 @@
 """One job's way through a run: check, upload, submit (never paid twice), follow, download, record.
 
 Every step of a job goes round one loop, :meth:`JobFlow._step`, around the client's own attempts.
-A failed step is judged (:meth:`~._judging.Judge.judge`: the job's fault ends it, a run-level
-failure stops the run, a transient one is tried again, its rounds counted only while the service
-answers others), except two refusals of a submission that are nobody's fault, tried again at once:
+A failed step is handled as the failure policy decides (``_failures.decide``: the job's fault ends
+it, a run-level failure stops the run, a transient one is tried again, its rounds counted only
+while the service answers others), except two refusals of a submission, tried again at once:
 
 - a 429 is the account's: it pauses every submitter (the gate) and never counts a job's round;
 - a 400 ``INVALID_REQUEST_BODY`` to a body naming asset ids from the cache may mean the service
   forgot them (it documents no asset lifetime): those files are uploaded again and the body sent
   once more. A 400 made no task (the journal says ``not_submitted``), so this cannot pay twice.
 
-A submission passes the run's gate (the rate, any pause, the run's stop) and a check of the free
-space on the output disk, then, with at most ``submit_concurrency`` POSTs in flight:
+A submission passes the run's gate (the rate, any pause, the stop) and a check of the free space
+on the output disk, then, with at most ``submit_concurrency`` POSTs in flight:
 
-1. the journal records the intent (``submitting``) before anything is sent (an object-store
-   journal: the intent is in the store's segments before the POST; see ``_journal_segments``);
+1. the journal records the intent (``submitting``) before anything is sent (and, an object-store
+   journal, makes it durable in the store);
 2. the POST is sent, shielded from cancellation: a stopping run still reads the answer of a POST it
-   sent, for ``stop_grace`` seconds (or until :meth:`JobFlow.abandon_submissions`);
-3. the answer is recorded in the same step that receives it: ``submitted`` with the task id, or
-   ``not_submitted`` when the service refused it (no task exists). A lost answer records nothing
-   more: the intent stands, and the job ends ``SUBMIT_OUTCOME_UNKNOWN``.
+   sent, for ``stop_grace`` seconds (or until :meth:`JobFlow.stop_submissions` says 0);
+3. the answer is recorded in the step that receives it: ``submitted`` with the task id, or
+   ``not_submitted`` when the service refused it. A lost answer records nothing more: the intent
+   stands, and the job ends ``SUBMIT_OUTCOME_UNKNOWN``.
 
-The download step is :class:`~._saving.ImageSaver`; a job's end is told by
-:class:`~._events.Recorder` (the journal first, then the results file, then the event).
+A job's end is told in one order (:meth:`JobFlow._end`): the journal (the source of truth), then
+``results.jsonl``, then the counts and the event. A record that cannot be written stops the run
+(the job ends unrecorded, a rerun continues it); so does one written with the journal's reserve.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import attrs
 
+from .. import _failures
 from .._client import NovitaClient
 from .._completion import Poller, request_cost
 from .._exceptions import (
@@ -47,29 +49,20 @@ from .._exceptions import (
     SubmitOutcomeUnknownError,
     TaskFailedError,
 )
-from .._failures import Kind, RetryPolicy, Step, classify, may_be_unknown_asset
+from .._failures import Kind, Rounds, Step, classify
 from .._models import Task, TaskResult, TaskStatus
 from ..webhooks import WebhookReceiver
-from ._events import (
-    BatchEvent,
-    BatchEventHook,
-    BatchEventKind,
-    Recorder,
-    SummaryCounter,
-    emit,
-    failed_outcome,
-)
-from ._inputs import AssetUploader, PreparedImage, PreparedJob
-from ._jobs import InvalidJob, Job, JobOutcome, JobStatus
+from ._events import BatchEvent, BatchEventHook, BatchEventKind, SummaryCounter, emit
+from ._inputs import ASSET_FIELDS, AssetUploader, PreparedImage, PreparedJob
+from ._jobs import InvalidJob, Job, JobError, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal, ResultsFile
-from ._judging import Ended, Judge, Rounds
 from ._options import BatchOptions
 from ._outputs import ImageSaver, SavedImages
-from ._pacing import RunGate, RunStopped
+from ._pacing import RunGate, RunStopped, SubmitPermits
 from ._plan import Action, Planner
-from ._run_folder import OutputLostError
+from ._run_folder import OutputLostError, RunFolder
 
-__all__ = ["DiskSpace", "JobFlow", "RunContext"]
+__all__ = ["DiskSpace", "JobFlow"]
 
 logger = logging.getLogger("novita_async.batch")
 
@@ -83,66 +76,19 @@ _SPARE_BYTES = 4 << 20
 _RECHECK = 32
 
 
-def _capped(run: RunContext) -> RetryPolicy:
-    """The client's retry policy, with ``Retry-After`` capped as the run's options say: no
-    request of a run waits longer than ``retry_after_cap`` on the server's word."""
-    retry = run.client.config.retry
-    cap = min(retry.retry_after_cap, run.options.retry_after_cap)
-    return attrs.evolve(retry, retry_after_cap=cap)
-
-
-@attrs.frozen(kw_only=True)
-class RunContext:
-    """What one run's jobs share, made once when the run opens."""
-
-    client: NovitaClient
-    options: BatchOptions
-    out_dir: Path
-    journal: Journal
-    results: ResultsFile
-    counter: SummaryCounter
-    gate: RunGate
-    on_event: BatchEventHook | None = None
-    webhooks: WebhookReceiver | None = None
-    publish: Callable[[Sequence[Path]], Awaitable[None]] | None = None
-    """Hands a task's saved images on (an object-store output uploads them)."""
-    durable: Callable[[], Awaitable[None]] | None = None
-    """Makes the journal's last records durable (an object-store journal: in the store)."""
-    retry: RetryPolicy = attrs.field(
-        default=attrs.Factory(lambda run: _capped(run), takes_self=True)
-    )
-    submit_retry: RetryPolicy = attrs.field(
-        # A 429 on a submission comes straight back to the job's loop, where it pauses every
-        # submitter, instead of being waited out by this one submitter while the others send.
-        default=attrs.Factory(
-            lambda run: attrs.evolve(run.retry, retry_rate_limited=False), takes_self=True
-        )
-    )
-
-    def on_request(self, route: str) -> None:
-        self.counter.requests[route] += 1
-
-    def emit(self, kind: BatchEventKind, job_id: str, **fields: Any) -> None:
-        if self.on_event is not None:  # no observer, no event to build
-            emit(self.on_event, BatchEvent(kind, job_id, **fields))
-
-
 class DiskSpace:
     """Refuses a submission while the output disk lacks room for the images of the tasks in flight:
-    a task paid for must have somewhere to land.
-
-    The free space is read again after ``_RECHECK`` submissions, or at once when the last reading
-    left room for fewer than that many tasks more.
+    a task paid for must have somewhere to land. The free space is read again after ``_RECHECK``
+    submissions, or at once when the last reading left room for fewer than that many tasks more.
     """
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
-        self._image_bytes = _IMAGE_BYTES
         self._free = 0
         self._until_read = 0  # submissions left before the free space is read again
 
     def check(self, tasks_in_flight: int, images_per_task: int) -> None:
-        per_task = images_per_task * self._image_bytes
+        per_task = images_per_task * _IMAGE_BYTES
         need = (tasks_in_flight + 1) * per_task + _SPARE_BYTES
         if self._until_read <= 0 or self._free < need + _RECHECK * per_task:
             try:
@@ -162,9 +108,35 @@ class DiskSpace:
             )
 
 
-@attrs.define
-class _Submission:
-    """A new job's submission as its loop goes round."""
+class _Ended(Exception):
+    """The job has ended (recorded); carries its outcome."""
+
+    def __init__(self, outcome: JobOutcome) -> None:
+        super().__init__(outcome.job_id)
+        self.outcome = outcome
+
+
+def _failed(
+    job_id: str, error: BaseException, task_id: str | None, files: tuple[str, ...] = ()
+) -> JobOutcome:
+    return JobOutcome(
+        job_id, JobStatus.FAILED, task_id, files=files, error=JobError.from_exception(error)
+    )
+
+
+@attrs.define(kw_only=True)
+class _Way:
+    """A job on its way, as its loop goes round."""
+
+    id: str
+    fingerprint: str | None
+    rounds: Rounds = attrs.Factory(Rounds)
+    task_id: str | None = None
+
+
+@attrs.define(kw_only=True)
+class _Submission(_Way):
+    """A new job's way, from its upload to its submission's answer."""
 
     job: Job
     prepared: PreparedJob
@@ -174,226 +146,254 @@ class _Submission:
     """The asset ids in the body that came from the cache, with their images."""
     uploaded_again: bool = False
     posting: bool = False
-    """The step has reached the POST: a failure from there on is the submission's (its answer,
-    or the lack of one, says whether a task exists)."""
+    """The step has reached the POST: a failure from there on is the submission's."""
 
 
 class JobFlow:
-    def __init__(self, context: RunContext) -> None:
-        self.context = run = context
-        self._gate = gate = run.gate
-        self._journal = journal = run.journal
-        self._counter = run.counter
-        self._client = client = run.client
-        options = run.options
-        self._planner = Planner(journal.jobs, options, run.out_dir)
-        self._recorder = Recorder(journal, run.results, run.counter, gate, run.emit)
-        self._judge = Judge(client, gate, self._recorder, run.emit)
+    """One run's jobs, each from its plan to its record, and what they share (made once a run)."""
+
+    def __init__(
+        self,
+        client: NovitaClient,
+        options: BatchOptions,
+        folder: RunFolder,
+        journal: Journal,
+        results: ResultsFile,
+        *,
+        on_event: BatchEventHook | None,
+        permits: SubmitPermits | None,
+    ) -> None:
+        self.options = options
+        self.counter = SummaryCounter(started=anyio.current_time())
+        self._client, self._journal, self._results = client, journal, results
+        self._on_event = on_event
+        out_dir = folder.out_dir
+        # Makes the journal's last records durable (an object-store journal: in the store).
+        self._durable = None if folder.mirror is None else folder.mirror.durable
+        self.gate = RunGate(
+            options.rate,
+            retry_after_cap=options.retry_after_cap,
+            max_outage=options.max_outage,
+            on_pause=self._paused,
+            permits=permits,
+        )
+        self.webhooks = None if options.webhook_listen is None else WebhookReceiver()
+        self.webhook_url: str | None = None
+        """Where the service sends the run's webhooks (set once the receiver listens)."""
+        # No request of a run waits longer than ``retry_after_cap`` on the server's word.
+        retry = client.config.retry
+        retry = attrs.evolve(
+            retry, retry_after_cap=min(retry.retry_after_cap, options.retry_after_cap)
+        )
+        # A 429 on a submission comes straight back to the job's loop, where it pauses every
+        # submitter, instead of being waited out by this one submitter while the others send.
+        self._submit_retry = attrs.evolve(retry, retry_rate_limited=False)
+        self._planner = Planner(journal.jobs, options, out_dir)
         self.poller = Poller(
             client,
             options.poll,
-            gate,
-            retry=run.retry,
-            events=run.webhooks,
+            self.gate,
+            retry=retry,
+            events=self.webhooks,
             max_concurrent=options.poll_concurrency,
             task_timeout=options.task_timeout,
-            on_request=run.on_request,
+            on_request=self._on_request,
         )
         self._uploader = AssetUploader(
-            client, journal, concurrency=options.upload_concurrency, on_request=run.on_request
+            client, journal, concurrency=options.upload_concurrency, on_request=self._on_request
         )
         self._images = ImageSaver(
             client=client,
-            out_dir=run.out_dir,
-            retry=run.retry,
-            counter=run.counter,
-            on_request=run.on_request,
-            emit=run.emit,
-            publish=run.publish,
+            out_dir=out_dir,
+            retry=retry,
+            counter=self.counter,
+            on_request=self._on_request,
+            emit=self._emit,
+            publish=folder.destination.publish,
         )
-        self._disk = DiskSpace(run.out_dir)
-        self.webhook_url: str | None = None
-        """Where the service sends the run's webhooks (set once the receiver listens)."""
+        self._disk = DiskSpace(out_dir)
         # A job holds a slot from its submission to its end: ``concurrency`` tasks in flight.
         self._slots = anyio.Semaphore(options.concurrency, fast_acquire=True)
         # Few POSTs in flight at once: each is a task whose answer a stop may have to wait for.
         self._posting = anyio.Semaphore(options.submit_concurrency, fast_acquire=True)
-        self._posts: set[anyio.CancelScope] = set()
+        self.posts: set[anyio.CancelScope] = set()
+        """The POSTs sent and not answered yet."""
         self._stop_deadline = math.inf
         self._spent = 0  # submissions sent this run that may have made a task
         self._in_flight = 0
-        self._failed_fast = False
-
-    # --- the run's view ----------------------------------------------------------------------
-
-    @property
-    def stopped_by(self) -> BaseException | None:
-        """The run-level failure that stopped the run, if one did."""
-        return self._gate.stopped
-
-    @property
-    def failed_fast(self) -> bool:
+        self.failed_fast = False
         """A job failed under ``fail_fast``: nothing more is submitted, and the run ends early."""
-        return self._failed_fast
 
-    @property
-    def stopping_submissions(self) -> bool:
-        """A run-level failure stopped the run, or a job failed under ``fail_fast``."""
-        return self._gate.stopped is not None or self._failed_fast
+    def _on_request(self, route: str) -> None:
+        self.counter.requests[route] += 1
 
-    @property
-    def awaiting_answers(self) -> int:
-        """Submissions sent and not answered yet."""
-        return len(self._posts)
+    def _emit(self, kind: BatchEventKind, job_id: str, **fields: Any) -> None:
+        if self._on_event is not None:  # no observer, no event to build
+            emit(self._on_event, BatchEvent(kind, job_id, **fields))
+
+    def _paused(self, message: str, paused: bool) -> None:
+        self._emit(
+            BatchEventKind.PAUSED if paused else BatchEventKind.CONTINUED, "", message=message
+        )
+
+    # --- the run's stop ------------------------------------------------------------------------
 
     def stop_submissions(self, grace: float) -> None:
         """The run is stopping: the POSTs in flight get ``grace`` more seconds to be answered."""
         self._stop_deadline = min(self._stop_deadline, anyio.current_time() + grace)
-        for post in self._posts:
+        for post in self.posts:
             post.deadline = min(post.deadline, self._stop_deadline)
 
-    def abandon_submissions(self) -> None:
-        """Stop waiting for the answers of the POSTs in flight (each becomes an unknown outcome)."""
-        self.stop_submissions(0.0)
-
-    def announce_stop(self) -> None:
-        error = self._gate.stopped
-        if error is not None:
-            what, fix = classify(error).advice()
-            reason = getattr(error, "reason", type(error).__name__)
-            logger.error("the run stops: %s (%s): %s", what, reason, fix)
-            self.context.emit(BatchEventKind.STOPPED, "", reason=reason, message=f"{what}: {fix}")
+    async def bound_the_stop(self) -> None:
+        """Once the run stops (or, cancelled, ends), tell why, and give the submissions in flight
+        (shielded) ``stop_grace`` more seconds."""
+        try:
+            await self.gate.stopping()
+            if (error := self.gate.stopped) is not None:
+                verdict = classify(error)
+                what, fix = verdict.advice()
+                logger.error("the run stops: %s (%s): %s", what, verdict.reason, fix)
+                self._emit(
+                    BatchEventKind.STOPPED, "", reason=verdict.reason, message=f"{what}: {fix}"
+                )
+            await anyio.sleep_forever()
+        finally:
+            self.stop_submissions(self.options.stop_grace)
 
     # --- deciding what to do -------------------------------------------------------------------
 
     async def process(self, job: Job | InvalidJob) -> JobOutcome | None:
         """The job's outcome; None if the run stopped before the job ended (nothing recorded)."""
+        self.counter.taken += 1
         try:
             outcome = await self._decide(job)
-        except Ended as ended:
+        except _Ended as ended:
             outcome = ended.outcome
         except RunStopped:
             return None  # counted not finished (SummaryCounter.snapshot)
-        if self.context.options.fail_fast and not outcome.ok and not outcome.replayed:
+        if self.options.fail_fast and not outcome.ok and not outcome.replayed:
             # Said before this task yields: the job that takes the slot just freed must not
             # submit (the runner's cancel of the workers comes a step later).
-            self._failed_fast = True
+            self.failed_fast = True
         return outcome
 
     async def _decide(self, job: Job | InvalidJob) -> JobOutcome:
-        self.context.emit(BatchEventKind.QUEUED, job.id)
+        self._emit(BatchEventKind.QUEUED, job.id)
         plan = await self._planner.plan(job)
         prior, error = plan.prior, plan.error
         fingerprint = prior.fingerprint if prior is not None else None
-        end = self._recorder.end
         if plan.action is Action.DUPLICATE:
             assert error is not None
-            return end(failed_outcome(job.id, error, None), None, record=False)
+            return self._end(_failed(job.id, error, None), None, record=False)
         if plan.action is Action.REPLAY:
             assert prior is not None
-            return end(prior.outcome(job.id, replayed=True), fingerprint, record=False)
+            return self._end(prior.outcome(job.id, replayed=True), fingerprint, record=False)
         if plan.action is Action.CHANGED:
             assert prior is not None and error is not None
-            outcome = failed_outcome(job.id, error, prior.task_id, prior.files)
+            outcome = _failed(job.id, error, prior.task_id, prior.files)
             # Recorded (with the earlier task and images) unless the journal holds an unanswered
             # submission: that must stay an unknown outcome.
-            return end(outcome, fingerprint, record=prior.phase is not JobPhase.SUBMITTING)
+            return self._end(outcome, fingerprint, record=prior.phase is not JobPhase.SUBMITTING)
         if plan.action is Action.UNKNOWN or plan.action is Action.INVALID:
             assert error is not None
-            return self._recorder.fail(job.id, error, None, fingerprint)
+            return self._end(_failed(job.id, error, None), fingerprint, record=True)
         if plan.action is Action.FOLLOW:
             assert prior is not None and prior.task_id is not None
-            restoring = plan.restoring
             async with self._slots:
-                if restoring:
-                    self._counter.restored += 1
+                if plan.restoring:
+                    self.counter.restored += 1
                 else:
-                    self._counter.resumed += 1
-                self.context.emit(BatchEventKind.RESUMED, job.id, task_id=prior.task_id)
-                return await self._follow(
-                    job.id, prior.task_id, fingerprint, Rounds(), restoring=restoring
-                )
+                    self.counter.resumed += 1
+                self._emit(BatchEventKind.RESUMED, job.id, task_id=prior.task_id)
+                way = _Way(id=job.id, fingerprint=fingerprint, task_id=prior.task_id)
+                return await self._follow(way, restoring=plan.restoring)
         assert isinstance(job, Job) and plan.prepared is not None
-        fingerprint = plan.prepared.fingerprint
-        rounds = Rounds()
-        submission = _Submission(job, plan.prepared)
+        submission = _Submission(
+            id=job.id, fingerprint=plan.prepared.fingerprint, job=job, prepared=plan.prepared
+        )
         # Its inputs uploaded before it takes a slot: a slot is a task in flight.
-        await self._step(job.id, rounds, None, fingerprint, lambda: self._upload(submission))
+        await self._step(submission, lambda: self._upload(submission))
         async with self._slots:
-            task_id = await self._step(
-                job.id, rounds, None, fingerprint, lambda: self._submit(submission), submission
-            )
-            cost = request_cost(job.request)
-            return await self._follow(job.id, task_id, fingerprint, rounds, cost)
+            submission.task_id = await self._step(submission, lambda: self._submit(submission))
+            submission.posting = False  # answered: what fails from now on is not the POST
+            return await self._follow(submission, request_cost(job.request))
 
     # --- the job's loop ------------------------------------------------------------------------
 
-    async def _step(
-        self,
-        job_id: str,
-        rounds: Rounds,
-        task_id: str | None,
-        fingerprint: str | None,
-        step: Callable[[], Awaitable[T]],
-        submission: _Submission | None = None,
-    ) -> T:
+    async def _step(self, way: _Way, step: Callable[[], Awaitable[T]]) -> T:
         """``step()``'s result, after riding out its failures as the module says."""
         while True:
             try:
                 return await step()
-            except (Ended, RunStopped):
+            except (_Ended, RunStopped):
                 raise
             except Exception as exc:
-                posting = submission is not None and submission.posting
-                if posting and isinstance(exc, RateLimitError):
-                    pause = self._gate.rate_limited(exc.retry_after)
+                error = exc
+            posting = isinstance(way, _Submission) and way.posting
+            if isinstance(way, _Submission) and way.posting:
+                if isinstance(error, RateLimitError):
+                    pause = self.gate.rate_limited(error.retry_after)
                     message = f"submissions paused for {pause:.1f}s"
-                    self.context.emit(
-                        BatchEventKind.RETRIED, job_id, reason=exc.reason, message=message
-                    )
+                    self._emit(BatchEventKind.RETRIED, way.id, reason=error.reason, message=message)
                     continue
-                if (
-                    posting
-                    and submission is not None
-                    and submission.cached
-                    and not submission.uploaded_again
-                    and may_be_unknown_asset(exc)
-                ):
+                if way.cached and not way.uploaded_again and _failures.may_be_unknown_asset(error):
                     # Refused again after this, the refusal is the job's own.
-                    submission.uploaded_again = True
-                    self._gate.answered()
-                    for image, asset_id in submission.cached:
+                    way.uploaded_again = True
+                    self.gate.answered()
+                    for image, asset_id in way.cached:
                         self._uploader.forget(image, asset_id)
-                    submission.body = None
+                    way.body = None
                     continue
-                await self._judge.judge(
-                    job_id, exc, rounds, task_id, fingerprint, submitting=posting
-                )
+            nxt = _failures.decide(
+                error,
+                step=Step.SUBMIT if posting else Step.OTHER,
+                rounds=way.rounds,
+                answers=self.gate.answers,
+                policy=self._client.config.retry,
+            )
+            if nxt.action is _failures.Action.STOP_RUN:
+                # Nothing more is submitted; the tasks paid for are still followed, unless their
+                # requests fail the same way.
+                self.gate.stop(error)
+                raise RunStopped from error
+            if nxt.pause is _failures.Pause.EVERYTHING:
+                self.gate.unreachable(error)
+            if nxt.record is not None:
+                outcome = _failed(way.id, nxt.record, way.task_id)
+                raise _Ended(self._end(outcome, way.fingerprint, record=True))
+            if nxt.counted:
+                way.rounds.answers_seen = self.gate.answers
+                way.rounds.count = nxt.round
+            self._emit(
+                BatchEventKind.RETRIED,
+                way.id,
+                task_id=way.task_id,
+                reason=nxt.verdict.reason,
+                message=f"{error}; trying again in {nxt.wait:.1f}s "
+                f"(round {way.rounds.count} of {_failures.MAX_JOB_ROUNDS})",
+            )
+            # A stop must not wait for this job's backoff.
+            with anyio.move_on_after(nxt.wait):
+                await self.gate.stopping()
+            await self.gate.wait(submission=False)
 
     async def _upload(self, submission: _Submission) -> None:
         """Make the body to submit: the job's request (validated when it was made, its body made
         once to fingerprint the job) with the uploaded inputs' asset ids and the run's webhook."""
         prepared = submission.prepared
         submission.posting = False
-        cached: list[tuple[PreparedImage, str]] = []
-
-        async def ids(images: Sequence[PreparedImage]) -> list[str]:
-            found = []
+        body, cached = dict(prepared.body), []
+        every = (prepared.faces, prepared.refs, prepared.kps)
+        for field, images in zip(ASSET_FIELDS, every, strict=True):
+            if images is None:
+                continue
+            body[field] = ids = []
             for image in images:
                 asset_id, from_cache = await self._uploader.asset_id(image)
+                ids.append(asset_id)
                 if from_cache:
                     cached.append((image, asset_id))
-                found.append(asset_id)
-            return found
-
-        body = {
-            **prepared.body,
-            "face_image_assets_ids": await ids(prepared.faces),
-            "ref_image_assets_ids": await ids(prepared.refs),
-        }
-        if prepared.kps is not None:
-            body["face_kps_assets_ids"] = await ids(prepared.kps)
-        self.context.emit(BatchEventKind.UPLOADED, submission.job.id)
+        self._emit(BatchEventKind.UPLOADED, submission.id)
         extra = body.get("extra") or {}
         if self.webhook_url is not None and "webhook" not in extra:
             # A job that names its own webhook keeps it: its task is then followed by polling.
@@ -402,7 +402,7 @@ class JobFlow:
 
     async def _submit(self, submission: _Submission) -> str:
         """Send the job's submission once, as the module says; its task id, recorded."""
-        if self._failed_fast:
+        if self.failed_fast:
             raise RunStopped  # --fail-fast: a job failed, nothing more is paid for
         if submission.body is None or (
             not submission.uploaded_again and self._uploader.replaced(submission.cached)
@@ -411,31 +411,31 @@ class JobFlow:
             # the files again meanwhile: its ids, rather than one more refusal of the old ones.
             await self._upload(submission)
         assert submission.body is not None
-        job_id, fingerprint = submission.job.id, submission.prepared.fingerprint
+        job_id, fingerprint = submission.id, submission.fingerprint
         submission.posting = True
         async with self._posting:
             # Passed with the slot held, so a stop or pause that came while this submitter
             # waited for its slot still holds it back.
-            await self._gate.wait()
+            await self.gate.wait()
             self._disk.check(self._in_flight, submission.job.request.image_num)
-            max_tasks = self.context.options.max_tasks
+            max_tasks = self.options.max_tasks
             if max_tasks is not None and self._spent >= max_tasks:
-                self._gate.stop(BudgetReachedError(max_tasks))
+                self.gate.stop(BudgetReachedError(max_tasks))
                 raise RunStopped
             self._journal.record_submitting(job_id, fingerprint)
-            if self.context.durable is not None:
+            if self._durable is not None:
                 try:
-                    await self.context.durable()
+                    await self._durable()
                 except BaseException:
                     self._journal.record_not_submitted(job_id)  # nothing was sent
                     raise
             self._spent += 1
             with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
-                self._posts.add(post)
+                self.posts.add(post)
                 try:
-                    self.context.on_request("submit")
+                    self._on_request("submit")
                     task_id = await self._client._submit_body(
-                        "instant-id", submission.body, retry=self.context.submit_retry
+                        "instant-id", submission.body, retry=self._submit_retry
                     )
                 except Exception as exc:
                     if classify(exc, step=Step.SUBMIT).kind is not Kind.UNKNOWN_OUTCOME:
@@ -443,13 +443,13 @@ class JobFlow:
                         self._journal.record_not_submitted(job_id)  # answered: no task made
                     raise
                 finally:
-                    self._posts.discard(post)
+                    self.posts.discard(post)
                 # Nothing is awaited between the answer and its record.
                 self._journal.record_submitted(job_id, task_id, fingerprint)
-                self._recorder.check_reserve()
-                self._gate.answered()
-                self._counter.submitted += 1
-                self.context.emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
+                self._check_reserve()
+                self.gate.answered()
+                self.counter.submitted += 1
+                self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
                 return task_id
         # Only a stop's grace running out ends up here (the shielded scope's deadline).
         raise SubmitOutcomeUnknownError(
@@ -459,22 +459,15 @@ class JobFlow:
         )
 
     async def _follow(
-        self,
-        job_id: str,
-        task_id: str,
-        fingerprint: str | None,
-        rounds: Rounds,
-        cost: float | None = None,
-        *,
-        restoring: bool = False,
+        self, way: _Way, cost: float | None = None, *, restoring: bool = False
     ) -> JobOutcome:
+        task_id = way.task_id
+        assert task_id is not None
+
         def progress(task: Task) -> None:
-            self.context.emit(
-                BatchEventKind.RUNNING,
-                job_id,
-                task_id=task_id,
-                progress_percent=task.progress_percent,
-                eta=task.eta,
+            eta, percent = task.eta, task.progress_percent
+            self._emit(
+                BatchEventKind.RUNNING, way.id, task_id=task_id, progress_percent=percent, eta=eta
             )
 
         async def to_the_end() -> tuple[SavedImages, TaskResult]:
@@ -488,20 +481,55 @@ class JobFlow:
                 raise
             if result.status is TaskStatus.FAILED:
                 raise TaskFailedError(task_id, result.task.reason)
-            return await self._images.save(job_id, task_id, result), result
+            return await self._images.save(way.id, task_id, result), result
 
         self._in_flight += 1
         try:
-            saved, result = await self._step(job_id, rounds, task_id, fingerprint, to_the_end)
+            saved, result = await self._step(way, to_the_end)
         finally:
             self._in_flight -= 1
         outcome = JobOutcome(
-            job_id=job_id,
-            status=JobStatus.SUCCEEDED,
-            task_id=task_id,
-            seed=result.extra.seed,
-            files=saved.names,
+            way.id, JobStatus.SUCCEEDED, task_id, result.extra.seed, files=saved.names
         )
-        return self._recorder.end(
-            outcome, fingerprint, record=True, sizes=saved.sizes, digests=saved.digests
+        return self._end(
+            outcome, way.fingerprint, record=True, sizes=saved.sizes, digests=saved.digests
         )
+
+    # --- a job's end ---------------------------------------------------------------------------
+
+    def _end(
+        self,
+        outcome: JobOutcome,
+        fingerprint: str | None,
+        *,
+        record: bool,
+        sizes: tuple[int, ...] = (),
+        digests: tuple[str, ...] = (),
+    ) -> JobOutcome:
+        """Tell the job's end, in the module's order."""
+        if record:
+            try:
+                self._journal.record_outcome(outcome, fingerprint, sizes=sizes, digests=digests)
+                self._results.append(outcome)
+            except LocalIOError as error:
+                self.gate.stop(error)
+                raise RunStopped from error
+            self._check_reserve()
+        self.counter.count_outcome(outcome)
+        fields: dict[str, Any]
+        if (failure := outcome.error) is None:
+            kind, fields = BatchEventKind.SUCCEEDED, {"files": outcome.files}
+        else:
+            kind = BatchEventKind.FAILED
+            fields = {"reason": failure.reason, "message": failure.message}
+        self._emit(
+            kind, outcome.job_id, task_id=outcome.task_id, replayed=outcome.replayed, **fields
+        )
+        return outcome
+
+    def _check_reserve(self) -> None:
+        """Stop the run once the journal had to spend its reserve: the disk is full."""
+        if self._journal.reserve_used:
+            path = self._journal.path
+            message = f"the output disk is full: the journal used its reserve ({path})"
+            self.gate.stop(LocalIOError(message, errno=28, path=str(path)))  # ENOSPC

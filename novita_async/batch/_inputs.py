@@ -1,17 +1,14 @@
 """A job's inputs: read, checked, hashed, fingerprinted, and uploaded once per asset endpoint.
 
-- **Read and hashed** in a worker thread, never held whole; a file seen before with the same
-  stat (device, inode, size, modification time) is not read again, and the jobs that ask at the
-  same moment share one read (:mod:`novita_async._singleflight`): a face shared by a thousand
-  jobs is hashed once. What is not a regular file (a FIFO, a directory, a device) is refused
-  before it is opened, with ``INPUT_NOT_A_FILE``: opening a FIFO would block the run.
+- **Read and hashed** in a worker thread, never held whole; a file seen before with the same stat
+  (device, inode, size, modification time) is not read again, and the jobs asking at the same
+  moment share one read (:mod:`novita_async._singleflight`). What is not a regular file (a FIFO,
+  a directory, a device) is refused unopened, with ``INPUT_NOT_A_FILE``: a FIFO would block.
 - **Fingerprinted**: a hash of the request template and of every input's content lets a rerun
   tell "the same job" from "a different job under the same id".
 - **Uploaded once**, per run and across runs through the journal, keyed by the asset endpoint
-  (the asset URL's origin and path) and the content's SHA-256: an id one endpoint issued is
-  never sent elsewhere. The jobs needing a content while its upload runs wait for that one. A
-  failed upload is not remembered: its waiters fail with its error, a later job tries again.
-  The upload re-reads the file whole and checks it still has the hash it is named by.
+  (the asset URL's origin and path: an id is never sent to another endpoint) and the content's
+  SHA-256. A failed upload is not remembered. The upload checks the file still has its hash.
 - An id from the journal may be one the service has since forgotten (it documents no asset
   lifetime): :meth:`AssetUploader.asset_id` says which ids came from there, so a refused
   submission can drop them (:meth:`AssetUploader.forget`) and upload the files again.
@@ -37,15 +34,7 @@ from .._singleflight import SingleFlight
 from ._jobs import ImageSource, Job, JobInputError
 from ._journal import AssetKey, Journal
 
-__all__ = [
-    "AssetUploader",
-    "InputReader",
-    "PreparedImage",
-    "PreparedJob",
-    "asset_endpoint",
-    "hash_file",
-    "read_file",
-]
+__all__ = ["AssetUploader", "InputReader", "PreparedImage", "PreparedJob", "asset_endpoint"]
 
 
 @attrs.frozen
@@ -64,12 +53,11 @@ class PreparedJob:
     body: dict[str, Any] = attrs.field(eq=False, repr=False)
     """The request's JSON body without the asset ids, which the runner fills in after upload."""
 
-    def all_images(self) -> tuple[PreparedImage, ...]:
-        return self.faces + self.refs + (self.kps or ())
-
 
 ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
 _StatKey = tuple[int, int, int, int]
+# Built once (json.dumps builds an encoder per call); sorted keys make the text canonical.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=list)
 
 
 class InputReader:
@@ -97,7 +85,15 @@ class InputReader:
         body = unstructure_request(job.request)
         for filled_by_the_runner in ASSET_FIELDS:
             body.pop(filled_by_the_runner, None)
-        return PreparedJob(faces, refs, kps, fingerprint(body, faces, refs, kps), body)
+        # The fingerprint: a hash of the request body (asset ids left out) and every input's.
+        described = {
+            "request": body,
+            "face_images": [i.sha256 for i in faces],
+            "ref_images": [i.sha256 for i in refs],
+            "face_kps_images": None if kps is None else [i.sha256 for i in kps],
+        }
+        fingerprint = hashlib.sha256(_CANONICAL.encode(described).encode()).hexdigest()[:32]
+        return PreparedJob(faces, refs, kps, fingerprint, body)
 
     async def images(self, sources: tuple[ImageSource, ...]) -> tuple[PreparedImage, ...]:
         """Identify each source by content hash and image type, in order."""
@@ -105,14 +101,11 @@ class InputReader:
         for source in sources:
             if isinstance(source, bytes):
                 sha, content_type = hashlib.sha256(source).hexdigest(), sniff_content_type(source)
+                shown = f"<{len(source)} bytes>"
             else:
                 sha, content_type = await self._file(os.fspath(source))
+                shown = repr(os.fspath(source))
             if content_type is None:
-                shown = (
-                    f"<{len(source)} bytes>"
-                    if isinstance(source, bytes)
-                    else repr(os.fspath(source))
-                )
                 raise JobInputError("INVALID_IMAGE", f"{shown} is not a PNG, JPEG or WebP image")
             prepared.append(PreparedImage(source, sha, content_type))
         return tuple(prepared)
@@ -123,7 +116,7 @@ class InputReader:
             # and it is quick; reading and hashing, which are not, go to a thread.
             info = check_regular(path)
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-            return await self._files.get(key, lambda: anyio.to_thread.run_sync(_identify, path))
+            return await self._files.get(key, lambda: anyio.to_thread.run_sync(hash_file, path))
         except NotRegularFileError as exc:
             raise _not_a_file(exc) from None
         except FileNotFoundError:
@@ -144,19 +137,14 @@ def _unreadable(path: str, error: OSError) -> JobInputError:
     )
 
 
-def _identify(path: str) -> tuple[str, str | None]:
-    sha, head = hash_file(path)
-    return sha, sniff_content_type(head)
-
-
 # Whole-file work, one worker-thread call each (see :mod:`novita_async._files`). Both refuse
 # what is not a regular file (JobInputError INPUT_NOT_A_FILE) without opening it.
-def hash_file(path: str) -> tuple[str, bytes]:
-    """The SHA-256 of the file's content and its first bytes, read in chunks."""
+def hash_file(path: str) -> tuple[str, str | None]:
+    """The SHA-256 of the file's content, read in chunks, and its image type (None: not one)."""
     with _open(path) as handle:
         head = handle.read(16)
         handle.seek(0)
-        return hashlib.file_digest(handle, "sha256").hexdigest(), head
+        return hashlib.file_digest(handle, "sha256").hexdigest(), sniff_content_type(head)
 
 
 def read_file(path: str) -> bytes:
@@ -169,26 +157,6 @@ def _open(path: str) -> io.BufferedReader:
         return open_regular(path)
     except NotRegularFileError as exc:
         raise _not_a_file(exc) from None
-
-
-# Built once (json.dumps builds an encoder per call); sorted keys make the text canonical.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=list)
-
-
-def fingerprint(
-    body: dict[str, Any],
-    faces: tuple[PreparedImage, ...],
-    refs: tuple[PreparedImage, ...],
-    kps: tuple[PreparedImage, ...] | None,
-) -> str:
-    """A hash of the request body (asset ids left out) and of every input's content."""
-    described = {
-        "request": body,
-        "face_images": [i.sha256 for i in faces],
-        "ref_images": [i.sha256 for i in refs],
-        "face_kps_images": None if kps is None else [i.sha256 for i in kps],
-    }
-    return hashlib.sha256(_CANONICAL.encode(described).encode()).hexdigest()[:32]
 
 
 def asset_endpoint(assets_url: yarl.URL | str) -> str:
@@ -209,16 +177,14 @@ class AssetUploader:
     ) -> None:
         self._client = client
         self._journal = journal
-        self.endpoint = asset_endpoint(client.config.assets_url)
+        self._endpoint = asset_endpoint(client.config.assets_url)
         self._limit = anyio.CapacityLimiter(concurrency)
         # Nothing is remembered here: the journal remembers every asset uploaded.
         self._uploads: SingleFlight[AssetKey, str] = SingleFlight()
         self._on_request = on_request
-        self.uploaded = 0
-        """Uploads this run actually sent (not those answered from the journal or shared)."""
 
     def _key(self, image: PreparedImage) -> AssetKey:
-        return (self.endpoint, image.sha256)
+        return (self._endpoint, image.sha256)
 
     async def asset_id(self, image: PreparedImage) -> tuple[str, bool]:
         """``image``'s asset id, and whether it came from the cache (not uploaded just now, by
@@ -238,24 +204,20 @@ class AssetUploader:
         asked (unless it was uploaded again meanwhile)."""
         self._journal.forget_asset(self._key(image), asset_id)
 
-    async def _bytes(self, image: PreparedImage) -> bytes:
-        if isinstance(image.source, bytes):
-            return image.source
-        path = os.fspath(image.source)
-        try:
-            data = await anyio.to_thread.run_sync(read_file, path)
-        except OSError as exc:
-            raise _unreadable(path, exc) from None
-        # The bytes sent must be the bytes the journal will name by their hash.
-        if hashlib.sha256(data).hexdigest() != image.sha256:
-            raise JobInputError("INPUT_CHANGED", f"input file {path!r} changed while in use")
-        return data
-
     async def _upload(self, image: PreparedImage) -> str:
         async with self._limit:
-            data = await self._bytes(image)
+            data = image.source
+            if not isinstance(data, bytes):
+                path = os.fspath(data)
+                try:
+                    data = await anyio.to_thread.run_sync(read_file, path)
+                except OSError as exc:
+                    raise _unreadable(path, exc) from None
+                # The bytes sent must be the bytes the journal will name by their hash.
+                if hashlib.sha256(data).hexdigest() != image.sha256:
+                    message = f"input file {path!r} changed while in use"
+                    raise JobInputError("INPUT_CHANGED", message)
             self._on_request("upload")
             asset_id = await self._client.upload_asset(data, content_type=image.content_type)
-        self.uploaded += 1
         self._journal.record_asset(self._key(image), asset_id)
         return asset_id

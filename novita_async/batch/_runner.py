@@ -2,7 +2,7 @@
 
 Shape of a run (every task has an owner that awaits it)::
 
-    run()                       asynccontextmanager: opens journal + results, owns the task group
+    run()                       opens journal + results, owns the task group and the stream
     └── _drive                  closes the outcome stream when done
         ├── Poller.run          the one polling loop: hands each due task its turn to poll
         ├── bound_the_stop      on stop, gives submissions in flight ``stop_grace`` seconds
@@ -11,21 +11,16 @@ Shape of a run (every task has an owner that awaits it)::
             └── JobFlow.process check -> upload -> submit -> follow -> download -> record
 
 Bounds: ``concurrency`` tasks in flight (held from submission until the job ends);
-``upload_concurrency`` uploads at once and as many jobs read ahead of those in flight; ``rate``
-submissions per second and a shared pause after a 429 (:class:`RunGate`); ``poll_concurrency``
-polls at once. Memory grows with the jobs in flight, not with the size of the input, plus one small
-journal entry per job id.
+``upload_concurrency`` uploads at once and as many jobs read ahead; ``rate`` submissions per
+second and a shared pause after a 429 (:class:`RunGate`); ``poll_concurrency`` polls at once.
+Memory grows with the jobs in flight, plus one small journal entry per job id.
 
-Leaving the ``async with runner.run(jobs)`` block before the stream is exhausted, or cancelling
-the enclosing scope, stops the run: no new submissions, submissions in flight are answered and
-recorded (or, unanswered after ``stop_grace`` seconds, recorded as of unknown outcome), the
-results file is rebuilt, and a rerun with the same output folder resumes.
-
-A run-level failure (the key, the account, the endpoint, this machine, an outage longer than
-``max_outage``: see ``_failures``) stops the run by itself: nothing more is read or submitted, the
-tasks already paid for are followed to their end where they can be, nothing is recorded against
-the jobs left unfinished, and the run raises :class:`~novita_async.RunStoppedError` (after the
-journal and results are closed) naming the cause and the fix. A plain rerun continues.
+Leaving the ``async with runner.run(jobs)`` block early, or cancelling the enclosing scope, stops
+the run: no new submissions, those in flight answered and recorded (or, unanswered after
+``stop_grace`` seconds, recorded as of unknown outcome); a rerun resumes. A run-level failure
+(see ``_failures``) stops it too: the tasks paid for are followed where they can be, nothing is
+recorded against the jobs left unfinished, and the run raises :class:`RunStoppedError` (after
+the journal and results are closed) naming the cause and the fix. A plain rerun continues.
 """
 
 from __future__ import annotations
@@ -41,14 +36,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._client import NovitaClient
 from .._exceptions import RunStoppedError, StorageError
 from .._failures import classify
-from ..webhooks import WebhookReceiver
-from ._events import BatchEvent, BatchEventHook, BatchEventKind, BatchSummary, SummaryCounter, emit
-from ._flow import JobFlow, RunContext
+from ._events import BatchEventHook, BatchSummary, SummaryCounter
+from ._flow import JobFlow
 from ._jobs import JobInput, JobOutcome, JobSource
-from ._journal import Journal, JournalMirror, ResultsFile
+from ._journal import JournalMirror
 from ._options import BatchOptions
 from ._outputs import Output
-from ._pacing import RunGate, SubmitPermits
+from ._pacing import SubmitPermits
 from ._run_folder import RunFolder
 
 __all__ = ["BatchRunner", "Executor"]
@@ -62,24 +56,19 @@ class Executor(Protocol):
     on_event: BatchEventHook | None
 
     async def run_all(self, jobs: Iterable[JobInput] | AsyncIterable[JobInput]) -> BatchSummary:
-        """Run every job to its end and return the summary; :class:`RunStoppedError` when a
-        run-level failure stopped the run."""
-        ...
+        """Run every job to its end; the summary, or :class:`RunStoppedError` if the run stopped."""
 
     @property
     def summary(self) -> BatchSummary:
         """Counts of the current (or last) run; live while it runs."""
-        ...
 
     @property
     def awaiting_answers(self) -> int:
         """Submissions sent and not answered yet (a stop waits ``stop_grace`` for them)."""
-        ...
 
     def abandon_submissions(self) -> None:
         """Stop waiting for the answers of the submissions in flight: each is recorded
         ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), never sent again by default."""
-        ...
 
 
 class BatchRunner:
@@ -132,27 +121,21 @@ class BatchRunner:
         self._counter = SummaryCounter()
         self._running = False
         self._flow: JobFlow | None = None
-        self._stopped_by: BaseException | None = None
 
     @property
     def awaiting_answers(self) -> int:
         """Submissions of the current run sent and not answered yet."""
-        return 0 if self._flow is None else self._flow.awaiting_answers
+        return 0 if self._flow is None else len(self._flow.posts)
 
     def abandon_submissions(self) -> None:
         """Stop waiting for the answers of the submissions in flight: each is recorded
         ``SUBMIT_OUTCOME_UNKNOWN`` (a task may exist), never sent again by default."""
         if self._flow is not None:
-            self._flow.abandon_submissions()
+            self._flow.stop_submissions(0.0)
 
     def __repr__(self) -> str:
         concurrency = self.options.concurrency
         return f"<BatchRunner out={self.destination.url!r} concurrency={concurrency}>"
-
-    @property
-    def _workers(self) -> int:
-        """Tasks that each carry one job at a time: those in flight and those read ahead."""
-        return self.options.concurrency + self.options.upload_concurrency
 
     @property
     def summary(self) -> BatchSummary:
@@ -179,105 +162,68 @@ class BatchRunner:
         if self._running:
             raise RuntimeError("this BatchRunner is already running")
         self._running = True
-        self._stopped_by = None
+        stopped: BaseException | None = None
         try:
-            async with (
-                self.folder.open() as (journal, results),
-                self._stream(jobs, journal, results) as outcomes,
-            ):
-                yield outcomes
+            async with self.folder.open() as (journal, results):
+                self._flow = flow = JobFlow(
+                    self.client,
+                    self.options,
+                    self.folder,
+                    journal,
+                    results,
+                    on_event=self.on_event,
+                    permits=self._permits,
+                )
+                self._counter = counter = flow.counter
+                # Room for one outcome per worker: when a wave of tasks ends together, no worker
+                # waits for the reader to take the ones before; a reader that stops reading still
+                # stops them.
+                workers = self.options.concurrency + self.options.upload_concurrency
+                send, receive = anyio.create_memory_object_stream[JobOutcome](workers)
+                done = False
+                try:
+                    async with anyio.create_task_group() as tg:
+
+                        async def drive() -> None:
+                            nonlocal done
+                            await self._drive(jobs, flow, send, workers)
+                            done = True
+
+                        tg.start_soon(drive)
+                        try:
+                            yield receive
+                        finally:
+                            tg.cancel_scope.cancel()
+                finally:
+                    receive.close()
+                    send.close()
+                    counter.interrupted = not done or flow.failed_fast
+                    counter.finished = anyio.current_time()
+                    if (stopped := flow.gate.stopped) is not None:
+                        counter.stopped = classify(stopped).reason
         finally:
             self._running = False
             self._flow = None
-        if self._stopped_by is None and (error := self.folder.end_error) is not None:
+        if stopped is None and (stopped := self.folder.end_error) is not None:
             # The store failed as the run closed: a rerun finishes what the run could not.
-            self._stopped_by = error
-            self._counter.stopped = error.reason
-        if self._stopped_by is not None:
-            what, fix = classify(self._stopped_by).advice()
+            self._counter.stopped = stopped.reason
+        if stopped is not None:
+            what, fix = classify(stopped).advice()
             summary = self.summary
             raise RunStoppedError(
-                self._stopped_by,
-                what=what,
-                fix=fix,
-                tasks_submitted=summary.submitted,
-                summary=summary,
+                stopped, what=what, fix=fix, tasks_submitted=summary.submitted, summary=summary
             )
-
-    @contextlib.asynccontextmanager
-    async def _stream(
-        self,
-        jobs: Iterable[JobInput] | AsyncIterable[JobInput],
-        journal: Journal,
-        results: ResultsFile,
-    ) -> AsyncIterator[MemoryObjectReceiveStream[JobOutcome]]:
-        self._counter = counter = SummaryCounter()
-        counter.start()
-        completed = False
-        flow = self._build(journal, results, counter)
-        # Room for one outcome per worker: when a wave of tasks ends together, no worker waits
-        # for the reader to take the ones before; a reader that stops reading still stops them.
-        send, receive = anyio.create_memory_object_stream[JobOutcome](self._workers)
-        try:
-            async with anyio.create_task_group() as tg:
-
-                async def drive() -> None:
-                    nonlocal completed
-                    completed = await self._drive(jobs, flow, send)
-
-                tg.start_soon(drive)
-                try:
-                    yield receive
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            receive.close()
-            send.close()
-            counter.interrupted = not completed
-            counter.stop()
-            self._stopped_by = flow.stopped_by
-            if flow.stopped_by is not None:
-                counter.stopped = getattr(flow.stopped_by, "reason", type(flow.stopped_by).__name__)
-
-    def _build(self, journal: Journal, results: ResultsFile, counter: SummaryCounter) -> JobFlow:
-        def on_pause(message: str, paused: bool) -> None:
-            kind = BatchEventKind.PAUSED if paused else BatchEventKind.CONTINUED
-            emit(self.on_event, BatchEvent(kind, "", message=message))
-
-        options = self.options
-        gate = RunGate(
-            options.rate,
-            retry_after_cap=options.retry_after_cap,
-            max_outage=options.max_outage,
-            on_pause=on_pause,
-            permits=self._permits,
-        )
-        mirror = self.folder.mirror
-        self._flow = JobFlow(
-            RunContext(
-                client=self.client,
-                options=options,
-                out_dir=self.out_dir,
-                journal=journal,
-                results=results,
-                counter=counter,
-                gate=gate,
-                on_event=self.on_event,
-                webhooks=None if options.webhook_listen is None else WebhookReceiver(),
-                publish=self.destination.publish,
-                durable=None if mirror is None else mirror.durable,
-            )
-        )
-        return self._flow
 
     async def _drive(
         self,
         jobs: Iterable[JobInput] | AsyncIterable[JobInput],
         flow: JobFlow,
         send: MemoryObjectSendStream[JobOutcome],
-    ) -> bool:
-        """Run every job; return False if stopped early (fail_fast)."""
-        gate, webhooks = flow.context.gate, flow.context.webhooks
+        workers: int,
+    ) -> None:
+        """Run every job: ``workers`` tasks, each carrying one job at a time (those in flight and
+        those read ahead), beside the poller, the journal's flushing and the stop's bound."""
+        gate, webhooks = flow.gate, flow.webhooks
         async with send, contextlib.AsyncExitStack() as stack:
             if webhooks is not None:
                 # Listening before the first submission asks for webhooks to come here.
@@ -296,22 +242,12 @@ class BatchRunner:
 
             if self.folder.mirror is not None:
                 everything.start_soon(keep_journal_flushed, self.folder.mirror)
-
-            async def bound_the_stop() -> None:
-                # Cancelled when the run stops (or ends): from then on, the submissions in
-                # flight (shielded) get a bounded grace.
-                try:
-                    await gate.stopping()
-                    flow.announce_stop()
-                    await anyio.sleep_forever()
-                finally:
-                    flow.stop_submissions(self.options.stop_grace)
-
-            everything.start_soon(bound_the_stop)
+            everything.start_soon(flow.bound_the_stop)
 
             async def worker(source: JobSource) -> None:
-                while not flow.stopping_submissions and (job := await source.next()) is not None:
-                    self._counter.taken += 1
+                while gate.stopped is None and not flow.failed_fast:
+                    if (job := await source.next()) is None:
+                        return
                     outcome = await flow.process(job)
                     if outcome is None:
                         continue  # the run stopped before the job ended
@@ -328,8 +264,7 @@ class BatchRunner:
             # delivery: the jobs read ahead are bounded by their number, and a batch of any size
             # costs that many task spawns rather than one per job.
             source = JobSource(jobs, self.options.shard)
-            async with source, anyio.create_task_group() as workers:
-                for _ in range(self._workers):
-                    workers.start_soon(worker, source)
+            async with source, anyio.create_task_group() as tasks:
+                for _ in range(workers):
+                    tasks.start_soon(worker, source)
             everything.cancel_scope.cancel()  # every job ended: stop the poller
-        return not flow.failed_fast

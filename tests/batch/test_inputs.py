@@ -28,7 +28,7 @@ async def test_a_file_many_jobs_name_at_once_is_read_once(
     read: list[str] = []
     real_hash_file = _inputs.hash_file
 
-    def counting_hash_file(path: str) -> tuple[str, bytes]:
+    def counting_hash_file(path: str) -> tuple[str, str | None]:
         read.append(path)
         return real_hash_file(path)
 
