@@ -3,12 +3,14 @@
 During an outage the API origin is gone as a crashed service is: its listening socket is closed,
 so a new connection is refused by the kernel ("connection refused"), and its open connections are
 closed (a pooled connection reads end-of-file; an answer being written is lost). A request that
-reaches it just as the outage begins is reset unanswered. After the outage's seconds (or when the
-faults are cleared) it listens again on the same port.
+reaches it just as the outage begins is reset unanswered. The port stays bound meanwhile, without
+listening, so that no other process can take it: a client meets a refusal, never another server.
+After the outage's seconds (or when the faults are cleared) it listens again on the same port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import anyio
@@ -89,11 +91,19 @@ class Listener:
                 await anyio.sleep(0.1)
         return _bind(self._host, self._port)
 
+    def release_port(self) -> None:
+        """Close the socket holding the port while not listening (the emulator is closing)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
     async def stop(self) -> None:
         """Close the listening socket and every open connection."""
         site, self._site = self._site, None
         if site is not None:
             await site.stop()
+            with contextlib.suppress(OSError):  # taken meanwhile: start() binds it again
+                self._sock = _bind(self._host, self._port)
         server = self._runner.server
         for connection in server.connections if server is not None else ():
             connection.force_close()
@@ -101,13 +111,16 @@ class Listener:
 
 async def run_outages(faults: Faults, stats: StatsRecorder, api: Listener) -> None:
     """Carry out the outages the faults call for, one after another, until cancelled."""
-    while True:
-        outage = await faults.next_outage()
-        await api.stop()
-        stats.outages += 1
-        stats.changed()
-        with anyio.move_on_after(outage.seconds):
-            await faults.wait_outage_cut_short(outage)
-        await api.start()
-        faults.outage_ended(outage)
-        stats.changed()
+    try:
+        while True:
+            outage = await faults.next_outage()
+            await api.stop()
+            stats.outages += 1
+            stats.changed()
+            with anyio.move_on_after(outage.seconds):
+                await faults.wait_outage_cut_short(outage)
+            await api.start()
+            faults.outage_ended(outage)
+            stats.changed()
+    finally:
+        api.release_port()

@@ -3,9 +3,13 @@ service that forgets tasks and assets."""
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import aiohttp
 import anyio
 import pytest
+import yarl
 from emu_helpers import auth, body, finished_task, get_result, post_task, upload
 
 from novita_async import _spec
@@ -185,6 +189,22 @@ async def test_an_emulator_can_start_in_an_outage_and_close_in_one(
 ) -> None:
     await _wait(emu, lambda s: s.outages == 1)
     await _refused(session, emu)
+
+
+@pytest.mark.emulator(outage=Outage(seconds=3600))
+async def test_an_outage_keeps_its_port_from_any_other_server(
+    emu: Emulator, session: aiohttp.ClientSession
+) -> None:
+    # Another test's server taking the freed port would answer where a refusal belongs.
+    await _wait(emu, lambda s: s.outages == 1)
+    host, port = "127.0.0.1", yarl.URL(emu.base_url).port
+    with socket.socket() as other, pytest.raises(OSError) as taken:
+        other.bind((host, port))
+    assert taken.value.errno == errno.EADDRINUSE
+    await _refused(session, emu)
+    emu.faults.clear()
+    await _wait(emu, lambda s: not s.outage_active)
+    assert await _models(session, emu) == 200  # listening again, on the port it held
 
 
 # --- a service that forgets ----------------------------------------------------------------------
