@@ -24,7 +24,7 @@ from ._jobs import InvalidJob, Job, JobError, JobInputError, JobSource, check_jo
 from ._journal import JOURNAL_NAME, JobPhase, JobState, JournalDamagedError, fold, scan_journal
 from ._options import BatchOptions
 from ._outputs import LocalOutput, check_output_names, is_run_output
-from ._run_folder import OUTPUT_LOST, OUTPUT_MISSING, output_errors, stored_problems
+from ._run_folder import OUTPUT_LOST, OUTPUT_MISSING, output_errors
 
 __all__ = ["RESUBMIT_REASONS", "Action", "DryRun", "JobProblem", "Plan", "Planner", "dry_run"]
 
@@ -258,7 +258,7 @@ async def dry_run(
     # One listing, of the folder or (given) of the store's prefix, as the run looks.
     sizes = await LocalOutput(out).sizes() if stored is None else stored
     where = str(out) if stored is None else "the store"
-    errors = output_errors(known, where, lambda state: stored_problems(sizes, state))
+    errors = output_errors(known, where, sizes)
     for job_id, error in errors.items():
         # As the run records it: its task followed again, or (no task) lost.
         state = known[job_id]

@@ -62,7 +62,6 @@ __all__ = [
     "local_problems",
     "output_errors",
     "read_status",
-    "stored_problems",
 ]
 
 OUTPUT_MISSING = "OUTPUT_MISSING"
@@ -138,7 +137,7 @@ class RunFolder:
         if not any(state.phase is JobPhase.SUCCEEDED for state in jobs.values()):
             return
         sizes = await self.destination.sizes()  # one listing, of a folder or of a bucket's prefix
-        errors = output_errors(jobs, self.destination.url, lambda s: stored_problems(sizes, s))
+        errors = output_errors(jobs, self.destination.url, sizes)
         for job_id, error in errors.items():
             state, failed = jobs[job_id], JobError.from_exception(error)
             outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
@@ -259,20 +258,17 @@ def local_problems(folder: Path, state: JobState, *, rehash: bool = False) -> li
     return _problems(state, size_of, digest_of if rehash else None)
 
 
-def stored_problems(sizes: Mapping[str, int], state: JobState) -> list[FileProblem]:
-    """What is wrong with the files of a succeeded job, given the store's ``sizes`` by key."""
-    return _problems(state, sizes.get)
-
-
 def output_errors(
-    jobs: Mapping[str, JobState], where: str, look: Callable[[JobState], list[FileProblem]]
+    jobs: Mapping[str, JobState], where: str, sizes: Mapping[str, int]
 ) -> dict[str, NovitaError]:
-    """The jobs of ``jobs`` recorded succeeded whose files ``look`` finds wrong, each with the
-    error to record: ``OUTPUT_MISSING`` (fetched again from its task), or ``OUTPUT_LOST`` when
-    no task id was recorded to fetch them from."""
+    """The jobs of ``jobs`` recorded succeeded whose files are not in ``sizes`` (OUT's files by
+    name, one listing) as recorded, each with the error to record: ``OUTPUT_MISSING`` (fetched
+    again from its task), or ``OUTPUT_LOST`` when no task id was recorded to fetch them from."""
     errors: dict[str, NovitaError] = {}
     for job_id, state in jobs.items():
-        if state.phase is not JobPhase.SUCCEEDED or not (problems := tuple(look(state))):
+        if state.phase is not JobPhase.SUCCEEDED:
+            continue
+        if not (problems := tuple(_problems(state, sizes.get))):
             continue
         if state.task_id is None:
             detail = f"recorded succeeded, but in {where} {_shown(problems)}"
