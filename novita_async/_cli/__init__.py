@@ -22,13 +22,11 @@ from collections.abc import Sequence
 
 import anyio
 
-from .. import NovitaError, RunStoppedError
+from .. import ExitStatus, NovitaError, RunStoppedError
 from .._config import scrub
 from . import _commands, _run
 from ._display import (
-    EXIT_FAILED,
     EXIT_READER_GONE,
-    EXIT_USAGE,
     PrintableFormatter,
     describe_error,
     printable,
@@ -85,7 +83,7 @@ def _report(exc: BaseException, command: Command, raised: BaseException) -> int:
     message, status = describe_error(exc)
     if command.debug:
         traceback.print_exception(raised)
-    elif status == EXIT_FAILED and not isinstance(exc, NovitaError | OSError):
+    elif status == ExitStatus.FAILED and not isinstance(exc, NovitaError | OSError):
         message += " (rerun with --debug for the traceback)"
     # The key never reaches a message on purpose; scrub anyway, it costs nothing.
     message = scrub(message, *command.secrets)
@@ -128,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse(args)
     except SystemExit as exc:  # --help, or bad usage (argparse has printed why)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else ExitStatus.USAGE
     handler = logging.StreamHandler()
     handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(

@@ -19,7 +19,15 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .. import InstantIDRequest, Model, NovitaClient, TaskResult, TaskStatus, ValidationError
+from .. import (
+    ExitStatus,
+    InstantIDRequest,
+    Model,
+    NovitaClient,
+    TaskResult,
+    TaskStatus,
+    ValidationError,
+)
 from .._converter import converter
 from ..batch import (
     JOURNAL_NAME,
@@ -33,8 +41,6 @@ from ..batch import (
 )
 from ..batch import repair_journal as repair_journal_file
 from ._display import (
-    EXIT_FAILED,
-    EXIT_OK,
     UNKNOWN_ADVICE,
     BatchProgress,
     format_summary,
@@ -106,7 +112,7 @@ async def generate(settings: GenerateSettings) -> int:
     _note(f"task {task_id} succeeded{seed}: {len(files)} image(s)")
     for path in files:
         print(path)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 async def upload(settings: UploadSettings) -> int:
@@ -115,7 +121,7 @@ async def upload(settings: UploadSettings) -> int:
         ids = await client.upload_assets(files)
     for asset_id in ids:
         print(asset_id)
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 def _describe(result: TaskResult) -> list[str]:
@@ -152,8 +158,8 @@ async def result(settings: ResultSettings) -> int:
         print(path)
     if settings.download is not None and answer.status is not TaskStatus.SUCCEED:
         _note(f"nothing downloaded: the task is {answer.status.value} (add --wait to wait)")
-        return EXIT_FAILED
-    return EXIT_OK if answer.status is not TaskStatus.FAILED else EXIT_FAILED
+        return ExitStatus.FAILED
+    return ExitStatus.OK if answer.status is not TaskStatus.FAILED else ExitStatus.FAILED
 
 
 async def models(settings: ModelsSettings) -> int:
@@ -174,7 +180,7 @@ async def models(settings: ModelsSettings) -> int:
                 count += 1
                 if settings.limit is not None and count >= settings.limit:
                     break
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 # --- status OUT: safe while a run holds the folder; exit 1 when the journal is damaged or, with
@@ -266,7 +272,7 @@ async def status(settings: StatusSettings) -> int:
     else:
         print(format_status(found))
     damaged = settings.verify and (found.images_missing or found.images_damaged)
-    return EXIT_FAILED if found.damaged_lines or damaged else EXIT_OK
+    return ExitStatus.FAILED if found.damaged_lines or damaged else ExitStatus.OK
 
 
 # --- journal repair OUT (a journal a run holds is refused: exit 2) -------------------------------
@@ -302,7 +308,7 @@ async def repair_journal(settings: RepairSettings) -> int:
     path = settings.journal or Path(settings.out) / JOURNAL_NAME
     report = await anyio.to_thread.run_sync(repair_journal_file, path)
     print(format_repair(report))
-    return EXIT_OK
+    return ExitStatus.OK
 
 
 # --- demo: the whole pipeline with no key and no network, the emulator in-process; every sample

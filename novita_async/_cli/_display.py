@@ -38,7 +38,7 @@ from .. import (
     StorageError,
     ValidationError,
 )
-from .._failures import ExitStatus, exit_status, is_network_error
+from .._failures import exit_status, is_network_error
 from ..batch import BatchEvent, BatchEventKind, BatchSummary, JournalDamagedError
 
 # --- text a terminal shows as it is ----------------------------------------------------------
@@ -80,7 +80,6 @@ def plural(count: int, one: str, many: str) -> str:
 
 # --- exit statuses (ExitStatus; mapped once, in _failures) -------------------------------------
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitStatus.OK, ExitStatus.FAILED, ExitStatus.USAGE
 # The reader of our output went away (``... | head -1``): end quietly as a Unix tool killed by
 # SIGPIPE does, with 128 + SIGPIPE (not 0: the output was cut short, as ``set -o pipefail`` tells).
 EXIT_READER_GONE = 141

@@ -26,6 +26,7 @@ import attrs
 
 from .. import (
     ConfigurationError,
+    ExitStatus,
     LocalIOError,
     NovitaError,
     RunStoppedError,
@@ -52,8 +53,6 @@ from ..batch import (
     read_jobs,
 )
 from ._display import (
-    EXIT_FAILED,
-    EXIT_OK,
     BatchProgress,
     format_summary,
     plural,
@@ -336,7 +335,7 @@ async def _dry_run(settings: RunSettings, destination: Output) -> int:
         print(json.dumps(converter.unstructure(plan), indent=2))
     else:
         print(format_dry_run(plan, settings.options.rate))
-    return EXIT_OK if plan.ok else EXIT_FAILED
+    return ExitStatus.OK if plan.ok else ExitStatus.FAILED
 
 
 def format_dry_run(plan: DryRun, rate: float | None) -> str:
