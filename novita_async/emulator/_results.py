@@ -51,7 +51,7 @@ def result_body(state: EmulatorState, record: TaskRecord) -> dict[str, Any]:
         },
         "task": {
             "task_id": record.task_id,
-            "task_type": "INSTANT_ID",
+            "task_type": record.task_type,
             "status": record.status,
             "reason": record.reason,
             "eta": eta,
