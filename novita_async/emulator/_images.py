@@ -117,6 +117,8 @@ def render_full(spec: RenderSpec) -> bytes:
         radius = rng.randint(min(width, height) // 20, min(width, height) // 5)
         colour = (rng.randint(60, 200), rng.randint(60, 200), rng.randint(60, 200))
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
+    if min(width, height) < 128:  # too small for panels and text (a v3 task's small input)
+        return _encode(picture, spec.image_type)
 
     unit = max(8, min(width, height) // 32)
     font = ImageFont.load_default(size=unit)

@@ -86,11 +86,10 @@ async def submit_v3(request: web.Request) -> web.Response:
     body = submission.body
     # Each endpoint has its own window per key, as the service's per-endpoint limits.
     _admit(state, f"{key}\n{route}", body["image_num"])
-    simulated = announce_test(state, key, body)
+    task_type = TASK_TYPES[route]
+    simulated = announce_test(state, key, body, task_type)
     if simulated is None:
-        record = state.tasks.create(
-            key, body, task_type=TASK_TYPES[route], inputs=submission.inputs
-        )
+        record = state.tasks.create(key, body, task_type=task_type, inputs=submission.inputs)
         state.stats.record_submission(raw, route, submission.unknown)
         state.faults.task_created()
         task_id = record.task_id

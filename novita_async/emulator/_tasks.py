@@ -144,7 +144,9 @@ class TaskBoard:
         self._send.send_nowait(record)
         return record
 
-    def simulated(self, owner: str, body: dict[str, Any], status: str) -> TaskRecord:
+    def simulated(
+        self, owner: str, body: dict[str, Any], status: str, task_type: str = "INSTANT_ID"
+    ) -> TaskRecord:
         """A task that ended with ``status`` without running, kept nowhere (a webhook test)."""
         now, clock = time.time(), anyio.current_time()
         return TaskRecord(
@@ -160,6 +162,7 @@ class TaskBoard:
             reason="simulated failure (webhook test mode)" if status == _spec.STATUS_FAILED else "",
             ended_at=clock,
             ended_wall=now,
+            task_type=task_type,
         )
 
     # --- lookup -------------------------------------------------------------------------------
