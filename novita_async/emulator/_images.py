@@ -65,6 +65,8 @@ class RenderSpec:
     ref_digest: str = ""
     extra_faces: int = 0
     extra_refs: int = 0
+    labels: tuple[str, str] = ("FACE", "REF")
+    """The captions of the two input panels (a v3 task's: its image and mask, or input)."""
 
     @classmethod
     def build(cls, *, faces: list[bytes], refs: list[bytes], **fields: object) -> RenderSpec:
@@ -127,8 +129,8 @@ def render_full(spec: RenderSpec) -> bytes:
     panel_w = (width - 3 * margin) // 2
     panel_h = int(height * 0.55) - 2 * margin - unit
     panels = (
-        ("FACE", spec.face, spec.face_digest, spec.extra_faces),
-        ("REF", spec.ref, spec.ref_digest, spec.extra_refs),
+        (spec.labels[0], spec.face, spec.face_digest, spec.extra_faces),
+        (spec.labels[1], spec.ref, spec.ref_digest, spec.extra_refs),
     )
     for column, (label, data, digest, more) in enumerate(panels):
         left = margin + column * (panel_w + margin)

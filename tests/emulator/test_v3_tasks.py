@@ -146,6 +146,22 @@ async def test_extra_sets_the_image_type_and_the_seed_is_kept(
     assert await sizes_of(session, result) == [(256, 192)]
 
 
+async def test_the_pictures_show_the_inputs(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    # Big enough for the panels: the input image and the mask are drawn into the result.
+    image, mask = png(256, 160, (200, 40, 40)), png(256, 160, (255, 255, 255))
+    payload = wrapped("inpainting", image_base64=b64(image), mask_image_base64=b64(mask))
+    result = await finished(session, emu, await submitted(session, emu, "inpainting", payload))
+    assert await sizes_of(session, result) == [(256, 160)]
+    async with session.get(result["images"][0]["image_url"]) as resp:
+        first = await resp.read()
+    other = wrapped("inpainting", image_base64=b64(png(256, 160, (40, 200, 40))))
+    other["request"]["mask_image_base64"] = b64(mask)
+    other["request"]["seed"] = int(result["extra"]["seed"])
+    result = await finished(session, emu, await submitted(session, emu, "inpainting", other))
+    async with session.get(result["images"][0]["image_url"]) as resp:
+        assert await resp.read() != first  # same seed, another input: another picture
+
+
 async def test_a_failing_prompt_fails_the_task(
     emu: Emulator, session: aiohttp.ClientSession
 ) -> None:
@@ -281,10 +297,22 @@ async def test_the_switch_answers_the_old_shape(
 def test_the_command_line_sets_the_switch_and_the_balance() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    ns = parser.parse_args(["--legacy-task-answer", "--credit-balance", "25000"])
+    ns = parser.parse_args(
+        [
+            "--legacy-task-answer",
+            "--credit-balance",
+            "25000",
+            "--fault",
+            "txt2img:error_5xx=0.5",
+            "--script",
+            "upscale:500,ok",
+        ]
+    )
     config = config_from_args(ns)
     assert config.legacy_task_answer is True
     assert config.credit_balance == 25000
+    assert config.faults["txt2img"].error_5xx == 0.5
+    assert config.fault_scripts == {"upscale": ("500", "ok")}
     defaults = config_from_args(parser.parse_args([]))
     assert defaults.legacy_task_answer is False
     assert defaults.credit_balance == EmulatorConfig().credit_balance
