@@ -56,6 +56,20 @@ task. ``emu.task_ends()`` (``GET /__emulator/task-ends``) gives the moment each 
 Unix time, to compare with moments taken in another process (``clock="emulator"``: on the
 event loop's clock).
 
+The v3 image tasks: ``POST /v3/async/txt2img``, ``img2img``, ``inpainting`` and ``upscale`` take
+the wrapped body ``{"extra": {...}, "request": {...}}`` (a flat body answers 400), with every
+documented field, range and enum checked; input images are bare base64 (a ``data:`` URI, bad
+base64, an undecodable image, one over the endpoint's limit or a mask of another resolution answer
+400 naming the field). They answer ``{"task_id"}`` (with ``legacy_task_answer``,
+``--legacy-task-answer``: ``{"code": 0, "msg": "", "data": {"task_id"}}``) and end through the same
+task-result route and webhooks, with ``task_type`` ``TXT_TO_IMG``, ``IMG_TO_IMG``, ``INPAINTING``,
+``UPSCALE`` and images of width x height (txt2img, img2img), of the input's size (inpainting) or of
+the input's size times ``scale_factor`` (upscale, one image). Their route names (``txt2img``...)
+take faults like ``submit``; the rate limit applies per key and per endpoint.
+``stats().submissions_by_route`` counts tasks per route, ``stats().unknown_fields`` the fields of
+each route the emulator does not know. ``GET /v3/user`` (route ``user``) answers
+``{"credit_balance": config.credit_balance}`` (1/10,000 USD).
+
 ``faults.clear()`` undoes every fault. Run the emulator as a process with ``python -m
 novita_async.emulator`` (see ``--help``), or from Python with :class:`EmulatorProcess`.
 """
@@ -63,7 +77,15 @@ novita_async.emulator`` (see ``--help``), or from Python with :class:`EmulatorPr
 from __future__ import annotations
 
 from ._config import EmulatorConfig, ImageMode
-from ._fault_specs import API_ROUTES, ROUTES, AccountError, FaultSpec, Outage, Outcome
+from ._fault_specs import (
+    API_ROUTES,
+    ROUTES,
+    V3_ROUTES,
+    AccountError,
+    FaultSpec,
+    Outage,
+    Outcome,
+)
 from ._faults import Faults
 from ._process import EmulatorProcess, start_emulator_process
 from ._server import Emulator
@@ -73,6 +95,7 @@ from ._webhook_faults import WebhookFaults, WebhookFaultSpec
 __all__ = [
     "API_ROUTES",
     "ROUTES",
+    "V3_ROUTES",
     "AccountError",
     "Emulator",
     "EmulatorConfig",

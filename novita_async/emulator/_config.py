@@ -212,6 +212,23 @@ class EmulatorConfig:
     message and no metadata at all: the real service documents no error for an asset it no longer
     knows, so a client must cope without being told which id it was."""
 
+    legacy_task_answer: bool = attrs.field(
+        default=False,
+        metadata=_flag(
+            "answer txt2img/img2img/inpainting/upscale submissions in the old shape "
+            '{"code": 0, "msg": "", "data": {"task_id": ...}}'
+        ),
+    )
+    """True: the v3 image tasks (not InstantID) answer a submission as several doc examples show,
+    ``{"code": 0, "msg": "", "data": {"task_id": ...}}``, instead of ``{"task_id": ...}``."""
+    credit_balance: int = attrs.field(
+        default=1_000_000,
+        validator=v.ge(0),
+        metadata=_flag("GET /v3/user's credit_balance, in 1/10,000 USD", metavar="UNITS"),
+    )
+    """What ``GET /v3/user`` answers as ``credit_balance``: the account's balance in units of
+    1/10,000 USD (10,000 = $1.00; the default 1,000,000 is $100). It does not go down."""
+
     rate_limit_per_second: float | None = attrs.field(
         default=None,
         validator=v.optional(v.gt(0.0)),

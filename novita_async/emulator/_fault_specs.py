@@ -33,6 +33,7 @@ from attrs import validators as v
 __all__ = [
     "API_ROUTES",
     "ROUTES",
+    "V3_ROUTES",
     "AccountError",
     "Decision",
     "FaultSpec",
@@ -43,8 +44,10 @@ __all__ = [
     "parse_script_token",
 ]
 
-ROUTES = ("upload", "submit", "result", "models", "image")
-API_ROUTES = ("submit", "result", "models")
+V3_ROUTES = ("txt2img", "img2img", "inpainting", "upscale")
+"""The wrapped v3 image tasks' submission routes."""
+ROUTES = ("upload", "submit", "result", "models", "image", *V3_ROUTES, "user")
+API_ROUTES = ("submit", "result", "models", *V3_ROUTES, "user")
 """The routes of the API origin (``base_url``): what an account error or an outage affects."""
 
 DEFAULT_TASK_FAILURE = "task failed: the face could not be detected in the reference image"

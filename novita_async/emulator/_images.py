@@ -65,6 +65,8 @@ class RenderSpec:
     ref_digest: str = ""
     extra_faces: int = 0
     extra_refs: int = 0
+    labels: tuple[str, str] = ("FACE", "REF")
+    """The captions of the two input panels (a v3 task's: its image and mask, or input)."""
 
     @classmethod
     def build(cls, *, faces: list[bytes], refs: list[bytes], **fields: object) -> RenderSpec:
@@ -117,6 +119,8 @@ def render_full(spec: RenderSpec) -> bytes:
         radius = rng.randint(min(width, height) // 20, min(width, height) // 5)
         colour = (rng.randint(60, 200), rng.randint(60, 200), rng.randint(60, 200))
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
+    if min(width, height) < 128:  # too small for panels and text (a v3 task's small input)
+        return _encode(picture, spec.image_type)
 
     unit = max(8, min(width, height) // 32)
     font = ImageFont.load_default(size=unit)
@@ -125,8 +129,8 @@ def render_full(spec: RenderSpec) -> bytes:
     panel_w = (width - 3 * margin) // 2
     panel_h = int(height * 0.55) - 2 * margin - unit
     panels = (
-        ("FACE", spec.face, spec.face_digest, spec.extra_faces),
-        ("REF", spec.ref, spec.ref_digest, spec.extra_refs),
+        (spec.labels[0], spec.face, spec.face_digest, spec.extra_faces),
+        (spec.labels[1], spec.ref, spec.ref_digest, spec.extra_refs),
     )
     for column, (label, data, digest, more) in enumerate(panels):
         left = margin + column * (panel_w + margin)

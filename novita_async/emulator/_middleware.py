@@ -10,14 +10,18 @@ import anyio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ._fault_specs import API_ROUTES, ROUTES, Decision, Outcome
+from ._fault_specs import API_ROUTES, ROUTES, V3_ROUTES, Decision, Outcome
 from ._responses import APIProblem, api_error, gateway_html, s3_error
 from ._shaping import BodySource, StreamedAnswer, reset_connection, write_body
 from ._state import STATE, EmulatorState
 
 __all__ = ["emulated_route"]
 
-_FAILED_REASONS = {"submit": "CREATE_TASK_FAILED", "result": "GET_RESULT_FAILED"}
+_FAILED_REASONS = {
+    "submit": "CREATE_TASK_FAILED",
+    "result": "GET_RESULT_FAILED",
+    **dict.fromkeys(V3_ROUTES, "CREATE_TASK_FAILED"),
+}
 
 
 def _retry_after(decision: Decision) -> str:

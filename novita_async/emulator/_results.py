@@ -51,7 +51,7 @@ def result_body(state: EmulatorState, record: TaskRecord) -> dict[str, Any]:
         },
         "task": {
             "task_id": record.task_id,
-            "task_type": "INSTANT_ID",
+            "task_type": record.task_type,
             "status": record.status,
             "reason": record.reason,
             "eta": eta,
@@ -81,7 +81,9 @@ def announce_end(state: EmulatorState, record: TaskRecord) -> None:
         _send(state, record, webhook["url"])
 
 
-def announce_test(state: EmulatorState, key: str, body: dict[str, Any]) -> str | None:
+def announce_test(
+    state: EmulatorState, key: str, body: dict[str, Any], task_type: str = "INSTANT_ID"
+) -> str | None:
     """For a submission in webhook test mode: send the simulated event (its status is
     ``return_task_status``, default succeeded; no images) at once and return its task id;
     None for any other submission."""
@@ -90,6 +92,6 @@ def announce_test(state: EmulatorState, key: str, body: dict[str, Any]) -> str |
     if webhook is None or not test_mode.get("enabled"):
         return None
     status = test_mode.get("return_task_status") or _spec.STATUS_SUCCEED
-    record = state.tasks.simulated(key, body, status)
+    record = state.tasks.simulated(key, body, status, task_type)
     _send(state, record, webhook["url"])
     return record.task_id

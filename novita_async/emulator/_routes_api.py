@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from ._catalog import query_models
 from ._responses import APIProblem, api_error
 from ._results import announce_test, result_body
 from ._state import STATE, EmulatorState
+from ._v3_validation import TASK_ROUTES, TASK_TYPES, validate_v3
 from ._validation import INVALID_REQUEST_BODY, validate_instant_id
 
 __all__ = ["add_api_routes"]
@@ -39,16 +41,16 @@ def authenticate(state: EmulatorState, request: web.Request) -> str:
     return key
 
 
-async def submit(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    key = authenticate(state, request)
+async def _json_body(request: web.Request) -> Any:
     raw = await request.read()
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         raise APIProblem(400, INVALID_REQUEST_BODY, "request body is not valid JSON") from None
-    validate_instant_id(body, state.asset_known, named_assets=state.config.asset_errors == "named")
-    wait = state.limiter.admit(key, body["image_num"])
+
+
+def _admit(state: EmulatorState, key: str, images: int) -> None:
+    wait = state.limiter.admit(key, images)
     if wait is not None:
         state.stats.rate_limited += 1
         raise APIProblem(
@@ -57,6 +59,14 @@ async def submit(request: web.Request) -> web.Response:
             "rate limit exceeded, please retry later",
             headers={"Retry-After": str(math.ceil(wait))},
         )
+
+
+async def submit(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    key = authenticate(state, request)
+    body = await _json_body(request)
+    validate_instant_id(body, state.asset_known, named_assets=state.config.asset_errors == "named")
+    _admit(state, key, body["image_num"])
     simulated = announce_test(state, key, body)
     if simulated is not None:
         return web.json_response({"task_id": simulated})
@@ -64,6 +74,36 @@ async def submit(request: web.Request) -> web.Response:
     state.stats.record_submission(body)
     state.faults.task_created()
     return web.json_response({"task_id": record.task_id})
+
+
+async def submit_v3(request: web.Request) -> web.Response:
+    """A wrapped v3 image task; its route name is the path's last part (``txt2img``...)."""
+    state = request.app[STATE]
+    key = authenticate(state, request)
+    route = request.match_info.route.name or ""
+    raw = await _json_body(request)
+    submission = validate_v3(route, raw)
+    body = submission.body
+    # Each endpoint has its own window per key, as the service's per-endpoint limits.
+    _admit(state, f"{key}\n{route}", body["image_num"])
+    task_type = TASK_TYPES[route]
+    simulated = announce_test(state, key, body, task_type)
+    if simulated is None:
+        record = state.tasks.create(key, body, task_type=task_type, inputs=submission.inputs)
+        state.stats.record_submission(raw, route, submission.unknown)
+        state.faults.task_created()
+        task_id = record.task_id
+    else:
+        task_id = simulated
+    if state.config.legacy_task_answer:
+        return web.json_response({"code": 0, "msg": "", "data": {"task_id": task_id}})
+    return web.json_response({"task_id": task_id})
+
+
+async def user(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    authenticate(state, request)
+    return web.json_response({"credit_balance": state.config.credit_balance})
 
 
 async def task_result(request: web.Request) -> web.Response:
@@ -97,3 +137,6 @@ def add_api_routes(app: web.Application) -> None:
     app.router.add_post("/v3/async/instant-id", submit, name="submit")
     app.router.add_get("/v3/async/task-result", task_result, name="result", allow_head=False)
     app.router.add_get("/v3/model", models, name="models", allow_head=False)
+    for route in TASK_ROUTES:
+        app.router.add_post(f"/v3/async/{route}", submit_v3, name=route)
+    app.router.add_get("/v3/user", user, name="user", allow_head=False)

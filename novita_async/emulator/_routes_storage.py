@@ -97,9 +97,18 @@ async def download(request: web.Request) -> web.StreamResponse:
     if record is None or record.status != _spec.STATUS_SUCCEED or name not in record.image_names:
         return s3_error(404, "NoSuchKey", "The specified key does not exist.")
     body = record.body
+    labels = ("FACE", "REF")
+    if record.task_type == "INSTANT_ID":
+        faces = [state.assets[asset] for asset in body["face_image_assets_ids"]]
+        refs = [state.assets[asset] for asset in body["ref_image_assets_ids"]]
+    else:  # a v3 task: its input image and mask (none for txt2img)
+        faces = [record.inputs[0] if record.inputs else b""]
+        refs = [record.inputs[-1] if record.inputs else b""]
+        labels = ("IMAGE", "MASK") if len(record.inputs) > 1 else ("INPUT", "INPUT")
     spec = RenderSpec.build(
-        faces=[state.assets[asset] for asset in body["face_image_assets_ids"]],
-        refs=[state.assets[asset] for asset in body["ref_image_assets_ids"]],
+        labels=labels,
+        faces=faces,
+        refs=refs,
         image_type=record.image_type,
         width=body["width"],
         height=body["height"],

@@ -23,7 +23,10 @@ from ._routes_storage import add_asset_routes, add_image_routes
 from ._state import STATE, EmulatorState
 from ._stats import EmulatorStats
 
-__all__ = ["Emulator"]
+__all__ = ["MAX_API_BODY", "Emulator"]
+
+MAX_API_BODY = 96 * 1024 * 1024
+"""The largest request body the API origin reads (aiohttp answers 413 above it)."""
 
 
 class Emulator:
@@ -136,7 +139,8 @@ class Emulator:
 
     def _apps(self) -> list[web.Application]:
         limit = self.config.max_asset_bytes + 1024
-        api = web.Application(middlewares=[emulated_route])
+        # Room for the v3 tasks' inline images: two of 30 MB in base64 (inpainting), and more.
+        api = web.Application(middlewares=[emulated_route], client_max_size=MAX_API_BODY)
         add_api_routes(api)
         add_control_routes(api)
         api.router.add_route("*", "/{tail:.*}", not_found)

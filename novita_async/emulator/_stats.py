@@ -44,6 +44,13 @@ class EmulatorStats:
     """Tasks created (a submit whose answer was then lost still counts: the task exists)."""
     duplicate_submissions: int
     """Tasks created from a JSON body identical to an earlier submission's."""
+    submissions_by_route: dict[str, int]
+    """Tasks created per submission route (``submit`` for InstantID, ``txt2img``, ``img2img``,
+    ``inpainting``, ``upscale``); only routes with a task are present."""
+    unknown_fields: dict[str, dict[str, int]]
+    """Per v3 route, the fields of valid submissions the emulator does not know, by path
+    (``request.cfg_scale``, ``extra.foo``, ``request.loras[].weight``): how many submissions sent
+    each. Empty when none was sent."""
     uploads: int
     image_downloads: int
     """Image answers started with status 200 (including truncated ones)."""
@@ -102,6 +109,8 @@ class StatsRecorder:
         self.requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.submissions = 0
         self.duplicate_submissions = 0
+        self.by_route: Counter[str] = Counter()
+        self.unknown_fields: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.uploads = 0
         self.image_downloads = 0
         self.image_bytes = 0
@@ -148,9 +157,14 @@ class StatsRecorder:
             for task_id, counts in self.webhooks_by_task.items()
         }
 
-    def record_submission(self, body: Any) -> None:
+    def record_submission(
+        self, body: Any, route: str = "submit", unknown: tuple[str, ...] = ()
+    ) -> None:
         """Count a created task; canonical JSON makes key order and spacing irrelevant."""
         self.submissions += 1
+        self.by_route[route] += 1
+        for path in unknown:
+            self.unknown_fields[route][path] += 1
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha256(canonical).digest()
         if digest in self._bodies:
@@ -163,6 +177,8 @@ class StatsRecorder:
             requests={route: dict(counts) for route, counts in self.requests.items()},
             submissions=self.submissions,
             duplicate_submissions=self.duplicate_submissions,
+            submissions_by_route=dict(self.by_route),
+            unknown_fields={route: dict(c) for route, c in self.unknown_fields.items() if c},
             uploads=self.uploads,
             image_downloads=self.image_downloads,
             image_bytes=self.image_bytes,

@@ -47,6 +47,9 @@ class TaskRecord:
     submitted_wall_ms: int
     failure: str | None = None
     image_names: tuple[str, ...] = ()
+    task_type: str = "INSTANT_ID"
+    inputs: tuple[bytes, ...] = attrs.field(default=(), repr=False)
+    """A v3 task's decoded input image (and mask), drawn into its pictures."""
     status: str = _spec.STATUS_QUEUED
     reason: str = ""
     started_at: float | None = None
@@ -109,7 +112,14 @@ class TaskBoard:
             return DEFAULT_TASK_FAILURE
         return None
 
-    def create(self, owner: str, body: dict[str, Any]) -> TaskRecord:
+    def create(
+        self,
+        owner: str,
+        body: dict[str, Any],
+        *,
+        task_type: str = "INSTANT_ID",
+        inputs: tuple[bytes, ...] = (),
+    ) -> TaskRecord:
         asked = body.get("seed")
         seed = asked if isinstance(asked, int) and asked >= 0 else self._rng.randrange(2**32)
         ext = str((body.get("extra") or {}).get("response_image_type") or "png")
@@ -125,6 +135,8 @@ class TaskBoard:
             submitted_wall_ms=int(time.time() * 1000),
             failure=self._failure(body),
             image_names=names,
+            task_type=task_type,
+            inputs=inputs,
         )
         self._submitted += 1
         self._tasks[record.task_id] = record
@@ -132,7 +144,9 @@ class TaskBoard:
         self._send.send_nowait(record)
         return record
 
-    def simulated(self, owner: str, body: dict[str, Any], status: str) -> TaskRecord:
+    def simulated(
+        self, owner: str, body: dict[str, Any], status: str, task_type: str = "INSTANT_ID"
+    ) -> TaskRecord:
         """A task that ended with ``status`` without running, kept nowhere (a webhook test)."""
         now, clock = time.time(), anyio.current_time()
         return TaskRecord(
@@ -148,6 +162,7 @@ class TaskBoard:
             reason="simulated failure (webhook test mode)" if status == _spec.STATUS_FAILED else "",
             ended_at=clock,
             ended_wall=now,
+            task_type=task_type,
         )
 
     # --- lookup -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from .. import _spec
 from ._responses import APIProblem
 
-__all__ = ["invalid", "validate_instant_id"]
+__all__ = ["check_webhook", "invalid", "validate_instant_id"]
 
 INVALID_REQUEST_BODY = "INVALID_REQUEST_BODY"
 
@@ -124,13 +124,13 @@ def _extra(value: object) -> None:
     if extra.get("nsfw_detection_level") is not None:
         _number(extra, "nsfw_detection_level", "extra.")
     if extra.get("webhook") is not None:
-        _webhook(extra["webhook"])
+        check_webhook(extra["webhook"])
 
 
 _TEST_STATUSES = (_spec.STATUS_SUCCEED, _spec.STATUS_FAILED)
 
 
-def _webhook(value: object) -> None:
+def check_webhook(value: object) -> None:
     webhook = _object(value, "extra.webhook")
     _name(webhook.get("url"), "extra.webhook.url")
     parts = urlsplit(str(webhook["url"]))
