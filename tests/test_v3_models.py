@@ -44,8 +44,10 @@ def test_each_type_names_its_task_endpoint_and_inputs() -> None:
         "inpainting": ("inpainting", "/v3/async/inpainting", ["image", "mask_image"]),
         "upscale": ("upscale", "/v3/async/upscale", ["image"]),
     }
-    limits = {cls.task: [(s.limits.max_bytes, s.limits.max_pixels) for s in cls.inputs]
-              for cls in TASKS.values()}  # fmt: skip
+    limits = {
+        cls.task: [(s.limits.max_bytes, s.limits.max_pixels) for s in cls.inputs]
+        for cls in TASKS.values()
+    }
     mb, mp = 1024 * 1024, 4096 * 4096
     assert limits["img2img"] == [(10 * mb, mp)] * 3
     assert limits["inpainting"] == [(30 * mb, mp)] * 2
@@ -57,24 +59,43 @@ def test_each_type_names_its_task_endpoint_and_inputs() -> None:
 def test_txt2img_body_is_wrapped_and_omits_unset_fields() -> None:
     assert txt2img().body({}) == {
         "request": {
-            "model_name": "m.safetensors", "prompt": "a cat", "width": 512, "height": 512,
-            "image_num": 1, "steps": 20, "guidance_scale": 7.5, "sampler_name": "Euler a",
+            "model_name": "m.safetensors",
+            "prompt": "a cat",
+            "width": 512,
+            "height": 512,
+            "image_num": 1,
+            "steps": 20,
+            "guidance_scale": 7.5,
+            "sampler_name": "Euler a",
         }
-    }  # fmt: skip
+    }
     full = txt2img(
-        negative_prompt="dog", seed=-1, sd_vae="vae.pt", clip_skip=2, image_num=8,
-        loras=[{"model_name": "l", "strength": 0.7}], embeddings=[{"model_name": "e"}],
+        negative_prompt="dog",
+        seed=-1,
+        sd_vae="vae.pt",
+        clip_skip=2,
+        image_num=8,
+        loras=[{"model_name": "l", "strength": 0.7}],
+        embeddings=[{"model_name": "e"}],
         hires_fix={"target_width": 1024, "target_height": 1024, "strength": 0.5},
-        refiner={"switch_at": 0.5}, enable_transparent_background=True, restore_faces=False,
-        extra={"response_image_type": "png", "enable_nsfw_detection": True,
-               "nsfw_detection_level": 2, "webhook": {"url": "https://h/w"}},
-    )  # fmt: skip
+        refiner={"switch_at": 0.5},
+        enable_transparent_background=True,
+        restore_faces=False,
+        extra={
+            "response_image_type": "png",
+            "enable_nsfw_detection": True,
+            "nsfw_detection_level": 2,
+            "webhook": {"url": "https://h/w"},
+        },
+    )
     body = json.loads(json.dumps(full.body({})))
     assert set(body) == {"extra", "request"}
     assert body["extra"] == {
-        "response_image_type": "png", "enable_nsfw_detection": True, "nsfw_detection_level": 2,
+        "response_image_type": "png",
+        "enable_nsfw_detection": True,
+        "nsfw_detection_level": 2,
         "webhook": {"url": "https://h/w"},
-    }  # fmt: skip
+    }
     request = body["request"]
     assert request["loras"] == [{"model_name": "l", "strength": 0.7}]
     assert request["embeddings"] == [{"model_name": "e"}]
@@ -86,24 +107,38 @@ def test_txt2img_body_is_wrapped_and_omits_unset_fields() -> None:
 
 def test_img2img_places_each_input_by_name() -> None:
     request = Img2ImgRequest(
-        **BASE, strength=0.4,
-        controlnet={"units": [
-            {"model_name": "control_v11p_sd15_canny", "strength": 1, "preprocessor": "canny"},
-            {"model_name": "control_v11f1p_sd15_depth", "strength": 0.5,
-             "guidance_start": 0, "guidance_end": 0.8},
-        ]},
+        **BASE,
+        strength=0.4,
+        controlnet={
+            "units": [
+                {"model_name": "control_v11p_sd15_canny", "strength": 1, "preprocessor": "canny"},
+                {
+                    "model_name": "control_v11f1p_sd15_depth",
+                    "strength": 0.5,
+                    "guidance_start": 0,
+                    "guidance_end": 0.8,
+                },
+            ]
+        },
         ip_adapters=[{"model_name": "ip-adapter_sd15.bin", "strength": 0.6}],
-    )  # fmt: skip
+    )
     names = request.input_names()
     assert names == (
-        "image", "controlnet.units[0].image", "controlnet.units[1].image", "ip_adapters[0].image",
-    )  # fmt: skip
+        "image",
+        "controlnet.units[0].image",
+        "controlnet.units[1].image",
+        "ip_adapters[0].image",
+    )
     body = request.body({name: f"B64-{i}" for i, name in enumerate(names)})["request"]
     assert body["image_base64"] == "B64-0"
     units = body["controlnet"]["units"]
     assert [unit["image_base64"] for unit in units] == ["B64-1", "B64-2"]
-    assert units[0] == {"model_name": "control_v11p_sd15_canny", "strength": 1,
-                        "preprocessor": "canny", "image_base64": "B64-1"}  # fmt: skip
+    assert units[0] == {
+        "model_name": "control_v11p_sd15_canny",
+        "strength": 1,
+        "preprocessor": "canny",
+        "image_base64": "B64-1",
+    }
     assert body["ip_adapters"] == [
         {"model_name": "ip-adapter_sd15.bin", "strength": 0.6, "image_base64": "B64-3"}
     ]
@@ -114,14 +149,20 @@ def test_img2img_places_each_input_by_name() -> None:
 
 def test_inpainting_and_upscale_bodies() -> None:
     inpaint = InpaintingRequest(
-        **BASE, mask_blur=4, inpainting_full_res=1, inpainting_full_res_padding=32,
-        inpainting_mask_invert=0, initial_noise_multiplier=1.5, strength=0.9,
-    )  # fmt: skip
+        **BASE,
+        mask_blur=4,
+        inpainting_full_res=1,
+        inpainting_full_res_padding=32,
+        inpainting_mask_invert=0,
+        initial_noise_multiplier=1.5,
+        strength=0.9,
+    )
     body = inpaint.body({"image": "I", "mask_image": "M"})["request"]
     assert (body["image_base64"], body["mask_image_base64"]) == ("I", "M")
     assert "width" not in body and body["initial_noise_multiplier"] == 1.5
-    upscale = UpscaleRequest(model_name="4x-UltraSharp", scale_factor=4,
-                             extra={"response_image_type": "webp"})  # fmt: skip
+    upscale = UpscaleRequest(
+        model_name="4x-UltraSharp", scale_factor=4, extra={"response_image_type": "webp"}
+    )
     assert upscale.body({"image": "I"}) == {
         "extra": {"response_image_type": "webp"},
         "request": {"model_name": "4x-UltraSharp", "scale_factor": 4, "image_base64": "I"},
@@ -170,7 +211,7 @@ def test_body_refuses_missing_or_unknown_inputs_without_echoing_them(
             Txt2ImgRequest,
             {"hires_fix": {"target_width": 4097, "target_height": 512, "strength": 0.5}},
             "hires_fix.target_width",
-        ),  # fmt: skip
+        ),
         (
             Txt2ImgRequest,
             {
@@ -182,18 +223,18 @@ def test_body_refuses_missing_or_unknown_inputs_without_echoing_them(
                 }
             },
             "hires_fix.upscaler",
-        ),  # fmt: skip
+        ),
         (
             Txt2ImgRequest,
             {"hires_fix": {"target_width": 512, "target_height": 512}},
             "hires_fix.strength",
-        ),  # fmt: skip
+        ),
         (Txt2ImgRequest, {"refiner": {"switch_at": 1.1}}, "refiner.switch_at"),
         (
             Txt2ImgRequest,
             {"enable_transparent_background": True, "extra": {"response_image_type": "jpeg"}},
             "enable_transparent_background",
-        ),  # fmt: skip
+        ),
         (Txt2ImgRequest, {"extra": {"response_image_type": "gif"}}, "extra.response_image_type"),
         (Txt2ImgRequest, {"extra": {"nsfw_detection_level": 3}}, "extra.nsfw_detection_level"),
         (
@@ -207,7 +248,7 @@ def test_body_refuses_missing_or_unknown_inputs_without_echoing_them(
                 }
             },
             "extra.webhook.test_mode.return_task_status",
-        ),  # fmt: skip
+        ),
         (Txt2ImgRequest, {"sd_vae": " "}, "sd_vae"),
         (Txt2ImgRequest, {"restore_faces": "yes"}, "restore_faces"),
         (Img2ImgRequest, {"strength": 1.01}, "strength"),
@@ -216,27 +257,27 @@ def test_body_refuses_missing_or_unknown_inputs_without_echoing_them(
             Img2ImgRequest,
             {"controlnet": {"units": [{"model_name": "c", "strength": 2}]}},
             "controlnet.units[0].strength",
-        ),  # fmt: skip
+        ),
         (
             Img2ImgRequest,
             {"controlnet": {"units": [{"model_name": "c", "strength": 1, "preprocessor": "hed"}]}},
             "controlnet.units[0].preprocessor",
-        ),  # fmt: skip
+        ),
         (
             Img2ImgRequest,
             {"controlnet": {"units": [{"model_name": "c", "strength": 1, "guidance_end": 1.5}]}},
             "controlnet.units[0].guidance_end",
-        ),  # fmt: skip
+        ),
         (
             Img2ImgRequest,
             {"ip_adapters": [{"model_name": "ip.bin", "strength": 1}]},
             "ip_adapters[0].model_name",
-        ),  # fmt: skip
+        ),
         (
             Img2ImgRequest,
             {"ip_adapters": [{"model_name": "ip-adapter_sd15.bin", "strength": 1}] * 2},
             "ip_adapters",
-        ),  # fmt: skip
+        ),
         (InpaintingRequest, {"mask_blur": 65}, "mask_blur"),
         (InpaintingRequest, {"inpainting_full_res": 2}, "inpainting_full_res"),
         (InpaintingRequest, {"inpainting_full_res_padding": 257}, "inpainting_full_res_padding"),
@@ -272,17 +313,29 @@ def test_upscale_ranges(fields: dict[str, Any], field: str) -> None:
 
 
 def test_the_ends_of_each_range_are_accepted() -> None:
-    txt2img(width=128, height=2048, image_num=8, steps=100, guidance_scale=1, seed=-1,
-            clip_skip=12, loras=[{"model_name": "l", "strength": 0}] * 5)  # fmt: skip
+    txt2img(
+        width=128,
+        height=2048,
+        image_num=8,
+        steps=100,
+        guidance_scale=1,
+        seed=-1,
+        clip_skip=12,
+        loras=[{"model_name": "l", "strength": 0}] * 5,
+    )
     UpscaleRequest(model_name="RealESRGAN_x4plus_anime_6B", scale_factor=1.01)
     UpscaleRequest(model_name="RealESRGAN_x4plus_anime_6B", scale_factor=4)
-    InpaintingRequest(**BASE, mask_blur=0, inpainting_full_res_padding=256,
-                      initial_noise_multiplier=0)  # fmt: skip
+    InpaintingRequest(
+        **BASE, mask_blur=0, inpainting_full_res_padding=256, initial_noise_multiplier=0
+    )
 
 
 def test_required_fields_have_no_default_model() -> None:
-    for cls, fields in ((Txt2ImgRequest, {"prompt": "p"}), (Txt2ImgRequest, {"model_name": "m"}),
-                        (UpscaleRequest, {})):  # fmt: skip
+    for cls, fields in (
+        (Txt2ImgRequest, {"prompt": "p"}),
+        (Txt2ImgRequest, {"model_name": "m"}),
+        (UpscaleRequest, {}),
+    ):
         with pytest.raises(ValidationError, match="is required"):
             cls.from_dict(fields)
 
@@ -312,8 +365,10 @@ def test_from_dict_is_strict_and_merges_defaults() -> None:
         defaults={"steps": 30, "extra": {"response_image_type": "webp"}},
     )
     assert request.steps == 30
-    assert request.body({})["extra"] == {"response_image_type": "webp",
-                                         "enable_nsfw_detection": True}  # fmt: skip
+    assert request.body({})["extra"] == {
+        "response_image_type": "webp",
+        "enable_nsfw_detection": True,
+    }
     # Null in a job file means unset.
     assert Txt2ImgRequest.from_dict({**BASE, "seed": None}).seed is None
 
