@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import os
+import struct
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -16,17 +20,28 @@ import attrs
 from . import _spec
 from ._completion import PollPolicy, ProgressHook, wait_until_done
 from ._config import ClientConfig, Timeouts
-from ._converter import structure, unstructure_request
+from ._converter import structure, submitted_task_id, unstructure_request
 from ._exceptions import InvalidResponseError, ValidationError
 from ._failures import RetryPolicy
 from ._files import UploadSource, read_source, sniff_content_type
 from ._http import Downloaded, EventHook, Renewal, Transport, image_extension
-from ._models import InstantIDRequest, Model, ModelPage, ResultImage, TaskResult
+from ._models import (
+    ImageTaskRequest,
+    Img2ImgRequest,
+    InpaintingRequest,
+    InstantIDRequest,
+    Model,
+    ModelPage,
+    ResultImage,
+    TaskResult,
+    Txt2ImgRequest,
+    UpscaleRequest,
+)
 
 if TYPE_CHECKING:
     from .webhooks import WebhookReceiver
 
-__all__ = ["InstantIDOutcome", "NovitaClient", "map_limited"]
+__all__ = ["ImageInput", "InstantIDOutcome", "NovitaClient", "TaskOutcome", "map_limited"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +57,96 @@ class InstantIDOutcome:
     task_id: str
     result: TaskResult
     files: tuple[Path, ...]
+
+
+@attrs.frozen
+class TaskOutcome:
+    """What :meth:`NovitaClient.txt2img` (``img2img``, ``inpainting``, ``upscale``) produced."""
+
+    task_id: str
+    result: TaskResult
+    files: tuple[Path, ...]
+
+
+ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview
+"""An input image of a v3 image task: a path, its bytes, or an ``http(s)://`` URL."""
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The width and height a PNG, JPEG or WebP file's header gives, else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    if len(data) >= 30 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        chunk = data[12:16]
+        if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+            width, height = struct.unpack("<HH", data[26:30])
+            return int(width) & 0x3FFF, int(height) & 0x3FFF
+        if chunk == b"VP8L" and data[20] == 0x2F:
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            width = int.from_bytes(data[24:27], "little") + 1
+            height = int.from_bytes(data[27:30], "little") + 1
+            return width, height
+    return None
+
+
+# JPEG start-of-frame markers (C4, C8 and CC are other segments).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # segments without a length
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if marker in _SOF and at + 9 <= len(data):
+            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+            return int(width), int(height)
+        at += 2 + int(length)
+    return None
+
+
+def _check_limits(
+    name: str, described: str, data: bytes, limits: _spec.InputLimits
+) -> tuple[int, int]:
+    """``data``'s size in pixels, or :class:`ValidationError` if it breaks ``limits``."""
+    if not data:
+        raise ValidationError(name, described, "must not be empty")
+    if sniff_content_type(data) is None:
+        raise ValidationError(name, described, "must be a PNG, JPEG or WebP image")
+    if len(data) > limits.max_bytes:
+        raise ValidationError(
+            name, f"{described}: {len(data)} bytes", f"must be at most {limits.max_bytes} bytes"
+        )
+    size = image_size(data)
+    if size is None:
+        raise ValidationError(name, described, "has no width and height this client can read")
+    width, height = size
+    if limits.max_pixels is not None and width * height > limits.max_pixels:
+        raise ValidationError(
+            name, f"{described}: {width}x{height}", f"must have at most {limits.max_pixels} pixels"
+        )
+    if (limits.max_width is not None and width > limits.max_width) or (
+        limits.max_height is not None and height > limits.max_height
+    ):
+        raise ValidationError(
+            name,
+            f"{described}: {width}x{height}",
+            f"must be at most {limits.max_width}x{limits.max_height}",
+        )
+    return size
 
 
 class NovitaClient:
@@ -135,18 +240,85 @@ class NovitaClient:
         """Upload many images, ``concurrency`` at a time; ids in the order of ``sources``."""
         return await map_limited(self.upload_asset, list(sources), concurrency)
 
-    async def submit(self, request: InstantIDRequest, *, retry: RetryPolicy | None = None) -> str:
+    async def submit(
+        self,
+        request: InstantIDRequest | ImageTaskRequest,
+        *,
+        images: Mapping[str, ImageInput] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> str:
         """Submit a task and return its id (the endpoint follows from the request's type).
+
+        A v3 image request (:class:`Txt2ImgRequest`, :class:`Img2ImgRequest`,
+        :class:`InpaintingRequest`, :class:`UpscaleRequest`) takes its input images in
+        ``images`` by the names of its ``input_names()`` (``image``, ``mask_image``,
+        ``controlnet.units[0].image``, ...): each a path, bytes or URL, read, checked against the
+        endpoint's limits and base64-encoded once per content. InstantID's inputs are asset ids
+        in the request itself.
 
         An answer lost after the request was sent raises :class:`SubmitOutcomeUnknownError`
         rather than resubmitting (which could bill twice), unless the client's
         ``RetryPolicy(retry_unknown_submits=True)``. ``retry`` overrides the client's policy for
         this call (the batch runner's hands 429 back at once, to pause every submitter together).
         """
+        if isinstance(request, ImageTaskRequest):
+            encoded = await self._encode_inputs(request, images or {})
+            return await self._submit_body(
+                request.endpoint.removeprefix("/v3/async/"), request.body(encoded), retry=retry
+            )
+        if images:
+            raise ValidationError("images", sorted(images), "InstantID takes asset ids, not images")
         request.check_submittable()
         return await self._submit_body(
             _ENDPOINTS[type(request)], unstructure_request(request), retry=retry
         )
+
+    async def _encode_inputs(
+        self, request: ImageTaskRequest, images: Mapping[str, ImageInput]
+    ) -> dict[str, str]:
+        """``images`` read, checked and base64-encoded, each distinct content once."""
+        needed = request.input_names()
+        for name in images:
+            if name not in needed:
+                request.slot(name)
+                raise ValidationError(
+                    "images", name, f"this {request.task} request has no such input"
+                )
+        encoded: dict[str, str] = {}
+        by_content: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        for name in needed:
+            if (source := images.get(name)) is None:
+                raise ValidationError("images", name, "is required: a path, bytes or a URL")
+            slot = request.slot(name)
+            data, described = await self._read_input(name, source)
+            sizes[name] = _check_limits(name, described, data, slot.limits)
+            if slot.same_size_as is not None and sizes.get(slot.same_size_as) not in (
+                None,
+                sizes[name],
+            ):
+                width, height = sizes[slot.same_size_as]
+                raise ValidationError(
+                    name,
+                    f"{described}: {sizes[name][0]}x{sizes[name][1]}",
+                    f"must have the resolution of {slot.same_size_as} ({width}x{height})",
+                )
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in by_content:
+                by_content[digest] = base64.b64encode(data).decode("ascii")
+            encoded[name] = by_content[digest]
+        return encoded
+
+    async def _read_input(self, name: str, source: ImageInput) -> tuple[bytes, str]:
+        """The bytes of an input image and a short description (never its content)."""
+        if isinstance(source, str) and source.startswith(("http://", "https://")):
+            with tempfile.TemporaryDirectory(prefix="novita-input-") as folder:
+                saved = await self._transport.download(source, Path(folder, "input"))
+                data, _ = await read_source(saved.path)
+            return data, source.split("?", 1)[0]
+        if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
+            raise ValidationError(name, type(source).__name__, "must be a path, bytes or a URL")
+        return await read_source(source)
 
     submit_instant_id = submit
     """:meth:`submit` for an :class:`InstantIDRequest` (the name of 0.1.0)."""
@@ -165,10 +337,23 @@ class NovitaClient:
             creates_task=True,
             retry=retry,
         )
-        task_id = answer.get("task_id") if isinstance(answer, dict) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidResponseError("the submit answer has no task_id")
-        return task_id
+        return submitted_task_id(answer)
+
+    async def balance(self) -> float:
+        """The account's balance in US dollars (``GET /v3/user``'s ``credit_balance``, which
+        counts 1/10,000 USD). Nothing is paid."""
+        answer = await self._transport.call_json(
+            "GET", "user", self._config.api_url("/v3/user"), auth=True
+        )
+        credit = answer.get("credit_balance") if isinstance(answer, dict) else None
+        if isinstance(credit, str):
+            try:
+                credit = float(credit.strip())
+            except ValueError:
+                credit = None
+        if isinstance(credit, bool) or not isinstance(credit, int | float) or credit != credit:
+            raise InvalidResponseError("the user answer has no numeric credit_balance")
+        return credit / _spec.CREDIT_UNITS_PER_DOLLAR
 
     async def get_task_result(
         self, task_id: str, *, retry: RetryPolicy | None = None, on_event: EventHook | None = None
@@ -360,6 +545,87 @@ class NovitaClient:
         )
         files = await self.download_images(result, out_dir)
         return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
+
+    async def _run_task(
+        self,
+        request: ImageTaskRequest,
+        images: Mapping[str, ImageInput],
+        out_dir: str | os.PathLike[str],
+        timeout: float,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None,
+        on_progress: ProgressHook | None,
+    ) -> TaskOutcome:
+        task_id = await self.submit(request, images=images)
+        result = await self.wait_for_task(
+            task_id, timeout=timeout, poll=poll, on_progress=on_progress
+        )
+        files = await self.download_images(result, out_dir)
+        return TaskOutcome(task_id=task_id, result=result, files=tuple(files))
+
+    async def txt2img(
+        self,
+        request: Txt2ImgRequest,
+        *,
+        out_dir: str | os.PathLike[str],
+        timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> TaskOutcome:
+        """Submit ``request``, wait, and download its images into ``out_dir`` (``0.png``, ...)."""
+        return await self._run_task(request, {}, out_dir, timeout, poll, on_progress)
+
+    async def img2img(
+        self,
+        request: Img2ImgRequest,
+        *,
+        image: ImageInput,
+        controlnet_images: Sequence[ImageInput] = (),
+        ip_adapter_images: Sequence[ImageInput] = (),
+        out_dir: str | os.PathLike[str],
+        timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> TaskOutcome:
+        """:meth:`txt2img` from ``image``, with one image per ControlNet unit and IP-Adapter of
+        ``request`` (in their order)."""
+        images: dict[str, ImageInput] = {"image": image}
+        images.update(_indexed("controlnet.units", controlnet_images))
+        images.update(_indexed("ip_adapters", ip_adapter_images))
+        return await self._run_task(request, images, out_dir, timeout, poll, on_progress)
+
+    async def inpainting(
+        self,
+        request: InpaintingRequest,
+        *,
+        image: ImageInput,
+        mask_image: ImageInput,
+        out_dir: str | os.PathLike[str],
+        timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> TaskOutcome:
+        """:meth:`txt2img` repainting ``image`` where ``mask_image`` (of its resolution) says."""
+        images = {"image": image, "mask_image": mask_image}
+        return await self._run_task(request, images, out_dir, timeout, poll, on_progress)
+
+    async def upscale(
+        self,
+        request: UpscaleRequest,
+        *,
+        image: ImageInput,
+        out_dir: str | os.PathLike[str],
+        timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
+        poll: PollPolicy | None = None,
+        on_progress: ProgressHook | None = None,
+    ) -> TaskOutcome:
+        """:meth:`txt2img` enlarging ``image`` by ``request.scale_factor``."""
+        return await self._run_task(request, {"image": image}, out_dir, timeout, poll, on_progress)
+
+
+def _indexed(prefix: str, sources: Sequence[ImageInput]) -> dict[str, ImageInput]:
+    if isinstance(sources, str | bytes | bytearray | memoryview | os.PathLike):
+        raise ValidationError(f"{prefix} images", type(sources).__name__, "must be a list")
+    return {f"{prefix}[{index}].image": source for index, source in enumerate(sources)}
 
 
 async def map_limited(fn: Callable[[T], Awaitable[R]], items: Sequence[T], limit: int) -> list[R]:

@@ -28,7 +28,7 @@ from . import _models
 from ._exceptions import InvalidResponseError
 from ._models import InstantIDRequest, ModelPage, TaskResult, TaskStatus, WebhookEvent
 
-__all__ = ["converter", "structure", "unstructure_request"]
+__all__ = ["converter", "structure", "submitted_task_id", "unstructure_request"]
 
 converter = cattrs.Converter()
 logger = logging.getLogger("novita_async")
@@ -207,7 +207,9 @@ converter.register_structure_hook_factory(_is_homogeneous_tuple, _tuple_hook)
 # Requests: omit what the caller left unset, rather than sending null.
 _REQUEST_CLASSES = frozenset({
     InstantIDRequest, _models.Extra, _models.LoRA, _models.ControlNet, _models.ControlNetUnit,
-    _models.Webhook, _models.WebhookTestMode, _models.EnterprisePlan,
+    _models.Webhook, _models.WebhookTestMode, _models.EnterprisePlan, _models.Embedding,
+    _models.HiresFix, _models.Refiner, _models.ImageControlNet, _models.ImageControlNetUnit,
+    _models.IPAdapter, *_models.TASKS.values(),
 })  # fmt: skip
 
 
@@ -226,6 +228,30 @@ converter.register_structure_hook_factory(_has_answer_flags, _answer_with_flags_
 converter.register_structure_hook(
     InstantIDRequest, lambda value, _: InstantIDRequest.from_dict(value)
 )
+
+
+for _task in _models.TASKS.values():
+    converter.register_structure_hook(_task, lambda value, cls: cls.from_dict(value))
+
+
+def submitted_task_id(answer: Any) -> str:
+    """The task id of a submission's answer: ``{"task_id": ...}``, or the older shape several
+    v3 doc examples still show, ``{"code": 0, "msg": "", "data": {"task_id": ...}}``; an answer
+    with neither is :class:`InvalidResponseError` (its ``msg`` quoted when it has one)."""
+    if isinstance(answer, Mapping):
+        task_id = answer.get("task_id")
+        data = answer.get("data")
+        if task_id is None and isinstance(data, Mapping):
+            task_id = data.get("task_id")
+        if isinstance(task_id, str) and task_id:
+            return task_id
+        message = answer.get("msg")
+        if isinstance(message, str) and message:
+            code = answer.get("code")
+            raise InvalidResponseError(
+                f"the submit answer has no task_id (code {code!r}: {message[:200]})"
+            )
+    raise InvalidResponseError("the submit answer has no task_id")
 
 
 def unstructure_request(request: InstantIDRequest) -> dict[str, Any]:

@@ -9,9 +9,11 @@ are parsed leniently by :mod:`._converter`, which imports this module, never the
 from __future__ import annotations
 
 import enum
+import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import attrs
 from attrs import validators as av
@@ -20,13 +22,44 @@ from . import _spec
 from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
-    "ControlNet", "ControlNetUnit", "DebugInfo", "EnterprisePlan", "EventType", "Extra",
-    "InstantIDRequest", "LoRA", "Model", "ModelPage", "ModelType", "NSFWDetectionResult",
-    "ResultImage", "ResultVideo", "Task", "TaskExtra", "TaskResult", "TaskStatus", "Webhook",
-    "WebhookEvent", "WebhookTestMode",
+    "TASKS",
+    "ControlNet",
+    "ControlNetUnit",
+    "DebugInfo",
+    "Embedding",
+    "EnterprisePlan",
+    "EventType",
+    "Extra",
+    "HiresFix",
+    "IPAdapter",
+    "ImageControlNet",
+    "ImageControlNetUnit",
+    "ImageTaskRequest",
+    "Img2ImgRequest",
+    "InpaintingRequest",
+    "InputSlot",
+    "InstantIDRequest",
+    "LoRA",
+    "Model",
+    "ModelPage",
+    "ModelType",
+    "NSFWDetectionResult",
+    "Refiner",
+    "ResultImage",
+    "ResultVideo",
+    "Task",
+    "TaskExtra",
+    "TaskResult",
+    "TaskStatus",
+    "Txt2ImgRequest",
+    "UpscaleRequest",
+    "Webhook",
+    "WebhookEvent",
+    "WebhookTestMode",
 ]  # fmt: skip
 
 T = TypeVar("T")
+logger = logging.getLogger("novita_async")
 
 # --- validators -------------------------------------------------------------------------------
 
@@ -93,8 +126,10 @@ def _none_or(check: Validator, required: str | None) -> Validator:
     return av.and_(refuse_none, check)
 
 
-def _numeric(name: str, required: bool) -> Validator:
-    allowed, integer = _spec.NUMERIC_FIELDS[name]
+def _numeric(
+    name: str, required: bool, table: Mapping[str, tuple[_spec.Range, bool]] = _spec.NUMERIC_FIELDS
+) -> Validator:
+    allowed, integer = table[name]
     bounds = [av.ge(allowed.low)] + ([] if allowed.high is None else [av.le(allowed.high)])
     check = av.and_(
         refusing(
@@ -390,6 +425,393 @@ class InstantIDRequest:
         if self.extra is not None and self.extra.response_image_type:
             return self.extra.response_image_type
         return "png"
+
+
+# --- the v3 image tasks: txt2img, img2img, inpainting, upscale ---------------------------------
+# Wrapped bodies ``{"extra": {...}, "request": {...}}``; input images travel inline as bare base64
+# in ``request.<name>_base64``. The models hold no base64: :meth:`ImageTaskRequest.body` takes the
+# encoded inputs by name and places them, so nothing else (a repr, a log line, a fingerprint)
+# ever sees them.
+
+_V3_NUMERIC = {
+    (name, required): _numeric(name, required, _spec.V3_NUMERIC_FIELDS)
+    for name in _spec.V3_NUMERIC_FIELDS
+    for required in (False, True)
+}
+
+
+def _v3_in_range(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _V3_NUMERIC[attribute.name, attribute.default is not None](instance, attribute, value)
+
+
+def _sampler(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A non-empty name; one outside the documented list is sent as given, with a warning (the
+    SD3 guide's ``FlowMatchEuler`` is not in it)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(attribute.name, value, "is required: a sampler name")
+    if value not in _spec.SAMPLERS:
+        logger.warning(
+            "sampler_name %r is not one of the documented samplers; sent as given", value
+        )
+
+
+_bool_flag: Validator = _boolean
+
+
+def _scale_factor(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    low, high = _spec.SCALE_FACTOR_MIN_EXCLUSIVE, _spec.SCALE_FACTOR_MAX
+    allowed = f"must be a number greater than {low:g} and at most {high:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(attribute.name, value, allowed)
+    if not (low < value <= high):  # NaN fails too
+        raise ValidationError(attribute.name, value, allowed)
+
+
+def _at_most(count: int, what: str) -> Validator:
+    def check(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...] | None) -> None:
+        if value is not None and len(value) > count:
+            raise ValidationError(attribute.name, f"{len(value)} {what}", f"at most {count} {what}")
+
+    return check
+
+
+def _v3_loras(_: object, attribute: attrs.Attribute[Any], value: tuple[LoRA, ...] | None) -> None:
+    _at_most(_spec.MAX_LORAS, "LoRAs")(_, attribute, value)
+    allowed, _integer = _spec.V3_NUMERIC_FIELDS["strength"]
+    for index, lora in enumerate(value or ()):
+        if lora.strength not in allowed:
+            raise ValidationError(
+                f"{attribute.name}[{index}].strength", lora.strength, f"must be in {allowed}"
+            )
+
+
+@attrs.frozen
+class Embedding:
+    """A textual inversion, by its ``sd_name_in_api``."""
+
+    model_name: str = attrs.field(validator=_name)
+
+
+@attrs.frozen(kw_only=True)
+class HiresFix:
+    """txt2img's second pass at a higher resolution."""
+
+    target_width: int = attrs.field(validator=_v3_in_range)
+    target_height: int = attrs.field(validator=_v3_in_range)
+    strength: float = attrs.field(validator=_v3_in_range)
+    upscaler: str | None = attrs.field(default=None, validator=_one_of(_spec.HIRES_UPSCALERS))
+
+
+@attrs.frozen
+class Refiner:
+    """txt2img's SDXL refiner, switched to at ``switch_at`` of the steps."""
+
+    switch_at: float = attrs.field(validator=_v3_in_range)
+
+
+@attrs.frozen(kw_only=True)
+class ImageControlNetUnit:
+    """One ControlNet unit of img2img; its image is an input (``controlnet.units[i].image``)."""
+
+    model_name: str = attrs.field(validator=_name)
+    strength: float = attrs.field(validator=_v3_in_range)
+    preprocessor: str | None = attrs.field(
+        default=None, validator=_one_of(_spec.V3_CONTROLNET_PREPROCESSORS)
+    )
+    guidance_start: float | None = attrs.field(default=None, validator=_v3_in_range)
+    guidance_end: float | None = attrs.field(default=None, validator=_v3_in_range)
+
+
+def _image_units(value: object) -> tuple[ImageControlNetUnit, ...]:
+    return _build_list(ImageControlNetUnit, value, "units") or ()
+
+
+def _some_units(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    if not value:
+        raise ValidationError(attribute.name, [], "must hold at least one unit")
+
+
+@attrs.frozen
+class ImageControlNet:
+    units: tuple[ImageControlNetUnit, ...] = attrs.field(
+        converter=_image_units, validator=_some_units
+    )
+
+
+@attrs.frozen(kw_only=True)
+class IPAdapter:
+    """img2img's IP-Adapter; its image is an input (``ip_adapters[i].image``)."""
+
+    model_name: str = attrs.field(validator=_one_of(_spec.IP_ADAPTER_MODELS, required=True))
+    strength: float = attrs.field(validator=_v3_in_range)
+
+
+def _embeddings(value: object) -> tuple[Embedding, ...] | None:
+    return _build_list(Embedding, value, "embeddings")
+
+
+def _hires_fix(value: object) -> HiresFix | None:
+    return _build(HiresFix, value, "hires_fix")
+
+
+def _refiner(value: object) -> Refiner | None:
+    return _build(Refiner, value, "refiner")
+
+
+def _image_controlnet(value: object) -> ImageControlNet | None:
+    return _build(ImageControlNet, value, "controlnet")
+
+
+def _ip_adapters(value: object) -> tuple[IPAdapter, ...] | None:
+    return _build_list(IPAdapter, value, "ip_adapters")
+
+
+def _v3_extra(value: object) -> Extra | None:
+    extra = _build(Extra, value, "extra")
+    status = None if extra is None or extra.webhook is None else extra.webhook.test_mode
+    if status is not None and status.return_task_status not in _spec.WEBHOOK_TEST_STATUSES:
+        raise ValidationError(
+            "extra.webhook.test_mode.return_task_status",
+            status.return_task_status,
+            "must be one of " + ", ".join(_spec.WEBHOOK_TEST_STATUSES),
+        )
+    return extra
+
+
+@attrs.frozen
+class InputSlot:
+    """One named input image of a request type: ``name`` as a job file and :meth:`body` key it
+    (``image``, ``mask_image``, ``controlnet.units[].image``, ``ip_adapters[].image``; ``[]``
+    stands for each item's index), sent as ``request.<name>_base64``, within ``limits``."""
+
+    name: str
+    limits: _spec.InputLimits
+    same_size_as: str | None = None
+
+
+_INDEXED = re.compile(r"^(\w+(?:\.\w+)*)\[\](\.\w+)$")
+_PART = re.compile(r"(\w+)(?:\[(\d+)\])?")
+
+
+def _place(request: dict[str, Any], name: str, value: str) -> None:
+    """Put ``value`` at ``name`` + ``_base64`` in ``request`` (``controlnet.units[1].image`` is
+    ``request["controlnet"]["units"][1]["image_base64"]``)."""
+    *parents, last = name.split(".")
+    node: Any = request
+    for part in parents:
+        match = _PART.fullmatch(part)
+        assert match is not None
+        node = node[match[1]]
+        if match[2] is not None:
+            node = node[int(match[2])]
+    node[f"{last}_base64"] = value
+
+
+def _as_list(_: object, __: object, value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _omit_none(_: attrs.Attribute[Any], value: object) -> bool:
+    return value is not None
+
+
+class ImageTaskRequest:
+    """What the four v3 image requests share: their task, endpoint, inputs and wrapped body."""
+
+    task: ClassVar[str]
+    """The job file's ``task`` key: ``txt2img``, ``img2img``, ``inpainting``, ``upscale``."""
+    endpoint: ClassVar[str]
+    """``POST`` path, such as ``/v3/async/txt2img``."""
+    inputs: ClassVar[tuple[InputSlot, ...]] = ()
+    extra: Extra | None
+
+    def input_names(self) -> tuple[str, ...]:
+        """The inputs this request needs, each ``[]`` replaced by the index of its item."""
+        names: list[str] = []
+        for slot in self.inputs:
+            indexed = _INDEXED.match(slot.name)
+            if indexed is None:
+                names.append(slot.name)
+                continue
+            items: Any = self
+            for part in indexed[1].split("."):
+                items = getattr(items, part, None) if items is not None else None
+            names.extend(f"{indexed[1]}[{i}]{indexed[2]}" for i in range(len(items or ())))
+        return tuple(names)
+
+    def slot(self, name: str) -> InputSlot:
+        """The slot of an input name (``ip_adapters[0].image`` is ``ip_adapters[].image``)."""
+        general = re.sub(r"\[\d+\]", "[]", name)
+        for slot in self.inputs:
+            if slot.name == general:
+                return slot
+        raise ValidationError("images", name, f"is not an input of {self.task}")
+
+    def body(self, images: Mapping[str, str]) -> dict[str, Any]:
+        """The JSON body: ``{"extra": {...}, "request": {...}}`` (``extra`` only if set), unset
+        fields omitted, each input of :meth:`input_names` placed from ``images`` (its base64)."""
+        needed = self.input_names()
+        for name in images:
+            if name not in needed:
+                self.slot(name)  # an unknown name is refused as such
+                raise ValidationError("images", name, f"this {self.task} request has no such input")
+        for name in needed:
+            value = images.get(name)
+            if not isinstance(value, str) or not value:
+                shown = None if value is None else f"<{type(value).__name__}>"
+                raise ValidationError(f"images[{name!r}]", shown, "is required: base64 text")
+        request = attrs.asdict(
+            self,  # type: ignore[arg-type]  # every subclass is an attrs class
+            filter=lambda attribute, value: value is not None and attribute.name != "extra",
+            value_serializer=_as_list,
+        )
+        for name in needed:
+            _place(request, name, images[name])
+        body: dict[str, Any] = {"request": request}
+        if self.extra is not None:
+            body = {"extra": attrs.asdict(self.extra, filter=_omit_none), **body}
+        return body
+
+    def check_submittable(self) -> None:
+        """Nothing to check: the inputs are checked when :meth:`body` places them."""
+
+    @property
+    def images_out(self) -> int:
+        """How many images the task makes (``image_num``; upscale: one)."""
+        count: int = getattr(self, "image_num", 1)
+        return count
+
+    @property
+    def image_type(self) -> str:
+        """The image type the answer will carry (the service's default is png)."""
+        if self.extra is not None and self.extra.response_image_type:
+            return self.extra.response_image_type
+        return "png"
+
+    @classmethod
+    def from_dict(
+        cls, fields: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
+    ) -> Self:
+        """The request of API-named ``fields`` over ``defaults`` (``extra`` merges key by key),
+        or :class:`ValidationError` naming the first problem by its path; strict: an unknown key
+        is refused."""
+        if not isinstance(fields, Mapping):
+            raise ValidationError(cls.__name__, fields, "must be an object")
+        request = _build(cls, merge_fields(defaults or {}, fields), "")
+        assert request is not None
+        return request
+
+
+@attrs.frozen(kw_only=True)
+class _DiffusionRequest(ImageTaskRequest):
+    """The fields txt2img, img2img and inpainting share."""
+
+    model_name: str = attrs.field(validator=_name)
+    prompt: str = attrs.field(validator=_text)
+    negative_prompt: str | None = attrs.field(default=None, validator=_text)
+    image_num: int = attrs.field(default=1, validator=_v3_in_range)
+    steps: int = attrs.field(default=20, validator=_v3_in_range)
+    guidance_scale: float = attrs.field(default=7.5, validator=_v3_in_range)
+    sampler_name: str = attrs.field(default="Euler a", validator=_sampler)
+    seed: int | None = attrs.field(default=None, validator=_v3_in_range)
+    sd_vae: str | None = attrs.field(default=None, validator=av.optional(_name))
+    clip_skip: int | None = attrs.field(default=None, validator=_v3_in_range)
+    loras: tuple[LoRA, ...] | None = attrs.field(
+        default=None, converter=_loras, validator=_v3_loras
+    )
+    embeddings: tuple[Embedding, ...] | None = attrs.field(
+        default=None, converter=_embeddings, validator=_at_most(_spec.MAX_EMBEDDINGS, "embeddings")
+    )
+    extra: Extra | None = attrs.field(default=None, converter=_v3_extra)
+
+
+@attrs.frozen(kw_only=True)
+class Txt2ImgRequest(_DiffusionRequest):
+    """The body of ``POST /v3/async/txt2img``. Fields the API requires and has no default for
+    take the official SDK's (512x512, one image, 20 steps, guidance 7.5, ``Euler a``)."""
+
+    task: ClassVar[str] = "txt2img"
+    endpoint: ClassVar[str] = "/v3/async/txt2img"
+    inputs: ClassVar[tuple[InputSlot, ...]] = ()
+
+    width: int = attrs.field(default=512, validator=_v3_in_range)
+    height: int = attrs.field(default=512, validator=_v3_in_range)
+    hires_fix: HiresFix | None = attrs.field(default=None, converter=_hires_fix)
+    refiner: Refiner | None = attrs.field(default=None, converter=_refiner)
+    enable_transparent_background: bool | None = attrs.field(default=None, validator=_bool_flag)
+    restore_faces: bool | None = attrs.field(default=None, validator=_bool_flag)
+
+    def __attrs_post_init__(self) -> None:
+        if self.enable_transparent_background and self.image_type != "png":
+            raise ValidationError(
+                "enable_transparent_background",
+                True,
+                "needs extra.response_image_type png",
+            )
+
+
+@attrs.frozen(kw_only=True)
+class Img2ImgRequest(_DiffusionRequest):
+    """The body of ``POST /v3/async/img2img``: ``image`` (10 MB, 16 MP), and one image per
+    ControlNet unit and per IP-Adapter."""
+
+    task: ClassVar[str] = "img2img"
+    endpoint: ClassVar[str] = "/v3/async/img2img"
+    inputs: ClassVar[tuple[InputSlot, ...]] = (
+        InputSlot("image", _spec.IMG2IMG_INPUT),
+        InputSlot("controlnet.units[].image", _spec.IMG2IMG_INPUT),
+        InputSlot("ip_adapters[].image", _spec.IMG2IMG_INPUT),
+    )
+
+    width: int = attrs.field(default=512, validator=_v3_in_range)
+    height: int = attrs.field(default=512, validator=_v3_in_range)
+    strength: float | None = attrs.field(default=None, validator=_v3_in_range)
+    controlnet: ImageControlNet | None = attrs.field(default=None, converter=_image_controlnet)
+    ip_adapters: tuple[IPAdapter, ...] | None = attrs.field(
+        default=None,
+        converter=_ip_adapters,
+        validator=_at_most(_spec.MAX_IP_ADAPTERS, "IP-Adapters"),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class InpaintingRequest(_DiffusionRequest):
+    """The body of ``POST /v3/async/inpainting``: ``image`` and ``mask_image`` (30 MB, 16 MP,
+    the mask of the image's resolution); the output has the input's size."""
+
+    task: ClassVar[str] = "inpainting"
+    endpoint: ClassVar[str] = "/v3/async/inpainting"
+    inputs: ClassVar[tuple[InputSlot, ...]] = (
+        InputSlot("image", _spec.INPAINTING_INPUT),
+        InputSlot("mask_image", _spec.INPAINTING_INPUT, same_size_as="image"),
+    )
+
+    mask_blur: int | None = attrs.field(default=None, validator=_v3_in_range)
+    strength: float | None = attrs.field(default=None, validator=_v3_in_range)
+    inpainting_full_res: int | None = attrs.field(default=None, validator=_v3_in_range)
+    inpainting_full_res_padding: int | None = attrs.field(default=None, validator=_v3_in_range)
+    inpainting_mask_invert: int | None = attrs.field(default=None, validator=_v3_in_range)
+    initial_noise_multiplier: float | None = attrs.field(default=None, validator=_v3_in_range)
+
+
+@attrs.frozen(kw_only=True)
+class UpscaleRequest(ImageTaskRequest):
+    """The body of ``POST /v3/async/upscale``: ``image`` (30 MB, 2048x2048) times
+    ``scale_factor`` (greater than 1, at most 4); one image out."""
+
+    task: ClassVar[str] = "upscale"
+    endpoint: ClassVar[str] = "/v3/async/upscale"
+    inputs: ClassVar[tuple[InputSlot, ...]] = (InputSlot("image", _spec.UPSCALE_INPUT),)
+
+    model_name: str = attrs.field(validator=_one_of(_spec.UPSCALE_MODELS, required=True))
+    scale_factor: float = attrs.field(default=2.0, validator=_scale_factor)
+    extra: Extra | None = attrs.field(default=None, converter=_v3_extra)
+
+
+TASKS: Mapping[str, type[ImageTaskRequest]] = {
+    cls.task: cls for cls in (Txt2ImgRequest, Img2ImgRequest, InpaintingRequest, UpscaleRequest)
+}
+"""The v3 image request types by their ``task`` name (a job line without ``task`` is InstantID)."""
 
 
 # --- task result ------------------------------------------------------------------------------

@@ -114,3 +114,88 @@ STATUS_QUEUED: Final = "TASK_STATUS_QUEUED"
 STATUS_PROCESSING: Final = "TASK_STATUS_PROCESSING"
 STATUS_SUCCEED: Final = "TASK_STATUS_SUCCEED"
 STATUS_FAILED: Final = "TASK_STATUS_FAILED"
+
+# --- the v3 image tasks: txt2img, img2img, inpainting, upscale (docs/api-facts-v3.md) ---------
+
+V3_IMAGE_NUM_MAX: Final = 8
+MAX_EMBEDDINGS: Final = 5
+MAX_IP_ADAPTERS: Final = 1
+
+UPSCALE_MODELS: Final = ("RealESRGAN_x4plus_anime_6B", "RealESRNet_x4plus", "4x-UltraSharp")
+HIRES_UPSCALERS: Final = ("RealESRGAN_x4plus_anime_6B", "RealESRNet_x4plus", "Latent")
+IP_ADAPTER_MODELS: Final = ("ip-adapter_sd15.bin", "ip-adapter_sdxl.bin")
+WEBHOOK_TEST_STATUSES: Final = (STATUS_SUCCEED, STATUS_FAILED)
+
+# The v3 reference's ControlNet preprocessors (not the older WebUI list InstantID takes).
+V3_CONTROLNET_PREPROCESSORS: Final = (
+    "scribble_hed", "softedge_hed", "scribble_hedsafe", "softedge_hedsafe", "depth_midas", "mlsd",
+    "openpose", "openpose_face", "openpose_faceonly", "openpose_full", "openpose_hand", "dwpose",
+    "scribble_pidinet", "softedge_pidinet", "scribble_pidsafe", "softedge_pidsafe", "normal_bae",
+    "lineart_coarse", "lineart_realistic", "lineart_anime", "lineart", "depth_zoe", "shuffle",
+    "mediapipe_face", "canny", "depth", "depth_leres", "depth_leres++",
+)  # fmt: skip
+
+# Numeric fields of the v3 image requests and their nested parts: (range, is_integer).
+V3_NUMERIC_FIELDS: Final[dict[str, tuple[Range, bool]]] = {
+    "width": (Range(128, 2048), True),
+    "height": (Range(128, 2048), True),
+    "image_num": (Range(1, V3_IMAGE_NUM_MAX), True),
+    "steps": (Range(1, 100), True),
+    "guidance_scale": (Range(1, 30), False),
+    "seed": (Range(-1, None), True),
+    "clip_skip": (Range(1, 12), True),
+    "strength": (Range(0, 1), False),
+    "guidance_start": (Range(0, 1), False),
+    "guidance_end": (Range(0, 1), False),
+    "target_width": (Range(128, 4096), True),
+    "target_height": (Range(128, 4096), True),
+    "switch_at": (Range(0, 1), False),
+    "mask_blur": (Range(0, 64), True),
+    "inpainting_full_res": (Range(0, 1), True),
+    "inpainting_full_res_padding": (Range(0, 256), True),
+    "inpainting_mask_invert": (Range(0, 1), True),
+    "initial_noise_multiplier": (Range(0, 1.5), False),
+    "nsfw_detection_level": (Range(0, 2), True),
+}
+
+# upscale's scale_factor: greater than 1, at most 4 (the low end is exclusive).
+SCALE_FACTOR_MIN_EXCLUSIVE: Final = 1.0
+SCALE_FACTOR_MAX: Final = 4.0
+
+_MB: Final = 1024 * 1024
+
+
+@attrs.frozen
+class InputLimits:
+    """What one inline input image may be: its file's bytes, its pixels, its longest side."""
+
+    max_bytes: int
+    max_pixels: int | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+
+    def __str__(self) -> str:
+        parts = [f"at most {self.max_bytes // _MB} MB"]
+        if self.max_pixels is not None:
+            parts.append(f"{self.max_pixels} pixels")
+        if self.max_width is not None:
+            parts.append(f"{self.max_width}x{self.max_height}")
+        return ", ".join(parts)
+
+
+# "16 MP" read as 4096 x 4096 pixels and "MB" as MiB: the docs give no finer figure.
+_16_MP: Final = 4096 * 4096
+IMG2IMG_INPUT: Final = InputLimits(max_bytes=10 * _MB, max_pixels=_16_MP)
+INPAINTING_INPUT: Final = InputLimits(max_bytes=30 * _MB, max_pixels=_16_MP)
+UPSCALE_INPUT: Final = InputLimits(max_bytes=30 * _MB, max_width=2048, max_height=2048)
+
+# Default per-account rate limits, images per minute [D] (accounts may have higher ones).
+V3_DEFAULT_IMAGES_PER_MINUTE: Final = {
+    "txt2img": 20,
+    "img2img": 10,
+    "inpainting": 10,
+    "upscale": 20,
+}
+
+# GET /v3/user's credit_balance is in 1/10,000 USD.
+CREDIT_UNITS_PER_DOLLAR: Final = 10_000
