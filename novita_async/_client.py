@@ -36,6 +36,7 @@ from ._models import (
     TaskResult,
     Txt2ImgRequest,
     UpscaleRequest,
+    endpoint_name,
 )
 
 if TYPE_CHECKING:
@@ -45,9 +46,6 @@ __all__ = ["ImageInput", "InstantIDOutcome", "NovitaClient", "TaskOutcome", "map
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# Each request type's endpoint, as in ``POST /v3/async/<endpoint>``.
-_ENDPOINTS: dict[type[Any], str] = {InstantIDRequest: "instant-id"}
 
 
 @attrs.frozen
@@ -264,13 +262,13 @@ class NovitaClient:
         if isinstance(request, ImageTaskRequest):
             encoded = await self._encode_inputs(request, images or {})
             return await self._submit_body(
-                request.endpoint.removeprefix("/v3/async/"), request.body(encoded), retry=retry
+                endpoint_name(request), request.body(encoded), retry=retry
             )
         if images:
             raise ValidationError("images", sorted(images), "InstantID takes asset ids, not images")
         request.check_submittable()
         return await self._submit_body(
-            _ENDPOINTS[type(request)], unstructure_request(request), retry=retry
+            endpoint_name(request), unstructure_request(request), retry=retry
         )
 
     async def _encode_inputs(

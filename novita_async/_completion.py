@@ -26,7 +26,7 @@ from attrs.validators import gt
 
 from ._exceptions import ConfigurationError, TaskFailedError, TaskTimeoutError
 from ._failures import Pause, RetryPolicy, Step, classify, poll_backoff, rides_out_poll_failure
-from ._models import NUMBER, InstantIDRequest, Task, TaskResult, TaskStatus, setting
+from ._models import NUMBER, Task, TaskRequest, TaskResult, TaskStatus, setting
 from .webhooks import WebhookReceiver
 
 __all__ = [
@@ -250,9 +250,11 @@ def _final(task_id: str, result: TaskResult) -> None:
 # --- how long tasks take: the runner's first polls ----------------------------------------------
 
 
-def request_cost(request: InstantIDRequest) -> float:
-    """What a task's duration grows with, in step-megapixel-images."""
-    return request.steps * request.width * request.height * request.image_num / 1e6
+def request_cost(request: TaskRequest) -> float:
+    """What a task's duration grows with, in step-megapixel-images (a megapixel where the
+    request does not say its size: inpainting and upscale take the input's)."""
+    pixels = getattr(request, "width", 1000) * getattr(request, "height", 1000)
+    return getattr(request, "steps", 1) * pixels * request.images_out / 1e6
 
 
 def server_seconds(result: TaskResult) -> float | None:

@@ -8,12 +8,13 @@ are parsed leniently by :mod:`._converter`, which imports this module, never the
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
 import attrs
 from attrs import validators as av
@@ -23,6 +24,7 @@ from ._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
     "TASKS",
+    "TASK_NAMES",
     "ControlNet",
     "ControlNetUnit",
     "DebugInfo",
@@ -49,6 +51,7 @@ __all__ = [
     "ResultVideo",
     "Task",
     "TaskExtra",
+    "TaskRequest",
     "TaskResult",
     "TaskStatus",
     "Txt2ImgRequest",
@@ -56,6 +59,8 @@ __all__ = [
     "Webhook",
     "WebhookEvent",
     "WebhookTestMode",
+    "endpoint_name",
+    "with_images",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -354,6 +359,10 @@ class InstantIDRequest:
     insists on them.
     """
 
+    task: ClassVar[str] = "instant-id"
+    """The job file's ``task`` for this request type (a line without ``task`` is InstantID)."""
+    endpoint: ClassVar[str] = "/v3/async/instant-id"
+
     prompt: str = attrs.field(validator=_text)
     face_image_assets_ids: tuple[str, ...] = attrs.field(
         default=(), converter=_str_tuple, validator=_asset_ids
@@ -425,6 +434,11 @@ class InstantIDRequest:
         if self.extra is not None and self.extra.response_image_type:
             return self.extra.response_image_type
         return "png"
+
+    @property
+    def images_out(self) -> int:
+        """How many images the task makes (``image_num``)."""
+        return self.image_num
 
 
 # --- the v3 image tasks: txt2img, img2img, inpainting, upscale ---------------------------------
@@ -812,6 +826,38 @@ TASKS: Mapping[str, type[ImageTaskRequest]] = {
     cls.task: cls for cls in (Txt2ImgRequest, Img2ImgRequest, InpaintingRequest, UpscaleRequest)
 }
 """The v3 image request types by their ``task`` name (a job line without ``task`` is InstantID)."""
+
+TaskRequest: TypeAlias = InstantIDRequest | ImageTaskRequest
+"""Any request the batch runner and :meth:`NovitaClient.submit` take."""
+
+TASK_NAMES: tuple[str, ...] = (InstantIDRequest.task, *TASKS)
+"""Every task a job line may name: ``instant-id`` (the default), then the v3 image tasks. A task's
+name is also the last part of its endpoint's path."""
+
+
+def endpoint_name(request: InstantIDRequest | ImageTaskRequest) -> str:
+    """The last part of the request's endpoint path (``instant-id``, ``txt2img``, ...)."""
+    return request.endpoint.rsplit("/", 1)[-1]
+
+
+def with_images(body: Mapping[str, Any], images: Mapping[str, str]) -> dict[str, Any]:
+    """A copy of a wrapped ``body`` (:meth:`ImageTaskRequest.body`'s, with anything in place of
+    the images) with each input of ``images`` (name to base64) placed, copying only the parts
+    on the way to them: the template is not changed, and it never holds base64."""
+    request = copy.copy(body["request"])
+    for name in images:
+        node: Any = request
+        *parents, last = name.split(".")
+        for part in parents:
+            match = _PART.fullmatch(part)
+            assert match is not None
+            node[match[1]] = child = copy.copy(node[match[1]])
+            if match[2] is not None:
+                child[int(match[2])] = node = copy.copy(child[int(match[2])])
+            else:
+                node = child
+        node[f"{last}_base64"] = images[name]
+    return {**body, "request": request}
 
 
 # --- task result ------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ async def job_lines(
             if note is not None:
                 note(f"invalid job: {job.error}")
         else:
-            prompts[job.id] = job.request.prompt
+            prompts[job.id] = getattr(job.request, "prompt", "")
         yield job
 
 

@@ -391,6 +391,8 @@ class BatchFlag:
 def _batch_flag(option: attrs.Attribute[Any]) -> BatchFlag:
     kind = next(t for t in typing.get_args(option.type) or (option.type,) if t is not type(None))
     flag = "--journal" if option.name == "journal_path" else f"--{option.name.replace('_', '-')}"
+    if option.name == "task_rates":  # TASK=N, repeatable
+        return BatchFlag("--task-rate", option.name, list)
     return BatchFlag(flag, option.name, None if kind is bool else {Shard: str}.get(kind, kind))
 
 
@@ -423,7 +425,9 @@ def _add_batch_flags(parser: argparse.ArgumentParser) -> None:
     for spec in BATCH_FLAGS:
         option, help = spec.option, spec.option.metadata["help"]
         kind: dict[str, Any] = {"action": "store_true"}
-        if spec.type is not None:
+        if spec.type is list:
+            kind = {"action": "append", "metavar": "TASK=N"}
+        elif spec.type is not None:
             kind = {"type": _converter(spec.type), "metavar": METAVARS[spec.type]}
             help += "" if option.default is None else f" (default: {option.default:g})"
         group.add_argument(spec.flag, dest=spec.field, default=None, help=help, **kind)

@@ -50,10 +50,17 @@ from .._exceptions import (
     TaskFailedError,
 )
 from .._failures import Kind, Rounds, Step, classify
-from .._models import Task, TaskResult, TaskStatus
+from .._models import (
+    InstantIDRequest,
+    Task,
+    TaskResult,
+    TaskStatus,
+    endpoint_name,
+    with_images,
+)
 from ..webhooks import WebhookReceiver
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, SummaryCounter, emit
-from ._inputs import ASSET_FIELDS, AssetUploader, PreparedImage, PreparedJob
+from ._inputs import ASSET_FIELDS, AssetUploader, InputEncoder, PreparedImage, PreparedJob
 from ._jobs import InvalidJob, Job, JobError, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal, ResultsFile
 from ._options import BatchOptions
@@ -202,6 +209,7 @@ class JobFlow:
         self._uploader = AssetUploader(
             client, journal, concurrency=options.upload_concurrency, on_request=self._on_request
         )
+        self._encoder = InputEncoder()
         self._images = ImageSaver(
             client=client,
             out_dir=out_dir,
@@ -383,8 +391,10 @@ class JobFlow:
         prepared = submission.prepared
         submission.posting = False
         body, cached = dict(prepared.body), []
-        every = (prepared.faces, prepared.refs, prepared.kps)
-        for field, images in zip(ASSET_FIELDS, every, strict=True):
+        # A v3 task's inputs are not uploaded: they go inline, at its submission.
+        uploads = isinstance(submission.job.request, InstantIDRequest)
+        every = (prepared.faces, prepared.refs, prepared.kps) if uploads else ()
+        for field, images in zip(ASSET_FIELDS, every, strict=False):
             if images is None:
                 continue
             body[field] = ids = []
@@ -393,7 +403,8 @@ class JobFlow:
                 ids.append(asset_id)
                 if from_cache:
                     cached.append((image, asset_id))
-        self._emit(BatchEventKind.UPLOADED, submission.id)
+        if uploads:
+            self._emit(BatchEventKind.UPLOADED, submission.id)
         extra = body.get("extra") or {}
         if self.webhook_url is not None and "webhook" not in extra:
             # A job that names its own webhook keeps it: its task is then followed by polling.
@@ -411,46 +422,51 @@ class JobFlow:
             # the files again meanwhile: its ids, rather than one more refusal of the old ones.
             await self._upload(submission)
         assert submission.body is not None
-        job_id, fingerprint = submission.id, submission.fingerprint
         submission.posting = True
         async with self._posting:
             # Passed with the slot held, so a stop or pause that came while this submitter
             # waited for its slot still holds it back.
             await self.gate.wait()
-            self._disk.check(self._in_flight, submission.job.request.image_num)
+            request = submission.job.request
+            self._disk.check(self._in_flight, request.images_out)
             max_tasks = self.options.max_tasks
             if max_tasks is not None and self._spent >= max_tasks:
                 self.gate.stop(BudgetReachedError(max_tasks))
                 raise RunStopped
-            self._journal.record_submitting(job_id, fingerprint)
-            if self._durable is not None:
-                try:
-                    await self._durable()
-                except BaseException:
-                    self._journal.record_not_submitted(job_id)  # nothing was sent
-                    raise
-            self._spent += 1
-            with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
-                self.posts.add(post)
-                try:
-                    self._on_request("submit")
-                    task_id = await self._client._submit_body(
-                        "instant-id", submission.body, retry=self._submit_retry
-                    )
-                except Exception as exc:
-                    if classify(exc, step=Step.SUBMIT).kind is not Kind.UNKNOWN_OUTCOME:
-                        self._spent -= 1
-                        self._journal.record_not_submitted(job_id)  # answered: no task made
-                    raise
-                finally:
-                    self.posts.discard(post)
-                # Nothing is awaited between the answer and its record.
-                self._journal.record_submitted(job_id, task_id, fingerprint)
-                self._check_reserve()
-                self.gate.answered()
-                self.counter.submitted += 1
-                self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
-                return task_id
+            async with self._encoder.encoded(submission.prepared.inputs) as images:
+                body = with_images(submission.body, images) if images else submission.body
+                return await self._post(submission, endpoint_name(request), body)
+
+    async def _post(self, submission: _Submission, endpoint: str, body: dict[str, Any]) -> str:
+        """Send ``body`` once, with its intent recorded before and its answer after."""
+        job_id, fingerprint = submission.id, submission.fingerprint
+        self._journal.record_submitting(job_id, fingerprint)
+        if self._durable is not None:
+            try:
+                await self._durable()
+            except BaseException:
+                self._journal.record_not_submitted(job_id)  # nothing was sent
+                raise
+        self._spent += 1
+        with anyio.CancelScope(shield=True, deadline=self._stop_deadline) as post:
+            self.posts.add(post)
+            try:
+                self._on_request("submit")
+                task_id = await self._client._submit_body(endpoint, body, retry=self._submit_retry)
+            except Exception as exc:
+                if classify(exc, step=Step.SUBMIT).kind is not Kind.UNKNOWN_OUTCOME:
+                    self._spent -= 1
+                    self._journal.record_not_submitted(job_id)  # answered: no task made
+                raise
+            finally:
+                self.posts.discard(post)
+            # Nothing is awaited between the answer and its record.
+            self._journal.record_submitted(job_id, task_id, fingerprint)
+            self._check_reserve()
+            self.gate.answered()
+            self.counter.submitted += 1
+            self._emit(BatchEventKind.SUBMITTED, job_id, task_id=task_id)
+            return task_id
         # Only a stop's grace running out ends up here (the shielded scope's deadline).
         raise SubmitOutcomeUnknownError(
             "the run stopped before the submission was answered; a task may exist and be "

@@ -16,11 +16,13 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -30,11 +32,15 @@ import yarl
 from .._client import NovitaClient
 from .._converter import unstructure_request
 from .._files import NotRegularFileError, check_regular, open_regular, sniff_content_type
+from .._models import ImageTaskRequest
 from .._singleflight import SingleFlight
 from ._jobs import ImageSource, Job, JobInputError
 from ._journal import AssetKey, Journal
 
-__all__ = ["AssetUploader", "InputReader", "PreparedImage", "PreparedJob", "asset_endpoint"]
+__all__ = [
+    "AssetUploader", "InputEncoder", "InputReader", "PreparedImage", "PreparedJob",
+    "asset_endpoint",
+]  # fmt: skip
 
 
 @attrs.frozen
@@ -51,7 +57,11 @@ class PreparedJob:
     kps: tuple[PreparedImage, ...] | None
     fingerprint: str
     body: dict[str, Any] = attrs.field(eq=False, repr=False)
-    """The request's JSON body without the asset ids, which the runner fills in after upload."""
+    """The request's JSON body without its inputs: InstantID's without the asset ids, which the
+    runner fills in after upload; a v3 task's with each input's SHA-256 where its base64 goes,
+    which :class:`InputEncoder` gives at submission."""
+    inputs: tuple[tuple[str, PreparedImage], ...] = ()
+    """A v3 task's inline inputs by name (``image``, ``mask_image``, ...)."""
 
 
 ASSET_FIELDS = ("face_image_assets_ids", "ref_image_assets_ids", "face_kps_assets_ids")
@@ -66,6 +76,8 @@ class InputReader:
 
     async def prepare(self, job: Job) -> PreparedJob:
         """Hash and type-check every input of ``job``; :class:`JobInputError` if one is bad."""
+        if isinstance(job.request, ImageTaskRequest):
+            return await self._prepare_inline(job, job.request)
         if not job.face_images:
             raise JobInputError("INVALID_JOB", f"job {job.id!r} has no face images")
         if not job.ref_images:
@@ -94,6 +106,26 @@ class InputReader:
         }
         fingerprint = hashlib.sha256(_CANONICAL.encode(described).encode()).hexdigest()[:32]
         return PreparedJob(faces, refs, kps, fingerprint, body)
+
+    async def _prepare_inline(self, job: Job, request: ImageTaskRequest) -> PreparedJob:
+        if job.face_images or job.ref_images or job.face_kps_images is not None:
+            message = f"job {job.id!r}: a {request.task} job takes no face or reference images"
+            raise JobInputError("INVALID_JOB", message)
+        names = request.input_names()
+        for name in job.inputs:
+            if name not in names:
+                message = f"job {job.id!r}: this {request.task} request has no input {name!r}"
+                raise JobInputError("INVALID_JOB", message)
+        for name in names:
+            if name not in job.inputs:
+                raise JobInputError("INVALID_JOB", f"job {job.id!r} has no {name!r} image")
+        images = await self.images(tuple(job.inputs[name] for name in names))
+        inputs = tuple(zip(names, images, strict=True))
+        # Each input's hash where its base64 will go: the body fingerprints the job as it is.
+        body = request.body({name: image.sha256 for name, image in inputs})
+        described = {"task": request.task, "body": body}
+        fingerprint = hashlib.sha256(_CANONICAL.encode(described).encode()).hexdigest()[:32]
+        return PreparedJob((), (), None, fingerprint, body, inputs)
 
     async def images(self, sources: tuple[ImageSource, ...]) -> tuple[PreparedImage, ...]:
         """Identify each source by content hash and image type, in order."""
@@ -221,3 +253,28 @@ class AssetUploader:
             asset_id = await self._client.upload_asset(data, content_type=image.content_type)
         self._journal.record_asset(self._key(image), asset_id)
         return asset_id
+
+
+class InputEncoder:
+    """A v3 task's inline inputs, base64-encoded for the time of its submission only."""
+
+    @contextlib.asynccontextmanager
+    async def encoded(
+        self, inputs: tuple[tuple[str, PreparedImage], ...]
+    ) -> AsyncIterator[dict[str, str]]:
+        """Each input's base64 by name, for the time of the ``async with``; read again and
+        checked against the hash the job was fingerprinted with."""
+        encoded: dict[str, str] = {}
+        for name, image in inputs:
+            data = image.source
+            if not isinstance(data, bytes):
+                path = os.fspath(data)
+                try:
+                    data = await anyio.to_thread.run_sync(read_file, path)
+                except OSError as exc:
+                    raise _unreadable(path, exc) from None
+                if hashlib.sha256(data).hexdigest() != image.sha256:
+                    message = f"input file {path!r} changed while in use"
+                    raise JobInputError("INPUT_CHANGED", message)
+            encoded[name] = base64.b64encode(data).decode("ascii")
+        yield encoded

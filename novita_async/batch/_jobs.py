@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import copy
 import enum
 import hashlib
 import itertools
@@ -31,7 +32,7 @@ import yarl
 from .._config import redact_url
 from .._exceptions import LocalIOError, NovitaError, ValidationError
 from .._files import NotRegularFileError, open_regular, sniff_content_type, stream_to_file
-from .._models import InstantIDRequest, merge_fields
+from .._models import TASKS, ImageTaskRequest, InstantIDRequest, TaskRequest, merge_fields
 
 __all__ = [
     "ImageSource", "InvalidJob", "Job", "JobError", "JobInputError", "JobOutcome", "JobSource",
@@ -113,31 +114,54 @@ def _check_sources(_: object, attribute: attrs.Attribute[Any], value: object) ->
             raise TypeError(f"Job.{attribute.name} items must be paths or bytes, not {item!r}")
 
 
-def _short_repr(sources: tuple[ImageSource, ...] | None) -> str:
+def _shown(source: ImageSource) -> str:
     # Image bytes would flood a log line; show their size instead.
+    return f"<{len(source)} bytes>" if isinstance(source, bytes) else repr(os.fspath(source))
+
+
+def _short_repr(sources: tuple[ImageSource, ...] | None) -> str:
     if sources is None:
         return "None"
-    shown = [f"<{len(s)} bytes>" if isinstance(s, bytes) else repr(os.fspath(s)) for s in sources]
-    return "[" + ", ".join(shown) + "]"
+    return "[" + ", ".join(map(_shown, sources)) + "]"
+
+
+def _inputs(value: Mapping[str, ImageSource] | None) -> dict[str, ImageSource]:
+    return dict(value or {})
+
+
+def _check_inputs(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, object]) -> None:
+    for name, item in value.items():
+        if not isinstance(name, str) or not isinstance(item, str | bytes | os.PathLike):
+            message = f"Job.inputs maps input names to paths or bytes, not {name!r}: {item!r}"
+            raise TypeError(message)
+
+
+def _inputs_repr(inputs: Mapping[str, ImageSource]) -> str:
+    return "{" + ", ".join(f"{name!r}: {_shown(s)}" for name, s in inputs.items()) + "}"
 
 
 @attrs.frozen
 class Job:
-    """One generation: the faces and references to upload, and the request to send.
+    """One task to run: its request and its input images.
 
-    ``request`` is a template: the runner fills its ``face_image_assets_ids``,
-    ``ref_image_assets_ids`` and ``face_kps_assets_ids`` after uploading the images.
+    - InstantID (an :class:`InstantIDRequest`): the faces and references to upload. ``request``
+      is a template: the runner fills its ``face_image_assets_ids``, ``ref_image_assets_ids`` and
+      ``face_kps_assets_ids`` after uploading the images.
+    - A v3 image task (:class:`Txt2ImgRequest`, ...): ``inputs`` maps each of the request's
+      ``input_names()`` (``image``, ``mask_image``, ``controlnet.units[0].image``, ...) to its
+      image, sent inline (base64) with the submission; no upload.
     """
 
     id: str = attrs.field(validator=attrs.validators.instance_of(str))
     face_images: tuple[ImageSource, ...] = attrs.field(
-        converter=_sources, validator=_check_sources, repr=_short_repr
+        default=(), converter=_sources, validator=_check_sources, repr=_short_repr
     )
     ref_images: tuple[ImageSource, ...] = attrs.field(
-        converter=_sources, validator=_check_sources, repr=_short_repr
+        default=(), converter=_sources, validator=_check_sources, repr=_short_repr
     )
-    request: InstantIDRequest = attrs.field(
-        validator=attrs.validators.instance_of(InstantIDRequest)
+    # A default only so that a v3 job can be made by keywords without faces; None is refused.
+    request: TaskRequest = attrs.field(
+        default=None, validator=attrs.validators.instance_of((InstantIDRequest, ImageTaskRequest))
     )
     face_kps_images: tuple[ImageSource, ...] | None = attrs.field(
         default=None,
@@ -145,6 +169,14 @@ class Job:
         validator=_check_sources,
         repr=_short_repr,
     )
+    inputs: Mapping[str, ImageSource] = attrs.field(
+        factory=dict, converter=_inputs, validator=_check_inputs, repr=_inputs_repr, hash=False
+    )
+
+    @property
+    def task(self) -> str:
+        """The job's task: ``instant-id``, ``txt2img``, ``img2img``, ``inpainting``, ``upscale``."""
+        return self.request.task
 
     @classmethod
     def from_dict(
@@ -153,12 +185,14 @@ class Job:
         *,
         base_dir: str | os.PathLike[str] = ".",
         defaults: Mapping[str, Any] | None = None,
+        task_defaults: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Job:
         """The job of a job file's line (a dict with an ``id``), its image paths relative to
         ``base_dir``, or :class:`ValidationError` naming the field. Only :func:`read_jobs`
-        fetches URLs and checks that the files are images."""
+        fetches URLs and checks that the files are images. ``defaults`` and ``task_defaults``
+        are :func:`read_jobs`' own."""
         try:
-            job_id, images, request = _parse(line, None, defaults or {})
+            job_id, images, request = _parse(line, None, defaults or {}, task_defaults or {})
         except _LineProblem as problem:
             field = problem.field or "line"
             value = line.get(field, line) if isinstance(line, Mapping) else line
@@ -166,11 +200,11 @@ class Job:
         for field, item in itertools.chain(*(items or () for items in images.values())):
             if item.startswith(("http://", "https://")):
                 raise ValidationError(field, item, "URLs are fetched by read_jobs only")
-        faces, refs, kps = [
-            None if items is None else tuple(Path(base_dir, item) for _, item in items)
-            for items in images.values()
-        ]
-        return cls(job_id, faces or (), refs or (), request, kps)
+        paths = {
+            name: None if items is None else tuple(Path(base_dir, item) for _, item in items)
+            for name, items in images.items()
+        }
+        return _job(job_id, request, paths)
 
 
 @attrs.frozen
@@ -294,21 +328,79 @@ _Images = dict[str, list[tuple[str, str]] | None]
 
 
 def _parse(
-    raw: object, line: int | None, defaults: Mapping[str, Any]
-) -> tuple[str, _Images, InstantIDRequest]:
-    """A line's id, its image lists (``(field, item)`` pairs) and its request over ``defaults``;
-    a bad request field is a :class:`ValidationError`."""
+    raw: object,
+    line: int | None,
+    defaults: Mapping[str, Any],
+    task_defaults: Mapping[str, Mapping[str, Any]],
+) -> tuple[str, _Images, TaskRequest]:
+    """A line's id, its images by input (``(field, item)`` pairs) and its request over the
+    defaults of its task; a bad request field is a :class:`ValidationError`."""
     job_id, fields = _load(raw, line)
     try:
         check_job_id(job_id)
     except JobInputError as exc:
         raise _LineProblem("id", str(exc)) from None
-    images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
-    faces, kps = images["face_images"] or (), images["face_kps_images"]
-    if kps is not None and len(kps) != len(faces):
-        raise _LineProblem("face_kps_images", f"must list one file per face image ({len(faces)})")
-    request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
-    return job_id, images, build_request(merge_fields(defaults, request_fields))
+    task = fields.pop("task", InstantIDRequest.task)
+    if task == InstantIDRequest.task:
+        images: _Images = {name: _image_list(fields, name) for name in _IMAGE_LISTS}
+        faces, kps = images["face_images"] or (), images["face_kps_images"]
+        if kps is not None and len(kps) != len(faces):
+            raise _LineProblem(
+                "face_kps_images", f"must list one file per face image ({len(faces)})"
+            )
+        request_fields = {k: v for k, v in fields.items() if k not in _IMAGE_LISTS}
+        over = merge_fields(defaults, task_defaults.get(task) or {})
+        return job_id, images, build_request(merge_fields(over, request_fields))
+    kind = TASKS.get(task) if isinstance(task, str) else None
+    if kind is None:
+        choices = ", ".join((InstantIDRequest.task, *TASKS))
+        raise _LineProblem("task", f"must be one of {choices}, got {task!r}")
+    for name in (*_IMAGE_LISTS, *(k for k in fields if k.endswith("_base64"))):
+        if name in fields:
+            raise _LineProblem(
+                name,
+                f"is not a {task} field: name input images by the API's field less "
+                "'_base64' (image, mask_image), as a file path or URL",
+            )
+    given, request_fields = _take_inputs(kind, fields)
+    request = kind.from_dict(request_fields, defaults=task_defaults.get(task))
+    images = {}
+    for name in request.input_names():
+        item = given.pop(name, None)
+        if not isinstance(item, str) or not item:
+            problem = "is required" if item is None else f"must be a file path or URL, got {item!r}"
+            raise _LineProblem(name, problem)
+        images[name] = [(name, item)]
+    return job_id, images, request
+
+
+def _take_inputs(
+    kind: type[ImageTaskRequest], fields: Mapping[str, Any]
+) -> tuple[dict[str, object], dict[str, Any]]:
+    """The input images a v3 line names (by input name, such as ``controlnet.units[0].image``)
+    and its other fields, the images taken out (the line itself is left as it was)."""
+    rest = copy.deepcopy(dict(fields))
+    given: dict[str, object] = {}
+    for slot in kind.inputs:
+        if "[]" not in slot.name:
+            if slot.name in rest:
+                given[slot.name] = rest.pop(slot.name)
+            continue
+        where, leaf = slot.name.split("[].")
+        items: Any = rest
+        for part in where.split("."):
+            items = items.get(part) if isinstance(items, dict) else None
+        for index, item in enumerate(items if isinstance(items, list) else ()):
+            if isinstance(item, dict) and leaf in item:
+                given[f"{where}[{index}].{leaf}"] = item.pop(leaf)
+    return given, rest
+
+
+def _job(job_id: str, request: TaskRequest, paths: Mapping[str, tuple[Any, ...] | None]) -> Job:
+    if isinstance(request, InstantIDRequest):
+        faces, refs = paths["face_images"] or (), paths["ref_images"] or ()
+        return Job(job_id, faces, refs, request, paths["face_kps_images"])
+    return Job(job_id, request=request, inputs={n: p[0] for n, p in paths.items() if p})
 
 
 # --- reading a job file -----------------------------------------------------------------------
@@ -401,13 +493,17 @@ async def read_jobs(
     path: str | os.PathLike[str],
     *,
     defaults: Mapping[str, Any] | None = None,
+    task_defaults: Mapping[str, Mapping[str, Any]] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[Job | InvalidJob]:
     """Each job of the job file at ``path`` in order, read lazily: a :class:`Job`, or an
     :class:`InvalidJob` whose ``INVALID_JOB_LINE`` error names the line and field.
 
-    ``defaults`` holds request fields (API names) for keys a line leaves out. http(s) image URLs
-    are fetched once into ``cache_dir`` (refused without one), by a session without credentials.
+    A line's ``task`` (``instant-id``, the default, ``txt2img``, ``img2img``, ``inpainting``,
+    ``upscale``) says which request its other keys make. ``defaults`` holds InstantID request
+    fields (API names) for keys a line leaves out; ``task_defaults`` maps a task's name to its
+    own (for InstantID, over ``defaults``). http(s) image URLs are fetched once into
+    ``cache_dir`` (refused without one), by a session without credentials.
     """
     async with contextlib.AsyncExitStack() as stack:
         session = None
@@ -417,18 +513,19 @@ async def read_jobs(
         inputs = _Inputs(Path(path).parent, session, None if cache_dir is None else Path(cache_dir))
         async for line, text in _lines(Path(path)):
             try:
-                job_id, images, request = _parse(_json(text), line, defaults or {})
-                faces, refs, kps = [
-                    None if items is None else await inputs.resolve(items)
-                    for items in images.values()
-                ]
-                assert faces is not None and refs is not None
+                job_id, images, request = _parse(
+                    _json(text), line, defaults or {}, task_defaults or {}
+                )
+                paths = {
+                    name: None if items is None else await inputs.resolve(items)
+                    for name, items in images.items()
+                }
             except _LineProblem as problem:
                 field, message = problem.field, problem.message
             except ValidationError as exc:
                 field, message = exc.field, f"{exc.value!r} is not allowed: {exc.allowed}"
             else:
-                yield Job(job_id, faces, refs, request, kps)
+                yield _job(job_id, request, paths)
                 continue
             where = f"line {line}" + (f", field {field}" if field else "")
             error = JobInputError("INVALID_JOB_LINE", f"{where}: {message}")

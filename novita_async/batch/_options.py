@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from attrs import validators as v
 
 from .._completion import PollPolicy
 from .._exceptions import ConfigurationError
+from .._models import TASK_NAMES
 
 __all__ = ["BATCH_POLL_POLICY", "BatchOptions"]
 
@@ -110,6 +111,34 @@ _SWITCH = _must_be("True or False", v.instance_of(bool))
 _SECONDS = _must_be("a number of seconds >= 0", _NUMBER, v.ge(0))
 
 
+def _task_rates(value: Mapping[str, float] | Iterable[str] | None) -> dict[str, float]:
+    """``{"txt2img": 20}``, or ``TASK=N`` texts (the command line's)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    rates: dict[str, Any] = {}
+    for text in [value] if isinstance(value, str) else value:
+        task, _, number = str(text).partition("=")
+        try:
+            rates[task.strip()] = float(number)
+        except ValueError:
+            rates[task.strip()] = number  # refused by the validator, naming it
+    return rates
+
+
+def _check_task_rates(_: object, __: attrs.Attribute[Any], value: Mapping[str, object]) -> None:
+    for task, rate in value.items():
+        if task not in TASK_NAMES:
+            raise ConfigurationError(
+                f"task_rates: {task!r} is not a task (one of {', '.join(TASK_NAMES)})"
+            )
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise ConfigurationError(
+                f"task_rates: {task}={rate!r} must be a number of images a minute > 0"
+            )
+
+
 def _option(default: Any, validator: _Validator, help_text: str) -> Any:
     """A field of BatchOptions: its default, its check, and its help (the run flag's too)."""
     return attrs.field(default=default, validator=validator, metadata={"help": help_text})
@@ -146,6 +175,23 @@ class BatchOptions:
         None,
         _must_be("a number of submissions per second > 0", v.optional([_NUMBER, v.gt(0)])),
         "submissions per second, evenly spaced (default: no limit)",
+    )
+    task_rates: Mapping[str, float] = attrs.field(
+        factory=dict,
+        converter=_task_rates,
+        validator=_check_task_rates,
+        hash=False,
+        metadata={
+            "help": "TASK=N: at most N images a minute to that task's endpoint, where the "
+            "account knows its limits (the service's defaults: txt2img and upscale 20, img2img "
+            "and inpainting 10 images a minute); each endpoint pauses on its own 429s anyway"
+        },
+    )
+    max_inline_bytes: int = _option(
+        256 << 20,
+        _COUNT,
+        "bytes of v3 input images (base64) held for submissions at once; an input shared by "
+        "jobs in flight counts once, and one larger than this is sent alone",
     )
     journal_path: Path | None = attrs.field(
         default=None,

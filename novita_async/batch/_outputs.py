@@ -98,7 +98,7 @@ def check_output_names(job: Job, name_max: int) -> None:
     """:class:`JobInputError` unless every name the run creates for ``job`` fits in ``name_max``
     bytes (the output file system's limit, counted in bytes of UTF-8, not characters)."""
     extension = max(job.request.image_type, "jpeg", key=len)
-    longest = f"{job.id}_{job.request.image_num - 1}.{extension}"
+    longest = f"{job.id}_{job.request.images_out - 1}.{extension}"
     size = len(longest.encode("utf-8", "surrogatepass")) + _TEMP_OVERHEAD
     if size > name_max:
         raise JobInputError(

@@ -283,7 +283,7 @@ async def dry_run(
             elif plan.action is Action.SUBMIT:
                 assert isinstance(job, Job) and plan.prepared is not None
                 counts["to_submit"] += 1
-                counts["images"] += job.request.image_num
+                counts["images"] += job.request.images_out
                 prepared = plan.prepared
                 for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
                     if (endpoint, image.sha256) not in assets:

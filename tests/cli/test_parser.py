@@ -212,10 +212,12 @@ def test_batch_flags_help_and_defaults_come_from_the_fields() -> None:
     for spec in BATCH_FLAGS:
         field = spec.option
         shown = field.metadata["help"]
-        if spec.type is not None and field.default is not None:
+        if spec.type not in (None, list) and field.default is not None:
             shown += f" (default: {field.default:g})"
         metavar = (
-            "" if spec.type is None else {int: "N", float: "X", str: "TEXT"}.get(spec.type, "PATH")
+            ""
+            if spec.type is None
+            else {int: "N", float: "X", str: "TEXT", list: "TASK=N"}.get(spec.type, "PATH")
         )
         assert "".join(f"{spec.flag} {metavar} {shown}".split()) in text
 

@@ -206,7 +206,8 @@ LINES: dict[str, Line] = {
     # Bounds and pace, the journal elsewhere, the debug log.
     "pace": Line(ok_jobs(3), [(
         f"{RUN} --concurrency 2 --rate 100 --upload-concurrency 2 --poll-concurrency 2 "
-        "--submit-concurrency 1 --task-timeout 60 --max-outage 30 --retry-after-cap 5 "
+        "--submit-concurrency 1 --task-rate instant-id=600 --max-inline-bytes 1000000 "
+        "--task-timeout 60 --max-outage 30 --retry-after-cap 5 "
         "--journal {tmp}/journal.jsonl --journal-fsync --download-timeout 30 --debug", 0,
     )], check_pace),
     # Every request flag, as defaults for lines that set none of them.

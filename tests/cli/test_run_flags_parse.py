@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from novita_async import BatchOptions, InstantIDRequest, _spec
 from novita_async._cli._settings import BATCH_FLAGS, REQUEST_FLAGS, RunSettings, parse
-from novita_async._models import merge_fields
+from novita_async._models import TASK_NAMES, merge_fields
 from novita_async.batch import Shard
 from novita_async.batch._jobs import build_request
 
@@ -51,6 +51,10 @@ _PATHS = st.from_regex(r"[A-Za-z0-9_.-]{1,12}(/[A-Za-z0-9_-]{1,8}){0,2}", fullma
 BATCH: dict[str, st.SearchStrategy[Drawn]] = {
     "concurrency": _valued("--concurrency", _number(int, 1)),
     "rate": _valued("--rate", _number(float, 0, above=True)),
+    "task_rates": st.dictionaries(
+        st.sampled_from(TASK_NAMES), _number(float, 0, above=True), min_size=1
+    ).map(lambda rates: ([f"--task-rate={t}={r!r}" for t, r in rates.items()], rates)),
+    "max_inline_bytes": _valued("--max-inline-bytes", _number(int, 1)),
     "journal_path": _valued("--journal", _PATHS, str),
     "retry_failed": _switch("--retry-failed"),
     "fail_fast": _switch("--fail-fast"),
