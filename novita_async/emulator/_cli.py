@@ -92,10 +92,12 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         if value is None:
             continue
         if _is_mapping(field):
-            # Repeated for one key: sequences (scripts) add up, anything else replaces.
+            # Repeated for one key: sequences (scripts) add up, anything else replaces; a flag
+            # that names several keys at once (ROUTE=N,...) gives them as a mapping.
             merged: dict[str, Any] = {}
-            for key, item in value:
-                merged[key] = merged.get(key, ()) + item if isinstance(item, tuple) else item
+            for pairs in value:
+                for key, item in pairs.items() if isinstance(pairs, Mapping) else (pairs,):
+                    merged[key] = merged.get(key, ()) + item if isinstance(item, tuple) else item
             value = merged
         given[field.name] = value
     return EmulatorConfig(**given)

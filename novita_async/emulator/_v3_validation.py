@@ -119,12 +119,17 @@ class V3Submission:
 
     route: str
     body: dict[str, Any]
-    """The task's body: the request's fields flat (input images dropped) plus ``extra``, with the
-    output ``width``/``height``, ``image_num``, ``steps`` and ``prompt`` always present."""
+    """The task's body: the request's fields flat (every input image dropped, nested ones too)
+    plus ``extra``, with the output ``width``/``height``, ``image_num``, ``steps`` and ``prompt``
+    always present."""
     inputs: tuple[bytes, ...]
     """The decoded input image (and mask), to draw into the results."""
     unknown: tuple[str, ...]
     """Paths of fields the emulator does not know, e.g. ``request.cfg_scale``."""
+    same_as: dict[str, Any]
+    """What makes two submissions the same: the body as sent, each inline image replaced by its
+    length and its string hash (equal strings, equal stand-ins; hashing tens of MB of canonical
+    JSON for every submission would cost more than the validation)."""
 
 
 class _Checker:
@@ -408,6 +413,29 @@ def _inpainting(request: dict[str, Any]) -> None:
             _enum(request[name], "request." + name, (0, 1))
 
 
+def _images_replaced(value: Any, stand_in: Any) -> Any:
+    """A copy of a JSON value with each string under a ``*_base64`` key replaced by
+    ``stand_in(string)``, or dropped when that is None."""
+    if isinstance(value, list):
+        return [_images_replaced(item, stand_in) for item in value]
+    if not isinstance(value, dict):
+        return value
+    copy: dict[str, Any] = {}
+    for key, item in value.items():
+        if key.endswith("_base64") and isinstance(item, str):
+            item = stand_in(item)
+            if item is not None:
+                copy[key] = item
+        else:
+            copy[key] = _images_replaced(item, stand_in)
+    return copy
+
+
+def _stand_in(image: str) -> str:
+    # A str caches its hash: the validation's own decoding costs far more than this.
+    return f"<{len(image)} characters, hash {hash(image) & 0xFFFFFFFFFFFFFFFF:016x}>"
+
+
 def validate_v3(route: str, raw: object) -> V3Submission:
     """The valid submission of ``raw`` to ``route``, else raise :class:`APIProblem` (400)."""
     if not isinstance(raw, dict):
@@ -465,7 +493,7 @@ def validate_v3(route: str, raw: object) -> V3Submission:
         raise invalid(
             "request.enable_transparent_background", "needs extra.response_image_type png"
         )
-    flat = {key: value for key, value in request.items() if not key.endswith("_base64")}
+    flat = _images_replaced(request, lambda _: None)
     flat.update(
         extra=extra,
         width=width,
@@ -475,4 +503,5 @@ def validate_v3(route: str, raw: object) -> V3Submission:
         prompt=prompt,
         model_name=request["model_name"],
     )
-    return V3Submission(route, flat, tuple(inputs), tuple(check.unknown))
+    same_as = _images_replaced(raw, _stand_in)
+    return V3Submission(route, flat, tuple(inputs), tuple(check.unknown), same_as)
