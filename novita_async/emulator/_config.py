@@ -316,7 +316,8 @@ class EmulatorConfig:
         converter=_costs,
         metadata=_flag(
             "what one image of a submission route costs, in 1/10,000 USD, e.g. txt2img=15 "
-            f"(routes: {', '.join(SUBMIT_ROUTES)}; submit is InstantID; repeatable)",
+            f"(routes: {', '.join(SUBMIT_ROUTES)}; submit is InstantID; repeatable; a route "
+            "not named keeps its default)",
             "--image-cost",
             "ROUTE=UNITS,...",
             _route_numbers("UNITS"),

@@ -76,6 +76,11 @@ class EmulatorState:
             self.tasks.counts(), self.faults.outage_active, self.credit_balance
         )
 
+    def set_credit_balance(self, units: int) -> None:
+        if isinstance(units, bool) or not isinstance(units, int) or units < 0:
+            raise ValueError(f"credit balance: expected an integer >= 0, got {units!r}")
+        self.credit_balance = units
+
     def cost(self, route: str, images: int) -> int | None:
         """What a task of ``images`` images on ``route`` costs, or None if the balance cannot pay
         for it (nothing is paid from a zero balance, even a free task)."""
