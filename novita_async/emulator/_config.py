@@ -12,6 +12,7 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
+from .. import _spec
 from ._fault_specs import (
     ROUTES,
     SUBMIT_ROUTES,
@@ -38,12 +39,7 @@ AssetErrors = Literal["named", "plain"]
 
 DEFAULT_API_KEY = "emulator-key"
 
-DOCUMENTED_IMAGES_PER_MINUTE: Mapping[str, int] = {
-    "txt2img": 20,
-    "img2img": 10,
-    "inpainting": 10,
-    "upscale": 20,
-}
+DOCUMENTED_IMAGES_PER_MINUTE: Mapping[str, int] = _spec.V3_DEFAULT_IMAGES_PER_MINUTE
 """The service's documented default limits of the v3 image tasks, in images per minute per account
 (``EmulatorConfig(route_images_per_minute=DOCUMENTED_IMAGES_PER_MINUTE)``, ``--route-limit
 documented``). InstantID's is not documented."""

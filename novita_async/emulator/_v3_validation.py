@@ -44,24 +44,13 @@ TASK_TYPES = {
 """``task.task_type`` of each route's results (inpainting's is n/d: ``INPAINTING`` here)."""
 
 MIB = 1024 * 1024
-SIXTEEN_MP = 4096 * 4096
-# Per route: (max decoded bytes, max pixels, max side) of an input image.
-IMAGE_LIMITS: dict[str, tuple[int, int | None, int | None]] = {
-    "img2img": (10 * MIB, SIXTEEN_MP, None),
-    "inpainting": (30 * MIB, SIXTEEN_MP, None),
-    "upscale": (30 * MIB, None, 2048),
+# The contract the client checks against, enforced here on the wire: one table for both.
+IMAGE_LIMITS: dict[str, _spec.InputLimits] = {
+    "img2img": _spec.IMG2IMG_INPUT,
+    "inpainting": _spec.INPAINTING_INPUT,
+    "upscale": _spec.UPSCALE_INPUT,
 }
-
-UPSCALE_MODELS = ("RealESRGAN_x4plus_anime_6B", "RealESRNet_x4plus", "4x-UltraSharp")
-HIRES_UPSCALERS = ("RealESRGAN_x4plus_anime_6B", "RealESRNet_x4plus", "Latent")
-IP_ADAPTER_MODELS = ("ip-adapter_sd15.bin", "ip-adapter_sdxl.bin")
-CONTROLNET_PREPROCESSORS = (
-    "scribble_hed", "softedge_hed", "scribble_hedsafe", "softedge_hedsafe", "depth_midas", "mlsd",
-    "openpose", "openpose_face", "openpose_faceonly", "openpose_full", "openpose_hand", "dwpose",
-    "scribble_pidinet", "softedge_pidinet", "scribble_pidsafe", "softedge_pidsafe", "normal_bae",
-    "lineart_coarse", "lineart_realistic", "lineart_anime", "lineart", "depth_zoe", "shuffle",
-    "mediapipe_face", "canny", "depth", "depth_leres", "depth_leres++",
-)  # fmt: skip
+"""Per route, what an input image may be (decoded bytes, pixels, each side)."""
 
 _EXTRA_KEYS = {
     "response_image_type",
@@ -207,7 +196,8 @@ def image_of(value: object, field: str, route: str) -> tuple[bytes, tuple[int, i
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise invalid(field, "is not valid base64") from None
-    most_bytes, most_pixels, most_side = IMAGE_LIMITS[route]
+    limits = IMAGE_LIMITS[route]
+    most_bytes, most_pixels, most_side = limits.max_bytes, limits.max_pixels, limits.max_width
     if len(data) > most_bytes:
         raise APIProblem(
             400,
@@ -344,7 +334,7 @@ def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
                 raise invalid("request.hires_fix." + name, "is required")
             _num(hires[name], "request.hires_fix." + name, low, high, integer)
         if hires.get("upscaler") is not None:
-            _enum(hires["upscaler"], "request.hires_fix.upscaler", HIRES_UPSCALERS)
+            _enum(hires["upscaler"], "request.hires_fix.upscaler", _spec.HIRES_UPSCALERS)
     _refiner(check, request)
     for name in ("enable_transparent_background", "restore_faces"):
         if request.get(name) is not None:
@@ -377,7 +367,8 @@ def _img2img(check: _Checker, request: dict[str, Any]) -> None:
             image_of(unit["image_base64"], field + ".image_base64", "img2img")
             _num(unit["strength"], field + ".strength", 0, 1, False)
             if unit.get("preprocessor") is not None:
-                _enum(unit["preprocessor"], field + ".preprocessor", CONTROLNET_PREPROCESSORS)
+                preprocessors = _spec.V3_CONTROLNET_PREPROCESSORS
+                _enum(unit["preprocessor"], field + ".preprocessor", preprocessors)
             for name in ("guidance_start", "guidance_end"):
                 if unit.get(name) is not None:
                     _num(unit[name], f"{field}.{name}", 0, 1, False)
@@ -388,7 +379,7 @@ def _img2img(check: _Checker, request: dict[str, Any]) -> None:
             known = {"model_name", "image_base64", "strength"}
             check.keys(adapter, known, "request.ip_adapters[].")
             _required_in(adapter, ("model_name", "image_base64", "strength"), field)
-            _enum(adapter["model_name"], field + ".model_name", IP_ADAPTER_MODELS)
+            _enum(adapter["model_name"], field + ".model_name", _spec.IP_ADAPTER_MODELS)
             image_of(adapter["image_base64"], field + ".image_base64", "img2img")
             _num(adapter["strength"], field + ".strength", 0, 1, False)
 
@@ -452,7 +443,7 @@ def validate_v3(route: str, raw: object) -> V3Submission:
     inputs: list[bytes] = []
     if route == "upscale":
         _required(request, ("model_name", "image_base64", "scale_factor"))
-        _enum(request["model_name"], "request.model_name", UPSCALE_MODELS)
+        _enum(request["model_name"], "request.model_name", _spec.UPSCALE_MODELS)
         factor = request["scale_factor"]
         _num(factor, "request.scale_factor", 1, 4, False)
         if factor <= 1:
