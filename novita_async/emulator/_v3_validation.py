@@ -1,7 +1,8 @@
 """Validation of the wrapped v3 image tasks: ``POST /v3/async/`` txt2img, img2img, inpainting,
 upscale.
 
-Every field, range and enum of ``api-facts-v3.md`` sections 1-5 is checked on the raw JSON. The body
+Every field, range and enum of ``api-facts-v3.md`` sections 1-5 is checked on the raw JSON, with
+the client's own table (:mod:`.._spec`: ranges, enums, input limits) where it has the figure. The body
 must be wrapped (``{"extra": {...}, "request": {...}}``). Input images are bare base64 (a ``data:``
 URI is refused), decoded and measured against the endpoint's limits (decoded bytes, in MiB; pixels,
 16 MP being 4096 x 4096; upscale: each side at most 2048). Fields the emulator does not know are not
@@ -156,6 +157,12 @@ def _num(value: object, field: str, low: float, high: float | None, integer: boo
     return number
 
 
+def _ranged(value: object, field: str) -> float:
+    """``_num`` with the range of ``_spec.V3_NUMERIC_FIELDS`` for the field's last name."""
+    span, integer = _spec.V3_NUMERIC_FIELDS[field.rsplit(".", 1)[-1]]
+    return _num(value, field, span.low, span.high, integer)
+
+
 def _name(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise invalid(field, "must be a non-empty string")
@@ -276,16 +283,16 @@ def _common(check: _Checker, request: dict[str, Any]) -> None:
     _text(request["prompt"], "request.prompt")
     if request.get("negative_prompt") is not None:
         _text(request["negative_prompt"], "request.negative_prompt")
-    _num(request["image_num"], "request.image_num", 1, 8, True)
-    _num(request["steps"], "request.steps", 1, 100, True)
-    _num(request["guidance_scale"], "request.guidance_scale", 1, 30, False)
+    _ranged(request["image_num"], "request.image_num")
+    _ranged(request["steps"], "request.steps")
+    _ranged(request["guidance_scale"], "request.guidance_scale")
     _name(request["sampler_name"], "request.sampler_name")
     if request.get("seed") is not None:
-        _num(request["seed"], "request.seed", -1, None, True)
+        _ranged(request["seed"], "request.seed")
     if request.get("sd_vae") is not None and not isinstance(request["sd_vae"], str):
         raise invalid("request.sd_vae", "must be a string")
     if request.get("clip_skip") is not None:
-        _num(request["clip_skip"], "request.clip_skip", 1, 12, True)
+        _ranged(request["clip_skip"], "request.clip_skip")
     if request.get("loras") is not None:
         for index, item in enumerate(_list(request["loras"], "request.loras", 5)):
             field = f"request.loras[{index}]"
@@ -294,7 +301,7 @@ def _common(check: _Checker, request: dict[str, Any]) -> None:
             _name(lora.get("model_name"), field + ".model_name")
             if lora.get("strength") is None:
                 raise invalid(field + ".strength", "is required")
-            _num(lora["strength"], field + ".strength", 0, 1, False)
+            _ranged(lora["strength"], field + ".strength")
     if request.get("embeddings") is not None:
         for index, item in enumerate(_list(request["embeddings"], "request.embeddings", 5)):
             field = f"request.embeddings[{index}]"
@@ -305,8 +312,8 @@ def _common(check: _Checker, request: dict[str, Any]) -> None:
 
 def _size(request: dict[str, Any]) -> tuple[int, int]:
     _required(request, ("width", "height"))
-    width = _num(request["width"], "request.width", 128, 2048, True)
-    height = _num(request["height"], "request.height", 128, 2048, True)
+    width = _ranged(request["width"], "request.width")
+    height = _ranged(request["height"], "request.height")
     return int(width), int(height)
 
 
@@ -316,7 +323,7 @@ def _refiner(check: _Checker, request: dict[str, Any]) -> None:
         check.keys(refiner, {"switch_at"}, "request.refiner.")
         if refiner.get("switch_at") is None:
             raise invalid("request.refiner.switch_at", "is required")
-        _num(refiner["switch_at"], "request.refiner.switch_at", 0, 1, False)
+        _ranged(refiner["switch_at"], "request.refiner.switch_at")
 
 
 def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
@@ -325,14 +332,10 @@ def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
         check.keys(
             hires, {"target_width", "target_height", "strength", "upscaler"}, "request.hires_fix."
         )
-        for name, low, high, integer in (
-            ("target_width", 128, 4096, True),
-            ("target_height", 128, 4096, True),
-            ("strength", 0, 1, False),
-        ):
+        for name in ("target_width", "target_height", "strength"):
             if hires.get(name) is None:
                 raise invalid("request.hires_fix." + name, "is required")
-            _num(hires[name], "request.hires_fix." + name, low, high, integer)
+            _ranged(hires[name], "request.hires_fix." + name)
         if hires.get("upscaler") is not None:
             _enum(hires["upscaler"], "request.hires_fix.upscaler", _spec.HIRES_UPSCALERS)
     _refiner(check, request)
@@ -343,7 +346,7 @@ def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
 
 def _img2img(check: _Checker, request: dict[str, Any]) -> None:
     if request.get("strength") is not None:
-        _num(request["strength"], "request.strength", 0, 1, False)
+        _ranged(request["strength"], "request.strength")
     _refiner(check, request)
     if request.get("controlnet") is not None:
         controlnet = _obj(request["controlnet"], "request.controlnet")
@@ -365,13 +368,13 @@ def _img2img(check: _Checker, request: dict[str, Any]) -> None:
             _required_in(unit, ("model_name", "image_base64", "strength"), field)
             _name(unit["model_name"], field + ".model_name")
             image_of(unit["image_base64"], field + ".image_base64", "img2img")
-            _num(unit["strength"], field + ".strength", 0, 1, False)
+            _ranged(unit["strength"], field + ".strength")
             if unit.get("preprocessor") is not None:
                 preprocessors = _spec.V3_CONTROLNET_PREPROCESSORS
                 _enum(unit["preprocessor"], field + ".preprocessor", preprocessors)
             for name in ("guidance_start", "guidance_end"):
                 if unit.get(name) is not None:
-                    _num(unit[name], f"{field}.{name}", 0, 1, False)
+                    _ranged(unit[name], f"{field}.{name}")
     if request.get("ip_adapters") is not None:
         for index, item in enumerate(_list(request["ip_adapters"], "request.ip_adapters", 1)):
             field = f"request.ip_adapters[{index}]"
@@ -381,7 +384,7 @@ def _img2img(check: _Checker, request: dict[str, Any]) -> None:
             _required_in(adapter, ("model_name", "image_base64", "strength"), field)
             _enum(adapter["model_name"], field + ".model_name", _spec.IP_ADAPTER_MODELS)
             image_of(adapter["image_base64"], field + ".image_base64", "img2img")
-            _num(adapter["strength"], field + ".strength", 0, 1, False)
+            _ranged(adapter["strength"], field + ".strength")
 
 
 def _required_in(obj: dict[str, Any], names: tuple[str, ...], path: str) -> None:
@@ -391,14 +394,10 @@ def _required_in(obj: dict[str, Any], names: tuple[str, ...], path: str) -> None
 
 
 def _inpainting(request: dict[str, Any]) -> None:
-    for name, low, high, integer in (
-        ("mask_blur", 0, 64, True),
-        ("strength", 0, 1, False),
-        ("inpainting_full_res_padding", 0, 256, True),
-        ("initial_noise_multiplier", 0, 1.5, False),
-    ):
+    numbers = ("mask_blur", "strength", "inpainting_full_res_padding", "initial_noise_multiplier")
+    for name in numbers:
         if request.get(name) is not None:
-            _num(request[name], "request." + name, low, high, integer)
+            _ranged(request[name], "request." + name)
     for name in ("inpainting_full_res", "inpainting_mask_invert"):
         if request.get(name) is not None:
             _enum(request[name], "request." + name, (0, 1))
@@ -445,8 +444,9 @@ def validate_v3(route: str, raw: object) -> V3Submission:
         _required(request, ("model_name", "image_base64", "scale_factor"))
         _enum(request["model_name"], "request.model_name", _spec.UPSCALE_MODELS)
         factor = request["scale_factor"]
-        _num(factor, "request.scale_factor", 1, 4, False)
-        if factor <= 1:
+        low, high = _spec.SCALE_FACTOR_MIN_EXCLUSIVE, _spec.SCALE_FACTOR_MAX
+        _num(factor, "request.scale_factor", low, high, False)
+        if factor <= low:
             raise invalid("request.scale_factor", f"must be greater than 1, got {factor}")
         data, (width, height) = image_of(request["image_base64"], "request.image_base64", route)
         inputs.append(data)
