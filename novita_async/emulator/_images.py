@@ -212,18 +212,20 @@ class ImageStore:
     def __init__(self, mode: str) -> None:
         self._mode = mode
         self._renders: SingleFlight[object, bytes] = SingleFlight(_CACHE_BYTES, size_of=len)
-        self._limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        self.cpu = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        """The emulator's CPU-bound work in worker threads (renders, large v3 bodies), one per
+        core at a time: also a bound on the decoded copies of large bodies held at once."""
 
     async def get(self, spec: RenderSpec) -> bytes:
         if self._mode == "tiny":
             return await self._renders.get(
                 (spec.image_type, spec.width, spec.height),
                 lambda: anyio.to_thread.run_sync(
-                    render_tiny, spec.image_type, spec.width, spec.height, limiter=self._limiter
+                    render_tiny, spec.image_type, spec.width, spec.height, limiter=self.cpu
                 ),
             )
         return await self._renders.get(
-            spec, lambda: anyio.to_thread.run_sync(render_full, spec, limiter=self._limiter)
+            spec, lambda: anyio.to_thread.run_sync(render_full, spec, limiter=self.cpu)
         )
 
 

@@ -120,7 +120,9 @@ async def submit_v3(request: web.Request) -> web.Response:
     raw = await request.read()
     pictures = state.config.image_mode == "full"  # tiny pictures never show the inputs
     if len(raw) > THREAD_BODY_BYTES:
-        submission, kept = await anyio.to_thread.run_sync(_checked_v3, route, raw, pictures)
+        submission, kept = await anyio.to_thread.run_sync(
+            _checked_v3, route, raw, pictures, limiter=state.images.cpu
+        )
     else:
         submission, kept = _checked_v3(route, raw, pictures)
     del raw

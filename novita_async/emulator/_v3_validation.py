@@ -2,12 +2,13 @@
 upscale.
 
 Every field, range and enum of ``api-facts-v3.md`` sections 1-5 is checked on the raw JSON, with
-the client's own table (:mod:`.._spec`: ranges, enums, input limits) where it has the figure. The body
-must be wrapped (``{"extra": {...}, "request": {...}}``). Input images are bare base64 (a ``data:``
-URI is refused), decoded and measured against the endpoint's limits (decoded bytes, in MiB; pixels,
-16 MP being 4096 x 4096; upscale: each side at most 2048). Fields the emulator does not know are not
-refused (as the service ignores them) but collected by their path, to be counted per route.
-The sampler enum is not closed (the SD3 guide uses ``FlowMatchEuler``): any non-empty name passes.
+the client's own table (:mod:`.._spec`: ranges, enums, input limits) where it has the figure.
+The body must be wrapped (``{"extra": {...}, "request": {...}}``). Input images are bare base64
+(a ``data:`` URI is refused), decoded and measured against the endpoint's limits (decoded bytes,
+in MiB; pixels, 16 MP being 4096 x 4096; upscale: each side at most 2048). Fields the emulator
+does not know are not refused (as the service ignores them) but collected by their path, to be
+counted per route. The sampler enum is not closed (the SD3 guide uses ``FlowMatchEuler``): any
+non-empty name passes.
 """
 
 from __future__ import annotations
