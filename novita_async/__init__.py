@@ -1,19 +1,27 @@
-"""novita-async: an asyncio-native client for Novita AI's InstantID API.
+"""novita-async: an asyncio-native client for Novita AI's image API: InstantID, and the v3 async
+image tasks txt2img, img2img, inpainting and upscale.
 
 Where to find what (one concept per module; docs/DESIGN.md says more):
   the API's contract (ranges, enums, limits) ........ _spec.py
   requests, results, models, webhook events ......... _models.py (parsed by _converter.py)
+    InstantIDRequest; the v3 tasks' Txt2ImgRequest,
+    Img2ImgRequest, InpaintingRequest, UpscaleRequest
+    (ImageTaskRequest: endpoint, input slots, body);
+    TASKS by a job line's "task" ..................... _models.py
   errors (the tree in the docstring) ................ _exceptions.py
   what a failure means, waits, exit statuses ........ _failures.py
   the key, hosts, timeouts, redaction ............... _config.py
-  one HTTP call: attempts, sessions, downloads ...... _http.py
+  one HTTP call: attempts, sessions, bodies, downloads _http.py
   files: atomic writes, appends, locks, digests ..... _files.py
   the client (NovitaClient) ......................... _client.py
+    submit(request, images=), instant_id(), txt2img(),
+    img2img(), inpainting(), upscale(), balance();
+    inputs checked against the endpoint's limits ..... _client.py (limits in _spec.py)
   when a task ends (polls and webhook events) ....... _completion.py
   receiving webhooks ................................ webhooks.py
   batch runs:
     the job file and jobs ........................... batch/_jobs.py
-    inputs (read, hashed, uploaded once) ............ batch/_inputs.py
+    inputs (read, hashed, uploaded or inlined once) . batch/_inputs.py
     options, shards ................................. batch/_options.py
     pacing (rate, 429s, outages, the stop) .......... batch/_pacing.py
     the journal (records, repair, store mirror) ..... batch/_journal.py
@@ -37,7 +45,7 @@ from typing import Any
 import attrs
 
 from . import batch, webhooks
-from ._client import InstantIDOutcome, NovitaClient
+from ._client import ImageInput, InstantIDOutcome, NovitaClient, TaskOutcome
 from ._completion import PollPolicy
 from ._config import ClientConfig, Timeouts
 from ._exceptions import (
@@ -70,20 +78,36 @@ from ._exceptions import (
 from ._failures import ExitStatus, RetryPolicy
 from ._http import ClientEvent, EventKind
 from ._models import (
+    TASK_NAMES,
+    TASKS,
     ControlNet,
     ControlNetUnit,
+    Embedding,
     Extra,
+    HiresFix,
+    ImageControlNet,
+    ImageControlNetUnit,
+    ImageTaskRequest,
+    Img2ImgRequest,
+    InpaintingRequest,
+    InputSlot,
     InstantIDRequest,
+    IPAdapter,
     LoRA,
     Model,
     ModelPage,
+    Refiner,
     ResultImage,
     Task,
+    TaskRequest,
     TaskResult,
     TaskStatus,
+    Txt2ImgRequest,
+    UpscaleRequest,
     Webhook,
     WebhookTestMode,
 )
+from ._spec import InputLimits
 from .batch import (
     BatchEvent,
     BatchEventKind,
@@ -99,6 +123,8 @@ from .webhooks import WebhookEvent, WebhookReceiver
 __version__ = "0.2.0"
 
 __all__ = [
+    "TASKS",
+    "TASK_NAMES",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -116,10 +142,21 @@ __all__ = [
     "ConfigurationError",
     "ControlNet",
     "ControlNetUnit",
+    "Embedding",
     "EventKind",
     "ExitStatus",
     "Extra",
+    "HiresFix",
+    "IPAdapter",
+    "ImageControlNet",
+    "ImageControlNetUnit",
+    "ImageInput",
+    "ImageTaskRequest",
     "ImageURLExpiredError",
+    "Img2ImgRequest",
+    "InpaintingRequest",
+    "InputLimits",
+    "InputSlot",
     "InstantIDOutcome",
     "InstantIDRequest",
     "InvalidResponseError",
@@ -137,6 +174,7 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
+    "Refiner",
     "ResultImage",
     "RetriesExhaustedError",
     "RetryPolicy",
@@ -147,10 +185,14 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskFailedError",
+    "TaskOutcome",
+    "TaskRequest",
     "TaskResult",
     "TaskStatus",
     "TaskTimeoutError",
     "Timeouts",
+    "Txt2ImgRequest",
+    "UpscaleRequest",
     "ValidationError",
     "Webhook",
     "WebhookEvent",

@@ -35,6 +35,7 @@ answer's body and a redacted URL (no query string), never from request headers.
 from __future__ import annotations
 
 import errno as _errno
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,10 +75,20 @@ class ValidationError(NovitaError, ValueError):
         self.field = field
         self.value = value
         self.allowed = allowed
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{field}={shown} is not allowed: {allowed}")
+        super().__init__(f"{field}={_shown(value)} is not allowed: {allowed}")
+
+
+_BASE64 = re.compile(r"(?:data:[^,]{0,100},)?[A-Za-z0-9+/\r\n]*=*")
+
+
+def _shown(value: object) -> str:
+    """A value as an error shows it: short, and never an image's content (bytes or base64)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{memoryview(value).nbytes} bytes>"
+    if isinstance(value, str) and len(value) > 80 and _BASE64.fullmatch(value[:4096]):
+        return f"<{len(value)} characters of base64>"
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 class ConfigurationError(NovitaError):

@@ -28,6 +28,7 @@ import aiohttp
 import anyio
 import attrs
 import yarl
+from aiohttp.abc import AbstractStreamWriter
 
 from ._config import ClientConfig, redact_url, scrub
 from ._exceptions import (
@@ -55,6 +56,9 @@ logger = logging.getLogger("novita_async")
 CHUNK_SIZE = 256 * 1024
 BUFFER_LIMIT = 1024 * 1024
 INLINE_LIMIT = 256 * 1024
+# A request body with more text than this is serialized in a worker thread: a v3 task's inline
+# base64 images (tens of MB) take hundreds of milliseconds to dump, which would stall every call.
+THREAD_SERIALIZE_CHARS = 256 * 1024
 _MAX_ERROR_BODY = 2000
 _ERROR_PREFIX = 4096
 _SNIFF_BYTES = 16
@@ -297,13 +301,17 @@ class Transport:
             sent_headers["Authorization"] = f"Bearer {secret}"
         policy = retry or self._config.retry
         call = _Call(self._on_event, method, route, url, policy, creates_task, on_event)
+        # Serialized once for all the attempts: a retry resends the same bytes.
+        content: bytes | None = data
+        if json_body is not None:
+            content = await _serialize(json_body)
+            sent_headers.setdefault("Content-Type", "application/json")
 
         async def attempt() -> Any:
             async with self._session_for(auth).request(
                 method,
                 url,
-                json=json_body,
-                data=data,
+                data=None if content is None else _Body(content, sent_headers.get("Content-Type")),
                 headers=sent_headers,
                 params=params,
                 timeout=self._api_timeout,
@@ -400,6 +408,66 @@ async def _answer_error(response: aiohttp.ClientResponse, call: _Call) -> APIErr
         url=call.url,
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
     )
+
+
+# --- request bodies -------------------------------------------------------------------------------
+
+
+class _Body(aiohttp.Payload):
+    """A request body held in memory, written in chunks. aiohttp's own payloads for bytes and JSON
+    warn (``ResourceWarning``) above 1 MiB, and its ``BytesIO`` payload copies the bytes: this one
+    sends the caller's bytes as they are, with their length as Content-Length. A fresh one per
+    attempt: a payload is aiohttp's state for one request."""
+
+    _value: bytes
+
+    def __init__(self, value: bytes, content_type: str | None) -> None:
+        super().__init__(value, content_type=content_type or "application/octet-stream")
+        self._size = len(value)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._value.decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self._value
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        view = memoryview(self._value)
+        if content_length is not None:
+            view = view[:content_length]
+        # Chunked so that the writer's drain runs between them, as for any streamed body.
+        for start in range(0, len(view), CHUNK_SIZE):
+            await writer.write(view[start : start + CHUNK_SIZE])
+
+
+def _text_size(value: Any, most: int) -> int:
+    """The characters of the strings in a JSON value, counted until more than ``most``."""
+    stack, total = [value], 0
+    while stack and total <= most:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return total
+
+
+async def _serialize(body: Any) -> bytes:
+    """The JSON of a request body, as aiohttp would write it; a large one in a worker thread."""
+    if _text_size(body, THREAD_SERIALIZE_CHARS) > THREAD_SERIALIZE_CHARS:
+        return await anyio.to_thread.run_sync(_dumps, body)
+    return _dumps(body)
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body).encode()
 
 
 # --- expired image URLs ---------------------------------------------------------------------------

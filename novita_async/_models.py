@@ -1,5 +1,5 @@
-"""Typed models of the InstantID API (request, task result, model list, webhook event) and the
-attrs validators of their fields and of the client's options.
+"""Typed models of the image API (the InstantID request and the v3 tasks' requests, task result,
+model list, webhook event) and the attrs validators of their fields and of the client's options.
 
 A request checks every documented range and enum (:mod:`._spec`) when built: a bad value is a
 :class:`ValidationError` naming its path (``loras[1].strength``) before anything is sent. Answers

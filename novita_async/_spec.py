@@ -1,8 +1,9 @@
-"""The documented contract of the InstantID API, transcribed once.
+"""The documented contract of the image API (InstantID and the v3 image tasks), transcribed once.
 
-Every range, enum and default below comes from the API's own documentation (``instant-id-api.txt``)
-or, where that is silent, from the official SDK. The client's models validate against this table and
-the emulator enforces the same table on the wire, so a change here is a change to both.
+Every range, enum and default below comes from the API's own documentation (``instant-id-api.txt``,
+and ``api-facts-v3.md`` for the v3 tasks) or, where that is silent, from the official SDK. The
+client's models validate against this table and the emulator enforces the same table on the wire,
+so a change here is a change to both.
 """
 
 from __future__ import annotations

@@ -17,6 +17,24 @@ plugin) gives the same as fixtures: ``novita_client`` and ``novita_emulator``; a
 ``NOVITA_*`` variables set to the emulator for the test's duration. For tests that run the command
 line or kill processes, :func:`emulator_process` runs the same emulator in a process of its own.
 
+The emulator serves the v3 image tasks too (txt2img, img2img, inpainting, upscale: the same
+checks of every field, range and input limit as the service documents), counts each route's
+tasks, and counts any field it does not know, so a test can assert that each endpoint got its
+jobs once and that nothing undocumented was sent::
+
+    async with emulated() as kit:
+        request = Img2ImgRequest(model_name="m.safetensors", prompt="a cat", strength=0.6)
+        task_id = await kit.client.submit(request, images={"image": "cat.png"})
+        stats = kit.stats()
+        assert stats.submissions_by_route == {"img2img": 1}
+        assert stats.unknown_fields == {}  # {route: {field path: submissions}} otherwise
+        assert stats.duplicate_submissions == 0
+
+``kit_config(route_images_per_minute=DOCUMENTED_IMAGES_PER_MINUTE)`` (from
+``novita_async.emulator``) limits each route as the service does by default, and each task spends
+the account's balance (``stats().credit_balance``, ``GET /v3/user``; ``credit_balance=0`` refuses
+every submission with 400 ``BILLING_BALANCE_NOT_ENOUGH``).
+
 The emulator draws its pictures with Pillow: ``pip install 'novita-async[emulator]'``.
 """
 
@@ -80,7 +98,8 @@ class EmulatedNovita:
 
     def stats(self) -> EmulatorStats:
         """The emulator's counters (submissions, duplicate submissions, requests per route and
-        status, e.g. ``stats().count("result")`` polls, webhooks, outages)."""
+        status, e.g. ``stats().count("result")`` polls, webhooks, outages; for the v3 tasks
+        ``submissions_by_route``, ``unknown_fields`` and the ``credit_balance`` left)."""
         return self.emulator.stats()
 
     @property

@@ -1,4 +1,5 @@
-"""A local emulator of the Novita InstantID API, with fault injection.
+"""A local emulator of the Novita image API (InstantID and the v3 image tasks), with fault
+injection.
 
 Three origins, as in production: the API (``base_url``), the asset upload host (``assets_url``)
 and the image host the signed result URLs point at (``images_origin``)::
@@ -20,8 +21,9 @@ Faults (``emu.faults``; over HTTP under ``/__emulator/``; on the command line as
   for_seconds=10)``; ``hold``/``release`` park a route's requests;
 - tasks: ``fail_next_tasks(n)``, and the ``[[fail]]`` / ``[[seconds:N]]`` prompt markers;
 - the account: ``account_error(after=20)`` answers 400 ``BILLING_BALANCE_NOT_ENOUGH`` to every
-  submission once 20 more tasks are created (any status and reason, on any API route:
-  ``account_error(status=403, reason="INVALID_API_KEY", routes=API_ROUTES)``);
+  submission (InstantID's and the v3 tasks') once 20 more tasks are created (any status and
+  reason, on any API route: ``account_error(status=403, reason="INVALID_API_KEY",
+  routes=API_ROUTES)``); see also the balance, below;
 - the network: ``outage(seconds=15, after=20)`` closes the API origin's listening socket and its
   connections (a client sees "connection refused") on the first request once 20 more tasks are
   created (or at once, without ``after``), and listens again on the same port 15 s later;
@@ -65,10 +67,22 @@ base64, an undecodable image, one over the endpoint's limit or a mask of another
 task-result route and webhooks, with ``task_type`` ``TXT_TO_IMG``, ``IMG_TO_IMG``, ``INPAINTING``,
 ``UPSCALE`` and images of width x height (txt2img, img2img), of the input's size (inpainting) or of
 the input's size times ``scale_factor`` (upscale, one image). Their route names (``txt2img``...)
-take faults like ``submit``; the rate limit applies per key and per endpoint.
+take faults like ``submit``; the rate limits apply per key and per endpoint:
+``route_images_per_minute`` (``--route-limit txt2img=40``) limits a route's images per minute,
+and ``DOCUMENTED_IMAGES_PER_MINUTE`` (``--route-limit documented``) holds the service's
+documented defaults (txt2img and upscale 20, img2img and inpainting 10); off unless set.
 ``stats().submissions_by_route`` counts tasks per route, ``stats().unknown_fields`` the fields of
-each route the emulator does not know. ``GET /v3/user`` (route ``user``) answers
-``{"credit_balance": config.credit_balance}`` (1/10,000 USD).
+each route the emulator does not know; ``stats().duplicate_submissions`` counts a body sent again
+(its inline images compared by a hash of their text, not kept). A task keeps a thumbnail of each
+input (at most 512 pixels a side) for its pictures, never the input or its base64.
+
+The account: ``GET /v3/user`` (route ``user``) answers ``{"credit_balance": ...}`` in 1/10,000
+USD, starting at ``credit_balance`` ($100 by default). Each task created spends
+``image_costs[route] * image_num`` (``IMAGE_COSTS`` by default: the emulator's own figures, not
+the service's prices; ``--image-cost txt2img=15``); a submission the balance cannot pay, or any
+once it is zero, answers 400 ``BILLING_BALANCE_NOT_ENOUGH`` with the account error's body.
+Refusals and webhook test-mode submissions cost nothing. ``stats().credit_balance`` is the
+balance now.
 
 ``faults.clear()`` undoes every fault. Run the emulator as a process with ``python -m
 novita_async.emulator`` (see ``--help``), or from Python with :class:`EmulatorProcess`.
@@ -76,10 +90,11 @@ novita_async.emulator`` (see ``--help``), or from Python with :class:`EmulatorPr
 
 from __future__ import annotations
 
-from ._config import EmulatorConfig, ImageMode
+from ._config import DOCUMENTED_IMAGES_PER_MINUTE, IMAGE_COSTS, EmulatorConfig, ImageMode
 from ._fault_specs import (
     API_ROUTES,
     ROUTES,
+    SUBMIT_ROUTES,
     V3_ROUTES,
     AccountError,
     FaultSpec,
@@ -94,7 +109,10 @@ from ._webhook_faults import WebhookFaults, WebhookFaultSpec
 
 __all__ = [
     "API_ROUTES",
+    "DOCUMENTED_IMAGES_PER_MINUTE",
+    "IMAGE_COSTS",
     "ROUTES",
+    "SUBMIT_ROUTES",
     "V3_ROUTES",
     "AccountError",
     "Emulator",

@@ -92,10 +92,15 @@ def config_from_args(ns: argparse.Namespace) -> EmulatorConfig:
         if value is None:
             continue
         if _is_mapping(field):
-            # Repeated for one key: sequences (scripts) add up, anything else replaces.
-            merged: dict[str, Any] = {}
-            for key, item in value:
-                merged[key] = merged.get(key, ()) + item if isinstance(item, tuple) else item
+            # Repeated for one key: sequences (scripts) add up, anything else replaces; a flag
+            # that names several keys at once (ROUTE=N,...) gives them as a mapping.
+            default: Any = field.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = default.factory()
+            merged: dict[str, Any] = dict(default or {})  # a key not named keeps its default
+            for pairs in value:
+                for key, item in pairs.items() if isinstance(pairs, Mapping) else (pairs,):
+                    merged[key] = merged.get(key, ()) + item if isinstance(item, tuple) else item
             value = merged
         given[field.name] = value
     return EmulatorConfig(**given)
@@ -118,7 +123,7 @@ async def serve(config: EmulatorConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m novita_async.emulator",
-        description="Run a local emulator of the Novita InstantID API.",
+        description="Run a local emulator of the Novita image API.",
     )
     add_arguments(parser)
     ns = parser.parse_args(argv)

@@ -12,15 +12,48 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
-from ._fault_specs import ROUTES, AccountError, FaultSpec, Outage, check_route, parse_script_token
+from .. import _spec
+from ._fault_specs import (
+    ROUTES,
+    SUBMIT_ROUTES,
+    AccountError,
+    FaultSpec,
+    Outage,
+    check_route,
+    parse_script_token,
+)
 from ._webhook_faults import WebhookFaultSpec, parse_webhook_token
 
-__all__ = ["DEFAULT_API_KEY", "AssetErrors", "EmulatorConfig", "Flag", "ImageMode"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DOCUMENTED_IMAGES_PER_MINUTE",
+    "IMAGE_COSTS",
+    "AssetErrors",
+    "EmulatorConfig",
+    "Flag",
+    "ImageMode",
+]
 
 ImageMode = Literal["full", "tiny"]
 AssetErrors = Literal["named", "plain"]
 
 DEFAULT_API_KEY = "emulator-key"
+
+DOCUMENTED_IMAGES_PER_MINUTE: Mapping[str, int] = _spec.V3_DEFAULT_IMAGES_PER_MINUTE
+"""The service's documented default limits of the v3 image tasks, in images per minute per account
+(``EmulatorConfig(route_images_per_minute=DOCUMENTED_IMAGES_PER_MINUTE)``, ``--route-limit
+documented``). InstantID's is not documented."""
+
+IMAGE_COSTS: Mapping[str, int] = {
+    "submit": 5,
+    "txt2img": 15,
+    "img2img": 15,
+    "inpainting": 15,
+    "upscale": 20,
+}
+"""What one image of each submission route costs, in 1/10,000 USD: the emulator's own figures,
+not the service's prices (InstantID's is low so that a long benchmark never spends the default
+balance)."""
 
 
 @attrs.frozen
@@ -54,6 +87,46 @@ def _route_and(parse: Callable[[str], Any]) -> Callable[[str], tuple[str, Any]]:
         return route, parse(value)
 
     return parse_route_value
+
+
+def _route_numbers(what: str, documented: Mapping[str, int] | None = None) -> Callable[[str], Any]:
+    def parse_route_numbers(text: str) -> dict[str, int]:
+        if documented is not None and text.strip() == "documented":
+            return dict(documented)
+        numbers = {}
+        for item in text.split(","):
+            route, sep, value = item.strip().partition("=")
+            if not sep or route not in SUBMIT_ROUTES:
+                raise ValueError(
+                    f"expected ROUTE={what},..., with ROUTE one of {', '.join(SUBMIT_ROUTES)}; "
+                    f"got {item.strip()!r}"
+                )
+            numbers[route] = int(value)
+        return numbers
+
+    return parse_route_numbers
+
+
+def _numbers_by_route(value: Mapping[str, int] | None, least: int) -> Mapping[str, int]:
+    numbers = dict(value or {})
+    for route, number in numbers.items():
+        if route not in SUBMIT_ROUTES:
+            raise ValueError(
+                f"unknown submission route {route!r}; routes are: {', '.join(SUBMIT_ROUTES)}"
+            )
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise TypeError(f"{route}: expected an integer, got {number!r}")
+        if number < least:
+            raise ValueError(f"{route}: must be >= {least}, got {number}")
+    return numbers
+
+
+def _costs(value: Mapping[str, int] | None) -> Mapping[str, int]:
+    return _numbers_by_route(value, 0)
+
+
+def _limits(value: Mapping[str, int] | None) -> Mapping[str, int]:
+    return _numbers_by_route(value, 1)
 
 
 def _outcomes(text: str) -> tuple[str, ...]:
@@ -224,10 +297,32 @@ class EmulatorConfig:
     credit_balance: int = attrs.field(
         default=1_000_000,
         validator=v.ge(0),
-        metadata=_flag("GET /v3/user's credit_balance, in 1/10,000 USD", metavar="UNITS"),
+        metadata=_flag(
+            "the account's balance at the start, in 1/10,000 USD (GET /v3/user's "
+            "credit_balance); each task created spends its images' --image-cost",
+            metavar="UNITS",
+        ),
     )
-    """What ``GET /v3/user`` answers as ``credit_balance``: the account's balance in units of
-    1/10,000 USD (10,000 = $1.00; the default 1,000,000 is $100). It does not go down."""
+    """The account's balance at the start, in units of 1/10,000 USD (10,000 = $1.00; the default
+    1,000,000 is $100), as ``GET /v3/user`` answers it (``credit_balance``). Each task created
+    spends ``image_costs[route] * image_num``; a submission the balance cannot pay (or any, once
+    it is zero) answers 400 ``BILLING_BALANCE_NOT_ENOUGH``, as the account error does."""
+    image_costs: Mapping[str, int] = attrs.field(
+        factory=lambda: dict(IMAGE_COSTS),
+        converter=_costs,
+        metadata=_flag(
+            "what one image of a submission route costs, in 1/10,000 USD, e.g. txt2img=15 "
+            f"(routes: {', '.join(SUBMIT_ROUTES)}; submit is InstantID; repeatable; a route "
+            "not named keeps its default)",
+            "--image-cost",
+            "ROUTE=UNITS,...",
+            _route_numbers("UNITS"),
+        ),
+    )
+    """Per submission route (``submit`` for InstantID, ``txt2img``...), what one image costs in
+    1/10,000 USD; a route not named costs nothing. The default, :data:`IMAGE_COSTS`, is the
+    emulator's own figures, not the service's prices. ``--image-cost`` replaces the named
+    routes' costs and keeps the others'."""
 
     rate_limit_per_second: float | None = attrs.field(
         default=None,
@@ -240,7 +335,24 @@ class EmulatorConfig:
         validator=v.optional(v.gt(0)),
         metadata=_flag("images per minute per key before 429", "--images-per-minute"),
     )
-    """Images (``image_num`` summed) per minute per key (sliding 60-second window)."""
+    """Images (``image_num`` summed) per minute per key and per submission route (sliding
+    60-second window), for the routes ``route_images_per_minute`` does not name."""
+    route_images_per_minute: Mapping[str, int] = attrs.field(
+        factory=dict,
+        converter=_limits,
+        metadata=_flag(
+            "images per minute per key on one submission route before 429, e.g. txt2img=40 "
+            "(repeatable); 'documented' sets the documented defaults: txt2img and upscale 20, "
+            "img2img and inpainting 10",
+            "--route-limit",
+            "ROUTE=N,...",
+            _route_numbers("N", DOCUMENTED_IMAGES_PER_MINUTE),
+        ),
+    )
+    """Images per minute per key on each named submission route (sliding 60-second window), as
+    the service limits each endpoint on its own: :data:`DOCUMENTED_IMAGES_PER_MINUTE` gives its
+    documented defaults (an account may have higher ones). Empty by default: no route limit; a
+    route not named keeps ``rate_limit_images_per_minute``."""
 
     faults: Mapping[str, FaultSpec] = attrs.field(
         factory=dict,

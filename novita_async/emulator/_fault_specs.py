@@ -31,8 +31,10 @@ import attrs
 from attrs import validators as v
 
 __all__ = [
+    "ACCOUNT_MESSAGES",
     "API_ROUTES",
     "ROUTES",
+    "SUBMIT_ROUTES",
     "V3_ROUTES",
     "AccountError",
     "Decision",
@@ -46,6 +48,8 @@ __all__ = [
 
 V3_ROUTES = ("txt2img", "img2img", "inpainting", "upscale")
 """The wrapped v3 image tasks' submission routes."""
+SUBMIT_ROUTES = ("submit", *V3_ROUTES)
+"""The routes that create a task (``submit`` is InstantID's): what the balance pays for."""
 ROUTES = ("upload", "submit", "result", "models", "image", *V3_ROUTES, "user")
 API_ROUTES = ("submit", "result", "models", *V3_ROUTES, "user")
 """The routes of the API origin (``base_url``): what an account error or an outage affects."""
@@ -158,7 +162,7 @@ class FaultSpec:
         return parse_fields(cls, text)
 
 
-_ACCOUNT_MESSAGES = {
+ACCOUNT_MESSAGES = {
     "BILLING_BALANCE_NOT_ENOUGH": "insufficient balance: top up your account to continue",
     "INVALID_API_KEY": "invalid API key",
     "BILLING_AUTH_FAILED": "billing authentication failed",
@@ -180,7 +184,9 @@ class AccountError:
     """After ``after`` more tasks are created, every request to ``routes`` is refused with this
     error (the documented body: ``{code, reason, message, metadata}``), until cleared.
 
-    ``AccountError(after=20)``: the balance runs out after 20 tasks.
+    ``AccountError(after=20)``: the balance runs out after 20 tasks (every submission route
+    refused: InstantID's ``submit`` and the v3 tasks'; see also ``credit_balance``, a balance
+    that tasks spend).
     ``AccountError(status=403, reason="INVALID_API_KEY", routes=API_ROUTES)``: the key is revoked.
     """
 
@@ -188,11 +194,11 @@ class AccountError:
     status: int = attrs.field(default=400, validator=v.and_(v.ge(400), v.le(499)))
     reason: str = attrs.field(default="BILLING_BALANCE_NOT_ENOUGH", validator=v.min_len(1))
     message: str = attrs.field()
-    routes: tuple[str, ...] = attrs.field(default=("submit",), converter=_api_routes)
+    routes: tuple[str, ...] = attrs.field(default=SUBMIT_ROUTES, converter=_api_routes)
 
     @message.default
     def _message(self) -> str:
-        return _ACCOUNT_MESSAGES.get(self.reason, f"request refused: {self.reason}")
+        return ACCOUNT_MESSAGES.get(self.reason, f"request refused: {self.reason}")
 
     @classmethod
     def parse(cls, text: str) -> AccountError:

@@ -31,16 +31,20 @@ __all__ = [
     "SAMPLE_SCENES",
     "Face",
     "ImageStore",
+    "InputPicture",
     "RenderSpec",
     "Scene",
     "content_type_of",
     "draw_face",
     "draw_scene",
+    "input_picture",
     "write_samples",
 ]
 
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 _CACHE_BYTES = 256 * 1024 * 1024
+THUMBNAIL_SIDE = 512
+"""The largest side of a v3 task's input as its task keeps it (see :func:`input_picture`)."""
 
 
 def content_type_of(image_type: str) -> str:
@@ -69,19 +73,55 @@ class RenderSpec:
     """The captions of the two input panels (a v3 task's: its image and mask, or input)."""
 
     @classmethod
-    def build(cls, *, faces: list[bytes], refs: list[bytes], **fields: object) -> RenderSpec:
-        def digest(data: bytes) -> str:
-            return hashlib.sha256(data).hexdigest()[:10]
-
+    def build(
+        cls,
+        *,
+        faces: list[bytes],
+        refs: list[bytes],
+        digests: tuple[str, str] | None = None,
+        **fields: object,
+    ) -> RenderSpec:
+        """``digests``: the inputs' short hashes, when ``faces`` and ``refs`` are thumbnails."""
+        face_digest, ref_digest = digests or (_digest(faces[0]), _digest(refs[0]))
         return cls(
             face=faces[0],
             ref=refs[0],
-            face_digest=digest(faces[0]),
-            ref_digest=digest(refs[0]),
+            face_digest=face_digest,
+            ref_digest=ref_digest,
             extra_faces=len(faces) - 1,
             extra_refs=len(refs) - 1,
             **fields,  # type: ignore[arg-type]
         )
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:10]
+
+
+@attrs.frozen
+class InputPicture:
+    """A v3 task's input image as the task keeps it for its pictures: a PNG at most
+    ``THUMBNAIL_SIDE`` pixels a side (empty if the input would not decode) and the short hash of
+    the input's bytes. A task keeps this, not the input: inpainting's are up to 30 MB each."""
+
+    thumbnail: bytes = attrs.field(repr=False)
+    digest: str
+
+
+def input_picture(data: bytes) -> InputPicture:
+    """The :class:`InputPicture` of an input image's bytes (seconds for a 16 MP one: call it
+    in a worker thread)."""
+    box = (THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+    try:
+        with Image.open(io.BytesIO(data)) as source:
+            source.draft("RGB", box)  # JPEG: decoded at a fraction of its size
+            picture = ImageOps.exif_transpose(source).convert("RGB")
+    except Exception:  # drawn as "undecodable"
+        return InputPicture(b"", _digest(data))
+    picture.thumbnail(box)
+    out = io.BytesIO()
+    picture.save(out, "PNG", compress_level=1)
+    return InputPicture(out.getvalue(), _digest(data))
 
 
 def _encode(picture: Image.Image, image_type: str) -> bytes:
@@ -172,18 +212,20 @@ class ImageStore:
     def __init__(self, mode: str) -> None:
         self._mode = mode
         self._renders: SingleFlight[object, bytes] = SingleFlight(_CACHE_BYTES, size_of=len)
-        self._limiter = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        self.cpu = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        """The emulator's CPU-bound work in worker threads (renders, large v3 bodies), one per
+        core at a time: also a bound on the decoded copies of large bodies held at once."""
 
     async def get(self, spec: RenderSpec) -> bytes:
         if self._mode == "tiny":
             return await self._renders.get(
                 (spec.image_type, spec.width, spec.height),
                 lambda: anyio.to_thread.run_sync(
-                    render_tiny, spec.image_type, spec.width, spec.height, limiter=self._limiter
+                    render_tiny, spec.image_type, spec.width, spec.height, limiter=self.cpu
                 ),
             )
         return await self._renders.get(
-            spec, lambda: anyio.to_thread.run_sync(render_full, spec, limiter=self._limiter)
+            spec, lambda: anyio.to_thread.run_sync(render_full, spec, limiter=self.cpu)
         )
 
 

@@ -81,6 +81,13 @@ def announce_end(state: EmulatorState, record: TaskRecord) -> None:
         _send(state, record, webhook["url"])
 
 
+def in_test_mode(body: dict[str, Any]) -> bool:
+    """Whether a submission asks for a simulated webhook event instead of a task (it creates
+    none, and costs nothing)."""
+    test_mode = (webhook_of(body) or {}).get("test_mode") or {}
+    return bool(test_mode.get("enabled"))
+
+
 def announce_test(
     state: EmulatorState, key: str, body: dict[str, Any], task_type: str = "INSTANT_ID"
 ) -> str | None:
@@ -88,10 +95,9 @@ def announce_test(
     ``return_task_status``, default succeeded; no images) at once and return its task id;
     None for any other submission."""
     webhook = webhook_of(body)
-    test_mode = (webhook or {}).get("test_mode") or {}
-    if webhook is None or not test_mode.get("enabled"):
+    if webhook is None or not in_test_mode(body):
         return None
-    status = test_mode.get("return_task_status") or _spec.STATUS_SUCCEED
+    status = webhook["test_mode"].get("return_task_status") or _spec.STATUS_SUCCEED
     record = state.tasks.simulated(key, body, status, task_type)
     _send(state, record, webhook["url"])
     return record.task_id

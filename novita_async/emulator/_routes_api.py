@@ -1,7 +1,11 @@
-"""The API origin: submit, task result and model list, behind bearer-key authentication.
+"""The API origin: submit, task result, model list and user, behind bearer-key authentication.
 
 A submission in webhook test mode (``extra.webhook.test_mode.enabled``) creates no task: its
-simulated event is sent at once, and its task id is unknown to the task-result route.
+simulated event is sent at once, and its task id is unknown to the task-result route. Any other
+valid submission is paid from the account's balance as its task is created (``image_costs``);
+one the balance cannot pay is refused as the service does, 400 ``BILLING_BALANCE_NOT_ENOUGH``.
+A v3 body over ``THREAD_BODY_BYTES`` is parsed and checked in a worker thread (decoding 30 MB of
+base64 takes the better part of a second), and only its inputs' thumbnails outlive the request.
 """
 
 from __future__ import annotations
@@ -10,16 +14,22 @@ import json
 import math
 from typing import Any
 
+import anyio.to_thread
 from aiohttp import web
 
 from ._catalog import query_models
+from ._fault_specs import ACCOUNT_MESSAGES
+from ._images import InputPicture, input_picture
 from ._responses import APIProblem, api_error
-from ._results import announce_test, result_body
+from ._results import announce_test, in_test_mode, result_body
 from ._state import STATE, EmulatorState
-from ._v3_validation import TASK_ROUTES, TASK_TYPES, validate_v3
+from ._v3_validation import TASK_ROUTES, TASK_TYPES, V3Submission, validate_v3
 from ._validation import INVALID_REQUEST_BODY, validate_instant_id
 
-__all__ = ["add_api_routes"]
+__all__ = ["THREAD_BODY_BYTES", "add_api_routes"]
+
+THREAD_BODY_BYTES = 1024 * 1024
+_NOT_ENOUGH = "BILLING_BALANCE_NOT_ENOUGH"
 
 
 def authenticate(state: EmulatorState, request: web.Request) -> str:
@@ -41,16 +51,31 @@ def authenticate(state: EmulatorState, request: web.Request) -> str:
     return key
 
 
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
+def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
         raise APIProblem(400, INVALID_REQUEST_BODY, "request body is not valid JSON") from None
 
 
-def _admit(state: EmulatorState, key: str, images: int) -> None:
-    wait = state.limiter.admit(key, images)
+async def _json_body(request: web.Request) -> Any:
+    return _loads(await request.read())
+
+
+def _cost(state: EmulatorState, route: str, body: dict[str, Any]) -> int:
+    """What the task of ``body`` will cost; a 400 when the balance cannot pay for it. Checked
+    before the rate limit, paid when the task is created: nothing is paid for a refusal."""
+    if in_test_mode(body):
+        return 0
+    cost = state.cost(route, body["image_num"])
+    if cost is None:
+        state.stats.faults["balance_not_enough"] += 1
+        raise APIProblem(400, _NOT_ENOUGH, ACCOUNT_MESSAGES[_NOT_ENOUGH])
+    return cost
+
+
+def _admit(state: EmulatorState, key: str, route: str, images: int) -> None:
+    wait = state.limiter.admit(key, images, route)
     if wait is not None:
         state.stats.rate_limited += 1
         raise APIProblem(
@@ -66,14 +91,25 @@ async def submit(request: web.Request) -> web.Response:
     key = authenticate(state, request)
     body = await _json_body(request)
     validate_instant_id(body, state.asset_known, named_assets=state.config.asset_errors == "named")
-    _admit(state, key, body["image_num"])
+    cost = _cost(state, "submit", body)
+    _admit(state, key, "submit", body["image_num"])
     simulated = announce_test(state, key, body)
     if simulated is not None:
         return web.json_response({"task_id": simulated})
     record = state.tasks.create(key, body)
+    state.credit_balance -= cost
     state.stats.record_submission(body)
     state.faults.task_created()
     return web.json_response({"task_id": record.task_id})
+
+
+def _checked_v3(
+    route: str, raw: bytes, pictures: bool
+) -> tuple[V3Submission, tuple[InputPicture, ...]]:
+    """The valid submission of ``raw``, and (``pictures``) what its task keeps of its inputs."""
+    submission = validate_v3(route, _loads(raw))
+    kept = tuple(input_picture(data) for data in submission.inputs) if pictures else ()
+    return submission, kept
 
 
 async def submit_v3(request: web.Request) -> web.Response:
@@ -81,16 +117,25 @@ async def submit_v3(request: web.Request) -> web.Response:
     state = request.app[STATE]
     key = authenticate(state, request)
     route = request.match_info.route.name or ""
-    raw = await _json_body(request)
-    submission = validate_v3(route, raw)
+    raw = await request.read()
+    pictures = state.config.image_mode == "full"  # tiny pictures never show the inputs
+    if len(raw) > THREAD_BODY_BYTES:
+        submission, kept = await anyio.to_thread.run_sync(
+            _checked_v3, route, raw, pictures, limiter=state.images.cpu
+        )
+    else:
+        submission, kept = _checked_v3(route, raw, pictures)
+    del raw
     body = submission.body
+    cost = _cost(state, route, body)
     # Each endpoint has its own window per key, as the service's per-endpoint limits.
-    _admit(state, f"{key}\n{route}", body["image_num"])
+    _admit(state, key, route, body["image_num"])
     task_type = TASK_TYPES[route]
     simulated = announce_test(state, key, body, task_type)
     if simulated is None:
-        record = state.tasks.create(key, body, task_type=task_type, inputs=submission.inputs)
-        state.stats.record_submission(raw, route, submission.unknown)
+        record = state.tasks.create(key, body, task_type=task_type, inputs=kept)
+        state.credit_balance -= cost
+        state.stats.record_submission(submission.same_as, route, submission.unknown)
         state.faults.task_created()
         task_id = record.task_id
     else:
@@ -103,7 +148,7 @@ async def submit_v3(request: web.Request) -> web.Response:
 async def user(request: web.Request) -> web.Response:
     state = request.app[STATE]
     authenticate(state, request)
-    return web.json_response({"credit_balance": state.config.credit_balance})
+    return web.json_response({"credit_balance": state.credit_balance})
 
 
 async def task_result(request: web.Request) -> web.Response:

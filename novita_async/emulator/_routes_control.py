@@ -10,6 +10,7 @@ These let a benchmark or a script steer an emulator running as a separate proces
   fields and their scripted outcomes (``drop``, ``duplicate``, ``out_of_order``, ``delay:N``).
 - ``POST /__emulator/fail-next-tasks`` with ``{"count": n, "reason": "..."}``.
 - ``POST /__emulator/account-error`` with AccountError's fields, e.g. ``{"after": 20}``.
+- ``POST /__emulator/credit-balance`` with ``{"units": n}``: the account's balance now.
 - ``POST /__emulator/outage`` with Outage's fields, e.g. ``{"seconds": 15, "after": 20}``. These
   routes are on the API origin: during the outage they are unreachable too.
 - ``POST /__emulator/forget`` with ``{"tasks": [ids] or "all", "assets": [ids] or "all"}``.
@@ -119,6 +120,15 @@ async def account_error(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def credit_balance(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    try:
+        request.app[STATE].set_credit_balance(body.get("units"))  # type: ignore[arg-type]
+    except ValueError as problem:
+        return _bad(problem)
+    return web.json_response({"credit_balance": request.app[STATE].credit_balance})
+
+
 async def outage(request: web.Request) -> web.Response:
     planned = await _body_as(request, Outage)
     # Answered before the outage can begin: it closes this connection too.
@@ -168,6 +178,7 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_delete("/__emulator/faults", clear_faults)
     app.router.add_post("/__emulator/fail-next-tasks", fail_next_tasks)
     app.router.add_post("/__emulator/account-error", account_error)
+    app.router.add_post("/__emulator/credit-balance", credit_balance)
     app.router.add_post("/__emulator/outage", outage)
     app.router.add_post("/__emulator/forget", forget)
     app.router.add_get("/__emulator/task-ends", task_ends, allow_head=False)

@@ -98,17 +98,22 @@ async def download(request: web.Request) -> web.StreamResponse:
         return s3_error(404, "NoSuchKey", "The specified key does not exist.")
     body = record.body
     labels = ("FACE", "REF")
+    digests = None
     if record.task_type == "INSTANT_ID":
         faces = [state.assets[asset] for asset in body["face_image_assets_ids"]]
         refs = [state.assets[asset] for asset in body["ref_image_assets_ids"]]
     else:  # a v3 task: its input image and mask (none for txt2img)
-        faces = [record.inputs[0] if record.inputs else b""]
-        refs = [record.inputs[-1] if record.inputs else b""]
+        first, last = (record.inputs[0], record.inputs[-1]) if record.inputs else (None, None)
+        faces = [b"" if first is None else first.thumbnail]
+        refs = [b"" if last is None else last.thumbnail]
+        if first is not None and last is not None:
+            digests = (first.digest, last.digest)
         labels = ("IMAGE", "MASK") if len(record.inputs) > 1 else ("INPUT", "INPUT")
     spec = RenderSpec.build(
         labels=labels,
         faces=faces,
         refs=refs,
+        digests=digests,
         image_type=record.image_type,
         width=body["width"],
         height=body["height"],

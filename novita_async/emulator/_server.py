@@ -30,7 +30,7 @@ MAX_API_BODY = 96 * 1024 * 1024
 
 
 class Emulator:
-    """A local emulator of the Novita InstantID API, for tests, demos and benchmarks.
+    """A local emulator of the Novita image API, for tests, demos and benchmarks.
 
     ::
 
@@ -90,6 +90,10 @@ class Emulator:
 
     def reset_stats(self) -> None:
         self._state.stats.reset()
+
+    def set_credit_balance(self, units: int) -> None:
+        """Set the account's balance, in 1/10,000 USD (a top-up, or 0 to run it out)."""
+        self._state.set_credit_balance(units)
 
     async def wait_task(self, task_id: str, status: str | None = None) -> str:
         """Wait until the task reaches ``status`` (default: a final status); returns its status.

@@ -35,6 +35,9 @@ class EmulatorState:
     """When each asset was uploaded, on the event loop's clock (for ``asset_ttl``)."""
     asset_rng: random.Random = attrs.field(factory=random.Random, repr=False)
     images_origin: str = ""
+    credit_balance: int = 0
+    """The account's balance now, in 1/10,000 USD: ``config.credit_balance`` less what the tasks
+    created so far cost (see :meth:`charge`)."""
 
     @classmethod
     def build(cls, config: EmulatorConfig) -> EmulatorState:
@@ -59,14 +62,30 @@ class EmulatorState:
             images=ImageStore(config.image_mode),
             signer=URLSigner(),
             limiter=SubmissionLimiter(
-                config.rate_limit_per_second, config.rate_limit_images_per_minute
+                config.rate_limit_per_second,
+                config.rate_limit_images_per_minute,
+                config.route_images_per_minute,
             ),
             webhooks=WebhookSender(config, faults.webhooks, stats),
             asset_rng=random.Random(None if seed is None else f"{seed}:assets"),
+            credit_balance=config.credit_balance,
         )
 
     def snapshot(self) -> EmulatorStats:
-        return self.stats.snapshot(self.tasks.counts(), self.faults.outage_active)
+        return self.stats.snapshot(
+            self.tasks.counts(), self.faults.outage_active, self.credit_balance
+        )
+
+    def set_credit_balance(self, units: int) -> None:
+        if isinstance(units, bool) or not isinstance(units, int) or units < 0:
+            raise ValueError(f"credit balance: expected an integer >= 0, got {units!r}")
+        self.credit_balance = units
+
+    def cost(self, route: str, images: int) -> int | None:
+        """What a task of ``images`` images on ``route`` costs, or None if the balance cannot pay
+        for it (nothing is paid from a zero balance, even a free task)."""
+        cost = self.config.image_costs.get(route, 0) * images
+        return None if self.credit_balance <= 0 or cost > self.credit_balance else cost
 
     def asset_known(self, asset_id: str) -> bool:
         """Whether a submission may name ``asset_id`` (uploaded, not forgotten, not expired)."""

@@ -59,10 +59,14 @@ class EmulatorStats:
     unexpected_auth: int
     """Requests carrying ``Authorization`` where it must not go (asset uploads, image URLs)."""
     rate_limited: int
-    """Submissions refused by the per-key rate limit (injected 429s are in ``faults``)."""
+    """Submissions refused by the rate limits (injected 429s are in ``faults``)."""
+    credit_balance: int
+    """The account's balance now, in 1/10,000 USD (``GET /v3/user``'s ``credit_balance``): the
+    configured one less what the tasks created cost (not reset by ``reset_stats``)."""
     faults: dict[str, int]
     """Injected outcomes by name: the drawn or scripted ones (``error_5xx``, ``reset_after``, ...),
-    ``account_error`` (requests refused by it), ``outage_reset`` (requests reset as they reached
+    ``account_error`` (requests refused by it), ``balance_not_enough`` (submissions the balance
+    could not pay for), ``outage_reset`` (requests reset as they reached
     the API origin while it was going down), ``forgotten_task`` (404 TASK_NOT_FOUND answered for a
     forgotten task), ``forgotten_asset`` (submissions refused naming a forgotten asset),
     ``expired_asset`` (naming an asset older than ``asset_ttl``)."""
@@ -160,19 +164,23 @@ class StatsRecorder:
     def record_submission(
         self, body: Any, route: str = "submit", unknown: tuple[str, ...] = ()
     ) -> None:
-        """Count a created task; canonical JSON makes key order and spacing irrelevant."""
+        """Count a created task; canonical JSON makes key order and spacing irrelevant. ``body``
+        is what makes two submissions the same: a v3 task's with a stand-in for each inline image
+        (:func:`~._v3_validation.validate_v3`'s ``same_as``), not megabytes of base64."""
         self.submissions += 1
         self.by_route[route] += 1
         for path in unknown:
             self.unknown_fields[route][path] += 1
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        digest = hashlib.sha256(canonical).digest()
+        digest = hashlib.sha256(route.encode() + b"\n" + canonical).digest()
         if digest in self._bodies:
             self.duplicate_submissions += 1
         else:
             self._bodies.add(digest)
 
-    def snapshot(self, tasks: dict[str, int], outage_active: bool) -> EmulatorStats:
+    def snapshot(
+        self, tasks: dict[str, int], outage_active: bool, credit_balance: int
+    ) -> EmulatorStats:
         return EmulatorStats(
             requests={route: dict(counts) for route, counts in self.requests.items()},
             submissions=self.submissions,
@@ -184,6 +192,7 @@ class StatsRecorder:
             image_bytes=self.image_bytes,
             unexpected_auth=self.unexpected_auth,
             rate_limited=self.rate_limited,
+            credit_balance=credit_balance,
             faults=dict(self.faults),
             tasks=tasks,
             in_flight={route: n for route, n in self.in_flight.items() if n},

@@ -26,6 +26,7 @@ from .. import _spec
 from ._config import EmulatorConfig
 from ._fault_specs import DEFAULT_TASK_FAILURE
 from ._faults import Faults
+from ._images import InputPicture
 
 __all__ = ["TaskBoard", "TaskRecord"]
 
@@ -48,8 +49,9 @@ class TaskRecord:
     failure: str | None = None
     image_names: tuple[str, ...] = ()
     task_type: str = "INSTANT_ID"
-    inputs: tuple[bytes, ...] = attrs.field(default=(), repr=False)
-    """A v3 task's decoded input image (and mask), drawn into its pictures."""
+    inputs: tuple[InputPicture, ...] = attrs.field(default=(), repr=False)
+    """A v3 task's input image (and mask) as its pictures show them: thumbnails and hashes, not
+    the inputs (none when the pictures do not show them, in ``tiny`` image mode)."""
     status: str = _spec.STATUS_QUEUED
     reason: str = ""
     started_at: float | None = None
@@ -118,7 +120,7 @@ class TaskBoard:
         body: dict[str, Any],
         *,
         task_type: str = "INSTANT_ID",
-        inputs: tuple[bytes, ...] = (),
+        inputs: tuple[InputPicture, ...] = (),
     ) -> TaskRecord:
         asked = body.get("seed")
         seed = asked if isinstance(asked, int) and asked >= 0 else self._rng.randrange(2**32)

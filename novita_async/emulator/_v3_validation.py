@@ -1,12 +1,14 @@
 """Validation of the wrapped v3 image tasks: ``POST /v3/async/`` txt2img, img2img, inpainting,
 upscale.
 
-Every field, range and enum of ``api-facts-v3.md`` sections 1-5 is checked on the raw JSON. The body
-must be wrapped (``{"extra": {...}, "request": {...}}``). Input images are bare base64 (a ``data:``
-URI is refused), decoded and measured against the endpoint's limits (decoded bytes, in MiB; pixels,
-16 MP being 4096 x 4096; upscale: each side at most 2048). Fields the emulator does not know are not
-refused (as the service ignores them) but collected by their path, to be counted per route.
-The sampler enum is not closed (the SD3 guide uses ``FlowMatchEuler``): any non-empty name passes.
+Every field, range and enum of ``api-facts-v3.md`` sections 1-5 is checked on the raw JSON, with
+the client's own table (:mod:`.._spec`: ranges, enums, input limits) where it has the figure.
+The body must be wrapped (``{"extra": {...}, "request": {...}}``). Input images are bare base64
+(a ``data:`` URI is refused), decoded and measured against the endpoint's limits (decoded bytes,
+in MiB; pixels, 16 MP being 4096 x 4096; upscale: each side at most 2048). Fields the emulator
+does not know are not refused (as the service ignores them) but collected by their path, to be
+counted per route. The sampler enum is not closed (the SD3 guide uses ``FlowMatchEuler``): any
+non-empty name passes.
 """
 
 from __future__ import annotations
@@ -44,24 +46,13 @@ TASK_TYPES = {
 """``task.task_type`` of each route's results (inpainting's is n/d: ``INPAINTING`` here)."""
 
 MIB = 1024 * 1024
-SIXTEEN_MP = 4096 * 4096
-# Per route: (max decoded bytes, max pixels, max side) of an input image.
-IMAGE_LIMITS: dict[str, tuple[int, int | None, int | None]] = {
-    "img2img": (10 * MIB, SIXTEEN_MP, None),
-    "inpainting": (30 * MIB, SIXTEEN_MP, None),
-    "upscale": (30 * MIB, None, 2048),
+# The contract the client checks against, enforced here on the wire: one table for both.
+IMAGE_LIMITS: dict[str, _spec.InputLimits] = {
+    "img2img": _spec.IMG2IMG_INPUT,
+    "inpainting": _spec.INPAINTING_INPUT,
+    "upscale": _spec.UPSCALE_INPUT,
 }
-
-UPSCALE_MODELS = ("RealESRGAN_x4plus_anime_6B", "RealESRNet_x4plus", "4x-UltraSharp")
-HIRES_UPSCALERS = ("RealESRGAN_x4plus_anime_6B", "RealESRNet_x4plus", "Latent")
-IP_ADAPTER_MODELS = ("ip-adapter_sd15.bin", "ip-adapter_sdxl.bin")
-CONTROLNET_PREPROCESSORS = (
-    "scribble_hed", "softedge_hed", "scribble_hedsafe", "softedge_hedsafe", "depth_midas", "mlsd",
-    "openpose", "openpose_face", "openpose_faceonly", "openpose_full", "openpose_hand", "dwpose",
-    "scribble_pidinet", "softedge_pidinet", "scribble_pidsafe", "softedge_pidsafe", "normal_bae",
-    "lineart_coarse", "lineart_realistic", "lineart_anime", "lineart", "depth_zoe", "shuffle",
-    "mediapipe_face", "canny", "depth", "depth_leres", "depth_leres++",
-)  # fmt: skip
+"""Per route, what an input image may be (decoded bytes, pixels, each side)."""
 
 _EXTRA_KEYS = {
     "response_image_type",
@@ -119,12 +110,17 @@ class V3Submission:
 
     route: str
     body: dict[str, Any]
-    """The task's body: the request's fields flat (input images dropped) plus ``extra``, with the
-    output ``width``/``height``, ``image_num``, ``steps`` and ``prompt`` always present."""
+    """The task's body: the request's fields flat (every input image dropped, nested ones too)
+    plus ``extra``, with the output ``width``/``height``, ``image_num``, ``steps`` and ``prompt``
+    always present."""
     inputs: tuple[bytes, ...]
     """The decoded input image (and mask), to draw into the results."""
     unknown: tuple[str, ...]
     """Paths of fields the emulator does not know, e.g. ``request.cfg_scale``."""
+    same_as: dict[str, Any]
+    """What makes two submissions the same: the body as sent, each inline image replaced by its
+    length and its string hash (equal strings, equal stand-ins; hashing tens of MB of canonical
+    JSON for every submission would cost more than the validation)."""
 
 
 class _Checker:
@@ -160,6 +156,12 @@ def _num(value: object, field: str, low: float, high: float | None, integer: boo
         bound = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
         raise invalid(field, f"must be {bound}, got {value}")
     return number
+
+
+def _ranged(value: object, field: str) -> float:
+    """``_num`` with the range of ``_spec.V3_NUMERIC_FIELDS`` for the field's last name."""
+    span, integer = _spec.V3_NUMERIC_FIELDS[field.rsplit(".", 1)[-1]]
+    return _num(value, field, span.low, span.high, integer)
 
 
 def _name(value: object, field: str) -> str:
@@ -202,7 +204,8 @@ def image_of(value: object, field: str, route: str) -> tuple[bytes, tuple[int, i
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise invalid(field, "is not valid base64") from None
-    most_bytes, most_pixels, most_side = IMAGE_LIMITS[route]
+    limits = IMAGE_LIMITS[route]
+    most_bytes, most_pixels, most_side = limits.max_bytes, limits.max_pixels, limits.max_width
     if len(data) > most_bytes:
         raise APIProblem(
             400,
@@ -281,16 +284,16 @@ def _common(check: _Checker, request: dict[str, Any]) -> None:
     _text(request["prompt"], "request.prompt")
     if request.get("negative_prompt") is not None:
         _text(request["negative_prompt"], "request.negative_prompt")
-    _num(request["image_num"], "request.image_num", 1, 8, True)
-    _num(request["steps"], "request.steps", 1, 100, True)
-    _num(request["guidance_scale"], "request.guidance_scale", 1, 30, False)
+    _ranged(request["image_num"], "request.image_num")
+    _ranged(request["steps"], "request.steps")
+    _ranged(request["guidance_scale"], "request.guidance_scale")
     _name(request["sampler_name"], "request.sampler_name")
     if request.get("seed") is not None:
-        _num(request["seed"], "request.seed", -1, None, True)
+        _ranged(request["seed"], "request.seed")
     if request.get("sd_vae") is not None and not isinstance(request["sd_vae"], str):
         raise invalid("request.sd_vae", "must be a string")
     if request.get("clip_skip") is not None:
-        _num(request["clip_skip"], "request.clip_skip", 1, 12, True)
+        _ranged(request["clip_skip"], "request.clip_skip")
     if request.get("loras") is not None:
         for index, item in enumerate(_list(request["loras"], "request.loras", 5)):
             field = f"request.loras[{index}]"
@@ -299,7 +302,7 @@ def _common(check: _Checker, request: dict[str, Any]) -> None:
             _name(lora.get("model_name"), field + ".model_name")
             if lora.get("strength") is None:
                 raise invalid(field + ".strength", "is required")
-            _num(lora["strength"], field + ".strength", 0, 1, False)
+            _ranged(lora["strength"], field + ".strength")
     if request.get("embeddings") is not None:
         for index, item in enumerate(_list(request["embeddings"], "request.embeddings", 5)):
             field = f"request.embeddings[{index}]"
@@ -310,8 +313,8 @@ def _common(check: _Checker, request: dict[str, Any]) -> None:
 
 def _size(request: dict[str, Any]) -> tuple[int, int]:
     _required(request, ("width", "height"))
-    width = _num(request["width"], "request.width", 128, 2048, True)
-    height = _num(request["height"], "request.height", 128, 2048, True)
+    width = _ranged(request["width"], "request.width")
+    height = _ranged(request["height"], "request.height")
     return int(width), int(height)
 
 
@@ -321,7 +324,7 @@ def _refiner(check: _Checker, request: dict[str, Any]) -> None:
         check.keys(refiner, {"switch_at"}, "request.refiner.")
         if refiner.get("switch_at") is None:
             raise invalid("request.refiner.switch_at", "is required")
-        _num(refiner["switch_at"], "request.refiner.switch_at", 0, 1, False)
+        _ranged(refiner["switch_at"], "request.refiner.switch_at")
 
 
 def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
@@ -330,16 +333,12 @@ def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
         check.keys(
             hires, {"target_width", "target_height", "strength", "upscaler"}, "request.hires_fix."
         )
-        for name, low, high, integer in (
-            ("target_width", 128, 4096, True),
-            ("target_height", 128, 4096, True),
-            ("strength", 0, 1, False),
-        ):
+        for name in ("target_width", "target_height", "strength"):
             if hires.get(name) is None:
                 raise invalid("request.hires_fix." + name, "is required")
-            _num(hires[name], "request.hires_fix." + name, low, high, integer)
+            _ranged(hires[name], "request.hires_fix." + name)
         if hires.get("upscaler") is not None:
-            _enum(hires["upscaler"], "request.hires_fix.upscaler", HIRES_UPSCALERS)
+            _enum(hires["upscaler"], "request.hires_fix.upscaler", _spec.HIRES_UPSCALERS)
     _refiner(check, request)
     for name in ("enable_transparent_background", "restore_faces"):
         if request.get(name) is not None:
@@ -348,7 +347,7 @@ def _txt2img(check: _Checker, request: dict[str, Any]) -> None:
 
 def _img2img(check: _Checker, request: dict[str, Any]) -> None:
     if request.get("strength") is not None:
-        _num(request["strength"], "request.strength", 0, 1, False)
+        _ranged(request["strength"], "request.strength")
     _refiner(check, request)
     if request.get("controlnet") is not None:
         controlnet = _obj(request["controlnet"], "request.controlnet")
@@ -370,12 +369,13 @@ def _img2img(check: _Checker, request: dict[str, Any]) -> None:
             _required_in(unit, ("model_name", "image_base64", "strength"), field)
             _name(unit["model_name"], field + ".model_name")
             image_of(unit["image_base64"], field + ".image_base64", "img2img")
-            _num(unit["strength"], field + ".strength", 0, 1, False)
+            _ranged(unit["strength"], field + ".strength")
             if unit.get("preprocessor") is not None:
-                _enum(unit["preprocessor"], field + ".preprocessor", CONTROLNET_PREPROCESSORS)
+                preprocessors = _spec.V3_CONTROLNET_PREPROCESSORS
+                _enum(unit["preprocessor"], field + ".preprocessor", preprocessors)
             for name in ("guidance_start", "guidance_end"):
                 if unit.get(name) is not None:
-                    _num(unit[name], f"{field}.{name}", 0, 1, False)
+                    _ranged(unit[name], f"{field}.{name}")
     if request.get("ip_adapters") is not None:
         for index, item in enumerate(_list(request["ip_adapters"], "request.ip_adapters", 1)):
             field = f"request.ip_adapters[{index}]"
@@ -383,9 +383,9 @@ def _img2img(check: _Checker, request: dict[str, Any]) -> None:
             known = {"model_name", "image_base64", "strength"}
             check.keys(adapter, known, "request.ip_adapters[].")
             _required_in(adapter, ("model_name", "image_base64", "strength"), field)
-            _enum(adapter["model_name"], field + ".model_name", IP_ADAPTER_MODELS)
+            _enum(adapter["model_name"], field + ".model_name", _spec.IP_ADAPTER_MODELS)
             image_of(adapter["image_base64"], field + ".image_base64", "img2img")
-            _num(adapter["strength"], field + ".strength", 0, 1, False)
+            _ranged(adapter["strength"], field + ".strength")
 
 
 def _required_in(obj: dict[str, Any], names: tuple[str, ...], path: str) -> None:
@@ -395,17 +395,36 @@ def _required_in(obj: dict[str, Any], names: tuple[str, ...], path: str) -> None
 
 
 def _inpainting(request: dict[str, Any]) -> None:
-    for name, low, high, integer in (
-        ("mask_blur", 0, 64, True),
-        ("strength", 0, 1, False),
-        ("inpainting_full_res_padding", 0, 256, True),
-        ("initial_noise_multiplier", 0, 1.5, False),
-    ):
+    numbers = ("mask_blur", "strength", "inpainting_full_res_padding", "initial_noise_multiplier")
+    for name in numbers:
         if request.get(name) is not None:
-            _num(request[name], "request." + name, low, high, integer)
+            _ranged(request[name], "request." + name)
     for name in ("inpainting_full_res", "inpainting_mask_invert"):
         if request.get(name) is not None:
             _enum(request[name], "request." + name, (0, 1))
+
+
+def _images_replaced(value: Any, stand_in: Any) -> Any:
+    """A copy of a JSON value with each string under a ``*_base64`` key replaced by
+    ``stand_in(string)``, or dropped when that is None."""
+    if isinstance(value, list):
+        return [_images_replaced(item, stand_in) for item in value]
+    if not isinstance(value, dict):
+        return value
+    copy: dict[str, Any] = {}
+    for key, item in value.items():
+        if key.endswith("_base64") and isinstance(item, str):
+            item = stand_in(item)
+            if item is not None:
+                copy[key] = item
+        else:
+            copy[key] = _images_replaced(item, stand_in)
+    return copy
+
+
+def _stand_in(image: str) -> str:
+    # A str caches its hash: the validation's own decoding costs far more than this.
+    return f"<{len(image)} characters, hash {hash(image) & 0xFFFFFFFFFFFFFFFF:016x}>"
 
 
 def validate_v3(route: str, raw: object) -> V3Submission:
@@ -424,10 +443,11 @@ def validate_v3(route: str, raw: object) -> V3Submission:
     inputs: list[bytes] = []
     if route == "upscale":
         _required(request, ("model_name", "image_base64", "scale_factor"))
-        _enum(request["model_name"], "request.model_name", UPSCALE_MODELS)
+        _enum(request["model_name"], "request.model_name", _spec.UPSCALE_MODELS)
         factor = request["scale_factor"]
-        _num(factor, "request.scale_factor", 1, 4, False)
-        if factor <= 1:
+        low, high = _spec.SCALE_FACTOR_MIN_EXCLUSIVE, _spec.SCALE_FACTOR_MAX
+        _num(factor, "request.scale_factor", low, high, False)
+        if factor <= low:
             raise invalid("request.scale_factor", f"must be greater than 1, got {factor}")
         data, (width, height) = image_of(request["image_base64"], "request.image_base64", route)
         inputs.append(data)
@@ -465,7 +485,7 @@ def validate_v3(route: str, raw: object) -> V3Submission:
         raise invalid(
             "request.enable_transparent_background", "needs extra.response_image_type png"
         )
-    flat = {key: value for key, value in request.items() if not key.endswith("_base64")}
+    flat = _images_replaced(request, lambda _: None)
     flat.update(
         extra=extra,
         width=width,
@@ -475,4 +495,5 @@ def validate_v3(route: str, raw: object) -> V3Submission:
         prompt=prompt,
         model_name=request["model_name"],
     )
-    return V3Submission(route, flat, tuple(inputs), tuple(check.unknown))
+    same_as = _images_replaced(raw, _stand_in)
+    return V3Submission(route, flat, tuple(inputs), tuple(check.unknown), same_as)

@@ -279,10 +279,6 @@ async def test_inputs_outside_the_endpoint_limits_are_refused_before_sending(
             assert base64.b64encode(data).decode()[:16] not in str(caught.value)
 
 
-# aiohttp warns that a JSON body over 1 MiB, serialized to bytes in the event loop, may block it;
-# the transport (_http.py, outside this change) should send big bodies another way. Until then
-# the warning is expected here, and nowhere else.
-@pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
 async def test_byte_limits(
     client: NovitaClient, monkeypatch: pytest.MonkeyPatch, server: tuple[TestServer, Recorder]
 ) -> None:
