@@ -71,10 +71,10 @@ __all__ = [
 
 @attrs.frozen
 class PreparedImage:
-    source: ImageSource = attrs.field(repr=lambda source: _shown(source))
+    source: ImageSource = attrs.field(repr=_shown)  # a path, or the bytes' length
     sha256: str
     content_type: str
-    nbytes: int = 0
+    nbytes: int
     """The content's length, which its base64 is budgeted by (and a file must still have)."""
     size: tuple[int, int] | None = None
     """Width and height, where the header gives them."""
