@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import os
-import struct
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +21,17 @@ from ._config import ClientConfig, Timeouts
 from ._converter import structure, submitted_task_id, unstructure_request
 from ._exceptions import InvalidResponseError, ValidationError
 from ._failures import RetryPolicy
-from ._files import UploadSource, read_source, sniff_content_type
+from ._files import (
+    ImageFacts,
+    ImageProblem,
+    UploadSource,
+    check_image,
+    check_image_bytes,
+    check_same_size,
+    image_facts,
+    read_source,
+    sniff_content_type,
+)
 from ._http import Downloaded, EventHook, Renewal, Transport, image_extension
 from ._models import (
     ImageTaskRequest,
@@ -70,81 +78,15 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview
 """An input image of a v3 image task: a path, its bytes, or an ``http(s)://`` URL."""
 
 
-def image_size(data: bytes) -> tuple[int, int] | None:
-    """The width and height a PNG, JPEG or WebP file's header gives, else None."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return int(width), int(height)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_size(data)
-    if len(data) >= 30 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        chunk = data[12:16]
-        if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
-            width, height = struct.unpack("<HH", data[26:30])
-            return int(width) & 0x3FFF, int(height) & 0x3FFF
-        if chunk == b"VP8L" and data[20] == 0x2F:
-            bits = int.from_bytes(data[21:25], "little")
-            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
-            width = int.from_bytes(data[24:27], "little") + 1
-            height = int.from_bytes(data[27:30], "little") + 1
-            return width, height
-    return None
-
-
-# JPEG start-of-frame markers (C4, C8 and CC are other segments).
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # segments without a length
-            at += 2
-            continue
-        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
-        if marker in _SOF and at + 9 <= len(data):
-            height, width = struct.unpack(">HH", data[at + 5 : at + 9])
-            return int(width), int(height)
-        at += 2 + int(length)
-    return None
-
-
 def _check_limits(
     name: str, described: str, data: bytes, limits: _spec.InputLimits
-) -> tuple[int, int]:
-    """``data``'s size in pixels, or :class:`ValidationError` if it breaks ``limits``."""
-    if not data:
-        raise ValidationError(name, described, "must not be empty")
-    if sniff_content_type(data) is None:
-        raise ValidationError(name, described, "must be a PNG, JPEG or WebP image")
-    if len(data) > limits.max_bytes:
-        raise ValidationError(
-            name, f"{described}: {len(data)} bytes", f"must be at most {limits.max_bytes} bytes"
-        )
-    size = image_size(data)
-    if size is None:
-        raise ValidationError(name, described, "has no width and height this client can read")
-    width, height = size
-    if limits.max_pixels is not None and width * height > limits.max_pixels:
-        raise ValidationError(
-            name, f"{described}: {width}x{height}", f"must have at most {limits.max_pixels} pixels"
-        )
-    if (limits.max_width is not None and width > limits.max_width) or (
-        limits.max_height is not None and height > limits.max_height
-    ):
-        raise ValidationError(
-            name,
-            f"{described}: {width}x{height}",
-            f"must be at most {limits.max_width}x{limits.max_height}",
-        )
-    return size
+) -> tuple[ImageFacts, tuple[int, int]]:
+    """``data``'s facts and size in pixels, or :class:`ValidationError` if it breaks ``limits``."""
+    facts = image_facts(data)
+    try:
+        return facts, check_image(facts, limits)
+    except ImageProblem as problem:
+        raise ValidationError(name, problem.shown(described), problem.allowed) from None
 
 
 class NovitaClient:
@@ -289,26 +231,23 @@ class NovitaClient:
             if (source := images.get(name)) is None:
                 raise ValidationError("images", name, "is required: a path, bytes or a URL")
             slot = request.slot(name)
-            data, described = await self._read_input(name, source)
-            sizes[name] = _check_limits(name, described, data, slot.limits)
-            if slot.same_size_as is not None and sizes.get(slot.same_size_as) not in (
-                None,
-                sizes[name],
-            ):
-                width, height = sizes[slot.same_size_as]
-                raise ValidationError(
-                    name,
-                    f"{described}: {sizes[name][0]}x{sizes[name][1]}",
-                    f"must have the resolution of {slot.same_size_as} ({width}x{height})",
-                )
-            digest = hashlib.sha256(data).hexdigest()
-            if digest not in by_content:
-                by_content[digest] = base64.b64encode(data).decode("ascii")
-            encoded[name] = by_content[digest]
+            data, described = await self._read_input(name, source, slot.limits)
+            facts, sizes[name] = _check_limits(name, described, data, slot.limits)
+            if slot.same_size_as is not None and slot.same_size_as in sizes:
+                try:
+                    check_same_size(sizes[name], slot.same_size_as, sizes[slot.same_size_as])
+                except ImageProblem as problem:
+                    raise ValidationError(name, problem.shown(described), problem.allowed) from None
+            if facts.sha256 not in by_content:
+                by_content[facts.sha256] = base64.b64encode(data).decode("ascii")
+            encoded[name] = by_content[facts.sha256]
         return encoded
 
-    async def _read_input(self, name: str, source: ImageInput) -> tuple[bytes, str]:
-        """The bytes of an input image and a short description (never its content)."""
+    async def _read_input(
+        self, name: str, source: ImageInput, limits: _spec.InputLimits
+    ) -> tuple[bytes, str]:
+        """The bytes of an input image and a short description (never its content); a file
+        larger than ``limits`` allow is refused from its size, unread."""
         if isinstance(source, str) and source.startswith(("http://", "https://")):
             with tempfile.TemporaryDirectory(prefix="novita-input-") as folder:
                 saved = await self._transport.download(source, Path(folder, "input"))
@@ -316,6 +255,16 @@ class NovitaClient:
             return data, source.split("?", 1)[0]
         if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
             raise ValidationError(name, type(source).__name__, "must be a path, bytes or a URL")
+        if isinstance(source, str | os.PathLike):
+            try:
+                nbytes = os.stat(source).st_size
+            except OSError:
+                nbytes = 0  # read_source says why it cannot be read
+            try:
+                check_image_bytes(nbytes, limits)
+            except ImageProblem as problem:
+                shown = problem.shown(os.path.basename(source))
+                raise ValidationError(name, shown, problem.allowed) from None
         return await read_source(source)
 
     submit_instant_id = submit

@@ -1,5 +1,6 @@
 """The one file layer: whole-or-nothing writes and streams, appends, reads of regular files only,
-image types from their bytes, a file's SHA-256, and the advisory lock.
+image types and sizes from their bytes, an input image checked against an endpoint's limits, a
+file's SHA-256, and the advisory lock.
 
 A whole-file job is synchronous code its async caller runs in a worker thread (a cancelled caller
 waits for it: no handle is left open); only a stream written as it arrives uses ``aiofiles``. A
@@ -18,15 +19,17 @@ import itertools
 import os
 import re
 import stat
-from collections.abc import AsyncIterable, Iterable, Iterator
+import struct
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiofiles
 import aiofiles.os
 import anyio
 
 from ._exceptions import ConfigurationError, LocalIOError, ValidationError
+from ._spec import InputLimits
 
 try:  # pragma: no cover - always present on POSIX
     import fcntl
@@ -34,10 +37,11 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, nothing is
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "AsyncReadable", "NotRegularFileError", "UploadSource", "check_regular", "file_digest",
-    "is_locked", "local_io", "lock_or_refuse", "open_regular", "read_source",
-    "remove_stale_temp_files", "sniff_content_type", "stream_to_file", "temp_path_for",
-    "write_all", "write_atomically",
+    "AsyncReadable", "ImageFacts", "ImageProblem", "NotRegularFileError", "UploadSource",
+    "check_image", "check_image_bytes", "check_regular", "check_same_size", "file_digest",
+    "image_facts", "image_file_facts", "image_size", "is_locked", "local_io", "lock_or_refuse",
+    "open_regular", "read_source", "remove_stale_temp_files", "sniff_content_type",
+    "stream_to_file", "temp_path_for", "write_all", "write_atomically",
 ]  # fmt: skip
 
 # --- writing ----------------------------------------------------------------------------------
@@ -277,6 +281,156 @@ async def read_source(source: UploadSource) -> tuple[bytes, str]:
     raise ValidationError(
         "source", type(source).__name__, "must be a path, bytes or an object with async read()"
     )
+
+
+# --- images -----------------------------------------------------------------------------------
+
+# ``read(offset, count)``: up to ``count`` bytes at ``offset``, of bytes in memory or of a file.
+# The size parsers take this rather than the bytes, so that a file's size is read from its
+# header without the file being read whole (a JPEG's frame can come after long metadata).
+_Read = Callable[[int, int], bytes]
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """The width and height a PNG, JPEG or WebP file's header gives, else None."""
+    return _image_size(lambda at, count: data[at : at + count])
+
+
+def _image_size(read: _Read) -> tuple[int, int] | None:
+    head = read(0, 30)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    if head.startswith(b"\xff\xd8"):
+        return _jpeg_size(read)
+    if len(head) >= 30 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        chunk = head[12:16]
+        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+            width, height = struct.unpack("<HH", head[26:30])
+            return int(width) & 0x3FFF, int(height) & 0x3FFF
+        if chunk == b"VP8L" and head[20] == 0x2F:
+            bits = int.from_bytes(head[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            width = int.from_bytes(head[24:27], "little") + 1
+            height = int.from_bytes(head[27:30], "little") + 1
+            return width, height
+    return None
+
+
+# JPEG start-of-frame markers (C4, C8 and CC are other segments).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(read: _Read) -> tuple[int, int] | None:
+    at = 2
+    while len(segment := read(at, 9)) >= 4:
+        if segment[0] != 0xFF:
+            return None
+        marker = segment[1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # segments without a length
+            at += 2
+            continue
+        (length,) = struct.unpack(">H", segment[2:4])
+        if marker in _SOF and len(segment) >= 9:
+            height, width = struct.unpack(">HH", segment[5:9])
+            return int(width), int(height)
+        at += 2 + int(length)
+    return None
+
+
+class ImageFacts(NamedTuple):
+    """What an input image's checks need, read once: never its content."""
+
+    sha256: str
+    nbytes: int
+    content_type: str | None
+    size: tuple[int, int] | None
+
+
+def image_facts(data: bytes) -> ImageFacts:
+    """The facts of an image in memory."""
+    return ImageFacts(
+        hashlib.sha256(data).hexdigest(), len(data), sniff_content_type(data), image_size(data)
+    )
+
+
+def image_file_facts(handle: io.BufferedReader) -> ImageFacts:
+    """The facts of an open image file: its size from the header, its hash read in chunks (the
+    file is never held whole); blocking."""
+
+    def read(at: int, count: int) -> bytes:
+        handle.seek(at)
+        return handle.read(count)
+
+    content_type, size = sniff_content_type(read(0, 16)), _image_size(read)
+    handle.seek(0)
+    digest = hashlib.file_digest(handle, "sha256")
+    return ImageFacts(digest.hexdigest(), handle.tell(), content_type, size)
+
+
+class ImageProblem(Exception):
+    """Internal: an input image the endpoint would refuse. ``reason``: ``INVALID_IMAGE``,
+    ``INPUT_TOO_LARGE`` or ``INPUT_SIZE_MISMATCH``; ``found``: what breaks the limit (``"10485761
+    bytes"``, ``"4097x4096"``, or empty); ``allowed``: what the limit says. The client and the
+    batch each say it their way, both with the input's name and never its content."""
+
+    def __init__(self, reason: str, found: str, allowed: str) -> None:
+        super().__init__(reason, found, allowed)
+        self.reason, self.found, self.allowed = reason, found, allowed
+
+    def shown(self, described: str) -> str:
+        """``described`` (a path, ``<N bytes>``) with what was found in it."""
+        return f"{described}: {self.found}" if self.found else described
+
+
+def check_image_bytes(nbytes: int, limits: InputLimits) -> None:
+    """:class:`ImageProblem` if ``nbytes`` exceed ``limits``: a file's stat size is checked by
+    this before the file is read."""
+    if nbytes > limits.max_bytes:
+        raise ImageProblem(
+            "INPUT_TOO_LARGE", f"{nbytes} bytes", f"must be at most {limits.max_bytes} bytes"
+        )
+
+
+def check_image(facts: ImageFacts, limits: InputLimits) -> tuple[int, int]:
+    """The image's width and height, or :class:`ImageProblem` if the endpoint would refuse it:
+    empty, not a PNG, JPEG or WebP, or outside ``limits``."""
+    if not facts.nbytes:
+        raise ImageProblem("INVALID_IMAGE", "", "must not be empty")
+    if facts.content_type is None:
+        raise ImageProblem("INVALID_IMAGE", "", "must be a PNG, JPEG or WebP image")
+    check_image_bytes(facts.nbytes, limits)
+    if facts.size is None:
+        raise ImageProblem("INVALID_IMAGE", "", "has no width and height this client can read")
+    width, height = facts.size
+    if limits.max_pixels is not None and width * height > limits.max_pixels:
+        raise ImageProblem(
+            "INPUT_TOO_LARGE", f"{width}x{height}", f"must have at most {limits.max_pixels} pixels"
+        )
+    if (limits.max_width is not None and width > limits.max_width) or (
+        limits.max_height is not None and height > limits.max_height
+    ):
+        raise ImageProblem(
+            "INPUT_TOO_LARGE",
+            f"{width}x{height}",
+            f"must be at most {limits.max_width}x{limits.max_height}",
+        )
+    return facts.size
+
+
+def check_same_size(size: tuple[int, int], other: str, other_size: tuple[int, int]) -> None:
+    """:class:`ImageProblem` unless ``size`` is ``other_size``, the size of input ``other`` (an
+    inpainting mask has its image's resolution)."""
+    if size != other_size:
+        raise ImageProblem(
+            "INPUT_SIZE_MISMATCH",
+            f"{size[0]}x{size[1]}",
+            f"must have the resolution of {other} ({other_size[0]}x{other_size[1]})",
+        )
 
 
 # --- locks ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from novita_async import InstantIDRequest, InvalidResponseError, NovitaClient, ValidationError
-from novita_async._client import image_size
+from novita_async._files import image_size
 from novita_async._models import (
     Img2ImgRequest,
     InpaintingRequest,
