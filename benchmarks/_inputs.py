@@ -1,4 +1,4 @@
-"""Distinct small input pictures for the benchmark jobs."""
+"""Distinct small input pictures for the benchmark jobs, and inpainting masks of their size."""
 
 from __future__ import annotations
 
@@ -21,3 +21,18 @@ def make_inputs(folder: Path, faces: int, refs: int) -> tuple[list[str], list[st
         [picture("face", k, 200) for k in range(faces)],
         [picture("ref", k, 50) for k in range(refs)],
     )
+
+
+def make_masks(folder: Path, count: int) -> list[str]:
+    """``count`` distinct masks, each the size of every face and ref (64 x 64): white where to
+    paint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    masks = []
+    for k in range(count):
+        path = folder / f"mask-{k}.png"
+        if not path.exists():
+            mask = Image.new("L", (64, 64), 0)
+            mask.paste(255, (k % 32, k % 32, k % 32 + 32, k % 32 + 32))
+            mask.save(path)
+        masks.append(str(path))
+    return masks

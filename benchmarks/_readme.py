@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from benchmarks._scenarios import WEBHOOKS, WEBHOOKS_DROPPED
 from benchmarks._summary import Medians, ScenarioResult
-from benchmarks._targets import OURS, cpu_vs_floor, medians_of, peak_rss, x_ideal
+from benchmarks._targets import OURS, SDK, cpu_vs_floor, medians_of, peak_rss, worst, x_ideal
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 NAMES = {"official-sdk": "the official SDK", "naive-asyncio": "the naive loop"}
@@ -53,6 +53,7 @@ def readme_figures(results: list[ScenarioResult]) -> str:
         _rate_limited(by_name.get("rate-limited")),
         _faults(by_name.get("faults")),
         _webhooks(by_name.get("webhooks")),
+        _mixed(by_name.get("mixed")),
     ]
     sentences += [clause for clause in clauses if clause]
     small, large = peak_rss(results, "scale-10k"), peak_rss(results, "scale-100k")
@@ -166,4 +167,29 @@ def _webhooks(result: ScenarioResult | None) -> str | None:
         )
         if (polls := dropped["polls_per_dropped_event"]) is not None:
             text += f", polling {polls:.2f} times per lost event"
+    return text + "."
+
+
+def _mixed(result: ScenarioResult | None) -> str | None:
+    ours = medians_of(result, OURS) if result else None
+    if result is None or ours is None:
+        return None
+    right, expected = ours.own.get("images_right"), ours.own.get("images_expected")
+    text = (
+        f"Mixing txt2img, img2img, inpainting, upscale and InstantID ({result.jobs:,} jobs), it"
+        f" saved {right or 0:,.0f} of {expected or 0:,.0f} images at their task's size,"
+        f" {ours.own.get('images_per_s', 0):.1f} a second"
+    )
+    if not worst(result, OURS, "routes_off") and not worst(result, OURS, "unknown_fields"):
+        text += ", each endpoint receiving its jobs once and no field the API does not know"
+    sdk = medians_of(result, SDK)
+    if sdk is not None and sdk.complete and ours.complete:
+        text += (
+            f"; the official SDK's methods in a thread pool took {_times(sdk, ours, 'wall_s')} x"
+            f" the wall time and {_times(sdk, ours, 'cpu_ms_per_job')} x the CPU per job, with"
+            f" {sdk['requests_per_job']:.2f} requests per job against"
+            f" {ours['requests_per_job']:.2f}"
+        )
+        if unknown := worst(result, SDK, "unknown_fields"):
+            text += f", and sent a field the API does not know {unknown:,.0f} times"
     return text + "."

@@ -6,8 +6,24 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from benchmarks._summary import END_TO_DISK, Medians, ScenarioResult, medians, write_whole
-from benchmarks._targets import cpu_vs_floor, cross_checks, scenario_checks, x_ideal
+from benchmarks._summary import (
+    END_TO_DISK,
+    MIXED_FIGURES,
+    Medians,
+    ScenarioResult,
+    median_by_key,
+    medians,
+    write_whole,
+)
+from benchmarks._targets import (
+    OURS,
+    SDK,
+    cpu_vs_floor,
+    cross_checks,
+    medians_of,
+    scenario_checks,
+    x_ideal,
+)
 
 ANALYSIS = Path(__file__).with_name("ANALYSIS.md")
 LEGEND = (
@@ -98,6 +114,69 @@ def _webhook_table(result: ScenarioResult) -> list[str]:
     return [*lines, "", textwrap.fill(what, width=100)]
 
 
+def _mixed_table(result: ScenarioResult) -> list[str]:
+    """What each contender's runs got right: images on disk at their task's size, and what each
+    endpoint received (medians over the runs; the targets below take the worst run)."""
+    lines = [
+        "| contender | images right / expected | images/s | CPU ms/image | submissions by endpoint"
+        " | duplicate submissions | unknown fields sent |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for contender in result.contenders:
+        m = medians(contender, result.jobs)
+        servers = [run.server for run in contender.runs if run.server is not None]
+        routes = median_by_key([server.get("submissions_by_route", {}) for server in servers])
+        unknown = median_by_key(
+            [
+                {
+                    f"{path} ({route})": n
+                    for route, fields in server.get("unknown_fields", {}).items()
+                    for path, n in fields.items()
+                }
+                for server in servers
+            ]
+        )
+        expected, right = m.own.get("images_expected"), m.own.get("images_right")
+        cpu = m["cpu_s"]
+        cells = [
+            contender.contender,
+            f"{num(right, 0)} / {num(expected, 0)}",
+            num(m.own.get("images_per_s"), 1),
+            num(1000 * cpu / expected if cpu is not None and expected else None, 2),
+            ", ".join(f"{_ENDPOINTS.get(r, r)} {n:g}" for r, n in routes.items()),
+            num(m["duplicate_submissions"], 0),
+            ", ".join(f"`{path}` x{n:g}" for path, n in unknown.items()) or "none",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    what = (
+        "`images right`: the images the harness found on disk after the run, each at the size its"
+        " task implies (txt2img and img2img their width x height, inpainting the input's,"
+        " upscale the input's times its scale factor), opened outside the contender's process."
+        " `images/s` divides them by the wall time; `CPU ms/image` divides the CPU by the images"
+        " expected. The endpoint counts are the emulator's tasks created per route (InstantID's"
+        " is `instant-id`)."
+    )
+    lines += ["", textwrap.fill(what, width=100)]
+    ours, sdk = medians_of(result, OURS), medians_of(result, SDK)
+    if ours is not None and sdk is not None and ours.complete and sdk.complete:
+        lines += [
+            "",
+            f"- {SDK} / {OURS}: wall {_over(sdk, ours, 'wall_s')} x, CPU per job"
+            f" {_over(sdk, ours, 'cpu_ms_per_job')} x, requests per job"
+            f" {num(sdk['requests_per_job'], 2)} against {num(ours['requests_per_job'], 2)},"
+            f" peak RSS {num(sdk['peak_rss_mb'], 1)} MB against {num(ours['peak_rss_mb'], 1)} MB",
+        ]
+    return lines
+
+
+_ENDPOINTS = {"submit": "instant-id"}
+
+
+def _over(a: Medians, b: Medians, figure: str) -> str:
+    top, bottom = a[figure], b[figure]
+    return num(top / bottom if top is not None and bottom else None, 2)
+
+
 def scenario_notes(result: ScenarioResult) -> list[str]:
     """Per-contender medians a scenario exists to show, beyond the table's columns."""
     name, jobs = result.scenario, result.jobs
@@ -114,7 +193,7 @@ def scenario_notes(result: ScenarioResult) -> list[str]:
             notes.append(lost + _counts(m, "refused_429"))
         if contender.emulator_args:
             notes.append(f"- {who}: its emulators also had `{' '.join(contender.emulator_args)}`")
-        if own := {k: v for k, v in m.own.items() if k not in END_TO_DISK}:
+        if own := {k: v for k, v in m.own.items() if k not in END_TO_DISK + MIXED_FIGURES}:
             notes.append(f"- {who}: " + ", ".join(f"{k} {v:g}" for k, v in own.items()))
         if m.errors:
             shown = ", ".join(f"{k} x{v:g}" for k, v in sorted(m.errors.items()))
@@ -158,6 +237,8 @@ def render_markdown(results: list[ScenarioResult]) -> str:
         lines += [f"{what} (N={result.jobs}{ideal}).", "", *_table(result)]
         if result.scenario == "webhooks":
             lines += ["", *_webhook_table(result)]
+        if result.scenario == "mixed":
+            lines += ["", *_mixed_table(result)]
         if checks := scenario_checks(result):
             label = " (not meaningful at quick scale)" if result.quick else ""
             lines += ["", f"This package's targets{label}:", "", *(c.line() for c in checks)]

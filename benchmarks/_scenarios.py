@@ -74,6 +74,12 @@ class Scenario:
     image_size_bytes: int | None = None
     module: str | None = None
     """A dedicated contender script run instead of the usual one (e.g. the big-image download)."""
+    modules: tuple[tuple[str, str], ...] = ()
+    """(contender, script) pairs: a script of the scenario's own for that contender (the mixed
+    tasks), instead of :attr:`module` or the contender's usual one."""
+    masks: int = 0
+    """Inpainting masks made for the jobs; a scenario with masks runs the mixed tasks, and the
+    harness checks each run's images and submissions (``benchmarks._mixed``)."""
     width: int = 128
     height: int = 128
     repeats: int = 1
@@ -109,6 +115,15 @@ class Scenario:
             task_seconds=min(self.task_seconds, QUICK_TASK_SECONDS),
             spread_seconds=spread and (spread[0] * QUICK_TIME_SCALE, spread[1] * QUICK_TIME_SCALE),
         )
+
+    def module_of(self, contender: str) -> str:
+        """The script ``contender`` runs in this scenario."""
+        own = dict(self.modules).get(contender)
+        return own or self.module or CONTENDERS[contender].module
+
+    @property
+    def mixed(self) -> bool:
+        return self.masks > 0
 
     def step_seconds(self) -> float:
         """Seconds per step per megapixel that spread ``steps_range`` onto ``spread_seconds``:
@@ -259,6 +274,25 @@ SCENARIOS: dict[str, Scenario] = {
             repeated=("novita-async", OBJECT_STORE, RAY_2, RAY_4),
             repeats=3,
             quick_contenders=("novita-async", OBJECT_STORE, RAY_2),
+        ),
+        Scenario(
+            name="mixed",
+            description="400 jobs mixing txt2img (one in eight of two images), img2img,"
+            " inpainting, upscale and InstantID (4:3:1:1:1), 1 s tasks, 100 in flight: this"
+            " package's runner against the official SDK's methods in a thread pool",
+            jobs=400,
+            quick_jobs=20,
+            concurrency=100,
+            task_seconds=1.0,
+            contenders=("novita-async", "official-sdk"),
+            repeated=("novita-async", "official-sdk"),
+            repeats=5,
+            modules=(
+                ("novita-async", "benchmarks.contenders.mixed_ours"),
+                ("official-sdk", "benchmarks.contenders.mixed_sdk"),
+            ),
+            faces=40,  # each of the 40 upscale jobs has its own picture (benchmarks._mixed)
+            masks=10,
         ),
     )
 }

@@ -42,6 +42,8 @@ class RunSpec:
     """Report when each task's images were on disk (:attr:`RunReport.on_disk`)."""
     shards: int = 0
     """Ray shards to split the run among (the sharded contender; 0 elsewhere)."""
+    masks: list[str] = attrs.Factory(list)
+    """Inpainting masks, each the size of every face and ref (the mixed scenario)."""
 
     def steps_for(self, index: int) -> int:
         """The ``steps`` of job ``index``: spread evenly over ``steps_range`` for any number of

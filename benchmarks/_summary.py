@@ -25,12 +25,24 @@ from typing import Any
 import attrs
 import cattrs
 
+from novita_async.emulator import V3_ROUTES
+
 _converter = cattrs.Converter(forbid_extra_keys=True)  # an older format is refused
-ROUTES = ("upload", "submit", "result", "image")
-"""The routes a batch uses: the requests counted per job."""
-PER_TASK = ("submit", "result", "image")
+ROUTES = ("upload", "submit", *V3_ROUTES, "result", "image")
+"""The routes a batch uses: the requests counted per job (``submit`` is InstantID's, the v3
+image tasks each have their own)."""
+PER_TASK = ("submit", *V3_ROUTES, "result", "image")
 """The routes a task's requests go to (uploads are per file, shared by many jobs)."""
 PROGRESS_POINTS = 100
+MIXED_FIGURES = (
+    "images_expected",
+    "images_right",
+    "images_wrong",
+    "routes_off",
+    "unknown_fields",
+    "images_per_s",
+)
+"""The figures the harness adds to a mixed-task run (``benchmarks._mixed.check_outputs``)."""
 END_TO_DISK = ("end_to_disk_p50_ms", "end_to_disk_p95_ms", "end_to_disk_jobs")
 """The figures :func:`end_to_disk` makes, in :attr:`RunSummary.figures`."""
 
@@ -200,7 +212,7 @@ def _median(values: Iterable[float | None]) -> float | None:
     return statistics.median(recorded) if recorded else None
 
 
-def _median_by_key(dicts: list[dict[str, Any]]) -> dict[str, float]:
+def median_by_key(dicts: list[dict[str, Any]]) -> dict[str, float]:
     """Per key, the median over all the dicts, a missing key counting as 0."""
     keys = sorted({key for d in dicts for key in d})
     return {key: statistics.median(float(d.get(key, 0)) for d in dicts) for key in keys}
@@ -215,8 +227,8 @@ def medians(contender: ContenderResult, jobs: int) -> Medians:
         figures={
             name: _median(figure(run, jobs) for run in runs) for name, figure in RUN_FIGURES.items()
         },
-        errors={k: v for k, v in _median_by_key([run.errors for run in runs]).items() if v},
-        own=_median_by_key([run.figures for run in runs]),
+        errors={k: v for k, v in median_by_key([run.errors for run in runs]).items() if v},
+        own=median_by_key([run.figures for run in runs]),
     )
 
 

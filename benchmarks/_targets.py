@@ -9,6 +9,7 @@ from benchmarks._scenarios import WEBHOOKS, WEBHOOKS_DROPPED
 from benchmarks._summary import Medians, ScenarioResult, medians
 
 OURS = "novita-async"
+SDK = "official-sdk"
 FLOOR = "floor"
 CPU_VS_FLOOR = 1.5
 """CPU per job at most this many times the bare aiohttp floor's, on throughput."""
@@ -85,10 +86,51 @@ def scenario_checks(result: ScenarioResult) -> list[Check]:
         return [Check("polls per task", ours["polls_per_task"], 2)]
     if name.startswith("scale-"):
         return [Check("peak RSS", ours["peak_rss_mb"], 150, unit=" MB")]
+    if name == "mixed":
+        return mixed_checks(result)
     if name == "big-image":
         growth = ours.own.get("rss_growth_mb")
         return [Check("RSS growth during the download", growth, 16, strict=True, unit=" MB")]
     return []
+
+
+def worst(result: ScenarioResult, contender: str, figure: str) -> float | None:
+    """The largest of a contender's own ``figure`` over its runs: a count that must be 0 in every
+    run, which a median would let one bad run hide."""
+    found = result.find(contender)
+    values = [run.figures[figure] for run in found.runs if figure in run.figures] if found else []
+    return max(values) if values else None
+
+
+def worst_server(result: ScenarioResult, contender: str, counter: str) -> float | None:
+    """The largest of one of the emulator's counters over a contender's runs."""
+    found = result.find(contender)
+    values = [run.counter(counter) for run in found.runs] if found else []
+    recorded = [value for value in values if value is not None]
+    return max(recorded) if recorded else None
+
+
+def mixed_checks(result: ScenarioResult) -> list[Check]:
+    """Issue 23's "done when", in every run of this package: every image on disk at the size its
+    task implies, each endpoint receiving its jobs once, no field the API does not know."""
+    if result.find(OURS) is None:
+        return []
+    return [
+        Check(
+            "images missing or of a wrong size, worst run", worst(result, OURS, "images_wrong"), 0
+        ),
+        Check(
+            "submissions off one per job on some endpoint, worst run",
+            worst(result, OURS, "routes_off"),
+            0,
+        ),
+        Check(
+            "duplicate submissions, worst run",
+            worst_server(result, OURS, "duplicate_submissions"),
+            0,
+        ),
+        Check("unknown fields sent, worst run", worst(result, OURS, "unknown_fields"), 0),
+    ]
 
 
 def webhook_checks(result: ScenarioResult) -> list[Check]:

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 from benchmarks._emulator_proc import EmulatorProcess, contender_env, emulators
-from benchmarks._inputs import make_inputs
+from benchmarks._inputs import make_inputs, make_masks
+from benchmarks._mixed import check_outputs
 from benchmarks._plot import write_plot
 from benchmarks._readme import with_readme_figures
 from benchmarks._report import render_markdown, write_text_atomic
@@ -57,11 +58,11 @@ SCALE_OUT = Path(__file__).parent.parent / "docs" / "scale-out.md"
 def run_contender(
     scenario: Scenario,
     contender: str,
-    inputs: tuple[list[str], list[str]],
+    inputs: tuple[list[str], list[str], list[str]],
     work: Path,
     emulator: EmulatorProcess,
 ) -> RunSummary:
-    faces, refs = inputs
+    faces, refs, masks = inputs
     work.mkdir(parents=True, exist_ok=True)
     spec = RunSpec(
         jobs=scenario.jobs,
@@ -77,10 +78,11 @@ def run_contender(
         webhooks=CONTENDERS[contender].webhooks,
         end_to_disk=scenario.end_to_disk,
         shards=CONTENDERS[contender].shards,
+        masks=masks,
     )
     spec_path = work / f"{contender}.json"
     dump_spec(spec, str(spec_path))
-    module = scenario.module or CONTENDERS[contender].module
+    module = scenario.module_of(contender)
     stdout_path, stderr_path = work / f"{contender}.stdout", work / f"{contender}.stderr"
     with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
         started = time.time()
@@ -99,6 +101,10 @@ def run_contender(
         report = RunReport(failed=scenario.jobs, errors={f"no report: {last[0][:200]}": 1})
     if scenario.end_to_disk:
         report.figures.update(end_to_disk(report.on_disk, emulator.task_ends()))
+    if scenario.mixed:
+        # Checked here, after the contender's exit: opening its images is not its CPU.
+        report.figures.update(check_outputs(spec, stats))
+        report.figures["images_per_s"] = round(report.figures["images_right"] / wall, 2)
     # The per-job times stay here: the summary keeps a hundred points of progress, percentiles.
     return RunSummary(
         wall_s=round(wall, 3),
@@ -118,7 +124,10 @@ def run_scenario(
     scenario: Scenario, contenders: list[str], work: Path, *, quick: bool = False
 ) -> list[ContenderResult]:
     """The runs of the scenario's contenders among ``contenders``, in the scenario's order."""
-    inputs = make_inputs(work / "inputs", scenario.faces, scenario.refs)
+    inputs = (
+        *make_inputs(work / "inputs", scenario.faces, scenario.refs),
+        make_masks(work / "inputs", scenario.masks),
+    )
     chosen = []
     for contender in scenario.contenders:
         if contender not in contenders:

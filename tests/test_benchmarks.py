@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the harness lives beside the package; plain `pytest` too
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._mixed import check_outputs, expected_routes, mixed_jobs  # noqa: E402
 from benchmarks._report import render_markdown  # noqa: E402
 from benchmarks._scenarios import (  # noqa: E402
     CONTENDERS,
@@ -63,6 +65,7 @@ MUST_COMPLETE = {
     "big-image": ("novita-async",),
     "webhooks": ("novita-async", WEBHOOKS, WEBHOOKS_DROPPED, "floor"),
     "scale-out": ("novita-async", OBJECT_STORE, RAY_2),
+    "mixed": ("novita-async", "official-sdk"),
 }
 
 
@@ -119,6 +122,8 @@ def test_fault_free_scenarios_complete_every_job(quick: Path) -> None:
     for name, contenders in MUST_COMPLETE.items():
         jobs, runs = _result(quick, name)["jobs"], _runs(quick, name)
         for contender in contenders:
+            if contender == "official-sdk" and sdk_unusable():
+                continue
             run = runs[contender]
             assert (run["succeeded"], run["failed"]) == (jobs, 0), (name, run)
             assert run["exit_code"] == 0
@@ -260,6 +265,60 @@ def test_table_and_plots_are_written(quick: Path) -> None:
     assert "| contender | requests/job, uploads aside | polls/task | webhook events |" in table
     assert "task's end to its image on disk with webhooks, p95" in table
     assert "failed jobs with 10% of the events dropped" in table
+    assert "| contender | images right / expected | images/s | CPU ms/image |" in table
+    assert "unknown fields sent, worst run" in table
+
+
+def test_mixed_tasks_reach_each_endpoint_once_with_images_of_their_sizes(quick: Path) -> None:
+    result, runs = _result(quick, "mixed"), _runs(quick, "mixed")
+    spec = RunSpec(
+        jobs=result["jobs"], faces=[f"f{k}" for k in range(40)], refs=["r"], masks=["m"],
+        out_dir="", concurrency=1,
+    )  # fmt: skip
+    wanted = expected_routes(spec)
+    # A quick run's 20 jobs: the cycle of ten twice, its first job (txt2img) of two images.
+    assert wanted == {"txt2img": 8, "img2img": 6, "inpainting": 2, "upscale": 2, "submit": 2}
+    for contender, run in runs.items():
+        server, figures = run["server"], run["figures"]
+        assert server["submissions_by_route"] == wanted, contender
+        assert server["duplicate_submissions"] == 0, contender
+        assert figures["images_expected"] == figures["images_right"] == 21, contender
+        assert figures["images_wrong"] == figures["routes_off"] == 0, contender
+        assert figures["images_per_s"] > 0
+    ours = runs["novita-async"]
+    assert ours["server"]["unknown_fields"] == {} and ours["figures"]["unknown_fields"] == 0
+    if "official-sdk" in runs:
+        # The SDK nests a stray "extra" in img2img's request: the count that would catch ours.
+        sdk = runs["official-sdk"]["server"]["unknown_fields"]
+        assert sdk == {"img2img": {"request.extra": 6}}
+
+
+def test_mixed_check_counts_missing_and_wrongly_sized_images_and_misrouted_jobs(
+    tmp_path: Path,
+) -> None:
+    spec = RunSpec(
+        jobs=10, faces=["f"], refs=["r"], masks=["m"], out_dir=str(tmp_path), concurrency=1
+    )
+    jobs = list(mixed_jobs(spec))
+    for job in jobs:
+        for n in range(job.image_num):
+            Image.new("RGB", (job.width, job.height)).save(tmp_path / f"{job.id}_{n}.jpeg")
+    server = {"submissions_by_route": expected_routes(spec), "unknown_fields": {}}
+    assert check_outputs(spec, server) == {
+        "images_expected": 11, "images_right": 11, "images_wrong": 0, "routes_off": 0,
+        "unknown_fields": 0,
+    }  # fmt: skip
+    (tmp_path / "0_1.jpeg").unlink()  # job 0 is txt2img, of two images: one is missing
+    upscale = next(job for job in jobs if job.task == "upscale")
+    Image.new("RGB", (upscale.width + 1, upscale.height)).save(tmp_path / f"{upscale.id}_0.jpeg")
+    server = {
+        "submissions_by_route": {**expected_routes(spec), "txt2img": 5, "img2img": 2},
+        "unknown_fields": {"img2img": {"request.cfg_scale": 2, "extra.foo": 1}},
+    }
+    figures = check_outputs(spec, server)
+    assert (figures["images_right"], figures["images_wrong"]) == (9, 2)
+    assert (figures["routes_off"], figures["unknown_fields"]) == (2, 3)
+    assert check_outputs(spec, None).keys() == {"images_expected", "images_right", "images_wrong"}
 
 
 def _has_matplotlib() -> bool:

@@ -4,7 +4,7 @@ task's end comes by webhook to a receiver on a free loopback port, polls only ca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from benchmarks._spec import RunReport, RunSpec, emit, load_spec
 from novita_async import Extra, InstantIDRequest, NovitaClient
@@ -48,13 +48,13 @@ async def main() -> None:
         runner = BatchRunner(
             client, spec.out_dir, options, on_event=on_event if spec.end_to_disk else None
         )
-        await tally(runner, spec, report)
+        await tally(runner, jobs(spec), report)
     emit(report)
 
 
-async def tally(runner: BatchRunner, spec: RunSpec, report: RunReport) -> None:
-    """Run the spec's jobs, each outcome counted in ``report`` as it comes."""
-    async with runner.run(jobs(spec)) as outcomes:
+async def tally(runner: BatchRunner, jobs: Iterable[Job], report: RunReport) -> None:
+    """Run ``jobs``, each outcome counted in ``report`` as it comes."""
+    async with runner.run(jobs) as outcomes:
         async for outcome in outcomes:
             if outcome.status == "succeeded":
                 report.success()

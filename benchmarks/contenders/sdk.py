@@ -40,16 +40,17 @@ def usable() -> str | None:
     return None
 
 
-def main() -> None:
+def sdk_client() -> Any:
+    """The SDK's client for the emulator (from the ``NOVITA_*`` variables), its hard-coded asset
+    host redirected there."""
     import requests  # type: ignore[import-untyped,unused-ignore]
     from novita_client import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
         NovitaClient,
     )
     from novita_client import novita as sdk_module
 
-    from benchmarks._spec import RunReport, connection, emit, load_spec
+    from benchmarks._spec import connection
 
-    spec = load_spec()
     base, assets, key = connection()
     real_put = requests.put
 
@@ -57,7 +58,14 @@ def main() -> None:
         return real_put(assets if url == _HARD_CODED_ASSETS else url, *args, **kwargs)
 
     sdk_module.requests.put = redirected_put
-    client = NovitaClient(key, base_url=base)
+    return NovitaClient(key, base_url=base)
+
+
+def main() -> None:
+    from benchmarks._spec import RunReport, emit, load_spec
+
+    spec = load_spec()
+    client = sdk_client()
     report = RunReport()
     report_lock = threading.Lock()
     os.makedirs(spec.out_dir, exist_ok=True)
