@@ -117,9 +117,10 @@ REQUEST: dict[str, st.SearchStrategy[Drawn]] = {
     "--mask-blur": _valued("--mask-blur", st.integers(0, 64)),
     "--scale-factor": _valued(
         "--scale-factor",
-        st.floats(_spec.SCALE_FACTOR_MIN_EXCLUSIVE, _spec.SCALE_FACTOR_MAX, exclude_min=True,
-                  **_FINITE),
-    ),  # fmt: skip
+        st.floats(
+            _spec.SCALE_FACTOR_MIN_EXCLUSIVE, _spec.SCALE_FACTOR_MAX, exclude_min=True, **_FINITE
+        ),
+    ),
     "--image-type": _valued("--image-type", st.sampled_from(_spec.IMAGE_TYPES), str),
     "--nsfw-detection": st.booleans().map(
         lambda on: (["--nsfw-detection" if on else "--no-nsfw-detection"], on)
