@@ -3,7 +3,9 @@
 Argparse only converts each flag's text; the settings check the whole (a rule between two flags
 sees both) and a refusal names the flags as typed, with exit status 2. Request flags are named
 after the API's fields and have no defaults of their own (left out: the line's value, else the
-model's); ``run``'s batch flags are :class:`BatchOptions`' fields, help and defaults included.
+model's); each is a default only for the tasks whose request types have its field
+(:class:`TaskDefaults`), and checked against each of them. ``run``'s batch flags are
+:class:`BatchOptions`' fields, help and defaults included.
 """
 
 from __future__ import annotations

@@ -369,3 +369,31 @@ def test_status_says_nothing_by_task_when_no_line_names_one(tmp_path: Path) -> N
     counts = {"instant-id": {"failed": 1}, "upscale": {"succeeded": 2}}
     text = format_status(status, counts)
     assert re.search(r"\n    upscale +2  \(2 succeeded\)", text), text
+
+
+def test_an_unlisted_sampler_is_warned_about_once_per_run(tmp_path: Path) -> None:
+    lines = [{"id": f"t{n}", "task": "txt2img", "prompt": "p", "model_name": MODEL}
+             for n in range(5)]  # fmt: skip
+    jobs = write_jobs(tmp_path, lines)
+    env = {"NOVITA_API_KEY": ""}
+    done = cli("run", str(jobs), "--out", str(tmp_path / "out"), "--dry-run", "--sampler",
+               "FlowMatchEuler", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "by task: txt2img 5 tasks (5 images)" in done.stdout
+    warned = [line for line in done.stderr.splitlines() if "FlowMatchEuler" in line]
+    assert len(warned) == 1 and "not one of the documented samplers" in warned[0]
+
+
+def test_a_v3_input_inside_out_is_refused(tmp_path: Path, pictures: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old_0.png").write_bytes((pictures / "ada.png").read_bytes())
+    lines = [
+        {"id": "u", "task": "upscale", "model_name": "4x-UltraSharp", "image": "out/old_0.png"},
+        {"id": "v", "task": "upscale", "model_name": "4x-UltraSharp", "image": "pictures/ada.png"},
+    ]
+    jobs = write_jobs(tmp_path, lines)
+    done = cli("run", str(jobs), "--out", str(out), "--dry-run", env={"NOVITA_API_KEY": ""})
+    assert done.returncode == 1, done.stderr
+    assert "1 tasks and 1 images would be paid for" in done.stdout
+    assert re.search(r"u: INPUT_IS_OUTPUT: input '.*old_0.png' is a file this run", done.stdout)
