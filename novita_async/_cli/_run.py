@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import attrs
 from .. import (
     ConfigurationError,
     ExitStatus,
+    InstantIDRequest,
     LocalIOError,
     NovitaError,
     RunStoppedError,
@@ -40,7 +41,6 @@ from .._config import ENV_API_KEY, scrub
 from .._converter import converter
 from .._failures import run_exit_status
 from .._files import looks_like_url, write_atomically
-from .._models import InstantIDRequest
 from ..batch import (
     JOURNAL_NAME,
     RESULTS_NAME,
@@ -56,8 +56,6 @@ from ..batch import (
     open_output,
     read_jobs,
 )
-from ..batch._jobs import _line_id as line_id
-from ..batch._jobs import _lines as lines_of
 from ._display import (
     BatchProgress,
     describe_error,
@@ -79,7 +77,7 @@ async def run(settings: RunSettings) -> int:
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
     await anyio.to_thread.run_sync(_check_places, settings, destination)
     if settings.task_defaults.refused:  # a flag's value some task refuses: has the file one?
-        tasks = Counter([task async for task, _, _ in _raw_lines(settings.jobs)])
+        tasks = await anyio.to_thread.run_sync(_tasks_in, settings.jobs)
         settings.task_defaults.check(tasks, str(settings.jobs))
     if settings.dry_run:
         return await _dry_run(settings, destination)
@@ -133,7 +131,11 @@ async def run(settings: RunSettings) -> int:
         if (shard := settings.options.shard) is not None:
             # One shard run by hand: OUT's results gather every shard's, as they stand.
             await destination.merge_shard_results(shard.count)
-        inputs = await gallery_inputs(settings.jobs, destination)
+        try:
+            inputs = await gallery_inputs(settings.jobs, destination)
+        except OSError as exc:  # the job file gone meanwhile: cards without their inputs
+            progress.note(f"the gallery shows no input images: {exc}")
+            inputs = {}
         results, gallery = await _publish_gallery(destination, prompts, progress, inputs)
     return report_end(end, results, gallery, settings.report)
 
@@ -184,41 +186,52 @@ async def job_lines(
         yield job
 
 
-async def _raw_lines(path: Path) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
-    """Each job-file line that is a JSON object: its task, its id (as a run names them) and
-    the object, the request unread (the run reads it; these are for what comes around it)."""
-    async for line, text in lines_of(path):
-        try:
-            raw = json.loads(text)
-        except ValueError:
+def _job_objects(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each job-file line that is a JSON object: its task, its id (as a run names them: the
+    line's number if it has none) and the object, the request unread (the run reads it; these
+    are for what comes around it). Blocking, a line at a time."""
+    with open(path, "rb") as source:
+        for number, raw in enumerate(source, 1):
+            text = raw.decode("utf-8", "replace").removeprefix("\ufeff")
+            try:
+                line = json.loads(text) if text.strip() else None
+            except ValueError:
+                continue
+            if isinstance(line, dict) and isinstance(task := line.get("task", INSTANT_ID), str):
+                job_id = line.get("id")
+                yield task, job_id if isinstance(job_id, str) else str(number), line
+
+
+def _tasks_in(path: Path) -> Counter[str]:
+    """The job file's lines by task."""
+    return Counter(task for task, _, _ in _job_objects(path))
+
+
+def _gallery_inputs(jobs: Path, out: Path, local: bool) -> dict[str, CardInputs]:
+    found: dict[str, CardInputs] = {}
+    for task, job_id, line in _job_objects(jobs):
+        if task == INSTANT_ID:
             continue
-        if isinstance(raw, dict) and isinstance(task := raw.get("task", INSTANT_ID), str):
-            yield task, line_id(text, line), raw
+        links: list[tuple[str, str, str | None]] = []
+        for name in ("image", "mask_image"):
+            if not isinstance(source := line.get(name), str) or not source:
+                continue
+            if looks_like_url(source):
+                links.append((name, source, source))
+            elif local:  # a relative path is the job file's
+                links.append((name, source, os.path.relpath(jobs.parent / source, out)))
+            else:
+                links.append((name, source, None))
+        found[job_id] = CardInputs(task, tuple(links))
+    return found
 
 
 async def gallery_inputs(jobs: Path, destination: Output) -> dict[str, CardInputs]:
     """The task and input images (``image``, ``mask_image``) of each v3 job of the job file, for
     its card: a file linked relative to OUT (of a local run only: a store's page is elsewhere),
     a URL as a link."""
-    found: dict[str, CardInputs] = {}
     local = not looks_like_url(destination.url)
-    async for task, job_id, raw in _raw_lines(jobs):
-        if task == INSTANT_ID:
-            continue
-        links: list[tuple[str, str, str | None]] = []
-        for name in ("image", "mask_image"):
-            if not isinstance(source := raw.get(name), str) or not source:
-                continue
-            if looks_like_url(source):
-                links.append((name, source, source))
-            elif local:
-                place = jobs.parent / source  # a relative path is the job file's
-                link = os.path.relpath(place, destination.local_dir)  # noqa: ASYNC240  (no I/O)
-                links.append((name, source, link))
-            else:
-                links.append((name, source, None))
-        found[job_id] = CardInputs(task, tuple(links))
-    return found
+    return await anyio.to_thread.run_sync(_gallery_inputs, jobs, destination.local_dir, local)
 
 
 def _wrong_kind(path: Path) -> str | None:
@@ -400,6 +413,8 @@ async def _dry_run(settings: RunSettings, destination: Output) -> int:
         report = converter.unstructure(plan)
         if balance is not None:
             report["balance_usd"] = balance
+        elif failure is not None:
+            report["balance_error"] = failure
         print(json.dumps(report, indent=2))
     else:
         print(format_dry_run(plan, settings.options.rate, balance))

@@ -394,8 +394,7 @@ def _text(flag: str, path: str, text: str, only: tuple[str, ...] | None = None) 
     return RequestFlag(flag, tuple(path.split(".")), str, text + _for_tasks(tasks), only=only)
 
 
-_SAMPLER = _choice("--sampler", "sampler_name", _spec.SAMPLERS)
-_V3_SAMPLERS = tuple(task for task in _SAMPLER.tasks if task != InstantIDRequest.task)
+_SAMPLING = _tasks_with("sampler_name")
 
 REQUEST_FLAGS: tuple[RequestFlag, ...] = (
     _text("--prompt", "prompt", "what to generate, 1 to 1024 characters"),
@@ -409,8 +408,9 @@ REQUEST_FLAGS: tuple[RequestFlag, ...] = (
     _numeric("--steps", "steps", "denoising steps"),
     _numeric("--guidance-scale", "guidance_scale"),
     # Open for the v3 tasks (the SD3 guide's FlowMatchEuler is not in the documented list).
-    attrs.evolve(_SAMPLER, help=_SAMPLER.help.replace(
-        " [", f"; {', '.join(_V3_SAMPLERS)} also send any other name, with a warning [", 1)),
+    _text("--sampler", "sampler_name", f"one of: {', '.join(_spec.SAMPLERS)}"
+          f"{_default('sampler_name', _SAMPLING)}; the v3 tasks also send any other name, with "
+          "a warning"),
     _numeric("--seed", "seed", "random when -1 (the service's default)"),
     _numeric("--strength", "strength", "how far from the input image; 1 all but ignores it"),
     _numeric("--mask-blur", "mask_blur", "pixels of blur at the mask's edge"),

@@ -284,6 +284,11 @@ def test_a_failed_balance_read_is_a_warning(tmp_path: Path, pictures: Path) -> N
         warning = [line for line in done.stderr.splitlines() if "balance" in line]
         assert len(warning) == 1 and warning[0].startswith("warning: ")
         assert "a-wrong-key" not in done.stdout + done.stderr
+        as_json = cli("run", str(jobs), "--out", str(tmp_path / "out"), "--dry-run", "--json",
+                      env=env)  # fmt: skip
+        assert as_json.returncode == 0, as_json.stderr
+        shown = json.loads(as_json.stdout)
+        assert "balance_usd" not in shown and shown["balance_error"] == warning[0].split(": ", 2)[2]
         assert emulator.stats()["submissions"] == 0
 
 
