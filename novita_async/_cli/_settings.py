@@ -729,6 +729,20 @@ them, each reported as SUBMIT_OUTCOME_UNKNOWN (a task may exist and be billed).
 """
 
 
+GENERATE_EPILOG = """\
+examples:
+  novita-async generate --face me.png --ref scene.png --prompt "a portrait, golden hour"
+  novita-async generate --task txt2img --model sd_xl_base_1.0.safetensors \\
+      --prompt "a lighthouse at dusk" --width 768 --height 512
+  novita-async generate --task img2img --model sd_xl_base_1.0.safetensors \\
+      --prompt "an oil painting" --image photo.png --strength 0.6
+  novita-async generate --task inpainting --model sd_xl_base_1.0.safetensors \\
+      --prompt "a red hat" --image photo.png --mask-image mask.png --mask-blur 4
+  novita-async generate --task upscale --upscale-model RealESRNet_x4plus \\
+      --image photo.png --scale-factor 2
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not the whole usage block: the request flags alone fill a screen.
@@ -809,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
         GenerateSettings,
         "one task end to end: submit (InstantID: after uploading its images), wait, download",
         connection,
+        epilog=GENERATE_EPILOG,
     )
     inputs = generate.add_argument_group("the task and its input images")
     inputs.add_argument("--task", choices=TASK_NAMES, default=InstantIDRequest.task,

@@ -11,6 +11,7 @@ import html
 import http.server
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -402,3 +403,27 @@ def test_a_v3_input_inside_out_is_refused(tmp_path: Path, pictures: Path) -> Non
     assert done.returncode == 1, done.stderr
     assert "1 tasks and 1 images would be paid for" in done.stdout
     assert re.search(r"u: INPUT_IS_OUTPUT: input '.*old_0.png' is a file this run", done.stdout)
+
+
+def test_every_example_of_generate_help_runs(
+    tmp_path: Path, pictures: Path, emulator: EmulatorProcess
+) -> None:
+    """Each example command of ``generate --help``, as printed, in a folder holding the files
+    it names: it succeeds, with an image of the size its flags say, on its task's route."""
+    shown = cli("generate", "--help")
+    text = shown.stdout.split("examples:\n", 1)[1].replace("\\\n", " ")
+    examples = [shlex.split(line) for line in text.splitlines() if line.strip()]
+    assert [words[:2] for words in examples] == [["novita-async", "generate"]] * 5
+    for name, source in (("me", "ada"), ("scene", "beach"), ("photo", "forest"), ("mask", "grace")):
+        (tmp_path / f"{name}.png").write_bytes((pictures / f"{source}.png").read_bytes())
+    expected = {"instant-id": (1024, 1024), "txt2img": (768, 512), "img2img": (512, 512),
+                "inpainting": (64, 64), "upscale": (128, 128)}  # fmt: skip
+    for words in examples:
+        task = words[words.index("--task") + 1] if "--task" in words else "instant-id"
+        before = emulator.stats()
+        done = cli(*words[1:], "--out", "out", env=emulator.env, cwd=tmp_path)
+        assert done.returncode == 0, (words, done.stderr)
+        files = [tmp_path / line for line in done.stdout.splitlines()]
+        assert sizes(files) == [expected[task]], words
+        assert delta(emulator, before) == {"submit" if task == "instant-id" else task: 1}
+    assert emulator.stats()["unknown_fields"] == {}
