@@ -77,6 +77,24 @@ def _shown_as_events(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.CRITICAL or record.exc_info is not None
 
 
+class _OncePerValue(logging.Filter):
+    """A request model's warning (a sampler name off the documented list) said once per value,
+    not once per job line of a file of thousands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.module != "_models":
+            return True
+        said = record.getMessage()
+        if said in self._said:
+            return False
+        self._said.add(said)
+        return True
+
+
 def _report(exc: BaseException, command: Command, raised: BaseException) -> int:
     """Print ``exc`` in one line (``raised``, the group it came in if any, for --debug); a run
     that ended before it could report its own end says so in its JSON report too."""
@@ -140,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_log = logging.getLogger("novita_async.batch")
     if not settings.debug:
         batch_log.addFilter(_shown_as_events)
+    models_log, once = logging.getLogger("novita_async"), _OncePerValue()
+    models_log.addFilter(once)
     try:
         status = anyio.run(_dispatch, settings, backend="asyncio")
         # Now, not at the interpreter's exit: a reader gone before the last bytes is told below.
@@ -156,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(inner, settings, exc)
     finally:
         batch_log.removeFilter(_shown_as_events)  # main() may be called again in one process
+        models_log.removeFilter(once)
 
 
 def command() -> None:

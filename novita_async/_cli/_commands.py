@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import AsyncGenerator
+from collections import Counter
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, cast
@@ -29,8 +30,10 @@ from .. import (
     ValidationError,
 )
 from .._converter import converter
+from .._files import looks_like_url
 from ..batch import (
     JOURNAL_NAME,
+    RESULTS_NAME,
     BatchOptions,
     BatchRunner,
     Job,
@@ -48,6 +51,7 @@ from ._display import (
     printable,
     printable_lines,
 )
+from ._gallery import read_results
 from ._run import report_end, until_end, write_gallery_if_possible
 from ._settings import (
     DemoSettings,
@@ -85,7 +89,9 @@ def _progress_printer(enabled: bool) -> Any:
     return show
 
 
-async def generate(settings: GenerateSettings) -> int:
+async def _instant_id_task(client: NovitaClient, settings: GenerateSettings) -> str:
+    """Upload the faces and references, submit: the task's id."""
+    assert isinstance(settings.request, InstantIDRequest)
     faces = await _existing("--face", settings.faces)
     refs = await _existing("--ref", settings.refs)
     kps = None if settings.face_kps is None else await _existing("--face-kps", settings.face_kps)
@@ -93,17 +99,38 @@ async def generate(settings: GenerateSettings) -> int:
         raise ValidationError(
             "--face-kps", f"{len(kps)} files", f"give one per --face ({len(faces)})"
         )
+    ids = await client.upload_assets([*faces, *refs, *(kps or ())])
+    request = attrs.evolve(
+        settings.request,
+        face_image_assets_ids=ids[: len(faces)],
+        ref_image_assets_ids=ids[len(faces) : len(faces) + len(refs)],
+        face_kps_assets_ids=None if kps is None else ids[len(faces) + len(refs) :],
+    )
+    return await client.submit(request)
+
+
+async def _image_task(client: NovitaClient, settings: GenerateSettings) -> str:
+    """Submit a v3 task, its input images (paths or URLs) read and sent inline: its id."""
+    images: dict[str, str] = {}
+    for flag, name, source in (
+        ("--image", "image", settings.image),
+        ("--mask-image", "mask_image", settings.mask_image),
+    ):
+        if source is not None:
+            if not looks_like_url(source):
+                await _existing(flag, (Path(source),))
+            images[name] = source
+    return await client.submit(settings.request, images=images)
+
+
+async def generate(settings: GenerateSettings) -> int:
     async with settings.connection.client() as client:
-        ids = await client.upload_assets([*faces, *refs, *(kps or ())])
-        request = attrs.evolve(
-            settings.request,
-            face_image_assets_ids=ids[: len(faces)],
-            ref_image_assets_ids=ids[len(faces) : len(faces) + len(refs)],
-            face_kps_assets_ids=None if kps is None else ids[len(faces) + len(refs) :],
-        )
-        task_id = await client.submit_instant_id(request)
+        if isinstance(settings.request, InstantIDRequest):
+            task_id = await _instant_id_task(client, settings)
+        else:
+            task_id = await _image_task(client, settings)
         # Printed at once: if the wait is interrupted, `novita-async result` picks the task up.
-        _note(f"submitted task {task_id}")
+        _note(f"submitted task {task_id} ({settings.request.task})")
         done = await client.wait_for_task(
             task_id, on_progress=_progress_printer(not settings.plain)
         )
@@ -193,8 +220,22 @@ _MISSING = (
 )
 
 
-def format_status(status: RunStatus) -> str:
-    """The folder, then one row per kind of job, with what it means."""
+def task_counts(results: Path) -> dict[str, dict[str, int]]:
+    """The jobs of ``results.jsonl`` by task and status, if its lines name their tasks (a v3
+    job's line does; an InstantID job's says nothing: ``instant-id``); else empty."""
+    records = read_results(results)
+    if not any("task" in record for record in records):
+        return {}
+    counts: dict[str, Counter[str]] = {}
+    for record in records:
+        task = record.get("task", InstantIDRequest.task)
+        counts.setdefault(str(task), Counter())[str(record.get("status", "unknown"))] += 1
+    return {task: dict(sorted(by_status.items())) for task, by_status in counts.items()}
+
+
+def format_status(status: RunStatus, tasks: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """The folder, then one row per kind of job, with what it means, then (``tasks``) one row
+    per task type of results.jsonl."""
     lines = [f"{status.out_dir}: journal {status.journal_path}"]
     if not status.journal_found:
         lines.append(
@@ -221,6 +262,11 @@ def format_status(status: RunStatus) -> str:
         rows.append(("never submitted", status.never_submitted, "in the job file only"))
     for label, count, note in rows:
         lines.append(f"  {label:<21}{count or 0:>7}" + (f"  ({note})" if note else ""))
+    if tasks:
+        lines.append("  by task (results.jsonl):")
+        for task, by_status in tasks.items():
+            said = ", ".join(f"{count} {name}" for name, count in by_status.items())
+            lines.append(f"    {task:<19}{sum(by_status.values()):>7}  ({said})")
     ended = status.succeeded + status.failed
     if not status.in_use and status.results_listed not in (None, ended):
         lines.append(
@@ -267,10 +313,14 @@ async def status(settings: StatusSettings) -> int:
     found = await anyio.to_thread.run_sync(
         lambda: read_status(settings.out, settings.journal, job_ids=ids, verify=settings.verify)
     )
+    tasks = await anyio.to_thread.run_sync(task_counts, Path(settings.out) / RESULTS_NAME)
     if settings.json:
-        print(json.dumps(converter.unstructure(found), indent=2, ensure_ascii=False))
+        shown = converter.unstructure(found)
+        if tasks:
+            shown["tasks"] = tasks
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
     else:
-        print(format_status(found))
+        print(format_status(found, tasks))
     damaged = settings.verify and (found.images_missing or found.images_damaged)
     return ExitStatus.FAILED if found.damaged_lines or damaged else ExitStatus.OK
 

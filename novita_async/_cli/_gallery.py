@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .._files import write_atomically
+import attrs
+
+from .._files import looks_like_url, write_atomically
 from ..batch import JobStatus
 
 GALLERY_NAME = "index.html"
@@ -37,7 +39,19 @@ dd { margin: 0; word-break: break-all; }
 .error { color: #a11; white-space: pre-wrap; margin: .3rem 0 0; }
 .earlier { margin: 0 0 .3rem; font-weight: 600; color: #8a5a00; }
 .images.earlier-images img { opacity: .55; filter: grayscale(60%); }
+.inputs { display: flex; flex-wrap: wrap; gap: .3rem; margin: .3rem 0; }
+.inputs figure { margin: 0; max-width: calc(50% - .15rem); font-size: .8rem; color: #555; }
+.inputs img { width: 100%; height: auto; border-radius: 4px; background: #eee; }
 """
+
+
+@attrs.frozen
+class CardInputs:
+    """What a v3 job's card shows besides its results: its ``task``, and its input images as
+    ``(name, as the job file gives it, link or None)``: a path relative to OUT, or the URL."""
+
+    task: str
+    images: tuple[tuple[str, str, str | None], ...] = ()
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -57,7 +71,31 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return list(records.values())
 
 
-def _card(record: Mapping[str, Any], prompt: str | None) -> str:
+def _inputs_html(inputs: CardInputs | None, job_id: str) -> str:
+    """The input images, a file shown small and linked, a URL only linked: the page loads
+    nothing from outside."""
+    esc = html.escape
+    if inputs is None or not inputs.images:
+        return ""
+    items = []
+    for name, given, link in inputs.images:
+        if link is None:
+            items.append(f"<figure><figcaption>{esc(name)}: {esc(given)}</figcaption></figure>")
+        elif scheme := looks_like_url(link):
+            target = esc(given)
+            if scheme in ("http", "https"):  # never a javascript: or data: link
+                target = f'<a href="{esc(link)}" rel="noreferrer">{target}</a>'
+            items.append(f"<figure><figcaption>{esc(name)}: {target}</figcaption></figure>")
+        else:
+            href = esc(quote(Path(link).as_posix()))
+            items.append(
+                f'<figure><a href="{href}"><img src="{href}" loading="lazy" '
+                f'alt="{esc(job_id)} {esc(name)}"></a><figcaption>{esc(name)}</figcaption></figure>'
+            )
+    return f'<div class="inputs">{"".join(items)}</div>'
+
+
+def _card(record: Mapping[str, Any], prompt: str | None, inputs: CardInputs | None = None) -> str:
     esc = html.escape
     job_id = str(record.get("id", ""))
     status = str(record.get("status", "unknown"))
@@ -68,6 +106,9 @@ def _card(record: Mapping[str, Any], prompt: str | None) -> str:
         for n, f in enumerate(files)
     )
     facts = [("status", status)]
+    task = inputs.task if inputs is not None else record.get("task")
+    if isinstance(task, str) and task != "instant-id":
+        facts.insert(0, ("task", task))
     for key, label in (("seed", "seed"), ("task_id", "task id")):
         if record.get(key) is not None:
             facts.append((label, str(record[key])))
@@ -95,7 +136,7 @@ def _card(record: Mapping[str, Any], prompt: str | None) -> str:
     return (
         f'<article class="card {esc(status)}" id="job-{esc(quote(job_id, safe=""))}">'
         f'{earlier_html}<div class="{kind}">{images}</div><h2>{esc(job_id)}</h2>{prompt_html}'
-        f"<dl>{details}</dl>{error_html}</article>"
+        f"{_inputs_html(inputs, job_id)}<dl>{details}</dl>{error_html}</article>"
     )
 
 
@@ -104,8 +145,10 @@ def render_gallery(
     prompts: Mapping[str, str] | None = None,
     *,
     title: str = "novita-async results",
+    inputs: Mapping[str, CardInputs] | None = None,
 ) -> str:
-    """The page for ``records`` (``results.jsonl`` lines); ``prompts`` maps job id to prompt.
+    """The page for ``records`` (``results.jsonl`` lines); ``prompts`` maps job id to prompt,
+    ``inputs`` a v3 job's id to its task and input images.
 
     Cards follow the order of ``prompts`` (the job file's order) when given, then any other record.
     """
@@ -114,7 +157,8 @@ def render_gallery(
     order = [i for i in prompts if i in by_id] + [i for i in by_id if i not in prompts]
     ok = sum(1 for r in by_id.values() if r.get("status") == JobStatus.SUCCEEDED)
     images = sum(len(r.get("files") or ()) for r in by_id.values())
-    cards = "\n".join(_card(by_id[i], prompts.get(i)) for i in order)
+    inputs = inputs or {}
+    cards = "\n".join(_card(by_id[i], prompts.get(i), inputs.get(i)) for i in order)
     summary = f"{len(by_id)} jobs: {ok} succeeded, {len(by_id) - ok} failed; {images} images"
     return (
         "<!DOCTYPE html>\n"
@@ -128,11 +172,18 @@ def render_gallery(
 
 
 def write_gallery(
-    out_dir: Path, prompts: Mapping[str, str] | None = None, *, title: str | None = None
+    out_dir: Path,
+    prompts: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    inputs: Mapping[str, CardInputs] | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` from ``out_dir/results.jsonl`` (atomically); return its path."""
     page = render_gallery(
-        read_results(out_dir / "results.jsonl"), prompts, title=title or f"{out_dir.name} results"
+        read_results(out_dir / "results.jsonl"),
+        prompts,
+        title=title or f"{out_dir.name} results",
+        inputs=inputs,
     )
     target = out_dir / GALLERY_NAME
     write_atomically(target, [page.encode("utf-8")], fsync=False)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -27,16 +30,17 @@ import attrs
 from .. import (
     ConfigurationError,
     ExitStatus,
+    InstantIDRequest,
     LocalIOError,
     NovitaError,
     RunStoppedError,
     StorageError,
     ValidationError,
 )
-from .._config import scrub
+from .._config import ENV_API_KEY, scrub
 from .._converter import converter
 from .._failures import run_exit_status
-from .._files import write_atomically
+from .._files import looks_like_url, write_atomically
 from ..batch import (
     JOURNAL_NAME,
     RESULTS_NAME,
@@ -54,13 +58,16 @@ from ..batch import (
 )
 from ._display import (
     BatchProgress,
+    describe_error,
     format_summary,
     plural,
     printable,
     printable_lines,
 )
-from ._gallery import write_gallery
+from ._gallery import CardInputs, write_gallery
 from ._settings import ReportTo, RunSettings
+
+INSTANT_ID = InstantIDRequest.task
 
 
 async def run(settings: RunSettings) -> int:
@@ -69,6 +76,9 @@ async def run(settings: RunSettings) -> int:
     if not await anyio.Path(settings.jobs).is_file():
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
     await anyio.to_thread.run_sync(_check_places, settings, destination)
+    if settings.task_defaults.refused:  # a flag's value some task refuses: has the file one?
+        tasks = await anyio.to_thread.run_sync(_tasks_in, settings.jobs)
+        settings.task_defaults.check(tasks, str(settings.jobs))
     if settings.dry_run:
         return await _dry_run(settings, destination)
     if (ray := settings.ray) is None:
@@ -121,7 +131,12 @@ async def run(settings: RunSettings) -> int:
         if (shard := settings.options.shard) is not None:
             # One shard run by hand: OUT's results gather every shard's, as they stand.
             await destination.merge_shard_results(shard.count)
-        results, gallery = await _publish_gallery(destination, prompts, progress)
+        try:
+            inputs = await gallery_inputs(settings.jobs, destination)
+        except OSError as exc:  # the job file gone meanwhile: cards without their inputs
+            progress.note(f"the gallery shows no input images: {exc}")
+            inputs = {}
+        results, gallery = await _publish_gallery(destination, prompts, progress, inputs)
     return report_end(end, results, gallery, settings.report)
 
 
@@ -154,7 +169,9 @@ async def job_lines(
 ) -> AsyncIterator[Job | InvalidJob]:
     """The job file's jobs, inputs named by URL fetched into ``cache_dir`` (``note``: told of
     each invalid line; ``read[0]``: counts the lines the run took)."""
-    jobs = read_jobs(settings.jobs, defaults=settings.request_defaults, cache_dir=cache_dir)
+    jobs = read_jobs(
+        settings.jobs, task_defaults=settings.task_defaults.fields, cache_dir=cache_dir
+    )
     async for job in jobs:
         if read is not None:
             read[0] += 1
@@ -167,6 +184,54 @@ async def job_lines(
         else:
             prompts[job.id] = getattr(job.request, "prompt", "")
         yield job
+
+
+def _job_objects(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each job-file line that is a JSON object: its task, its id (as a run names them: the
+    line's number if it has none) and the object, the request unread (the run reads it; these
+    are for what comes around it). Blocking, a line at a time."""
+    with open(path, "rb") as source:
+        for number, raw in enumerate(source, 1):
+            text = raw.decode("utf-8", "replace").removeprefix("\ufeff")
+            try:
+                line = json.loads(text) if text.strip() else None
+            except ValueError:
+                continue
+            if isinstance(line, dict) and isinstance(task := line.get("task", INSTANT_ID), str):
+                job_id = line.get("id")
+                yield task, job_id if isinstance(job_id, str) else str(number), line
+
+
+def _tasks_in(path: Path) -> Counter[str]:
+    """The job file's lines by task."""
+    return Counter(task for task, _, _ in _job_objects(path))
+
+
+def _gallery_inputs(jobs: Path, out: Path, local: bool) -> dict[str, CardInputs]:
+    found: dict[str, CardInputs] = {}
+    for task, job_id, line in _job_objects(jobs):
+        if task == INSTANT_ID:
+            continue
+        links: list[tuple[str, str, str | None]] = []
+        for name in ("image", "mask_image"):
+            if not isinstance(source := line.get(name), str) or not source:
+                continue
+            if looks_like_url(source):
+                links.append((name, source, source))
+            elif local:  # a relative path is the job file's
+                links.append((name, source, os.path.relpath(jobs.parent / source, out)))
+            else:
+                links.append((name, source, None))
+        found[job_id] = CardInputs(task, tuple(links))
+    return found
+
+
+async def gallery_inputs(jobs: Path, destination: Output) -> dict[str, CardInputs]:
+    """The task and input images (``image``, ``mask_image``) of each v3 job of the job file, for
+    its card: a file linked relative to OUT (of a local run only: a store's page is elsewhere),
+    a URL as a link."""
+    local = not looks_like_url(destination.url)
+    return await anyio.to_thread.run_sync(_gallery_inputs, jobs, destination.local_dir, local)
 
 
 def _wrong_kind(path: Path) -> str | None:
@@ -205,24 +270,33 @@ def _check_places(settings: RunSettings, destination: Output) -> None:
 
 
 async def write_gallery_if_possible(
-    out: Path, prompts: Mapping[str, str], progress: BatchProgress, title: str | None = None
+    out: Path,
+    prompts: Mapping[str, str],
+    progress: BatchProgress,
+    title: str | None = None,
+    inputs: Mapping[str, CardInputs] | None = None,
 ) -> Path | None:
     """``index.html``, or a note and None if this machine refuses it: a full disk must not hide
     the run's own account of what happened."""
     try:
-        return await anyio.to_thread.run_sync(lambda: write_gallery(out, prompts, title=title))
+        return await anyio.to_thread.run_sync(
+            lambda: write_gallery(out, prompts, title=title, inputs=inputs)
+        )
     except (OSError, LocalIOError) as exc:
         progress.note(f"the gallery could not be written: {exc}")
         return None
 
 
 async def _publish_gallery(
-    destination: Output, prompts: Mapping[str, str], progress: BatchProgress
+    destination: Output,
+    prompts: Mapping[str, str],
+    progress: BatchProgress,
+    inputs: Mapping[str, CardInputs],
 ) -> tuple[str, str | None]:
     """Where the results and the gallery are (for a store, written in staging and uploaded
     beside the images: its links are relative)."""
     title = f"{destination.url.rpartition('/')[2]} results"
-    page = await write_gallery_if_possible(destination.local_dir, prompts, progress, title)
+    page = await write_gallery_if_possible(destination.local_dir, prompts, progress, title, inputs)
     gallery: str | None = None
     if page is not None:
         try:
@@ -331,14 +405,36 @@ async def _dry_run(settings: RunSettings, destination: Output) -> int:
         lines = job_lines(settings, Path(cache), {}, None)
         assets_url = settings.connection.assets_url
         plan = await dry_run(lines, out, settings.options, stored=stored, assets_url=assets_url)
+    balance, failure = await _balance(settings)
+    if failure is not None:  # the dry run's answer stands without it
+        print(printable(f"warning: the account's balance could not be read: {failure}"),
+              file=sys.stderr)  # fmt: skip
     if settings.report.stdout:
-        print(json.dumps(converter.unstructure(plan), indent=2))
+        report = converter.unstructure(plan)
+        if balance is not None:
+            report["balance_usd"] = balance
+        elif failure is not None:
+            report["balance_error"] = failure
+        print(json.dumps(report, indent=2))
     else:
-        print(format_dry_run(plan, settings.options.rate))
+        print(format_dry_run(plan, settings.options.rate, balance))
     return ExitStatus.OK if plan.ok else ExitStatus.FAILED
 
 
-def format_dry_run(plan: DryRun, rate: float | None) -> str:
+async def _balance(settings: RunSettings) -> tuple[float | None, str | None]:
+    """The account's balance in dollars with a key (``GET /v3/user``, nothing paid), or why it
+    could not be read; nothing without a key (a dry run needs none)."""
+    if not (settings.connection.api_key or os.environ.get(ENV_API_KEY)):
+        return None, None
+    try:
+        async with settings.connection.client() as client:
+            return await client.balance(), None
+    except Exception as exc:  # any failure: a warning, the dry run's counts stand
+        message, _ = describe_error(exc)
+        return None, scrub(message, *settings.secrets)
+
+
+def format_dry_run(plan: DryRun, rate: float | None, balance: float | None = None) -> str:
     lines = [
         "dry run: nothing was sent",
         f"{plan.jobs} jobs: {plan.done} already done, {plan.failed} failed earlier (left alone; "
@@ -353,6 +449,17 @@ def format_dry_run(plan: DryRun, rate: float | None) -> str:
         f"{plan.to_submit} tasks and {plan.images} images would be paid for; "
         f"{plan.uploads} distinct files would be uploaded",
     ]
+    if plan.tasks_by_type:
+        lines.append(
+            "by task: "
+            + ", ".join(
+                f"{task} {plural(count, 'task', 'tasks')} "
+                f"({plural(plan.images_by_type.get(task, 0), 'image', 'images')})"
+                for task, count in plan.tasks_by_type.items()
+            )
+        )
+    if balance is not None:
+        lines.append(f"account balance: ${balance:,.4f} (GET /v3/user; nothing was paid)")
     if plan.seconds is not None:
         lines.append(f"at --rate {rate:g}: about {plan.seconds:.1f}s of submissions")
     if plan.problems:

@@ -3,12 +3,15 @@
 Argparse only converts each flag's text; the settings check the whole (a rule between two flags
 sees both) and a refusal names the flags as typed, with exit status 2. Request flags are named
 after the API's fields and have no defaults of their own (left out: the line's value, else the
-model's); ``run``'s batch flags are :class:`BatchOptions`' fields, help and defaults included.
+model's); each is a default only for the tasks whose request types have its field
+(:class:`TaskDefaults`), and checked against each of them. ``run``'s batch flags are
+:class:`BatchOptions`' fields, help and defaults included.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import typing
@@ -30,6 +33,7 @@ from .. import (
 )
 from .._config import ENV_API_KEY
 from .._files import looks_like_url
+from .._models import TASK_NAMES, TASKS, ImageTaskRequest, TaskRequest, UpscaleRequest
 from ..batch import BatchOptions, Shard, is_run_output
 
 
@@ -128,7 +132,8 @@ class RunSettings(_Settings):
     jobs: Path = attrs.field(converter=Path)
     out: str  # a folder, or an object-store URL (opened when the run starts)
     options: BatchOptions = attrs.field(factory=BatchOptions)
-    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)  # API-named, for every line
+    request_defaults: Mapping[str, Any] = attrs.field(factory=dict)  # API-named, as given
+    task_defaults: TaskDefaults = attrs.field(factory=lambda: TaskDefaults())  # per task
     plain: bool = False
     dry_run: bool = False
     report: ReportTo = attrs.field(factory=ReportTo)
@@ -151,12 +156,36 @@ class RunSettings(_Settings):
 
 @attrs.frozen(kw_only=True)
 class GenerateSettings(_Settings):
-    request: InstantIDRequest
-    faces: tuple[Path, ...] = attrs.field(converter=_paths)
-    refs: tuple[Path, ...] = attrs.field(converter=_paths)
+    """One task: InstantID's ``faces`` and ``refs`` (uploaded), or a v3 task's ``image`` and
+    ``mask_image`` (a path or URL each, sent inline), as ``request``'s task takes."""
+
+    request: TaskRequest
+    faces: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
+    refs: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
     face_kps: tuple[Path, ...] | None = attrs.field(default=None, converter=_some_paths)
+    image: str | None = None
+    mask_image: str | None = None
     out: Path = attrs.field(default=Path("."), converter=Path)
     plain: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        task = self.request.task
+        given = {"--face": self.faces, "--ref": self.refs, "--face-kps": self.face_kps,
+                 "--image": self.image, "--mask-image": self.mask_image}  # fmt: skip
+        if isinstance(self.request, InstantIDRequest):
+            required: tuple[str, ...] = ("--face", "--ref")
+            allowed = {*required, "--face-kps"}
+        else:
+            inputs = self.request.input_names()
+            named = (("--image", "image"), ("--mask-image", "mask_image"))
+            required = tuple(flag for flag, name in named if name in inputs)
+            allowed = set(required)
+        for flag in required:
+            if not given[flag]:
+                raise UsageError(f"argument {flag}: required by --task {task}")
+        for flag, value in given.items():
+            if value and flag not in allowed:
+                raise UsageError(f"argument {flag}: not an input of --task {task}")
 
 
 @attrs.frozen(kw_only=True)
@@ -261,9 +290,38 @@ def _unit(shape: str) -> Callable[[str], dict[str, Any]]:
     return parse
 
 
+# Every request type a job line (its "task") or `generate --task` may name, by its task's name.
+REQUEST_TYPES: Mapping[str, type[InstantIDRequest] | type[ImageTaskRequest]] = {
+    InstantIDRequest.task: InstantIDRequest,
+    **TASKS,
+}
+_CHECKPOINTS = tuple(task for task in REQUEST_TYPES if task != UpscaleRequest.task)
+
+
+def _fields(task: str) -> dict[str, attrs.Attribute[Any]]:
+    kind: Any = REQUEST_TYPES[task]  # every request type is an attrs class
+    return attrs.fields_dict(kind)
+
+
+def _tasks_with(field: str, only: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The tasks whose requests have ``field`` (of ``only``, if given)."""
+    return tuple(
+        task for task in REQUEST_TYPES if field in _fields(task) and (only is None or task in only)
+    )
+
+
+def _for_tasks(tasks: tuple[str, ...]) -> str:
+    if len(tasks) == len(REQUEST_TYPES):
+        return ""
+    if tasks == _CHECKPOINTS:
+        return f" [not {UpscaleRequest.task}]"
+    return f" [{', '.join(tasks)}]"
+
+
 @attrs.frozen
 class RequestFlag:
-    """One command-line flag that sets one request field (``path`` inside the JSON body)."""
+    """One command-line flag that sets one request field (``path`` inside the JSON body), a
+    default for the tasks whose requests have that field (``tasks``)."""
 
     flag: str
     path: tuple[str, ...]
@@ -271,52 +329,109 @@ class RequestFlag:
     help: str
     metavar: str | None = None
     repeatable: bool = False
+    only: tuple[str, ...] | None = None
+    """The tasks it is for, where fewer than those with the field (``--model``, a checkpoint, is
+    not for upscale, whose model is an upscaler: ``--upscale-model``)."""
 
     @property
     def dest(self) -> str:
         return "req_" + self.flag.lstrip("-").replace("-", "_")
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return _tasks_with(self.path[0], self.only)
 
-def _default(name: str) -> str:
-    default = attrs.fields_dict(InstantIDRequest)[name].default
-    return f" (default: {default})" if default is not None else ""
+
+def _grouped(values: Mapping[str, object]) -> str:
+    """``{task: value}`` said once per value: ``1024 for instant-id; 512 for txt2img, img2img``
+    (just ``1024`` when every task has it)."""
+    by_value: dict[str, list[str]] = {}
+    for task, value in values.items():
+        by_value.setdefault(str(value), []).append(task)
+    if len(by_value) == 1:
+        return next(iter(by_value))
+    return "; ".join(f"{value} for {', '.join(tasks)}" for value, tasks in by_value.items())
 
 
-def _numeric(flag: str, path: str, what: str = "") -> RequestFlag:
+def _default(name: str, tasks: tuple[str, ...]) -> str:
+    defaults = {
+        task: field.default
+        for task in tasks
+        if (field := _fields(task)[name]).default not in (None, attrs.NOTHING)
+    }
+    return f" (default: {_grouped(defaults)})" if defaults else ""
+
+
+def _range(task: str, name: str) -> tuple[_spec.Range, bool]:
+    table = _spec.NUMERIC_FIELDS if task == InstantIDRequest.task else _spec.V3_NUMERIC_FIELDS
+    return table[name]
+
+
+def _numeric(
+    flag: str, path: str, what: str = "", only: tuple[str, ...] | None = None
+) -> RequestFlag:
     name = path.rpartition(".")[2]
-    allowed, integer = _spec.NUMERIC_FIELDS[name]
-    default = _default(name) if name == path else ""
-    text = f"{what}{', ' if what else ''}in {allowed}{default}"
-    return RequestFlag(flag, tuple(path.split(".")), int if integer else float, text)
+    tasks = _tasks_with(path.partition(".")[0], only)
+    ranges = {task: _range(task, name) for task in tasks}
+    integer = all(integer for _, integer in ranges.values())
+    default = _default(name, tasks) if name == path else ""
+    allowed = _grouped({task: allowed for task, (allowed, _) in ranges.items()})
+    text = f"{what}{', ' if what else ''}in {allowed}{default}{_for_tasks(tasks)}"
+    return RequestFlag(flag, tuple(path.split(".")), int if integer else float, text, only=only)
 
 
-def _choice(flag: str, path: str, choices: tuple[str, ...], default: str) -> RequestFlag:
-    return RequestFlag(flag, tuple(path.split(".")), str, f"one of: {', '.join(choices)}{default}")
+def _choice(
+    flag: str, path: str, choices: tuple[str, ...], only: tuple[str, ...] | None = None
+) -> RequestFlag:
+    tasks = _tasks_with(path.partition(".")[0], only)
+    default = _default(path, tasks) if "." not in path else " (default: png)"
+    text = f"one of: {', '.join(choices)}{default}{_for_tasks(tasks)}"
+    return RequestFlag(flag, tuple(path.split(".")), str, text, only=only)
 
+
+def _text(flag: str, path: str, text: str, only: tuple[str, ...] | None = None) -> RequestFlag:
+    tasks = _tasks_with(path.partition(".")[0], only)
+    return RequestFlag(flag, tuple(path.split(".")), str, text + _for_tasks(tasks), only=only)
+
+
+_SAMPLING = _tasks_with("sampler_name")
 
 REQUEST_FLAGS: tuple[RequestFlag, ...] = (
-    RequestFlag("--prompt", ("prompt",), str, "what to generate, 1 to 1024 characters"),
-    RequestFlag("--negative-prompt", ("negative_prompt",), str, "what to keep out of the image"),
-    RequestFlag("--model", ("model_name",), str,
-                "an SDXL checkpoint's sd_name" + _default("model_name")),
+    _text("--prompt", "prompt", "what to generate, 1 to 1024 characters"),
+    _text("--negative-prompt", "negative_prompt", "what to keep out of the image"),
+    _text("--model", "model_name", "a checkpoint's sd_name (instant-id's default: "
+          f"{_spec.RECOMMENDED_MODEL}; the other tasks need one)", _CHECKPOINTS),
+    _choice("--upscale-model", "model_name", _spec.UPSCALE_MODELS, (UpscaleRequest.task,)),
     _numeric("--width", "width", "pixels"),
     _numeric("--height", "height", "pixels"),
     _numeric("--image-num", "image_num", "images per task"),
     _numeric("--steps", "steps", "denoising steps"),
     _numeric("--guidance-scale", "guidance_scale"),
-    _choice("--sampler", "sampler_name", _spec.SAMPLERS, _default("sampler_name")),
+    # Open for the v3 tasks (the SD3 guide's FlowMatchEuler is not in the documented list).
+    _text("--sampler", "sampler_name", f"one of: {', '.join(_spec.SAMPLERS)}"
+          f"{_default('sampler_name', _SAMPLING)}; the v3 tasks also send any other name, with "
+          "a warning"),
     _numeric("--seed", "seed", "random when -1 (the service's default)"),
+    _numeric("--strength", "strength", "how far from the input image; 1 all but ignores it"),
+    _numeric("--mask-blur", "mask_blur", "pixels of blur at the mask's edge"),
+    RequestFlag("--scale-factor", ("scale_factor",), float,
+                f"how many times larger, greater than {_spec.SCALE_FACTOR_MIN_EXCLUSIVE:g} and at "
+                f"most {_spec.SCALE_FACTOR_MAX:g}" + _default("scale_factor", ("upscale",))
+                + _for_tasks(("upscale",))),
+    _text("--sd-vae", "sd_vae", "a VAE's sd_name"),
     _numeric("--id-strength", "id_strength", "identity fidelity"),
     _numeric("--adapter-strength", "adapter_strength", "detail"),
     _numeric("--clip-skip", "clip_skip"),
     _numeric("--control-guidance-start", "control_guidance_start"),
     _numeric("--control-guidance-end", "control_guidance_end"),
     RequestFlag("--lora", ("loras",), _unit("NAME:STRENGTH"),
-                f"a LoRA, repeatable up to {_spec.MAX_LORAS} times",
-                "NAME:STRENGTH", repeatable=True),
+                f"a LoRA, repeatable up to {_spec.MAX_LORAS} times (v3 tasks: strength in [0, 1])"
+                + _for_tasks(_tasks_with("loras")), "NAME:STRENGTH", repeatable=True),
+    # A v3 unit needs an image of its own, which only a job line can give.
     RequestFlag("--controlnet", ("controlnet", "units"), _unit("MODEL:STRENGTH:PREPROCESSOR"),
-                "a ControlNet unit, repeatable", "MODEL:STRENGTH:PREPROCESSOR", repeatable=True),
-    _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES, " (default: png)"),
+                "a ControlNet unit, repeatable" + _for_tasks((InstantIDRequest.task,)),
+                "MODEL:STRENGTH:PREPROCESSOR", repeatable=True, only=(InstantIDRequest.task,)),
+    _choice("--image-type", "extra.response_image_type", _spec.IMAGE_TYPES),
     RequestFlag("--nsfw-detection", ("extra", "enable_nsfw_detection"), None,
                 "ask the service to check images for NSFW content"),
     _numeric("--nsfw-detection-level", "extra.nsfw_detection_level", "0 is strictest"),
@@ -325,10 +440,11 @@ REQUEST_FLAGS: tuple[RequestFlag, ...] = (
 )  # fmt: skip
 
 
-def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
+def _add_request_flags(parser: argparse.ArgumentParser, *, generate: bool) -> None:
     group = parser.add_argument_group(
         "request fields",
-        "named after the API's fields" + ("" if prompt_required else "; defaults for job lines"),
+        "named after the API's fields; [tasks]: a flag only for those tasks"
+        + ("" if generate else "; defaults for the job lines of those tasks"),
     )
     for spec in REQUEST_FLAGS:
         kind: dict[str, Any] = {"action": argparse.BooleanOptionalAction}
@@ -337,16 +453,17 @@ def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool
                 "type": spec.type,
                 "metavar": spec.metavar or METAVARS.get(spec.type, "TEXT"),
                 "action": "append" if spec.repeatable else "store",
-                "required": prompt_required and spec.flag == "--prompt",
             }
         group.add_argument(spec.flag, dest=spec.dest, default=None, help=spec.help, **kind)
 
 
-def _request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The request fields the flags set, nested and API-named."""
+def _request_fields(
+    values: Mapping[str, Any], task: str | None = None, flags: Iterable[RequestFlag] = REQUEST_FLAGS
+) -> dict[str, Any]:
+    """The request fields the flags set, nested and API-named: for ``task``, those of its flags."""
     fields: dict[str, Any] = {}
-    for spec in REQUEST_FLAGS:
-        if (value := values.get(spec.dest)) is None:
+    for spec in flags:
+        if (value := values.get(spec.dest)) is None or (task and task not in spec.tasks):
             continue
         target = fields
         for key in spec.path[:-1]:
@@ -355,21 +472,106 @@ def _request_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _flag_for(field: str) -> str | None:
+def _flag_for(field: str, task: str) -> RequestFlag | None:
     path = tuple(re.sub(r"\[\d+\]", "", field).split("."))
     for spec in REQUEST_FLAGS:
-        if path[: len(spec.path)] == spec.path or spec.path[: len(path)] == path:
-            return spec.flag
+        if task in spec.tasks and (
+            path[: len(spec.path)] == spec.path or spec.path[: len(path)] == path
+        ):
+            return spec
     return None
 
 
-def _request(fields: Mapping[str, Any]) -> InstantIDRequest:
-    """The request ``fields`` make, or :class:`UsageError` naming the flag of the refused one."""
+class _Quiet(logging.Filter):
+    """Drops the model's warnings while the flags are tried on stand-in requests (an unlisted
+    sampler would be warned about once per task and flag); the job lines still warn."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def _built(task: str, fields: Mapping[str, Any]) -> TaskRequest:
+    """The ``task`` request of ``fields``, or :class:`ValidationError` naming the flag, not the
+    field, of the refused value; the fields a request requires and no flag gave are stand-ins."""
+    kind = REQUEST_TYPES[task]
+    required = {"prompt": "a prompt", "model_name": _spec.UPSCALE_MODELS[0]}
+    names = _fields(task)
+    stand_ins = {
+        name: value
+        for name, value in required.items()
+        if name in names and name not in fields and names[name].default is attrs.NOTHING
+    }
     try:
-        return InstantIDRequest.from_dict(fields)
+        return kind.from_dict({**stand_ins, **fields})
     except ValidationError as exc:
-        flag = _flag_for(exc.field) or exc.field
-        raise UsageError(f"argument {flag}: {exc.value!r} is not allowed: {exc.allowed}") from None
+        flag = _flag_for(exc.field, task)
+        raise ValidationError(flag.flag if flag else exc.field, exc.value, exc.allowed) from None
+
+
+def _request(task: str, fields: Mapping[str, Any]) -> TaskRequest:
+    """``generate``'s request: the flags' fields alone, required ones included (a missing one is
+    refused, naming its flag)."""
+    try:
+        return REQUEST_TYPES[task].from_dict(fields)
+    except ValidationError as exc:
+        flag = _flag_for(exc.field, task)
+        raise UsageError(
+            f"argument {flag.flag if flag else exc.field}: {exc.value!r} is not allowed: "
+            f"{exc.allowed}" + (f" (--task {task})" if task != InstantIDRequest.task else "")
+        ) from None
+
+
+@attrs.frozen
+class TaskDefaults:
+    """The request flags of ``run`` per task: ``fields`` the defaults of each task's job lines
+    (a flag only for the tasks whose requests have its field), ``refused`` the tasks for which a
+    flag's value is not allowed (by flag, value and what is): a job file with a line of such a
+    task is refused before anything is sent. A value no task allows is refused at once."""
+
+    fields: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    refused: Mapping[str, ValidationError] = attrs.field(factory=dict)
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> TaskDefaults:
+        given = [spec for spec in REQUEST_FLAGS if values.get(spec.dest) is not None]
+        quiet = _Quiet()
+        models = logging.getLogger("novita_async")
+        models.addFilter(quiet)
+        try:
+            for spec in given:  # each flag alone: one no task allows is a usage error now
+                refusals: list[ValidationError] = []
+                for task in spec.tasks:
+                    try:
+                        _built(task, _request_fields(values, task, (spec,)))
+                    except ValidationError as exc:
+                        refusals.append(exc)
+                if refusals and len(refusals) == len(spec.tasks):
+                    first = refusals[0]
+                    raise UsageError(
+                        f"argument {first.field}: {first.value!r} is not allowed: {first.allowed}"
+                    )
+            fields = {task: _request_fields(values, task, given) for task in REQUEST_TYPES}
+            refused: dict[str, ValidationError] = {}
+            for task, some in fields.items():
+                try:
+                    _built(task, some)
+                except ValidationError as exc:
+                    refused[task] = exc
+        finally:
+            models.removeFilter(quiet)
+        return cls({task: some for task, some in fields.items() if some}, refused)
+
+    def check(self, tasks: Mapping[str, int], where: str) -> None:
+        """Refuse the flags' defaults if a task of the job file (``tasks``: its lines by task)
+        does not allow one of them."""
+        for task, count in tasks.items():
+            if (exc := self.refused.get(task)) is not None:
+                lines = "line" if count == 1 else "lines"
+                raise ValidationError(
+                    f"argument {exc.field}",
+                    exc.value,
+                    f"{exc.allowed}, for {task} requests ({count} {lines} of {where})",
+                )
 
 
 # --- batch flags ----------------------------------------------------------------------------------
@@ -527,6 +729,20 @@ them, each reported as SUBMIT_OUTCOME_UNKNOWN (a task may exist and be billed).
 """
 
 
+GENERATE_EPILOG = """\
+examples:
+  novita-async generate --face me.png --ref scene.png --prompt "a portrait, golden hour"
+  novita-async generate --task txt2img --model sd_xl_base_1.0.safetensors \\
+      --prompt "a lighthouse at dusk" --width 768 --height 512
+  novita-async generate --task img2img --model sd_xl_base_1.0.safetensors \\
+      --prompt "an oil painting" --image photo.png --strength 0.6
+  novita-async generate --task inpainting --model sd_xl_base_1.0.safetensors \\
+      --prompt "a red hat" --image photo.png --mask-image mask.png --mask-blur 4
+  novita-async generate --task upscale --upscale-model RealESRNet_x4plus \\
+      --image photo.png --scale-factor 2
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not the whole usage block: the request flags alone fill a screen.
@@ -558,7 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="novita-async",
-        description="Novita AI InstantID from the command line: one task, or thousands, resumable.",
+        description="Novita AI's image tasks (InstantID, txt2img, img2img, inpainting, upscale) "
+        "from the command line: one task, or thousands, resumable.",
     )
     # Its own dest: a subcommand's `--debug` default would otherwise overwrite this one.
     parser.add_argument(
@@ -599,26 +816,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download_timeout(run)
     _add_batch_flags(run)
     _add_ray_flags(run)
-    _add_request_flags(run, prompt_required=False)
+    _add_request_flags(run, generate=False)
 
     generate = command(
         "generate",
         GenerateSettings,
-        "one task end to end: upload, submit, wait, download",
+        "one task end to end: submit (InstantID: after uploading its images), wait, download",
         connection,
+        epilog=GENERATE_EPILOG,
     )
-    generate.add_argument("--face", action="append", required=True, metavar="FILE", dest="faces",
-                          help="face image, repeatable")  # fmt: skip
-    generate.add_argument("--ref", action="append", required=True, metavar="FILE", dest="refs",
-                          help="reference image, repeatable")  # fmt: skip
-    generate.add_argument("--face-kps", action="append", default=None, metavar="FILE",
-                          help="face keypoints image, one per --face")  # fmt: skip
+    inputs = generate.add_argument_group("the task and its input images")
+    inputs.add_argument("--task", choices=TASK_NAMES, default=InstantIDRequest.task,
+                        help=f"the task (default: {InstantIDRequest.task})")  # fmt: skip
+    inputs.add_argument("--face", action="append", default=[], metavar="FILE", dest="faces",
+                        help="face image, repeatable [instant-id: required]")  # fmt: skip
+    inputs.add_argument("--ref", action="append", default=[], metavar="FILE", dest="refs",
+                        help="reference image, repeatable [instant-id: required]")  # fmt: skip
+    inputs.add_argument("--face-kps", action="append", default=None, metavar="FILE",
+                        help="face keypoints image, one per --face [instant-id]")  # fmt: skip
+    inputs.add_argument("--image", default=None, metavar="FILE|URL",
+                        help="the input image [img2img, inpainting, upscale: required]",
+                        )  # fmt: skip
+    inputs.add_argument("--mask-image", default=None, metavar="FILE|URL",
+                        help="the mask of what to repaint, of --image's size "
+                        "[inpainting: required]")  # fmt: skip
     generate.add_argument("--out", default=".", metavar="DIR", help="where images go (default: .)")
     generate.add_argument(
         "--no-progress", action="store_true", dest="plain", help="no progress line"
     )
     _add_download_timeout(generate)
-    _add_request_flags(generate, prompt_required=True)
+    _add_request_flags(generate, generate=True)
 
     upload = command(
         "upload", UploadSettings, "upload images; prints one asset id per file", connection
@@ -693,16 +920,22 @@ def _settings(values: Mapping[str, Any], argv: Sequence[str]) -> Command:
     )
     match values["command"]:
         case "run":
-            fields = _request_fields(values)
-            _request({"prompt": "placeholder", **fields})  # the flags checked, lines aside
             given.update(
                 options=_options(values),
-                request_defaults=fields,
+                request_defaults=_request_fields(values),
+                task_defaults=TaskDefaults.of(values),  # the flags checked, lines aside
                 report=ReportTo(values["summary_json"], values["json"], connection.secrets),
                 ray=_ray(values),
             )
         case "generate":
-            given["request"] = _request(_request_fields(values))
+            task = values["task"]
+            for spec in REQUEST_FLAGS:
+                if values.get(spec.dest) is not None and task not in spec.tasks:
+                    raise UsageError(
+                        f"argument {spec.flag}: not a field of --task {task} "
+                        f"(it is for: {', '.join(spec.tasks)})"
+                    )
+            given["request"] = _request(task, _request_fields(values, task))
         case "emulator":
             # The emulator parses its own options; --debug is ours (and changes nothing there).
             rest = argv[list(argv).index("emulator") + 1 :]

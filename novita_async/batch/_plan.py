@@ -136,7 +136,8 @@ class Planner:
         return Plan(Action.INVALID, job, prior, error=input_error)
 
     def _check_not_outputs(self, job: Job) -> None:
-        for source in (*job.face_images, *job.ref_images, *(job.face_kps_images or ())):
+        sources = (*job.face_images, *job.ref_images, *(job.face_kps_images or ()))
+        for source in (*sources, *job.inputs.values()):
             if not isinstance(source, bytes) and is_run_output(source, self._out_dir):
                 raise JobInputError(
                     "INPUT_IS_OUTPUT",
@@ -220,6 +221,10 @@ class DryRun:
     """Jobs whose line changed since their task was paid for: reported, not sent."""
     images: int = 0
     """Images the new tasks would make."""
+    tasks_by_type: Mapping[str, int] = attrs.field(factory=dict)
+    """The new tasks by task type (``instant-id``, ``txt2img``, ...), in the order first met."""
+    images_by_type: Mapping[str, int] = attrs.field(factory=dict)
+    """The images they would make, by task type."""
     uploads: int = 0
     """Distinct input files the run would upload (contents the journal does not know yet)."""
     problems: tuple[JobProblem, ...] = ()
@@ -266,6 +271,8 @@ async def dry_run(
         known[job_id] = JobState(JobPhase.FAILED, state.fingerprint, state.task_id, error=failed)
     planner = Planner(known, options, out)
     counts: Counter[str] = Counter()
+    tasks: Counter[str] = Counter()
+    images: Counter[str] = Counter()
     problems: list[JobProblem] = []
     uploads: set[str] = set()
 
@@ -284,6 +291,8 @@ async def dry_run(
                 assert isinstance(job, Job) and plan.prepared is not None
                 counts["to_submit"] += 1
                 counts["images"] += job.request.images_out
+                tasks[job.task] += 1
+                images[job.task] += job.request.images_out
                 prepared = plan.prepared
                 for image in (*prepared.faces, *prepared.refs, *(prepared.kps or ())):
                     if (endpoint, image.sha256) not in assets:
@@ -294,4 +303,11 @@ async def dry_run(
                 problems.append(JobProblem(job.id, str(reason), str(refused)))
     rate = options.rate
     seconds = counts["to_submit"] / rate if rate else None
-    return DryRun(**counts, uploads=len(uploads), problems=tuple(problems), seconds=seconds)
+    return DryRun(
+        **counts,
+        tasks_by_type=dict(tasks),
+        images_by_type=dict(images),
+        uploads=len(uploads),
+        problems=tuple(problems),
+        seconds=seconds,
+    )

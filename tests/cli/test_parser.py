@@ -128,9 +128,12 @@ def test_defaults_come_from_the_model() -> None:
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
         parse(["generate", "--help"])
-    text = " ".join(help_text.getvalue().split())
+    text = " ".join(help_text.getvalue().split()).replace("instant- id", "instant-id")
     assert _spec.RECOMMENDED_MODEL[:20] in text.replace(" ", "")
-    assert "(default: 1024)" in text and "(default: 25)" in text and "(default: Euler)" in text
+    # Each task's default, where they differ: InstantID's first.
+    assert "(default: 1024 for instant-id; 512 for txt2img, img2img)" in text
+    assert "(default: 25 for instant-id; 20 for" in text
+    assert "(default: Euler for instant-id; Euler a for" in text
 
 
 def test_flags_build_nested_fields() -> None:

@@ -121,6 +121,37 @@ def check_request(ctx: Context) -> None:
     assert sorted(ctx.hooks.task_ids) == sorted(row["task_id"] for row in rows.values())
 
 
+# One line of each v3 task, with nothing but their inputs (and prompts): the flags give the rest.
+V3_JOBS: list[dict[str, Any]] = [
+    {"id": "t", "task": "txt2img", "prompt": "a lighthouse"},
+    {"id": "i", "task": "img2img", "prompt": "a painting", "image": "pictures/beach.png"},
+    {"id": "p", "task": "inpainting", "prompt": "a hat", "image": "pictures/ada.png",
+     "mask_image": "pictures/grace.png"},
+    {"id": "u", "task": "upscale", "image": "pictures/forest.png"},
+]  # fmt: skip
+
+
+def check_v3_request(ctx: Context) -> None:
+    rows = all_succeeded(ctx, 4)
+    # --width/--height/--image-num: txt2img's and img2img's size and count; inpainting keeps
+    # its input's size (64), upscale makes one image --scale-factor times it.
+    expected = {
+        "t": (2, (128, 192)), "i": (2, (128, 192)), "p": (2, (64, 64)), "u": (1, (192, 192)),
+    }  # fmt: skip
+    for job_id, (count, size) in expected.items():
+        assert len(rows[job_id]["files"]) == count, rows[job_id]
+        for name in rows[job_id]["files"]:
+            with Image.open(ctx.out / name) as image:
+                assert image.size == size, (job_id, name)
+    assert {rows[job_id]["seed"] for job_id in "tip"} == {7}  # --seed reached the three
+    stats = ctx.emulator.stats()
+    routes, before = stats["submissions_by_route"], ctx.before["submissions_by_route"]
+    for route in ("txt2img", "img2img", "inpainting", "upscale"):
+        assert routes.get(route, 0) - before.get(route, 0) == 1, route
+    assert routes.get("submit", 0) == before.get("submit", 0)  # no InstantID task
+    assert stats["unknown_fields"] == {}  # no flag sent a field the API does not know
+
+
 def check_reports(ctx: Context) -> None:
     all_succeeded(ctx, 2)
     report = json.loads(ctx.done[0].stdout)  # --json: stdout is the report and nothing else
@@ -219,6 +250,13 @@ LINES: dict[str, Line] = {
         "--control-guidance-end 0.9 --lora style:v1.safetensors:0.5 --image-type jpeg "
         "--nsfw-detection --nsfw-detection-level 1 --webhook {hook}", 0,
     )], check_request),
+    # The v3 tasks' flags (and shared ones), as defaults for a line of each task; an unlisted
+    # sampler is sent as given to the v3 tasks.
+    "v3 request": Line(V3_JOBS, [(
+        f"{RUN} --model {MODEL} --upscale-model 4x-UltraSharp --width 128 --height 192 "
+        "--image-num 2 --sampler FlowMatchEuler --strength 0.6 --mask-blur 4 --scale-factor 3 "
+        "--sd-vae vae.safetensors --seed 7", 0,
+    )], check_v3_request),
     # The JSON report on stdout and in a file.
     "reports": Line(ok_jobs(2), [(
         f"{RUN} --json --summary-json {{tmp}}/summary.json --no-nsfw-detection", 0,

@@ -1,6 +1,8 @@
 """Random valid sets of ``run`` flags, in any order, parse to the settings the Python API makes of
 the same values: ``BatchOptions(**values)`` for the batch flags (``BATCH_FLAGS``), and for the
-request flags (``REQUEST_FLAGS``) the defaults whose request is ``InstantIDRequest(**fields)``.
+request flags (``REQUEST_FLAGS``) each task's defaults, whose request is the task's request type
+built from the same values (``InstantIDRequest(**fields)``, ``Txt2ImgRequest(**fields)``...), or
+refused for that task when the Python API refuses them.
 Parse-only: nothing is sent, no file is read."""
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from novita_async import BatchOptions, InstantIDRequest, _spec
+from novita_async import BatchOptions, InstantIDRequest, ValidationError, _spec
 from novita_async._cli._settings import BATCH_FLAGS, REQUEST_FLAGS, RunSettings, parse
-from novita_async._models import TASK_NAMES, merge_fields
+from novita_async._models import TASK_NAMES, TASKS, merge_fields
 from novita_async.batch import Shard
 from novita_async.batch._jobs import build_request
 
@@ -107,7 +109,18 @@ REQUEST: dict[str, st.SearchStrategy[Drawn]] = {
     "--prompt": _valued("--prompt", _TEXT, str),
     "--negative-prompt": _valued("--negative-prompt", _TEXT, str),
     "--model": _valued("--model", st.sampled_from(_spec.SDXL_CHECKPOINTS), str),
-    "--sampler": _valued("--sampler", st.sampled_from(_spec.SAMPLERS), str),
+    # A name off the documented list too: the v3 tasks send it, InstantID refuses it.
+    "--sampler": _valued("--sampler", st.sampled_from((*_spec.SAMPLERS, "FlowMatchEuler")), str),
+    "--upscale-model": _valued("--upscale-model", st.sampled_from(_spec.UPSCALE_MODELS), str),
+    "--sd-vae": _valued("--sd-vae", _NAME, str),
+    "--strength": _valued("--strength", st.floats(0, 1, **_FINITE)),
+    "--mask-blur": _valued("--mask-blur", st.integers(0, 64)),
+    "--scale-factor": _valued(
+        "--scale-factor",
+        st.floats(
+            _spec.SCALE_FACTOR_MIN_EXCLUSIVE, _spec.SCALE_FACTOR_MAX, exclude_min=True, **_FINITE
+        ),
+    ),
     "--image-type": _valued("--image-type", st.sampled_from(_spec.IMAGE_TYPES), str),
     "--nsfw-detection": st.booleans().map(
         lambda on: (["--nsfw-detection" if on else "--no-nsfw-detection"], on)
@@ -135,9 +148,20 @@ def test_every_flag_has_a_strategy() -> None:
     assert set(REQUEST) == {spec.flag for spec in REQUEST_FLAGS}
 
 
+Fields = dict[str, Any]
+
+
+def _put(fields: Fields, path: tuple[str, ...], value: Any) -> None:
+    *parents, name = path
+    for key in parents:
+        fields = fields.setdefault(key, {})
+    fields[name] = value
+
+
 @st.composite
-def flag_sets(draw: st.DrawFn) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
-    """Valid flags in a random order; the BatchOptions keywords and request fields they mean."""
+def flag_sets(draw: st.DrawFn) -> tuple[list[str], dict[str, Any], dict[str, Fields]]:
+    """Valid flags in a random order; the BatchOptions keywords they mean, and the request fields
+    they mean for each task whose requests have their fields."""
     groups: list[list[str]] = []
     options: dict[str, Any] = {}
     for field in sorted(draw(st.sets(st.sampled_from(sorted(BATCH))))):
@@ -146,35 +170,55 @@ def flag_sets(draw: st.DrawFn) -> tuple[list[str], dict[str, Any], dict[str, Any
         words, value = draw(BATCH[field])
         groups.append(words)
         options[field] = value
-    fields: dict[str, Any] = {}
+    by_task: dict[str, Fields] = {task: {} for task in TASK_NAMES}
     by_flag = {spec.flag: spec for spec in REQUEST_FLAGS}
     for flag in sorted(draw(st.sets(st.sampled_from(sorted(REQUEST))))):
         if flag == "--webhook" and "webhook_listen" in options:
             continue  # refused together: the run's receiver would get no event
         words, value = draw(REQUEST[flag])
         groups.append(words)
-        target = fields
-        *parents, name = by_flag[flag].path
-        for key in parents:
-            target = target.setdefault(key, {})
-        target[name] = value
+        for task in by_flag[flag].tasks:
+            _put(by_task[task], by_flag[flag].path, value)
     order = draw(st.permutations(groups))
-    return [word for group in order for word in group], options, fields
+    return [word for group in order for word in group], options, by_task
+
+
+# What a job line of each task gives itself (a v3 request needs its model; upscale's is its own).
+LINES: dict[str, Fields] = {
+    "instant-id": {"prompt": "a line's own prompt"},
+    **{task: {"prompt": "a line's own prompt", "model_name": "m.safetensors"}
+       for task in ("txt2img", "img2img", "inpainting")},
+    "upscale": {},
+}  # fmt: skip
 
 
 @settings(max_examples=100, deadline=None)
 @given(flag_sets())
 def test_flags_parse_to_what_the_python_api_makes_of_the_same_values(
-    drawn: tuple[list[str], dict[str, Any], dict[str, Any]],
+    drawn: tuple[list[str], dict[str, Any], dict[str, Fields]],
 ) -> None:
-    argv, options, fields = drawn
+    argv, options, by_task = drawn
     run = parse(["run", "jobs.jsonl", "--out", "out", *argv])
     assert isinstance(run, RunSettings)
     assert run.options == BatchOptions(**options)
-    assert run.request_defaults == fields
-    # A line that names only its prompt gets the request the Python API builds from the fields.
-    line = {"prompt": "a line's own prompt"}
-    assert build_request(merge_fields(run.request_defaults, line)) == InstantIDRequest(
-        **{**fields, **line}
-    )
+    # Each task gets the flags of its fields, and no other (no InstantID width on an upscale).
+    assert run.task_defaults.fields == {task: f for task, f in by_task.items() if f}
+    for task, fields in by_task.items():
+        line = dict(LINES[task])
+        if task == "upscale" and "model_name" not in fields:
+            line["model_name"] = _spec.UPSCALE_MODELS[0]
+        # The request the Python API makes of the same values, or its refusal, which the
+        # command line keeps for the job files with a line of this task.
+        kind = InstantIDRequest if task == "instant-id" else TASKS[task]
+        try:
+            expected = kind(**{**fields, **line})
+        except ValidationError:
+            assert task in run.task_defaults.refused, (task, fields)
+            continue
+        assert task not in run.task_defaults.refused, run.task_defaults.refused[task]
+        defaults = run.task_defaults.fields.get(task, {})
+        if task == "instant-id":
+            assert build_request(merge_fields(defaults, line)) == expected
+        else:
+            assert kind.from_dict(line, defaults=defaults) == expected
     assert run.jobs == Path("jobs.jsonl") and Path(run.out) == Path("out")
