@@ -22,18 +22,22 @@ from typing import Any, ClassVar, NoReturn
 import attrs
 
 from .. import (
+    TASK_NAMES,
+    TASKS,
     ClientConfig,
     ConfigurationError,
+    ImageTaskRequest,
     InstantIDRequest,
     NovitaClient,
+    TaskRequest,
     Timeouts,
+    UpscaleRequest,
     ValidationError,
     __version__,
     _spec,
 )
 from .._config import ENV_API_KEY
 from .._files import looks_like_url
-from .._models import TASK_NAMES, TASKS, ImageTaskRequest, TaskRequest, UpscaleRequest
 from ..batch import BatchOptions, Shard, is_run_output
 
 
