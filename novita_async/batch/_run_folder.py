@@ -140,7 +140,9 @@ class RunFolder:
         errors = output_errors(jobs, self.destination.url, sizes)
         for job_id, error in errors.items():
             state, failed = jobs[job_id], JobError.from_exception(error)
-            outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
+            outcome = JobOutcome(
+                job_id, JobStatus.FAILED, state.task_id, error=failed, task=state.task
+            )
             journal.record_outcome(outcome, state.fingerprint)
 
     async def _close(self, journal: Journal, results: ResultsFile) -> None:
