@@ -333,6 +333,8 @@ class RunStatus:
     """Images checked for being there only: their (older) journal recorded no size or SHA-256."""
     results_listed: int | None = None
     """Jobs ``results.jsonl`` lists; None when there is no such file."""
+    jobs_by_task: Mapping[str, int] = attrs.field(factory=dict)
+    """The jobs the journal knows by their task (``instant-id``, ``txt2img``, ...)."""
 
 
 def read_status(
@@ -390,4 +392,5 @@ def read_status(
         verified=verify,
         unverifiable=unverifiable,
         results_listed=ResultsFile(out / RESULTS_NAME).listed(),
+        jobs_by_task=dict(sorted(Counter(state.task for state in jobs.values()).items())),
     )
