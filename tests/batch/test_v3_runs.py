@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import S3Bucket
 
 from novita_async._models import (
     Img2ImgRequest,
@@ -264,3 +265,22 @@ async def test_v3_tasks_end_by_webhook(kit: EmulatedNovita, images: Images, tmp_
     stats = kit.stats()
     assert stats.webhooks["delivered"] == 10
     assert stats.count("result") == 0  # every end came by webhook: no poll at all
+
+
+async def test_a_mixed_run_into_an_object_store_and_its_rerun(
+    kit: EmulatedNovita, images: Images, s3_bucket: S3Bucket
+) -> None:
+    jobs = mixed_jobs(images)
+    summary = await BatchRunner(kit.client, s3_bucket.url("run")).run_all(jobs)
+    assert (summary.succeeded, summary.failed) == (10, 0)
+    keys = s3_bucket.keys("run/")
+    assert sorted(k for k in keys if k.endswith(".png")) == sorted(
+        f"run/{job.id}_0.png" for job in jobs
+    )
+    lines = s3_bucket.get("run/results.jsonl").splitlines()
+    tasks = {row["id"]: row.get("task") for row in map(json.loads, lines)}
+    assert tasks == {job.id: None if job.task == "instant-id" else job.task for job in jobs}
+
+    again = await BatchRunner(kit.client, s3_bucket.url("run")).run_all(jobs)
+    assert (again.replayed, again.submitted) == (10, 0)
+    assert kit.stats().submissions == 10 and kit.stats().duplicate_submissions == 0
