@@ -445,6 +445,7 @@ def _sum(
         **{name: sum(getattr(s, name) for s in every) for name in _PER_ATTEMPT},
         failures_by_reason=_tallied(s.failures_by_reason for s in last),
         http_requests=_tallied(s.http_requests for s in every),
+        jobs_by_task=_tallied(s.jobs_by_task for s in last),
         wall_seconds=wall,
         interrupted=any(s.interrupted for s in last),
         stopped=next((s.stopped for s in last if s.stopped), None),

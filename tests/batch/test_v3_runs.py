@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from support import S3Bucket
 
@@ -81,6 +82,7 @@ async def test_a_mixed_run_names_each_v3_job_s_task_and_a_rerun_replays_it(
     jobs = mixed_jobs(images)
     summary = await BatchRunner(kit.client, out).run_all(jobs)
     assert (summary.succeeded, summary.failed) == (10, 0)
+    assert summary.jobs_by_task == {"instant-id": 2, **dict.fromkeys(sorted(_V3), 2)}
     stats = kit.stats()
     assert stats.submissions_by_route == {"submit": 2, **dict.fromkeys(_V3, 2)}
     rows = results(out)
@@ -208,24 +210,30 @@ async def test_a_cap_of_fewer_images_than_a_task_makes_sends_it_alone(
 
 
 @pytest.mark.virtual_time
-@pytest.mark.emulator(task_base_seconds=5.0)
 async def test_a_mixed_run_left_early_resumes_paying_nothing_twice(
     kit: EmulatedNovita, images: Images, tmp_path: Path
 ) -> None:
+    """Left once six tasks are in flight (their polls held, so none ends first): the rerun follows
+    those six and submits the nine others."""
     out = tmp_path / "out"
     jobs = mixed_jobs(images, each=3)
-    first = BatchRunner(kit.client, out, BatchOptions(concurrency=6))
-    async with first.run(jobs) as outcomes:
-        async for _ in outcomes:
-            break  # leave after one: tasks are in flight, others never submitted
-    paid = kit.stats().submissions
-    assert 1 <= paid < len(jobs)
+    kit.faults.hold("result")
+    with anyio.CancelScope() as leave:
+
+        def on_event(event: BatchEvent) -> None:
+            if event.kind is BatchEventKind.SUBMITTED and kit.stats().submissions == 6:
+                leave.cancel()
+
+        options = BatchOptions(concurrency=6)
+        await BatchRunner(kit.client, out, options, on_event=on_event).run_all(jobs)
+    kit.faults.release("result")
+    assert kit.stats().submissions == 6
     states = {r["id"]: r["type"] for r in journal(out) if "id" in r}
-    assert "submitted" in states.values()  # tasks left in flight, for the rerun to follow
+    assert sorted(states.values()) == ["submitted"] * 6  # in flight, for the rerun to follow
 
     again = await BatchRunner(kit.client, out).run_all(jobs)
     assert (again.succeeded, again.failed) == (15, 0)
-    assert again.resumed >= 1 and again.submitted == len(jobs) - paid
+    assert (again.resumed, again.submitted) == (6, 9)
     stats = kit.stats()
     assert stats.submissions == 15 and stats.duplicate_submissions == 0
     assert stats.submissions_by_route == {"submit": 3, **dict.fromkeys(_V3, 3)}
@@ -235,6 +243,7 @@ async def test_a_mixed_run_left_early_resumes_paying_nothing_twice(
     }
 
 
+@pytest.mark.virtual_time
 async def test_a_failed_v3_task_fails_its_job_alone_and_a_5xx_route_only_pauses(
     kit: EmulatedNovita, images: Images, tmp_path: Path
 ) -> None:
@@ -247,8 +256,8 @@ async def test_a_failed_v3_task_fails_its_job_alone_and_a_5xx_route_only_pauses(
     summary = await BatchRunner(kit.client, tmp_path / "out", options).run_all(jobs)
     assert (summary.succeeded, summary.failed) == (4, 1)
     assert summary.failures_by_reason == {"TASK_FAILED": 1}
-    rows = results(tmp_path / "out")
-    assert rows["t0"]["status"] == "failed" and rows["t0"]["task"] == "txt2img"
+    [failed] = [row for row in results(tmp_path / "out").values() if row["status"] == "failed"]
+    assert failed["task"] == next(job.task for job in jobs if job.id == failed["id"])
     stats = kit.stats()
     assert stats.requests["img2img"]["503"] == 4
     assert stats.submissions_by_route == {"txt2img": 1, "img2img": 3, "upscale": 1}

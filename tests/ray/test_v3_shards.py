@@ -69,6 +69,9 @@ async def test_a_sharded_mixed_run_names_each_job_s_task(local_ray: None, tmp_pa
         out = tmp_path / "out"
         summary = await run_sharded(jobs, out, shards=2, connection=connection)
         assert (summary.succeeded, summary.failed, summary.images) == (16, 0, 20)
+        assert summary.jobs_by_task == {
+            "img2img": 4, "instant-id": 4, "txt2img": 4, "upscale": 4
+        }  # fmt: skip
         stats = emulator.stats()
         assert stats["submissions_by_route"] == {"submit": 4, "txt2img": 4, "img2img": 4,
                                                  "upscale": 4}  # fmt: skip
