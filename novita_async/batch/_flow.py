@@ -371,7 +371,7 @@ class JobFlow:
                 if isinstance(error, RateLimitError):
                     endpoint = endpoint_name(way.job.request)
                     pause = self.gate.rate_limited(error.retry_after, endpoint)
-                    message = f"submissions to {endpoint} paused for {pause:.1f}s"
+                    message = f"submissions paused for {pause:.1f}s: rate limited on {endpoint}"
                     self._emit(BatchEventKind.RETRIED, way.id, reason=error.reason, message=message)
                     raise _NotNow from error  # its slots freed while its endpoint pauses
                 if way.cached and not way.uploaded_again and _failures.may_be_unknown_asset(error):

@@ -303,7 +303,7 @@ class RunGate:
             hint = f"Retry-After {retry_after:g}s{capped}"
         self._permits.rate_limited(pause, endpoint)
         self._announce(
-            f"submissions to {endpoint} paused for {pause:.1f}s: rate limited (429, {hint})"
+            f"submissions paused for {pause:.1f}s: rate limited on {endpoint} (429, {hint})"
         )
         return pause
 

@@ -17,7 +17,7 @@ async def test_a_429_pauses_its_endpoint_and_leaves_the_others_open() -> None:
     gate = RunGate(on_pause=lambda message, _: said.append(message))
     pause = gate.rate_limited(30.0, "txt2img")
     assert pause == 30.0
-    assert said == ["submissions to txt2img paused for 30.0s: rate limited (429, Retry-After 30s)"]
+    assert said == ["submissions paused for 30.0s: rate limited on txt2img (429, Retry-After 30s)"]
     assert gate.ready_in("txt2img") == 30.0
     assert gate.ready_in("img2img") == 0.0 and gate.paused_for == 0.0  # instant-id's: open
     began = anyio.current_time()

@@ -173,7 +173,7 @@ async def test_a_day_long_retry_after_on_submissions_pauses_only_as_long_as_the_
     assert (summary.succeeded, summary.failed) == (4, 0)
     paused = [str(e.message) for e in events if e.kind is BatchEventKind.PAUSED]
     assert paused and all("Retry-After 86400s, capped at 0.3s" in m for m in paused)
-    assert all(m.startswith("submissions to instant-id paused for 0.3s") for m in paused)
+    assert all(m.startswith("submissions paused for 0.3s") for m in paused)
 
 
 async def test_a_submission_sent_before_a_crash_is_reported_unknown_not_sent_again(

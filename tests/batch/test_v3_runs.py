@@ -169,7 +169,7 @@ async def test_a_429_on_one_endpoint_pauses_only_its_jobs(
     assert submitted == ["i"] * 6 + ["t"] * 6
     paused = [str(e.message) for e in events if e.kind is BatchEventKind.PAUSED]
     assert paused == [
-        "submissions to txt2img paused for 30.0s: rate limited (429, Retry-After 30s)"
+        "submissions paused for 30.0s: rate limited on txt2img (429, Retry-After 30s)"
     ]
 
 
