@@ -63,7 +63,7 @@ class Pause(enum.Enum):
     """Who holds back while the failure is ridden out."""
 
     NONE = "none"  # only the failed step (its job's rounds)
-    SUBMISSIONS = "submissions"  # a 429: every submitter of the account
+    SUBMISSIONS = "submissions"  # a 429: every submitter to that endpoint, of the account
     EVERYTHING = "everything"  # the service unreachable: every request, tasks paid for included
 
 
@@ -274,7 +274,7 @@ class RetryPolicy:
     retry_unknown_submits: bool = False
     retry_rate_limited: bool = True
     """Retry 429 answers after their ``Retry-After``; the batch runner turns this off for its
-    submissions, because it pauses every submitter at once instead."""
+    submissions, because it pauses every submitter of that endpoint at once instead."""
     expired_url_refreshes: int = attrs.field(default=2, validator=_count_from_zero)
     """Fresh task results :meth:`NovitaClient.download_images` may fetch when image URLs expire.
     One image costs at most ``attempts * (1 + expired_url_refreshes)`` GETs."""

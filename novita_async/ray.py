@@ -14,7 +14,9 @@ Job ``id`` goes to shard ``shard_of(id, K)``; shard k is a Ray actor running the
 :class:`~novita_async.BatchRunner` with ``options.shard = Shard(k, K)`` (its journal under
 ``OUT/.novita-shards/k-of-K/``, its images straight into OUT: one folder, a shared file system or
 an object store). One :data:`RatePermits` actor holds the account's ``options.rate`` for all
-shards. A shard actor that dies is restarted by Ray and resumes from its journal, as any rerun:
+shards, and each endpoint's pause after a 429 one of them sees; ``options.task_rates`` caps
+each shard's submissions on its own (a cap of N / K per shard caps all K shards at N).
+A shard actor that dies is restarted by Ray and resumes from its journal, as any rerun:
 nothing is submitted twice. The driver follows the shards into ``on_event`` and at the end writes
 ``OUT/results.jsonl``, the lines one process would write. The API key reaches the shards wrapped
 in a :class:`SecretKey` (masked in every repr); object-store credentials never leave the driver:
@@ -56,7 +58,7 @@ from .batch._events import emit
 from .batch._jobs import InvalidJob, JobInput, JobSource
 from .batch._options import Shard, shard_of
 from .batch._outputs import OutputLock
-from .batch._pacing import SubmitPermits
+from .batch._pacing import DEFAULT_ENDPOINT, SubmitPermits
 
 __all__ = ["RatePermits", "SecretKey", "run_sharded", "shard_actor_name"]
 
@@ -109,10 +111,10 @@ class PermitsProxy:
     def __init__(self, actor: object) -> None:
         self._actor = actor
 
-    async def acquire(self) -> None:
+    async def acquire(self, endpoint: str = DEFAULT_ENDPOINT) -> None:
         for attempt in range(PERMITS_TRIES):
             try:
-                await self._actor.acquire.remote()  # type: ignore[attr-defined]
+                await self._actor.acquire.remote(endpoint)  # type: ignore[attr-defined]
                 return
             except RayActorError:
                 # Ray restarts the permits' actor (its pause forgotten, not the run's own);
@@ -120,9 +122,9 @@ class PermitsProxy:
                 if attempt == PERMITS_TRIES - 1:
                     raise
 
-    def rate_limited(self, seconds: float) -> None:
+    def rate_limited(self, seconds: float, endpoint: str = DEFAULT_ENDPOINT) -> None:
         # Sent, not awaited: the refusal's handling must not wait on another process.
-        self._actor.rate_limited.remote(seconds)  # type: ignore[attr-defined]
+        self._actor.rate_limited.remote(seconds, endpoint)  # type: ignore[attr-defined]
 
 
 @attrs.frozen
@@ -443,6 +445,7 @@ def _sum(
         **{name: sum(getattr(s, name) for s in every) for name in _PER_ATTEMPT},
         failures_by_reason=_tallied(s.failures_by_reason for s in last),
         http_requests=_tallied(s.http_requests for s in every),
+        jobs_by_task=_tallied(s.jobs_by_task for s in last),
         wall_seconds=wall,
         interrupted=any(s.interrupted for s in last),
         stopped=next((s.stopped for s in last if s.stopped), None),

@@ -115,6 +115,8 @@ class BatchSummary:
     not_finished: int = 0
     not_reached: int = 0
     restored: int = 0
+    jobs_by_task: Mapping[str, int] = attrs.field(factory=dict)
+    """The jobs counted in ``jobs`` by their task (``instant-id``, ``txt2img``, ...)."""
 
     @property
     def images_per_minute(self) -> float:
@@ -147,12 +149,14 @@ class SummaryCounter:
     images: int = 0
     failures: Counter[str] = attrs.field(factory=Counter)
     requests: Counter[str] = attrs.field(factory=Counter)
+    by_task: Counter[str] = attrs.field(factory=Counter)
     interrupted: bool = False
     stopped: str | None = None
     taken: int = 0  # jobs the workers read from the input
 
     def count_outcome(self, outcome: JobOutcome) -> None:
         self.jobs += 1
+        self.by_task[outcome.task] += 1
         if outcome.replayed:
             self.replayed += 1
         if outcome.ok:
@@ -171,6 +175,7 @@ class SummaryCounter:
             **{name: getattr(self, name) for name in same},
             failures_by_reason=dict(self.failures),
             http_requests=dict(self.requests),
+            jobs_by_task=dict(sorted(self.by_task.items())),
             wall_seconds=wall,
             # Whatever ended the run early (a stop, a cancellation), a job read is either
             # counted by its outcome or not finished.

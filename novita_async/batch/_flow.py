@@ -5,13 +5,16 @@ A failed step is handled as the failure policy decides (``_failures.decide``: th
 it, a run-level failure stops the run, a transient one is tried again, its rounds counted only
 while the service answers others), except two refusals of a submission, tried again at once:
 
-- a 429 is the account's: it pauses every submitter (the gate) and never counts a job's round;
+- a 429 is the account's on that endpoint: it pauses every submitter of that endpoint (the gate),
+  the other endpoints' go on, and it never counts a job's round;
 - a 400 ``INVALID_REQUEST_BODY`` to a body naming asset ids from the cache may mean the service
   forgot them (it documents no asset lifetime): those files are uploaded again and the body sent
   once more. A 400 made no task (the journal says ``not_submitted``), so this cannot pay twice.
 
-A submission passes the run's gate (the rate, any pause, the stop) and a check of the free space
-on the output disk, then, with at most ``submit_concurrency`` POSTs in flight:
+A submission waits, holding no slot, until its endpoint takes it (no 429 pause, room under its
+task's cap in ``task_rates``): a paused endpoint's jobs never keep the slots from the others'.
+Then it passes the run's gate (the rate, any pause, the stop) and a check of the free space on the
+output disk, then, with at most ``submit_concurrency`` POSTs in flight:
 
 1. the journal records the intent (``submitting``) before anything is sent (and, an object-store
    journal, makes it durable in the store);
@@ -61,7 +64,7 @@ from .._models import (
 from ..webhooks import WebhookReceiver
 from ._events import BatchEvent, BatchEventHook, BatchEventKind, SummaryCounter, emit
 from ._inputs import ASSET_FIELDS, AssetUploader, InputEncoder, PreparedImage, PreparedJob
-from ._jobs import InvalidJob, Job, JobError, JobOutcome, JobStatus
+from ._jobs import INSTANT_ID, InvalidJob, Job, JobError, JobOutcome, JobStatus
 from ._journal import JobPhase, Journal, ResultsFile
 from ._options import BatchOptions
 from ._outputs import ImageSaver, SavedImages
@@ -115,6 +118,10 @@ class DiskSpace:
             )
 
 
+class _NotNow(Exception):
+    """The submission's endpoint is paused or capped after all: wait again, holding no slot."""
+
+
 class _Ended(Exception):
     """The job has ended (recorded); carries its outcome."""
 
@@ -124,11 +131,14 @@ class _Ended(Exception):
 
 
 def _failed(
-    job_id: str, error: BaseException, task_id: str | None, files: tuple[str, ...] = ()
+    job_id: str,
+    task: str,
+    error: BaseException,
+    task_id: str | None,
+    files: tuple[str, ...] = (),
 ) -> JobOutcome:
-    return JobOutcome(
-        job_id, JobStatus.FAILED, task_id, files=files, error=JobError.from_exception(error)
-    )
+    error_of = JobError.from_exception(error)
+    return JobOutcome(job_id, JobStatus.FAILED, task_id, files=files, error=error_of, task=task)
 
 
 @attrs.define(kw_only=True)
@@ -137,6 +147,7 @@ class _Way:
 
     id: str
     fingerprint: str | None
+    task: str = INSTANT_ID
     rounds: Rounds = attrs.Factory(Rounds)
     task_id: str | None = None
 
@@ -183,6 +194,7 @@ class JobFlow:
             max_outage=options.max_outage,
             on_pause=self._paused,
             permits=permits,
+            caps=options.task_rates,  # a task's name is its endpoint's
         )
         self.webhooks = None if options.webhook_listen is None else WebhookReceiver()
         self.webhook_url: str | None = None
@@ -209,6 +221,7 @@ class JobFlow:
         self._uploader = AssetUploader(
             client, journal, concurrency=options.upload_concurrency, on_request=self._on_request
         )
+        # i23-inputs: becomes InputEncoder(options.max_inline_bytes) once its budget lands.
         self._encoder = InputEncoder()
         self._images = ImageSaver(
             client=client,
@@ -292,19 +305,19 @@ class JobFlow:
         fingerprint = prior.fingerprint if prior is not None else None
         if plan.action is Action.DUPLICATE:
             assert error is not None
-            return self._end(_failed(job.id, error, None), None, record=False)
+            return self._end(_failed(job.id, job.task, error, None), None, record=False)
         if plan.action is Action.REPLAY:
             assert prior is not None
             return self._end(prior.outcome(job.id, replayed=True), fingerprint, record=False)
         if plan.action is Action.CHANGED:
             assert prior is not None and error is not None
-            outcome = _failed(job.id, error, prior.task_id, prior.files)
+            outcome = _failed(job.id, job.task, error, prior.task_id, prior.files)
             # Recorded (with the earlier task and images) unless the journal holds an unanswered
             # submission: that must stay an unknown outcome.
             return self._end(outcome, fingerprint, record=prior.phase is not JobPhase.SUBMITTING)
         if plan.action is Action.UNKNOWN or plan.action is Action.INVALID:
             assert error is not None
-            return self._end(_failed(job.id, error, None), fingerprint, record=True)
+            return self._end(_failed(job.id, job.task, error, None), fingerprint, record=True)
         if plan.action is Action.FOLLOW:
             assert prior is not None and prior.task_id is not None
             async with self._slots:
@@ -313,18 +326,34 @@ class JobFlow:
                 else:
                     self.counter.resumed += 1
                 self._emit(BatchEventKind.RESUMED, job.id, task_id=prior.task_id)
-                way = _Way(id=job.id, fingerprint=fingerprint, task_id=prior.task_id)
+                way = _Way(
+                    id=job.id, fingerprint=fingerprint, task=prior.task, task_id=prior.task_id
+                )
                 return await self._follow(way, restoring=plan.restoring)
         assert isinstance(job, Job) and plan.prepared is not None
         submission = _Submission(
-            id=job.id, fingerprint=plan.prepared.fingerprint, job=job, prepared=plan.prepared
+            id=job.id,
+            fingerprint=plan.prepared.fingerprint,
+            task=job.task,
+            job=job,
+            prepared=plan.prepared,
         )
         # Its inputs uploaded before it takes a slot: a slot is a task in flight.
         await self._step(submission, lambda: self._upload(submission))
-        async with self._slots:
-            submission.task_id = await self._step(submission, lambda: self._submit(submission))
-            submission.posting = False  # answered: what fails from now on is not the POST
-            return await self._follow(submission, request_cost(job.request))
+        request = job.request
+        while True:
+            # Its endpoint's pause or cap waited out holding no slot: the slots are for the
+            # endpoints that take submissions now.
+            await self.gate.until_ready(endpoint_name(request), request.images_out)
+            async with self._slots:
+                try:
+                    submission.task_id = await self._step(
+                        submission, lambda: self._submit(submission)
+                    )
+                except _NotNow:
+                    continue
+                submission.posting = False  # answered: what fails from now on is not the POST
+                return await self._follow(submission, request_cost(request))
 
     # --- the job's loop ------------------------------------------------------------------------
 
@@ -333,17 +362,18 @@ class JobFlow:
         while True:
             try:
                 return await step()
-            except (_Ended, RunStopped):
+            except (_Ended, RunStopped, _NotNow):
                 raise
             except Exception as exc:
                 error = exc
             posting = isinstance(way, _Submission) and way.posting
             if isinstance(way, _Submission) and way.posting:
                 if isinstance(error, RateLimitError):
-                    pause = self.gate.rate_limited(error.retry_after)
-                    message = f"submissions paused for {pause:.1f}s"
+                    endpoint = endpoint_name(way.job.request)
+                    pause = self.gate.rate_limited(error.retry_after, endpoint)
+                    message = f"submissions paused for {pause:.1f}s: rate limited on {endpoint}"
                     self._emit(BatchEventKind.RETRIED, way.id, reason=error.reason, message=message)
-                    continue
+                    raise _NotNow from error  # its slots freed while its endpoint pauses
                 if way.cached and not way.uploaded_again and _failures.may_be_unknown_asset(error):
                     # Refused again after this, the refusal is the job's own.
                     way.uploaded_again = True
@@ -367,7 +397,7 @@ class JobFlow:
             if nxt.pause is _failures.Pause.EVERYTHING:
                 self.gate.unreachable(error)
             if nxt.record is not None:
-                outcome = _failed(way.id, nxt.record, way.task_id)
+                outcome = _failed(way.id, way.task, nxt.record, way.task_id)
                 raise _Ended(self._end(outcome, way.fingerprint, record=True))
             if nxt.counted:
                 way.rounds.answers_seen = self.gate.answers
@@ -423,24 +453,27 @@ class JobFlow:
             await self._upload(submission)
         assert submission.body is not None
         submission.posting = True
+        request = submission.job.request
+        endpoint, images = endpoint_name(request), request.images_out
         async with self._posting:
             # Passed with the slot held, so a stop or pause that came while this submitter
-            # waited for its slot still holds it back.
-            await self.gate.wait()
-            request = submission.job.request
-            self._disk.check(self._in_flight, request.images_out)
+            # waited for its slot still holds it back; its endpoint's, with no slot held.
+            if self.gate.ready_in(endpoint, images) > 0:
+                raise _NotNow
+            await self.gate.wait(endpoint=endpoint, images=images)
+            self._disk.check(self._in_flight, images)
             max_tasks = self.options.max_tasks
             if max_tasks is not None and self._spent >= max_tasks:
                 self.gate.stop(BudgetReachedError(max_tasks))
                 raise RunStopped
-            async with self._encoder.encoded(submission.prepared.inputs) as images:
-                body = with_images(submission.body, images) if images else submission.body
-                return await self._post(submission, endpoint_name(request), body)
+            async with self._encoder.encoded(submission.prepared.inputs) as encoded:
+                body = with_images(submission.body, encoded) if encoded else submission.body
+                return await self._post(submission, endpoint, body)
 
     async def _post(self, submission: _Submission, endpoint: str, body: dict[str, Any]) -> str:
         """Send ``body`` once, with its intent recorded before and its answer after."""
-        job_id, fingerprint = submission.id, submission.fingerprint
-        self._journal.record_submitting(job_id, fingerprint)
+        job_id, fingerprint, task = submission.id, submission.fingerprint, submission.task
+        self._journal.record_submitting(job_id, fingerprint, task)
         if self._durable is not None:
             try:
                 await self._durable()
@@ -461,7 +494,7 @@ class JobFlow:
             finally:
                 self.posts.discard(post)
             # Nothing is awaited between the answer and its record.
-            self._journal.record_submitted(job_id, task_id, fingerprint)
+            self._journal.record_submitted(job_id, task_id, fingerprint, task)
             self._check_reserve()
             self.gate.answered()
             self.counter.submitted += 1
@@ -505,7 +538,12 @@ class JobFlow:
         finally:
             self._in_flight -= 1
         outcome = JobOutcome(
-            way.id, JobStatus.SUCCEEDED, task_id, result.extra.seed, files=saved.names
+            way.id,
+            JobStatus.SUCCEEDED,
+            task_id,
+            result.extra.seed,
+            files=saved.names,
+            task=way.task,
         )
         return self._end(
             outcome, way.fingerprint, record=True, sizes=saved.sizes, digests=saved.digests

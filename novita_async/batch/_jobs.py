@@ -42,6 +42,9 @@ __all__ = [
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes
 """A file path or the image's bytes."""
 
+INSTANT_ID: str = InstantIDRequest.task
+"""The task of a job that names none (and of a record or results line that names none)."""
+
 
 class JobStatus(enum.StrEnum):
     """How a job ended; its value is what ``results.jsonl`` says."""
@@ -217,6 +220,8 @@ class InvalidJob:
 
     id: str = attrs.field(validator=attrs.validators.instance_of(str))
     error: NovitaError = attrs.field(validator=attrs.validators.instance_of(NovitaError))
+    task: str = INSTANT_ID
+    """The task the line names, when it names a known one: its outcome's."""
 
 
 JobInput: TypeAlias = "Job | InvalidJob"
@@ -243,6 +248,7 @@ class JobOutcome:
 
     ``files`` are POSIX paths relative to the output folder. ``replayed`` is true when the job had
     already ended in an earlier run with the same output folder and nothing was done this time.
+    ``task`` is the job's task (``instant-id``, ``txt2img``, ...; see :data:`TASK_NAMES`).
     """
 
     job_id: str
@@ -252,6 +258,7 @@ class JobOutcome:
     files: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     error: JobError | None = None
     replayed: bool = False
+    task: str = INSTANT_ID
 
     @property
     def ok(self) -> bool:
@@ -300,12 +307,15 @@ def _json(text: str) -> object:
         raise _LineProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
-def _line_id(text: str, line: int) -> str:
-    """A line's id as a run names it (its number if it has none), whether or not it is valid."""
+def _line_id(text: str, line: int) -> tuple[str, str]:
+    """A line's id as a run names it (its number if it has none), whether or not it is valid,
+    and its task (InstantID's unless it names another known one)."""
     try:
-        return _load(_json(text), line)[0]
+        job_id, fields = _load(_json(text), line)
     except _LineProblem:
-        return str(line)
+        return str(line), INSTANT_ID
+    task = fields.get("task")
+    return job_id, task if isinstance(task, str) and task in TASKS else INSTANT_ID
 
 
 def _image_list(raw: Mapping[str, Any], name: str) -> list[tuple[str, str]] | None:
@@ -529,7 +539,8 @@ async def read_jobs(
                 continue
             where = f"line {line}" + (f", field {field}" if field else "")
             error = JobInputError("INVALID_JOB_LINE", f"{where}: {message}")
-            yield InvalidJob(_line_id(text, line), error)
+            job_id, task = _line_id(text, line)
+            yield InvalidJob(job_id, error, task)
 
 
 def count_jobs(path: str | os.PathLike[str]) -> int:
@@ -544,7 +555,7 @@ def count_jobs(path: str | os.PathLike[str]) -> int:
 async def job_ids(path: str | os.PathLike[str]) -> set[str]:
     """The ids of the jobs of a job file, as a run names them (a line's id defaults to its
     number, an invalid line's too), whether or not the rest of each line is valid."""
-    return {_line_id(text, line) async for line, text in _lines(Path(path))}
+    return {_line_id(text, line)[0] async for line, text in _lines(Path(path))}
 
 
 # --- the run's input --------------------------------------------------------------------------

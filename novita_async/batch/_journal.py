@@ -9,6 +9,10 @@ Lines (attrs records told apart by ``type``; ``"t"`` is a Unix timestamp on each
     {"type": "succeeded", "id", "task_id", "fingerprint", "seed", "files", "sizes", "digests"}
     {"type": "failed", "id", "task_id", "fingerprint", "error": {type, reason, message}, "files"}
 
+A job's records other than ``not_submitted`` also name its ``task`` when it is not InstantID
+(``"task": "txt2img"``, ...); without one (every line of a 0.1.0 or 0.2.0 journal) it is
+``instant-id``. ``results.jsonl`` lines do the same.
+
 Each line is compact JSON whose last key ``c`` is the CRC-32 (8 hex digits) of the line without
 it (older lines have none), written by one ``os.write`` on an ``O_APPEND`` descriptor: ``kill -9``
 tears at most the last line, which is cut before appending. Any other unreadable line is
@@ -38,12 +42,13 @@ from typing import Literal, Protocol, TypeAlias
 import anyio
 import attrs
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from .._client import map_limited
 from .._converter import converter
 from .._exceptions import ConfigurationError, LocalIOError, NovitaError, StorageError
 from .._files import local_io, lock_or_refuse, write_all, write_atomically
-from ._jobs import JobError, JobOutcome, JobStatus
+from ._jobs import INSTANT_ID, JobError, JobOutcome, JobStatus
 
 __all__ = [
     "JOURNAL_KEY",
@@ -104,6 +109,7 @@ class AssetRecord:
 class SubmittingRecord:
     type: Literal["submitting"] = "submitting"
     id: str
+    task: str = INSTANT_ID
     fingerprint: str | None = None
     t: float = attrs.field(factory=_now)
 
@@ -119,6 +125,7 @@ class NotSubmittedRecord:
 class SubmittedRecord:
     type: Literal["submitted"] = "submitted"
     id: str
+    task: str = INSTANT_ID
     task_id: str | None = None
     fingerprint: str | None = None
     t: float = attrs.field(factory=_now)
@@ -131,6 +138,7 @@ class SucceededRecord:
 
     type: Literal["succeeded"] = "succeeded"
     id: str
+    task: str = INSTANT_ID
     task_id: str | None = None
     fingerprint: str | None = None
     seed: int | None = None
@@ -147,6 +155,7 @@ class FailedRecord:
 
     type: Literal["failed"] = "failed"
     id: str
+    task: str = INSTANT_ID
     task_id: str | None = None
     fingerprint: str | None = None
     error: JobError | None = None
@@ -162,6 +171,13 @@ JournalRecord: TypeAlias = (
     | SucceededRecord
     | FailedRecord
 )
+
+# A job's task is written only when it is not InstantID's: a journal of an earlier version
+# re-encodes to the very same bytes.
+for _cls in (SubmittingRecord, SubmittedRecord, SucceededRecord, FailedRecord):
+    converter.register_unstructure_hook(
+        _cls, make_dict_unstructure_fn(_cls, converter, task=override(omit_if_default=True))
+    )
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per line
 _structure_record = converter.get_structure_hook(JournalRecord)
@@ -288,6 +304,7 @@ class JobState:
     error: JobError | None = None
     before: JobState | None = None
     """While submitting: the state to go back to if the service refuses the submission."""
+    task: str = INSTANT_ID
 
     @property
     def tasks(self) -> frozenset[str]:
@@ -302,7 +319,9 @@ class JobState:
         status = _STATUS_OF_PHASE.get(self.phase)
         if status is None:
             raise ValueError(f"job {job_id!r} has not ended")
-        return JobOutcome(job_id, status, self.task_id, self.seed, self.files, self.error, replayed)
+        return JobOutcome(
+            job_id, status, self.task_id, self.seed, self.files, self.error, replayed, self.task
+        )
 
 
 def fold(records: Iterable[JournalRecord]) -> tuple[dict[AssetKey, str], dict[str, JobState]]:
@@ -341,18 +360,30 @@ def _apply(
     fp = r.fingerprint or (previous.fingerprint if previous else None)  # else the one known
     known = previous.tasks if previous else frozenset()
     if isinstance(r, SubmittingRecord):
-        jobs[r.id] = JobState(JobPhase.SUBMITTING, fp, None, (*known,), before=previous)
+        jobs[r.id] = JobState(
+            JobPhase.SUBMITTING, fp, None, (*known,), before=previous, task=r.task
+        )
         return
     tasks = (*(known - {r.task_id}),)
     if isinstance(r, SubmittedRecord):
-        jobs[r.id] = JobState(JobPhase.SUBMITTED, fp, r.task_id, tasks)
+        jobs[r.id] = JobState(JobPhase.SUBMITTED, fp, r.task_id, tasks, task=r.task)
         return
     if isinstance(r, SucceededRecord):
         state = JobState(
-            JobPhase.SUCCEEDED, fp, r.task_id, tasks, r.seed, r.files, r.sizes, r.digests
+            JobPhase.SUCCEEDED,
+            fp,
+            r.task_id,
+            tasks,
+            r.seed,
+            r.files,
+            r.sizes,
+            r.digests,
+            task=r.task,
         )
     else:
-        state = JobState(JobPhase.FAILED, fp, r.task_id, tasks, files=r.files, error=r.error)
+        state = JobState(
+            JobPhase.FAILED, fp, r.task_id, tasks, files=r.files, error=r.error, task=r.task
+        )
     # Keep ``jobs`` in the order jobs ended, which is the order results.jsonl lists them.
     jobs.pop(r.id, None)
     jobs[r.id] = state
@@ -484,14 +515,20 @@ class Journal:
         if self.assets.get(key) == asset_id:
             del self.assets[key]
 
-    def record_submitting(self, job_id: str, fingerprint: str | None) -> None:
-        self._append(SubmittingRecord(id=job_id, fingerprint=fingerprint))
+    def record_submitting(
+        self, job_id: str, fingerprint: str | None, task: str = INSTANT_ID
+    ) -> None:
+        self._append(SubmittingRecord(id=job_id, task=task, fingerprint=fingerprint))
 
     def record_not_submitted(self, job_id: str) -> None:
         self._append(NotSubmittedRecord(id=job_id))
 
-    def record_submitted(self, job_id: str, task_id: str, fingerprint: str | None) -> None:
-        self._append(SubmittedRecord(id=job_id, task_id=task_id, fingerprint=fingerprint))
+    def record_submitted(
+        self, job_id: str, task_id: str, fingerprint: str | None, task: str = INSTANT_ID
+    ) -> None:
+        self._append(
+            SubmittedRecord(id=job_id, task=task, task_id=task_id, fingerprint=fingerprint)
+        )
 
     def record_outcome(
         self,
@@ -507,6 +544,7 @@ class Journal:
         self._append(
             SucceededRecord(
                 id=o.job_id,
+                task=o.task,
                 task_id=o.task_id,
                 fingerprint=fp,
                 seed=o.seed,
@@ -516,7 +554,12 @@ class Journal:
             )
             if o.ok
             else FailedRecord(
-                id=o.job_id, task_id=o.task_id, fingerprint=fp, error=o.error, files=o.files
+                id=o.job_id,
+                task=o.task,
+                task_id=o.task_id,
+                fingerprint=fp,
+                error=o.error,
+                files=o.files,
             )
         )
 
@@ -610,7 +653,8 @@ _RESULTS_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps builds one
 @attrs.frozen
 class ResultLine:
     """One line of ``results.jsonl``: ``id``, ``status`` (``"succeeded"`` or ``"failed"``),
-    ``task_id``, ``seed``, ``files`` and ``error`` (``{type, reason, message}`` or ``null``)."""
+    ``task_id``, ``seed``, ``files`` and ``error`` (``{type, reason, message}`` or ``null``), and
+    a v3 job's ``task`` (none for InstantID, as 0.1.0 and 0.2.0 wrote them)."""
 
     id: str
     status: JobStatus
@@ -618,14 +662,15 @@ class ResultLine:
     seed: int | None = None
     files: tuple[str, ...] = ()
     error: JobError | None = None
+    task: str = INSTANT_ID
 
     @classmethod
     def of(cls, outcome: JobOutcome) -> ResultLine:
         o = outcome
-        return cls(o.job_id, o.status, o.task_id, o.seed, o.files, o.error)
+        return cls(o.job_id, o.status, o.task_id, o.seed, o.files, o.error, o.task)
 
     def encode(self) -> bytes:
-        return (_RESULTS_ENCODER.encode(converter.unstructure(self)) + "\n").encode()
+        return (_RESULTS_ENCODER.encode(_unstructure_line(self)) + "\n").encode()
 
     @classmethod
     def decode(cls, line: bytes) -> ResultLine:
@@ -637,6 +682,11 @@ class ResultLine:
         except _UNREADABLE as exc:
             raise ValueError(f"not a results line: {exc}") from None
         return parsed
+
+
+_unstructure_line = make_dict_unstructure_fn(
+    ResultLine, converter, task=override(omit_if_default=True)
+)
 
 
 def _encoded(outcome: JobOutcome) -> bytes:

@@ -1,16 +1,22 @@
 """The run's pacing: the gate every request of a run passes (the rate, the shared pauses, the
 run's stop); how long each pause lasts is the failure policy's (``_failures``).
 
-A 429 means the account is over its limit, not one job: *every* submitter pauses, for the
+A 429 means the account is over its limit on that endpoint (the service limits each endpoint on
+its own, in images a minute), not one job: every submitter *of that endpoint* pauses, for the
 server's ``Retry-After`` capped at ``retry_after_cap`` or else :data:`~.._failures.RATE_LIMITED`'s
-backoff over consecutive 429s. An outage (connections refused or reset, timeouts, 5xx) pauses
-every request of the run with :data:`~.._failures.OUTAGE`'s backoff until the service's next
-answer, and stops the run past ``max_outage``. Each pause is announced with how long it lasts.
+backoff over that endpoint's consecutive 429s; the other endpoints' jobs go on. An outage
+(connections refused or reset, timeouts, 5xx) pauses every request of the run with
+:data:`~.._failures.OUTAGE`'s backoff until the service's next answer, and stops the run past
+``max_outage``. Each pause is announced with how long it lasts.
 
-The steady rate is an :class:`aiolimiter.AsyncLimiter`. Runners sharing one account's rate (the
-shards of ``novita_async.ray``) share one :class:`SubmitPermits`, where a 429 one of them sees
-holds them all back. A run-level failure stops the run (:meth:`RunGate.stop`): every later
-:meth:`RunGate.wait` raises :class:`RunStopped`, while the tasks paid for are still followed.
+The steady rate (``rate``: the account's, over every endpoint) is an
+:class:`aiolimiter.AsyncLimiter`. An endpoint may also have a cap in images a minute (``caps``,
+from ``BatchOptions.task_rates``), kept over a sliding minute as the service counts: a task of
+``image_num`` images takes that many. Runners sharing one account's rate (the shards of
+``novita_async.ray``) share one :class:`SubmitPermits`, where a 429 one of them sees holds them
+all back on that endpoint; the caps are each runner's own (each shard's, under Ray). A run-level
+failure stops the run (:meth:`RunGate.stop`): every later :meth:`RunGate.wait` raises
+:class:`RunStopped`, while the tasks paid for are still followed.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import anyio
@@ -32,6 +39,9 @@ logger = logging.getLogger("novita_async.batch")
 
 _SPACING_MARGIN = 1.02
 
+DEFAULT_ENDPOINT = "instant-id"
+"""The endpoint a submission goes to when none is named (InstantID's, the runner's first)."""
+
 PauseHook = Callable[[str, bool], None]
 """Told ``(message, paused)``: the run pauses (True) or goes on (False)."""
 
@@ -39,11 +49,12 @@ PauseHook = Callable[[str, bool], None]
 class SubmitPermits(Protocol):
     """Turns to submit, shared by several runners (and the pauses a 429 imposes on them all)."""
 
-    async def acquire(self) -> None:
-        """Return when one submission may go now (the rate and any pause allow it)."""
+    async def acquire(self, endpoint: str = DEFAULT_ENDPOINT) -> None:
+        """Return when one submission to ``endpoint`` may go now (the rate and its pause allow)."""
 
-    def rate_limited(self, seconds: float) -> None:
-        """A 429: hold every runner's submissions ``seconds`` from now (without blocking)."""
+    def rate_limited(self, seconds: float, endpoint: str = DEFAULT_ENDPOINT) -> None:
+        """A 429: hold every runner's submissions to ``endpoint`` ``seconds`` from now (without
+        blocking)."""
 
 
 @attrs.define
@@ -76,8 +87,8 @@ class _Pause:
 
 class RatePermits:
     """Turns to submit under ``rate`` per second (None or infinite: no limit), and the pause a
-    429 imposes on them: one run's :class:`SubmitPermits`, and the one ``novita_async.ray``'s
-    shared actor holds for all the shards.
+    429 imposes on its endpoint's: one run's :class:`SubmitPermits`, and the one
+    ``novita_async.ray``'s shared actor holds for all the shards.
 
     One submission per 1/rate seconds, with no burst, aimed 2% under the rate: a service counting
     submissions over a sliding window (as the emulator and rate limits commonly do) then never sees
@@ -89,30 +100,68 @@ class RatePermits:
         if rate is not None and math.isinf(rate):
             rate = None
         self._limiter = None if rate is None else AsyncLimiter(1, _SPACING_MARGIN / rate)
-        self._pause = _Pause()
+        self._pauses: dict[str, _Pause] = {}
         self.granted = 0
         self.pauses = 0
 
-    async def acquire(self) -> None:
-        """Return when one submission may go now."""
+    def _pause(self, endpoint: str) -> _Pause:
+        if (pause := self._pauses.get(endpoint)) is None:
+            pause = self._pauses[endpoint] = _Pause()
+        return pause
+
+    async def acquire(self, endpoint: str = DEFAULT_ENDPOINT) -> None:
+        """Return when one submission to ``endpoint`` may go now."""
+        pause = self._pause(endpoint)
         while True:
-            if (left := self._pause.left()) > 0:
+            if (left := pause.left()) > 0:
                 await anyio.sleep(left)
                 continue  # the pause may have been extended meanwhile
             if self._limiter is not None:
                 await self._limiter.acquire()
-            if not self._pause.left():
+            if not pause.left():
                 self.granted += 1
                 return
 
-    def rate_limited(self, seconds: float) -> None:
-        """A submission was refused (429): none goes for ``seconds`` from now."""
+    def rate_limited(self, seconds: float, endpoint: str = DEFAULT_ENDPOINT) -> None:
+        """A submission to ``endpoint`` was refused (429): none goes there for ``seconds``."""
         self.pauses += 1
-        self._pause.extend(seconds)
+        self._pause(endpoint).extend(seconds)
 
     def counts(self) -> dict[str, int]:
         """Turns granted and pauses imposed so far."""
         return {"granted": self.granted, "pauses": self.pauses}
+
+
+@attrs.define
+class _Window:
+    """The images sent to one endpoint over the last minute, under a cap of ``per_minute``: a
+    sliding window, as the service counts them (a burst up to the cap, then as the minute
+    frees room), with a 2% longer minute against network jitter. A task of more images than the
+    cap goes alone, into an empty window, rather than never."""
+
+    per_minute: float
+    sent: deque[tuple[float, int]] = attrs.Factory(deque)
+    used: int = 0
+
+    def wait(self, images: int) -> float:
+        """Seconds until ``images`` more fit (0: now)."""
+        now = anyio.current_time()
+        minute = 60.0 * _SPACING_MARGIN
+        while self.sent and self.sent[0][0] <= now - minute:
+            self.used -= self.sent.popleft()[1]
+        over = self.used + images - self.per_minute
+        if over <= 0:
+            return 0.0
+        for stamp, count in self.sent:
+            over -= count
+            if over <= 0:
+                return stamp + minute - now
+        # More images than the cap: into an empty window.
+        return self.sent[-1][0] + minute - now if self.sent else 0.0
+
+    def take(self, images: int) -> None:
+        self.sent.append((anyio.current_time(), images))
+        self.used += images
 
 
 class RunStopped(Exception):
@@ -122,7 +171,9 @@ class RunStopped(Exception):
 class RunGate:
     """Admit requests under any pause in force, and submissions under ``rate`` per second (None,
     > 0, or infinite: no limit), taking their turns from ``permits`` (by default this run's own
-    :class:`RatePermits`). ``on_pause`` is told, in words, when the run pauses and goes on."""
+    :class:`RatePermits`), and each endpoint's under its 429s' pause and its cap in ``caps``
+    (endpoint to images a minute; none: uncapped). ``on_pause`` is told, in words, when the run
+    pauses and goes on."""
 
     def __init__(
         self,
@@ -133,12 +184,15 @@ class RunGate:
         on_pause: PauseHook | None = None,
         rand: random.Random | None = None,
         permits: SubmitPermits | None = None,
+        caps: Mapping[str, float] | None = None,
     ) -> None:
         self._permits = permits or RatePermits(rate)
+        self._windows = {endpoint: _Window(cap) for endpoint, cap in (caps or {}).items()}
         self._max_outage = max_outage
         self._on_pause = on_pause
         self._rand = rand or random.Random()
-        self._rate_pause = _Pause(attrs.evolve(RATE_LIMITED, hint_cap=retry_after_cap))
+        self._rate_backoff = attrs.evolve(RATE_LIMITED, hint_cap=retry_after_cap)
+        self._rate_pauses: dict[str, _Pause] = {}  # by endpoint
         self._outage_pause = _Pause(OUTAGE)
         self._outage_since: float | None = None
         self.stopped: BaseException | None = None
@@ -152,30 +206,55 @@ class RunGate:
 
     @property
     def paused_for(self) -> float:
-        """Seconds left before a submission may go (0 when open)."""
-        return self._left(submission=True)
+        """Seconds left before a submission to InstantID's endpoint may go (0 when open)."""
+        return self.ready_in()
 
-    def _left(self, *, submission: bool) -> float:
-        left = self._outage_pause.left()
-        return max(left, self._rate_pause.left()) if submission else left
+    def _rate_pause(self, endpoint: str) -> _Pause:
+        if (pause := self._rate_pauses.get(endpoint)) is None:
+            pause = self._rate_pauses[endpoint] = _Pause(self._rate_backoff)
+        return pause
 
-    async def wait(self, *, submission: bool = True) -> None:
+    def ready_in(self, endpoint: str = DEFAULT_ENDPOINT, images: int = 1) -> float:
+        """Seconds before a submission to ``endpoint`` of ``images`` images may go, as far as this
+        gate knows (0: now, the account's rate aside)."""
+        left = max(self._outage_pause.left(), self._rate_pause(endpoint).left())
+        if (window := self._windows.get(endpoint)) is not None:
+            left = max(left, window.wait(images))
+        return left
+
+    async def until_ready(self, endpoint: str = DEFAULT_ENDPOINT, images: int = 1) -> None:
+        """Return once ``endpoint`` takes ``images`` more images (:meth:`ready_in` is 0), taking
+        no turn: a submitter waits here holding nothing another endpoint's jobs need."""
+        while True:
+            if self.stopped is not None:
+                raise RunStopped
+            if (left := self.ready_in(endpoint, images)) <= 0:
+                return
+            with anyio.move_on_after(left):
+                await self._stop_event.wait()
+
+    async def wait(
+        self, *, submission: bool = True, endpoint: str = DEFAULT_ENDPOINT, images: int = 1
+    ) -> None:
         """Return when one request may be sent now; :class:`RunStopped` once the run stopped.
-        Submissions also take their turn under the rate; the other requests (following a task paid
-        for) go on after a stop that lets them."""
+        A submission (to ``endpoint``, of ``images`` images) also takes its turn under the rate
+        and the endpoint's cap; the other requests (following a task paid for) go on after a stop
+        that lets them."""
         while True:
             if self.stopped is not None and (submission or not self._following):
                 raise RunStopped
-            pause = self._left(submission=submission)
+            pause = self.ready_in(endpoint, images) if submission else self._outage_pause.left()
             if pause > 0:
                 with anyio.move_on_after(pause):
                     await self._stop_event.wait()
                 continue  # the pause may have been extended meanwhile
             if not submission:
                 return
-            await self._permits.acquire()
+            await self._permits.acquire(endpoint)
             # A pause may have begun (or the run stopped) while this submitter waited its turn.
-            if self._left(submission=True) == 0.0 and self.stopped is None:
+            if self.ready_in(endpoint, images) == 0.0 and self.stopped is None:
+                if (window := self._windows.get(endpoint)) is not None:
+                    window.take(images)
                 return
 
     async def stopping(self) -> None:
@@ -187,7 +266,8 @@ class RunGate:
     def answered(self) -> None:
         """The service answered a request (whatever the answer): any outage is over."""
         self.answers += 1
-        self._rate_pause.rounds = 0
+        for pause in self._rate_pauses.values():
+            pause.rounds = 0
         if self._outage_since is not None:
             down = anyio.current_time() - self._outage_since
             self._outage_since = None
@@ -212,16 +292,19 @@ class RunGate:
             f"next try in {pause:.1f}s"
         )
 
-    def rate_limited(self, retry_after: float | None) -> float:
-        """Close the gate to submissions after a 429; returns the pause chosen (s from now)."""
-        pause = self._rate_pause.another_round(retry_after, self._rand)
+    def rate_limited(self, retry_after: float | None, endpoint: str = DEFAULT_ENDPOINT) -> float:
+        """Close the gate to submissions to ``endpoint`` after its 429 (the other endpoints' stay
+        open); returns the pause chosen (s from now)."""
+        pause = self._rate_pause(endpoint).another_round(retry_after, self._rand)
         hint = "no Retry-After"
         if retry_after is not None and 0 <= retry_after < math.inf:  # the one Backoff honours
-            cap = self._rate_pause.backoff.hint_cap
+            cap = self._rate_backoff.hint_cap
             capped = f", capped at {cap:g}s" if retry_after > pause else ""
             hint = f"Retry-After {retry_after:g}s{capped}"
-        self._permits.rate_limited(pause)
-        self._announce(f"submissions paused for {pause:.1f}s: rate limited (429, {hint})")
+        self._permits.rate_limited(pause, endpoint)
+        self._announce(
+            f"submissions paused for {pause:.1f}s: rate limited on {endpoint} (429, {hint})"
+        )
         return pause
 
     def stop(self, error: BaseException, *, follow: bool = True) -> None:

@@ -140,7 +140,9 @@ class RunFolder:
         errors = output_errors(jobs, self.destination.url, sizes)
         for job_id, error in errors.items():
             state, failed = jobs[job_id], JobError.from_exception(error)
-            outcome = JobOutcome(job_id, JobStatus.FAILED, state.task_id, error=failed)
+            outcome = JobOutcome(
+                job_id, JobStatus.FAILED, state.task_id, error=failed, task=state.task
+            )
             journal.record_outcome(outcome, state.fingerprint)
 
     async def _close(self, journal: Journal, results: ResultsFile) -> None:
@@ -331,6 +333,8 @@ class RunStatus:
     """Images checked for being there only: their (older) journal recorded no size or SHA-256."""
     results_listed: int | None = None
     """Jobs ``results.jsonl`` lists; None when there is no such file."""
+    jobs_by_task: Mapping[str, int] = attrs.field(factory=dict)
+    """The jobs the journal knows by their task (``instant-id``, ``txt2img``, ...)."""
 
 
 def read_status(
@@ -388,4 +392,5 @@ def read_status(
         verified=verify,
         unverifiable=unverifiable,
         results_listed=ResultsFile(out / RESULTS_NAME).listed(),
+        jobs_by_task=dict(sorted(Counter(state.task for state in jobs.values()).items())),
     )

@@ -62,7 +62,8 @@ async def test_retry_after_is_honoured_only_up_to_the_cap_and_the_pause_is_annou
     gate = RunGate(retry_after_cap=0.05, on_pause=lambda m, _: said.append(m))
     assert gate.rate_limited(86400.0) == 0.05
     assert said == [
-        "submissions paused for 0.1s: rate limited (429, Retry-After 86400s, capped at 0.05s)"
+        "submissions paused for 0.1s: rate limited on instant-id (429, Retry-After 86400s, "
+        "capped at 0.05s)"
     ]
     await gate.wait()  # the cap, not a day
     assert gate.paused_for == 0.0
