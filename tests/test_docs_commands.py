@@ -396,7 +396,7 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
         Step("python examples/bulk_jsonl.py"),
     ),
     # README, "Every task in one job file": tasks.jsonl, then the same with per-task rates
-    # (every job has ended: a plain resume).
+    # (every job has ended: a plain resume), then the example doing it from Python.
     "tasks": (
         Step("novita-async run tasks.jsonl --out tasks --no-progress",
              sent=TASK_JOBS, stdout=("5 jobs: 5 succeeded, 0 failed",),
@@ -405,6 +405,8 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
              "--task-rate img2img=20 --no-progress",
              sent=0, stdout=("5 jobs: 5 succeeded, 0 failed, 5 from an earlier run",),
              checks=(ran_the_task_jobs("tasks"),)),
+        # Three jobs of each of the five tasks, from Python, against the docs' emulator.
+        Step("python examples/mixed_tasks.py", sent=15, stdout=("15 succeeded, 0 failed",)),
     ),
     "set-up": (
         # The demo runs its own emulator in-process: no key, no network.
