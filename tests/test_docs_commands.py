@@ -2,11 +2,11 @@
 
 Each command of a fenced block (any kind, unlabelled ones included) is a step of a scenario below,
 written as the docs write it and run with bash in a scratch folder holding the pictures and the
-job file (the README's ``jsonl`` block) the docs name, against one emulator process (0.05 s tasks,
-tiny images), moto's S3 server where a command names ``s3://`` and one local Ray instance where
-it names Ray. Placeholders become this test's own services through ``SUBSTITUTIONS``, the one
-table of what is not run as written. Each step checks what the docs say it does: exit status,
-files, summary, what was sent.
+job files (the README's ``jsonl`` blocks: ``jsonl NAME`` is NAME, a bare one ``jobs.jsonl``) the
+docs name, against one emulator process (0.05 s tasks, tiny images), moto's S3 server where a
+command names ``s3://`` and one local Ray instance where it names Ray. Placeholders become this
+test's own services through ``SUBSTITUTIONS``, the one table of what is not run as written. Each
+step checks what the docs say it does: exit status, files, summary, what was sent.
 
 ``test_every_documented_command_is_run`` extracts the commands of every fenced block (lines
 starting with ``novita-async``, ``$ novita-async`` or ``VAR=... novita-async``, continuations
@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import pytest
 from cli.conftest import emulator_process
+from PIL import Image
 from support import S3_SECRET, S3Bucket, create_bucket, s3_env
 
 from novita_async.emulator import EmulatorProcess
@@ -73,6 +74,15 @@ block, which sets them itself), and ``NOVITA_ASYNC_STAGING`` in the scratch fold
 # The README's job file: four jobs, five images (line 3 asks for two, line 4 for WebP).
 README_JOB_FILES = ("ada-beach_0.png", "ada-city_0.png", "3_0.png", "3_1.png", "4_0.webp")
 README_JOBS = 4
+# The README's job file of every task (tasks.jsonl): each image and the size its task implies
+# (txt2img, img2img: width x height; inpainting: the input's, 96 x 96 here; upscale: the
+# input's times 4; InstantID: its default 1024 x 1024).
+TASK_FILES = {
+    "lighthouse_0.png": (1024, 768), "lighthouse_1.png": (1024, 768),
+    "beach-oil_0.png": (768, 768), "boat_0.png": (96, 96), "city-x4_0.png": (384, 384),
+    "ada-city_0.png": (1024, 1024),
+}  # fmt: skip
+TASK_JOBS = 5
 
 
 # --- the docs' commands ---------------------------------------------------------------------------
@@ -200,6 +210,21 @@ def ran_the_readme_jobs(out: str, *, gallery: bool = True) -> Check:
         for name in README_JOB_FILES:
             assert (folder / name).stat().st_size > 0, name
         assert (folder / "index.html").is_file() == gallery
+
+    return check
+
+
+def ran_the_task_jobs(out: str) -> Check:
+    """OUT holds the images of tasks.jsonl, each of its task's size, every job succeeded."""
+
+    def check(ran: Ran) -> None:
+        folder = ran.folder / out
+        results = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+        assert {line["status"] for line in results} == {"succeeded"}, results
+        assert sorted(f for line in results for f in line["files"]) == sorted(TASK_FILES)
+        for name, size in TASK_FILES.items():
+            with Image.open(folder / name) as image:
+                assert image.size == size, name
 
     return check
 
@@ -369,6 +394,19 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
         Step("novita-async run jobs.jsonl --out results --width 768 --height 1024 --no-progress",
              sent=0, stdout=(FROM_EARLIER,), checks=(ran_the_readme_jobs("results"),)),
         Step("python examples/bulk_jsonl.py"),
+    ),
+    # README, "Every task in one job file": tasks.jsonl, then the same with per-task rates
+    # (every job has ended: a plain resume), then the example doing it from Python.
+    "tasks": (
+        Step("novita-async run tasks.jsonl --out tasks --no-progress",
+             sent=TASK_JOBS, stdout=("5 jobs: 5 succeeded, 0 failed",),
+             checks=(ran_the_task_jobs("tasks"),)),
+        Step("novita-async run tasks.jsonl --out tasks --task-rate txt2img=40 "
+             "--task-rate img2img=20 --no-progress",
+             sent=0, stdout=("5 jobs: 5 succeeded, 0 failed, 5 from an earlier run",),
+             checks=(ran_the_task_jobs("tasks"),)),
+        # Three jobs of each of the five tasks, from Python, against the docs' emulator.
+        Step("python examples/mixed_tasks.py", sent=15, stdout=("15 succeeded, 0 failed",)),
     ),
     "set-up": (
         # The demo runs its own emulator in-process: no key, no network.
@@ -549,8 +587,13 @@ def scratch_folder(folder: Path) -> None:
         (folder / "refs" / f"{scene.name}.png").write_bytes(draw_scene(scene, 96))
     (folder / "face.png").write_bytes(draw_face(SAMPLE_FACES[0], 96))
     (folder / "ref.png").write_bytes(draw_scene(SAMPLE_SCENES[1], 96))
-    (job_block,) = [body for _, info, body in fenced_blocks() if info == "jsonl"]
-    (folder / "jobs.jsonl").write_text(job_block, encoding="utf-8")
+    (folder / "masks").mkdir()
+    Image.new("L", (96, 96), 0).save(folder / "masks" / "beach.png")  # refs/beach.png's size
+    # A `jsonl NAME` block is the job file NAME; a bare `jsonl` one is jobs.jsonl.
+    for _, info, body in fenced_blocks():
+        kind, _, name = info.partition(" ")
+        if kind == "jsonl":
+            (folder / (name or "jobs.jsonl")).write_text(body, encoding="utf-8")
 
 
 def environment(services: Services, *, s3: bool) -> dict[str, str]:

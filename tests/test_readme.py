@@ -7,7 +7,8 @@ Fenced blocks are run by their info string:
   is the benchmarks' own test); the figures between ``<!-- bench:start -->`` and
   ``<!-- bench:end -->`` must be those the benchmark report writes from the committed results;
 - ``sh setup``: the two set-up commands, which CI runs itself; checked against ``.ci/run``;
-- ``python``: each block runs as a script in the scratch folder;
+- ``python``: each block runs as a script in the scratch folder (the pictures, a mask and the job
+  files the README names);
 - ``python pytest``: each block is a test file, run by pytest (the testing kit's plugin) there.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from cli.conftest import EmulatorProcess, emulator_process
+from PIL import Image
 
 from benchmarks._readme import readme_block, readme_figures
 from benchmarks._scale_out import scale_out_block, scale_out_figures
@@ -62,11 +64,11 @@ def test_setup_commands_are_the_two_of_the_issue_and_the_test_one_is_what_ci_run
 def test_every_fenced_block_has_a_known_kind() -> None:
     known = {
         "sh", "sh setup", "sh long-running", "sh benchmark", "python", "python pytest", "jsonl",
-        "json", "",
+        "jsonl tasks.jsonl", "json", "",
     }  # fmt: skip
     assert {kind for kind, _ in BLOCKS} <= known
     assert blocks("sh") and blocks("python") and blocks("python pytest")
-    assert len(blocks("jsonl")) == 1
+    assert len(blocks("jsonl")) == 1 and len(blocks("jsonl tasks.jsonl")) == 1
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,10 @@ def scratch(tmp_path: Path, readme_emulator: EmulatorProcess) -> tuple[Path, dic
         (tmp_path / "refs" / f"{scene.name}.png").write_bytes(draw_scene(scene, 96))
     (tmp_path / "face.png").write_bytes(draw_face(SAMPLE_FACES[0], 96))
     (tmp_path / "ref.png").write_bytes(draw_scene(SAMPLE_SCENES[1], 96))
+    (tmp_path / "masks").mkdir()
+    Image.new("L", (96, 96), 0).save(tmp_path / "masks" / "beach.png")  # refs/beach.png's size
     (tmp_path / "jobs.jsonl").write_text(blocks("jsonl")[0], encoding="utf-8")
+    (tmp_path / "tasks.jsonl").write_text(blocks("jsonl tasks.jsonl")[0], encoding="utf-8")
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
