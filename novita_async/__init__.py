@@ -120,7 +120,7 @@ from .batch import (
 )
 from .webhooks import WebhookEvent, WebhookReceiver
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "TASKS",

@@ -199,7 +199,8 @@ class NovitaClient:
         An answer lost after the request was sent raises :class:`SubmitOutcomeUnknownError`
         rather than resubmitting (which could bill twice), unless the client's
         ``RetryPolicy(retry_unknown_submits=True)``. ``retry`` overrides the client's policy for
-        this call (the batch runner's hands 429 back at once, to pause every submitter together).
+        this call (the batch runner's hands 429 back at once, to pause every submitter of that
+        endpoint together).
         """
         if isinstance(request, ImageTaskRequest):
             encoded = await self._encode_inputs(request, images or {})

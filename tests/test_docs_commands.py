@@ -381,6 +381,12 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
             '    --lora "add-detail-xl.safetensors:0.6" --image-type jpeg --out out',
             sent=1, checks=(images_printed(2, ".jpeg"),),
         ),
+        Step("novita-async generate --task txt2img --model sd_xl_base_1.0.safetensors "
+             '--prompt "a lighthouse" --out out',
+             sent=1, checks=(images_printed(1, ".png"),)),
+        Step("novita-async generate --task upscale --image refs/city.png "
+             "--upscale-model RealESRNet_x4plus \\\n    --scale-factor 4 --out out",
+             sent=1, checks=(images_printed(1, ".png"),)),
         Step("novita-async upload face.png ref.png          # one asset id per line",
              sent=0, checks=(asset_ids(2),)),
         Step("novita-async models --sdxl --type checkpoint --query juggernaut",
@@ -395,9 +401,13 @@ SCENARIOS: dict[str, tuple[Step, ...]] = {
              sent=0, stdout=(FROM_EARLIER,), checks=(ran_the_readme_jobs("results"),)),
         Step("python examples/bulk_jsonl.py"),
     ),
-    # README, "Every task in one job file": tasks.jsonl, then the same with per-task rates
-    # (every job has ended: a plain resume), then the example doing it from Python.
+    # README, "Every task in one job file": its dry run, tasks.jsonl, then the same with per-task
+    # rates (every job has ended: a plain resume), then the example doing it from Python.
     "tasks": (
+        # "with a key set, it also shows the account's balance"; sends and writes nothing.
+        Step("novita-async run tasks.jsonl --out tasks --dry-run", sent=0,
+             stdout=("5 tasks and 6 images would be paid for", "account balance: $"),
+             checks=(wrote_nothing("tasks"),)),
         Step("novita-async run tasks.jsonl --out tasks --no-progress",
              sent=TASK_JOBS, stdout=("5 jobs: 5 succeeded, 0 failed",),
              checks=(ran_the_task_jobs("tasks"),)),

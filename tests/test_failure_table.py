@@ -118,7 +118,8 @@ TABLE: tuple[Row, ...] = (
         "429 on a submission",
         (RateLimitError(429, reason="RATE_LIMITED", retry_after=3.0),),
         Kind.TRANSIENT,
-        "every submitter pauses for its `Retry-After` (at most `--retry-after-cap`, "
+        "every submitter of that endpoint pauses for its `Retry-After` "
+        "(at most `--retry-after-cap`, "
         f"{RATE_LIMITED.hint_cap:g} s), or without one {_described(RATE_LIMITED)} (429s in a row, "
         "equal jitter); never a job failure",
         ExitStatus.OK,

@@ -9,10 +9,17 @@ from collections.abc import Iterator
 from benchmarks._mixed import GUIDANCE, IMAGE_TYPE, STEPS, MixedJob, mixed_jobs
 from benchmarks._spec import RunReport, RunSpec, emit, load_spec
 from benchmarks.contenders.ours import tally
-from novita_async import Extra, InstantIDRequest, NovitaClient
 
 # Not yet exported from ``novita_async`` on this branch (issue 23's client work does that).
-from novita_async._models import Img2ImgRequest, InpaintingRequest, Txt2ImgRequest, UpscaleRequest
+from novita_async import (
+    Extra,
+    Img2ImgRequest,
+    InpaintingRequest,
+    InstantIDRequest,
+    NovitaClient,
+    Txt2ImgRequest,
+    UpscaleRequest,
+)
 from novita_async.batch import BatchOptions, BatchRunner, Job
 
 

@@ -221,8 +221,7 @@ class JobFlow:
         self._uploader = AssetUploader(
             client, journal, concurrency=options.upload_concurrency, on_request=self._on_request
         )
-        # i23-inputs: becomes InputEncoder(options.max_inline_bytes) once its budget lands.
-        self._encoder = InputEncoder()
+        self._encoder = InputEncoder(options.max_inline_bytes)
         self._images = ImageSaver(
             client=client,
             out_dir=out_dir,

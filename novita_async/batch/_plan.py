@@ -268,7 +268,9 @@ async def dry_run(
         # As the run records it: its task followed again, or (no task) lost.
         state = known[job_id]
         failed = JobError.from_exception(error)
-        known[job_id] = JobState(JobPhase.FAILED, state.fingerprint, state.task_id, error=failed)
+        known[job_id] = JobState(
+            JobPhase.FAILED, state.fingerprint, state.task_id, error=failed, task=state.task
+        )
     planner = Planner(known, options, out)
     counts: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
