@@ -59,9 +59,12 @@ def picture(
     Image.new(mode, size, colour if mode == "RGB" else colour[0]).save(path, "PNG")
 
 
-def write_jobs(folder: Path) -> tuple[Path, dict[str, Expected]]:
+def write_jobs(
+    folder: Path, image_counts: tuple[int, ...] = (1, 2)
+) -> tuple[Path, dict[str, Expected]]:
     """``folder/jobs/jobs.jsonl`` (its inputs under ``folder/jobs/inputs/``, named relative to
-    it), the lines of the five tasks interleaved; what each job must produce."""
+    it), the lines of the five tasks interleaved, ``image_num`` taken in turn from
+    ``image_counts``; what each job must produce."""
     base = folder / "jobs"
     inputs = base / "inputs"
     # Inputs shared by many jobs, as a real batch has them: two faces, two scenes, three photos
@@ -82,7 +85,7 @@ def write_jobs(folder: Path) -> tuple[Path, dict[str, Expected]]:
     expected: dict[str, Expected] = {}
     for n in range(PER_TASK):
         width, height = 128 + 16 * (n % 4), 128 + 32 * (n % 3)
-        count = 1 + n % 2
+        count = image_counts[n % len(image_counts)]
         lines.append({  # InstantID: no "task"
             "id": f"iid-{n}", "face_images": [f"inputs/face{n % 2}.png"],
             "ref_images": [f"inputs/scene{n % 2}.png"], "prompt": f"portrait {n}",
@@ -195,7 +198,9 @@ def test_a_mixed_file_of_the_five_tasks_runs_end_to_end(tmp_path: Path) -> None:
 
 
 # The kill: the first OK_IMAGES downloads go through, every later one is parked for a day (the
-# emulator's shutdown ends them), so CONCURRENCY answered tasks end up holding every slot.
+# emulator's shutdown ends them), so CONCURRENCY answered tasks end up holding every slot. Every
+# job of this run makes one image: once OK_IMAGES jobs have ended, every OK download went to a job
+# that ended, so the jobs holding the slots wait on parked downloads and nothing moves any more.
 CONCURRENCY = 4
 OK_IMAGES = 12
 PARKED = 400  # more than the run can ask for: it stops asking once its slots are full
@@ -204,15 +209,20 @@ WATCH_LIMIT = 120.0
 
 
 def every_slot_holds_an_answered_task(out: Path) -> Callable[[], bool]:
-    """True once some jobs ended and CONCURRENCY others hold a task whose submission the journal
-    recorded answered, with no submission unanswered: no POST can be on its way."""
+    """True once OK_IMAGES jobs ended (each with its one image: no job can end after them) and
+    CONCURRENCY others hold a task whose submission the journal recorded answered, with no
+    submission unanswered: no POST can be on its way, and none can start."""
 
     def held() -> bool:
         records = journal_records(out)
         ended = records_of(records, "succeeded").keys() | records_of(records, "failed").keys()
         submitted = records_of(records, "submitted").keys()
         intents = records_of(records, "submitting").keys()
-        return bool(ended) and len(submitted - ended) == CONCURRENCY and intents <= submitted
+        return (
+            len(ended) == OK_IMAGES
+            and len(submitted - ended) == CONCURRENCY
+            and intents <= submitted
+        )
 
     return held
 
@@ -227,7 +237,7 @@ def watch(process: subprocess.Popen[bytes], condition: Callable[[], bool]) -> No
 
 
 def test_killed_with_sigkill_mid_run_a_plain_rerun_pays_nothing_twice(tmp_path: Path) -> None:
-    jobs, expected = write_jobs(tmp_path)
+    jobs, expected = write_jobs(tmp_path, image_counts=(1,))
     out = tmp_path / "out"
     argv = command(jobs, out, "--concurrency", str(CONCURRENCY))
     with emulator_process() as emulator:
