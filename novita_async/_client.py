@@ -41,6 +41,7 @@ from ._models import (
     Model,
     ModelPage,
     ResultImage,
+    TaskRequest,
     TaskResult,
     Txt2ImgRequest,
     UpscaleRequest,
@@ -57,21 +58,17 @@ R = TypeVar("R")
 
 
 @attrs.frozen
-class InstantIDOutcome:
-    """What :meth:`NovitaClient.instant_id` produced."""
-
-    task_id: str
-    result: TaskResult
-    files: tuple[Path, ...]
-
-
-@attrs.frozen
 class TaskOutcome:
-    """What :meth:`NovitaClient.txt2img` (``img2img``, ``inpainting``, ``upscale``) produced."""
+    """What a task's coroutine (:meth:`NovitaClient.instant_id`, ``txt2img``, ``img2img``,
+    ``inpainting``, ``upscale``) produced: the task, its result, the images saved."""
 
     task_id: str
     result: TaskResult
     files: tuple[Path, ...]
+
+
+InstantIDOutcome = TaskOutcome
+""":class:`TaskOutcome` under its 0.2.0 name."""
 
 
 ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview
@@ -478,7 +475,7 @@ class NovitaClient:
         timeout: float = 600.0,  # noqa: ASYNC109  (a deadline for the task, not for one call)
         poll: PollPolicy | None = None,
         on_progress: ProgressHook | None = None,
-    ) -> InstantIDOutcome:
+    ) -> TaskOutcome:
         """Upload the images, submit ``request`` with their ids, wait, and download into
         ``out_dir`` (``0.png``, ...). ``request``'s own asset ids, if any, are replaced."""
         ids = await self.upload_assets([*face_images, *ref_images])
@@ -487,16 +484,11 @@ class NovitaClient:
             face_image_assets_ids=ids[: len(face_images)],
             ref_image_assets_ids=ids[len(face_images) :],
         )
-        task_id = await self.submit(request)
-        result = await self.wait_for_task(
-            task_id, timeout=timeout, poll=poll, on_progress=on_progress
-        )
-        files = await self.download_images(result, out_dir)
-        return InstantIDOutcome(task_id=task_id, result=result, files=tuple(files))
+        return await self._run_task(request, {}, out_dir, timeout, poll, on_progress)
 
     async def _run_task(
         self,
-        request: ImageTaskRequest,
+        request: TaskRequest,
         images: Mapping[str, ImageInput],
         out_dir: str | os.PathLike[str],
         timeout: float,  # noqa: ASYNC109  (a deadline for the task, not for one call)
