@@ -215,13 +215,7 @@ class NovitaClient:
         self, request: ImageTaskRequest, images: Mapping[str, ImageInput]
     ) -> dict[str, str]:
         """``images`` read, checked and base64-encoded, each distinct content once."""
-        needed = request.input_names()
-        for name in images:
-            if name not in needed:
-                request.slot(name)
-                raise ValidationError(
-                    "images", name, f"this {request.task} request has no such input"
-                )
+        needed = request.check_input_names(images)
         encoded: dict[str, str] = {}
         by_content: dict[str, str] = {}
         sizes: dict[str, tuple[int, int]] = {}

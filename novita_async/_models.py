@@ -602,23 +602,15 @@ class InputSlot:
     limits: _spec.InputLimits
     same_size_as: str | None = None
 
+    @property
+    def items(self) -> tuple[str, str] | None:
+        """For a slot of each item of a list (``controlnet.units[].image``): the list's path and
+        the item's field (``("controlnet.units", "image")``); None for a single input."""
+        where, _, field = self.name.partition("[].")
+        return (where, field) if field else None
 
-_INDEXED = re.compile(r"^(\w+(?:\.\w+)*)\[\](\.\w+)$")
+
 _PART = re.compile(r"(\w+)(?:\[(\d+)\])?")
-
-
-def _place(request: dict[str, Any], name: str, value: str) -> None:
-    """Put ``value`` at ``name`` + ``_base64`` in ``request`` (``controlnet.units[1].image`` is
-    ``request["controlnet"]["units"][1]["image_base64"]``)."""
-    *parents, last = name.split(".")
-    node: Any = request
-    for part in parents:
-        match = _PART.fullmatch(part)
-        assert match is not None
-        node = node[match[1]]
-        if match[2] is not None:
-            node = node[int(match[2])]
-    node[f"{last}_base64"] = value
 
 
 def _as_list(_: object, __: object, value: object) -> object:
@@ -643,15 +635,25 @@ class ImageTaskRequest:
         """The inputs this request needs, each ``[]`` replaced by the index of its item."""
         names: list[str] = []
         for slot in self.inputs:
-            indexed = _INDEXED.match(slot.name)
-            if indexed is None:
+            if slot.items is None:
                 names.append(slot.name)
                 continue
+            where, field = slot.items
             items: Any = self
-            for part in indexed[1].split("."):
+            for part in where.split("."):
                 items = getattr(items, part, None) if items is not None else None
-            names.extend(f"{indexed[1]}[{i}]{indexed[2]}" for i in range(len(items or ())))
+            names.extend(f"{where}[{i}].{field}" for i in range(len(items or ())))
         return tuple(names)
+
+    def check_input_names(self, names: Iterable[str]) -> tuple[str, ...]:
+        """:meth:`input_names`, once none of ``names`` is other than them
+        (:class:`ValidationError` naming the first that is)."""
+        needed = self.input_names()
+        for name in names:
+            if name not in needed:
+                self.slot(name)  # an unknown name is refused as such
+                raise ValidationError("images", name, f"this {self.task} request has no such input")
+        return needed
 
     def slot(self, name: str) -> InputSlot:
         """The slot of an input name (``ip_adapters[0].image`` is ``ip_adapters[].image``)."""
@@ -664,11 +666,7 @@ class ImageTaskRequest:
     def body(self, images: Mapping[str, str]) -> dict[str, Any]:
         """The JSON body: ``{"extra": {...}, "request": {...}}`` (``extra`` only if set), unset
         fields omitted, each input of :meth:`input_names` placed from ``images`` (its base64)."""
-        needed = self.input_names()
-        for name in images:
-            if name not in needed:
-                self.slot(name)  # an unknown name is refused as such
-                raise ValidationError("images", name, f"this {self.task} request has no such input")
+        needed = self.check_input_names(images)
         for name in needed:
             value = images.get(name)
             if not isinstance(value, str) or not value:
@@ -679,12 +677,10 @@ class ImageTaskRequest:
             filter=lambda attribute, value: value is not None and attribute.name != "extra",
             value_serializer=_as_list,
         )
-        for name in needed:
-            _place(request, name, images[name])
         body: dict[str, Any] = {"request": request}
         if self.extra is not None:
             body = {"extra": attrs.asdict(self.extra, filter=_omit_none), **body}
-        return body
+        return with_images(body, {name: images[name] for name in needed})
 
     def check_submittable(self) -> None:
         """Nothing to check: the inputs are checked when :meth:`body` places them."""

@@ -42,6 +42,7 @@ import yarl
 
 from .._client import NovitaClient
 from .._converter import unstructure_request
+from .._exceptions import ValidationError
 from .._files import (
     ImageFacts,
     ImageProblem,
@@ -143,11 +144,10 @@ class InputReader:
         if job.face_images or job.ref_images or job.face_kps_images is not None:
             message = f"job {job.id!r}: a {request.task} job takes no face or reference images"
             raise JobInputError("INVALID_JOB", message)
-        names = request.input_names()
-        for name in job.inputs:
-            if name not in names:
-                message = f"job {job.id!r}: this {request.task} request has no input {name!r}"
-                raise JobInputError("INVALID_JOB", message)
+        try:
+            names = request.check_input_names(job.inputs)
+        except ValidationError as exc:
+            raise JobInputError("INVALID_JOB", f"job {job.id!r}: {exc}") from None
         for name in names:
             if name not in job.inputs:
                 raise JobInputError("INVALID_JOB", f"job {job.id!r} has no {name!r} image")

@@ -392,17 +392,17 @@ def _take_inputs(
     rest = copy.deepcopy(dict(fields))
     given: dict[str, object] = {}
     for slot in kind.inputs:
-        if "[]" not in slot.name:
+        if slot.items is None:
             if slot.name in rest:
                 given[slot.name] = rest.pop(slot.name)
             continue
-        where, leaf = slot.name.split("[].")
+        where, field = slot.items
         items: Any = rest
         for part in where.split("."):
             items = items.get(part) if isinstance(items, dict) else None
         for index, item in enumerate(items if isinstance(items, list) else ()):
-            if isinstance(item, dict) and leaf in item:
-                given[f"{where}[{index}].{leaf}"] = item.pop(leaf)
+            if isinstance(item, dict) and field in item:
+                given[f"{where}[{index}].{field}"] = item.pop(field)
     return given, rest
 
 
