@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from ..batch import (
     dry_run,
     is_run_output,
     open_output,
+    read_job_lines,
     read_jobs,
 )
 from ._display import (
@@ -77,7 +78,7 @@ async def run(settings: RunSettings) -> int:
         raise ValidationError("JOBS.jsonl", str(settings.jobs), "must name an existing job file")
     await anyio.to_thread.run_sync(_check_places, settings, destination)
     if settings.task_defaults.refused:  # a flag's value some task refuses: has the file one?
-        tasks = await anyio.to_thread.run_sync(_tasks_in, settings.jobs)
+        tasks = await _tasks_in(settings.jobs)
         settings.task_defaults.check(tasks, str(settings.jobs))
     if settings.dry_run:
         return await _dry_run(settings, destination)
@@ -186,30 +187,29 @@ async def job_lines(
         yield job
 
 
-def _job_objects(path: Path) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Each job-file line that is a JSON object: its task, its id (as a run names them: the
-    line's number if it has none) and the object, the request unread (the run reads it; these
-    are for what comes around it). Blocking, a line at a time."""
-    with open(path, "rb") as source:
-        for number, raw in enumerate(source, 1):
-            text = raw.decode("utf-8", "replace").removeprefix("\ufeff")
-            try:
-                line = json.loads(text) if text.strip() else None
-            except ValueError:
-                continue
-            if isinstance(line, dict) and isinstance(task := line.get("task", INSTANT_ID), str):
-                job_id = line.get("id")
-                yield task, job_id if isinstance(job_id, str) else str(number), line
+async def _job_objects(path: Path) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+    """Each job-file line that is a JSON object: its task, its id as a run names it, and the
+    object, the request unread (the run reads it; these are for what comes around it)."""
+    async for job_id, line in read_job_lines(path):
+        if line and isinstance(task := line.get("task", INSTANT_ID), str):
+            yield task, job_id, line
 
 
-def _tasks_in(path: Path) -> Counter[str]:
+async def _tasks_in(path: Path) -> Counter[str]:
     """The job file's lines by task."""
-    return Counter(task for task, _, _ in _job_objects(path))
+    return Counter([task async for task, _, _ in _job_objects(path)])
 
 
-def _gallery_inputs(jobs: Path, out: Path, local: bool) -> dict[str, CardInputs]:
+async def gallery_inputs(jobs: Path, destination: Output) -> dict[str, CardInputs]:
+    """The task and input images (``image``, ``mask_image``) of each v3 job of the job file, for
+    its card: a file linked relative to OUT (of a local run only: a store's page is elsewhere),
+    a URL as a link."""
+    local = not looks_like_url(destination.url)
+    # Both absolute, so relpath below is only arithmetic on their text (no getcwd).
+    out = Path(await anyio.Path(destination.local_dir).absolute())
+    base = Path(await anyio.Path(jobs).absolute()).parent
     found: dict[str, CardInputs] = {}
-    for task, job_id, line in _job_objects(jobs):
+    async for task, job_id, line in _job_objects(jobs):
         if task == INSTANT_ID:
             continue
         links: list[tuple[str, str, str | None]] = []
@@ -219,19 +219,12 @@ def _gallery_inputs(jobs: Path, out: Path, local: bool) -> dict[str, CardInputs]
             if looks_like_url(source):
                 links.append((name, source, source))
             elif local:  # a relative path is the job file's
-                links.append((name, source, os.path.relpath(jobs.parent / source, out)))
+                shown = os.path.relpath(base / source, out)  # noqa: ASYNC240 (see above)
+                links.append((name, source, shown))
             else:
                 links.append((name, source, None))
         found[job_id] = CardInputs(task, tuple(links))
     return found
-
-
-async def gallery_inputs(jobs: Path, destination: Output) -> dict[str, CardInputs]:
-    """The task and input images (``image``, ``mask_image``) of each v3 job of the job file, for
-    its card: a file linked relative to OUT (of a local run only: a store's page is elsewhere),
-    a URL as a link."""
-    local = not looks_like_url(destination.url)
-    return await anyio.to_thread.run_sync(_gallery_inputs, jobs, destination.local_dir, local)
 
 
 def _wrong_kind(path: Path) -> str | None:

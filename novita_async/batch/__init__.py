@@ -18,6 +18,7 @@ from ._jobs import (
     check_job_id,
     count_jobs,
     job_ids,
+    read_job_lines,
     read_jobs,
 )
 from ._journal import JOURNAL_NAME, RESULTS_NAME, JournalDamagedError, RepairReport, repair_journal
@@ -56,6 +57,7 @@ __all__ = [
     "is_run_output",
     "job_ids",
     "open_output",
+    "read_job_lines",
     "read_jobs",
     "read_status",
     "repair_journal",

@@ -36,7 +36,8 @@ from .._models import TASKS, ImageTaskRequest, InstantIDRequest, TaskRequest, me
 
 __all__ = [
     "ImageSource", "InvalidJob", "Job", "JobError", "JobInputError", "JobOutcome", "JobSource",
-    "JobStatus", "build_request", "check_job_id", "count_jobs", "job_ids", "read_jobs",
+    "JobStatus", "build_request", "check_job_id", "count_jobs", "job_ids", "read_job_lines",
+    "read_jobs",
 ]  # fmt: skip
 
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes
@@ -307,13 +308,19 @@ def _json(text: str) -> object:
         raise _LineProblem(None, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
-def _line_id(text: str, line: int) -> tuple[str, str]:
+def _line_fields(text: str, line: int) -> tuple[str, dict[str, Any]]:
     """A line's id as a run names it (its number if it has none), whether or not it is valid,
-    and its task (InstantID's unless it names another known one)."""
+    and its object's other keys (none for a line that is not an object with a usable id)."""
     try:
-        job_id, fields = _load(_json(text), line)
+        return _load(_json(text), line)
     except _LineProblem:
-        return str(line), INSTANT_ID
+        return str(line), {}
+
+
+def _line_id(text: str, line: int) -> tuple[str, str]:
+    """A line's id as a run names it and its task (InstantID's unless it names another known
+    one)."""
+    job_id, fields = _line_fields(text, line)
     task = fields.get("task")
     return job_id, task if isinstance(task, str) and task in TASKS else INSTANT_ID
 
@@ -555,7 +562,15 @@ def count_jobs(path: str | os.PathLike[str]) -> int:
 async def job_ids(path: str | os.PathLike[str]) -> set[str]:
     """The ids of the jobs of a job file, as a run names them (a line's id defaults to its
     number, an invalid line's too), whether or not the rest of each line is valid."""
-    return {_line_id(text, line)[0] async for line, text in _lines(Path(path))}
+    return {job_id async for job_id, _ in read_job_lines(path)}
+
+
+async def read_job_lines(path: str | os.PathLike[str]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Each line of the job file at ``path``, unchecked: its id as a run names it (as
+    :func:`job_ids`) and its JSON object's other keys (empty for a line that is not an object),
+    for what goes around a run (its gallery, checks of the file as a whole)."""
+    async for line, text in _lines(Path(path)):
+        yield _line_fields(text, line)
 
 
 # --- the run's input --------------------------------------------------------------------------

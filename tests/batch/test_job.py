@@ -20,6 +20,7 @@ from novita_async.batch import (
     check_job_id,
     count_jobs,
     job_ids,
+    read_job_lines,
     read_jobs,
 )
 
@@ -152,6 +153,11 @@ async def test_read_jobs_yields_jobs_and_invalid_jobs_and_counts_and_names_them(
     assert isinstance(broken, InvalidJob) and "not valid JSON" in str(broken.error)
     assert count_jobs(path) == 4
     assert await job_ids(path) == {"one", "3", "4", "7"}
+    # The lines unread, each under the id the run gives it (a number id as text, as the run).
+    lines_read = [pair async for pair in read_job_lines(path)]
+    assert [job_id for job_id, _ in lines_read] == ["one", "3", "4", "7"]
+    assert lines_read[1][1] == {**good, "widht": 5} and lines_read[2][1] == {}
+    assert lines_read[3][1] == good  # the id is not among the other keys
 
 
 async def test_read_jobs_refuses_urls_without_a_cache_folder(tmp_path: Path) -> None:
